@@ -1,0 +1,5 @@
+import sys
+
+from microexp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,73 @@
+"""Class protocols: named, documented mappings from a dataset's raw emotion labels to experiment classes.
+
+A protocol maps each raw emotion (compared case-insensitively, spaces/underscores ignored) to a class name, or to
+``None`` to exclude it with a reason. Raw labels the mapping does not know are excluded as "unknown label".
+Dataset-specific protocols are registered with :func:`register` by their dataset modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from microexp.data.records import ClipRecord, ClipSet, Exclusion
+from microexp.errors import ConfigError
+
+
+def normalise_label(label: str) -> str:
+    return "".join(ch for ch in str(label).strip().lower() if ch.isalnum())
+
+
+@dataclass(frozen=True)
+class ClassProtocol:
+    name: str
+    classes: tuple[str, ...]
+    mapping: Mapping[str, str | None]
+    description: str = ""
+
+    def map(self, emotion: str) -> str | None:
+        """Class of a raw emotion; ``None`` if excluded. Raises KeyError when the label is unknown."""
+        table = {normalise_label(k): v for k, v in self.mapping.items()}
+        return table[normalise_label(emotion)]
+
+    def apply(self, records: Iterable[ClipRecord], name: str | None = None,
+              excluded: Iterable[Exclusion] = ()) -> ClipSet:
+        kept: list[ClipRecord] = []
+        dropped = list(excluded)
+        for rec in records:
+            try:
+                cls = self.map(rec.emotion)
+            except KeyError:
+                dropped.append(Exclusion(rec.key, f"unknown label {rec.emotion!r} for class protocol {self.name}"))
+                continue
+            if cls is None:
+                dropped.append(Exclusion(rec.key, f"label {rec.emotion!r} not used by class protocol {self.name}"))
+                continue
+            kept.append(rec.with_label(cls))
+        return ClipSet(name or self.name, kept, self.classes, dropped)
+
+
+def identity_protocol(labels: Iterable[str], name: str = "all") -> ClassProtocol:
+    """Every raw label is its own class, classes sorted alphabetically."""
+    classes = tuple(sorted(set(labels)))
+    return ClassProtocol(name, classes, {c: c for c in classes}, "every annotated label is a class")
+
+
+_REGISTRY: dict[str, ClassProtocol] = {}
+
+
+def register(protocol: ClassProtocol) -> ClassProtocol:
+    _REGISTRY[protocol.name] = protocol
+    return protocol
+
+
+def get(name: str) -> ClassProtocol:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none registered"
+        raise ConfigError(f"unknown class protocol {name!r} (known: {known})") from None
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)

@@ -1,0 +1,32 @@
+"""One exception family. Messages name the file, row, column or value at fault; the CLI prints them on one line."""
+
+
+class MicroexpError(Exception):
+    """Base class for every error microexp raises on purpose."""
+
+
+class DataError(MicroexpError):
+    """A dataset tree or annotation file is missing, empty or malformed."""
+
+
+class AnnotationError(DataError):
+    """An annotation file is malformed. Carries the file, row and column where known."""
+
+    def __init__(self, message: str, *, file: object = None, row: int | None = None, column: str | None = None):
+        where = []
+        if file is not None:
+            where.append(str(file))
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.file, self.row, self.column = file, row, column
+
+
+class ConfigError(MicroexpError):
+    """A run configuration, model name or option value is invalid."""
+
+
+class PreprocessError(MicroexpError):
+    """A clip could not be preprocessed (no face, unreadable frame, ...)."""

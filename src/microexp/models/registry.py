@@ -1,0 +1,77 @@
+"""Model registry: name -> builder, the streams the model reads, its default preprocessing and its source.
+
+A builder is ``fn(n_classes, input_shapes, **hparams) -> nn.Module`` where ``input_shapes`` maps each stream name
+to its (C, T, H, W) shape. A model's ``forward`` takes its streams as keyword tensors shaped (N, C, T, H, W) and
+returns logits (softmax lives in the loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from microexp.errors import ConfigError
+from microexp.preprocess.config import PreprocessConfig
+
+Shape = tuple[int, int, int, int]
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Builder
+    preprocess: PreprocessConfig
+    source: str
+    description: str = ""
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.preprocess.streams)
+
+    def input_shapes(self, preprocess: PreprocessConfig | None = None) -> dict[str, Shape]:
+        p = preprocess or self.preprocess
+        return {s.name: (2 if s.kind == "flow" else 1, p.frames, *s.size) for s in p.streams}
+
+    def build(self, n_classes: int, preprocess: PreprocessConfig | None = None, **hparams: Any) -> nn.Module:
+        return self.builder(n_classes, self.input_shapes(preprocess), **{**self.hparams, **hparams})
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    _MODELS[spec.name] = spec
+    return spec
+
+
+def _load_builtin() -> None:
+    import importlib
+    import pkgutil
+
+    import microexp.models as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name not in {"registry", "layout"}:
+            importlib.import_module(f"microexp.models.{mod.name}")
+
+
+def get(name: str) -> ModelSpec:
+    _load_builtin()
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r} (known: {', '.join(sorted(_MODELS))})") from None
+
+
+def names() -> list[str]:
+    _load_builtin()
+    return sorted(_MODELS)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

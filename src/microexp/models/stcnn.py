@@ -1,0 +1,72 @@
+"""MicroExpSTCNN (Reddy et al., IJCNN 2019), as coded in the reference repository (reference-models.md §1.5).
+
+Conv3D 32 filters over 3 rows x 3 cols x 15 frames (valid, ReLU) -> MaxPool 3x3x3 -> Dropout 0.5 -> Flatten ->
+Dense 128 ReLU (N(0, 0.05) init) -> Dropout 0.5 -> Dense n_classes (N(0, 0.05) init) -> softmax (in the loss).
+Conv kernel glorot-uniform, biases zero. 44,241,667 parameters for 64x64x96 with 3 classes; 1,643,267 for 64x64x18.
+Paper Table I's trailing Dropout on the logits is a table error and is not reproduced.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from microexp.models.layout import paper_to_torch
+from microexp.models.registry import ModelSpec, Shape, register
+from microexp.preprocess.config import PreprocessConfig, StreamConfig
+
+
+def keras_dense_init(layer: nn.Linear, std: float = 0.05) -> None:
+    """Keras 2.0 ``init='normal'``: N(0, 0.05) kernel, zero bias."""
+    nn.init.normal_(layer.weight, 0.0, std)
+    nn.init.zeros_(layer.bias)
+
+
+def glorot_init(layer: nn.Module) -> None:
+    """Keras default: glorot-uniform kernel, zero bias."""
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+
+
+class MicroExpSTCNN(nn.Module):
+    def __init__(self, n_classes: int, input_shape: Shape = (1, 96, 64, 64), kernel: tuple[int, int, int] = (3, 3, 15),
+                 pool: int = 3, filters: int = 32, dense: int = 128, dropout: float = 0.5):
+        super().__init__()
+        c, t, h, w = input_shape
+        kt, kh, kw = paper_to_torch(kernel)
+        if t < kt or h < kh or w < kw:
+            raise ValueError(f"input (T={t}, H={h}, W={w}) is smaller than the kernel {kernel} (rows, cols, frames)")
+        self.input_shape = input_shape
+        self.conv = nn.Conv3d(c, filters, kernel_size=(kt, kh, kw))
+        self.pool = nn.MaxPool3d(pool)
+        self.drop1 = nn.Dropout(dropout)
+        feat = (filters, (t - kt + 1) // pool, (h - kh + 1) // pool, (w - kw + 1) // pool)
+        if min(feat[1:]) < 1:
+            raise ValueError(f"input {input_shape} leaves no features after conv {kernel} and pool {pool}")
+        self.feature_shape = feat
+        self.fc1 = nn.Linear(feat[0] * feat[1] * feat[2] * feat[3], dense)
+        self.drop2 = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(dense, n_classes)
+        glorot_init(self.conv)
+        keras_dense_init(self.fc1)
+        keras_dense_init(self.fc2)
+
+    def features(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.drop1(self.pool(torch.relu(self.conv(clip)))).flatten(1)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop2(torch.relu(self.fc1(self.features(clip)))))
+
+
+def build_stcnn(n_classes: int, input_shapes: dict[str, Shape], **hparams: object) -> MicroExpSTCNN:
+    return MicroExpSTCNN(n_classes, input_shapes["clip"], **hparams)  # type: ignore[arg-type]
+
+
+register(ModelSpec(
+    name="stcnn",
+    builder=build_stcnn,
+    preprocess=PreprocessConfig(streams=(StreamConfig("clip", "face", (64, 64)),), frames=96,
+                                normalise="zscore"),
+    source="Reddy et al., IJCNN 2019 (MicroExpSTCNN); github bogireddytejareddy/micro-expression-recognition",
+    description="3D CNN on 64x64xD gray face clips; kernel (3,3,15) rows x cols x frames",
+))
