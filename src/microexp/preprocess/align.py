@@ -13,10 +13,10 @@ import numpy as np
 
 from microexp.errors import PreprocessError
 
-# Canonical face crop: the eye midpoint at (0.5, 0.4) of a square whose side is 2.5 x the eye distance
+# Canonical face crop: the eye midpoint at (0.5, 0.36) of a square whose side is 2.8 x the eye distance
 # (covers brows to chin on frontal faces; CASME II-like cropped faces).
-FACE_SIDE = 2.5
-FACE_EYE_Y = 0.4
+FACE_SIDE = 2.8
+FACE_EYE_Y = 0.36
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in aligned pixel coordinates
 

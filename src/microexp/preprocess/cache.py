@@ -32,6 +32,15 @@ _HEADER = len(MAGIC) + 8 + 32
 _EXCLUDED = "__excluded__"
 
 
+def default_cache_dir() -> Path:
+    """``$MICROEXP_CACHE``, else ``$XDG_CACHE_HOME/microexp/preprocess`` (``~/.cache/microexp/preprocess``)."""
+    env = os.environ.get("MICROEXP_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "microexp" / "preprocess"
+
+
 def config_digest(config: PreprocessConfig) -> str:
     return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
 

@@ -23,7 +23,7 @@ RIGHT_EYE = slice(42, 48)
 MOUTH = slice(48, 68)
 
 # Detection runs on a copy downscaled so that its longer side is at most this (speed); landmarks use full res.
-DETECT_MAX_SIDE = 320
+DETECT_MAX_SIDE = 640
 
 
 class NoFaceError(PreprocessError):
@@ -139,7 +139,20 @@ def find_face(gray: np.ndarray, backend: str = "dlib", fallback_frame: bool = Fa
 
 
 # Mean 68-point shape in unit face-crop coordinates (x / width, y / height) of the canonical crop of
-# :func:`microexp.preprocess.align.face_box` (eye midpoint at (0.5, 0.4), side = 2.5 x eye distance).
+# :func:`microexp.preprocess.align.face_box` (eye midpoint at (0.5, 0.36), side = 2.8 x eye distance).
 # Measured with the dlib backend on skimage's astronaut and matplotlib's grace_hopper, averaged after
 # alignment. Used with face="none" (frames already face crops) to place the eye / mouth / ROI regions.
-TEMPLATE: np.ndarray = np.zeros((68, 2))
+TEMPLATE: np.ndarray = np.array([
+    (0.138, 0.388), (0.147, 0.486), (0.164, 0.577), (0.179, 0.669), (0.209, 0.757), (0.261, 0.836),
+    (0.338, 0.892), (0.421, 0.936), (0.512, 0.947), (0.608, 0.935), (0.695, 0.892), (0.770, 0.833),
+    (0.825, 0.761), (0.858, 0.674), (0.875, 0.579), (0.886, 0.484), (0.896, 0.383), (0.179, 0.303),
+    (0.220, 0.253), (0.286, 0.235), (0.355, 0.242), (0.420, 0.265), (0.584, 0.263), (0.647, 0.233),
+    (0.718, 0.230), (0.786, 0.251), (0.828, 0.306), (0.503, 0.349), (0.501, 0.418), (0.502, 0.481),
+    (0.504, 0.548), (0.416, 0.581), (0.457, 0.596), (0.503, 0.607), (0.546, 0.595), (0.586, 0.583),
+    (0.255, 0.363), (0.294, 0.337), (0.347, 0.335), (0.392, 0.370), (0.345, 0.376), (0.296, 0.379),
+    (0.608, 0.371), (0.651, 0.339), (0.706, 0.337), (0.744, 0.360), (0.705, 0.376), (0.657, 0.377),
+    (0.334, 0.681), (0.392, 0.669), (0.455, 0.663), (0.501, 0.675), (0.546, 0.667), (0.604, 0.670),
+    (0.673, 0.675), (0.609, 0.741), (0.548, 0.767), (0.498, 0.773), (0.451, 0.767), (0.390, 0.740),
+    (0.357, 0.687), (0.457, 0.693), (0.497, 0.700), (0.544, 0.694), (0.649, 0.683), (0.545, 0.725),
+    (0.501, 0.730), (0.454, 0.724),
+])

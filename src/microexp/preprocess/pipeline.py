@@ -100,8 +100,8 @@ def _source_box(a: np.ndarray, box: al.Box) -> al.Box:
 class _Regions:
     """Region crops of one clip, memoised per (region, size, position)."""
 
-    def __init__(self, frames: dict[int, np.ndarray], geo: ClipGeometry) -> None:
-        self.frames, self.geo = frames, geo
+    def __init__(self, frames: dict[int, np.ndarray], geo: ClipGeometry, roi_enlarge: bool = False) -> None:
+        self.frames, self.geo, self.roi_enlarge = frames, geo, roi_enlarge
         self._memo: dict[tuple[str, tuple[int, int], int], np.ndarray] = {}
         self._canvas: dict[int, np.ndarray] = {}
         self._boxes: dict[str, al.Box] = {}
@@ -134,7 +134,7 @@ class _Regions:
             else:
                 face = al.extract(frame, self.geo.transforms[pos], rg.aouayeb_face_box(self.geo.landmarks), None,
                                   border=cv2.BORDER_CONSTANT, border_value=255)
-            self._canvas[pos] = rg.contain_canvas(face)
+            self._canvas[pos] = rg.contain_canvas(face, self.roi_enlarge)
         return self._canvas[pos]
 
 
@@ -163,7 +163,7 @@ def preprocess_clip(record: ClipRecord, config: PreprocessConfig) -> dict[str, n
     if len(shapes) > 1:
         raise PreprocessError(f"frames differ in size {sorted(shapes)}")
     geo = clip_geometry(frames, ref, config)
-    reg = _Regions(frames, geo)
+    reg = _Regions(frames, geo, bool(dict(config.extra).get("roi_enlarge", False)))
 
     out: dict[str, np.ndarray] = {}
     for stream in config.streams:

@@ -77,11 +77,13 @@ def aouayeb_face_box(lm: np.ndarray) -> Box:
     return box
 
 
-def contain_canvas(face: np.ndarray) -> np.ndarray:
-    """``resize_contain(face, [240, 280])`` on white: shrink to fit keeping aspect, centre (ceil offsets)."""
+def contain_canvas(face: np.ndarray, enlarge: bool = False) -> np.ndarray:
+    """``resize_contain(face, [240, 280])`` on white: shrink to fit keeping aspect, centre (ceil offsets).
+    Like PIL's ``thumbnail`` underneath it never enlarges a small face unless ``enlarge`` (a non-seed option,
+    ``extra: {roi_enlarge: true}``)."""
     cw, ch = AOUAYEB_CANVAS
     h, w = face.shape[:2]
-    s = min(1.0, cw / w, ch / h)  # PIL thumbnail never enlarges
+    s = min(cw / w, ch / h) if enlarge else min(1.0, cw / w, ch / h)
     nw, nh = max(1, int(w * s)), max(1, int(h * s))
     small = face if (nw, nh) == (w, h) else cv2.resize(face, (nw, nh), interpolation=cv2.INTER_AREA)
     canvas = np.full((ch, cw), 255.0, dtype=np.float32)
