@@ -86,10 +86,10 @@ def extract(frame: np.ndarray, a: np.ndarray, box: Box, size: tuple[int, int] | 
     else:
         out = cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=border,
                              borderValue=border_value)
-    out = out.astype(np.float32, copy=False)
     if size is not None and (h, w) != tuple(size):
+        # resized in the frame's own dtype (uint8), as the seed code does, then cast
         out = cv2.resize(out, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return out
+    return out.astype(np.float32)
 
 
 def register_rigid(ref: np.ndarray, frame: np.ndarray, box: Box, work: int = 96) -> np.ndarray:
