@@ -51,6 +51,14 @@ def similarity_2pt(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([m, t[:, None]])
 
 
+def similarity_lsq(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity mapping points ``src`` onto ``dst`` (Umeyama, no reflection)."""
+    m, _ = cv2.estimateAffinePartial2D(np.asarray(src, np.float64), np.asarray(dst, np.float64), method=cv2.LMEDS)
+    if m is None:
+        raise PreprocessError("cannot fit a similarity between the landmarks of two frames")
+    return m.astype(np.float64)
+
+
 def eye_alignment(left: np.ndarray, right: np.ndarray, rotate: bool = True) -> np.ndarray:
     """Source -> aligned map of the reference frame: rotation about the eye midpoint making the eye line
     horizontal (identity when ``rotate`` is False)."""

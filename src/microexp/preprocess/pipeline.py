@@ -76,7 +76,6 @@ def clip_geometry(frames: dict[int, np.ndarray], ref: int, config: PreprocessCon
     lm = al.apply(a_ref, face.landmarks)
     box = al.face_box(*al.apply(a_ref, np.array([left, right])))
     transforms: dict[int, np.ndarray] = {}
-    target_eyes = al.apply(a_ref, np.array([left, right]))
     src_box = _source_box(a_ref, box)
     for pos, img in frames.items():
         if pos == ref or config.align in ("none", "onset"):
@@ -84,8 +83,7 @@ def clip_geometry(frames: dict[int, np.ndarray], ref: int, config: PreprocessCon
         elif config.align == "per-frame":
             f = get_backend().detect(img)
             pts = f.landmarks if f is not None else get_backend().landmarks(img, face.box)
-            eyes = np.array([pts[36:42].mean(0), pts[42:48].mean(0)])
-            transforms[pos] = al.similarity_2pt(eyes, target_eyes)
+            transforms[pos] = al.compose(a_ref, al.similarity_lsq(pts[RIGID], face.landmarks[RIGID]))
         else:  # track: rigid registration of each frame onto the reference frame
             transforms[pos] = al.compose(a_ref, al.register_rigid(ref_img, img, src_box))
     return ClipGeometry(ref, transforms, lm, box, face)
@@ -95,6 +93,10 @@ def _source_box(a: np.ndarray, box: al.Box) -> al.Box:
     corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]])
     src = al.apply(al.invert(a), corners)
     return (*src.min(0), *src.max(0))
+
+
+# Landmarks that move little with expressions: nose bridge and tip (27-35), eye corners (36, 39, 42, 45).
+RIGID = np.r_[27:36, 36, 39, 42, 45]
 
 
 class _Regions:
