@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from microexp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from microexp.preprocess.config import PreprocessConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_config(model: str | None, config: Path | None):  # noqa: ANN201 - PreprocessConfig
+def resolve_config(model: str | None, config: Path | None) -> PreprocessConfig:
+    """The model's default preprocessing (or the defaults) with the YAML file's keys on top."""
     import yaml
 
     from microexp.preprocess.config import PreprocessConfig
