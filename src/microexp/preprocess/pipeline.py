@@ -223,8 +223,10 @@ def _work(args: tuple[int, ClipRecord, PreprocessConfig, str | None, str]) -> tu
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    # spawn, not fork: a child forked after OpenCV has started its thread pool can wait forever on it
+    # (observed: both workers asleep at 0 % CPU). Scripts that call preprocess_set with workers > 1 therefore
+    # need the usual ``if __name__ == "__main__":`` guard.
+    return multiprocessing.get_context("spawn")
 
 
 def preprocess_set(clips: ClipSet, config: PreprocessConfig, progress: bool = True,
