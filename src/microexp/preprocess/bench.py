@@ -8,6 +8,7 @@ import csv
 import os
 import tempfile
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,19 @@ import numpy as np
 from microexp.preprocess.config import PreprocessConfig, StreamConfig
 
 
+@lru_cache(maxsize=1)
 def sample_faces() -> dict[str, np.ndarray]:
-    """The two real face photographs as RGB uint8: ``astronaut`` (512x512) and ``grace_hopper`` (600x512)."""
+    """The two real face photographs as RGB uint8: ``astronaut`` (512x512) and ``grace_hopper`` (600x512).
+    Cached: treat the arrays as read-only."""
     import skimage.data
     from matplotlib.cbook import get_sample_data
 
     with get_sample_data("grace_hopper.jpg") as f:
         grace = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
-    return {"astronaut": np.ascontiguousarray(skimage.data.astronaut()), "grace_hopper": np.ascontiguousarray(grace)}
+    faces = {"astronaut": np.ascontiguousarray(skimage.data.astronaut()), "grace_hopper": np.ascontiguousarray(grace)}
+    for img in faces.values():
+        img.flags.writeable = False
+    return faces
 
 
 # Hand-measured (on 3x zoomed views) pupil centres and mouth centre, (x, y) pixels of the original photographs.

@@ -156,7 +156,8 @@ def preprocess_clip(record: ClipRecord, config: PreprocessConfig) -> dict[str, n
     positions = temporal_positions(selected, config.temporal, config.frames, config.window)
     needs_frames = any(s.kind in ("raw", "saliency") or config.flow_pairs == "consecutive" for s in config.streams)
     needs_pair = any(s.kind in ("flow", "flowstrain") and config.flow_pairs == "onset_apex" for s in config.streams)
-    onset, apex = _key_positions(record, selected)
+    onset, apex = (_key_positions(record, selected) if needs_pair or config.face != "none"
+                   else (selected[0], selected[0]))
     # landmarks come from the onset frame (first selected frame when there is no onset) only
     ref = onset if config.face != "none" else (positions[0] if positions else onset)
     load = set(positions if needs_frames else []) | ({onset, apex} if needs_pair else set()) | {ref}
