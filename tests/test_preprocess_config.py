@@ -21,7 +21,8 @@ def test_yaml_round_trip(tmp_path):
     cfg = PreprocessConfig(streams=(StreamConfig("clip", "face", (64, 48)), StreamConfig("flow", "mouth", (28, 28), "flowstrain")),
                            frames=9, selection="keyframes9", temporal="none", face="dlib", align="track",
                            normalise="minus1to1", gray="code", flow="dis", flow_pairs="consecutive", flow_size=96,
-                           saliency="positive", on_no_face="frame", window=(2, 11), extra=(("roi_enlarge", True),))
+                           saliency="positive", on_no_face="frame", resize="nearest", window=(2, 11),
+                           extra=(("roi_enlarge", True),))
     path = tmp_path / "p.yaml"
     cfg.to_yaml(path)
     assert PreprocessConfig.from_yaml(path) == cfg
@@ -119,3 +120,24 @@ def test_preprocess_command(tmp_path, capsys):
     cfg.write_text("temporal: cubic\n")
     assert main(args) == 2
     assert "temporal='cubic' is not one of" in capsys.readouterr().err
+
+
+def test_nearest_resize_samples_like_keras_load_img(tmp_path):
+    """Joshi's frames: Keras ``load_img(grayscale, target_size=(128, 128))`` = PIL NEAREST on the whole frame."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (300, 270), dtype=np.uint8)
+    paths = []
+    for k in range(1, 4):
+        p = tmp_path / f"img{k}.png"
+        cv2.imwrite(str(p), frame)
+        paths.append(p)
+    rec = ClipRecord("t", "s", "c", "x", tuple(paths), (1, 2, 3), 1, 2, 3)
+    cfg = PreprocessConfig(streams=(StreamConfig("c", "whole", (128, 128)),), frames=3, normalise="none",
+                           resize="nearest")
+    out = preprocess_set(ClipSet("t", [rec], ("x",)), cfg, progress=False).streams["c"][0, 0, 0]
+    expected = np.asarray(Image.fromarray(frame).resize((128, 128), Image.NEAREST), np.float32)
+    np.testing.assert_array_equal(out, expected)
+    area = preprocess_set(ClipSet("t", [rec], ("x",)), cfg.with_overrides(resize="area"), progress=False)
+    assert not np.array_equal(area.streams["c"][0, 0, 0], expected)

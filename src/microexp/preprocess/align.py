@@ -77,10 +77,20 @@ def face_box(left: np.ndarray, right: np.ndarray) -> Box:
     return (x0, y0, x0 + side, y0 + side)
 
 
+INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST_EXACT}
+
+
+def resize(img: np.ndarray, size: tuple[int, int], how: str = "area") -> np.ndarray:
+    """Resize to (rows, cols); ``nearest`` is INTER_NEAREST_EXACT, which samples like PIL's NEAREST."""
+    if img.shape[:2] == tuple(size):
+        return img
+    return cv2.resize(img, (size[1], size[0]), interpolation=INTERPOLATION[how])
+
+
 def extract(frame: np.ndarray, a: np.ndarray, box: Box, size: tuple[int, int] | None,
-            border: int = cv2.BORDER_REPLICATE, border_value: float = 0.0) -> np.ndarray:
+            border: int = cv2.BORDER_REPLICATE, border_value: float = 0.0, how: str = "area") -> np.ndarray:
     """Region ``box`` (aligned coordinates) of ``frame`` moved by ``a``, resized to ``size`` (rows, cols) with
-    INTER_AREA (as the seed code), float32. ``size=None`` keeps the native box size."""
+    ``how`` (INTER_AREA by default, as the seed code), float32. ``size=None`` keeps the native box size."""
     x0, y0, x1, y1 = box
     w, h = int(round(x1 - x0)), int(round(y1 - y0))
     if w < 1 or h < 1:
@@ -94,9 +104,8 @@ def extract(frame: np.ndarray, a: np.ndarray, box: Box, size: tuple[int, int] | 
     else:
         out = cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=border,
                              borderValue=border_value)
-    if size is not None and (h, w) != tuple(size):
-        # resized in the frame's own dtype (uint8), as the seed code does, then cast
-        out = cv2.resize(out, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    if size is not None:
+        out = resize(out, size, how)  # in the frame's own dtype (uint8), as the seed code, then cast
     return out.astype(np.float32)
 
 
@@ -111,8 +120,8 @@ def register_rigid(ref: np.ndarray, frame: np.ndarray, box: Box, work: int = 96)
     s = min(1.0, work / max(x1 - x0, y1 - y0))
     crop = np.array([[s, 0, -s * x0], [0, s, -s * y0]])  # source -> work coordinates
     size = (max(int((x1 - x0) * s), 8), max(int((y1 - y0) * s), 8))
-    tpl = cv2.warpAffine(ref.astype(np.float32), crop, size, flags=cv2.INTER_AREA)
-    img = cv2.warpAffine(frame.astype(np.float32), crop, size, flags=cv2.INTER_AREA)
+    tpl = cv2.warpAffine(ref.astype(np.float32), crop, size, flags=cv2.INTER_LINEAR)
+    img = cv2.warpAffine(frame.astype(np.float32), crop, size, flags=cv2.INTER_LINEAR)
     w = np.eye(2, 3, dtype=np.float32)
     try:
         _, w = cv2.findTransformECC(tpl, img, w, cv2.MOTION_EUCLIDEAN,

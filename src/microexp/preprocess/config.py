@@ -24,6 +24,7 @@ FLOW = ("tvl1", "farneback", "dis")
 FLOW_PAIRS = ("onset_apex", "consecutive")
 SALIENCY = ("signed", "positive")
 ON_NO_FACE = ("exclude", "frame")
+RESIZE = ("area", "linear", "nearest")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class PreprocessConfig:
     temporally normalised frames (T=frames-1), and the square size the flow is computed at before resizing.
     saliency: ``signed`` frame minus temporal median, or ``positive`` (the seed's uint8 saturation).
     on_no_face: ``exclude`` the clip, or use the whole ``frame`` as the face box (tightly cropped datasets).
+    resize: interpolation of the final resize to the stream size: ``area`` (cv2 INTER_AREA, the MicroExpSTCNN
+    seed), ``linear`` (cv2 default, Microfacial-exp), ``nearest`` (PIL/Keras nearest, Joshi's ``load_img``).
     """
 
     streams: tuple[StreamConfig, ...] = (StreamConfig(),)
@@ -86,12 +89,14 @@ class PreprocessConfig:
     flow_size: int = 112
     saliency: str = "signed"
     on_no_face: str = "exclude"
+    resize: str = "area"
     extra: tuple[tuple[str, Any], ...] = field(default=())
 
     def __post_init__(self) -> None:
         for name, allowed in (("selection", SELECTIONS), ("temporal", TEMPORAL), ("normalise", NORMALISE),
                               ("face", FACE), ("align", ALIGN), ("gray", GRAY), ("flow", FLOW),
-                              ("flow_pairs", FLOW_PAIRS), ("saliency", SALIENCY), ("on_no_face", ON_NO_FACE)):
+                              ("flow_pairs", FLOW_PAIRS), ("saliency", SALIENCY), ("on_no_face", ON_NO_FACE),
+                              ("resize", RESIZE)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"preprocess.{name}={value!r} is not one of {list(allowed)}")

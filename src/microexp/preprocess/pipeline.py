@@ -102,8 +102,9 @@ RIGID = np.r_[27:36, 36, 39, 42, 45]
 class _Regions:
     """Region crops of one clip, memoised per (region, size, position)."""
 
-    def __init__(self, frames: dict[int, np.ndarray], geo: ClipGeometry, roi_enlarge: bool = False) -> None:
-        self.frames, self.geo, self.roi_enlarge = frames, geo, roi_enlarge
+    def __init__(self, frames: dict[int, np.ndarray], geo: ClipGeometry, roi_enlarge: bool = False,
+                 how: str = "area") -> None:
+        self.frames, self.geo, self.roi_enlarge, self.how = frames, geo, roi_enlarge, how
         self._memo: dict[tuple[str, tuple[int, int], int], np.ndarray] = {}
         self._canvas: dict[int, np.ndarray] = {}
         self._boxes: dict[str, al.Box] = {}
@@ -120,11 +121,11 @@ class _Regions:
         if key not in self._memo:
             frame = self.frames[pos]
             if region == "whole":
-                out = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA).astype(np.float32)
+                out = al.resize(frame, size, self.how).astype(np.float32)
             elif region.startswith("roi"):
-                out = rg.aouayeb_roi(self.canvas(pos), int(region[3:]), size)
+                out = rg.aouayeb_roi(self.canvas(pos), int(region[3:]), size, self.how)
             else:
-                out = al.extract(frame, self.geo.transforms[pos], self.box(region), size)
+                out = al.extract(frame, self.geo.transforms[pos], self.box(region), size, how=self.how)
             self._memo[key] = out
         return self._memo[key]
 
@@ -166,7 +167,7 @@ def preprocess_clip(record: ClipRecord, config: PreprocessConfig) -> dict[str, n
     if len(shapes) > 1:
         raise PreprocessError(f"frames differ in size {sorted(shapes)}")
     geo = clip_geometry(frames, ref, config)
-    reg = _Regions(frames, geo, bool(dict(config.extra).get("roi_enlarge", False)))
+    reg = _Regions(frames, geo, bool(dict(config.extra).get("roi_enlarge", False)), config.resize)
 
     out: dict[str, np.ndarray] = {}
     for stream in config.streams:

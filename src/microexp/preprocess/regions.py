@@ -92,10 +92,9 @@ def contain_canvas(face: np.ndarray, enlarge: bool = False) -> np.ndarray:
     return canvas
 
 
-def aouayeb_roi(canvas: np.ndarray, k: int, size: tuple[int, int]) -> np.ndarray:
+def aouayeb_roi(canvas: np.ndarray, k: int, size: tuple[int, int], how: str = "area") -> np.ndarray:
     """Region ``roi{k}`` (1-based) of a 240x280 canvas, resized to ``size`` (rows, cols)."""
     x0, x1, y0, y1 = AOUAYEB_BOXES[k - 1]
-    roi = canvas[y0:y1, x0:x1]
-    if roi.shape != (size[0], size[1]):
-        roi = cv2.resize(roi, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return roi
+    from microexp.preprocess.align import resize
+
+    return resize(canvas[y0:y1, x0:x1], size, how)
