@@ -219,6 +219,8 @@ def _work(args: tuple[int, ClipRecord, PreprocessConfig, str | None, str]) -> tu
         value: dict[str, np.ndarray] | str = preprocess_clip(record, config)
     except MicroexpError as exc:
         value = _reason(exc)
+    except cv2.error as exc:  # e.g. a degenerate image OpenCV refuses: the clip is excluded, the run goes on
+        value = _reason(PreprocessError(f"OpenCV: {str(exc).strip().splitlines()[-1]}"))
     if cache_root is not None:
         ClipCache(cache_root).put(key, value)
     return i, value
