@@ -141,7 +141,8 @@ def find_face(gray: np.ndarray, backend: str = "dlib", fallback_frame: bool = Fa
 # Mean 68-point shape in unit face-crop coordinates (x / width, y / height) of the canonical crop of
 # :func:`microexp.preprocess.align.face_box` (eye midpoint at (0.5, 0.36), side = 2.8 x eye distance).
 # Measured with the dlib backend on skimage's astronaut and matplotlib's grace_hopper, averaged after
-# alignment. Used with face="none" (frames already face crops) to place the eye / mouth / ROI regions.
+# alignment. Used with face="none" (frames already face crops) to place the eye / mouth regions (the Aouayeb
+# regions then take the whole frame as their face box).
 TEMPLATE: np.ndarray = np.array([
     (0.138, 0.388), (0.147, 0.486), (0.164, 0.577), (0.179, 0.669), (0.209, 0.757), (0.261, 0.836),
     (0.338, 0.892), (0.421, 0.936), (0.512, 0.947), (0.608, 0.935), (0.695, 0.892), (0.770, 0.833),
