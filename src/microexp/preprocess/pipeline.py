@@ -24,15 +24,26 @@ from microexp.data.records import ClipRecord, ClipSet, Exclusion
 from microexp.errors import MicroexpError, PreprocessError
 from microexp.preprocess import align as al
 from microexp.preprocess import regions as rg
+from microexp.preprocess import temporal as tp
 from microexp.preprocess.cache import ClipCache, clip_key, config_digest
 from microexp.preprocess.config import PreprocessConfig, StreamConfig
 from microexp.preprocess.face import TEMPLATE, Face, NoFaceError, find_face, get_backend
 from microexp.preprocess.flow import flow_stream
 from microexp.preprocess.normalise import normalise_clip
-from microexp.preprocess.temporal import saliency, select_positions, temporal_positions, tim
+from microexp.preprocess.temporal import saliency, tim
 
 __all__ = ["Prepared", "ClipGeometry", "clip_geometry", "preprocess_clip", "preprocess_set",
            "select_positions", "temporal_positions"]
+
+
+def select_positions(record: ClipRecord, config: PreprocessConfig) -> list[int]:
+    """Positions (indices into ``record.frames``) chosen by ``config.selection`` (see :mod:`.temporal`)."""
+    return tp.select_positions(record, config.selection)
+
+
+def temporal_positions(positions: list[int], config: PreprocessConfig) -> list[int]:
+    """The selected positions mapped to ``config.frames`` positions (``tim`` keeps them all)."""
+    return tp.temporal_positions(positions, config.temporal, config.frames, config.window)
 
 
 @dataclass
@@ -151,10 +162,10 @@ def _flow_dims(stream: StreamConfig, flow_size: int) -> tuple[int, int]:
 def preprocess_clip(record: ClipRecord, config: PreprocessConfig) -> dict[str, np.ndarray]:
     """Model input streams for one clip, each float32 (C, T, H, W). Raises PreprocessError (or a DataError
     for unreadable frames) when the clip cannot be preprocessed."""
-    selected = select_positions(record, config.selection)
+    selected = select_positions(record, config)
     if not selected:
         raise PreprocessError("no frames selected")
-    positions = temporal_positions(selected, config.temporal, config.frames, config.window)
+    positions = temporal_positions(selected, config)
     needs_frames = any(s.kind in ("raw", "saliency") or config.flow_pairs == "consecutive" for s in config.streams)
     needs_pair = any(s.kind in ("flow", "flowstrain") and config.flow_pairs == "onset_apex" for s in config.streams)
     onset, apex = (_key_positions(record, selected) if needs_pair or config.face != "none"
