@@ -42,6 +42,7 @@ class Row:
     source: str = ""  # "file:row"
     span: bool = False  # True: the folder is a long video and the clip is frames onset..offset of it
     meta: dict[str, Any] = field(default_factory=dict)
+    invalid: str | None = None  # why the row cannot be used (becomes an Exclusion; the file is not rejected)
 
     def repair(self, text: str) -> None:
         self.meta.setdefault("repairs", []).append(text)
@@ -212,6 +213,9 @@ def build_records(dataset: str, tree: Path, rows: Iterable[Row]) -> tuple[list[C
     listing: dict[Path, tuple[tuple[Path, ...], tuple[int, ...]]] = {}
     for row in rows:
         key = f"{dataset}/{row.subject}/{row.clip_id}"
+        if row.invalid:
+            excluded.append(Exclusion(key, row.invalid))
+            continue
         assert row.folder is not None
         folder = tree / row.folder
         if not folder.is_dir():
@@ -272,9 +276,16 @@ def middle(row: Row) -> int | None:
 
 
 def fix_apex(row: Row, raw: str = "") -> None:
-    """Apex not annotated, or outside onset..offset (known errors of the official files): the middle frame
-    is used and the repair recorded."""
-    if row.onset is None or row.offset is None or row.offset < row.onset:
+    """Known errors of the official files, repaired and recorded in ``meta["repairs"]``: offset ``0`` (not
+    annotated) -> None, the clip ends at the apex; apex not annotated or outside onset..offset -> the middle frame.
+    Onset after offset cannot be repaired: the row is marked invalid (an exclusion, with the reason)."""
+    if row.offset == 0 and row.onset:
+        row.offset = None
+        row.repair("offset 0 (not annotated): the clip ends at its apex")
+    if row.onset is None or row.offset is None:
+        return
+    if row.offset < row.onset:
+        row.invalid = f"onset {row.onset} is after offset {row.offset} ({row.source})"
         return
     if row.apex is None:
         row.apex = middle(row)

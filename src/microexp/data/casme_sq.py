@@ -38,6 +38,7 @@ from microexp.data._common import (
     build_records,
     cell_text,
     find_file,
+    fix_apex,
     int_cell,
     is_blank,
     read_sheet,
@@ -129,9 +130,7 @@ def read_annotation(path: Path) -> Annotation:
                         "self_report": cell_text(cells["self_report"]).lower()})
         if len(values) > len(COLS) + 1 and "/" in cell_text(values[len(COLS) + 1]):
             row.meta["rawpic_folder"] = cell_text(values[len(COLS) + 1])  # appended column of the CSV export
-        if offset == 0:
-            row.offset = None
-            row.repair("offset 0 (not annotated): the clip ends at its apex")
+        fix_apex(row, cell_text(cells["apex"]))
         subject = subject_of.get(int(part))
         if subject is None and "rawpic_folder" in row.meta:
             subject = row.meta["rawpic_folder"].split("/")[0]
