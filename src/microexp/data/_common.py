@@ -102,7 +102,7 @@ def read_sheet(path: Path, sheet: str | int | None = 0) -> pd.DataFrame:
                 if not matches:
                     raise AnnotationError(f"no sheet {sheet!r} (sheets: {book.sheet_names})", file=path)
                 sheet = matches[0]
-            return book.parse(sheet if sheet is not None else 0, header=None, dtype=object)
+            return pd.read_excel(book, sheet_name=sheet if sheet is not None else 0, header=None, dtype=object)
     except AnnotationError:
         raise
     except Exception as exc:  # pandas/openpyxl/xlrd raise many types for a damaged file
@@ -159,7 +159,8 @@ def locate_header(raw: pd.DataFrame, file: Path, columns: Mapping[str, Sequence[
         names = [columns[c][0] for c in best[2]]
         raise AnnotationError(f"header row lacks column(s) {names}", file=file, row=best[1], column=names[0])
     expected = [columns[c][0] for c in required]
-    raise AnnotationError(f"no header row with columns {expected} in the first {HEADER_SCAN_ROWS} rows", file=file)
+    raise AnnotationError(f"no header row with columns {expected} in rows 1-{min(HEADER_SCAN_ROWS, len(raw))}",
+                          file=file, row=1, column=expected[0])
 
 
 def check_duplicates(rows: Sequence[Row], file: Path, key: Any = None, column: str = "Filename") -> None:

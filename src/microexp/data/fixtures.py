@@ -43,7 +43,7 @@ import openpyxl
 
 from microexp.data import casme, casme2, casme3, casme_sq, megc2019, samm
 from microexp.data._common import Row
-from microexp.errors import ConfigError
+from microexp.errors import ConfigError, DataError
 
 LAYOUTS = ("casme2", "samm", "smic", "casme_sq", "casme", "casme3")
 
@@ -120,7 +120,10 @@ def _write_frames(folder: Path, names: Sequence[str], frames: np.ndarray, color:
     for name, img in zip(names, frames, strict=True):
         if color:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        cv2.imwrite(str(folder / name), img)
+        ok, data = cv2.imencode(Path(name).suffix, img)
+        if not ok:
+            raise DataError(f"cannot encode {folder / name}")
+        (folder / name).write_bytes(data.tobytes())  # encode + one write: much faster than imwrite on busy disks
 
 
 def _render_span(render: Renderer, row: Row, numbers: Sequence[int], size: int, seed: int, subjects: list[str]
@@ -164,7 +167,8 @@ def _write_casme2_annotation(path: Path, rows: Sequence[Row]) -> None:
     ws.append(["Subject", "Filename", None, "OnsetFrame", "ApexFrame", "OffsetFrame", None, "Action Units",
                "Estimated Emotion", "Objective Classes"])
     for r in rows:
-        ws.append([r.subject, r.clip_id, None, r.onset, "/" if r.apex is None else r.apex, r.offset, None,
+        subject = r.subject[3:] if r.subject.startswith("sub") else r.subject  # text '01', as in the release
+        ws.append([subject, r.clip_id, None, r.onset, "/" if r.apex is None else r.apex, r.offset, None,
                    _aus_cell(r.aus), r.emotion, 7])
     wb.create_sheet("Sheet2")
     wb.create_sheet("Sheet3")
@@ -282,6 +286,18 @@ def _smic_rows(count: int = 12) -> list[Row]:
         emo, short = emotions[k // 3 % 3]
         rows.append(Row(subject, f"{subject}_{short}_{k // 9 + 1:02d}", emo, None, None, None))
     return rows
+
+
+WRITERS = {"casme2": _write_casme2_annotation, "samm": _write_samm_annotation, "casme": _write_casme_annotation,
+           "casme3": _write_casme3_annotation, "casme_sq": _write_casme_sq_annotation}
+
+
+def write_annotation(layout: str, path: Path, rows: Sequence[Row]) -> None:
+    """Write ``rows`` (as parsed by the layout's ``read_annotation``, or generated) as that release's annotation
+    file (.xlsx). SMIC has none."""
+    if layout not in WRITERS:
+        raise ConfigError(f"layout {layout!r} has no annotation file")
+    WRITERS[layout](Path(path), rows)
 
 
 # ------------------------------------------------------------------------------------------------------ builder
