@@ -210,6 +210,9 @@ def _frame_problems(report: Report, row: Row, tree: Path, listing: dict[Path, tu
     else:
         bounds = [n for n in (row.onset, row.offset, numbers[0] if numbers else None,
                               numbers[-1] if numbers else None) if n is not None]
+        if not bounds:
+            report.problems.append(Problem("missing frames", str(folder), f"the clip folder has no frames ({row.source})"))
+            return
         lo, hi = min(bounds), max(bounds)
     have = set(numbers)
     missing = [n for n in range(lo, hi + 1) if n not in have]
