@@ -1,0 +1,78 @@
+"""``microexp evaluate``: train and score a model under a protocol, write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from microexp.config import EPOCH_POLICIES, PROTOCOLS, RunConfig
+from microexp.report.text import results_table
+from microexp.train.evaluate import evaluate, resolve_preprocess
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by commands that run an evaluation."""
+    p.add_argument("--model", help="model name (see `microexp models`; default stcnn)")
+    p.add_argument("--protocol", choices=PROTOCOLS, help="loso | holdout | kfold (default loso)")
+    p.add_argument("--folds", type=int, help="number of folds for kfold (default 5)")
+    p.add_argument("--epochs", type=int, help="training epochs (default 100)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 8)")
+    p.add_argument("--lr", type=float, help="SGD learning rate (default 0.01, no momentum)")
+    p.add_argument("--epoch-policy", choices=list(EPOCH_POLICIES),
+                   help="fixed (default) | validation (subjects from the training fold) | test-peek (leaky)")
+    p.add_argument("--seeds", type=int, help="repeat the protocol with seeds 0..N-1 (mean ± std)")
+    p.add_argument("--control", choices=["none", "shuffle"],
+                   help="shuffle: also train with labels permuted within subjects (must score at chance)")
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--frames", type=int, help="frames per clip after temporal normalisation (model default otherwise)")
+    p.add_argument("--size", type=int, help="square crop size in pixels for every input stream (model default otherwise)")
+    p.add_argument("--config", type=Path, help="run configuration YAML (e.g. a run's config.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any configuration key, e.g. --set preprocess.frames=32 --set train.momentum=0.9")
+    p.add_argument("--out", type=Path, help="run directory (default runs/<dataset>-<model>-<protocol>-<time>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    config = RunConfig.from_yaml(args.config) if getattr(args, "config", None) else (base or RunConfig())
+    sets = []
+    for flag, key in (("dataset", "dataset"), ("root", "root"), ("annotation", "annotation"), ("classes", "classes"),
+                      ("model", "model"), ("protocol", "protocol"), ("folds", "folds"), ("control", "control"),
+                      ("epochs", "train.epochs"), ("batch_size", "train.batch_size"), ("lr", "train.lr"),
+                      ("epoch_policy", "train.epoch_policy"), ("device", "train.device")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            sets.append(f"{key}={value}")
+    if getattr(args, "seeds", None):
+        sets.append(f"seeds={list(range(args.seeds))}")
+    if getattr(args, "frames", None):
+        sets.append(f"preprocess.frames={args.frames}")
+    config = config.with_overrides(sets + list(args.overrides))
+    if getattr(args, "size", None):
+        streams = resolve_preprocess(config).to_dict()["streams"]
+        config.preprocess["streams"] = [{**s, "size": [args.size, args.size]} for s in streams]
+    return config
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    return Path("runs") / f"{config.dataset}-{config.model}-{config.protocol}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    out = args.out or default_run_dir(config)
+    result = evaluate(config, out=out, progress=not args.no_progress)
+    print(results_table(result.metrics))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="train and score a model under a protocol",
+                       description="Train and score a model on a dataset under a leak-free protocol.")
+    p.add_argument("--dataset", help="synthetic | plain | casme2 | samm | smic | casme_sq | casme | casme3 | megc2019")
+    p.add_argument("--root", help="dataset root folder")
+    p.add_argument("--annotation", help="annotation file (default: the one in the dataset's standard place)")
+    p.add_argument("--classes", help="class protocol (default: the dataset's default)")
+    add_run_options(p)
+    p.set_defaults(func=run)

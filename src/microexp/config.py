@@ -1,0 +1,127 @@
+"""Typed run configuration with YAML in/out and dotted overrides (``train.lr=0.001``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from microexp.errors import ConfigError
+
+EPOCH_POLICIES = {
+    "fixed": "trained for a fixed number of epochs; the last epoch is scored",
+    "validation": "epoch chosen on validation subjects drawn from the training fold only",
+    "test-peek": "LEAKY: epoch chosen on the test fold (reproduces published numbers only)",
+}
+PROTOCOLS = ("loso", "holdout", "kfold")
+CONTROLS = ("none", "shuffle")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. Defaults are the reference code's: Keras ``'SGD'`` = lr 0.01, no momentum."""
+
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    epoch_policy: str = "fixed"
+    val_fraction: float = 0.2  # share of training subjects held out for the validation epoch policy
+    patience: int | None = None  # stop after this many epochs without validation improvement
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self) -> None:
+        if self.epoch_policy not in EPOCH_POLICIES:
+            raise ConfigError(f"train.epoch_policy={self.epoch_policy!r} is not one of {list(EPOCH_POLICIES)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"train.epochs={self.epochs} and train.batch_size={self.batch_size} must be >= 1")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"train.val_fraction={self.val_fraction} must be in (0, 1)")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as ``config.yaml`` in the run directory."""
+
+    dataset: str = "synthetic"
+    root: str | None = None
+    annotation: str | None = None
+    classes: str | None = None  # class protocol; None = the dataset's default
+    model: str = "stcnn"
+    model_params: dict[str, Any] = field(default_factory=dict)
+    preprocess: dict[str, Any] = field(default_factory=dict)  # overrides of the model's default preprocessing
+    protocol: str = "loso"
+    folds: int = 5  # kfold
+    test_size: float = 0.2  # holdout
+    subject_aware: bool = True  # holdout: no subject in both train and test
+    seeds: list[int] = field(default_factory=lambda: [0])
+    control: str = "none"  # "shuffle": also run with training labels permuted within subjects
+    save_checkpoints: bool = True
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.train, dict):
+            self.train = _build(TrainConfig, self.train, "train")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol {self.protocol!r} is not one of {list(PROTOCOLS)}")
+        if self.control not in CONTROLS:
+            raise ConfigError(f"control {self.control!r} is not one of {list(CONTROLS)}")
+        if not self.seeds:
+            raise ConfigError("seeds is empty")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return _build(cls, d, "")
+
+    def to_yaml(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> RunConfig:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read run configuration ({exc})") from None
+        return cls.from_dict(data)
+
+    def with_overrides(self, assignments: list[str]) -> RunConfig:
+        """Apply ``key.sub=value`` strings (values parsed as YAML scalars)."""
+        d = self.to_dict()
+        for item in assignments:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not KEY=VALUE")
+            key, raw = item.split("=", 1)
+            target = d
+            parts = key.split(".")
+            for p in parts[:-1]:
+                if not isinstance(target.get(p), dict):
+                    target[p] = {} if p in ("model_params", "preprocess") or target.get(p) is None else target[p]
+                    if not isinstance(target[p], dict):
+                        raise ConfigError(f"override {item!r}: {p} is not a section")
+                target = target[p]
+            target[parts[-1]] = yaml.safe_load(raw)
+        return RunConfig.from_dict(d)
+
+
+def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {d!r}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {[f'{prefix}.{u}' if prefix else u for u in unknown]}")
+    kwargs = dict(d)
+    if cls is RunConfig and isinstance(kwargs.get("train"), dict):
+        kwargs["train"] = _build(TrainConfig, kwargs["train"], "train")
+    try:
+        obj = cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"bad {prefix or 'run'} configuration: {exc}") from None
+    assert is_dataclass(obj)
+    return obj

@@ -1,0 +1,1 @@
+"""Reporting: text tables for the terminal (HTML report to come)."""

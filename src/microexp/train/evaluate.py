@@ -1,0 +1,238 @@
+"""Evaluate a model on a dataset under a protocol: the whole leak-free path, writing a run directory.
+
+The run is a list of independent :class:`FoldTask` (seed x fold x real/control); :func:`run_fold` trains and
+scores one, and an executor (:mod:`microexp.train.executor`) maps it over the tasks. Results are pooled per seed.
+
+Run directory: ``config.yaml``, ``metrics.json``, ``predictions.csv`` (one row per test clip and seed),
+``history.csv`` (learning curves per fold), ``excluded.csv`` (clip, reason), ``checkpoints/`` (one per fold).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from microexp import __version__
+from microexp.config import EPOCH_POLICIES, RunConfig
+from microexp.data.records import ClipRecord, ClipSet, Exclusion
+from microexp.data.registry import load_dataset
+from microexp.errors import ConfigError, DataError
+from microexp.models import registry as model_registry
+from microexp.preprocess.config import PreprocessConfig
+from microexp.preprocess.pipeline import preprocess_set
+from microexp.train.executor import Executor, LocalExecutor
+from microexp.train.loop import fit, predict_proba, resolve_device, set_seed
+from microexp.train.metrics import compute_metrics, summarise_seeds
+from microexp.train.protocols import Fold, make_folds, shuffle_within_groups, validation_split
+
+
+@dataclass
+class RunResult:
+    run_dir: Path | None
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+    history: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class FoldTask:
+    seed: int
+    fold: Fold
+    control: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{'control-' if self.control else ''}seed{self.seed}-{self.fold.name}"
+
+
+@dataclass
+class FoldOutput:
+    task: FoldTask
+    rows: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    chosen_epoch: int
+
+
+@dataclass
+class RunContext:
+    """Everything a fold needs: the configuration and the preprocessed arrays of the kept clips."""
+
+    config: RunConfig
+    preprocess: PreprocessConfig
+    records: list[ClipRecord]
+    classes: list[str]
+    inputs: dict[str, torch.Tensor]
+    y: np.ndarray
+    groups: np.ndarray
+    out: Path | None = None
+    excluded: list[Exclusion] = field(default_factory=list)
+
+
+def resolve_preprocess(config: RunConfig) -> PreprocessConfig:
+    """The model's default preprocessing with the run's overrides applied."""
+    spec = model_registry.get(config.model)
+    return PreprocessConfig.from_dict({**spec.preprocess.to_dict(), **config.preprocess})
+
+
+def chance_levels(y: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Expected scores of uniform random guessing on these labels."""
+    p = np.bincount(y, minlength=n_classes) / len(y)
+    f1 = [2 * pc / n_classes / (pc + 1 / n_classes) for pc in p if pc > 0] + [0.0] * int((p == 0).sum())
+    return {"accuracy": 1 / n_classes, "uar": 1 / n_classes, "uf1": float(np.mean(f1))}
+
+
+def fit_global_normaliser(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, torch.Tensor]:
+    """The seed code's normalisation (global mean subtract, then global max divide) fitted on training rows only."""
+    out = {}
+    for name, x in inputs.items():
+        train = x[torch.as_tensor(rows)]
+        mean = train.mean()
+        scale = (train - mean).max().clamp_min(1e-6)
+        out[name] = (x - mean) / scale
+    return out
+
+
+def prepare(config: RunConfig, clips: ClipSet | None = None, progress: bool = True,
+            out: Path | None = None) -> RunContext:
+    """Load (unless given) and preprocess the clips of a run."""
+    pconf = resolve_preprocess(config)
+    if clips is None:
+        if not config.root:
+            raise ConfigError(f"dataset {config.dataset!r} needs --root")
+        clips = load_dataset(config.dataset, Path(config.root), config.annotation, config.classes)
+    if len(clips) == 0:
+        raise DataError(f"{clips.name}: no usable clips ({len(clips.excluded)} excluded)")
+    prepared = preprocess_set(clips, pconf, progress=progress)
+    kept = clips.subset(prepared.index)
+    excluded = list(clips.excluded) + list(prepared.excluded)
+    if len(kept) == 0:
+        raise DataError(f"{clips.name}: every clip failed preprocessing; first reason: {excluded[0].reason}")
+    groups = np.array([f"{r.dataset}/{r.subject}" for r in kept.records], dtype=object)
+    return RunContext(config, pconf, kept.records, list(kept.classes),
+                      {k: torch.from_numpy(v) for k, v in prepared.streams.items()}, kept.targets, groups, out,
+                      excluded)
+
+
+def fold_tasks(ctx: RunContext, control: bool = False) -> list[FoldTask]:
+    c = ctx.config
+    return [FoldTask(seed, fold, control) for seed in c.seeds
+            for fold in make_folds(c.protocol, ctx.y, ctx.groups, seed=seed, n_splits=c.folds,
+                                   test_size=c.test_size, subject_aware=c.subject_aware)]
+
+
+def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FoldOutput:
+    """Train on the task's training fold and score its test fold. The test rows never reach training."""
+    config, cfg, fold, seed = ctx.config, ctx.config.train, task.fold, task.seed
+    spec = model_registry.get(config.model)
+    n_classes = len(ctx.classes)
+    y = ctx.y
+    if task.control:
+        y = y.copy()
+        y[fold.train] = shuffle_within_groups(y[fold.train], ctx.groups[fold.train],
+                                              np.random.default_rng(seed + 7919))
+    if cfg.epoch_policy == "validation":
+        fit_idx, val_idx = validation_split(fold.train, y, ctx.groups, seed, cfg.val_fraction,
+                                            by_subject=config.protocol != "holdout" or config.subject_aware)
+    else:
+        fit_idx, val_idx = fold.train, None
+    inputs = ctx.inputs
+    if ctx.preprocess.normalise == "global":
+        inputs = fit_global_normaliser(inputs, fit_idx)
+    device = resolve_device(cfg.device)
+    set_seed(seed)
+    model = spec.build(n_classes, ctx.preprocess, **config.model_params).to(device)
+    result = fit(model, inputs, torch.from_numpy(y), fit_idx, cfg, seed, n_classes, val_idx=val_idx,
+                 test_idx=fold.test if cfg.epoch_policy == "test-peek" else None, on_epoch=on_epoch)
+    probs = predict_proba(model, inputs, fold.test, cfg.batch_size * 4, device)
+    rows = []
+    for i, p in zip(fold.test, probs, strict=True):
+        rec = ctx.records[i]
+        rows.append({"seed": seed, "fold": fold.name, "dataset": rec.dataset, "subject": rec.subject,
+                     "clip_id": rec.clip_id, "true": ctx.classes[ctx.y[i]],
+                     "predicted": ctx.classes[int(p.argmax())],
+                     **{f"p_{c}": float(v) for c, v in zip(ctx.classes, p, strict=True)},
+                     "epoch": result.chosen_epoch})
+    history = [{"control": task.control, "seed": seed, "fold": fold.name, **h} for h in result.history]
+    if ctx.out is not None and config.save_checkpoints and not task.control:
+        ckpt_dir = ctx.out / "checkpoints"
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": config.model, "model_params": config.model_params, "state_dict": model.state_dict(),
+                    "preprocess": ctx.preprocess.to_dict(), "classes": ctx.classes, "seed": seed,
+                    "fold": fold.name, "epoch": result.chosen_epoch, "microexp_version": __version__},
+                   ckpt_dir / f"seed{seed}-{fold.name}.pt")
+    return FoldOutput(task, rows, history, result.chosen_epoch)
+
+
+def pooled_metrics(ctx: RunContext, outputs: list[FoldOutput]) -> dict[str, Any]:
+    """Metrics per seed on the pooled predictions of all its folds, then aggregated over seeds."""
+    index = {c: i for i, c in enumerate(ctx.classes)}
+    per_seed = []
+    for seed in ctx.config.seeds:
+        rows = [r for o in outputs if o.task.seed == seed for r in o.rows]
+        m = compute_metrics([index[r["true"]] for r in rows], [index[r["predicted"]] for r in rows], ctx.classes,
+                            subjects=[f"{r['dataset']}/{r['subject']}" for r in rows],
+                            datasets=[r["dataset"] for r in rows])
+        per_seed.append({"seed": seed, **m})
+    agg: dict[str, Any] = {k: v for k, v in per_seed[0].items() if k != "seed"}
+    if len(per_seed) > 1:
+        for key, stats in summarise_seeds(per_seed).items():
+            agg[key], agg[f"{key}_std"] = stats["mean"], stats["std"]
+        agg["confusion"] = np.sum([m["confusion"] for m in per_seed], axis=0).tolist()
+    agg["per_seed"] = per_seed
+    return agg
+
+
+def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None = None, progress: bool = True,
+             log: Callable[[str], None] = print, executor: Executor | None = None) -> RunResult:
+    """Run ``config`` end to end. ``clips`` overrides loading the dataset (already mapped to classes)."""
+    started = time.time()
+    model_registry.get(config.model)  # fail on an unknown model before any loading
+    ctx = prepare(config, clips, progress=progress, out=out)
+    executor = executor or LocalExecutor(progress=progress)
+    cfg = config.train
+    outputs = executor.run(ctx, fold_tasks(ctx))
+    metrics = pooled_metrics(ctx, outputs)
+    metrics.update({
+        "dataset": config.dataset, "protocol": config.protocol, "model": config.model, "classes": ctx.classes,
+        "n_clips": len(ctx.records), "n_subjects": len(set(ctx.groups.tolist())), "n_excluded": len(ctx.excluded),
+        "n_folds": len(outputs) // len(config.seeds), "seeds": list(config.seeds),
+        "epoch_policy": {"name": cfg.epoch_policy, "description": EPOCH_POLICIES[cfg.epoch_policy],
+                         "leaky": cfg.epoch_policy == "test-peek", "epochs": cfg.epochs,
+                         "chosen_epochs": sorted({o.chosen_epoch for o in outputs})},
+        "chance": chance_levels(ctx.y, len(ctx.classes)), "microexp_version": __version__,
+    })
+    history = [h for o in outputs for h in o.history]
+    if config.control == "shuffle":
+        control = executor.run(ctx, fold_tasks(ctx, control=True))
+        metrics["control"] = {"kind": "shuffle (training labels permuted within subjects)",
+                              **pooled_metrics(ctx, control), "seeds": list(config.seeds)}
+        history += [h for o in control for h in o.history]
+    metrics["seconds"] = round(time.time() - started, 2)
+    predictions = pd.DataFrame([r for o in outputs for r in o.rows])
+    hist = pd.DataFrame(history)
+    if out is not None:
+        write_run(out, config, ctx.preprocess, metrics, predictions, hist, ctx.excluded)
+        log(f"run written to {out}")
+    return RunResult(out, metrics, predictions, hist)
+
+
+def write_run(out: Path, config: RunConfig, pconf: PreprocessConfig, metrics: dict[str, Any],
+              predictions: pd.DataFrame, history: pd.DataFrame, excluded: list[Exclusion]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = config.to_dict()
+    resolved["preprocess"] = pconf.to_dict()
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    predictions.to_csv(out / "predictions.csv", index=False)
+    history.to_csv(out / "history.csv", index=False)
+    pd.DataFrame([{"clip": e.clip, "reason": e.reason} for e in excluded], columns=["clip", "reason"]).to_csv(
+        out / "excluded.csv", index=False)

@@ -1,0 +1,55 @@
+"""The field's metrics, computed with scikit-learn on pooled predictions.
+
+UF1 is the macro F1 over the predictions of all folds pooled (not a mean of per-fold F1s); UAR is the mean
+per-class recall (balanced accuracy) over the classes present in the ground truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    recall_score,
+)
+
+
+def core_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
+    labels = list(range(n_classes))
+    present = sorted(set(np.asarray(y_true).tolist()))
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "uf1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "uar": float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "n": int(len(y_true)),
+    }
+
+
+def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str],
+                    subjects: Sequence[str] | None = None, datasets: Sequence[str] | None = None) -> dict[str, Any]:
+    """Accuracy, UF1, UAR, confusion, per class, per subject and (when several) per source dataset."""
+    yt, yp = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    k = len(classes)
+    out: dict[str, Any] = core_metrics(yt, yp, k)
+    out["confusion"] = confusion_matrix(yt, yp, labels=list(range(k))).tolist()
+    prec, rec, f1, support = precision_recall_fscore_support(yt, yp, labels=list(range(k)), zero_division=0)
+    out["per_class"] = {c: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
+                            "support": int(support[i])} for i, c in enumerate(classes)}
+    if subjects is not None:
+        subj = np.asarray(subjects, dtype=object)
+        out["per_subject"] = {str(s): core_metrics(yt[subj == s], yp[subj == s], k) for s in sorted(set(subj))}
+    if datasets is not None and len(set(datasets)) > 1:
+        ds = np.asarray(datasets, dtype=object)
+        out["per_dataset"] = {str(d): core_metrics(yt[ds == d], yp[ds == d], k) for d in sorted(set(ds))}
+    return out
+
+
+def summarise_seeds(per_seed: Sequence[dict[str, Any]], keys: Sequence[str] = ("accuracy", "uf1", "uar")) -> dict:
+    """Mean and (population) standard deviation of the headline metrics over seeds."""
+    return {k: {"mean": float(np.mean([m[k] for m in per_seed])), "std": float(np.std([m[k] for m in per_seed]))}
+            for k in keys}

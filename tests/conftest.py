@@ -1,0 +1,44 @@
+"""Shared test fixtures. Trees are built once per session in temporary folders."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def write_blob_tree(root: Path, subjects: int = 6, per_class: int = 4, frames: int = 24, size: int = 32,
+                    seed: int = 0) -> Path:
+    """A plain-layout tree where the class is the direction a bright blob moves (up / down / not at all)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(subjects):
+        for label, dy in (("up", -1), ("down", 1), ("none", 0)):
+            for k in range(per_class):
+                clip = root / f"s{s:02d}" / f"{label}{k}"
+                clip.mkdir(parents=True, exist_ok=True)
+                x0 = int(rng.integers(10, size - 10))
+                for t in range(frames):
+                    img = rng.normal(120, 10, (size, size)).clip(0, 255).astype(np.uint8)
+                    cv2.circle(img, (x0, size // 2 + dy * min(t, frames // 2) // 2), 3, 200, -1)
+                    cv2.imwrite(str(clip / f"frame_{t + 1:04d}.png"), img)
+                rows.append({"subject": f"s{s:02d}", "clip": f"{label}{k}", "emotion": label, "onset": 1,
+                             "apex": frames // 2, "offset": frames, "fps": 30, "aus": ""})
+    with open(root / "annotations.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="session")
+def blob_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_blob_tree(tmp_path_factory.mktemp("blob"))
