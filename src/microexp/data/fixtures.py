@@ -31,6 +31,7 @@ row's AU codes; :func:`placeholder_renderer` is a fast stand-in), ``size`` pixel
 
 from __future__ import annotations
 
+import functools
 import shutil
 import zlib
 from collections.abc import Callable, Sequence
@@ -76,19 +77,24 @@ def placeholder_renderer(spec: ClipSpec) -> np.ndarray:
     return np.clip(frames, 0, 255).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=2)
+def _faces(n: int) -> list:
+    from microexp.synth import load_faces
+
+    return load_faces(n)  # landmarks via dlib: seconds, so once per process
+
+
 def synth_renderer(n_faces: int = 8) -> Renderer:
     """The project's synthetic generator (:mod:`microexp.synth`): a real face per subject, moved by the row's AU
     codes between onset, apex and offset. Falls back to :func:`placeholder_renderer` only when ``microexp.synth`` is
     not installed."""
     try:
-        from microexp.synth import load_faces, render_clip
-    except ImportError:  # synth not merged into this checkout
+        from microexp.synth import render_clip
+    except ImportError:  # synth not installed in this checkout
         return placeholder_renderer
-    faces: list = []
 
     def render(spec: ClipSpec) -> np.ndarray:
-        if not faces:
-            faces.extend(load_faces(n_faces))
+        faces = _faces(n_faces)
         n = spec.n_frames
         if n < 3:  # the generator needs onset < apex < offset
             return placeholder_renderer(spec)
