@@ -4,7 +4,9 @@ frames); the small generated trees use the default renderer."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -32,6 +34,10 @@ EXPECTED_CLIPS = {"casme2": 255, "samm": 159, "smic": 164, "casme_sq": 357, "cas
 
 @pytest.fixture(scope="module")
 def real_tree(tmp_path_factory):
+    """Trees mirroring the real files hold ~70k tiny frames: on tmpfs when there is one (10x faster on a busy disk)."""
+    shm = Path("/dev/shm")
+    base = Path(tempfile.mkdtemp(prefix="microexp-data-", dir=shm)) if shm.is_dir() and os.access(shm, os.W_OK) \
+        else tmp_path_factory.mktemp("real")
     cache: dict[str, Fixture] = {}
 
     def get(layout: str) -> Fixture:
@@ -39,10 +45,11 @@ def real_tree(tmp_path_factory):
             ann = REAL_FILES[layout]
             if ann is not None and not ann.exists():
                 pytest.skip(f"{ann} not available")
-            cache[layout] = build_fixture(layout, tmp_path_factory.mktemp(layout), ann, render=placeholder_renderer)
+            cache[layout] = build_fixture(layout, base / layout, ann, render=placeholder_renderer)
         return cache[layout]
 
-    return get
+    yield get
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def _expected(fx: Fixture) -> dict[tuple[str, str], tuple]:
