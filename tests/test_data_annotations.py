@@ -277,3 +277,16 @@ def test_malformed_files_of_other_formats(tmp_path):
     (tmp_path / "gt.csv").write_bytes(b"casme2,sub01,EP02_01f,1\r\nsmic,s01,s01_ne_01,5\r\n")
     with pytest.raises(AnnotationError, match=r"row 2, column 'label'"):
         megc2019.read_gt(tmp_path / "gt.csv")
+
+
+def test_casme2_csv_export_with_int_subjects(tmp_path):
+    """The CSV export's header (blank-named and trailing empty columns) and int subjects of other copies."""
+    path = tmp_path / "CASME2-coding-20190701.csv"
+    path.write_text("Subject,Filename,,OnsetFrame,ApexFrame,OffsetFrame,,Action Units,Estimated Emotion,,,,\n"
+                    "1,EP02_01f,,46,59,86,,12,happiness,,,,\n"
+                    "4,EP12_01f,,250,/,332,,4+7,disgust,,,,\n"
+                    ",,,,,,,,,,,,\n")
+    rows = casme2.read_annotation(path)
+    assert [(r.subject, r.clip_id, r.onset, r.apex, r.offset) for r in rows] == \
+        [("sub01", "EP02_01f", 46, 59, 86), ("sub04", "EP12_01f", 250, 291, 332)]
+    assert rows[1].meta["apex_annotated"] is False

@@ -254,3 +254,50 @@ def test_hints_for_wrong_level_and_wrong_dataset(real_tree, tmp_path):
     assert any("looks like samm" in h and "--dataset samm" in h for h in report.hints), report.text()
     clip = next(iter(fx.clip_folders.values()))
     assert any("clip folder" in h for h in hints("samm", clip))
+
+
+# ------------------------------------------------------------------------------------------- other tree variants
+
+def _keys(clipset) -> set[tuple]:
+    return {(r.subject, r.clip_id, r.emotion, r.onset, r.apex, r.offset, r.frame_numbers) for r in clipset.records}
+
+
+def test_raw_trees_and_tree_choice(tmp_path):
+    cropped = build_fixture("casme2", tmp_path / "c2", render=placeholder_renderer)
+    raw = build_fixture("casme2", tmp_path / "c2", render=placeholder_renderer, raw=True)  # same release folder
+    both = load_dataset("casme2", cropped.root, classes="all")
+    assert all(r.frames[0].name.startswith("reg_img") for r in both.records)  # Cropped preferred
+    only_raw = load_dataset("casme2", raw.root / "CASME2_RAW_selected", classes="all")  # pick a tree by pointing at it
+    assert all(r.frames[0].name.startswith("img") for r in only_raw.records)
+    assert _keys(both) == _keys(only_raw)
+    smic_raw = build_fixture("smic", tmp_path / "smic", render=placeholder_renderer, raw=True)
+    recs = load_dataset("smic", smic_raw.root).records
+    assert recs and all(r.frames[0].name.startswith("image") for r in recs)
+    assert _keys(load_dataset("smic", smic_raw.root.parent)) == _keys(load_dataset("smic", smic_raw.root / "HS"))
+
+
+def test_casme3_me_clip_package_and_casme_sq_cropped_tree(tmp_path):
+    full = build_fixture("casme3", tmp_path / "c3", render=placeholder_renderer)
+    expected = load_dataset("casme3", full.root, classes="all")
+    pkg = tmp_path / "c3clips"
+    frame_dir = pkg / "Part_A_ME_clip" / "frame"
+    for r in expected.records:  # the ME-clip package: spNo.<k>_<video>_<onset>/<N>.jpg ('spNo', as released)
+        dest = frame_dir / f"spNo.{r.subject.split('.')[1]}_{r.meta['video']}_{r.onset}"
+        dest.mkdir(parents=True)
+        for p in r.frames:
+            shutil.copyfile(p, dest / p.name)
+    shutil.copyfile(full.annotation, pkg / full.annotation.name)
+    assert _keys(load_dataset("casme3", pkg, classes="all")) == _keys(expected)
+
+    sq = build_fixture("casme_sq", tmp_path / "sq", render=placeholder_renderer)
+    spans = load_dataset("casme_sq", sq.root, classes="all")
+    for r in spans.records:  # cropped/<NN>/<expression>/img<N>.jpg: no 's' on the subject folder
+        dest = sq.root / "cropped" / r.subject[1:] / r.clip_id
+        dest.mkdir(parents=True)
+        for p, n in zip(r.frames, r.frame_numbers, strict=True):
+            shutil.copyfile(p, dest / f"img{n}.jpg")
+    assert _keys(load_dataset("casme_sq", sq.root / "cropped", annotation=sq.annotation, classes="all")) == \
+        _keys(spans)
+    assert any(r.offset is None and r.meta["repairs"] for r in spans.records)  # offset 0 -> ends at apex
+    assert {r.subject for r in spans.records} == {"s15", "s19", "s40"}
+    assert any("23_0502funnyerrors" in str(r.frames[0]) for r in spans.records)  # s19 quirk matched by video code
