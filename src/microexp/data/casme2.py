@@ -8,7 +8,7 @@ Layout (as delivered; nothing to rename)::
 
 ``root`` may be the release folder (``Cropped`` is used when present, else ``CASME2_RAW_selected``, else
 ``CASME2_RAW/CASME2-RAW``) or one of those trees directly to choose it. The annotation file is looked for in the
-tree, its parent and the release root unless given. Each clip folder holds frames onset..offset named with the
+tree, its parent and the release root unless given (the newest date-stamped ``CASME2-coding-*.xlsx`` first). Each clip folder holds frames onset..offset named with the
 absolute, unpadded frame index; ``ClipRecord.frames`` is the whole folder in numeric order. 200 fps.
 
 Quirks handled: ``Subject`` as text ``'01'`` or int ``1``; ``/`` apex (middle frame used, recorded in

@@ -26,7 +26,8 @@ clips. Without ``annotation`` a small annotation is generated and written in the
 outside onset..offset, trailing-space AUs, offset ``0``, ``Others``, ``J``, a repeated video, irregular names).
 
 Frames are rendered by ``render`` (default :func:`synth_renderer`, the project's synthetic generator driven by the
-row's AU codes; :func:`placeholder_renderer` is a fast stand-in), ``size`` pixels square.
+row's AU codes — for SMIC, which has none, the generator's AU sets of the clip's class; :func:`placeholder_renderer`
+is a fast stand-in), ``size`` pixels square.
 """
 
 from __future__ import annotations
@@ -106,6 +107,15 @@ def synth_renderer(n_faces: int = 8) -> Renderer:
         return np.asarray(clip.frames, dtype=np.uint8)
 
     return render
+
+
+def _class_aus(emotion: str, clip_id: str) -> str:
+    try:
+        from microexp.synth import CLASS_AUS
+    except ImportError:
+        return ""
+    choices = CLASS_AUS.get(emotion, ("",))
+    return choices[_seed(clip_id) % len(choices)]
 
 
 @dataclass
@@ -329,6 +339,8 @@ def build_fixture(layout: str, out: Path, annotation: Path | None = None, *, ren
     def clip(folder: Path, row: Row, names: Sequence[str], numbers: Sequence[int], color: bool) -> None:
         if row.invalid:  # e.g. onset after offset: no frames to write; the loader excludes the row
             return
+        if not row.aus and layout == "smic":  # SMIC has no AU codes: use the generator's AUs for the class
+            row = Row(**{**vars(row), "aus": _class_aus(row.emotion, row.clip_id)})
         frames = _render_span(render, row, numbers, size, seed, subjects)
         _write_frames(folder, names, frames, color)
         fx.clip_folders[f"{row.subject}/{row.clip_id}"] = folder

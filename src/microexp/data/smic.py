@@ -23,7 +23,7 @@ from pathlib import Path
 from microexp.data import classes
 from microexp.data._common import Row, build_records, numbered_frames, subdirs
 from microexp.data.records import ClipRecord, Exclusion
-from microexp.data.registry import DatasetSpec, register_dataset
+from microexp.data.registry import DatasetSpec, Loader, register_dataset
 from microexp.errors import DataError
 
 EMOTIONS = ("negative", "positive", "surprise")
@@ -72,7 +72,7 @@ def scan_rows(tree: Path, fps: float) -> tuple[list[Row], list[Path]]:
     return rows, odd
 
 
-def make_loader(name: str):
+def make_loader(name: str) -> Loader:
     camera, fps = CAMERAS[name]
 
     def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], list[Exclusion]]:
