@@ -40,7 +40,8 @@ from microexp.errors import AnnotationError, DataError
 NAME = "casme"
 FPS = 60.0
 TREES = ("Cropped", "CASME_raw_selected", "CASME_raw")
-ANNOTATION_PATTERNS = ("CASME-coding*.xls*", "CASME_coding*.xls*", "casme.xls*", "CASME_label*.xls*", "CASME*.csv")
+ANNOTATION_PATTERNS = ("CASME-coding*.xls*", "CASME_coding*.xls*", "casme.xls*", "CASME_label*.xls*", "CASME-coding*.csv",
+                       "casme.csv")
 COLUMNS = {
     "subject": ("Subject",),
     "filename": ("Filename",),

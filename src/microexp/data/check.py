@@ -4,7 +4,8 @@
 records would use. It reports clips per class and per subject and names every problem:
 
 * ``missing clip folder`` — an annotation row whose folder does not exist (``row with no folder``);
-* ``folder with no row`` — a clip folder no annotation row refers to;
+* ``folder with no row`` — a clip folder no annotation row refers to (for long-video trees — CAS(ME)^2
+  ``rawpic``, CAS(ME)^3 Part A, SAMM-LV — a video without annotated expressions is normal and only noted);
 * ``missing frames`` — frame numbers absent inside a clip (or inside a span of a long video);
 * ``unreadable image`` — a frame file OpenCV cannot decode;
 * ``unknown label`` — an emotion the dataset's labels do not include;
@@ -266,8 +267,13 @@ def check_dataset(name: str, root: Path, annotation: Path | None = None, read_im
                                            f"row with no folder ({row.source})"))
             continue
         _frame_problems(report, row, scan.tree, listing, read_images, read)
+    spans = any(r.span for r in scan.rows)
     for folder in scan.folders:
-        if folder not in referenced:
+        if folder in referenced:
+            continue
+        if spans:  # a long video without an annotated expression is normal (CAS(ME)^3: 13 videos per subject)
+            report.notes.append(f"long video with no annotated expression: {scan.tree / folder}")
+        else:
             report.problems.append(Problem("folder with no row", str(scan.tree / folder),
                                            "no annotation row refers to it"))
     # exclusions of build_records (no folder, no frames, invalid row) are all reported above
