@@ -12,6 +12,7 @@ Every loader works in two steps so that ``microexp data check`` can reuse the fi
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,12 @@ def int_cell(value: object, file: Path, row: int, column: str, sentinels: Mappin
     return int(f)
 
 
+def _excel(path: Path) -> pd.ExcelFile:
+    with warnings.catch_warnings():  # pandas flags its xlrd engine as deprecated; xlrd is what reads legacy .xls
+        warnings.filterwarnings("ignore", message=".*xlrd engine is deprecated.*")
+        return pd.ExcelFile(path)
+
+
 def read_sheet(path: Path, sheet: str | int | None = 0) -> pd.DataFrame:
     """The raw cells of one sheet (no header interpretation), as objects, for .xlsx/.xls/.csv."""
     path = Path(path)
@@ -96,7 +103,7 @@ def read_sheet(path: Path, sheet: str | int | None = 0) -> pd.DataFrame:
             return pd.read_csv(path, header=None, dtype=object, keep_default_na=False, skip_blank_lines=False,
                                encoding_errors="replace")
         if suffix in (".xlsx", ".xlsm", ".xls"):
-            book = pd.ExcelFile(path)
+            book = _excel(path)
             if isinstance(sheet, str) and sheet not in book.sheet_names:
                 matches = [s for s in book.sheet_names if norm(s) == norm(sheet)]
                 if not matches:
@@ -114,7 +121,7 @@ def sheet_names(path: Path) -> list[str]:
     if Path(path).suffix.lower() == ".csv":
         return []
     try:
-        return list(pd.ExcelFile(path).sheet_names)
+        return list(_excel(path).sheet_names)
     except Exception as exc:
         raise AnnotationError(f"cannot read the file ({type(exc).__name__}: {exc})", file=path) from None
 
