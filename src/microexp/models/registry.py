@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from microexp.errors import ConfigError
-from microexp.preprocess.config import PreprocessConfig
+from microexp.preprocess.config import PreprocessConfig, StreamConfig
 
 Shape = tuple[int, int, int, int]
 Builder = Callable[..., nn.Module]
@@ -28,6 +28,9 @@ class ModelSpec:
     source: str
     description: str = ""
     hparams: dict[str, Any] = field(default_factory=dict)
+    # "torch": builder returns an nn.Module trained by gradient descent; "sklearn": builder returns an estimator
+    # with fit(streams, y) / predict_proba(streams) on numpy streams (e.g. LBP-TOP + SVM)
+    kind: str = "torch"
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -35,10 +38,23 @@ class ModelSpec:
 
     def input_shapes(self, preprocess: PreprocessConfig | None = None) -> dict[str, Shape]:
         p = preprocess or self.preprocess
-        return {s.name: (2 if s.kind == "flow" else 1, p.frames, *s.size) for s in p.streams}
+        return {s.name: stream_shape(s, p.frames) for s in p.streams}
 
     def build(self, n_classes: int, preprocess: PreprocessConfig | None = None, **hparams: Any) -> nn.Module:
         return self.builder(n_classes, self.input_shapes(preprocess), **{**self.hparams, **hparams})
+
+
+# channels per stream kind; flow kinds hold one onset->apex field, so T = 1 whatever ``frames`` says
+CHANNELS = {"raw": 1, "saliency": 1, "strain": 1, "flow": 2, "flowstrain": 3}
+SINGLE_FRAME_KINDS = ("flow", "flowstrain", "strain")
+
+
+def stream_shape(stream: StreamConfig, frames: int) -> Shape:
+    """(C, T, H, W) of one preprocessed stream."""
+    if stream.kind not in CHANNELS:
+        raise ConfigError(f"stream {stream.name!r}: kind {stream.kind!r} is not one of {sorted(CHANNELS)}")
+    t = 1 if stream.kind in SINGLE_FRAME_KINDS else frames
+    return (CHANNELS[stream.kind], t, *stream.size)
 
 
 _MODELS: dict[str, ModelSpec] = {}
@@ -75,3 +91,15 @@ def names() -> list[str]:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def parameter_count(spec: ModelSpec, n_classes: int = 3, preprocess: PreprocessConfig | None = None) -> int | None:
+    """Trainable parameters of ``spec`` for its default input, built on the meta device (no memory is allocated,
+    so a 177M-parameter model costs milliseconds). ``None`` for models that are not torch modules."""
+    import torch
+
+    if spec.kind != "torch":
+        return None
+    with torch.device("meta"):
+        model = spec.build(n_classes, preprocess)
+    return count_parameters(model)
