@@ -208,4 +208,4 @@ for _name, _cls, _desc in (
     ("joshi-2dcnn-vote", Joshi2DCNN, "frame-level 2D CNN, majority vote over the 9 frames (frame_level=True)"),
 ):
     register(ModelSpec(name=_name, builder=_builder(_cls), preprocess=joshi_preprocess(), source=_SOURCE,
-                       description=_desc + "; mode auto/binary/multiclass"))
+                       description=_desc + "; mode auto/binary/multiclass", classes=7))

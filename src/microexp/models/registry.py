@@ -31,6 +31,8 @@ class ModelSpec:
     # "torch": builder returns an nn.Module trained by gradient descent; "sklearn": builder returns an estimator
     # with fit(streams, y) / predict_proba(streams) on numpy streams (e.g. LBP-TOP + SVM)
     kind: str = "torch"
+    # number of classes the seed was published with (the default for listings and parameter counts)
+    classes: int = 3
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -69,11 +71,14 @@ def _load_builtin() -> None:
     import importlib
     import pkgutil
 
+    import microexp.baselines
     import microexp.models as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
         if mod.name not in {"registry", "layout"}:
             importlib.import_module(f"microexp.models.{mod.name}")
+    for mod in pkgutil.iter_modules(microexp.baselines.__path__):  # non-torch baselines (kind="sklearn")
+        importlib.import_module(f"microexp.baselines.{mod.name}")
 
 
 def get(name: str) -> ModelSpec:
@@ -93,13 +98,14 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def parameter_count(spec: ModelSpec, n_classes: int = 3, preprocess: PreprocessConfig | None = None) -> int | None:
-    """Trainable parameters of ``spec`` for its default input, built on the meta device (no memory is allocated,
+def parameter_count(spec: ModelSpec, n_classes: int | None = None,
+                    preprocess: PreprocessConfig | None = None) -> int | None:
+    """Trainable parameters of ``spec`` for its default input and ``n_classes`` (default: its published classes), built on the meta device (no memory is allocated,
     so a 177M-parameter model costs milliseconds). ``None`` for models that are not torch modules."""
     import torch
 
     if spec.kind != "torch":
         return None
     with torch.device("meta"):
-        model = spec.build(n_classes, preprocess)
+        model = spec.build(n_classes or spec.classes, preprocess)
     return count_parameters(model)

@@ -74,4 +74,5 @@ register(ModelSpec(
                                 frames=152, selection="whole", temporal="tim", normalise="none"),
     source="Microfacial-exp two-stream 3D CNN (CASME II, Oct-2018 twoStream); github ayush2610/Microfacial-exp",
     description="raw-frame + saliency 3D-CNN streams concatenated, 3 x Conv3D 512, Dense 100-100; 6 classes",
+    classes=6,
 ))
