@@ -58,7 +58,7 @@ def _pool() -> nn.MaxPool2d:
 class InceptionRegionCNN(nn.Module):
     """Per-frame CNN for one region: image (N, C, H, W) -> 256-d feature."""
 
-    def __init__(self, channels: int = 1, profile: str = "paper", features: int = 256):
+    def __init__(self, channels: int = 1, profile: str = "paper", features: int = 256, hidden: int = 2048):
         super().__init__()
         self.base = nn.Sequential(_conv(channels, 4, 5), nn.ReLU(), _pool(), _conv(4, 8, 3), nn.ReLU(), _pool())
         self.branches = nn.ModuleList([nn.Identity()]
@@ -70,8 +70,8 @@ class InceptionRegionCNN(nn.Module):
             self.se = nn.Sequential(_conv(72, 18, 1), nn.ReLU(), _conv(18, 72, 1), nn.Sigmoid())
             self.expand = nn.Sequential(_conv(72, 162, 1), nn.ReLU())
             width = 162
-        self.head = nn.Sequential(_dense(width, 2048, 0.01), nn.ReLU(), nn.Dropout(0.5),
-                                  _dense(2048, features, 0.01), nn.ReLU(), nn.Dropout(0.5))
+        self.head = nn.Sequential(_dense(width, hidden, 0.01), nn.ReLU(), nn.Dropout(0.5),
+                                  _dense(hidden, features, 0.01), nn.ReLU(), nn.Dropout(0.5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.base(x)
@@ -83,7 +83,7 @@ class InceptionRegionCNN(nn.Module):
 
 class RegionalCNNLSTM(nn.Module):
     def __init__(self, n_classes: int, input_shapes: dict[str, Shape], profile: str = "paper",
-                 lstm_units: int = 64, features: int = 256):
+                 lstm_units: int = 64, features: int = 256, hidden: int = 2048):
         super().__init__()
         if profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
@@ -91,7 +91,7 @@ class RegionalCNNLSTM(nn.Module):
         if missing:
             raise ValueError(f"regional model needs streams {list(REGIONS)}; missing {missing}")
         self.profile = profile
-        self.cnn = nn.ModuleDict({r: InceptionRegionCNN(input_shapes[r][0], profile, features) for r in REGIONS})
+        self.cnn = nn.ModuleDict({r: InceptionRegionCNN(input_shapes[r][0], profile, features, hidden) for r in REGIONS})
         self.lstm = nn.ModuleDict({r: KerasLSTM(features, lstm_units, activation="tanh",
                                                 recurrent_activation="hard_sigmoid", kernel_init=0.01)
                                    for r in REGIONS})

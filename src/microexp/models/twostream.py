@@ -32,26 +32,28 @@ def _dense(n_in: int, n_out: int) -> nn.Linear:
 
 
 class _Stream(nn.Sequential):
-    def __init__(self, channels: int):
-        super().__init__(_conv(channels, 128), nn.ReLU(), nn.MaxPool3d((1, 2, 2)),
-                         _conv(128, 256), nn.ReLU(), nn.MaxPool3d(2))
+    def __init__(self, channels: int, w1: int, w2: int):
+        super().__init__(_conv(channels, w1), nn.ReLU(), nn.MaxPool3d((1, 2, 2)),
+                         _conv(w1, w2), nn.ReLU(), nn.MaxPool3d(2))
 
 
 class TwoStream3DCNN(nn.Module):
     def __init__(self, n_classes: int = 6, clip_shape: Shape = (1, 152, 32, 32),
-                 saliency_shape: Shape = (1, 152, 32, 32), dense: int = 100):
+                 saliency_shape: Shape = (1, 152, 32, 32), dense: int = 100,
+                 widths: tuple[int, int, int] = (128, 256, 512)):
         super().__init__()
         if clip_shape[1:] != saliency_shape[1:]:
             raise ValueError(f"clip {clip_shape} and saliency {saliency_shape} must share (T, H, W)")
         _, t, h, w = clip_shape
-        t2, h2, w2 = t // 2 // 2, h // 2 // 2 // 2, w // 2 // 2 // 2
-        if min(t2, h2, w2) < 1:
+        t_out, h_out, w_out = t // 2 // 2, h // 2 // 2 // 2, w // 2 // 2 // 2
+        if min(t_out, h_out, w_out) < 1:
             raise ValueError(f"input {clip_shape} (C, T, H, W) is too small for three 2x poolings (T: two)")
-        self.clip_stream = _Stream(clip_shape[0])
-        self.saliency_stream = _Stream(saliency_shape[0])
-        self.fusion = nn.Sequential(_conv(512, 512), nn.ReLU(), _conv(512, 512), nn.ReLU(),
-                                    _conv(512, 512), nn.ReLU(), nn.MaxPool3d(2), nn.Flatten())
-        self.flat_features = 512 * t2 * h2 * w2
+        c1, c2, c3 = widths  # the seed's (128, 256, 512); narrower only for quick tests
+        self.clip_stream = _Stream(clip_shape[0], c1, c2)
+        self.saliency_stream = _Stream(saliency_shape[0], c1, c2)
+        self.fusion = nn.Sequential(_conv(2 * c2, c3), nn.ReLU(), _conv(c3, c3), nn.ReLU(),
+                                    _conv(c3, c3), nn.ReLU(), nn.MaxPool3d(2), nn.Flatten())
+        self.flat_features = c3 * t_out * h_out * w_out
         self.head = nn.Sequential(_dense(self.flat_features, dense), nn.ReLU(), _dense(dense, dense), nn.ReLU(),
                                   _dense(dense, n_classes))
 
