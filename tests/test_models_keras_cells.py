@@ -14,6 +14,16 @@ import torch.nn.functional as F
 
 from microexp.models.keras import KerasConvLSTM2D, KerasLSTM, batchnorm, hard_sigmoid
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # small linear algebra (orthogonal init's QR) is ~1000x slower with 2 threads on a busy 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 NP_ACT = {
     "relu": lambda x: np.maximum(x, 0.0),
     "tanh": np.tanh,
