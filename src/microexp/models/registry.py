@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from microexp.errors import ConfigError
@@ -100,10 +101,9 @@ def count_parameters(model: nn.Module) -> int:
 
 def parameter_count(spec: ModelSpec, n_classes: int | None = None,
                     preprocess: PreprocessConfig | None = None) -> int | None:
-    """Trainable parameters of ``spec`` for its default input and ``n_classes`` (default: its published classes), built on the meta device (no memory is allocated,
-    so a 177M-parameter model costs milliseconds). ``None`` for models that are not torch modules."""
-    import torch
-
+    """Trainable parameters of ``spec`` for its default input (or ``preprocess``) and ``n_classes`` (default: the
+    seed's published classes), built on the meta device: nothing is allocated, so a 177M-parameter model costs
+    milliseconds. ``None`` for models that are not torch modules (``kind != "torch"``)."""
     if spec.kind != "torch":
         return None
     with torch.device("meta"):
