@@ -97,6 +97,14 @@ def test_fusenet_dense_layers_are_linear_as_coded_and_relu_in_paper_profile(name
             assert torch.allclose(lhs, rhs, atol=1e-4) is affine, profile
 
 
+def test_fusenet_code_preprocessing_reproduces_the_scripts_frame_choice() -> None:
+    casme = fusenet_preprocess(96, code=True)
+    assert (casme.selection, casme.temporal, casme.window, casme.gray) == ("whole", "window", (72, 168), "code")
+    smic = fusenet_preprocess(18, code=True)
+    assert (smic.selection, smic.temporal, smic.frames) == ("whole", "first", 18)
+    assert registry.get("fusenet-late").input_shapes(smic) == {"eyes": (1, 18, 32, 32), "mouth": (1, 18, 32, 32)}
+
+
 def test_fusenet_rejects_unknown_profile_and_too_short_clips() -> None:
     with pytest.raises(ValueError, match="profile"):
         registry.get("fusenet-late").builder(3, {"eyes": (1, 18, 32, 32), "mouth": (1, 18, 32, 32)}, profile="x")

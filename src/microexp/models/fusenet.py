@@ -122,12 +122,21 @@ def build_late(n_classes: int, input_shapes: dict[str, Shape], **hparams: object
     return LateFuseNet(n_classes, input_shapes["eyes"], input_shapes["mouth"], **hparams)  # type: ignore[arg-type]
 
 
-def fusenet_preprocess(frames: int = 96) -> PreprocessConfig:
+def fusenet_preprocess(frames: int = 96, code: bool = False) -> PreprocessConfig:
     """Eye and mouth crops from dlib landmarks (§1.4), 32x32, ``frames`` frames (96 CAS(ME)^2, 18 SMIC), the seed's
-    dataset-wide mean/max normalisation fitted on the training fold (``global``)."""
-    return PreprocessConfig(
-        streams=(StreamConfig("eyes", "eyes", (32, 32)), StreamConfig("mouth", "mouth", (32, 32))),
-        frames=frames, face="dlib", normalise="global")
+    dataset-wide mean/max normalisation fitted on the training fold (``global``).
+
+    ``code=True`` reproduces the scripts' frame choice (§1.3): CAS(ME)^2 (frames=96) the fixed window of positions
+    72..167 of the whole video with the BGR/RGB gray swap; SMIC (frames=18) the first 18 frames (in sorted order,
+    not the scripts' unsorted listing)."""
+    streams = (StreamConfig("eyes", "eyes", (32, 32)), StreamConfig("mouth", "mouth", (32, 32)))
+    if not code:
+        return PreprocessConfig(streams=streams, frames=frames, face="dlib", normalise="global")
+    if frames == 96:
+        return PreprocessConfig(streams=streams, frames=96, selection="whole", temporal="window", window=(72, 168),
+                                face="dlib", normalise="global", gray="code")
+    return PreprocessConfig(streams=streams, frames=frames, selection="whole", temporal="first", face="dlib",
+                            normalise="global")
 
 
 _SOURCE = "Reddy et al., IJCNN 2019 (MicroExpFuseNet); github bogireddytejareddy/micro-expression-recognition"
