@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from microexp.errors import ConfigError
-from microexp.preprocess.config import PreprocessConfig, StreamConfig
+from microexp.preprocess.config import PreprocessConfig
 
 Shape = tuple[int, int, int, int]
 Builder = Callable[..., nn.Module]
@@ -41,23 +41,10 @@ class ModelSpec:
 
     def input_shapes(self, preprocess: PreprocessConfig | None = None) -> dict[str, Shape]:
         p = preprocess or self.preprocess
-        return {s.name: stream_shape(s, p.frames) for s in p.streams}
+        return {s.name: p.stream_shape(s.name) for s in p.streams}
 
     def build(self, n_classes: int, preprocess: PreprocessConfig | None = None, **hparams: Any) -> nn.Module:
         return self.builder(n_classes, self.input_shapes(preprocess), **{**self.hparams, **hparams})
-
-
-# channels per stream kind; flow kinds hold one onset->apex field, so T = 1 whatever ``frames`` says
-CHANNELS = {"raw": 1, "saliency": 1, "strain": 1, "flow": 2, "flowstrain": 3}
-SINGLE_FRAME_KINDS = ("flow", "flowstrain", "strain")
-
-
-def stream_shape(stream: StreamConfig, frames: int) -> Shape:
-    """(C, T, H, W) of one preprocessed stream."""
-    if stream.kind not in CHANNELS:
-        raise ConfigError(f"stream {stream.name!r}: kind {stream.kind!r} is not one of {sorted(CHANNELS)}")
-    t = 1 if stream.kind in SINGLE_FRAME_KINDS else frames
-    return (CHANNELS[stream.kind], t, *stream.size)
 
 
 _MODELS: dict[str, ModelSpec] = {}
