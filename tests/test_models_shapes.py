@@ -136,7 +136,7 @@ JOSHI = [
 def test_joshi_counts_flatten_and_full_size_output(name: str, k: int, expected: int, flat: int) -> None:
     model, spec = meta_model(name, k)
     assert spec.input_shapes() == {"clip": (1, 9, 128, 128)}
-    assert spec.preprocess.selection == "keyframes" and spec.preprocess.frames == 9
+    assert spec.preprocess.selection == "keyframes9" and spec.preprocess.frames == 9
     assert count_parameters(model) == expected == parameter_count(spec, k)
     assert model.flat_features == flat
     assert model.mode == ("binary" if k == 2 else "multiclass")

@@ -192,11 +192,11 @@ def _builder(cls: type[nn.Module]):
 
 def joshi_preprocess(region: str = "whole") -> PreprocessConfig:
     """9 key frames (onset, 3 between onset and apex at onset + k*floor((apex-onset)/4), apex, 3 likewise, offset)
-    at 128x128, raw 0-255 values. Expects the preprocessing option ``selection="keyframes"`` with ``frames=9`` to
-    give Joshi's 9-key-frame rule (``temporal="none"``: no resampling). The seed uses the whole stored frame (no
+    at 128x128 (Keras ``load_img`` nearest resize), raw 0-255 values: ``selection="keyframes9"`` with
+    ``temporal="none"`` (no resampling). The seed uses the whole stored frame (no
     face crop, ``region="whole"``); ``region="face"`` is the cropped variant."""
-    return PreprocessConfig(streams=(StreamConfig("clip", region, (128, 128)),), frames=9, selection="keyframes",
-                            temporal="none", normalise="none")
+    return PreprocessConfig(streams=(StreamConfig("clip", region, (128, 128)),), frames=9, selection="keyframes9",
+                            temporal="none", normalise="none", resize="nearest")
 
 
 _SOURCE = "Joshi 2021 (Spatio-Temporal CNNs, SAMM); github ShreyanshJoshi/Facial-Microexpression-Recognition"
