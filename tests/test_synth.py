@@ -241,10 +241,15 @@ def _features(clips: list[SynthClip], a_of, b_of) -> np.ndarray:
 
 
 def test_learnable_by_a_linear_model_and_no_leak():
-    """Linear model on apex-onset differences, subject-grouped 4-fold CV, default config (16 subjects x 3
-    classes x 4 clips, 24 frames, 64x64 at 30 fps, intensity 2.0). Measured (seed 0): 0.83 accuracy; the same
-    with shuffled labels 0.33; on pre-onset differences (frame before onset - first frame: nuisances only,
-    the label invisible) 0.31. Chance is 1/3.
+    """Linear model (logistic regression, C=0.01) on 32x32 apex-onset differences, subject-grouped 4-fold CV,
+    default config (16 subjects x 3 classes x 4 clips, 24 frames, 64x64 at 30 fps, intensity 2.0).
+
+    Measured: seed 0 -> 0.786 accuracy (seed 1: 0.724); shuffled labels 0.323 (0.328); the same model on
+    pre-onset differences (frame before onset - first frame: nuisances only, label invisible) 0.339 (0.297).
+    Chance is 1/3. Calibration of the default intensity with the real target model (not run here, too slow
+    for a test): MicroExpSTCNN (32 filters 3x3x15, pool 3, dense 128), 32x32 x 24 frames, per-clip z-scored,
+    Adam 1e-3, 25 epochs, batch 16, same grouped 4-fold split: 0.646 mean accuracy (folds 0.65/0.60/0.67/0.67)
+    at intensity 2.0; 0.43 at intensity 1.5 with an earlier, more varied AU mix.
     """
     clips = generate(SynthConfig(n_subjects=16, clips_per_class=4, seed=0))
     y = np.array([c.label for c in clips])

@@ -14,6 +14,7 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -41,7 +42,7 @@ class Face:
 
 
 @lru_cache(maxsize=1)
-def _dlib_models():  # noqa: ANN202 - dlib objects
+def _dlib_models() -> tuple[Any, Any]:  # (detector, shape predictor)
     try:
         import dlib
     except ImportError as exc:  # pragma: no cover - dlib-bin is a core dependency

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from microexp.errors import ConfigError, DataError
-from microexp.synth.faces import load_faces
+from microexp.synth.faces import load_faces, max_faces
 from microexp.synth.render import FLICKER, JITTER, NOISE, SynthClip, render_clip
 
 # class -> AU sets it is drawn from (CASME II / MEGC style composite classes, synthetic-faces.md §7.4);
@@ -42,7 +42,7 @@ class SynthConfig:
     size: tuple[int, int] = (64, 64)
     n_frames: int = 24
     fps: float = 30.0
-    intensity: float = 1.5
+    intensity: float = 2.0
     intensity_spread: float = 0.15
     onset_range: tuple[float, float] = (0.2, 0.35)
     jitter: float = JITTER
@@ -56,6 +56,8 @@ class SynthConfig:
         for name in self.classes:
             if name not in self.class_aus:
                 raise ConfigError(f"unknown synthetic class {name!r}; known: {sorted(self.class_aus)}")
+        if not 1 <= self.n_subjects <= max_faces():
+            raise ConfigError(f"number of subjects must be 1..{max_faces()}, got {self.n_subjects}")
         if self.clips_per_class < 1:
             raise ConfigError(f"clips_per_class must be >= 1, got {self.clips_per_class}")
         if self.fps <= 0:
