@@ -48,7 +48,7 @@ class SynthClip:
     offset: int
     fps: float
     aus: str
-    flow: np.ndarray
+    unit_flow: np.ndarray  # (H, W, 2) AU field at intensity 1, shared between clips of a face/AU set
     intensity: float
     envelope: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     blink: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -59,6 +59,11 @@ class SynthClip:
     @property
     def n_frames(self) -> int:
         return int(self.frames.shape[0])
+
+    @property
+    def flow(self) -> np.ndarray:
+        """Ground-truth AU displacement per frame, float32 (T, H, W, 2); built on access (1 MB per 32x64x64 clip)."""
+        return (self.envelope[:, None, None, None] * (self.intensity * self.unit_flow)[None]).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------------- geometry
@@ -258,13 +263,13 @@ def render_clip(face: Face, aus: str, *, n_frames: int, onset: int, apex: int, o
     xnorm = (xx - cols / 2) / cols
     base = img.astype(np.float32)
     frames = np.empty((n_frames, rows, cols), np.uint8)
-    flow = (env[:, None, None, None] * (intensity * unit)[None]).astype(np.float32)
+    scaled = (float(intensity) * unit).astype(np.float32)
     for i in range(n_frames):
         # frame(p) = warped(S^-1 p); warped(q) = neutral(q - D(q)), D = AU + blink displacement
         inv = cv2.invertAffineTransform(mats[i])
         qx = inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2]
         qy = inv[1, 0] * xx + inv[1, 1] * yy + inv[1, 2]
-        d = flow[i] + blink_env[i] * bfield
+        d = env[i] * scaled + blink_env[i] * bfield
         dq = cv2.remap(d, qx, qy, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         out = cv2.remap(base, qx - dq[..., 0], qy - dq[..., 1], interpolation=cv2.INTER_CUBIC,
                         borderMode=cv2.BORDER_REFLECT101)
@@ -274,5 +279,6 @@ def render_clip(face: Face, aus: str, *, n_frames: int, onset: int, apex: int, o
             out = out + rng.normal(0.0, 1.0, out.shape).astype(np.float32) * (noise + shot)
         frames[i] = np.clip(np.round(out), 0, 255).astype(np.uint8)
     return SynthClip(subject=subject or face.name, clip_id=clip_id, label=label, frames=frames, onset=onset,
-                     apex=apex, offset=offset, fps=float(fps), aus=canonical, flow=flow, intensity=float(intensity),
+                     apex=apex, offset=offset, fps=float(fps), aus=canonical, unit_flow=unit,
+                     intensity=float(intensity),
                      envelope=env, blink=blink_env, jitter=mats, face_mask=feather.copy(), source=face.source)
