@@ -15,6 +15,7 @@ EPOCH_POLICIES = {
     "validation": "epoch chosen on validation subjects drawn from the training fold only",
     "test-peek": "LEAKY: epoch chosen on the test fold (reproduces published numbers only)",
 }
+OPTIMIZERS = ("sgd", "adam")
 PROTOCOLS = ("loso", "holdout", "kfold")
 CONTROLS = ("none", "shuffle")
 
@@ -25,6 +26,7 @@ class TrainConfig:
 
     epochs: int = 100
     batch_size: int = 8
+    optimizer: str = "sgd"  # sgd | adam
     lr: float = 0.01
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -34,6 +36,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train.optimizer={self.optimizer!r} is not one of {list(OPTIMIZERS)}")
         if self.epoch_policy not in EPOCH_POLICIES:
             raise ConfigError(f"train.epoch_policy={self.epoch_policy!r} is not one of {list(EPOCH_POLICIES)}")
         if self.epochs < 1 or self.batch_size < 1:
