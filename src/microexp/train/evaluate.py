@@ -99,15 +99,20 @@ def chance_levels(y: np.ndarray, n_classes: int) -> dict[str, float]:
     return {"accuracy": 1 / n_classes, "uar": 1 / n_classes, "uf1": float(np.mean(f1))}
 
 
-def fit_global_normaliser(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, torch.Tensor]:
-    """The seed code's normalisation (global mean subtract, then global max divide) fitted on training rows only."""
-    out = {}
+def global_normaliser_stats(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, tuple[float, float]]:
+    """(mean, scale) per stream of the seed code's global normalisation, fitted on training rows only."""
+    stats = {}
     for name, x in inputs.items():
         train = x[torch.as_tensor(rows)]
         mean = train.mean()
-        scale = (train - mean).max().clamp_min(1e-6)
-        out[name] = (x - mean) / scale
-    return out
+        stats[name] = (float(mean), float((train - mean).max().clamp_min(1e-6)))
+    return stats
+
+
+def fit_global_normaliser(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, torch.Tensor]:
+    """The seed code's normalisation (global mean subtract, then global max divide) fitted on training rows only."""
+    stats = global_normaliser_stats(inputs, rows)
+    return {name: (x - stats[name][0]) / stats[name][1] for name, x in inputs.items()}
 
 
 def prepare(config: RunConfig, clips: ClipSet | None = None, progress: bool = True,
@@ -156,8 +161,10 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
     else:
         fit_idx, val_idx = fold.train, None
     inputs = ctx.inputs
+    normaliser: dict[str, tuple[float, float]] = {}
     if ctx.preprocess.normalise == "global":
-        inputs = fit_global_normaliser(inputs, fit_idx)
+        normaliser = global_normaliser_stats(inputs, fit_idx)
+        inputs = {k: (x - normaliser[k][0]) / normaliser[k][1] for k, x in inputs.items()}
     device = resolve_device(cfg.device)
     set_seed(seed)
     model = spec.build(n_classes, ctx.preprocess, **config.model_params).to(device)
@@ -178,7 +185,8 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         torch.save({"model": config.model, "model_params": config.model_params, "state_dict": model.state_dict(),
                     "preprocess": ctx.preprocess.to_dict(), "classes": ctx.classes, "seed": seed,
-                    "fold": fold.name, "epoch": result.chosen_epoch, "microexp_version": __version__},
+                    "fold": fold.name, "epoch": result.chosen_epoch, "microexp_version": __version__,
+                    "normaliser": normaliser},
                    ckpt_dir / f"seed{seed}-{fold.name}.pt")
     output = FoldOutput(task, rows, history, result.chosen_epoch)
     if ctx.out is not None:
