@@ -115,6 +115,16 @@ def fit_global_normaliser(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> 
     return {name: (x - stats[name][0]) / stats[name][1] for name, x in inputs.items()}
 
 
+def check_model(config: RunConfig) -> None:
+    """Build the model once on the configured input shapes so bad hyper-parameters fail before any training."""
+    spec = model_registry.get(config.model)
+    try:
+        with torch.device("meta"):  # shapes only, no memory
+            spec.build(2, resolve_preprocess(config), **config.model_params)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model {config.model} with model_params {config.model_params}: {exc}") from None
+
+
 def prepare(config: RunConfig, clips: ClipSet | None = None, progress: bool = True,
             out: Path | None = None) -> RunContext:
     """Load (unless given) and preprocess the clips of a run."""
@@ -308,7 +318,7 @@ def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None =
     With ``out``, every finished fold is saved under ``out/folds``; ``resume=True`` continues a killed run there.
     """
     started = time.time()
-    model_registry.get(config.model)  # fail on an unknown model before any loading
+    check_model(config)  # fail on an unknown model or bad hyper-parameters before any loading
     if out is not None:
         start_run_dir(Path(out), config, resolve_preprocess(config), resume)
     ctx = prepare(config, clips, progress=progress, out=out)
