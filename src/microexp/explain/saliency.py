@@ -248,7 +248,9 @@ def explain_clip(run_dir: Path, clip: str, fold: str | None = None, seed: int | 
     row = find_test_fold(pd.read_csv(pred_file, dtype={"clip_id": str, "subject": str, "fold": str}), clip, fold,
                          seed)
     key = f"{row['dataset']}/{row['subject']}/{row['clip_id']}"
-    model, ckpt = load_model(run_dir / "checkpoints" / f"seed{int(row['seed'])}-{row['fold']}.pt")
+    from microexp.train.evaluate import checkpoint_path
+
+    model, ckpt = load_model(checkpoint_path(run_dir, int(row["seed"]), str(row["fold"])))
     record = record or _find_record(run_dir, key)
     inputs = clip_inputs(record, ckpt)
     maps, cls = vanilla_saliency(model, inputs)

@@ -191,21 +191,30 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
                      "epoch": result.chosen_epoch})
     history = [{"control": task.control, "seed": seed, "fold": fold.name, **h} for h in result.history]
     if ctx.out is not None and config.save_checkpoints and not task.control:
-        ckpt_dir = ctx.out / "checkpoints"
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        path = checkpoint_path(ctx.out, seed, fold.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": config.model, "model_params": config.model_params, "state_dict": model.state_dict(),
                     "preprocess": ctx.preprocess.to_dict(), "classes": ctx.classes, "seed": seed,
                     "fold": fold.name, "epoch": result.chosen_epoch, "microexp_version": __version__,
                     "normaliser": normaliser},
-                   ckpt_dir / f"seed{seed}-{fold.name}.pt")
+                   path)
     output = FoldOutput(task, rows, history, result.chosen_epoch)
     if ctx.out is not None:
         save_fold_output(ctx.out, output)
     return output
 
 
+def file_name(name: str) -> str:
+    """A fold or task name as a file name: dataset-qualified subjects (``casme2/sub01``) become ``casme2__sub01``."""
+    return name.replace("/", "__").replace("\\", "__")
+
+
+def checkpoint_path(out: Path, seed: int, fold: str) -> Path:
+    return Path(out) / "checkpoints" / f"seed{seed}-{file_name(fold)}.pt"
+
+
 def fold_path(out: Path, task: FoldTask) -> Path:
-    return Path(out) / "folds" / f"{task.name}.json"
+    return Path(out) / "folds" / f"{file_name(task.name)}.json"
 
 
 def _write_atomic(path: Path, text: str) -> None:
