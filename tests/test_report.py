@@ -23,7 +23,7 @@ from microexp.models.stcnn import MicroExpSTCNN
 from microexp.report.compare import compare_runs
 from microexp.report.html import render_report
 from microexp.train.evaluate import evaluate
-from microexp.train.sweep import TABLE_IX, parse_grid, run_sweep
+from microexp.train.sweep import TABLE_IX, grid_points, load_grid, parse_grid, run_sweep
 
 HEADINGS = ["Epoch policy", "Metrics", "Dataset", "Confusion matrix", "Per class", "Per subject", "Learning curves",
             "Seed spread", "Saliency examples", "Configuration"]
@@ -120,6 +120,9 @@ def test_explain_uses_the_checkpoint_of_the_fold_that_held_the_clip_out(run_dir:
     assert png.suffix == ".png" and imageio.imread(png).ndim == 3
     frames = imageio.mimread(gif)
     assert len(frames) == 10 and frames[0].shape[:2] == (16, 16)
+    assert main(["explain", str(run_dir), "--clip", "plain/s01/up2", "--out", str(tmp_path / "cli"),
+                 "--no-gradcam"]) == 0
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["plain_s01_up2.gif", "plain_s01_up2.png"]
     other = next(f for f in ("fold1", "fold2", "fold3") if f != result.fold)
     with pytest.raises(ConfigError, match="explanations use held-out data"):
         explain_clip(run_dir, "s01/up2", fold=other)
@@ -153,6 +156,15 @@ def test_report_renders_its_figures_in_headless_chromium(run_dir: Path, chromium
     assert blue > 5000 and orange > 1000, (blue, orange)
     bands = [(img[y:y + 200] < 200).any(axis=2).mean() for y in range(0, 2400, 200)]
     assert sum(b > 0.03 for b in bands) >= 8, bands  # figures down the whole page, not one blank region
+
+
+def test_report_lists_excluded_clips(run_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "explain"))
+    pd.DataFrame([{"clip": "plain/s09/up1", "reason": "preprocessing failed: needs 96 frames, has 40"}]).to_csv(
+        copy / "excluded.csv", index=False)
+    text = render_report(copy, saliency=0, log=lambda _m: None).read_text()
+    assert "1 clip(s) excluded." in text and "plain/s09/up1" in text and "needs 96 frames, has 40" in text
 
 
 def test_leaky_run_has_a_red_banner(leaky_dir: Path, chromium: str, tmp_path: Path) -> None:
@@ -194,6 +206,16 @@ def test_sweep_runs_each_point_and_tabulates_with_published_table_ix(blob_tree: 
         assert (Path(d) / "metrics.json").is_file()
     assert ((t["uf1"] >= 0) & (t["uf1"] <= 1)).all()
     assert "PUBLISHED numbers, not ours" in (tmp_path / "sw" / "sweep.json").read_text()
+
+
+def test_grid_file_and_cartesian_points(tmp_path: Path) -> None:
+    (tmp_path / "grid.yaml").write_text("model_params.kernel: [[3, 3, 3], [5, 5, 7]]\ntrain.lr: [0.01, 0.1, 1.0]\n")
+    grid = load_grid(tmp_path / "grid.yaml")
+    points = grid_points(grid)
+    assert len(points) == 6 and points[0] == {"model_params.kernel": [3, 3, 3], "train.lr": 0.01}
+    assert points[-1] == {"model_params.kernel": [5, 5, 7], "train.lr": 1.0}
+    with pytest.raises(ConfigError, match="is not KEY="):
+        parse_grid(["model_params.kernel"])
 
 
 def test_sweep_refuses_an_impossible_point_before_training(blob_tree: Path, tmp_path: Path,
