@@ -146,6 +146,8 @@ def render_report(run_dir: Path, out: Path | None = None, saliency: int = 2,
     if not preds.empty:
         one = preds[preds["seed"] == preds["seed"].min()]
         counts = one.groupby(["dataset", "true"]).size().unstack(fill_value=0)
+        parts.append(f"<p>Test predictions per source dataset and class (seed {int(one['seed'].iloc[0])}; under "
+                     f"LOSO, k-fold and LODO every used clip is tested once).</p>")
         parts.append(_table(["dataset", *counts.columns], [[d, *row.tolist()] for d, row in counts.iterrows()]))
     excluded = run["excluded"]
     parts.append(f"<p>{len(excluded)} clip(s) excluded.</p>")
