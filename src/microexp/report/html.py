@@ -154,12 +154,15 @@ def render_report(run_dir: Path, out: Path | None = None, saliency: int = 2,
     if not excluded.empty:
         parts.append(_table(["clip", "reason"], excluded.head(200).values.tolist(), left=2))
 
-    parts += ["<h2>Confusion matrix</h2>", _img(plots.confusion(m["confusion"], m["classes"]), "confusion matrix")]
-    parts += ["<h2>Per class</h2>", _img(plots.bars(m["per_class"], ("precision", "recall", "f1"), "per class"),
+    first = f" (seed {m['seeds'][0]})" if len(m["seeds"]) > 1 else ""  # per-class/subject rows are the first seed's
+    parts += ["<h2>Confusion matrix</h2>", _img(plots.confusion(m["confusion"], m["classes"], "confusion (rows: true)"
+                                                              + (", summed over seeds" if first else "")),
+                                               "confusion matrix")]
+    parts += ["<h2>Per class</h2>", _img(plots.bars(m["per_class"], ("precision", "recall", "f1"), f"per class{first}"),
                                          "per-class bars")]
     if m.get("per_subject"):
         parts += ["<h2>Per subject</h2>", _img(plots.bars(m["per_subject"], ("uf1", "uar", "accuracy"),
-                                                          "per test subject (pooled over its clips)",
+                                                          f"per test subject (pooled over its clips){first}",
                                                           m["chance"]), "per-subject bars")]
     if m.get("per_dataset"):
         rows = [[d, _fmt(v, "uf1"), _fmt(v, "uar"), _fmt(v, "accuracy"), v["n"]] for d, v in m["per_dataset"].items()]
