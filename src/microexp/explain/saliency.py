@@ -142,7 +142,7 @@ def _gray(x: np.ndarray) -> np.ndarray:
 
 
 def write_figures(frames: np.ndarray, saliency: np.ndarray, cam: np.ndarray | None, out: Path, title: str,
-                  n_frames: int = 8, quantile: float = 0.9) -> list[Path]:
+                  n_frames: int = 8, quantile: float = 0.9, frame_label: str = "frame") -> list[Path]:
     """A PNG frame grid (frames / saliency / binarised saliency / Grad-CAM) and an animated GIF overlay."""
     import imageio.v2 as imageio
     import matplotlib
@@ -154,10 +154,10 @@ def write_figures(frames: np.ndarray, saliency: np.ndarray, cam: np.ndarray | No
     t_total = frames.shape[0]
     pick = np.unique(np.round(np.linspace(0, t_total - 1, min(n_frames, t_total))).astype(int))
     binary = binarise(saliency, quantile)
-    rows = [("frame", frames, "gray"), ("saliency", saliency, "hot"), ("binarised", binary, "gray")]
+    rows = [(frame_label, frames, "gray"), ("saliency", saliency, "hot"), ("binarised", binary, "gray")]
     if cam is not None:
         rows.append(("Grad-CAM", cam, "jet"))
-    fig, axes = plt.subplots(len(rows), len(pick), figsize=(1.6 * len(pick), 1.7 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(pick), figsize=(max(1.6 * len(pick), 7.0), 1.7 * len(rows)), squeeze=False)
     for r, (label, data, cmap) in enumerate(rows):
         for c, t in enumerate(pick):
             ax = axes[r][c]
@@ -251,21 +251,24 @@ def explain_clip(run_dir: Path, clip: str, fold: str | None = None, seed: int | 
     from microexp.train.evaluate import checkpoint_path
 
     model, ckpt = load_model(checkpoint_path(run_dir, int(row["seed"]), str(row["fold"])))
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"model {ckpt['model']} has no trainable parameters: gradient saliency does not apply")
     record = record or _find_record(run_dir, key)
     inputs = clip_inputs(record, ckpt)
     maps, cls = vanilla_saliency(model, inputs)
-    stream = next(iter(maps))
     cam = None
-    if gradcam and any(isinstance(m, nn.Conv3d) for m in model.modules()):
+    # Grad-CAM's last Conv3d can only be placed on the input of a single-stream model
+    if gradcam and len(inputs) == 1 and any(isinstance(m, nn.Conv3d) for m in model.modules()):
         cam, _ = grad_cam(model, inputs, cls)
-    frames = inputs[stream][0].amax(dim=0).numpy() if inputs[stream].shape[1] == 1 else \
-        inputs[stream][0].norm(dim=0).numpy()
-    if cam is not None and cam.shape != frames.shape:
-        cam = None  # the last conv belongs to a stream of another shape
     classes = ckpt["classes"]
-    title = (f"{key} | true {row['true']} | predicted {classes[cls]} | seed {int(row['seed'])} fold {row['fold']} "
-             f"(held out) | stream {stream}")
-    out = (out_dir or run_dir / "explain") / _safe(key)
-    files = write_figures(frames, maps[stream], cam, out, title, n_frames=n_frames)
+    files: list[Path] = []
+    for stream, x in inputs.items():
+        # raw streams show the frame; flow streams the motion magnitude
+        frames = x[0, 0].numpy() if x.shape[1] == 1 else x[0, :2].norm(dim=0).numpy()
+        title = (f"{key} | true {row['true']} | predicted {classes[cls]} | seed {int(row['seed'])} fold "
+                 f"{row['fold']} (held out) | stream {stream}")
+        name = _safe(key) if len(inputs) == 1 else f"{_safe(key)}-{_safe(stream)}"
+        files += write_figures(frames, maps[stream], cam, (out_dir or run_dir / "explain") / name, title,
+                               n_frames=n_frames, frame_label="frame" if x.shape[1] == 1 else "|flow|")
     return Explanation(key, int(row["seed"]), str(row["fold"]), str(row["true"]), str(row["predicted"]), classes[cls],
                        files)
