@@ -127,11 +127,11 @@ def _at_chance(m: dict, n_classes: int = 3) -> float:
 
 
 def test_shuffle_control_scores_at_chance_on_synthetic_data(synth_tree: Path) -> None:
-    config = tiny_config(synth_tree, control="shuffle", seeds="[0, 1]", **{"train.epochs": 4})
+    config = tiny_config(synth_tree, control="shuffle", **{"train.epochs": 3})
     result = evaluate(config, progress=False, log=lambda _m: None)
     control = result.metrics["control"]
-    assert control["n"] == 72 and len(control["per_seed"]) == 2
-    for m in control["per_seed"]:  # each seed's pooled control predictions: not distinguishable from guessing
+    assert control["n"] == 72 and len(control["per_seed"]) == 1
+    for m in control["per_seed"]:  # pooled control predictions: not distinguishable from guessing
         assert _at_chance(m) > 0.01, m["confusion"]
         assert abs(m["uar"] - 1 / 3) < 0.2
     assert "shuffle" in control["kind"]

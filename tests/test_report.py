@@ -33,7 +33,7 @@ HEADINGS = ["Epoch policy", "Metrics", "Dataset", "Confusion matrix", "Per class
 def run_dir(blob_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "real"
     config = tiny_config(blob_tree, control="shuffle", seeds="[0, 1]",
-                         **{"train.epochs": 3, "train.epoch_policy": "validation"})
+                         **{"train.epochs": 2, "train.epoch_policy": "validation"})
     evaluate(config, out=out, progress=False, log=lambda _m: None)
     return out
 

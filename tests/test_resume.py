@@ -44,7 +44,7 @@ class Counting:
 
 
 def test_killed_then_resumed_run_equals_uninterrupted(blob_tree: Path, tmp_path: Path) -> None:
-    config = tiny_config(blob_tree, control="shuffle", **{"train.epochs": 2})
+    config = tiny_config(blob_tree, control="shuffle", **{"train.epochs": 1})
     full = evaluate(config, out=tmp_path / "full", progress=False, log=lambda _m: None)
 
     run = tmp_path / "killed"
