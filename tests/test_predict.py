@@ -20,8 +20,16 @@ import microexp
 from microexp.cli import main
 from microexp.config import RunConfig
 from microexp.errors import ConfigError, DataError
-from microexp.predict import (Gap, Prediction, export_onnx, load, load_onnx, merge_segments, parse_span,
-                              window_starts)
+from microexp.predict import (
+    Gap,
+    Prediction,
+    export_onnx,
+    load,
+    load_onnx,
+    merge_segments,
+    parse_span,
+    window_starts,
+)
 from microexp.train.evaluate import evaluate
 
 CLIP = 16  # frames per training clip (30 fps)

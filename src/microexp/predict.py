@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 import tempfile
 import warnings
@@ -170,6 +171,8 @@ def _sane_fps(fps: float | None) -> float | None:
 
 
 def _decode_cv2(path: Path, folder: Path, limit: int | None) -> tuple[int, float | None] | None:
+    # quiet ffmpeg's own console lines ("moov atom not found"): the failure is reported once, as our error
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         return None
