@@ -376,6 +376,25 @@ def find_gaps(windows: Sequence[Prediction], failed: Sequence[tuple[int, int, st
     return gaps
 
 
+NO_FACE = "no face detected"
+
+
+class _FacePresence:
+    """Whether a frame shows a face, by the pipeline's own face backend; memoised per frame."""
+
+    def __init__(self, src: FrameSource) -> None:
+        self.src = src
+        self._seen: dict[int, bool] = {}
+
+    def has_face(self, index: int) -> bool:
+        if index not in self._seen:
+            from microexp.data.frames import read_frame
+            from microexp.preprocess.face import get_backend
+
+            self._seen[index] = get_backend().detect(read_frame(self.src.frames[index], gray=True)) is not None
+        return self._seen[index]
+
+
 # ----------------------------------------------------------------------------------------------------- models
 def _torch() -> Any:
     import torch
@@ -494,6 +513,11 @@ class Predictor:
         """Class probabilities (N, K) of preprocessed windows, streams (N, C, T, H, W)."""
         raise NotImplementedError  # pragma: no cover - implemented by the backends
 
+    def override_face(self, face: str) -> None:
+        """Use another face mode than the run's (see :func:`load`); alignment is dropped without landmarks."""
+        align = self.preprocess.align if face != "none" else "none"
+        self.preprocess = PreprocessConfig.from_dict({**self.preprocess.to_dict(), "face": face, "align": align})
+
     def default_window(self, fps: float) -> int:
         """The training clips' median duration at this frame rate (their frame count when unknown)."""
         if self.clip.get("seconds"):
@@ -539,17 +563,26 @@ class Predictor:
         ok: list[tuple[int, int]] = []
         failed: list[tuple[int, int, str]] = []
         arrays: dict[str, list[np.ndarray]] = {name: [] for name in self.streams}
+        faces = _FacePresence(src) if self.preprocess.face != "none" else None
         for a in tqdm(starts, desc="windows", unit="window", disable=not progress):
+            # the pipeline finds the face on the window's first frame; its last frame must show one too, so a
+            # window running into a stretch without a face is a gap rather than a guess
+            if faces is not None and not faces.has_face(a + w - 1):
+                failed.append((a, a + w - 1, NO_FACE))
+                continue
             try:
                 streams = self.preprocess_window(window_record(src, a, a + w))
             except PreprocessError as exc:
-                failed.append((a, a + w - 1, str(exc)))
+                failed.append((a, a + w - 1, NO_FACE if type(exc).__name__ == "NoFaceError" else str(exc)))
                 continue
             for name in self.streams:
                 arrays[name].append(streams[name])
             ok.append((a, a + w - 1))
         if not ok:
             reasons = "; ".join(dict.fromkeys(r for _, _, r in failed))
+            if reasons == NO_FACE:
+                raise PreprocessError(f"{src.source}: no face detected in any of its {len(failed)} window(s) "
+                                      f"({n} frames)")
             raise PreprocessError(f"{src.source}: no window could be preprocessed ({len(failed)} window(s): {reasons})")
         p = self.probabilities({k: np.stack(v).astype(np.float32) for k, v in arrays.items()}, batch_size)
         preds = [Prediction(a, b, a / src.fps, (b + 1) / src.fps, self.classes[int(row.argmax())],
@@ -618,11 +651,19 @@ class TorchPredictor(Predictor):
         return _ENSEMBLE(members)
 
 
-def load(run_dir: str | Path, fold: str | None = None, device: str = "cpu") -> TorchPredictor:
+def load(run_dir: str | Path, fold: str | None = None, device: str = "cpu", face: str | None = None) -> TorchPredictor:
     """A predictor for a run directory: all its checkpoints averaged, or those of ``fold`` (a fold name such as
-    ``sub01``, or a checkpoint file stem such as ``seed0-sub01``)."""
+    ``sub01``, or a checkpoint file stem such as ``seed0-sub01``).
+
+    face: override the run's ``preprocess.face`` for this input only: ``"dlib"`` detects and crops the face in
+    raw videos for a run trained on ready-made face crops (``face: none``, e.g. CASME II's cropped frames);
+    ``"none"`` feeds frames that are already face crops to a run that detects faces.
+    """
     found = find_checkpoints(Path(run_dir), fold)
-    return TorchPredictor([Checkpoint(c.path, c.name, c.fold, _read_checkpoint(c.path)) for c in found], device)
+    predictor = TorchPredictor([Checkpoint(c.path, c.name, c.fold, _read_checkpoint(c.path)) for c in found], device)
+    if face is not None:
+        predictor.override_face(face)
+    return predictor
 
 
 # ------------------------------------------------------------------------------------------------------- ONNX
@@ -708,5 +749,9 @@ class OnnxPredictor(Predictor):
         return np.concatenate(out)
 
 
-def load_onnx(path: str | Path) -> OnnxPredictor:
-    return OnnxPredictor(path)
+def load_onnx(path: str | Path, face: str | None = None) -> OnnxPredictor:
+    """A predictor for an ONNX file written by :func:`export_onnx` (``face`` as in :func:`load`)."""
+    predictor = OnnxPredictor(path)
+    if face is not None:
+        predictor.override_face(face)
+    return predictor

@@ -14,13 +14,13 @@ def run(args: argparse.Namespace) -> int:
     if args.onnx is not None:
         if args.run is not None or args.fold is not None:
             raise ConfigError("--onnx runs the exported model alone; leave out --run and --fold")
-        predictor = load_onnx(args.onnx)
+        predictor = load_onnx(args.onnx, face=args.face)
     else:
         if args.run is None:
             raise ConfigError("give --run RUN_DIR (a run directory with checkpoints) or --onnx FILE")
         if args.fold is not None and args.ensemble:
             raise ConfigError("--fold and --ensemble exclude each other")
-        predictor = load(args.run, fold=args.fold, device=args.device)
+        predictor = load(args.run, fold=args.fold, device=args.device, face=args.face)
     result = predictor.predict(args.input, window=args.window, stride=args.stride, fps=args.fps,
                                min_probability=args.min_prob, progress=not args.no_progress)
     text = result.to_json() if args.json else result.to_csv() if args.csv else result.table()
@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold", help="use this fold's checkpoint(s) only (fold name, e.g. sub01, or file stem)")
     p.add_argument("--ensemble", action="store_true",
                    help="average the probabilities of all checkpoints (the default; stated for clarity)")
+    p.add_argument("--face", choices=["dlib", "none"],
+                   help="override the run's face mode: dlib = detect and crop the face in a raw video for a run "
+                        "trained on ready-made face crops; none = the input frames are face crops already")
     p.add_argument("--window", help="window length: frames (24), ms (300ms) or s (0.3s); "
                                     "default: the training clips' median duration at the input's fps")
     p.add_argument("--stride", help="step between windows: frames, ms or s (default: a quarter window)")
