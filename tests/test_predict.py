@@ -257,3 +257,31 @@ def test_bad_input_is_one_line_naming_it(event_run: Path, tmp_path: Path, capsys
     assert load(event_run, fold="fold1").predict(short).window == 1
     with pytest.raises(DataError, match="no frames given"):
         load(event_run, fold="fold1").predict(np.zeros((0, 8, 8), np.uint8))
+
+
+@pytest.mark.parametrize("normalise", ["zscore", "global"])
+def test_predict_reproduces_the_runs_own_test_predictions(event_run: Path, normalise: str,
+                                                          tmp_path: Path) -> None:
+    """One preprocessing path: a test clip's folder predicted as a single window gives exactly the
+    probabilities evaluate recorded for it (global normalisation: with the fold's saved training statistics)."""
+    import pandas as pd
+
+    config = RunConfig.from_yaml(event_run / "config.yaml")
+    run = event_run
+    if normalise != "zscore":
+        run = tmp_path / "run"
+        config.preprocess["normalise"] = normalise
+        config.train.epochs = 2
+        evaluate(config, out=run, progress=False, log=lambda _m: None)
+    preds = pd.read_csv(run / "predictions.csv")
+    checked = 0
+    for row in preds.groupby("fold").head(3).itertuples():
+        predictor = load(run, fold=row.fold)
+        assert predictor.preprocess.normalise == normalise
+        result = predictor.predict(Path(config.root) / row.subject / row.clip_id, window=CLIP)
+        assert len(result.windows) == 1 and (result.windows[0].start_frame, result.windows[0].end_frame) == (0, 15)
+        got = result.windows[0].probabilities
+        for c in result.classes:
+            assert got[c] == pytest.approx(getattr(row, f"p_{c}"), abs=1e-5)
+        checked += 1
+    assert checked == 6
