@@ -123,8 +123,9 @@ class PredictionResult:
 
     def table(self) -> str:
         """Plain-text report for the terminal."""
+        models = ", ".join(self.models) if len(self.models) < 4 else f"mean of {len(self.models)} checkpoints"
         lines = [f"{self.source}: {self.n_frames} frames at {self.fps:g} fps; window {self.window} frames, "
-                 f"stride {self.stride}; model {', '.join(self.models) if len(self.models) < 4 else f'ensemble of {len(self.models)} checkpoints'}"]
+                 f"stride {self.stride}; model {models}"]
         head = f"{'frames':>13} {'time (s)':>15}  {'predicted':<12}" + "".join(f"{c[:10]:>11}" for c in self.classes)
         lines += ["", head, "-" * len(head)]
         for w in self.windows:
@@ -289,11 +290,7 @@ def parse_span(value: str | int | float | None, fps: float, name: str = "span") 
     """``12`` or ``"12"`` frames, ``"100ms"``, ``"0.5s"`` -> frames at ``fps`` (at least 1)."""
     if value is None:
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        text = str(value)
-    else:
-        text = str(value)
-    m = _SPAN.match(text)
+    m = _SPAN.match(str(value))
     if not m:
         raise ConfigError(f"--{name} {value!r}: give frames (12), milliseconds (100ms) or seconds (0.5s)")
     number, unit = float(m.group(1)), (m.group(2) or "f")
