@@ -470,6 +470,10 @@ def find_checkpoints(run_dir: Path, fold: str | None = None) -> list[Checkpoint]
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise DataError(f"{run_dir}: run directory does not exist")
+    if run_dir.is_file() and run_dir.suffix == ".pt":  # one checkpoint file given directly
+        stem = run_dir.stem
+        return [Checkpoint(run_dir, stem, stem.split("-", 1)[1] if stem.startswith("seed") and "-" in stem else stem,
+                           {})]
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: not a run directory (expected a folder with checkpoints/)")
     paths = sorted((run_dir / "checkpoints").glob("*.pt")) if (run_dir / "checkpoints").is_dir() else []
@@ -650,7 +654,7 @@ class TorchPredictor(Predictor):
 
 def load(run_dir: str | Path, fold: str | None = None, device: str = "cpu", face: str | None = None) -> TorchPredictor:
     """A predictor for a run directory: all its checkpoints averaged, or those of ``fold`` (a fold name such as
-    ``sub01``, or a checkpoint file stem such as ``seed0-sub01``).
+    ``sub01``, or a checkpoint file stem such as ``seed0-sub01``). ``run_dir`` may also be one ``.pt`` file.
 
     face: override the run's ``preprocess.face`` for this input only: ``"dlib"`` detects and crops the face in
     raw videos for a run trained on ready-made face crops (``face: none``, e.g. CASME II's cropped frames);
@@ -742,7 +746,10 @@ class OnnxPredictor(Predictor):
         for i in range(0, n, batch_size):
             feeds = {name: np.ascontiguousarray(inputs[name][i:i + batch_size], dtype=np.float32)
                      for name in self.streams}
-            out.append(np.asarray(self.session.run([PROBABILITIES], feeds)[0], dtype=np.float32))
+            try:
+                out.append(np.asarray(self.session.run([PROBABILITIES], feeds)[0], dtype=np.float32))
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+                raise DataError(f"{self.path}: onnxruntime failed ({str(exc).splitlines()[0]})") from None
         return np.concatenate(out)
 
 
