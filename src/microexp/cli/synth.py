@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from microexp.data.fixtures import LAYOUTS as FIXTURE_LAYOUTS
 from microexp.errors import ConfigError
 from microexp.synth import SynthClip, SynthConfig, generate, write_plain
 
@@ -22,8 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Render subtle AU-driven micro-expressions on real faces loaded from "
                                           "installed packages and write them as a data set tree.")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--layout", choices=sorted(LAYOUTS), default="plain",
-                   help="tree layout (plain: OUT/<subject>/<clip>/frame_0001.png + annotations.csv)")
+    p.add_argument("--layout", choices=sorted(LAYOUTS) + list(FIXTURE_LAYOUTS), default="plain",
+                   help="tree layout (plain: OUT/<subject>/<clip>/frame_0001.png + annotations.csv; casme2, samm, "
+                        "smic, casme_sq, casme, casme3: the real release's layout, naming and annotation format, "
+                        "see microexp.data.fixtures)")
+    p.add_argument("--annotation", type=Path, default=None,
+                   help="with a dataset layout: a real annotation file to mirror (copied into the tree; one clip "
+                        "folder per row). For smic pass the MEGC2019 combined_3class_gt.csv. Default: a small "
+                        "generated annotation in the release's format")
     d = SynthConfig()
     p.add_argument("--subjects", type=int, default=d.n_subjects, help=f"number of faces (default {d.n_subjects})")
     p.add_argument("--clips-per-class", type=int, default=d.clips_per_class,
@@ -40,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.layout in FIXTURE_LAYOUTS:
+        return _dataset_layout(args)
+    if args.annotation is not None:
+        raise ConfigError("--annotation needs a dataset layout (--layout casme2|samm|smic|casme_sq|casme|casme3)")
     classes = tuple(c.strip() for c in str(args.classes).split(",") if c.strip())
     if not classes:
         raise ConfigError("--classes is empty")
@@ -58,4 +69,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(clips)} clips ({config.n_subjects} subjects x {len(classes)} classes x "
           f"{config.clips_per_class}, {config.n_frames} frames {config.size[0]}x{config.size[1]} at "
           f"{config.fps:g} fps, seed {config.seed}) to {out} [{args.layout}] in {seconds:.1f} s")
+    return 0
+
+
+def _dataset_layout(args: argparse.Namespace) -> int:
+    """A tree in a real dataset's layout (microexp.data.fixtures), frames rendered by microexp.synth."""
+    from microexp.data.fixtures import build_fixture
+
+    if args.size < 16:
+        raise ConfigError(f"--size {args.size} is too small (>= 16)")
+    start = time.perf_counter()
+    fx = build_fixture(args.layout, args.out, args.annotation, size=args.size, seed=args.seed)
+    seconds = time.perf_counter() - start
+    subjects = len({r.subject for r in fx.rows})
+    print(f"wrote {len(fx.rows)} clips of {subjects} subjects in the {args.layout} layout to {fx.root}"
+          + (f" (annotation {fx.annotation})" if fx.annotation else "") + f" in {seconds:.1f} s; "
+          f"check it with: microexp data check --dataset {args.layout} --root {fx.root}")
     return 0
