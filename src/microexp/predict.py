@@ -619,7 +619,10 @@ class TorchPredictor(Predictor):
         if self.preprocess.normalise == "global" and not d.get("normaliser"):
             raise DataError(f"{ckpt.path}: the run normalises globally but the checkpoint has no fitted "
                             "statistics (saved by microexp >= 0.1 evaluate); re-run the evaluation")
-        model = registry.get(d["model"]).build(len(self.classes), self.preprocess, **(d.get("model_params") or {}))
+        spec = registry.get(d["model"])
+        if getattr(spec, "kind", "torch") != "torch":
+            raise ConfigError(f"{ckpt.path}: model {d['model']!r} is kind={spec.kind!r}; predict runs torch models only")
+        model = spec.build(len(self.classes), self.preprocess, **(d.get("model_params") or {}))
         try:
             model.load_state_dict(d["state_dict"])
         except RuntimeError as exc:
