@@ -285,3 +285,39 @@ def test_predict_reproduces_the_runs_own_test_predictions(event_run: Path, norma
             assert got[c] == pytest.approx(getattr(row, f"p_{c}"), abs=1e-5)
         checked += 1
     assert checked == 6
+
+
+@pytest.mark.parametrize(("model", "overrides", "params"), [
+    ("ststnet", {}, {}), ("twostream", {"frames": 24}, {"widths": [8, 16, 32], "dense": 16})])
+def test_onnx_export_of_multi_input_models_matches_pytorch(model: str, overrides: dict, params: dict,
+                                                          tmp_path: Path) -> None:
+    """Flow+strain and two-stream (clip + saliency) models, with a fitted global normaliser baked into the graph:
+    onnxruntime's probabilities equal PyTorch's on the same preprocessed inputs."""
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from microexp.models import registry
+    from microexp.preprocess.config import PreprocessConfig
+
+    spec = registry.get(model)
+    pconf = PreprocessConfig.from_dict({**spec.preprocess.to_dict(), **overrides, "normalise": "global"})
+    streams = [s.name for s in pconf.streams]
+    torch.manual_seed(0)
+    net = spec.build(3, pconf, **params)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"model": model, "model_params": params, "state_dict": net.state_dict(), "preprocess": pconf.to_dict(),
+                "classes": ["a", "b", "c"], "seed": 0, "fold": "fold1", "epoch": 1, "microexp_version": "test",
+                "normaliser": {"mean": dict.fromkeys(streams, 0.25), "scale": dict.fromkeys(streams, 3.0)},
+                "clip": None}, run / "checkpoints" / "seed0-fold1.pt")
+    onnx_file = export_onnx(run, tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    x = {s: rng.normal(size=(3, *pconf.stream_shape(s))).astype(np.float32) for s in streams}
+    torch_p = load(run).probabilities(x)
+    onnx_p = load_onnx(onnx_file).probabilities(x)
+    assert torch_p.shape == (3, 3)
+    np.testing.assert_allclose(onnx_p, torch_p, atol=1e-4, rtol=0)
+    # the normaliser is part of both: without it the probabilities differ
+    plain = load(run)
+    plain.checkpoints[0].data["normaliser"] = {"mean": dict.fromkeys(streams, 0.0), "scale": dict.fromkeys(streams, 1.0)}
+    assert np.abs(plain.probabilities(x) - torch_p).max() > 1e-3
