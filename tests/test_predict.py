@@ -213,7 +213,8 @@ def test_windows_spans_segments_and_gaps_units() -> None:
             Prediction(8, 11, 0.8, 1.2, "b", {"a": 0.2, "b": 0.8})]
     segs = merge_segments(wins, 12, 10.0, classes)
     assert [(s.start_frame, s.end_frame, s.label) for s in segs] == [(0, 5, "a"), (8, 11, "b")]
-    assert segs[0].probability == pytest.approx((0.9 * 2 + 0.8 * 2 + 0.7 * 2) / 6)
+    # frames 0-2 nearest the first window's centre (1.5), 3-5 the second's (3.5)
+    assert segs[0].probability == pytest.approx((0.9 * 3 + 0.7 * 3) / 6)
     from microexp.predict import find_gaps
 
     gaps = find_gaps(wins, [(4, 7, "no face detected"), (6, 9, "no face detected")], 12, 10.0)

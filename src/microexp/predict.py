@@ -63,8 +63,7 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Segment:
-    """A run of frames where one class dominates: per frame, the probabilities of the windows covering it are
-    averaged; consecutive frames with the same top class at or above ``min_probability`` form a segment."""
+    """A run of frames where one class dominates (see :func:`merge_segments`)."""
 
     start_frame: int
     end_frame: int
@@ -343,20 +342,30 @@ def _runs(mask: np.ndarray) -> Iterator[tuple[int, int]]:
 
 def merge_segments(windows: Sequence[Prediction], n_frames: int, fps: float, classes: Sequence[str],
                    min_probability: float = 0.5) -> list[Segment]:
-    """Per frame, average the probabilities of the windows covering it; runs of one top class form segments."""
-    total = np.zeros((n_frames, len(classes)))
-    count = np.zeros(n_frames)
-    for w in windows:
-        total[w.start_frame:w.end_frame + 1] += [w.probabilities[c] for c in classes]
-        count[w.start_frame:w.end_frame + 1] += 1
-    covered = count > 0
-    mean = total / np.maximum(count, 1)[:, None]
-    top = mean.argmax(1)
-    best = mean.max(1)
+    """Each covered frame takes the class probabilities of the window centred nearest to it (ties: the earlier
+    window); runs of frames whose top class is the same, at or above ``min_probability``, form segments.
+
+    Nearest-centre rather than an average of all covering windows: a window sees an event best when the event
+    sits where the training clips had theirs (onset at the window start, apex in the middle), so overlapping
+    windows that catch the event off-centre must not dilute it."""
+    if not windows:
+        return []
+    centres = np.array([(w.start_frame + w.end_frame) / 2 for w in windows])
+    probs = np.array([[w.probabilities[c] for c in classes] for w in windows])
+    starts = np.array([w.start_frame for w in windows])
+    ends = np.array([w.end_frame for w in windows])
+    frame_probs = np.zeros((n_frames, len(classes)))
+    covered = np.zeros(n_frames, bool)
+    for f in range(n_frames):
+        inside = np.flatnonzero((starts <= f) & (ends >= f))
+        if inside.size:
+            best = inside[np.argmin(np.abs(centres[inside] - f))]
+            frame_probs[f], covered[f] = probs[best], True
+    top, best_p = frame_probs.argmax(1), frame_probs.max(1)
     segments = []
     for k, label in enumerate(classes):
-        for a, b in _runs(covered & (top == k) & (best >= min_probability)):
-            segments.append(Segment(a, b, a / fps, (b + 1) / fps, label, float(best[a:b + 1].mean())))
+        for a, b in _runs(covered & (top == k) & (best_p >= min_probability)):
+            segments.append(Segment(a, b, a / fps, (b + 1) / fps, label, float(best_p[a:b + 1].mean())))
     return sorted(segments, key=lambda s: s.start_frame)
 
 
