@@ -45,20 +45,23 @@ def _face_region(face, size=(64, 64), grow=0.25):
 
 
 # ------------------------------------------------------------------------------------------------ AU parsing
-@pytest.mark.parametrize(("codes", "expected"), [
-    ("4+7", "4+7"),
-    ("AU4+AU7", "4+7"),
-    ("L12+R14", "L12+R14"),
-    ("1+2+4", "1+2+4"),
-    ("A1B", "1"),
-    ("12C+6", "6+12"),
-    ("NULL", ""),
-    ("", ""),
-    (None, ""),
-    ("43+99+AU61", ""),  # no rule for these: ignored, no crash
-    ("R12+12", "12"),  # both-sided absorbs a one-sided duplicate
-    ("4 / L10?", "4+L10"),
-])
+@pytest.mark.parametrize(
+    ("codes", "expected"),
+    [
+        ("4+7", "4+7"),
+        ("AU4+AU7", "4+7"),
+        ("L12+R14", "L12+R14"),
+        ("1+2+4", "1+2+4"),
+        ("A1B", "1"),
+        ("12C+6", "6+12"),
+        ("NULL", ""),
+        ("", ""),
+        (None, ""),
+        ("43+99+AU61", ""),  # no rule for these: ignored, no crash
+        ("R12+12", "12"),  # both-sided absorbs a one-sided duplicate
+        ("4 / L10?", "4+L10"),
+    ],
+)
 def test_parse_aus(codes, expected):
     assert format_aus(parse_aus(codes)) == expected
 
@@ -86,7 +89,7 @@ def test_sixteen_distinct_real_faces():
         assert f.landmarks.shape == (68, 2) and f.landmarks.dtype == np.float32
         assert 0.2 < f.iod / f.image.shape[1] < 0.5  # LFW-like framing
     small = [cv2.resize(f.image, (25, 25), interpolation=cv2.INTER_AREA).astype(float) for f in fs]
-    diffs = [np.abs(a - b).mean() for i, a in enumerate(small) for b in small[i + 1:]]
+    diffs = [np.abs(a - b).mean() for i, a in enumerate(small) for b in small[i + 1 :]]
     assert min(diffs) > 5.0  # no two subjects share a picture
     with pytest.raises(ConfigError):
         load_faces(0)
@@ -100,7 +103,13 @@ def test_same_seed_same_bytes_other_seed_differs():
     assert len(a) == 9
     for x, y in zip(a, b, strict=True):
         assert x.frames.tobytes() == y.frames.tobytes() and x.flow.tobytes() == y.flow.tobytes()
-        assert (x.onset, x.apex, x.offset, x.aus, x.intensity) == (y.onset, y.apex, y.offset, y.aus, y.intensity)
+        assert (x.onset, x.apex, x.offset, x.aus, x.intensity) == (
+            y.onset,
+            y.apex,
+            y.offset,
+            y.aus,
+            y.intensity,
+        )
     assert all(x.frames.tobytes() != z.frames.tobytes() for x, z in zip(a, c, strict=True))
 
 
@@ -154,8 +163,10 @@ def test_envelope_peaks_at_apex_and_is_zero_at_onset_and_offset():
     e = np.linalg.norm(clip.flow, axis=-1).max(axis=(1, 2))
     assert int(np.argmax(e)) + 1 == clip.apex
     assert e[clip.onset - 1] == 0 and e[clip.offset - 1] == 0
-    assert not clip.flow[: clip.onset].any() and not clip.flow[clip.offset - 1:].any()
-    assert np.all(np.diff(e[clip.onset - 1: clip.apex]) > 0) and np.all(np.diff(e[clip.apex - 1: clip.offset]) < 0)
+    assert not clip.flow[: clip.onset].any() and not clip.flow[clip.offset - 1 :].any()
+    assert np.all(np.diff(e[clip.onset - 1 : clip.apex]) > 0) and np.all(
+        np.diff(e[clip.apex - 1 : clip.offset]) < 0
+    )
     np.testing.assert_allclose(clip.envelope, envelope(30, 7, 12, 17))
     with pytest.raises(ConfigError):
         render_clip(face, "12", n_frames=10, onset=5, apex=5, offset=8, fps=30.0)
@@ -212,7 +223,13 @@ def test_write_plain_round_trips(tmp_path: Path):
     for clip in clips:
         r = by_key[clip.subject, clip.clip_id]
         assert (r.emotion, r.onset, r.apex, r.offset, r.fps, r.aus) == (
-            clip.label, clip.onset, clip.apex, clip.offset, clip.fps, clip.aus)
+            clip.label,
+            clip.onset,
+            clip.apex,
+            clip.offset,
+            clip.fps,
+            clip.aus,
+        )
         assert r.frame_numbers == tuple(range(1, 17))
         back = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in r.frames])
         assert np.array_equal(back, clip.frames)
@@ -221,8 +238,24 @@ def test_write_plain_round_trips(tmp_path: Path):
 
 def test_cli_writes_tree(tmp_path: Path, capsys):
     out = tmp_path / "cli"
-    code = main(["synth", "--out", str(out), "--subjects", "2", "--clips-per-class", "1", "--frames", "16",
-                 "--size", "32", "--seed", "5", "--no-progress"])
+    code = main(
+        [
+            "synth",
+            "--out",
+            str(out),
+            "--subjects",
+            "2",
+            "--clips-per-class",
+            "1",
+            "--frames",
+            "16",
+            "--size",
+            "32",
+            "--seed",
+            "5",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert "wrote 6 clips" in capsys.readouterr().out
     records, _ = load_plain(out)
@@ -236,15 +269,28 @@ def test_cli_writes_tree(tmp_path: Path, capsys):
 
 # ---------------------------------------------------------------------------------------------- learnable
 def _features(clips: list[SynthClip], a_of, b_of) -> np.ndarray:
-    return np.array([cv2.resize(c.frames[a_of(c)].astype(np.float32) - c.frames[b_of(c)], (32, 32),
-                                interpolation=cv2.INTER_AREA).ravel() for c in clips])
+    return np.array(
+        [
+            cv2.resize(
+                c.frames[a_of(c)].astype(np.float32) - c.frames[b_of(c)],
+                (32, 32),
+                interpolation=cv2.INTER_AREA,
+            ).ravel()
+            for c in clips
+        ]
+    )
 
 
 def test_learnable_by_a_linear_model_and_no_leak():
-    """Linear model on apex-onset differences, subject-grouped 4-fold CV, default config (16 subjects x 3
-    classes x 4 clips, 24 frames, 64x64 at 30 fps, intensity 2.0). Measured (seed 0): 0.83 accuracy; the same
-    with shuffled labels 0.33; on pre-onset differences (frame before onset - first frame: nuisances only,
-    the label invisible) 0.31. Chance is 1/3.
+    """Linear model (logistic regression, C=0.01) on 32x32 apex-onset differences, subject-grouped 4-fold CV,
+    default config (16 subjects x 3 classes x 4 clips, 24 frames, 64x64 at 30 fps, intensity 2.0).
+
+    Measured: seed 0 -> 0.786 accuracy (seed 1: 0.724); shuffled labels 0.323 (0.328); the same model on
+    pre-onset differences (frame before onset - first frame: nuisances only, label invisible) 0.339 (0.297).
+    Chance is 1/3. Calibration of the default intensity with the real target model (not run here, too slow
+    for a test): MicroExpSTCNN (32 filters 3x3x15, pool 3, dense 128), 32x32 x 24 frames, per-clip z-scored,
+    Adam 1e-3, 25 epochs, batch 16, same grouped 4-fold split: 0.646 mean accuracy (folds 0.65/0.60/0.67/0.67)
+    at intensity 2.0; 0.43 at intensity 1.5 with an earlier, more varied AU mix.
     """
     clips = generate(SynthConfig(n_subjects=16, clips_per_class=4, seed=0))
     y = np.array([c.label for c in clips])

@@ -2,9 +2,9 @@
 
 Displacements follow synthetic-faces.md §7.2, ported to the iBUG 68 points (0-based) and extended to AU5, AU7,
 AU9, AU10, AU14, AU17 and AU20. They are given at intensity 1 in units of the inter-ocular distance (IOD) in a
-face frame whose x axis runs along the eye line towards the subject's left and whose "up" is towards the brows.
-"Outward" means away from the face midline. ``L``/``R`` prefixes are the subject's left/right (image right/left
-in a non-mirrored frontal picture); L = indices 22-26, 42-47, 54, 64; R = 17-21, 36-41, 48, 60.
+face frame whose x axis runs along the eye line towards the subject's left and whose "up" is towards the
+brows. "Outward" means away from the face midline. ``L``/``R`` prefixes are the subject's left/right (image
+right/left in a non-mirrored frontal picture); L = indices 22-26, 42-47, 54, 64; R = 17-21, 36-41, 48, 60.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# (side, point) -> per side: R side first, then L side. Each rule: list of (points R, points L, up, outward).
-# A "point" is a landmark index or a tuple of indices whose mean is a virtual point (no cheek points in iBUG 68).
+# Each rule: (points on the R side, points on the L side, up, outward), in IOD at intensity 1. A "point" is a
+# landmark index or a tuple of indices whose mean is a virtual point (iBUG 68 has no cheek points).
 _Pt = int | tuple[int, ...]
 _RULES: dict[int, list[tuple[list[_Pt], list[_Pt], float, float]]] = {
     # AU1 inner brow raiser: inner brow up, mid brow a little
@@ -35,8 +35,11 @@ _RULES: dict[int, list[tuple[list[_Pt], list[_Pt], float, float]]] = {
     # AU10 upper lip raiser
     10: [([49, 50, 61], [53, 52, 63], 0.03, 0.0), ([31], [35], 0.01, 0.0)],
     # AU12 lip corner puller: corners up and outward, neighbours at half, cheeks a little
-    12: [([48, 60], [54, 64], 0.035, 0.03), ([49, 59], [53, 55], 0.0175, 0.015),
-         ([(41, 31)], [(46, 35)], 0.01, 0.0)],
+    12: [
+        ([48, 60], [54, 64], 0.035, 0.03),
+        ([49, 59], [53, 55], 0.0175, 0.015),
+        ([(41, 31)], [(46, 35)], 0.01, 0.0),
+    ],
     # AU14 dimpler: corners pulled back (outward in the image plane), tightened
     14: [([48, 60], [54, 64], 0.005, 0.03), ([49, 59], [53, 55], 0.0, 0.015)],
     # AU15 lip corner depressor
@@ -63,11 +66,12 @@ class AU:
 
 
 def parse_aus(codes: str | None) -> list[AU]:
-    """Parse an AU string as datasets write it: ``"4+7"``, ``"AU4+AU7"``, ``"L12+R14"``, ``"A1B"``, ``"1+2+4"``.
+    """Parse an AU string as datasets write it: ``"4+7"``, ``"AU4+AU7"``, ``"L12+R14"``, ``"A1B"``,
+    ``"1+2+4"``.
 
     ``None``, ``""``, ``"NULL"``/``"none"``/``"-"`` mean no AU. Intensity letters (``12C``), ``?`` and codes
-    without a displacement rule are ignored (no error: annotations carry many AUs the generator does not draw).
-    Duplicates collapse; a both-sided AU absorbs its one-sided variants.
+    without a displacement rule are ignored (no error: annotations carry many AUs the generator does not
+    draw). Duplicates collapse; a both-sided AU absorbs its one-sided variants.
     """
     if codes is None:
         return []
@@ -111,7 +115,8 @@ def face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.
 
 
 def au_controls(landmarks: np.ndarray, aus: list[AU]) -> tuple[np.ndarray, np.ndarray, set[int]]:
-    """Control points (K, 2), their displacements in pixels at intensity 1 (K, 2), and the moving landmark ids.
+    """Control points (K, 2), their displacements in pixels at intensity 1 (K, 2), and the moving landmark
+    ids.
 
     Displacements of the same point from several AUs add up.
     """
@@ -136,7 +141,8 @@ def au_controls(landmarks: np.ndarray, aus: list[AU]) -> tuple[np.ndarray, np.nd
 
 
 def blink_controls(landmarks: np.ndarray, closure: float = 1.0) -> tuple[np.ndarray, np.ndarray, set[int]]:
-    """Upper lids (37, 38, 43, 44) moved down by ``closure`` x the local eye opening (partial blink at < 1)."""
+    """Upper lids (37, 38, 43, 44) moved down by ``closure`` x the local eye opening (partial blink at <
+    1)."""
     pairs = ((37, 41), (38, 40), (43, 47), (44, 46))
     src = np.array([landmarks[u] for u, _ in pairs], dtype=np.float64)
     d = np.array([(landmarks[lo] - landmarks[u]) * closure for u, lo in pairs], dtype=np.float64)

@@ -1,11 +1,12 @@
 """Real base faces for the generator, loaded at run time from installed packages (never committed).
 
-Sources, in subject order: ``skimage.data.astronaut()`` (NASA, public domain), matplotlib's ``grace_hopper.jpg``
-(US Navy portrait, public domain), then the face crops of ``skimage.data.lfw_subset()`` (entries 0..99, 25x25).
-Landmarks are the iBUG 68 points from dlib (HOG detector + ``shape_predictor_68_face_landmarks.dat`` found
-inside the installed ``face_recognition_models`` package). The LFW crops are tiny, so dlib runs on a 4x cubic
-upscale; where it still finds no face, the crop gets the mean 68-point template of the LFW crops that dlib did fit
-(the subset is roughly aligned), and ``Face.source`` says ``template``.
+Sources, in subject order: ``skimage.data.astronaut()`` (NASA, public domain), matplotlib's
+``grace_hopper.jpg`` (US Navy portrait, public domain), then the face crops of ``skimage.data.lfw_subset()``
+(entries 0..99, 25x25). Landmarks are the iBUG 68 points from dlib (HOG detector +
+``shape_predictor_68_face_landmarks.dat`` found inside the installed ``face_recognition_models`` package). The
+LFW crops are tiny, so dlib runs on a 4x cubic upscale; where it still finds no face, the crop gets the mean
+68-point template of the LFW crops that dlib did fit (the subset is roughly aligned), and ``Face.source`` says
+``template``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -41,7 +43,7 @@ class Face:
 
 
 @lru_cache(maxsize=1)
-def _dlib_models():  # noqa: ANN202 - dlib objects
+def _dlib_models() -> tuple[Any, Any]:  # (detector, shape predictor)
     try:
         import dlib
     except ImportError as exc:  # pragma: no cover - dlib-bin is a core dependency
@@ -106,8 +108,9 @@ def _portrait(name: str, gray: np.ndarray, source: str) -> Face:
     m, _ = cv2.estimateAffinePartial2D(pts, target, method=cv2.LMEDS)
     if m is None:  # pragma: no cover
         raise DataError(f"{source}: could not align the face")
-    img = cv2.warpAffine(gray, m, (PORTRAIT_SIZE, PORTRAIT_SIZE), flags=cv2.INTER_AREA,
-                         borderMode=cv2.BORDER_REFLECT101)
+    img = cv2.warpAffine(
+        gray, m, (PORTRAIT_SIZE, PORTRAIT_SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT101
+    )
     lm = (pts @ m[:, :2].T + m[:, 2]).astype(np.float32)
     return Face(name, img, lm, f"{source} (dlib)")
 

@@ -1,4 +1,5 @@
-"""A whole synthetic data set: classes -> AU sets, timing priors, per-clip seeds, and the plain-layout writer."""
+"""A whole synthetic data set: classes -> AU sets, timing priors, per-clip seeds, and the plain-layout
+writer."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import cv2
 import numpy as np
 
 from microexp.errors import ConfigError, DataError
-from microexp.synth.faces import load_faces
+from microexp.synth.faces import load_faces, max_faces
 from microexp.synth.render import FLICKER, JITTER, NOISE, SynthClip, render_clip
 
 # class -> AU sets it is drawn from (CASME II / MEGC style composite classes, synthetic-faces.md §7.4);
@@ -42,7 +43,7 @@ class SynthConfig:
     size: tuple[int, int] = (64, 64)
     n_frames: int = 24
     fps: float = 30.0
-    intensity: float = 1.5
+    intensity: float = 2.0
     intensity_spread: float = 0.15
     onset_range: tuple[float, float] = (0.2, 0.35)
     jitter: float = JITTER
@@ -56,12 +57,16 @@ class SynthConfig:
         for name in self.classes:
             if name not in self.class_aus:
                 raise ConfigError(f"unknown synthetic class {name!r}; known: {sorted(self.class_aus)}")
+        if not 1 <= self.n_subjects <= max_faces():
+            raise ConfigError(f"number of subjects must be 1..{max_faces()}, got {self.n_subjects}")
         if self.clips_per_class < 1:
             raise ConfigError(f"clips_per_class must be >= 1, got {self.clips_per_class}")
         if self.fps <= 0:
             raise ConfigError(f"fps must be positive, got {self.fps}")
         if self.n_frames < 10:
-            raise ConfigError(f"n_frames={self.n_frames} is too short: need >= 10 (event plus neutral padding)")
+            raise ConfigError(
+                f"n_frames={self.n_frames} is too short: need >= 10 (event plus neutral padding)"
+            )
         if min(self.size) < 16:
             raise ConfigError(f"size {self.size} is too small (>= 16x16)")
 
@@ -73,9 +78,11 @@ def _frames(rng: np.random.Generator, prior: tuple[float, float, float], fps: fl
     return max(2, int(round(ms * fps / 1000.0)))
 
 
-def sample_timing(rng: np.random.Generator, n_frames: int, fps: float,
-                  onset_range: tuple[float, float] = (0.2, 0.35)) -> tuple[int, int, int]:
-    """(onset, apex, offset), 1-based, with rise/fall drawn from the CASME II priors, inside neutral padding."""
+def sample_timing(
+    rng: np.random.Generator, n_frames: int, fps: float, onset_range: tuple[float, float] = (0.2, 0.35)
+) -> tuple[int, int, int]:
+    """(onset, apex, offset), 1-based, with rise/fall drawn from the CASME II priors, inside neutral
+    padding."""
     rise, fall = _frames(rng, RISE_MS, fps), _frames(rng, FALL_MS, fps)
     lo = max(2, int(round(onset_range[0] * n_frames)))
     hi = max(lo, int(round(onset_range[1] * n_frames)))
@@ -106,22 +113,48 @@ def generate(config: SynthConfig, progress: Callable[[int], None] | None = None)
                 aus = choices[int(rng.integers(len(choices)))]
                 onset, apex, offset = sample_timing(rng, config.n_frames, config.fps, config.onset_range)
                 intensity = config.intensity * float(np.exp(rng.normal(0.0, config.intensity_spread)))
-                clip = render_clip(face, aus, n_frames=config.n_frames, onset=onset, apex=apex, offset=offset,
-                                   fps=config.fps, size=config.size, intensity=round(intensity, 4),
-                                   seed=int(seq.generate_state(1)[0]), jitter=config.jitter,
-                                   flicker=config.flicker, noise=config.noise, blink=config.blink,
-                                   label=label, subject=face.name, clip_id=f"{label}_{k + 1:02d}")
+                clip = render_clip(
+                    face,
+                    aus,
+                    n_frames=config.n_frames,
+                    onset=onset,
+                    apex=apex,
+                    offset=offset,
+                    fps=config.fps,
+                    size=config.size,
+                    intensity=round(intensity, 4),
+                    seed=int(seq.generate_state(1)[0]),
+                    jitter=config.jitter,
+                    flicker=config.flicker,
+                    noise=config.noise,
+                    blink=config.blink,
+                    label=label,
+                    subject=face.name,
+                    clip_id=f"{label}_{k + 1:02d}",
+                )
                 clips.append(clip)
                 if progress is not None:
                     progress(1)
     return clips
 
 
-ANNOTATION_COLUMNS = ("subject", "clip", "emotion", "onset", "apex", "offset", "fps", "aus", "intensity", "source")
+ANNOTATION_COLUMNS = (
+    "subject",
+    "clip",
+    "emotion",
+    "onset",
+    "apex",
+    "offset",
+    "fps",
+    "aus",
+    "intensity",
+    "source",
+)
 
 
-def write_plain(clips: Sequence[SynthClip], out_dir: Path | str,
-                progress: Callable[[int], None] | None = None) -> Path:
+def write_plain(
+    clips: Sequence[SynthClip], out_dir: Path | str, progress: Callable[[int], None] | None = None
+) -> Path:
     """Write ``out_dir/<subject>/<clip>/frame_0001.png`` ... and ``out_dir/annotations.csv``; returns out_dir.
 
     The tree is what :func:`microexp.data.plain.load_plain` reads (extra columns go to ``ClipRecord.meta``).
@@ -141,9 +174,20 @@ def write_plain(clips: Sequence[SynthClip], out_dir: Path | str,
         for i, frame in enumerate(clip.frames, start=1):
             if not cv2.imwrite(str(folder / f"frame_{i:04d}.png"), frame):
                 raise DataError(f"{folder / f'frame_{i:04d}.png'}: could not write frame")
-        rows.append({"subject": clip.subject, "clip": clip.clip_id, "emotion": clip.label, "onset": clip.onset,
-                     "apex": clip.apex, "offset": clip.offset, "fps": f"{clip.fps:g}", "aus": clip.aus,
-                     "intensity": f"{clip.intensity:g}", "source": clip.source})
+        rows.append(
+            {
+                "subject": clip.subject,
+                "clip": clip.clip_id,
+                "emotion": clip.label,
+                "onset": clip.onset,
+                "apex": clip.apex,
+                "offset": clip.offset,
+                "fps": f"{clip.fps:g}",
+                "aus": clip.aus,
+                "intensity": f"{clip.intensity:g}",
+                "source": clip.source,
+            }
+        )
         if progress is not None:
             progress(1)
     with open(out / "annotations.csv", "w", newline="") as fh:

@@ -1,11 +1,11 @@
 """Rendering one clip: AU warp field (TPS), timing envelope, nuisances (jitter, flicker, noise, blink).
 
 Recipe of synthetic-faces.md §7.1: the TPS (scipy ``RBFInterpolator``, thin-plate kernel, light smoothing) is
-fitted once per face / AU set / size on the moving control points, pinned landmarks and a dense grid of
-zero anchors outside the dilated face hull; it is evaluated on a coarse grid, upsampled and multiplied by a
-feathered face mask (no leakage). Each frame is one ``cv2.remap`` of the neutral face at working resolution whose
-map composes the head-jitter similarity with ``e(t) * F`` (AU) and ``b(t) * B`` (blink). The same remap runs
-for clips without AUs, so resampling artefacts are no class cue.
+fitted once per face / AU set / size on the moving control points, pinned landmarks and a dense grid of zero
+anchors outside the dilated face hull; it is evaluated on a coarse grid, upsampled and multiplied by a
+feathered face mask (no leakage). Each frame is one ``cv2.remap`` of the neutral face at working resolution
+whose map composes the head-jitter similarity with ``e(t) * F`` (AU) and ``b(t) * B`` (blink). The same remap
+runs for clips without AUs, so resampling artefacts are no class cue.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ COARSE_STEP = 2  # px: TPS evaluated on this grid, then upsampled
 class SynthClip:
     """One rendered clip and its ground truth.
 
-    ``onset``/``apex``/``offset`` are 1-based frame numbers (as in ``frame_0001.png``). ``flow`` is the AU warp's
-    displacement at each frame relative to the neutral face (float32 (T, H, W, 2), x then y, pixels, jitter and
-    blink excluded); ``jitter`` the per-frame 2x3 similarity (neutral -> frame); ``envelope`` the AU envelope
-    e(t) (1 at apex) and ``blink`` the blink envelope b(t) (eyelid closure fraction).
+    ``onset``/``apex``/``offset`` are 1-based frame numbers (as in ``frame_0001.png``). ``flow`` is the AU
+    warp's displacement at each frame relative to the neutral face (float32 (T, H, W, 2), x then y, pixels,
+    jitter and blink excluded); ``jitter`` the per-frame 2x3 similarity (neutral -> frame); ``envelope`` the
+    AU envelope e(t) (1 at apex) and ``blink`` the blink envelope b(t) (eyelid closure fraction).
     """
 
     subject: str
@@ -48,7 +48,7 @@ class SynthClip:
     offset: int
     fps: float
     aus: str
-    flow: np.ndarray
+    unit_flow: np.ndarray  # (H, W, 2) AU field at intensity 1, shared between clips of a face/AU set
     intensity: float
     envelope: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     blink: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -60,8 +60,16 @@ class SynthClip:
     def n_frames(self) -> int:
         return int(self.frames.shape[0])
 
+    @property
+    def flow(self) -> np.ndarray:
+        """Ground-truth AU displacement per frame, float32 (T, H, W, 2); built on access (1 MB per 32x64x64
+        clip)."""
+        return (self.envelope[:, None, None, None] * (self.intensity * self.unit_flow)[None]).astype(
+            np.float32
+        )
 
-# ----------------------------------------------------------------------------------------------------- geometry
+
+# ----------------------------------------------------------------------------------------------------- geomet
 def _resized(face: Face, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = size
     h, w = face.image.shape
@@ -79,13 +87,16 @@ def _hull_mask(landmarks: np.ndarray, size: tuple[int, int], grow: float) -> np.
     pts[17:27] += up * 0.25 * iod  # room above the brows for brow raisers
     pts = centre + (pts - centre) * (1.0 + grow)
     mask = np.zeros(size, np.uint8)
-    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts * 16).astype(np.int32)), 1, lineType=cv2.LINE_8,
-                       shift=4)
+    cv2.fillConvexPoly(
+        mask, cv2.convexHull(np.round(pts * 16).astype(np.int32)), 1, lineType=cv2.LINE_8, shift=4
+    )
     return mask
 
 
 @lru_cache(maxsize=64)
-def _face_geometry(face: Face, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _face_geometry(
+    face: Face, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(neutral image, landmarks, feathered mask, outer anchor points) at working size."""
     img, lm = _resized(face, size)
     _, _, iod, _ = face_axes(lm)
@@ -96,7 +107,7 @@ def _face_geometry(face: Face, size: tuple[int, int]) -> tuple[np.ndarray, np.nd
     outer = _hull_mask(lm, size, grow=0.25)
     step = 0.5 * iod
     rows, cols = size
-    gy, gx = np.mgrid[-step * 2:rows + step * 2:step, -step * 2:cols + step * 2:step]
+    gy, gx = np.mgrid[-step * 2 : rows + step * 2 : step, -step * 2 : cols + step * 2 : step]
     grid = np.stack([gx.ravel(), gy.ravel()], 1)
     inside = np.zeros(len(grid), bool)
     ok = (grid[:, 0] >= 0) & (grid[:, 0] < cols) & (grid[:, 1] >= 0) & (grid[:, 1] < rows)
@@ -105,8 +116,14 @@ def _face_geometry(face: Face, size: tuple[int, int]) -> tuple[np.ndarray, np.nd
     return img, lm, feather, grid[~inside]
 
 
-def _tps_field(src: np.ndarray, disp: np.ndarray, moving: set[int], lm: np.ndarray, anchors: np.ndarray,
-               feather: np.ndarray) -> np.ndarray:
+def _tps_field(
+    src: np.ndarray,
+    disp: np.ndarray,
+    moving: set[int],
+    lm: np.ndarray,
+    anchors: np.ndarray,
+    feather: np.ndarray,
+) -> np.ndarray:
     """Dense (H, W, 2) field through the control displacements, zero at pins and anchors, masked."""
     rows, cols = feather.shape
     if len(src) == 0:
@@ -137,7 +154,7 @@ def unit_field(face: Face, aus: str, size: tuple[int, int]) -> np.ndarray:
     parsed = parse_aus(aus)
     out = np.zeros((*size, 2), np.float32)
     ex, _, iod, centre = face_axes(lm)
-    yy, xx = np.mgrid[0:size[0], 0:size[1]].astype(np.float64)
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]].astype(np.float64)
     across = ((xx - centre[0]) * ex[0] + (yy - centre[1]) * ex[1]) / iod  # > 0 on the subject's left
     for side in ("B", "L", "R"):
         group = [a for a in parsed if a.side == side]
@@ -163,7 +180,7 @@ def blink_field(face: Face, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-# ------------------------------------------------------------------------------------------------------- timing
+# ------------------------------------------------------------------------------------------------------- timi
 def envelope(n_frames: int, onset: int, apex: int, offset: int) -> np.ndarray:
     """Raised-cosine rise onset->apex and fall apex->offset (1-based frames); 0 at onset/offset, 1 at apex."""
     t = np.arange(1, n_frames + 1, dtype=np.float64)
@@ -184,8 +201,9 @@ def _smooth_walk(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
     return walk - walk[0]
 
 
-def jitter_transforms(rng: np.random.Generator, n_frames: int, fps: float, centre: np.ndarray,
-                      jitter: float) -> np.ndarray:
+def jitter_transforms(
+    rng: np.random.Generator, n_frames: int, fps: float, centre: np.ndarray, jitter: float
+) -> np.ndarray:
     """Per-frame 2x3 similarity about ``centre``: random-walk translation/rotation/scale plus a slow sway."""
     tx, ty = _smooth_walk(rng, n_frames, jitter), _smooth_walk(rng, n_frames, jitter)
     rot = np.deg2rad(_smooth_walk(rng, n_frames, jitter * 0.2))  # 0.03 deg/frame at jitter 0.15
@@ -204,7 +222,8 @@ def jitter_transforms(rng: np.random.Generator, n_frames: int, fps: float, centr
 
 
 def _blink_envelope(rng: np.random.Generator, n_frames: int, fps: float) -> np.ndarray:
-    """One partial blink (closure 0.3-0.5, ~100 ms down, ~150 ms up) at a random time in the clip, any class."""
+    """One partial blink (closure 0.3-0.5, ~100 ms down, ~150 ms up) at a random time in the clip, any
+    class."""
     depth = rng.uniform(0.3, 0.5)
     down, up = max(0.1 * fps, 1.0), max(0.15 * fps, 1.0)
     start = rng.uniform(0.0, max(n_frames - 1 - down - up, 0.0))  # the whole blink lies inside the clip
@@ -217,19 +236,38 @@ def _blink_envelope(rng: np.random.Generator, n_frames: int, fps: float) -> np.n
     return (depth * b).astype(np.float32)
 
 
-# ------------------------------------------------------------------------------------------------------- render
-def render_clip(face: Face, aus: str, *, n_frames: int, onset: int, apex: int, offset: int, fps: float,
-                size: tuple[int, int] = (64, 64), intensity: float = 1.0, seed: int = 0,
-                jitter: float = JITTER, flicker: float = FLICKER, noise: float = NOISE, blink: bool = True,
-                label: str = "", subject: str | None = None, clip_id: str = "clip") -> SynthClip:
+# ------------------------------------------------------------------------------------------------------- rend
+def render_clip(
+    face: Face,
+    aus: str,
+    *,
+    n_frames: int,
+    onset: int,
+    apex: int,
+    offset: int,
+    fps: float,
+    size: tuple[int, int] = (64, 64),
+    intensity: float = 1.0,
+    seed: int = 0,
+    jitter: float = JITTER,
+    flicker: float = FLICKER,
+    noise: float = NOISE,
+    blink: bool = True,
+    label: str = "",
+    subject: str | None = None,
+    clip_id: str = "clip",
+) -> SynthClip:
     """Render one grayscale clip of ``face`` showing ``aus`` (an AU code string) with the given timing.
 
-    Nuisances: ``jitter`` (px/frame head random walk, 0 = still), ``flicker`` (relative flicker amplitude, also
-    drives a slow illumination drift), ``noise`` (read-noise sigma in grey levels, plus shot noise), ``blink``.
+    Nuisances: ``jitter`` (px/frame head random walk, 0 = still), ``flicker`` (relative flicker amplitude,
+    also drives a slow illumination drift), ``noise`` (read-noise sigma in grey levels, plus shot noise),
+    ``blink``.
     """
     if not 1 <= onset < apex < offset <= n_frames:
-        raise ConfigError(f"need 1 <= onset < apex < offset <= n_frames, got onset={onset} apex={apex} "
-                          f"offset={offset} n_frames={n_frames}")
+        raise ConfigError(
+            f"need 1 <= onset < apex < offset <= n_frames, got onset={onset} apex={apex} "
+            f"offset={offset} n_frames={n_frames}"
+        )
     if fps <= 0:
         raise ConfigError(f"fps must be positive, got {fps}")
     size = (int(size[0]), int(size[1]))
@@ -242,8 +280,11 @@ def render_clip(face: Face, aus: str, *, n_frames: int, onset: int, apex: int, o
     bfield = blink_field(face, size)
     _, _, iod, centre = face_axes(lm)
     nasion = lm[27]
-    mats = jitter_transforms(rng, n_frames, fps, nasion, jitter) if jitter > 0 else \
-        np.repeat(np.array([[[1, 0, 0], [0, 1, 0]]], np.float32), n_frames, 0)
+    mats = (
+        jitter_transforms(rng, n_frames, fps, nasion, jitter)
+        if jitter > 0
+        else np.repeat(np.array([[[1, 0, 0], [0, 1, 0]]], np.float32), n_frames, 0)
+    )
 
     # illumination: aliased mains flicker (|f_mains - k fps|) + slow global and left/right gradient drift
     mains = rng.choice([100.0, 120.0])
@@ -258,21 +299,43 @@ def render_clip(face: Face, aus: str, *, n_frames: int, onset: int, apex: int, o
     xnorm = (xx - cols / 2) / cols
     base = img.astype(np.float32)
     frames = np.empty((n_frames, rows, cols), np.uint8)
-    flow = (env[:, None, None, None] * (intensity * unit)[None]).astype(np.float32)
+    scaled = (float(intensity) * unit).astype(np.float32)
     for i in range(n_frames):
         # frame(p) = warped(S^-1 p); warped(q) = neutral(q - D(q)), D = AU + blink displacement
         inv = cv2.invertAffineTransform(mats[i])
         qx = inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2]
         qy = inv[1, 0] * xx + inv[1, 1] * yy + inv[1, 2]
-        d = flow[i] + blink_env[i] * bfield
-        dq = cv2.remap(d, qx, qy, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        out = cv2.remap(base, qx - dq[..., 0], qy - dq[..., 1], interpolation=cv2.INTER_CUBIC,
-                        borderMode=cv2.BORDER_REFLECT101)
+        d = env[i] * scaled + blink_env[i] * bfield
+        dq = cv2.remap(
+            d, qx, qy, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
+        out = cv2.remap(
+            base,
+            qx - dq[..., 0],
+            qy - dq[..., 1],
+            interpolation=cv2.INTER_CUBIC,
+            borderMode=cv2.BORDER_REFLECT101,
+        )
         out = out * (gain[i] * (1 + grad[i] * xnorm))
         if noise > 0:
             shot = np.sqrt(np.clip(out, 0, 255) / 255.0) * noise * 0.5
             out = out + rng.normal(0.0, 1.0, out.shape).astype(np.float32) * (noise + shot)
         frames[i] = np.clip(np.round(out), 0, 255).astype(np.uint8)
-    return SynthClip(subject=subject or face.name, clip_id=clip_id, label=label, frames=frames, onset=onset,
-                     apex=apex, offset=offset, fps=float(fps), aus=canonical, flow=flow, intensity=float(intensity),
-                     envelope=env, blink=blink_env, jitter=mats, face_mask=feather.copy(), source=face.source)
+    return SynthClip(
+        subject=subject or face.name,
+        clip_id=clip_id,
+        label=label,
+        frames=frames,
+        onset=onset,
+        apex=apex,
+        offset=offset,
+        fps=float(fps),
+        aus=canonical,
+        unit_flow=unit,
+        intensity=float(intensity),
+        envelope=env,
+        blink=blink_env,
+        jitter=mats,
+        face_mask=feather.copy(),
+        source=face.source,
+    )
