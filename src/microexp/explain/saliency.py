@@ -208,15 +208,11 @@ def clip_inputs(record: ClipRecord, ckpt: dict[str, Any]) -> Inputs:
     from microexp.preprocess.config import PreprocessConfig
     from microexp.preprocess.pipeline import preprocess_clip
 
+    from microexp.train.evaluate import apply_global_normaliser
+
     arrays = preprocess_clip(record, PreprocessConfig.from_dict(ckpt["preprocess"]))
-    out = {}
-    for name, arr in arrays.items():
-        x = torch.from_numpy(arr)[None]
-        if name in (ckpt.get("normaliser") or {}):
-            mean, scale = ckpt["normaliser"][name]
-            x = (x - mean) / scale
-        out[name] = x
-    return out
+    out = {name: torch.from_numpy(arr)[None] for name, arr in arrays.items()}
+    return apply_global_normaliser(out, ckpt["normaliser"]) if ckpt.get("normaliser") else out
 
 
 def _find_record(run_dir: Path, key: str) -> ClipRecord:

@@ -99,20 +99,36 @@ def chance_levels(y: np.ndarray, n_classes: int) -> dict[str, float]:
     return {"accuracy": 1 / n_classes, "uar": 1 / n_classes, "uf1": float(np.mean(f1))}
 
 
-def global_normaliser_stats(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, tuple[float, float]]:
-    """(mean, scale) per stream of the seed code's global normalisation, fitted on training rows only."""
-    stats = {}
+def global_normaliser_stats(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, dict[str, float]]:
+    """The seed code's normalisation statistics (global mean, then max of the centred values) on training rows
+    only, as ``{"mean": {stream: m}, "scale": {stream: s}}`` (saved with the checkpoint for inference)."""
+    stats: dict[str, dict[str, float]] = {"mean": {}, "scale": {}}
     for name, x in inputs.items():
         train = x[torch.as_tensor(rows)]
         mean = train.mean()
-        stats[name] = (float(mean), float((train - mean).max().clamp_min(1e-6)))
+        stats["mean"][name] = float(mean)
+        stats["scale"][name] = float((train - mean).max().clamp_min(1e-6))
     return stats
 
 
 def fit_global_normaliser(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, torch.Tensor]:
     """The seed code's normalisation (global mean subtract, then global max divide) fitted on training rows only."""
-    stats = global_normaliser_stats(inputs, rows)
-    return {name: (x - stats[name][0]) / stats[name][1] for name, x in inputs.items()}
+    return apply_global_normaliser(inputs, global_normaliser_stats(inputs, rows))
+
+
+def apply_global_normaliser(inputs: dict[str, torch.Tensor],
+                            stats: dict[str, dict[str, float]]) -> dict[str, torch.Tensor]:
+    return {name: (x - stats["mean"][name]) / stats["scale"][name] for name, x in inputs.items()}
+
+
+def clip_length(records: list[ClipRecord]) -> dict[str, float]:
+    """Median length of the annotated clips (onset->offset where annotated, else all frames), in frames and
+    seconds: ``predict`` sizes its sliding window on a new video from it."""
+    frames = [(r.position(r.offset) - r.position(r.onset) + 1) if r.onset is not None and r.offset is not None
+              else r.n_frames for r in records]
+    seconds = [n / r.fps for n, r in zip(frames, records, strict=True)]
+    return {"frames": float(np.median(frames)), "seconds": float(np.median(seconds)),
+            "fps": float(np.median([r.fps for r in records]))}
 
 
 def check_model(config: RunConfig) -> None:
@@ -173,10 +189,10 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
     else:
         fit_idx, val_idx = fold.train, None
     inputs = ctx.inputs
-    normaliser: dict[str, tuple[float, float]] = {}
+    normaliser = None
     if ctx.preprocess.normalise == "global":
         normaliser = global_normaliser_stats(inputs, fit_idx)
-        inputs = {k: (x - normaliser[k][0]) / normaliser[k][1] for k, x in inputs.items()}
+        inputs = apply_global_normaliser(inputs, normaliser)
     device = resolve_device(cfg.device)
     set_seed(seed)
     model = spec.build(n_classes, ctx.preprocess, **config.model_params).to(device)
@@ -198,7 +214,7 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
         torch.save({"model": config.model, "model_params": config.model_params, "state_dict": model.state_dict(),
                     "preprocess": ctx.preprocess.to_dict(), "classes": ctx.classes, "seed": seed,
                     "fold": fold.name, "epoch": result.chosen_epoch, "microexp_version": __version__,
-                    "normaliser": normaliser},
+                    "normaliser": normaliser, "clip": clip_length([ctx.records[i] for i in fold.train])},
                    path)
     output = FoldOutput(task, rows, history, result.chosen_epoch)
     if ctx.out is not None:
