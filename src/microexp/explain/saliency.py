@@ -207,7 +207,6 @@ def clip_inputs(record: ClipRecord, ckpt: dict[str, Any]) -> Inputs:
     """The clip preprocessed exactly as in training: the checkpoint's pipeline and its fitted normaliser."""
     from microexp.preprocess.config import PreprocessConfig
     from microexp.preprocess.pipeline import preprocess_clip
-
     from microexp.train.evaluate import apply_global_normaliser
 
     arrays = preprocess_clip(record, PreprocessConfig.from_dict(ckpt["preprocess"]))
