@@ -23,7 +23,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, help="number of folds for kfold (default 5)")
     p.add_argument("--epochs", type=int, help="training epochs (default 100)")
     p.add_argument("--batch-size", type=int, help="batch size (default 8)")
-    p.add_argument("--lr", type=float, help="SGD learning rate (default 0.01, no momentum)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], help="sgd (default: the reference's lr 0.01, no momentum) | adam")
+    p.add_argument("--lr", type=float, help="learning rate (default 0.01)")
     p.add_argument("--epoch-policy", choices=list(EPOCH_POLICIES),
                    help="fixed (default) | validation (subjects from the training fold) | test-peek (leaky)")
     p.add_argument("--seeds", type=int, help="repeat the protocol with seeds 0..N-1 (mean ± std)")
@@ -44,7 +45,7 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
     sets = []
     for flag, key in (("dataset", "dataset"), ("root", "root"), ("annotation", "annotation"), ("classes", "classes"),
                       ("model", "model"), ("protocol", "protocol"), ("folds", "folds"), ("control", "control"),
-                      ("epochs", "train.epochs"), ("batch_size", "train.batch_size"), ("lr", "train.lr"),
+                      ("epochs", "train.epochs"), ("batch_size", "train.batch_size"), ("optimizer", "train.optimizer"), ("lr", "train.lr"),
                       ("epoch_policy", "train.epoch_policy"), ("device", "train.device")):
         value = getattr(args, flag, None)
         if value is not None:

@@ -16,6 +16,11 @@ def results_table(metrics: dict[str, Any]) -> str:
              f"classes {', '.join(metrics['classes'])})",
              f"protocol {metrics['protocol']} ({metrics['n_folds']} folds x {len(metrics['seeds'])} seed(s)); "
              f"epoch policy: {metrics['epoch_policy']['name']} - {metrics['epoch_policy']['description']}"]
+    if "training" in metrics:
+        t = metrics["training"]
+        shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in metrics.get("inputs", {}).items())
+        lines.append(f"training: {t['optimizer']} lr {t['lr']:g}" + (f" momentum {t['momentum']:g}" if t["momentum"] else "")
+                     + f", batch {t['batch_size']}, {t['epochs']} epochs; input (C x T x H x W) {shapes}")
     header = f"{'':14}{'UF1':>16}{'UAR':>16}{'accuracy':>16}"
     lines += ["", header, "-" * len(header)]
     lines.append(f"{'result':14}{_fmt(metrics, 'uf1'):>16}{_fmt(metrics, 'uar'):>16}{_fmt(metrics, 'accuracy'):>16}")

@@ -361,6 +361,9 @@ def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None =
                          "leaky": cfg.epoch_policy == "test-peek", "epochs": cfg.epochs,
                          "chosen_epochs": sorted({o.chosen_epoch for o in outputs})},
         "chance": chance_levels(ctx.y, len(ctx.classes)), "microexp_version": __version__,
+        "training": {"optimizer": cfg.optimizer, "lr": cfg.lr, "momentum": cfg.momentum, "batch_size": cfg.batch_size,
+                     "epochs": cfg.epochs},
+        "inputs": {name: list(ctx.preprocess.stream_shape(name)) for name in ctx.inputs},
     })
     history = [h for o in outputs for h in o.history]
     if config.control == "shuffle":
