@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from microexp.cli._executor import add_executor_options, executor_from_args
 from microexp.config import EPOCH_POLICIES, PROTOCOLS, RunConfig
 from microexp.report.text import results_table
 from microexp.train.evaluate import evaluate, resolve_preprocess
@@ -62,7 +63,8 @@ def default_run_dir(config: RunConfig) -> Path:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out = args.out or default_run_dir(config)
-    result = evaluate(config, out=out, progress=not args.no_progress)
+    with executor_from_args(args) as executor:
+        result = evaluate(config, out=out, progress=not args.no_progress, executor=executor)
     print(results_table(result.metrics))
     return 0
 
@@ -75,4 +77,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotation", help="annotation file (default: the one in the dataset's standard place)")
     p.add_argument("--classes", help="class protocol (default: the dataset's default)")
     add_run_options(p)
+    add_executor_options(p)
     p.set_defaults(func=run)
