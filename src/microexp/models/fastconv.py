@@ -19,6 +19,8 @@ The GPU (and any input that needs a gradient) takes the plain PyTorch layers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -67,30 +69,61 @@ def _first_max(conv: torch.Tensor, value: torch.Tensor, win: int) -> torch.Tenso
     return torch.sub(win, hit.amax(dim=2), alpha=1).to(torch.uint8)
 
 
+def _chunk(tp: int, n: int, pool: int) -> int:
+    """Pooled frames per work unit: buffers stay under ~12 MB and a batch has at least 4 units. Independent of
+    the thread count, so results do not depend on it."""
+    return max(1, min(tp, CHUNK_FRAMES // pool, -(-tp * n // 4)))
+
+
+def _no_grad_call(fn: Callable[[Any], Any], item: Any) -> Any:
+    with torch.no_grad():  # grad mode is per thread; these threads only ever see detached data
+        return fn(item)
+
+
+def _parallel(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """Run ``fn`` over ``items`` on torch's thread count, each call single-threaded.
+
+    Whole work units per thread instead of intra-op threading: one GEMM/reduction per unit would otherwise be an
+    OpenMP barrier each, and on a shared (oversubscribed) CPU a barrier waits for a descheduled thread.
+    """
+    threads = torch.get_num_threads()
+    if threads <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(min(threads, len(items)), initializer=torch.set_num_threads,
+                                initargs=(1,)) as pool:
+            return list(pool.map(lambda item: _no_grad_call(fn, item), items))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, tile: int,
              want_indices: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pre-activation pooled maxima (bias added) and, for training, the window offset of each maximum."""
     cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
     n, hw, win, cols = x.shape[0], hu * wu, pool ** 3, hp * wp
     wm = _weight_matrix(weight)
-    chunk = max(1, min(tp, CHUNK_FRAMES // pool))  # pooled frames per conv buffer (kept under ~32 MB)
-    conv = torch.empty(cout, chunk * pool, hw, dtype=x.dtype)
+    chunk = _chunk(tp, n, pool)
     pre = torch.empty(n, cout, tp, cols, dtype=x.dtype)
     indices = torch.empty(n, cout, tp, cols, dtype=torch.uint8) if want_indices else None
-    for i in range(n):
-        p = _unfold_spatial(x[i], kh, kw, hp, wp, pool)
-        for a in range(0, tp, chunk):
-            b = min(tp, a + chunk)
-            buf = conv[:, :(b - a) * pool]
-            for j0 in range(0, hw, tile):
-                j1 = min(hw, j0 + tile)
-                torch.matmul(wm, _frames_view(p, a * pool, (b - a) * pool, kt, j0, j1),
-                             out=buf.permute(1, 0, 2)[:, :, j0:j1])
-            # (C, frames, dt, dh, dw, hp*wp): the window offsets in (t, h, w) order, each a contiguous slab
-            slabs = buf.view(cout, b - a, win, cols)
-            torch.amax(slabs, dim=2, out=pre[i, :, a:b])
-            if indices is not None:
-                indices[i, :, a:b] = _first_max(slabs, pre[i, :, a:b], win)
+    patches = _parallel(lambda i: _unfold_spatial(x[i], kh, kw, hp, wp, pool), list(range(n)))
+
+    def unit(job: tuple[int, int]) -> None:
+        i, a = job
+        b = min(tp, a + chunk)
+        buf = torch.empty(cout, (b - a) * pool, hw, dtype=x.dtype)
+        for j0 in range(0, hw, tile):
+            j1 = min(hw, j0 + tile)
+            torch.matmul(wm, _frames_view(patches[i], a * pool, (b - a) * pool, kt, j0, j1),
+                         out=buf.permute(1, 0, 2)[:, :, j0:j1])
+        # (C, frames, dt, dh, dw, hp*wp): the window offsets in (t, h, w) order, each a contiguous slab
+        slabs = buf.view(cout, b - a, win, cols)
+        torch.amax(slabs, dim=2, out=pre[i, :, a:b])
+        if indices is not None:
+            indices[i, :, a:b] = _first_max(slabs, pre[i, :, a:b], win)
+
+    _parallel(unit, [(i, a) for i in range(n) for a in range(0, tp, chunk)])
     pre += bias.view(1, -1, 1, 1)
     return pre.view(n, cout, tp, hp, wp), indices
 
@@ -116,20 +149,23 @@ class _ConvReluPool(torch.autograd.Function):
         grad_b = g.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
         grad_w = None
         if ctx.needs_input_grad[1]:
-            chunk = max(1, min(tp, CHUNK_FRAMES // pool))
-            dense = torch.empty(cout, chunk, win, cols, dtype=x.dtype)  # conv-output gradient of one chunk
-            acc = torch.zeros(cout, weight[0].numel(), dtype=x.dtype)
-            for i in range(n):
-                p = _unfold_spatial(x[i], kh, kw, hp, wp, pool)
-                for a in range(0, tp, chunk):
-                    b = min(tp, a + chunk)
-                    d = dense[:, :b - a]
-                    d.zero_().scatter_(2, indices[i, :, a:b].unsqueeze(2).long(), g[i, :, a:b].unsqueeze(2))
-                    frames = d.reshape(cout, (b - a) * pool, hw).permute(1, 0, 2)
-                    for j0 in range(0, hw, tile):
-                        j1 = min(hw, j0 + tile)
-                        view = _frames_view(p, a * pool, (b - a) * pool, kt, j0, j1).transpose(1, 2)
-                        acc += torch.bmm(frames[:, :, j0:j1], view).sum(0)
+            chunk = _chunk(tp, n, pool)
+            patches = _parallel(lambda i: _unfold_spatial(x[i], kh, kw, hp, wp, pool), list(range(n)))
+
+            def unit(job: tuple[int, int]) -> torch.Tensor:
+                i, a = job
+                b = min(tp, a + chunk)
+                dense = torch.zeros(cout, b - a, win, cols, dtype=x.dtype)  # this unit's conv-output gradient
+                dense.scatter_(2, indices[i, :, a:b].unsqueeze(2).long(), g[i, :, a:b].unsqueeze(2))
+                frames = dense.view(cout, (b - a) * pool, hw).permute(1, 0, 2)
+                acc = torch.zeros(cout, weight[0].numel(), dtype=x.dtype)
+                for j0 in range(0, hw, tile):
+                    j1 = min(hw, j0 + tile)
+                    view = _frames_view(patches[i], a * pool, (b - a) * pool, kt, j0, j1).transpose(1, 2)
+                    acc += torch.bmm(frames[:, :, j0:j1], view).sum(0)
+                return acc
+
+            acc = torch.stack(_parallel(unit, [(i, a) for i in range(n) for a in range(0, tp, chunk)])).sum(0)
             cin = weight.shape[1]
             grad_w = acc.view(cout, kt, cin, kh, kw).permute(0, 2, 1, 3, 4).contiguous()
         return None, grad_w, grad_b, None, None
