@@ -16,7 +16,7 @@ from microexp.train.arrays import load_arrays, save_arrays
 from microexp.train.dask_executor import DaskExecutor
 from microexp.train.evaluate import fold_tasks, prepare, run_fold
 
-SMALL = ["--frames", "20", "--size", "32", "--no-progress", "--protocol", "kfold", "--folds", "3", "--epochs", "2"]
+SMALL = ["--frames", "20", "--size", "32", "--no-progress", "--protocol", "kfold", "--folds", "3", "--epochs", "1"]
 
 
 def _numbers(path: Path) -> dict:
