@@ -13,6 +13,10 @@ Same mathematics as the PyTorch layers, computed in a GEMM-friendly layout:
   the pooled output, and the max-pool indices route the gradient; ties break as ``torch.nn.MaxPool3d`` does
   (the first maximum in (t, h, w) order).
 - GEMMs run over column tiles so the reused patch rows stay in cache.
+- Parallelism is over work units (clip x block of pooled frames) on a small thread pool, each unit
+  single-threaded: per-op OpenMP threading would put a barrier after every small GEMM, which on a shared,
+  oversubscribed CPU stalls for whole scheduler time slices (measured: 10x slower steps at load 6 on 2 cores).
+  The partition does not depend on the thread count, so neither do the results.
 
 The GPU (and any input that needs a gradient) takes the plain PyTorch layers.
 """
