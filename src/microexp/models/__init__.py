@@ -1,5 +1,5 @@
 """Models, registered by name (``microexp models`` lists them)."""
 
-from microexp.models.registry import ModelSpec, count_parameters, get, names, register
+from microexp.models.registry import ModelSpec, count_parameters, get, names, parameter_count, register
 
-__all__ = ["ModelSpec", "count_parameters", "get", "names", "register"]
+__all__ = ["ModelSpec", "count_parameters", "get", "names", "parameter_count", "register"]

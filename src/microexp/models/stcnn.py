@@ -23,12 +23,16 @@ from microexp.preprocess.config import PreprocessConfig, StreamConfig
 
 def keras_dense_init(layer: nn.Linear, std: float = 0.05) -> None:
     """Keras 2.0 ``init='normal'``: N(0, 0.05) kernel, zero bias."""
+    if layer.weight.is_meta:  # meta-device builds (parameter counting) need no values; normal_ is slow there
+        return
     nn.init.normal_(layer.weight, 0.0, std)
     nn.init.zeros_(layer.bias)
 
 
 def glorot_init(layer: nn.Module) -> None:
     """Keras default: glorot-uniform kernel, zero bias."""
+    if layer.weight.is_meta:
+        return
     nn.init.xavier_uniform_(layer.weight)
     nn.init.zeros_(layer.bias)
 

@@ -1,84 +1,208 @@
 """The one preprocessing path from a clip record to model input, shared by ``evaluate``, ``preprocess`` and
-``predict`` so that training and inference can never preprocess differently."""
+``predict`` so that training and inference can never preprocess differently.
+
+Per clip: select frames -> temporal positions -> read gray frames -> face + 68 landmarks on the reference
+(onset, else first selected) frame only -> one source->aligned transform per frame (the reference one for
+``align`` none/onset; per-frame landmarks or rigid registration otherwise) -> region crops per stream ->
+raw / saliency / flow / flow+strain -> TIM when asked -> per-clip normalisation.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from microexp.data.frames import read_frame
 from microexp.data.records import ClipRecord, ClipSet, Exclusion
 from microexp.errors import MicroexpError, PreprocessError
+from microexp.preprocess import align as al
+from microexp.preprocess import regions as rg
+from microexp.preprocess import temporal as tp
+from microexp.preprocess.cache import ClipCache, clip_key, config_digest
 from microexp.preprocess.config import PreprocessConfig, StreamConfig
+from microexp.preprocess.face import TEMPLATE, Face, NoFaceError, find_face, get_backend
+from microexp.preprocess.flow import flow_stream
+from microexp.preprocess.normalise import normalise_clip
+from microexp.preprocess.temporal import saliency, tim
+
+__all__ = ["Prepared", "ClipGeometry", "clip_geometry", "preprocess_clip", "preprocess_set",
+           "select_positions", "temporal_positions"]
 
 
 def select_positions(record: ClipRecord, config: PreprocessConfig) -> list[int]:
-    """Positions (indices into ``record.frames``) chosen by ``config.selection``."""
-    n = record.n_frames
-    if config.selection == "whole" or record.onset is None:
-        return list(range(n))
-    start = record.position(record.onset)
-    if config.selection == "onset_apex":
-        end = record.position(record.apex) if record.apex is not None else n - 1
-    elif config.selection == "keyframes":
-        keys = [record.onset, record.apex, record.offset]
-        return [record.position(k) for k in keys if k is not None]
-    else:
-        end = record.position(record.offset) if record.offset is not None else n - 1
-    return list(range(start, end + 1))
+    """Positions (indices into ``record.frames``) chosen by ``config.selection`` (see :mod:`.temporal`)."""
+    return tp.select_positions(record, config.selection)
 
 
-def temporal_positions(positions: Sequence[int], config: PreprocessConfig) -> list[int]:
-    """Map the selected positions to exactly ``config.frames`` positions."""
-    t = config.frames
-    if config.temporal == "none":
-        return list(positions)
-    if config.temporal == "first":
-        if len(positions) < t:
-            raise PreprocessError(f"needs {t} frames, has {len(positions)}")
-        return list(positions[:t])
-    if config.temporal == "window":
-        if config.window is None:
-            raise PreprocessError("temporal='window' needs preprocess.window=(start, stop)")
-        a, b = config.window
-        if b > len(positions):
-            raise PreprocessError(f"window {a}..{b - 1} needs {b} frames, has {len(positions)}")
-        return list(positions[a:b])
-    # uniform: nearest-frame resampling over the selected span (shorter clips repeat frames)
-    idx = np.round(np.linspace(0, len(positions) - 1, t)).astype(int)
-    return [positions[i] for i in idx]
+def temporal_positions(positions: list[int], config: PreprocessConfig) -> list[int]:
+    """The selected positions mapped to ``config.frames`` positions (``tim`` keeps them all)."""
+    return tp.temporal_positions(positions, config.temporal, config.frames, config.window)
 
 
-def _crop(frame: np.ndarray, stream: StreamConfig) -> np.ndarray:
-    if stream.region not in ("face", "whole"):
-        raise PreprocessError(f"region {stream.region!r} needs face landmarks (preprocess.face='dlib')")
+@dataclass
+class ClipGeometry:
+    """Where the face is: ``transforms[pos]`` maps source pixels of frame ``pos`` to aligned pixels;
+    ``landmarks`` (68, 2) and ``face_box`` are in aligned coordinates; ``face`` is the reference detection."""
+
+    ref: int
+    transforms: dict[int, np.ndarray]
+    landmarks: np.ndarray
+    face_box: al.Box
+    face: Face | None
+
+
+def _key_positions(record: ClipRecord, selected: list[int]) -> tuple[int, int]:
+    """Onset and apex positions for onset->apex flow (apex missing: the middle selected frame, as MEB does
+    for SMIC)."""
+    try:
+        onset = record.position(record.onset) if record.onset is not None else selected[0]
+        apex = record.position(record.apex) if record.apex is not None else selected[len(selected) // 2]
+    except KeyError as exc:
+        raise PreprocessError(str(exc.args[0])) from None
+    return onset, apex
+
+
+def clip_geometry(frames: dict[int, np.ndarray], ref: int, config: PreprocessConfig) -> ClipGeometry:
+    """Face, landmarks and per-frame transforms of a clip whose needed frames are loaded in ``frames``."""
+    ref_img = frames[ref]
+    h, w = ref_img.shape[:2]
+    if config.face == "none":
+        # frames are face crops already: the canonical template places the eyes/mouth regions
+        ident = al.identity()
+        return ClipGeometry(ref, dict.fromkeys(frames, ident), TEMPLATE * (w, h), (0.0, 0.0, float(w), float(h)),
+                            None)
+    try:
+        face = find_face(ref_img, fallback_frame=config.on_no_face == "frame")
+    except NoFaceError:
+        raise NoFaceError(f"no face detected in the reference frame (position {ref})") from None
+    left, right = face.eyes
+    a_ref = al.eye_alignment(left, right, rotate=config.align != "none")
+    lm = al.apply(a_ref, face.landmarks)
+    box = al.face_box(*al.apply(a_ref, np.array([left, right])))
+    transforms: dict[int, np.ndarray] = {}
+    src_box = _source_box(a_ref, box)
+    for pos, img in frames.items():
+        if pos == ref or config.align in ("none", "onset"):
+            transforms[pos] = a_ref
+        elif config.align == "per-frame":
+            f = get_backend().detect(img)
+            pts = f.landmarks if f is not None else get_backend().landmarks(img, face.box)
+            transforms[pos] = al.compose(a_ref, al.similarity_lsq(pts[RIGID], face.landmarks[RIGID]))
+        else:  # track: rigid registration of each frame onto the reference frame
+            transforms[pos] = al.compose(a_ref, al.register_rigid(ref_img, img, src_box))
+    return ClipGeometry(ref, transforms, lm, box, face)
+
+
+def _source_box(a: np.ndarray, box: al.Box) -> al.Box:
+    corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]])
+    src = al.apply(al.invert(a), corners)
+    return (*src.min(0), *src.max(0))
+
+
+# Landmarks that move little with expressions: nose bridge and tip (27-35), eye corners (36, 39, 42, 45).
+RIGID = np.r_[27:36, 36, 39, 42, 45]
+
+
+class _Regions:
+    """Region crops of one clip, memoised per (region, size, position)."""
+
+    def __init__(self, frames: dict[int, np.ndarray], geo: ClipGeometry, roi_enlarge: bool = False,
+                 how: str = "area") -> None:
+        self.frames, self.geo, self.roi_enlarge, self.how = frames, geo, roi_enlarge, how
+        self._memo: dict[tuple[str, tuple[int, int], int], np.ndarray] = {}
+        self._canvas: dict[int, np.ndarray] = {}
+        self._boxes: dict[str, al.Box] = {}
+
+    def box(self, region: str) -> al.Box:
+        if region not in self._boxes:
+            lm = self.geo.landmarks
+            self._boxes[region] = {"face": lambda: self.geo.face_box, "eyes": lambda: rg.eyes_box(lm),
+                                   "mouth": lambda: rg.mouth_box(lm)}[region]()
+        return self._boxes[region]
+
+    def get(self, region: str, size: tuple[int, int], pos: int) -> np.ndarray:
+        key = (region, tuple(size), pos)
+        if key not in self._memo:
+            frame = self.frames[pos]
+            if region == "whole":
+                out = al.resize(frame, size, self.how).astype(np.float32)
+            elif region.startswith("roi"):
+                out = rg.aouayeb_roi(self.canvas(pos), int(region[3:]), size, self.how)
+            else:
+                out = al.extract(frame, self.geo.transforms[pos], self.box(region), size, how=self.how)
+            self._memo[key] = out
+        return self._memo[key]
+
+    def canvas(self, pos: int) -> np.ndarray:
+        if pos not in self._canvas:
+            frame = self.frames[pos]
+            if self.geo.face is None:
+                face = frame.astype(np.float32)  # face crops: the frame is the face box
+            else:
+                face = al.extract(frame, self.geo.transforms[pos], rg.aouayeb_face_box(self.geo.landmarks), None,
+                                  border=cv2.BORDER_CONSTANT, border_value=255)
+            self._canvas[pos] = rg.contain_canvas(face, self.roi_enlarge)
+        return self._canvas[pos]
+
+
+def _flow_dims(stream: StreamConfig, flow_size: int) -> tuple[int, int]:
     rows, cols = stream.size
-    return cv2.resize(frame, (cols, rows), interpolation=cv2.INTER_AREA)
-
-
-def normalise_clip(x: np.ndarray, mode: str) -> np.ndarray:
-    if mode == "zscore":
-        return (x - x.mean()) / (x.std() + 1e-6)
-    if mode == "minus1to1":
-        lo, hi = float(x.min()), float(x.max())
-        return 2.0 * (x - lo) / max(hi - lo, 1e-6) - 1.0
-    return x  # "global" is fitted on the training fold by the trainer; "none" leaves values in [0, 255]
+    side = max(flow_size, rows, cols)
+    s = side / max(rows, cols)
+    return max(int(round(rows * s)), 8), max(int(round(cols * s)), 8)
 
 
 def preprocess_clip(record: ClipRecord, config: PreprocessConfig) -> dict[str, np.ndarray]:
-    """Model input streams for one clip, each float32 (C, T, H, W)."""
-    positions = temporal_positions(select_positions(record, config), config)
-    frames = [read_frame(record.frames[p], gray=True) for p in positions]
+    """Model input streams for one clip, each float32 (C, T, H, W). Raises PreprocessError (or a DataError
+    for unreadable frames) when the clip cannot be preprocessed."""
+    selected = select_positions(record, config)
+    if not selected:
+        raise PreprocessError("no frames selected")
+    positions = temporal_positions(selected, config)
+    needs_frames = any(s.kind in ("raw", "saliency") or config.flow_pairs == "consecutive" for s in config.streams)
+    needs_pair = any(s.kind in ("flow", "flowstrain") and config.flow_pairs == "onset_apex" for s in config.streams)
+    onset, apex = (_key_positions(record, selected) if needs_pair or config.face != "none"
+                   else (selected[0], selected[0]))
+    # landmarks come from the onset frame (first selected frame when there is no onset) only
+    ref = onset if config.face != "none" else (positions[0] if positions else onset)
+    load = set(positions if needs_frames else []) | ({onset, apex} if needs_pair else set()) | {ref}
+    frames = {p: rg.read_gray(record.frames[p], config.gray) for p in sorted(load)}
+    shapes = {f.shape for f in frames.values()}
+    if len(shapes) > 1:
+        raise PreprocessError(f"frames differ in size {sorted(shapes)}")
+    geo = clip_geometry(frames, ref, config)
+    reg = _Regions(frames, geo, bool(dict(config.extra).get("roi_enlarge", False)), config.resize)
+
     out: dict[str, np.ndarray] = {}
     for stream in config.streams:
-        if stream.kind != "raw":
-            raise PreprocessError(f"stream kind {stream.kind!r} is not available in this pipeline")
-        clip = np.stack([_crop(f, stream) for f in frames]).astype(np.float32)[None]
-        out[stream.name] = normalise_clip(clip, config.normalise).astype(np.float32)
+        if stream.kind in ("raw", "saliency"):
+            clip = np.stack([reg.get(stream.region, stream.size, p) for p in positions])
+            if config.temporal == "tim":
+                clip = tim(clip, config.frames)
+            if stream.kind == "saliency":
+                clip = saliency(clip, config.saliency)
+            arr = clip[None]
+        else:
+            strain = stream.kind == "flowstrain"
+            dims = _flow_dims(stream, config.flow_size)
+            if config.flow_pairs == "onset_apex":
+                pairs = [(reg.get(stream.region, dims, onset), reg.get(stream.region, dims, apex))]
+            else:
+                seq = np.stack([reg.get(stream.region, dims, p) for p in positions])
+                if config.temporal == "tim":
+                    seq = tim(seq, config.frames)
+                if len(seq) < 2:
+                    raise PreprocessError("consecutive flow needs at least 2 frames")
+                pairs = list(zip(seq[:-1], seq[1:], strict=True))
+            arr = np.stack([flow_stream(a, b, stream.size, config.flow, strain) for a, b in pairs], axis=1)
+        out[stream.name] = normalise_clip(arr.astype(np.float32), config.normalise)
     return out
 
 
@@ -94,19 +218,97 @@ class Prepared:
         return len(self.index)
 
 
-def preprocess_set(clips: ClipSet, config: PreprocessConfig, progress: bool = True) -> Prepared:
-    """Preprocess every clip; a clip that fails is excluded with its reason, never silently dropped."""
+def _reason(exc: MicroexpError) -> str:
+    return f"preprocessing failed: {exc}"
+
+
+def _work(args: tuple[int, ClipRecord, PreprocessConfig, str | None, str]) -> tuple[int, dict[str, np.ndarray] | str]:
+    """One clip in a worker process: preprocess and store in the cache (so an interrupted run resumes)."""
+    i, record, config, cache_root, key = args
+    cv2.setNumThreads(1)  # one clip per core; no oversubscription
+    try:
+        value: dict[str, np.ndarray] | str = preprocess_clip(record, config)
+    except MicroexpError as exc:
+        value = _reason(exc)
+    except cv2.error as exc:  # e.g. a degenerate image OpenCV refuses: the clip is excluded, the run goes on
+        value = _reason(PreprocessError(f"OpenCV: {str(exc).strip().splitlines()[-1]}"))
+    if cache_root is not None:
+        ClipCache(cache_root).put(key, value)
+    return i, value
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # spawn, not fork: a child forked after OpenCV has started its thread pool can wait forever on it
+    # (observed: both workers asleep at 0 % CPU). Scripts that call preprocess_set with workers > 1 therefore
+    # need the usual ``if __name__ == "__main__":`` guard.
+    return multiprocessing.get_context("spawn")
+
+
+def preprocess_set(clips: ClipSet, config: PreprocessConfig, progress: bool = True,
+                   cache: ClipCache | str | Path | None = None, workers: int | None = 1,
+                   on_result: Callable[[int, str], None] | None = None) -> Prepared:
+    """Preprocess every clip; a clip that fails is excluded with its reason, never silently dropped.
+
+    cache: a :class:`ClipCache` or folder; cached clips (and cached exclusions) are not recomputed, so an
+    interrupted run resumes. workers: processes for the clips that are not cached (None: all cores; 1: in
+    this process). on_result(i, "cached" | "computed" | "excluded") is called per clip (for reports).
+    """
+    records = clips.records
+    store = ClipCache(cache) if isinstance(cache, str | Path) else cache
+    digest = config_digest(config)
+    keys = [clip_key(r, config, digest) if store is not None else "" for r in records]
+    results: dict[int, dict[str, np.ndarray] | str] = {}
+    todo: list[int] = []
+    for i in range(len(records)):
+        hit = store.get(keys[i]) if store is not None else None
+        if hit is None:
+            todo.append(i)
+        else:
+            results[i] = hit
+            if on_result:
+                on_result(i, "cached")
+    n_workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    root = str(store.root) if store is not None else None
+    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="preprocess", unit="clip",
+               disable=not progress)
+    jobs = [(i, records[i], config, root, keys[i]) for i in todo]
+    if n_workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=min(n_workers, len(todo)), mp_context=_pool_context()) as pool:
+            futures = [pool.submit(_work, job) for job in jobs]
+            for fut in as_completed(futures):
+                i, value = fut.result()
+                results[i] = value
+                bar.update(1)
+                if on_result:
+                    on_result(i, "excluded" if isinstance(value, str) else "computed")
+    else:
+        for job in jobs:
+            i, value = _work(job)
+            results[i] = value
+            bar.update(1)
+            if on_result:
+                on_result(i, "excluded" if isinstance(value, str) else "computed")
+    bar.close()
+
     arrays: dict[str, list[np.ndarray]] = {s.name: [] for s in config.streams}
     kept: list[int] = []
     excluded: list[Exclusion] = []
-    for i, record in enumerate(tqdm(clips.records, desc="preprocess", unit="clip", disable=not progress)):
-        try:
-            streams = preprocess_clip(record, config)
-        except MicroexpError as exc:
-            excluded.append(Exclusion(record.key, f"preprocessing failed: {exc}"))
+    for i, record in enumerate(records):
+        value = results[i]
+        if isinstance(value, str):
+            excluded.append(Exclusion(record.key, value))
             continue
-        for name, arr in streams.items():
-            arrays[name].append(arr)
+        for name in arrays:
+            arrays[name].append(value[name])
         kept.append(i)
-    stacked = {k: (np.stack(v) if v else np.zeros((0,), np.float32)) for k, v in arrays.items()}
+    stacked: dict[str, np.ndarray] = {}
+    for name, v in arrays.items():
+        if not v:
+            stacked[name] = np.zeros((0, *config.stream_shape(name)), np.float32)
+            continue
+        shapes = sorted({a.shape for a in v})
+        if len(shapes) > 1:
+            raise PreprocessError(f"stream {name!r}: clips give different shapes {shapes}; "
+                                  "use a temporal mode that fixes the frame count")
+        stacked[name] = np.stack(v)
     return Prepared(stacked, np.array(kept, dtype=np.int64), excluded)

@@ -1,0 +1,1 @@
+"""Hand-crafted baselines (not torch models), registered in the model registry with ``kind="sklearn"``."""

@@ -1,0 +1,133 @@
+"""CASME II (Yan et al., PLOS ONE 2014).
+
+Layout (as delivered; nothing to rename)::
+
+    ROOT/CASME2-coding-20190701.xlsx           (or -20140508 / -20230315 .xlsx, CASME2_label_Ver_2.xls, a .csv export)
+    ROOT/Cropped/sub01/EP02_01f/reg_img46.jpg … reg_img86.jpg      (also Cropped/Cropped/…)
+    ROOT/CASME2_RAW_selected/sub01/EP02_01f/img46.jpg …
+
+``root`` may be the release folder (``Cropped`` is used when present, else ``CASME2_RAW_selected``, else
+``CASME2_RAW/CASME2-RAW``) or one of those trees directly to choose it. The annotation file is looked for in the
+tree, its parent and the release root unless given (the newest date-stamped ``CASME2-coding-*.xlsx`` first). Each clip folder holds frames onset..offset named with the
+absolute, unpadded frame index; ``ClipRecord.frames`` is the whole folder in numeric order. 200 fps.
+
+Quirks handled: ``Subject`` as text ``'01'`` or int ``1``; ``/`` apex (middle frame used, recorded in
+``meta["repairs"]``); AU cells as int or text; blank-named columns; stray non-image files in clip folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from microexp.data import classes
+from microexp.data._common import (
+    Row,
+    build_records,
+    cell_text,
+    check_duplicates,
+    find_file,
+    fix_apex,
+    int_cell,
+    locate_header,
+    looks_like_subject_tree,
+    pick_tree,
+    read_sheet,
+)
+from microexp.data.records import ClipRecord, Exclusion
+from microexp.data.registry import DatasetSpec, register_dataset
+from microexp.errors import AnnotationError, DataError
+
+NAME = "casme2"
+FPS = 200.0
+TREES = ("Cropped", "Cropped-updated/Cropped", "CASME2_RAW_selected", "CASME2_RAW/CASME2-RAW", "CASME2-RAW")
+ANNOTATION_PATTERNS = ("CASME2-coding-*.xlsx", "CASME2-coding*.xls*", "CASME2_label_Ver_2.xls", "CASME2*coding*.csv",
+                       "CASME2*.xls*")
+COLUMNS = {
+    "subject": ("Subject",),
+    "filename": ("Filename", "File name"),
+    "onset": ("OnsetFrame", "Onset Frame", "OnsetF", "Onset"),
+    "apex": ("ApexFrame", "Apex Frame", "ApexF", "Apex"),
+    "offset": ("OffsetFrame", "Offset Frame", "OffsetF", "Offset"),
+    "aus": ("Action Units", "AU", "AUs"),
+    "emotion": ("Estimated Emotion", "Emotion"),
+    "objective": ("Objective Classes", "Objective Class"),
+}
+REQUIRED = ("subject", "filename", "onset", "apex", "offset", "emotion")
+looks_like_tree = looks_like_subject_tree(r"sub\d+")
+
+
+def subject_folder(cell: object, file: Path, row: int) -> str:
+    text = cell_text(cell)
+    if not text.isdigit():
+        raise AnnotationError(f"subject {text!r} is not a subject number", file=file, row=row, column="Subject")
+    return f"sub{int(text):02d}"
+
+
+def read_annotation(path: Path) -> list[Row]:
+    """Rows of a CASME II coding file (any circulating version), in file order."""
+    path = Path(path)
+    table = locate_header(read_sheet(path, 0), path, COLUMNS, REQUIRED, ("aus", "objective"))
+    rows: list[Row] = []
+    for line, cells in table.rows:
+        clip = cell_text(cells["filename"])
+        if not clip:
+            raise AnnotationError("empty Filename", file=path, row=line, column="Filename")
+        subject = subject_folder(cells["subject"], path, line)
+        apex_raw = cell_text(cells["apex"])
+        row = Row(subject=subject, clip_id=clip, emotion=cell_text(cells["emotion"]).lower(),
+                  onset=int_cell(cells["onset"], path, line, "OnsetFrame"),
+                  apex=int_cell(cells["apex"], path, line, "ApexFrame", sentinels={"/": None, "": None}),
+                  offset=int_cell(cells["offset"], path, line, "OffsetFrame"),
+                  folder=Path(subject) / clip, aus=cell_text(cells.get("aus")), fps=FPS, source=f"{path}:{line}")
+        if not row.emotion:
+            raise AnnotationError("empty emotion", file=path, row=line, column="Estimated Emotion")
+        if "objective" in cells and cell_text(cells["objective"]):
+            row.meta["objective_class"] = cell_text(cells["objective"])
+        fix_apex(row, apex_raw)
+        rows.append(row)
+    if not rows:
+        raise AnnotationError("no data rows below the header", file=path, row=table.header_row)
+    check_duplicates(rows, path)
+    return rows
+
+
+def resolve(root: Path, annotation: Path | None) -> tuple[Path, Path]:
+    """(frame tree, annotation file) for a user-given root."""
+    tree = pick_tree(Path(root), TREES, looks_like_tree)
+    if annotation is None:
+        annotation = find_file([tree, tree.parent, tree.parent.parent, Path(root)], ANNOTATION_PATTERNS)
+        if annotation is None:
+            raise DataError(f"{root}: no CASME II coding file (CASME2-coding-*.xlsx) found in the tree or its parent; "
+                            "pass --annotation FILE")
+    return tree, Path(annotation)
+
+
+def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], list[Exclusion]]:
+    tree, ann = resolve(root, annotation)
+    return build_records(NAME, tree, read_annotation(ann))
+
+
+register_dataset(DatasetSpec(NAME, load, "casme2-5", "CASME II (Cropped or CASME2_RAW_selected) + CASME2-coding-*.xlsx"))
+
+classes.register(classes.ClassProtocol(
+    "casme2-5", ("happiness", "disgust", "repression", "surprise", "others"),
+    {"happiness": "happiness", "disgust": "disgust", "repression": "repression", "surprise": "surprise",
+     "others": "others", "sadness": None, "fear": None},
+    "CASME II 5-class: happiness, disgust, repression, surprise, others; sadness and fear dropped "
+    "(249 clips with the 20190701 coding file)."))
+classes.register(classes.ClassProtocol(
+    "casme2-all", ("happiness", "disgust", "repression", "surprise", "others", "sadness", "fear"),
+    {k: k for k in ("happiness", "disgust", "repression", "surprise", "others", "sadness", "fear")},
+    "CASME II all 7 estimated emotions, each its own class (255 clips)."))
+classes.register(classes.ClassProtocol(
+    "casme2-4", ("positive", "negative", "surprise", "others"),
+    {"happiness": "positive", "disgust": "negative", "sadness": "negative", "fear": "negative",
+     "surprise": "surprise", "others": "others", "repression": "others"},
+    "CASME II 4-class of the release note.txt: positive = happiness; negative = disgust + sadness + fear; "
+    "surprise; others = others + repression."))
+classes.register(classes.ClassProtocol(
+    "casme2-3", ("negative", "positive", "surprise"),
+    {"disgust": "negative", "repression": "negative", "happiness": "positive", "surprise": "surprise",
+     "others": None, "sadness": None, "fear": None},
+    "CASME II with the MEGC2019 3-class mapping: negative = disgust + repression; positive = happiness; "
+    "surprise; others, sadness and fear dropped (the composite itself is dataset 'megc2019')."))

@@ -1,0 +1,149 @@
+"""SAMM micro-expression clips (Davison et al., TAFFC 2016/2018).
+
+Layout::
+
+    ROOT/SAMM_Micro_FACS_Codes_v2.xlsx          (or SAMM_20181215_Micro_FACS_Codes_v2.xlsx, a .csv export)
+    ROOT/006/006_1_2/006_05562.jpg …            (the SAMM folder; a cropped copy SAMM_CROP/… has the same tree)
+
+``root`` may be the ``SAMM`` folder itself, or a folder containing ``SAMM`` (or ``SAMM_CROP`` /
+``SAMM_cropped``; ``SAMM`` is preferred when both exist — point at the cropped tree to use it). The annotation
+file is looked for in the tree, its parent and the root. Each clip folder starts at its onset frame; frame
+files are ``<subject>_<frame:05d>.jpg`` with the absolute frame index. ``ClipRecord.frames`` is the whole
+folder in numeric order. 200 fps, grayscale.
+
+The sheet ``MICRO_ONLY`` starts with a 13-row notes block; the header (row 14) is located by its column names,
+so other versions with a different number of note rows also load. Subjects are text ``'006'`` (or int ``6``);
+the ``Duration`` formula column is not used; AU cells keep their text (trailing spaces stripped). Known errors
+repaired and recorded in ``meta["repairs"]``: apex outside onset..offset (``028_4_1``, ``032_3_1``) -> middle
+frame.
+
+The long-video release (SAMM-LV) is a separate dataset, ``samm_lv`` (:mod:`microexp.data.samm_lv`): its frame
+numbers differ from the micro-clip release and the two are never mixed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from microexp.data import classes
+from microexp.data._common import (
+    Row,
+    build_records,
+    cell_text,
+    check_duplicates,
+    find_file,
+    fix_apex,
+    int_cell,
+    locate_header,
+    looks_like_subject_tree,
+    pick_tree,
+    read_sheet,
+    sheet_names,
+)
+from microexp.data.records import ClipRecord, Exclusion
+from microexp.data.registry import DatasetSpec, register_dataset
+from microexp.errors import AnnotationError, DataError
+
+NAME = "samm"
+FPS = 200.0
+SHEET = "MICRO_ONLY"
+TREES = ("SAMM", "SAMM_CROP", "SAMM_cropped", "SAMM_CROPPED")
+ANNOTATION_PATTERNS = ("SAMM_Micro_FACS_Codes_v2.xlsx", "*SAMM*Micro_FACS_Codes*.xlsx", "*Micro_FACS_Codes*.xls*",
+                       "*Micro_FACS_Codes*.csv")
+COLUMNS = {
+    "subject": ("Subject",),
+    "filename": ("Filename",),
+    "inducement": ("Inducement Code",),
+    "onset": ("Onset Frame", "OnsetFrame", "Onset"),
+    "apex": ("Apex Frame", "ApexFrame", "Apex"),
+    "offset": ("Offset Frame", "OffsetFrame", "Offset"),
+    "aus": ("Action Units", "AU"),
+    "emotion": ("Estimated Emotion", "Emotion"),
+    "objective": ("Objective Classes", "Objective Class"),
+    "notes": ("Notes",),
+}
+REQUIRED = ("subject", "filename", "onset", "apex", "offset", "emotion")
+looks_like_tree = looks_like_subject_tree(r"\d{3}")
+
+
+def subject_folder(cell: object, file: Path, row: int) -> str:
+    text = cell_text(cell)
+    if not text.isdigit():
+        raise AnnotationError(f"subject {text!r} is not a subject number", file=file, row=row, column="Subject")
+    return f"{int(text):03d}"
+
+
+def read_annotation(path: Path) -> list[Row]:
+    """Rows of ``SAMM_Micro_FACS_Codes_v2`` (sheet ``MICRO_ONLY`` or the first sheet), in file order."""
+    path = Path(path)
+    names = sheet_names(path)
+    sheet = SHEET if any(n.upper() == SHEET for n in names) else 0
+    table = locate_header(read_sheet(path, sheet), path, COLUMNS, REQUIRED,
+                          ("inducement", "aus", "objective", "notes"))
+    rows: list[Row] = []
+    for line, cells in table.rows:
+        clip = cell_text(cells["filename"])
+        if not clip:
+            raise AnnotationError("empty Filename", file=path, row=line, column="Filename")
+        subject = subject_folder(cells["subject"], path, line)
+        row = Row(subject=subject, clip_id=clip, emotion=cell_text(cells["emotion"]).lower(),
+                  onset=int_cell(cells["onset"], path, line, "Onset Frame"),
+                  apex=int_cell(cells["apex"], path, line, "Apex Frame", sentinels={"-1": None, "": None}),
+                  offset=int_cell(cells["offset"], path, line, "Offset Frame"),
+                  folder=Path(subject) / clip, aus=cell_text(cells.get("aus")), fps=FPS, source=f"{path}:{line}")
+        if not row.emotion:
+            raise AnnotationError("empty emotion", file=path, row=line, column="Estimated Emotion")
+        for key in ("inducement", "objective", "notes"):
+            if key in cells and cell_text(cells[key]):
+                row.meta[key if key != "objective" else "objective_class"] = cell_text(cells[key])
+        fix_apex(row, cell_text(cells["apex"]))
+        rows.append(row)
+    if not rows:
+        raise AnnotationError("no data rows below the header", file=path, row=table.header_row)
+    check_duplicates(rows, path)
+    return rows
+
+
+def resolve(root: Path, annotation: Path | None) -> tuple[Path, Path]:
+    tree = pick_tree(Path(root), TREES, looks_like_tree)
+    if annotation is None:
+        annotation = find_file([tree, tree.parent, Path(root)], ANNOTATION_PATTERNS)
+        if annotation is None:
+            raise DataError(f"{root}: no SAMM coding file (SAMM_Micro_FACS_Codes_v2.xlsx) found in the tree or its "
+                            "parent; pass --annotation FILE")
+    return tree, Path(annotation)
+
+
+def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], list[Exclusion]]:
+    tree, ann = resolve(root, annotation)
+    return build_records(NAME, tree, read_annotation(ann))
+
+
+register_dataset(DatasetSpec(NAME, load, "samm-5", "SAMM micro clips + SAMM_Micro_FACS_Codes_v2.xlsx"))
+
+_ALL = ("anger", "contempt", "disgust", "fear", "happiness", "other", "sadness", "surprise")
+classes.register(classes.ClassProtocol(
+    "samm-5", ("anger", "contempt", "happiness", "surprise", "other"),
+    {"anger": "anger", "contempt": "contempt", "happiness": "happiness", "surprise": "surprise", "other": "other",
+     "disgust": None, "fear": None, "sadness": None},
+    "SAMM 5-class: anger, contempt, happiness, surprise, other; disgust, fear and sadness dropped (136 clips)."))
+classes.register(classes.ClassProtocol(
+    "samm-7", ("happiness", "surprise", "anger", "fear", "disgust", "contempt", "sadness"),
+    {"happiness": "happiness", "surprise": "surprise", "anger": "anger", "fear": "fear", "disgust": "disgust",
+     "contempt": "contempt", "sadness": "sadness", "other": None},
+    "SAMM 7-class as Joshi 2021 (reference-models.md §2.2): label indices happiness 0, surprise 1, anger 2, "
+    "fear 3, disgust 4, contempt 5, sadness 6; other dropped (133 clips)."))
+classes.register(classes.ClassProtocol(
+    "samm-binary", ("positive", "negative"),
+    {"happiness": "positive", "anger": "negative", "contempt": "negative", "disgust": "negative",
+     "fear": "negative", "sadness": "negative", "surprise": None, "other": None},
+    "SAMM binary as Joshi 2021: positive (0) = happiness; negative (1) = anger + contempt + disgust + fear + "
+    "sadness; surprise and other dropped (26 positive, 92 negative)."))
+classes.register(classes.ClassProtocol(
+    "samm-3", ("negative", "positive", "surprise"),
+    {"anger": "negative", "contempt": "negative", "disgust": "negative", "fear": "negative", "sadness": "negative",
+     "happiness": "positive", "surprise": "surprise", "other": None},
+    "SAMM with the MEGC2019 3-class mapping: negative = anger + contempt + disgust + fear + sadness; "
+    "positive = happiness; surprise; other dropped (92/26/15 = 133 clips, 28 subjects)."))
+classes.register(classes.ClassProtocol(
+    "samm-all", _ALL, {k: k for k in _ALL}, "SAMM all 8 estimated emotions, each its own class (159 clips)."))

@@ -1,0 +1,67 @@
+"""Value normalisation: per-clip z-score, per-clip [-1, 1], and the seed code's global mean-subtract /
+max-divide, which must be fitted on training data only (:class:`GlobalNormaliser`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from microexp.errors import ConfigError
+
+MODES = ("zscore", "minus1to1", "global", "none")
+
+
+def normalise_clip(x: np.ndarray, mode: str) -> np.ndarray:
+    """Per-clip normalisation; ``global`` and ``none`` leave values as they are (global is a fitted step)."""
+    if mode == "zscore":
+        return ((x - x.mean()) / (x.std() + 1e-6)).astype(np.float32)
+    if mode == "minus1to1":
+        lo, hi = float(x.min()), float(x.max())
+        return (2.0 * (x - lo) / max(hi - lo, 1e-6) - 1.0).astype(np.float32)
+    if mode in ("global", "none"):
+        return x.astype(np.float32, copy=False)
+    raise ConfigError(f"unknown normalisation {mode!r} (known: {list(MODES)})")
+
+
+@dataclass
+class GlobalNormaliser:
+    """The seed's normalisation (reference-models.md §1.3): subtract one scalar mean over all samples and
+    pixels, then divide by the maximum of the result; one (mean, max) per stream. The seed fits it on the
+    whole data set before the split (a leak); here ``fit`` takes the training rows only and ``transform``
+    applies the training statistics to any rows.
+
+        norm = GlobalNormaliser().fit(prepared.streams, rows=train_rows)
+        train = norm.transform(prepared.streams, rows=train_rows)
+        test = norm.transform(prepared.streams, rows=test_rows)
+    """
+
+    mean: dict[str, float] = field(default_factory=dict)
+    scale: dict[str, float] = field(default_factory=dict)
+
+    def fit(self, streams: Mapping[str, np.ndarray], rows: np.ndarray | None = None) -> GlobalNormaliser:
+        for name, arr in streams.items():
+            x = arr if rows is None else arr[np.asarray(rows)]
+            if x.size == 0:
+                raise ConfigError(f"cannot fit the global normalisation of stream {name!r} on no training rows")
+            mean = float(x.mean(dtype=np.float64))
+            self.mean[name] = mean
+            self.scale[name] = float(np.max(x - mean)) or 1.0
+        return self
+
+    def transform(self, streams: Mapping[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        if not self.mean:
+            raise ConfigError("GlobalNormaliser.transform before fit")
+        out = {}
+        for name, arr in streams.items():
+            x = arr if rows is None else arr[np.asarray(rows)]
+            out[name] = ((x - self.mean[name]) / self.scale[name]).astype(np.float32)
+        return out
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        return {"mean": dict(self.mean), "scale": dict(self.scale)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Mapping[str, float]]) -> GlobalNormaliser:
+        return cls(dict(d["mean"]), dict(d["scale"]))

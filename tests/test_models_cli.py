@@ -1,0 +1,31 @@
+"""``microexp models``: the table lists every model with its input, parameter count and source."""
+
+from __future__ import annotations
+
+import json
+
+from microexp.cli import main
+from microexp.cli.models import model_table
+
+
+def test_models_table_lists_names_inputs_counts_and_sources(capsys) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert out.splitlines()[0].split()[:2] == ["name", "input"]
+    assert "177,088,515" in lines["fusenet-intermediate"] and "eyes:1x96x32x32" in lines["fusenet-intermediate"]
+    assert "177,221,123" in lines["fusenet-late"]
+    assert "44,241,667" in lines["stcnn"] and "Reddy" in lines["stcnn"]
+    assert "clip:1x9x128x128" in lines["joshi-convlstm"] and "73,195,271" in lines["joshi-convlstm"]  # 7 classes
+    assert "flow:3x1x28x28" in lines["ststnet"] and "1,683" in lines["ststnet"]
+    assert "54,152,758" in lines["twostream"]
+    assert "4425 features" in lines["lbptop-svm"]
+    assert "ShreyanshJoshi" in lines["joshi-3dcnn"]
+
+
+def test_models_json_and_class_override(capsys) -> None:
+    assert main(["models", "--json", "--classes", "2"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["joshi-3dcnn"]["parameters"] == 18_718_506 and rows["joshi-3dcnn"]["classes"] == 2
+    assert rows["lbptop-svm"]["parameters"] is None and rows["lbptop-svm"]["kind"] == "sklearn"
+    assert {r["name"] for r in model_table()} == set(rows)
