@@ -42,3 +42,14 @@ def write_blob_tree(root: Path, subjects: int = 6, per_class: int = 4, frames: i
 @pytest.fixture(scope="session")
 def blob_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_blob_tree(tmp_path_factory.mktemp("blob"))
+
+
+def tiny_config(root: Path, **overrides: object):  # noqa: ANN201 - RunConfig, imported lazily
+    """A fast run on a plain tree: a small STCNN (4 filters, 3x3x3 kernel) on 10 frames of 16x16."""
+    from microexp.config import RunConfig
+
+    base = RunConfig(dataset="plain", root=str(root), protocol="kfold", folds=3,
+                     model_params={"kernel": [3, 3, 3], "filters": 4, "dense": 16},
+                     preprocess={"frames": 10, "selection": "whole",
+                                 "streams": [{"name": "clip", "region": "face", "size": [16, 16], "kind": "raw"}]})
+    return base.with_overrides([f"{k}={v}" for k, v in {"train.epochs": 3, **overrides}.items()])

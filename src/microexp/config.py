@@ -15,7 +15,15 @@ EPOCH_POLICIES = {
     "validation": "epoch chosen on validation subjects drawn from the training fold only",
     "test-peek": "LEAKY: epoch chosen on the test fold (reproduces published numbers only)",
 }
-PROTOCOLS = ("loso", "holdout", "kfold")
+OPTIMIZERS = ("sgd", "adam")
+PROTOCOLS = ("loso", "holdout", "kfold", "megc2019", "lodo")
+PROTOCOL_HELP = {
+    "loso": "leave one subject out",
+    "holdout": "one stratified split (subject-aware unless subject_aware=false, the paper's 80/20 over clips)",
+    "kfold": "subject-grouped stratified k-fold, repeatable per seed",
+    "megc2019": "MEGC2019 composite: LOSO over dataset-qualified subjects, UF1/UAR overall and per source dataset",
+    "lodo": "leave one dataset out: train on the other datasets (or train_datasets), test on each (or test_dataset)",
+}
 CONTROLS = ("none", "shuffle")
 
 
@@ -25,6 +33,7 @@ class TrainConfig:
 
     epochs: int = 100
     batch_size: int = 8
+    optimizer: str = "sgd"  # sgd | adam
     lr: float = 0.01
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -34,6 +43,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train.optimizer={self.optimizer!r} is not one of {list(OPTIMIZERS)}")
         if self.epoch_policy not in EPOCH_POLICIES:
             raise ConfigError(f"train.epoch_policy={self.epoch_policy!r} is not one of {list(EPOCH_POLICIES)}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -59,6 +70,8 @@ class RunConfig:
     subject_aware: bool = True  # holdout: no subject in both train and test
     seeds: list[int] = field(default_factory=lambda: [0])
     control: str = "none"  # "shuffle": also run with training labels permuted within subjects
+    test_dataset: str | None = None  # lodo: the one target dataset (None = every dataset in turn)
+    train_datasets: list[str] | None = None  # lodo: source datasets (None = all but the target)
     save_checkpoints: bool = True
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -125,3 +138,16 @@ def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"bad {prefix or 'run'} configuration: {exc}") from None
     assert is_dataclass(obj)
     return obj
+
+
+def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ between two (nested) configuration dicts, as (key, a value, b value)."""
+    out: list[tuple[str, Any, Any]] = []
+    for key in sorted(set(a) | set(b), key=str):
+        va, vb = a.get(key), b.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_diff(va, vb, f"{name}.")
+        elif va != vb:
+            out.append((name, va, vb))
+    return out

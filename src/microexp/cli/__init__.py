@@ -16,7 +16,8 @@ from microexp import __version__
 from microexp.errors import MicroexpError
 
 # one module per command group, in help order
-COMMANDS = ("demo", "synth", "evaluate", "models", "data", "preprocess", "report", "predict", "export", "bench")
+COMMANDS = ("demo", "synth", "evaluate", "models", "data", "preprocess", "report", "predict", "export", "bench",
+            "explain", "sweep", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from microexp.cli._executor import add_executor_options, executor_from_args
-from microexp.config import EPOCH_POLICIES, PROTOCOLS, RunConfig
+from microexp.config import EPOCH_POLICIES, PROTOCOL_HELP, PROTOCOLS, RunConfig
+from microexp.errors import ConfigError
 from microexp.report.text import results_table
 from microexp.train.evaluate import evaluate, resolve_preprocess
 
@@ -15,7 +16,11 @@ from microexp.train.evaluate import evaluate, resolve_preprocess
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by commands that run an evaluation."""
     p.add_argument("--model", help="model name (see `microexp models`; default stcnn)")
-    p.add_argument("--protocol", choices=PROTOCOLS, help="loso | holdout | kfold (default loso)")
+    p.add_argument("--protocol", choices=PROTOCOLS,
+                   help="default loso; " + "; ".join(f"{k}: {v}" for k, v in PROTOCOL_HELP.items()))
+    p.add_argument("--test-dataset", help="lodo: the target dataset (default: every dataset in turn)")
+    p.add_argument("--train-datasets", help="lodo: comma-separated source datasets (default: all but the target), "
+                   "e.g. --protocol lodo --train-datasets samm --test-dataset casme2")
     p.add_argument("--folds", type=int, help="number of folds for kfold (default 5)")
     p.add_argument("--epochs", type=int, help="training epochs (default 100)")
     p.add_argument("--batch-size", type=int, help="batch size (default 8)")
@@ -45,6 +50,10 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
         value = getattr(args, flag, None)
         if value is not None:
             sets.append(f"{key}={value}")
+    if getattr(args, "test_dataset", None):
+        sets.append(f"test_dataset={args.test_dataset}")
+    if getattr(args, "train_datasets", None):
+        sets.append(f"train_datasets={[d.strip() for d in args.train_datasets.split(',') if d.strip()]}")
     if getattr(args, "seeds", None):
         sets.append(f"seeds={list(range(args.seeds))}")
     if getattr(args, "frames", None):
@@ -61,6 +70,19 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        # the run's own configuration; any flags given must leave it unchanged (checked by evaluate)
+        if args.out is not None and args.out != args.resume:
+            raise ConfigError(f"--resume {args.resume} and --out {args.out} name different run directories")
+        saved = args.resume / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"{args.resume}: nothing to resume (no config.yaml)")
+        config = config_from_args(args, base=RunConfig.from_yaml(saved))
+        with executor_from_args(args) as executor:
+            result = evaluate(config, out=args.resume, progress=not args.no_progress, resume=True,
+                              executor=executor)
+        print(results_table(result.metrics))
+        return 0
     config = config_from_args(args)
     out = args.out or default_run_dir(config)
     with executor_from_args(args) as executor:
@@ -77,5 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotation", help="annotation file (default: the one in the dataset's standard place)")
     p.add_argument("--classes", help="class protocol (default: the dataset's default)")
     add_run_options(p)
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue a killed run in RUN_DIR: finished folds (RUN_DIR/folds/*.json) are kept, the rest "
+                        "run; refused if the configuration differs. An --out that already holds a run is refused "
+                        "without --resume.")
     add_executor_options(p)
     p.set_defaults(func=run)

@@ -25,6 +25,12 @@ def results_table(metrics: dict[str, Any]) -> str:
                      f"{_fmt(control, 'accuracy'):>16}")
     lines.append(f"{'chance':14}{metrics['chance']['uf1']:>16.3f}{metrics['chance']['uar']:>16.3f}"
                  f"{metrics['chance']['accuracy']:>16.3f}")
+    if metrics.get("per_dataset"):
+        lines.append("")
+        for name, m in metrics["per_dataset"].items():
+            lines.append(f"{name[:14]:14}{_fmt({**m, 'seeds': metrics['seeds']}, 'uf1'):>16}"
+                         f"{_fmt({**m, 'seeds': metrics['seeds']}, 'uar'):>16}"
+                         f"{_fmt({**m, 'seeds': metrics['seeds']}, 'accuracy'):>16}   ({m['n']} clips)")
     lines += ["", "per class (recall / support): " + ", ".join(
         f"{c} {v['recall']:.2f}/{v['support']}" for c, v in metrics["per_class"].items())]
     if metrics["epoch_policy"].get("leaky"):

@@ -4,12 +4,21 @@ The run is a list of independent :class:`FoldTask` (seed x fold x real/control);
 scores one, and an executor (:mod:`microexp.train.executor`) maps it over the tasks. Results are pooled per seed.
 
 Run directory: ``config.yaml``, ``metrics.json``, ``predictions.csv`` (one row per test clip and seed),
-``history.csv`` (learning curves per fold), ``excluded.csv`` (clip, reason), ``checkpoints/`` (one per fold).
+``history.csv`` (learning curves per fold), ``excluded.csv`` (clip, reason), ``checkpoints/`` (one per fold),
+``folds/<task>.json`` (each finished fold's predictions, history and chosen epoch, written atomically as it ends).
+
+Resuming: ``evaluate(config, out, resume=True)`` (CLI ``microexp evaluate --resume RUN_DIR``) skips the fold
+tasks whose ``folds/*.json`` exist and runs the rest, provided the run directory's ``config.yaml`` equals the
+resolved configuration (otherwise a :class:`ConfigError` lists the differing keys). Without ``resume`` an ``out``
+that already holds a run is refused rather than silently mixed.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +31,7 @@ import torch
 import yaml
 
 from microexp import __version__
-from microexp.config import EPOCH_POLICIES, RunConfig
+from microexp.config import EPOCH_POLICIES, RunConfig, config_diff
 from microexp.data.records import ClipRecord, ClipSet, Exclusion
 from microexp.data.registry import load_dataset
 from microexp.errors import ConfigError, DataError
@@ -90,15 +99,48 @@ def chance_levels(y: np.ndarray, n_classes: int) -> dict[str, float]:
     return {"accuracy": 1 / n_classes, "uar": 1 / n_classes, "uf1": float(np.mean(f1))}
 
 
-def fit_global_normaliser(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, torch.Tensor]:
-    """The seed code's normalisation (global mean subtract, then global max divide) fitted on training rows only."""
-    out = {}
+def global_normaliser_stats(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, dict[str, float]]:
+    """The seed code's normalisation statistics (global mean, then max of the centred values) on training rows
+    only, as ``{"mean": {stream: m}, "scale": {stream: s}}`` (saved with the checkpoint for inference)."""
+    stats: dict[str, dict[str, float]] = {"mean": {}, "scale": {}}
     for name, x in inputs.items():
         train = x[torch.as_tensor(rows)]
         mean = train.mean()
-        scale = (train - mean).max().clamp_min(1e-6)
-        out[name] = (x - mean) / scale
-    return out
+        stats["mean"][name] = float(mean)
+        stats["scale"][name] = float((train - mean).max().clamp_min(1e-6))
+    return stats
+
+
+def fit_global_normaliser(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, torch.Tensor]:
+    """The seed code's normalisation (global mean subtract, then global max divide) fitted on training rows only."""
+    return apply_global_normaliser(inputs, global_normaliser_stats(inputs, rows))
+
+
+def apply_global_normaliser(inputs: dict[str, torch.Tensor],
+                            stats: dict[str, dict[str, float]]) -> dict[str, torch.Tensor]:
+    return {name: (x - stats["mean"][name]) / stats["scale"][name] for name, x in inputs.items()}
+
+
+def clip_length(records: list[ClipRecord]) -> dict[str, float]:
+    """Median length of the annotated clips (onset->offset where annotated, else all frames), in frames and
+    seconds: ``predict`` sizes its sliding window on a new video from it."""
+    frames = [(r.position(r.offset) - r.position(r.onset) + 1) if r.onset is not None and r.offset is not None
+              else r.n_frames for r in records]
+    seconds = [n / r.fps for n, r in zip(frames, records, strict=True)]
+    return {"frames": float(np.median(frames)), "seconds": float(np.median(seconds)),
+            "fps": float(np.median([r.fps for r in records]))}
+
+
+def check_model(config: RunConfig) -> None:
+    """Build the model once on the configured input shapes so bad hyper-parameters fail before any training."""
+    spec = model_registry.get(config.model)
+    try:
+        with torch.device("meta"):  # shapes only, no memory
+            spec.build(2, resolve_preprocess(config), **config.model_params)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model {config.model} with model_params {config.model_params}: {exc}") from None
+    except (NotImplementedError, RuntimeError):
+        pass  # an initialiser the meta device cannot run: the real build in each fold still checks
 
 
 def prepare(config: RunConfig, clips: ClipSet | None = None, progress: bool = True,
@@ -126,7 +168,9 @@ def fold_tasks(ctx: RunContext, control: bool = False) -> list[FoldTask]:
     c = ctx.config
     return [FoldTask(seed, fold, control) for seed in c.seeds
             for fold in make_folds(c.protocol, ctx.y, ctx.groups, seed=seed, n_splits=c.folds,
-                                   test_size=c.test_size, subject_aware=c.subject_aware)]
+                                   test_size=c.test_size, subject_aware=c.subject_aware,
+                                   datasets=np.array([r.dataset for r in ctx.records], dtype=object),
+                                   test_dataset=c.test_dataset, train_datasets=c.train_datasets)]
 
 
 def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FoldOutput:
@@ -145,8 +189,10 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
     else:
         fit_idx, val_idx = fold.train, None
     inputs = ctx.inputs
+    normaliser = None
     if ctx.preprocess.normalise == "global":
-        inputs = fit_global_normaliser(inputs, fit_idx)
+        normaliser = global_normaliser_stats(inputs, fit_idx)
+        inputs = apply_global_normaliser(inputs, normaliser)
     device = resolve_device(cfg.device)
     set_seed(seed)
     model = spec.build(n_classes, ctx.preprocess, **config.model_params).to(device)
@@ -163,13 +209,108 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
                      "epoch": result.chosen_epoch})
     history = [{"control": task.control, "seed": seed, "fold": fold.name, **h} for h in result.history]
     if ctx.out is not None and config.save_checkpoints and not task.control:
-        ckpt_dir = ctx.out / "checkpoints"
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        path = checkpoint_path(ctx.out, seed, fold.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": config.model, "model_params": config.model_params, "state_dict": model.state_dict(),
                     "preprocess": ctx.preprocess.to_dict(), "classes": ctx.classes, "seed": seed,
-                    "fold": fold.name, "epoch": result.chosen_epoch, "microexp_version": __version__},
-                   ckpt_dir / f"seed{seed}-{fold.name}.pt")
-    return FoldOutput(task, rows, history, result.chosen_epoch)
+                    "fold": fold.name, "epoch": result.chosen_epoch, "microexp_version": __version__,
+                    "normaliser": normaliser, "clip": clip_length([ctx.records[i] for i in fold.train])},
+                   path)
+    output = FoldOutput(task, rows, history, result.chosen_epoch)
+    if ctx.out is not None:
+        save_fold_output(ctx.out, output)
+    return output
+
+
+def file_name(name: str) -> str:
+    """A fold or task name as a file name: dataset-qualified subjects (``casme2/sub01``) become ``casme2__sub01``."""
+    return name.replace("/", "__").replace("\\", "__")
+
+
+def checkpoint_path(out: Path, seed: int, fold: str) -> Path:
+    return Path(out) / "checkpoints" / f"seed{seed}-{file_name(fold)}.pt"
+
+
+def fold_path(out: Path, task: FoldTask) -> Path:
+    return Path(out) / "folds" / f"{file_name(task.name)}.json"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a killed run never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_fold_output(out: Path, output: FoldOutput) -> Path:
+    path = fold_path(out, output.task)
+    _write_atomic(path, json.dumps({"task": output.task.name, "seed": output.task.seed, "fold": output.task.fold.name,
+                                    "control": output.task.control, "test": output.task.fold.test.tolist(),
+                                    "chosen_epoch": output.chosen_epoch, "rows": output.rows,
+                                    "history": output.history}))
+    return path
+
+
+def load_fold_output(out: Path, task: FoldTask) -> FoldOutput | None:
+    """The saved output of ``task`` in run directory ``out``, or None when that fold has not finished."""
+    path = fold_path(out, task)
+    if not path.is_file():
+        return None
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable fold result ({exc}); delete it to recompute that fold") from None
+    if d.get("test") != task.fold.test.tolist():
+        raise ConfigError(f"{path}: its test clips differ from this run's fold {task.fold.name}; the data changed")
+    return FoldOutput(task, d["rows"], d["history"], int(d["chosen_epoch"]))
+
+
+def resolved_config(config: RunConfig, pconf: PreprocessConfig) -> dict[str, Any]:
+    """The configuration as saved in ``config.yaml``: the run's keys with the full preprocessing filled in."""
+    resolved = config.to_dict()
+    resolved["preprocess"] = pconf.to_dict()
+    return yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False))
+
+
+def start_run_dir(out: Path, config: RunConfig, pconf: PreprocessConfig, resume: bool) -> None:
+    """Check ``out`` can take this run (fresh, or a matching one to resume) and write its ``config.yaml``."""
+    out = Path(out)
+    saved = out / "config.yaml"
+    has_run = saved.is_file() and ((out / "metrics.json").is_file() or any((out / "folds").glob("*.json")))
+    resolved = resolved_config(config, pconf)
+    if resume:
+        if not saved.is_file():
+            raise ConfigError(f"{out}: nothing to resume (no config.yaml)")
+        try:
+            previous = yaml.safe_load(saved.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{saved}: unreadable ({exc})") from None
+        diff = config_diff(previous, resolved)
+        if diff:
+            shown = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diff[:5])
+            raise ConfigError(f"{out}: cannot resume, the configuration differs ({shown})")
+    elif has_run:
+        raise ConfigError(f"{out} already holds a run; resume it with `microexp evaluate --resume {out}` "
+                          f"or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(saved, yaml.safe_dump(resolved, sort_keys=False))
+
+
+def run_tasks(ctx: RunContext, tasks: list[FoldTask], executor: Executor,
+              log: Callable[[str], None] = print) -> list[FoldOutput]:
+    """Outputs of ``tasks`` in order: finished folds loaded from the run directory, the rest run by ``executor``."""
+    done = {t.name: o for t in tasks if ctx.out is not None and (o := load_fold_output(ctx.out, t)) is not None}
+    todo = [t for t in tasks if t.name not in done]
+    if done:
+        log(f"resuming: {len(done)} of {len(tasks)} fold(s) already finished, running {len(todo)}")
+    new = {o.task.name: o for o in (executor.run(ctx, todo) if todo else [])}
+    return [done.get(t.name) or new[t.name] for t in tasks]
 
 
 def pooled_metrics(ctx: RunContext, outputs: list[FoldOutput]) -> dict[str, Any]:
@@ -180,26 +321,37 @@ def pooled_metrics(ctx: RunContext, outputs: list[FoldOutput]) -> dict[str, Any]
         rows = [r for o in outputs if o.task.seed == seed for r in o.rows]
         m = compute_metrics([index[r["true"]] for r in rows], [index[r["predicted"]] for r in rows], ctx.classes,
                             subjects=[f"{r['dataset']}/{r['subject']}" for r in rows],
-                            datasets=[r["dataset"] for r in rows])
+                            datasets=[r["dataset"] for r in rows],
+                            per_dataset=True if ctx.config.protocol in ("megc2019", "lodo") else None)
         per_seed.append({"seed": seed, **m})
-    agg: dict[str, Any] = {k: v for k, v in per_seed[0].items() if k != "seed"}
+    agg: dict[str, Any] = copy.deepcopy({k: v for k, v in per_seed[0].items() if k != "seed"})
     if len(per_seed) > 1:
         for key, stats in summarise_seeds(per_seed).items():
             agg[key], agg[f"{key}_std"] = stats["mean"], stats["std"]
         agg["confusion"] = np.sum([m["confusion"] for m in per_seed], axis=0).tolist()
+        if "per_dataset" in agg:  # composite scores per source dataset as mean ± std over seeds too
+            for d, m in agg["per_dataset"].items():
+                for key, stats in summarise_seeds([ps["per_dataset"][d] for ps in per_seed]).items():
+                    m[key], m[f"{key}_std"] = stats["mean"], stats["std"]
     agg["per_seed"] = per_seed
     return agg
 
 
 def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None = None, progress: bool = True,
-             log: Callable[[str], None] = print, executor: Executor | None = None) -> RunResult:
-    """Run ``config`` end to end. ``clips`` overrides loading the dataset (already mapped to classes)."""
+             log: Callable[[str], None] = print, executor: Executor | None = None,
+             resume: bool = False) -> RunResult:
+    """Run ``config`` end to end. ``clips`` overrides loading the dataset (already mapped to classes).
+
+    With ``out``, every finished fold is saved under ``out/folds``; ``resume=True`` continues a killed run there.
+    """
     started = time.time()
-    model_registry.get(config.model)  # fail on an unknown model before any loading
+    check_model(config)  # fail on an unknown model or bad hyper-parameters before any loading
+    if out is not None:
+        start_run_dir(Path(out), config, resolve_preprocess(config), resume)
     ctx = prepare(config, clips, progress=progress, out=out)
     executor = executor or LocalExecutor(progress=progress)
     cfg = config.train
-    outputs = executor.run(ctx, fold_tasks(ctx))
+    outputs = run_tasks(ctx, fold_tasks(ctx), executor, log)
     metrics = pooled_metrics(ctx, outputs)
     metrics.update({
         "dataset": config.dataset, "protocol": config.protocol, "model": config.model, "classes": ctx.classes,
@@ -212,7 +364,7 @@ def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None =
     })
     history = [h for o in outputs for h in o.history]
     if config.control == "shuffle":
-        control = executor.run(ctx, fold_tasks(ctx, control=True))
+        control = run_tasks(ctx, fold_tasks(ctx, control=True), executor, log)
         metrics["control"] = {"kind": "shuffle (training labels permuted within subjects)",
                               **pooled_metrics(ctx, control), "seeds": list(config.seeds)}
         history += [h for o in control for h in o.history]
@@ -228,10 +380,8 @@ def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None =
 def write_run(out: Path, config: RunConfig, pconf: PreprocessConfig, metrics: dict[str, Any],
               predictions: pd.DataFrame, history: pd.DataFrame, excluded: list[Exclusion]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    resolved = config.to_dict()
-    resolved["preprocess"] = pconf.to_dict()
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _write_atomic(out / "config.yaml", yaml.safe_dump(resolved_config(config, pconf), sort_keys=False))
+    _write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     predictions.to_csv(out / "predictions.csv", index=False)
     history.to_csv(out / "history.csv", index=False)
     pd.DataFrame([{"clip": e.clip, "reason": e.reason} for e in excluded], columns=["clip", "reason"]).to_csv(

@@ -31,8 +31,10 @@ def core_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict
 
 
 def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str],
-                    subjects: Sequence[str] | None = None, datasets: Sequence[str] | None = None) -> dict[str, Any]:
-    """Accuracy, UF1, UAR, confusion, per class, per subject and (when several) per source dataset."""
+                    subjects: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
+                    per_dataset: bool | None = None) -> dict[str, Any]:
+    """Accuracy, UF1, UAR, confusion, per class, per subject and per source dataset (``per_dataset``: always,
+    never, or with None when several datasets are present)."""
     yt, yp = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     k = len(classes)
     out: dict[str, Any] = core_metrics(yt, yp, k)
@@ -43,7 +45,7 @@ def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Seque
     if subjects is not None:
         subj = np.asarray(subjects, dtype=object)
         out["per_subject"] = {str(s): core_metrics(yt[subj == s], yp[subj == s], k) for s in sorted(set(subj))}
-    if datasets is not None and len(set(datasets)) > 1:
+    if datasets is not None and (per_dataset if per_dataset is not None else len(set(datasets)) > 1):
         ds = np.asarray(datasets, dtype=object)
         out["per_dataset"] = {str(d): core_metrics(yt[ds == d], yp[ds == d], k) for d in sorted(set(ds))}
     return out

@@ -28,11 +28,24 @@ class Fold:
 
 
 def make_folds(protocol: str, y: np.ndarray, groups: np.ndarray, seed: int = 0, n_splits: int = 5,
-               test_size: float = 0.2, subject_aware: bool = True) -> list[Fold]:
-    """Folds of a protocol. ``groups`` are subject identifiers (dataset-qualified where datasets are mixed)."""
+               test_size: float = 0.2, subject_aware: bool = True, datasets: np.ndarray | None = None,
+               test_dataset: str | None = None, train_datasets: list[str] | None = None) -> list[Fold]:
+    """Folds of a protocol. ``groups`` are subject identifiers (dataset-qualified where datasets are mixed).
+
+    ``datasets`` (the source dataset of each clip) is needed by ``megc2019`` and ``lodo``; ``test_dataset`` and
+    ``train_datasets`` narrow ``lodo`` to one target and a chosen set of sources (e.g. train samm, test casme2).
+    """
     y, groups = np.asarray(y), np.asarray(groups, dtype=object)
     idx = np.arange(len(y))
     n_groups = len(set(groups.tolist()))
+    if protocol == "megc2019":
+        names = sorted(set(np.asarray(datasets, dtype=object).tolist())) if datasets is not None else []
+        if len(names) < 2:
+            raise ConfigError(f"protocol megc2019 needs a composite clip set (several source datasets), found "
+                              f"{names or 'no dataset labels'}; use --protocol loso for one dataset")
+        protocol = "loso"  # LOSO over dataset-qualified subjects; per-dataset scores come from the pooled predictions
+    if protocol == "lodo":
+        return _lodo(y, datasets, test_dataset, train_datasets)
     if protocol == "loso":
         if n_groups < 2:
             raise ConfigError(f"LOSO needs at least 2 subjects, found {n_groups}")
@@ -56,6 +69,33 @@ def make_folds(protocol: str, y: np.ndarray, groups: np.ndarray, seed: int = 0, 
             tr, te = np.sort(tr), np.sort(te)
         return [Fold("holdout", tr, te)]
     raise ConfigError(f"unknown protocol {protocol!r}")
+
+
+def _lodo(y: np.ndarray, datasets: np.ndarray | None, test_dataset: str | None,
+          train_datasets: list[str] | None) -> list[Fold]:
+    ds = np.asarray(datasets if datasets is not None else [], dtype=object)
+    names = sorted(set(ds.tolist()))
+    if len(names) < 2:
+        raise ConfigError(f"protocol lodo needs clips from at least 2 datasets, found {names or 'none'}")
+    for name in [test_dataset, *(train_datasets or [])]:
+        if name is not None and name not in names:
+            raise ConfigError(f"lodo: dataset {name!r} is not in the clip set (datasets: {names})")
+    if test_dataset is not None and train_datasets and test_dataset in train_datasets:
+        raise ConfigError(f"lodo: test_dataset {test_dataset!r} is also among train_datasets {train_datasets}")
+    idx = np.arange(len(y))
+    folds = []
+    for tr, te in LeaveOneGroupOut().split(idx, y, ds):
+        target = str(ds[te][0])
+        if test_dataset is not None and target != test_dataset:
+            continue
+        if train_datasets:
+            tr = tr[np.isin(ds[tr], list(train_datasets))]
+        missing = sorted(set(y[te].tolist()) - set(y[tr].tolist()))
+        if len(tr) == 0 or missing:
+            raise ConfigError(f"lodo fold {target}: training datasets {sorted(set(ds[tr].tolist()))} have no clip of "
+                              f"class index(es) {missing} that the target has; the class protocols must agree")
+        folds.append(Fold(target, tr, te))
+    return folds
 
 
 def validation_split(train: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int, fraction: float,

@@ -1,0 +1,5 @@
+"""Explanations of trained models: vanilla-gradient saliency and Grad-CAM on held-out clips."""
+
+from microexp.explain.saliency import binarise, explain_clip, grad_cam, last_conv3d, vanilla_saliency
+
+__all__ = ["binarise", "explain_clip", "grad_cam", "last_conv3d", "vanilla_saliency"]

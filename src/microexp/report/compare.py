@@ -1,0 +1,56 @@
+"""Side-by-side comparison of two runs: headline metrics (with control and chance) and configuration differences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from microexp.config import config_diff
+from microexp.report.html import STYLE, _e, _fmt, _table, load_run
+
+KEYS = ("uf1", "uar", "accuracy")
+
+
+def compare_runs(a: Path, b: Path) -> dict[str, Any]:
+    """Headline rows (label, value in A, value in B) and the configuration keys that differ."""
+    ra, rb = load_run(a), load_run(b)
+    ma, mb = ra["metrics"], rb["metrics"]
+    rows = [["model / dataset / protocol", f"{ma['model']} / {ma['dataset']} / {ma['protocol']}",
+             f"{mb['model']} / {mb['dataset']} / {mb['protocol']}"],
+            ["epoch policy", ma["epoch_policy"]["name"] + (" (LEAKY)" if ma["epoch_policy"].get("leaky") else ""),
+             mb["epoch_policy"]["name"] + (" (LEAKY)" if mb["epoch_policy"].get("leaky") else "")],
+            ["clips / subjects / seeds", f"{ma['n_clips']} / {ma['n_subjects']} / {len(ma['seeds'])}",
+             f"{mb['n_clips']} / {mb['n_subjects']} / {len(mb['seeds'])}"]]
+    for k in KEYS:
+        rows.append([k.upper() if k != "accuracy" else k, _fmt(ma, k), _fmt(mb, k)])
+    for k in KEYS:
+        ca, cb = ma.get("control") or {}, mb.get("control") or {}
+        rows.append([f"shuffle control {k}", _fmt(ca, k), _fmt(cb, k)])
+    for k in KEYS:
+        rows.append([f"chance {k}", f"{ma['chance'][k]:.3f}", f"{mb['chance'][k]:.3f}"])
+    datasets = sorted(set(ma.get("per_dataset") or {}) | set(mb.get("per_dataset") or {}))
+    for d in datasets:
+        for k in ("uf1", "uar"):
+            rows.append([f"{d} {k}", _fmt((ma.get("per_dataset") or {}).get(d, {}), k),
+                         _fmt((mb.get("per_dataset") or {}).get(d, {}), k)])
+    return {"a": str(a), "b": str(b), "rows": rows, "config_diff": config_diff(ra["config"], rb["config"])}
+
+
+def compare_text(c: dict[str, Any]) -> str:
+    width = max(len(r[0]) for r in c["rows"]) + 2
+    lines = [f"{'':{width}}{'A':>24}{'B':>24}", f"{'':{width}}{c['a'][-24:]:>24}{c['b'][-24:]:>24}"]
+    lines += [f"{r[0]:{width}}{r[1]:>24}{r[2]:>24}" for r in c["rows"]]
+    lines += ["", "configuration differences:" if c["config_diff"] else "configuration: identical"]
+    lines += [f"  {k}: {va!r} -> {vb!r}" for k, va, vb in c["config_diff"]]
+    return "\n".join(lines)
+
+
+def compare_html(c: dict[str, Any], out: Path) -> Path:
+    diff = _table(["key", "A", "B"], [[k, va, vb] for k, va, vb in c["config_diff"]], left=3) \
+        if c["config_diff"] else "<p>identical</p>"
+    doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>microexp compare</title>"
+           f"<style>{STYLE}</style></head><body><h1>Run comparison</h1><p>A: {_e(c['a'])}<br>B: {_e(c['b'])}</p>"
+           f"<h2>Headline metrics</h2>{_table(['', 'A', 'B'], c['rows'])}"
+           f"<h2>Configuration differences</h2>{diff}</body></html>")
+    out.write_text(doc, encoding="utf-8")
+    return out

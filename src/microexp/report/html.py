@@ -1,0 +1,186 @@
+"""Self-contained HTML report of a run directory (``microexp report RUN_DIR`` -> ``RUN_DIR/report.html``).
+
+Sections: epoch policy (a red LEAKY banner for ``test-peek`` runs), configuration, dataset summary with the
+excluded clips, headline metrics beside the shuffle control and chance, confusion matrix, per-class /
+per-subject / per-dataset bars, learning curves per fold, seed spread and saliency examples. Every figure is a
+matplotlib PNG embedded as base64, so the file can be mailed or archived on its own.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from microexp.errors import DataError, MicroexpError
+from microexp.report import plots
+
+STYLE = """
+body { font-family: sans-serif; margin: 24px auto; max-width: 1180px; color: #222; }
+h1 { font-size: 22px; } h2 { font-size: 17px; border-bottom: 1px solid #ccc; padding-bottom: 3px; margin-top: 28px; }
+table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
+td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; } th { background: #f2f2f2; }
+td.l, th.l { text-align: left; }
+pre { background: #f7f7f7; padding: 8px; font-size: 12px; overflow-x: auto; }
+img { max-width: 100%; margin: 4px 0; }
+.leaky { background: #c00000; color: #fff; font-weight: bold; padding: 12px 16px; font-size: 16px; }
+.policy { padding: 8px 12px; background: #eef5ee; }
+.note { color: #666; font-size: 12px; }
+"""
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """metrics.json, config.yaml, predictions, history and exclusions of a finished run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.json").is_file():
+        raise DataError(f"{run_dir}: not a finished run directory (no metrics.json)")
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"{run_dir}: unreadable run files ({exc})") from None
+
+    def csv(name: str) -> pd.DataFrame:
+        path = run_dir / name
+        try:
+            return pd.read_csv(path, dtype={"subject": str, "clip_id": str, "fold": str}) if path.is_file() \
+                else pd.DataFrame()
+        except pd.errors.EmptyDataError:
+            return pd.DataFrame()
+
+    return {"dir": run_dir, "metrics": metrics, "config": config, "predictions": csv("predictions.csv"),
+            "history": csv("history.csv"), "excluded": csv("excluded.csv")}
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(m: dict[str, Any], key: str) -> str:
+    if key not in m:
+        return "-"
+    std = m.get(f"{key}_std")
+    return f"{m[key]:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
+    th = "".join(f"<th class='l'>{_e(h)}</th>" if i < left else f"<th>{_e(h)}</th>" for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f"<td class='l'>{_e(v)}</td>" if i < left else f"<td>{_e(v)}</td>"
+                                    for i, v in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _img(uri: str, alt: str) -> str:
+    return f"<img src='{uri}' alt='{_e(alt)}'>"
+
+
+def metrics_table(m: dict[str, Any]) -> str:
+    rows = [["result", _fmt(m, "uf1"), _fmt(m, "uar"), _fmt(m, "accuracy")]]
+    if m.get("control"):
+        c = m["control"]
+        rows.append(["shuffle control", _fmt(c, "uf1"), _fmt(c, "uar"), _fmt(c, "accuracy")])
+    rows.append(["chance", *(f"{m['chance'][k]:.3f}" for k in ("uf1", "uar", "accuracy"))])
+    return _table(["", "UF1", "UAR", "accuracy"], rows)
+
+
+def epoch_policy_section(m: dict[str, Any]) -> str:
+    p = m["epoch_policy"]
+    text = (f"Epoch policy <b>{_e(p['name'])}</b>: {_e(p['description'])}. Up to {_e(p.get('epochs'))} epochs; "
+            f"epochs used: {_e(p.get('chosen_epochs'))}.")
+    if p.get("leaky"):
+        return (f"<div class='leaky' id='leaky'>LEAKY RUN: the epoch was chosen on the test fold (test-peek). "
+                f"These numbers reproduce published practice and are not a result.</div><p>{text}</p>")
+    return f"<p class='policy'>{text}</p>"
+
+
+def saliency_section(run: dict[str, Any], generate: int, log: Callable[[str], None]) -> str:
+    """Embed RUN_DIR/explain/*.png; when there are none, generate up to ``generate`` (one per class if possible)."""
+    explain_dir = run["dir"] / "explain"
+    pngs = sorted(explain_dir.glob("*.png")) if explain_dir.is_dir() else []
+    note = ""
+    if not pngs and generate > 0 and not run["predictions"].empty:
+        from microexp.explain.saliency import explain_clip
+
+        preds = run["predictions"]
+        first_seed = preds[preds["seed"] == preds["seed"].min()]
+        right = first_seed[first_seed["true"] == first_seed["predicted"]]
+        picks = (right if not right.empty else first_seed).drop_duplicates("true").head(generate)
+        for _, r in picks.iterrows():
+            try:
+                res = explain_clip(run["dir"], f"{r['dataset']}/{r['subject']}/{r['clip_id']}", fold=r["fold"],
+                                   seed=int(r["seed"]))
+                pngs += [f for f in res.files if f.suffix == ".png"]
+            except MicroexpError as exc:
+                note = f"saliency examples not generated: {exc}"
+                log(note)
+                break
+    if not pngs:
+        return f"<p class='note'>{_e(note or 'no saliency examples (run `microexp explain RUN_DIR --clip ID`).')}</p>"
+    imgs = "".join(f"<figure>{_img(plots.png_file_uri(p.read_bytes()), p.stem)}<figcaption class='note'>"
+                   f"{_e(p.stem)} (GIF beside it in explain/)</figcaption></figure>" for p in pngs[:6])
+    return ("<p class='note'>Vanilla-gradient saliency of the predicted class (positive part, per frame), "
+            "binarised at each frame's 90th percentile, and Grad-CAM on the last 3D convolution; computed with the "
+            "checkpoint of the fold in which the clip was held out.</p>" + imgs)
+
+
+def render_report(run_dir: Path, out: Path | None = None, saliency: int = 2,
+                  log: Callable[[str], None] = print) -> Path:
+    """Write the HTML report of a run directory; returns its path (default RUN_DIR/report.html)."""
+    run = load_run(run_dir)
+    m, cfg = run["metrics"], run["config"]
+    parts = [f"<h1>{_e(m['model'])} on {_e(m['dataset'])}: protocol {_e(m['protocol'])}</h1>",
+             "<h2>Epoch policy</h2>", epoch_policy_section(m)]
+
+    parts += ["<h2>Metrics</h2>",
+              f"<p>{m['n_clips']} clips, {m['n_subjects']} subjects, {m['n_folds']} fold(s) x "
+              f"{len(m['seeds'])} seed(s) {_e(m['seeds'])}. UF1 and UAR on the pooled predictions of all folds"
+              f"{'; mean ± std over seeds' if len(m['seeds']) > 1 else ''}.</p>", metrics_table(m)]
+
+    parts += ["<h2>Dataset</h2>"]
+    preds = run["predictions"]
+    if not preds.empty:
+        one = preds[preds["seed"] == preds["seed"].min()]
+        counts = one.groupby(["dataset", "true"]).size().unstack(fill_value=0)
+        parts.append(f"<p>Test predictions per source dataset and class (seed {int(one['seed'].iloc[0])}; under "
+                     f"LOSO, k-fold and LODO every used clip is tested once).</p>")
+        parts.append(_table(["dataset", *counts.columns], [[d, *row.tolist()] for d, row in counts.iterrows()]))
+    excluded = run["excluded"]
+    parts.append(f"<p>{len(excluded)} clip(s) excluded.</p>")
+    if not excluded.empty:
+        parts.append(_table(["clip", "reason"], excluded.head(200).values.tolist(), left=2))
+
+    first = f" (seed {m['seeds'][0]})" if len(m["seeds"]) > 1 else ""  # per-class/subject rows are the first seed's
+    parts += ["<h2>Confusion matrix</h2>", _img(plots.confusion(m["confusion"], m["classes"], "confusion (rows: true)"
+                                                              + (", summed over seeds" if first else "")),
+                                               "confusion matrix")]
+    parts += ["<h2>Per class</h2>", _img(plots.bars(m["per_class"], ("precision", "recall", "f1"), f"per class{first}"),
+                                         "per-class bars")]
+    if m.get("per_subject"):
+        parts += ["<h2>Per subject</h2>", _img(plots.bars(m["per_subject"], ("uf1", "uar", "accuracy"),
+                                                          f"per test subject (pooled over its clips){first}",
+                                                          m["chance"]), "per-subject bars")]
+    if m.get("per_dataset"):
+        rows = [[d, _fmt(v, "uf1"), _fmt(v, "uar"), _fmt(v, "accuracy"), v["n"]] for d, v in m["per_dataset"].items()]
+        parts += ["<h2>Per dataset</h2>", _table(["dataset", "UF1", "UAR", "accuracy", "clips"], rows),
+                  _img(plots.bars(m["per_dataset"], ("uf1", "uar"), "per source dataset", m["chance"]),
+                       "per-dataset bars")]
+    hist = run["history"]
+    if not hist.empty:
+        parts += ["<h2>Learning curves</h2>", _img(plots.learning_curves(hist), "learning curves")]
+    parts += ["<h2>Seed spread</h2>",
+              _img(plots.seed_spread(m["per_seed"], (m.get("control") or {}).get("per_seed"), m["chance"]),
+                   "seed spread")]
+    parts += ["<h2>Saliency examples</h2>", saliency_section(run, saliency, log)]
+    parts += ["<h2>Configuration</h2>", f"<pre>{_e(yaml.safe_dump(cfg, sort_keys=False))}</pre>",
+              f"<p class='note'>microexp {_e(m.get('microexp_version'))}; {_e(m.get('seconds'))} s.</p>"]
+    title = f"microexp run: {m['model']} on {m['dataset']} ({m['protocol']})"
+    doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+           f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    path = Path(out) if out else Path(run_dir) / "report.html"
+    path.write_text(doc, encoding="utf-8")
+    return path
