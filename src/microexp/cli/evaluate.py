@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from microexp.cli._executor import add_executor_options, executor_from_args
 from microexp.config import EPOCH_POLICIES, PROTOCOL_HELP, PROTOCOLS, RunConfig
 from microexp.errors import ConfigError
 from microexp.report.text import results_table
@@ -78,12 +79,15 @@ def run(args: argparse.Namespace) -> int:
         if not saved.is_file():
             raise ConfigError(f"{args.resume}: nothing to resume (no config.yaml)")
         config = config_from_args(args, base=RunConfig.from_yaml(saved))
-        result = evaluate(config, out=args.resume, progress=not args.no_progress, resume=True)
+        with executor_from_args(args) as executor:
+            result = evaluate(config, out=args.resume, progress=not args.no_progress, resume=True,
+                              executor=executor)
         print(results_table(result.metrics))
         return 0
     config = config_from_args(args)
     out = args.out or default_run_dir(config)
-    result = evaluate(config, out=out, progress=not args.no_progress)
+    with executor_from_args(args) as executor:
+        result = evaluate(config, out=out, progress=not args.no_progress, executor=executor)
     print(results_table(result.metrics))
     return 0
 
@@ -100,4 +104,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue a killed run in RUN_DIR: finished folds (RUN_DIR/folds/*.json) are kept, the rest "
                         "run; refused if the configuration differs. An --out that already holds a run is refused "
                         "without --resume.")
+    add_executor_options(p)
     p.set_defaults(func=run)

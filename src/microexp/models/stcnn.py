@@ -4,6 +4,10 @@ Conv3D 32 filters over 3 rows x 3 cols x 15 frames (valid, ReLU) -> MaxPool 3x3x
 Dense 128 ReLU (N(0, 0.05) init) -> Dropout 0.5 -> Dense n_classes (N(0, 0.05) init) -> softmax (in the loss).
 Conv kernel glorot-uniform, biases zero. 44,241,667 parameters for 64x64x96 with 3 classes; 1,643,267 for 64x64x18.
 Paper Table I's trailing Dropout on the logits is a table error and is not reproduced.
+
+On CPU, conv -> ReLU -> max-pool runs through :func:`microexp.models.fastconv.conv_relu_pool` (same mathematics,
+several times faster); ``fast=False`` forces the plain PyTorch layers. Parameters and state_dict keys are the same
+either way, so checkpoints are interchangeable.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from microexp.models.fastconv import conv_relu_pool, usable
 from microexp.models.layout import paper_to_torch
 from microexp.models.registry import ModelSpec, Shape, register
 from microexp.preprocess.config import PreprocessConfig, StreamConfig
@@ -34,8 +39,9 @@ def glorot_init(layer: nn.Module) -> None:
 
 class MicroExpSTCNN(nn.Module):
     def __init__(self, n_classes: int, input_shape: Shape = (1, 96, 64, 64), kernel: tuple[int, int, int] = (3, 3, 15),
-                 pool: int = 3, filters: int = 32, dense: int = 128, dropout: float = 0.5):
+                 pool: int = 3, filters: int = 32, dense: int = 128, dropout: float = 0.5, fast: bool = True):
         super().__init__()
+        self.fast = fast  # the fused CPU path; the GPU and inputs that need a gradient always use plain layers
         c, t, h, w = input_shape
         kt, kh, kw = paper_to_torch(kernel)
         if t < kt or h < kh or w < kw:
@@ -56,7 +62,11 @@ class MicroExpSTCNN(nn.Module):
         keras_dense_init(self.fc2)
 
     def features(self, clip: torch.Tensor) -> torch.Tensor:
-        return self.drop1(self.pool(torch.relu(self.conv(clip)))).flatten(1)
+        if self.fast and usable(clip, self.conv.weight):
+            pooled = conv_relu_pool(clip, self.conv.weight, self.conv.bias, self.pool.kernel_size)
+        else:
+            pooled = self.pool(torch.relu(self.conv(clip)))
+        return self.drop1(pooled).flatten(1)
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.drop2(torch.relu(self.fc1(self.features(clip)))))

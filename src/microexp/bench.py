@@ -1,0 +1,226 @@
+"""``microexp bench``: how fast this machine trains and runs MicroExpSTCNN, preprocesses clips, and multiplies
+matrices, in one process and one run. See docs/bench.md for how to read it.
+
+Every figure is the median of ``repeats`` timed runs after warm-up runs. FLOPs are direct-convolution counts
+(:func:`stcnn_flops`), so "fraction of peak" compares a model step with this machine's measured fp32 GEMM rate.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from microexp import __version__
+
+FLOP_FORMULA = (
+    "conv = 2*N*C_out*T'*H'*W'*C_in*kT*kH*kW (valid conv output T'=T-kT+1, ...); "
+    "dense = 2*N*(F*D + D*K) for Dense-D on F features and K classes; "
+    "inference = conv + dense; training step = 2*conv (forward + weight gradient; the clip needs no input "
+    "gradient) + 3*dense (forward + input and weight gradients). Pooling, ReLU, dropout, loss and the "
+    "optimiser are not counted."
+)
+
+
+def _median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 ** 2 if platform.system() == "Darwin" else 1024), 1)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_facts() -> dict[str, Any]:
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "mkl": torch.backends.mkl.is_available(),
+            "mkldnn": torch.backends.mkldnn.is_available(), "python": platform.python_version(),
+            "platform": platform.platform(), "microexp": __version__,
+            "thp_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
+            "load_average_at_start": [round(v, 2) for v in os.getloadavg()]}
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5, warmup: int = 2) -> dict[str, Any]:
+    """Measured fp32 GEMM rate: torch.mm of two n x n matrices, 2*n^3 FLOPs, all torch threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t, times = _median_time(lambda: torch.mm(a, b), repeats, warmup)
+    return {"n": n, "seconds": t, "gflops": round(2 * n ** 3 / t / 1e9, 1),
+            "best_gflops": round(2 * n ** 3 / min(times) / 1e9, 1)}
+
+
+def stcnn_flops(model: Any, batch: int) -> dict[str, int]:
+    """Direct-convolution FLOPs of one MicroExpSTCNN step on ``batch`` clips (see FLOP_FORMULA)."""
+    c, t, h, w = model.input_shape
+    cout, cin, kt, kh, kw = model.conv.weight.shape
+    conv = 2 * batch * cout * (t - kt + 1) * (h - kh + 1) * (w - kw + 1) * cin * kt * kh * kw
+    dense = 2 * batch * (model.fc1.in_features * model.fc1.out_features
+                         + model.fc2.in_features * model.fc2.out_features)
+    return {"conv": conv, "dense": dense, "inference": conv + dense, "train_step": 2 * conv + 3 * dense}
+
+
+def bench_training(model: Any, batch: int, repeats: int, warmup: int, peak: float) -> dict[str, Any]:
+    """One SGD step as the training loop does it: zero_grad, forward, cross-entropy, backward, step."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, *model.input_shape, generator=gen)
+    y = torch.randint(0, model.fc2.out_features, (batch,), generator=gen)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(clip=x), y).backward()
+        opt.step()
+
+    t, times = _median_time(step, repeats, warmup)
+    flops = stcnn_flops(model, batch)["train_step"]
+    return {"batch": batch, "seconds_per_step": round(t, 4), "clips_per_s": round(batch / t, 2),
+            "gflops": round(flops / t / 1e9, 1), "fraction_of_peak": round(flops / t / 1e9 / peak, 3),
+            "step_seconds": [round(v, 4) for v in times]}
+
+
+def bench_inference(model: Any, batch: int, repeats: int, warmup: int, peak: float) -> dict[str, Any]:
+    x = torch.randn(batch, *model.input_shape, generator=torch.Generator().manual_seed(1))
+    model.eval()
+
+    def run() -> None:
+        with torch.no_grad():
+            model(clip=x)
+
+    t, _ = _median_time(run, repeats, warmup)
+    flops = stcnn_flops(model, batch)["inference"]
+    return {"batch": batch, "latency_ms": round(t * 1000, 2), "clips_per_s": round(batch / t, 2),
+            "gflops": round(flops / t / 1e9, 1), "fraction_of_peak": round(flops / t / 1e9 / peak, 3)}
+
+
+def _write_plain_tree(root: Path, n_clips: int, frames: int, size: int, seed: int = 0) -> int:
+    """Plain-layout clips of smooth random frames (already face crops: no detection needed)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(n_clips):
+        folder = root / f"s{k % 4:02d}" / f"clip{k:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        base = cv2.GaussianBlur(rng.normal(128, 40, (size, size)), (0, 0), 3)
+        for t in range(frames):
+            img = np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(folder / f"frame_{t + 1:04d}.png"), img)
+        rows.append({"subject": f"s{k % 4:02d}", "clip": f"clip{k:03d}", "emotion": "happiness", "onset": 1,
+                     "apex": frames // 2, "offset": frames, "fps": 200, "aus": ""})
+    with open(root / "annotations.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return n_clips * frames
+
+
+def bench_preprocessing(n_clips: int, quick: bool) -> dict[str, Any]:
+    """The preprocessing helper's benchmark when present, else the pipeline on a generated plain tree."""
+    try:
+        from microexp.preprocess.bench import bench_preprocess  # type: ignore[import-not-found]
+    except ImportError:
+        bench_preprocess = None
+    if bench_preprocess is not None:
+        out = bench_preprocess(n_clips=n_clips, **({"size": 32} if quick else {}))
+        return {"source": "microexp.preprocess.bench.bench_preprocess", **out}
+    from microexp.data.registry import load_dataset
+    from microexp.models import registry
+    from microexp.preprocess.pipeline import preprocess_set
+
+    frames, size = (20, 48) if quick else (120, 160)
+    config = registry.get("stcnn").preprocess
+    if quick:
+        config = config.with_overrides(frames=16)
+    with tempfile.TemporaryDirectory(prefix="microexp-bench-") as tmp:
+        n_frames = _write_plain_tree(Path(tmp), n_clips, frames, size)
+        clips = load_dataset("plain", Path(tmp))
+        t0 = time.perf_counter()
+        prepared = preprocess_set(clips, config, progress=False)
+        seconds = time.perf_counter() - t0
+    return {"source": "microexp.preprocess.pipeline.preprocess_set on a generated plain tree "
+                      f"({n_clips} clips x {frames} frames of {size}x{size} PNG, face crops, no detection)",
+            "clips": n_clips, "frames": n_frames, "seconds": round(seconds, 3),
+            "frames_per_s": round(n_frames / seconds, 1), "output": list(prepared.streams["clip"].shape)}
+
+
+def run_bench(repeats: int = 5, warmup: int = 2, quick: bool = False, threads: int | None = None,
+              log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Everything ``microexp bench`` reports, as a JSON-ready dict."""
+    from microexp.models.stcnn import MicroExpSTCNN
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    facts = machine_facts()
+    shape, batch, n = ((1, 20, 32, 32), 2, 256) if quick else ((1, 96, 64, 64), 8, 2048)
+    log(f"fp32 matmul {n}x{n} ...")
+    mm = matmul_gflops(n, repeats, warmup)
+    peak = mm["gflops"]
+    result: dict[str, Any] = {"machine": facts, "repeats": repeats, "warmup": warmup, "quick": quick,
+                              "matmul": mm, "flop_formula": FLOP_FORMULA}
+    torch.manual_seed(0)
+    model = MicroExpSTCNN(3, shape)
+    flops = {k: v // batch for k, v in stcnn_flops(model, batch).items()}
+    result["model"] = {"name": "stcnn", "input": list(shape), "parameters": sum(p.numel() for p in model.parameters()),
+                       "flops_per_clip": flops}
+    for path, fast in (("naive", False), ("fast", True)):
+        model.fast = fast
+        log(f"stcnn training steps ({path}) ...")
+        train = bench_training(model, batch, repeats, warmup, peak)
+        log(f"stcnn inference ({path}) ...")
+        result[f"train_{path}"] = train
+        result[f"infer_{path}"] = {"batch": bench_inference(model, batch, repeats, warmup, peak),
+                                   "single": bench_inference(model, 1, repeats, warmup, peak)}
+        result[f"peak_rss_mb_after_{path}"] = peak_rss_mb()
+    result["train_speedup"] = round(result["train_fast"]["clips_per_s"] / result["train_naive"]["clips_per_s"], 2)
+    log("preprocessing ...")
+    result["preprocess"] = bench_preprocessing(4 if quick else 16, quick)
+    result["peak_rss_mb"] = peak_rss_mb()
+    result["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    return result
+
+
+def summary(r: dict[str, Any]) -> str:
+    m, inp = r["machine"], "x".join(str(v) for v in r["model"]["input"][1:])
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+             f"load {m['load_average_at_start'][0]} -> {m['load_average_at_end'][0]}",
+             f"fp32 matmul {r['matmul']['n']}^2: {r['matmul']['gflops']} GFLOP/s (the peak below)",
+             f"stcnn {inp} (T x H x W), {r['model']['parameters']:,} parameters"]
+    for path in ("naive", "fast"):
+        t, ib, i1 = r[f"train_{path}"], r[f"infer_{path}"]["batch"], r[f"infer_{path}"]["single"]
+        lines.append(f"  {path:5s} train batch {t['batch']}: {t['clips_per_s']:7.2f} clips/s  "
+                     f"{t['gflops']:6.1f} GFLOP/s = {t['fraction_of_peak']:.0%} of peak | infer batch {ib['batch']}: "
+                     f"{ib['clips_per_s']:7.2f} clips/s | batch 1: {i1['latency_ms']:.1f} ms")
+    p = r["preprocess"]
+    lines += [f"  training speed-up fast/naive: {r['train_speedup']}x",
+              f"preprocess: {p['frames_per_s']} frames/s ({p['frames']} frames in {p['seconds']} s)",
+              f"peak RSS: {r['peak_rss_mb']} MB"]
+    return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""``microexp bench``: training/inference throughput, preprocessing speed, memory and matmul peak."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from microexp.errors import ConfigError
+
+
+def run(args: argparse.Namespace) -> int:
+    from microexp.bench import run_bench, summary
+
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats={args.repeats} must be >= 1")
+    result = run_bench(repeats=args.repeats, warmup=args.warmup, quick=args.quick, threads=args.threads,
+                       log=(lambda m: None) if args.no_progress else (lambda m: print(m, flush=True)))
+    print(summary(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"written to {args.json}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure training/inference speed, preprocessing speed and memory",
+                       description="Time MicroExpSTCNN training steps and inference (naive and fast CPU path), "
+                                   "preprocessing, peak memory and the machine's fp32 matmul rate, in one run. "
+                                   "Figures are medians of --repeats runs after --warmup runs.")
+    p.add_argument("--json", type=Path, help="also write every figure and the machine's facts to this file")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per figure (default 5; the median is kept)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for tests (figures are not meaningful)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    p.set_defaults(func=run)

@@ -1,0 +1,88 @@
+"""The fused CPU conv -> ReLU -> max-pool equals the plain PyTorch layers: outputs and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from microexp.models import count_parameters, fastconv
+from microexp.models.fastconv import conv_relu_pool
+from microexp.models.stcnn import MicroExpSTCNN
+
+
+def _naive(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pool: int) -> torch.Tensor:
+    return F.max_pool3d(torch.relu(F.conv3d(x, w, b)), pool)
+
+
+def _compare(x: torch.Tensor, cout: int = 32, kernel: tuple[int, int, int] = (15, 3, 3), pool: int = 3,
+             tile: int = fastconv.TILE, seed: int = 0, bias_scale: float = 0.1, bias_shift: float = -1.0) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    w = (torch.randn(cout, x.shape[1], *kernel, generator=gen) * 0.05).requires_grad_()
+    # conv outputs have std ~0.6; shifting the bias down makes some pooled maxima negative (ReLU blocks them)
+    b = (torch.randn(cout, generator=gen) * bias_scale + bias_shift).requires_grad_()
+    ref = _naive(x, w, b, pool)
+    out = conv_relu_pool(x, w, b, pool, tile=tile)
+    assert out.shape == ref.shape
+    assert (ref > 0).any() and (ref == 0).any()  # both sides of the ReLU are exercised
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn(ref.shape, generator=gen)
+    gw_ref, gb_ref = torch.autograd.grad((ref * g).sum(), (w, b))
+    gw, gb = torch.autograd.grad((out * g).sum(), (w, b))
+    scale = float(gw_ref.abs().max())
+    torch.testing.assert_close(gw, gw_ref, rtol=1e-5, atol=2e-6 * scale)
+    torch.testing.assert_close(gb, gb_ref, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the inference path (no indices kept) gives the same output
+        torch.testing.assert_close(conv_relu_pool(x, w, b, pool, tile=tile), ref.detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 24, 20, 17), (1, 1, 17, 5, 7), (2, 1, 18, 64, 64), (1, 1, 31, 35, 29)],
+                         ids=["odd", "smallest", "smic-depth-18", "odd-2"])
+def test_matches_plain_layers(shape: tuple[int, ...]) -> None:
+    _compare(torch.randn(shape, generator=torch.Generator().manual_seed(1)))
+
+
+def test_two_input_channels_small_tiles_and_time_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastconv, "CHUNK_FRAMES", 6)  # several conv buffers per clip
+    x = torch.randn(2, 2, 30, 16, 19, generator=torch.Generator().manual_seed(2))
+    _compare(x, cout=8, tile=37)
+    _compare(x[:, :1], cout=5, kernel=(5, 3, 2), pool=2, tile=50)
+
+
+def test_ties_route_the_gradient_like_max_pool3d() -> None:
+    # a constant region makes every conv output inside it equal: the max-pool tie rule decides the gradient
+    x = torch.randn(2, 1, 20, 24, 24, generator=torch.Generator().manual_seed(3))
+    x[:, :, :, :12, :] = 0.7
+    x[1] = 0.0
+    _compare(x, bias_scale=1.0, bias_shift=0.0)
+
+
+def test_stcnn_fast_and_plain_agree_on_outputs_and_every_gradient() -> None:
+    torch.manual_seed(0)
+    fast = MicroExpSTCNN(3, (1, 18, 64, 64))
+    plain = MicroExpSTCNN(3, (1, 18, 64, 64), fast=False)
+    plain.load_state_dict(fast.state_dict())
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    x = torch.randn(3, 1, 18, 64, 64)
+    y = torch.tensor([0, 2, 1])
+    grads = []
+    for model in (fast, plain):
+        torch.manual_seed(5)  # same dropout masks
+        model.train()
+        loss = F.cross_entropy(model(clip=x), y)
+        grads.append({k: torch.autograd.grad(loss, p, retain_graph=True)[0] for k, p in model.named_parameters()})
+    for name, g in grads[1].items():
+        torch.testing.assert_close(grads[0][name], g, rtol=1e-4, atol=1e-6 * float(g.abs().max()), msg=name)
+    fast.eval()
+    plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(clip=x), plain(clip=x), rtol=1e-5, atol=1e-5)
+
+
+def test_parameters_unchanged_and_input_gradients_fall_back_to_plain_layers() -> None:
+    model = MicroExpSTCNN(3, (1, 96, 64, 64))
+    assert model.fast and count_parameters(model) == 44_241_667
+    small = MicroExpSTCNN(3, (1, 18, 32, 32))
+    x = torch.randn(1, 1, 18, 32, 32, requires_grad=True)  # e.g. saliency maps need d(logit)/d(input)
+    small(clip=x)[0, 1].backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
