@@ -62,7 +62,9 @@ class MicroExpSTCNN(nn.Module):
         keras_dense_init(self.fc2)
 
     def features(self, clip: torch.Tensor) -> torch.Tensor:
-        if self.fast and usable(clip, self.conv.weight):
+        # hooks on the conv (Grad-CAM, feature taps) need the conv module itself to run
+        hooked = bool(self.conv._forward_hooks or self.conv._backward_hooks or self.conv._forward_pre_hooks)
+        if self.fast and not hooked and usable(clip, self.conv.weight):
             pooled = conv_relu_pool(clip, self.conv.weight, self.conv.bias, self.pool.kernel_size)
         else:
             pooled = self.pool(torch.relu(self.conv(clip)))
