@@ -17,13 +17,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from microexp import __version__
 from microexp.data.records import ClipRecord
+from microexp.fileio import write_atomic
 from microexp.preprocess.config import PreprocessConfig
 
 MAGIC = b"MXPC1\n"
@@ -96,16 +96,7 @@ class ClipCache:
         np.savez(buf, **arrays)
         payload = buf.getvalue()
         blob = MAGIC + len(payload).to_bytes(8, "little") + hashlib.sha256(payload).digest() + payload
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".mxc")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path(key), blob)
 
 
 def _check(data: bytes) -> bytes | None:

@@ -10,13 +10,13 @@ loaded, and nothing is decoded per step.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from microexp.errors import DataError
+from microexp.fileio import atomic_open
 
 
 def _digest(a: np.ndarray) -> str:
@@ -35,10 +35,8 @@ def save_arrays(inputs: dict[str, torch.Tensor | np.ndarray], folder: str | Path
         a = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
         path = folder / f"{name}-{_digest(a)}.npy"
         if not path.is_file():
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            with open(tmp, "wb") as f:
+            with atomic_open(path, "wb") as f:  # concurrent writers of the same digest agree
                 np.save(f, a)
-            os.replace(tmp, path)  # atomic: concurrent writers of the same digest agree
         files[name] = str(path)
     return files
 

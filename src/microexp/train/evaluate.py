@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from microexp.config import EPOCH_POLICIES, RunConfig, config_diff
 from microexp.data.records import ClipRecord, ClipSet, Exclusion
 from microexp.data.registry import load_dataset
 from microexp.errors import ConfigError, DataError
+from microexp.fileio import write_atomic
 from microexp.models import registry as model_registry
 from microexp.preprocess.config import PreprocessConfig
 from microexp.preprocess.pipeline import preprocess_set
@@ -235,22 +234,9 @@ def fold_path(out: Path, task: FoldTask) -> Path:
     return Path(out) / "folds" / f"{file_name(task.name)}.json"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a killed run never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_fold_output(out: Path, output: FoldOutput) -> Path:
     path = fold_path(out, output.task)
-    _write_atomic(path, json.dumps({"task": output.task.name, "seed": output.task.seed, "fold": output.task.fold.name,
+    write_atomic(path, json.dumps({"task": output.task.name, "seed": output.task.seed, "fold": output.task.fold.name,
                                     "control": output.task.control, "test": output.task.fold.test.tolist(),
                                     "chosen_epoch": output.chosen_epoch, "rows": output.rows,
                                     "history": output.history}))
@@ -299,7 +285,7 @@ def start_run_dir(out: Path, config: RunConfig, pconf: PreprocessConfig, resume:
         raise ConfigError(f"{out} already holds a run; resume it with `microexp evaluate --resume {out}` "
                           f"or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(saved, yaml.safe_dump(resolved, sort_keys=False))
+    write_atomic(saved, yaml.safe_dump(resolved, sort_keys=False))
 
 
 def run_tasks(ctx: RunContext, tasks: list[FoldTask], executor: Executor,
@@ -383,8 +369,8 @@ def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None =
 def write_run(out: Path, config: RunConfig, pconf: PreprocessConfig, metrics: dict[str, Any],
               predictions: pd.DataFrame, history: pd.DataFrame, excluded: list[Exclusion]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "config.yaml", yaml.safe_dump(resolved_config(config, pconf), sort_keys=False))
-    _write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_atomic(out / "config.yaml", yaml.safe_dump(resolved_config(config, pconf), sort_keys=False))
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     predictions.to_csv(out / "predictions.csv", index=False)
     history.to_csv(out / "history.csv", index=False)
     pd.DataFrame([{"clip": e.clip, "reason": e.reason} for e in excluded], columns=["clip", "reason"]).to_csv(
