@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import cv2
@@ -37,6 +38,12 @@ def write_blob_tree(root: Path, subjects: int = 6, per_class: int = 4, frames: i
         writer.writeheader()
         writer.writerows(rows)
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_preprocessing_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never read or fill the user's preprocessing cache."""
+    os.environ["MICROEXP_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

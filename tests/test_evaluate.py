@@ -97,3 +97,32 @@ def test_console_script_exit_code_on_bad_root(tmp_path: Path) -> None:
                            str(tmp_path / "none")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().endswith("does not exist")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_scikit_learn_baseline_trains_through_evaluate(blob_tree: Path, tmp_path: Path) -> None:
+    """LBP-TOP + linear SVM (kind=sklearn) goes through the same protocol, metrics and run directory."""
+    config = RunConfig(dataset="plain", root=str(blob_tree), model="lbptop-svm", protocol="kfold", folds=3,
+                       control="shuffle",
+                       preprocess={"frames": 12, "selection": "whole",
+                                   "streams": [{"name": "clip", "region": "face", "size": [32, 32], "kind": "raw"}]},
+                       model_params={"grid": [2, 2]})
+    result = evaluate(config, out=tmp_path / "run", progress=False, log=lambda _m: None)
+    assert result.metrics["uar"] > 0.8 and result.metrics["control"]["uar"] < 0.5
+    assert len(list((tmp_path / "run" / "checkpoints").glob("*.joblib"))) == 3
+    assert main(["predict", str(blob_tree / "s00" / "up0"), "--run", str(tmp_path / "run")]) == 2
+
+
+def test_evaluate_fills_and_reuses_the_preprocessing_cache(blob_tree: Path, tmp_path: Path, monkeypatch) -> None:
+    import microexp.preprocess.pipeline as pipeline
+
+    monkeypatch.setenv("MICROEXP_CACHE", str(tmp_path / "cache"))
+    config = _config(blob_tree, **{"train.epochs": 1, "preprocess.frames": 18})
+    first = evaluate(config, progress=False)
+    assert len([p for p in (tmp_path / "cache").rglob("*") if p.is_file()]) == 72
+
+    def no_work(*_a, **_k):
+        raise AssertionError("a cached clip was preprocessed again")
+
+    monkeypatch.setattr(pipeline, "preprocess_clip", no_work)
+    second = evaluate(config, progress=False)
+    assert second.metrics["uf1"] == first.metrics["uf1"]

@@ -73,6 +73,8 @@ class RunConfig:
     test_dataset: str | None = None  # lodo: the one target dataset (None = every dataset in turn)
     train_datasets: list[str] | None = None  # lodo: source datasets (None = all but the target)
     save_checkpoints: bool = True
+    cache: bool = True  # reuse preprocessed clips from the on-disk cache ($MICROEXP_CACHE, ~/.cache/microexp)
+    workers: int | None = None  # preprocessing processes; None: all cores when faces are detected, else 1
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:

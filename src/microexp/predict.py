@@ -486,6 +486,9 @@ def find_checkpoints(run_dir: Path, fold: str | None = None) -> list[Checkpoint]
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: not a run directory (expected a folder with checkpoints/)")
     paths = sorted((run_dir / "checkpoints").glob("*.pt")) if (run_dir / "checkpoints").is_dir() else []
+    if not paths and any((run_dir / "checkpoints").glob("*.joblib")):
+        raise ConfigError(f"{run_dir}: a scikit-learn baseline run (checkpoints/*.joblib); predict and export "
+                          "take the torch models")
     if not paths:
         raise DataError(f"{run_dir}: no checkpoint in this run directory (expected checkpoints/*.pt; "
                         "runs save them unless save_checkpoints is false)")

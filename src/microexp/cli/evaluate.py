@@ -32,6 +32,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control", choices=["none", "shuffle"],
                    help="shuffle: also train with labels permuted within subjects (must score at chance)")
     p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--no-cache", action="store_true", help="do not read or fill the preprocessing cache")
+    p.add_argument("--preprocess-workers", type=int, metavar="N",
+                   help="processes for preprocessing (default: all cores when faces are detected, else 1)")
     p.add_argument("--frames", type=int, help="frames per clip after temporal normalisation (model default otherwise)")
     p.add_argument("--size", type=int, help="square crop size in pixels for every input stream (model default otherwise)")
     p.add_argument("--config", type=Path, help="run configuration YAML (e.g. a run's config.yaml)")
@@ -57,6 +60,10 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
         sets.append(f"train_datasets={[d.strip() for d in args.train_datasets.split(',') if d.strip()]}")
     if getattr(args, "seeds", None):
         sets.append(f"seeds={list(range(args.seeds))}")
+    if getattr(args, "no_cache", False):
+        sets.append("cache=false")
+    if getattr(args, "preprocess_workers", None):
+        sets.append(f"workers={args.preprocess_workers}")
     if getattr(args, "frames", None):
         sets.append(f"preprocess.frames={args.frames}")
     config = config.with_overrides(sets + list(args.overrides))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 import torch
@@ -35,10 +36,11 @@ from microexp.data.registry import load_dataset
 from microexp.errors import ConfigError, DataError
 from microexp.fileio import write_atomic
 from microexp.models import registry as model_registry
+from microexp.preprocess.cache import default_cache_dir
 from microexp.preprocess.config import PreprocessConfig
 from microexp.preprocess.pipeline import preprocess_set
 from microexp.train.executor import Executor, LocalExecutor
-from microexp.train.loop import fit, predict_proba, resolve_device, set_seed
+from microexp.train.loop import FitResult, fit, predict_proba, resolve_device, set_seed
 from microexp.train.metrics import compute_metrics, summarise_seeds
 from microexp.train.protocols import Fold, make_folds, shuffle_within_groups, validation_split
 
@@ -152,7 +154,9 @@ def prepare(config: RunConfig, clips: ClipSet | None = None, progress: bool = Tr
         clips = load_dataset(config.dataset, Path(config.root), config.annotation, config.classes)
     if len(clips) == 0:
         raise DataError(f"{clips.name}: no usable clips ({len(clips.excluded)} excluded)")
-    prepared = preprocess_set(clips, pconf, progress=progress)
+    workers = config.workers if config.workers is not None else (None if pconf.face != "none" else 1)
+    prepared = preprocess_set(clips, pconf, progress=progress, cache=default_cache_dir() if config.cache else None,
+                              workers=workers)
     kept = clips.subset(prepared.index)
     excluded = list(clips.excluded) + list(prepared.excluded)
     if len(kept) == 0:
@@ -192,12 +196,18 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
     if ctx.preprocess.normalise == "global":
         normaliser = global_normaliser_stats(inputs, fit_idx)
         inputs = apply_global_normaliser(inputs, normaliser)
-    device = resolve_device(cfg.device)
     set_seed(seed)
-    model = spec.build(n_classes, ctx.preprocess, **config.model_params).to(device)
-    result = fit(model, inputs, torch.from_numpy(y), fit_idx, cfg, seed, n_classes, val_idx=val_idx,
-                 test_idx=fold.test if cfg.epoch_policy == "test-peek" else None, on_epoch=on_epoch)
-    probs = predict_proba(model, inputs, fold.test, cfg.batch_size * 4, device)
+    if spec.kind == "sklearn":  # e.g. LBP-TOP + SVM: one fit on numpy arrays, no epochs
+        estimator = spec.build(n_classes, ctx.preprocess, **config.model_params)
+        estimator.fit(_rows(inputs, fit_idx), y[fit_idx])
+        probs = estimator.predict_proba(_rows(inputs, fold.test))
+        result = FitResult(history=[], chosen_epoch=0)
+    else:
+        device = resolve_device(cfg.device)
+        model = spec.build(n_classes, ctx.preprocess, **config.model_params).to(device)
+        result = fit(model, inputs, torch.from_numpy(y), fit_idx, cfg, seed, n_classes, val_idx=val_idx,
+                     test_idx=fold.test if cfg.epoch_policy == "test-peek" else None, on_epoch=on_epoch)
+        probs = predict_proba(model, inputs, fold.test, cfg.batch_size * 4, device)
     rows = []
     for i, p in zip(fold.test, probs, strict=True):
         rec = ctx.records[i]
@@ -207,7 +217,13 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
                      **{f"p_{c}": float(v) for c, v in zip(ctx.classes, p, strict=True)},
                      "epoch": result.chosen_epoch})
     history = [{"control": task.control, "seed": seed, "fold": fold.name, **h} for h in result.history]
-    if ctx.out is not None and config.save_checkpoints and not task.control:
+    if ctx.out is not None and config.save_checkpoints and not task.control and spec.kind == "sklearn":
+        path = checkpoint_path(ctx.out, seed, fold.name).with_suffix(".joblib")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump({"model": config.model, "model_params": config.model_params, "estimator": estimator,
+                     "preprocess": ctx.preprocess.to_dict(), "classes": ctx.classes, "seed": seed, "fold": fold.name,
+                     "microexp_version": __version__}, path)
+    elif ctx.out is not None and config.save_checkpoints and not task.control:
         path = checkpoint_path(ctx.out, seed, fold.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": config.model, "model_params": config.model_params, "state_dict": model.state_dict(),
@@ -219,6 +235,10 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
     if ctx.out is not None:
         save_fold_output(ctx.out, output)
     return output
+
+
+def _rows(inputs: dict[str, torch.Tensor], idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[torch.as_tensor(idx)].numpy() for k, v in inputs.items()}
 
 
 def file_name(name: str) -> str:
