@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,3 +313,24 @@ def looks_like_subject_tree(pattern: str) -> Any:
         return any(rx.fullmatch(p.name) for p in subdirs(folder))
 
     return check
+
+
+def resolve_tree(root: Path, annotation: Path | None, trees: Sequence[str], looks_like: Callable[[Path], bool],
+                 patterns: Sequence[str], missing: str, levels: int = 1) -> tuple[Path, Path]:
+    """(frame tree, annotation file) for a user-given root: the tree found by :func:`pick_tree`, the annotation
+    given, or else found in the tree, its ``levels`` parents or the root. ``missing`` names the expected file."""
+    tree = pick_tree(Path(root), trees, looks_like)
+    if annotation is None:
+        places = [tree, *list(tree.parents)[:levels], Path(root)]
+        annotation = find_file(places, patterns)
+        if annotation is None:
+            raise DataError(f"{root}: no {missing} found in the tree or its parent; pass --annotation FILE")
+    return tree, Path(annotation)
+
+
+def subject_number(cell: object, file: Path, row: int, template: str) -> str:
+    """A numeric subject cell as its folder name (``template`` e.g. ``"sub{:02d}"``, ``"{:03d}"``)."""
+    text = cell_text(cell)
+    if not text.isdigit():
+        raise AnnotationError(f"subject {text!r} is not a subject number", file=file, row=row, column="Subject")
+    return template.format(int(text))

@@ -25,17 +25,16 @@ from microexp.data._common import (
     build_records,
     cell_text,
     check_duplicates,
-    find_file,
     fix_apex,
     int_cell,
     locate_header,
     looks_like_subject_tree,
-    pick_tree,
     read_sheet,
+    resolve_tree,
 )
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
-from microexp.errors import AnnotationError, DataError
+from microexp.errors import AnnotationError
 
 NAME = "casme"
 FPS = 60.0
@@ -86,12 +85,9 @@ def read_annotation(path: Path) -> list[Row]:
 
 
 def resolve(root: Path, annotation: Path | None) -> tuple[Path, Path]:
-    tree = pick_tree(Path(root), TREES, looks_like_tree)
-    if annotation is None:
-        annotation = find_file([tree, tree.parent, Path(root)], ANNOTATION_PATTERNS)
-        if annotation is None:
-            raise DataError(f"{root}: no CASME annotation file found (e.g. casme.xlsx); pass --annotation FILE")
-    return tree, Path(annotation)
+    """(frame tree, annotation file) for a user-given root."""
+    return resolve_tree(root, annotation, TREES, looks_like_tree, ANNOTATION_PATTERNS,
+                        "CASME annotation file (e.g. casme.xlsx)")
 
 
 def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], list[Exclusion]]:

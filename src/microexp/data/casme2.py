@@ -25,17 +25,17 @@ from microexp.data._common import (
     build_records,
     cell_text,
     check_duplicates,
-    find_file,
     fix_apex,
     int_cell,
     locate_header,
     looks_like_subject_tree,
-    pick_tree,
     read_sheet,
+    resolve_tree,
+    subject_number,
 )
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
-from microexp.errors import AnnotationError, DataError
+from microexp.errors import AnnotationError
 
 NAME = "casme2"
 FPS = 200.0
@@ -57,10 +57,7 @@ looks_like_tree = looks_like_subject_tree(r"sub\d+")
 
 
 def subject_folder(cell: object, file: Path, row: int) -> str:
-    text = cell_text(cell)
-    if not text.isdigit():
-        raise AnnotationError(f"subject {text!r} is not a subject number", file=file, row=row, column="Subject")
-    return f"sub{int(text):02d}"
+    return subject_number(cell, file, row, "sub{:02d}")
 
 
 def read_annotation(path: Path) -> list[Row]:
@@ -93,13 +90,8 @@ def read_annotation(path: Path) -> list[Row]:
 
 def resolve(root: Path, annotation: Path | None) -> tuple[Path, Path]:
     """(frame tree, annotation file) for a user-given root."""
-    tree = pick_tree(Path(root), TREES, looks_like_tree)
-    if annotation is None:
-        annotation = find_file([tree, tree.parent, tree.parent.parent, Path(root)], ANNOTATION_PATTERNS)
-        if annotation is None:
-            raise DataError(f"{root}: no CASME II coding file (CASME2-coding-*.xlsx) found in the tree or its parent; "
-                            "pass --annotation FILE")
-    return tree, Path(annotation)
+    return resolve_tree(root, annotation, TREES, looks_like_tree, ANNOTATION_PATTERNS,
+                        "CASME II coding file (CASME2-coding-*.xlsx)", levels=2)
 
 
 def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], list[Exclusion]]:

@@ -31,18 +31,18 @@ from microexp.data._common import (
     build_records,
     cell_text,
     check_duplicates,
-    find_file,
     fix_apex,
     int_cell,
     locate_header,
     looks_like_subject_tree,
-    pick_tree,
     read_sheet,
+    resolve_tree,
     sheet_names,
+    subject_number,
 )
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
-from microexp.errors import AnnotationError, DataError
+from microexp.errors import AnnotationError
 
 NAME = "samm"
 FPS = 200.0
@@ -67,10 +67,7 @@ looks_like_tree = looks_like_subject_tree(r"\d{3}")
 
 
 def subject_folder(cell: object, file: Path, row: int) -> str:
-    text = cell_text(cell)
-    if not text.isdigit():
-        raise AnnotationError(f"subject {text!r} is not a subject number", file=file, row=row, column="Subject")
-    return f"{int(text):03d}"
+    return subject_number(cell, file, row, "{:03d}")
 
 
 def read_annotation(path: Path) -> list[Row]:
@@ -105,13 +102,9 @@ def read_annotation(path: Path) -> list[Row]:
 
 
 def resolve(root: Path, annotation: Path | None) -> tuple[Path, Path]:
-    tree = pick_tree(Path(root), TREES, looks_like_tree)
-    if annotation is None:
-        annotation = find_file([tree, tree.parent, Path(root)], ANNOTATION_PATTERNS)
-        if annotation is None:
-            raise DataError(f"{root}: no SAMM coding file (SAMM_Micro_FACS_Codes_v2.xlsx) found in the tree or its "
-                            "parent; pass --annotation FILE")
-    return tree, Path(annotation)
+    """(frame tree, annotation file) for a user-given root."""
+    return resolve_tree(root, annotation, TREES, looks_like_tree, ANNOTATION_PATTERNS,
+                        "SAMM coding file (SAMM_Micro_FACS_Codes_v2.xlsx)")
 
 
 def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], list[Exclusion]]:
