@@ -45,7 +45,7 @@ from microexp.data._common import (
     sheet_names,
     subdirs,
 )
-from microexp.data.records import ClipRecord, ClipSet, Exclusion
+from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
 from microexp.errors import AnnotationError, DataError
 
@@ -204,35 +204,6 @@ def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], 
     return build_records(NAME, tree, place(ann.rows, tree, ann.code_of))
 
 
-@dataclass(frozen=True)
-class MetaProtocol(classes.ClassProtocol):
-    """A class protocol on a ``meta`` field instead of the emotion, optionally restricted by ``where``."""
-
-    field: str = "emotion"
-    where: tuple[tuple[str, str], ...] = ()
-
-    def apply(self, records: Iterable[ClipRecord], name: str | None = None,
-              excluded: Iterable[Exclusion] = ()) -> ClipSet:
-        kept: list[ClipRecord] = []
-        dropped = list(excluded)
-        for rec in records:
-            bad = [(k, v) for k, v in self.where if rec.meta.get(k) != v]
-            if bad:
-                dropped.append(Exclusion(rec.key, f"{bad[0][0]} {rec.meta.get(bad[0][0])!r} not used by {self.name}"))
-                continue
-            value = rec.emotion if self.field == "emotion" else str(rec.meta.get(self.field, ""))
-            try:
-                cls = self.map(value)
-            except KeyError:
-                dropped.append(Exclusion(rec.key, f"unknown {self.field} {value!r} for class protocol {self.name}"))
-                continue
-            if cls is None:
-                dropped.append(Exclusion(rec.key, f"{self.field} {value!r} not used by class protocol {self.name}"))
-                continue
-            kept.append(rec.with_label(cls))
-        return ClipSet(name or self.name, kept, self.classes, dropped)
-
-
 register_dataset(DatasetSpec(NAME, load, "casme_sq-4", "CAS(ME)^2 macro+micro expressions (rawpic spans, "
                                                        "cropped or selectedpic) + CAS(ME)^2code_final.xlsx"))
 _FOUR = {e: e for e in EMOTIONS}
@@ -240,11 +211,11 @@ classes.register(classes.ClassProtocol(
     "casme_sq-4", EMOTIONS, _FOUR,
     "CAS(ME)^2 4-class on the estimated-emotion column as is: positive, negative, surprise, others; macro and "
     "micro expressions (357 rows in the Updated file)."))
-classes.register(MetaProtocol(
+classes.register(classes.ClassProtocol(
     "casme_sq-micro-4", EMOTIONS, _FOUR,
     "CAS(ME)^2 micro-expressions only (57 rows: negative 21, others 19, surprise 9, positive 8), estimated emotion.",
     field="emotion", where=(("type", "micro"),)))
-classes.register(MetaProtocol(
+classes.register(classes.ClassProtocol(
     "casme_sq-seed", ("angry", "happy", "disgust"), {"anger": "angry", "happy": "happy", "disgust": "disgust"},
     "CAS(ME)^2 as in the MicroExpSTCNN seed paper (reference-models.md §1.3): 3 classes angry, happy, disgust "
     "(indices 0, 1, 2), the stimulus-video category of each expression (anger*/happy*/disgust* expression names), "

@@ -20,10 +20,15 @@ def normalise_label(label: str) -> str:
 
 @dataclass(frozen=True)
 class ClassProtocol:
+    """``field``: the record's ``emotion`` (default) or a ``meta`` key to map; ``where``: (meta key, value) pairs
+    a record must match to be used (e.g. ``(("type", "micro"),)``)."""
+
     name: str
     classes: tuple[str, ...]
     mapping: Mapping[str, str | None]
     description: str = ""
+    field: str = "emotion"
+    where: tuple[tuple[str, str], ...] = ()
 
     def map(self, emotion: str) -> str | None:
         """Class of a raw emotion; ``None`` if excluded. Raises KeyError when the label is unknown."""
@@ -32,16 +37,22 @@ class ClassProtocol:
 
     def apply(self, records: Iterable[ClipRecord], name: str | None = None,
               excluded: Iterable[Exclusion] = ()) -> ClipSet:
+        what = "label" if self.field == "emotion" else self.field
         kept: list[ClipRecord] = []
         dropped = list(excluded)
         for rec in records:
+            bad = [(k, v) for k, v in self.where if rec.meta.get(k) != v]
+            if bad:
+                dropped.append(Exclusion(rec.key, f"{bad[0][0]} {rec.meta.get(bad[0][0])!r} not used by {self.name}"))
+                continue
+            value = rec.emotion if self.field == "emotion" else str(rec.meta.get(self.field, ""))
             try:
-                cls = self.map(rec.emotion)
+                cls = self.map(value)
             except KeyError:
-                dropped.append(Exclusion(rec.key, f"unknown label {rec.emotion!r} for class protocol {self.name}"))
+                dropped.append(Exclusion(rec.key, f"unknown {what} {value!r} for class protocol {self.name}"))
                 continue
             if cls is None:
-                dropped.append(Exclusion(rec.key, f"label {rec.emotion!r} not used by class protocol {self.name}"))
+                dropped.append(Exclusion(rec.key, f"{what} {value!r} not used by class protocol {self.name}"))
                 continue
             kept.append(rec.with_label(cls))
         return ClipSet(name or self.name, kept, self.classes, dropped)
