@@ -34,8 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def resolve_config(model: str | None, config: Path | None) -> PreprocessConfig:
     """The model's default preprocessing (or the defaults) with the YAML file's keys on top."""
-    import yaml
-
     from microexp.preprocess.config import PreprocessConfig
 
     base = PreprocessConfig()
@@ -45,22 +43,7 @@ def resolve_config(model: str | None, config: Path | None) -> PreprocessConfig:
         base = get(model).preprocess
     if config is None:
         return base
-    if not model:
-        return PreprocessConfig.from_yaml(config)
-    try:
-        data = yaml.safe_load(config.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{config}: preprocessing config file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{config}: not valid YAML ({exc})") from None
-    if isinstance(data, dict) and "preprocess" in data:
-        data = data["preprocess"]
-    if not isinstance(data, dict):
-        raise ConfigError(f"{config}: a preprocessing config must be a mapping")
-    try:
-        return PreprocessConfig.from_dict({**base.to_dict(), **data})
-    except ConfigError as exc:
-        raise ConfigError(f"{config}: {exc}") from None
+    return PreprocessConfig.from_yaml(config, base=base if model else None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -167,8 +167,9 @@ class PreprocessConfig:
             raise ConfigError(f"bad preprocessing config: {exc}") from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> PreprocessConfig:
-        """Load from a YAML file: either the mapping itself or a mapping with a ``preprocess:`` key."""
+    def from_yaml(cls, path: str | Path, base: PreprocessConfig | None = None) -> PreprocessConfig:
+        """Load from a YAML file: either the mapping itself or a mapping with a ``preprocess:`` key. With ``base``
+        (e.g. a model's default preprocessing) the file's keys override it."""
         import yaml
 
         path = Path(path)
@@ -180,6 +181,12 @@ class PreprocessConfig:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
         if isinstance(data, dict) and "preprocess" in data:
             data = data["preprocess"]
+        if base is not None:
+            if data is None:
+                return base
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: a preprocessing config must be a mapping")
+            data = {**base.to_dict(), **data}
         try:
             return cls.from_dict(data)
         except ConfigError as exc:
