@@ -46,6 +46,15 @@ def _private_preprocessing_cache(tmp_path_factory: pytest.TempPathFactory) -> No
     os.environ["MICROEXP_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Small linear algebra (orthogonal init's QR) is ~1000x slower with 2 threads on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def blob_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_blob_tree(tmp_path_factory.mktemp("blob"))

@@ -14,14 +14,7 @@ import torch.nn.functional as F
 
 from microexp.models.keras import KerasConvLSTM2D, KerasLSTM, batchnorm, hard_sigmoid
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small linear algebra (orthogonal init's QR) is ~1000x slower with 2 threads on a busy 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 NP_ACT = {

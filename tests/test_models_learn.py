@@ -17,12 +17,7 @@ CHANCE = 1 / 3
 REGIONS = ("roi1", "roi2", "roi3", "roi4", "roi5", "roi6")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _clip_task(key: str, shape: tuple[int, int, int]):

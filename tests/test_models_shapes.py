@@ -17,14 +17,7 @@ from microexp.models.fusenet import fusenet_preprocess
 from microexp.models.registry import count_parameters, parameter_count
 from microexp.preprocess.config import PreprocessConfig, StreamConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small linear algebra (orthogonal init's QR) is ~1000x slower with 2 threads on a busy 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def meta_model(name: str, n_classes: int, shapes: dict | None = None, **hparams):
