@@ -43,7 +43,8 @@ def test_matches_plain_layers(shape: tuple[int, ...]) -> None:
 
 
 def test_two_input_channels_small_tiles_and_time_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fastconv, "CHUNK_FRAMES", 6)  # several conv buffers per clip
+    monkeypatch.setattr(fastconv, "CHUNK_FRAMES", 4)  # units of one and two pooled frames
+    monkeypatch.setattr(fastconv, "UNFOLD_FRAMES", 5)
     x = torch.randn(2, 2, 30, 16, 19, generator=torch.Generator().manual_seed(2))
     _compare(x, cout=8, tile=37)
     _compare(x[:, :1], cout=5, kernel=(5, 3, 2), pool=2, tile=50)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from microexp import __version__
+from microexp.runtime import tune_allocator
 
 FLOP_FORMULA = (
     "conv = 2*N*C_out*T'*H'*W'*C_in*kT*kH*kW (valid conv output T'=T-kT+1, ...); "
@@ -65,7 +66,7 @@ def machine_facts() -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), "mkl": torch.backends.mkl.is_available(),
             "mkldnn": torch.backends.mkldnn.is_available(), "python": platform.python_version(),
             "platform": platform.platform(), "microexp": __version__,
-            "thp_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
+            "malloc": tune_allocator(), "thp_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
             "load_average_at_start": [round(v, 2) for v in os.getloadavg()]}
 
 

@@ -38,6 +38,7 @@ from microexp.data.frames import IMAGE_SUFFIXES, list_frames
 from microexp.data.records import ClipRecord
 from microexp.errors import ConfigError, DataError, PreprocessError
 from microexp.preprocess.config import PreprocessConfig
+from microexp.runtime import tune_allocator
 
 ONNX_OPSET = 17  # legacy TorchScript exporter (the dynamo one needs onnxscript, which is not a dependency)
 DEFAULT_FPS = 30.0
@@ -675,6 +676,7 @@ def load(run_dir: str | Path, fold: str | None = None, device: str = "cpu", face
     raw videos for a run trained on ready-made face crops (``face: none``, e.g. CASME II's cropped frames);
     ``"none"`` feeds frames that are already face crops to a run that detects faces.
     """
+    tune_allocator()
     found = find_checkpoints(Path(run_dir), fold)
     predictor = TorchPredictor([Checkpoint(c.path, c.name, c.fold, _read_checkpoint(c.path)) for c in found], device)
     if face is not None:

@@ -4,25 +4,30 @@ Same mathematics as the PyTorch layers, computed in a GEMM-friendly layout:
 
 - The input is unfolded over the *spatial* taps only: ``P[t, (c, i, j), h, w] = x[c, t, h + i, w + j]`` (a
   ``C_in*kh*kw``-fold copy, 9x for STCNN). Then the ``kt*C_in*kh*kw`` patch matrix of output frame ``t`` is the
-  contiguous block ``P[t : t + kt]``: the conv is a batch of ``(C_out x K) @ (K x H'W')`` GEMMs read straight from
-  ``P`` through strided views, with no 135-fold im2col copy.
+  contiguous block ``P[t : t + kt]``: the conv is one ``(C_out x K) @ (K x H'W')`` GEMM per frame read straight
+  from ``P``, with no 135-fold im2col copy. ``P`` is kept for the backward pass.
 - Only the conv outputs that the pooling windows cover are computed (pooling floors the size, so e.g. the last of
   82 frames and the last 2 rows/cols of 62 never reach the output).
+- Work units are a few pooled frames of one clip, so a unit's conv outputs (2.8 MB for STCNN) stay in cache while
+  they are pooled, and the per-thread buffers are reused across units and calls: fresh multi-MB temporaries cost
+  more in page faults than the arithmetic done on them (measured).
 - ReLU and the bias commute with the max (both monotone), so they are applied to the pooled tensor, 27x smaller.
 - Backward computes only the weight and bias gradients (the clip needs no gradient). The ReLU mask is taken from
   the pooled output, and the max-pool indices route the gradient; ties break as ``torch.nn.MaxPool3d`` does
   (the first maximum in (t, h, w) order).
-- GEMMs run over column tiles so the reused patch rows stay in cache.
-- Parallelism is over work units (clip x block of pooled frames) on a small thread pool, each unit
-  single-threaded: per-op OpenMP threading would put a barrier after every small GEMM, which on a shared,
-  oversubscribed CPU stalls for whole scheduler time slices (measured: 10x slower steps at load 6 on 2 cores).
-  The partition does not depend on the thread count, so neither do the results.
+- Parallelism is over work units on a small persistent thread pool, each unit single-threaded: per-op OpenMP
+  threading would put a barrier after every small GEMM, which on a shared, oversubscribed CPU stalls for whole
+  scheduler time slices (measured: 10x slower steps at load 6 on 2 cores). The partition and the order of the
+  final sum do not depend on the thread count, so neither do the results.
 
 The GPU (and any input that needs a gradient) takes the plain PyTorch layers.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,56 +35,39 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-CHUNK_FRAMES = 27  # conv frames held at once: 32 x 27 x 3600 floats = 12 MB per buffer (below glibc's mmap limit)
-TILE = 1200  # GEMM columns per call: measured best of 256..3600 on a 2-core EPYC (patch rows stay in L2/L3)
+CHUNK_FRAMES = 6  # conv frames per work unit (2 pooled frames at pool 3): 32 x 6 x 3600 floats = 2.8 MB
+TILE = 4096  # GEMM columns per call: a 64x64 frame is one call; wider frames are tiled so patch rows stay in cache
+UNFOLD_FRAMES = 8  # input frames per unfold job, so that even one clip's unfold runs on every thread
 
 
-def _unfold_spatial(x: torch.Tensor, kh: int, kw: int, hp: int, wp: int, pool: int) -> torch.Tensor:
-    """(C, T, H, W) -> (T, C*kh*kw, pool*pool*hp*wp): the spatial taps of every used output position.
+class _Scratch(threading.local):
+    """Per-thread float32 buffers, reused across work units and calls."""
 
-    Positions are ordered (dh, dw, hp, wp) with h = pool*hp + dh, so that each of the pool*pool offsets inside
-    a pooling window is one contiguous block of hp*wp columns: pooling then reduces contiguous slabs.
-    """
-    c, t, _h, _w = x.shape
-    s = x.stride()
-    view = x.as_strided((t, c, kh, kw, pool, pool, hp, wp),
-                        (s[1], s[0], s[2], s[3], s[2], s[3], pool * s[2], pool * s[3]))
-    return view.contiguous().view(t, c * kh * kw, pool * pool * hp * wp)
+    def __init__(self) -> None:
+        self.buffers: dict[str, torch.Tensor] = {}
 
-
-def _frames_view(p: torch.Tensor, t0: int, nt: int, kt: int, j0: int, j1: int) -> torch.Tensor:
-    """The (K x cols) patch matrices of output frames t0..t0+nt-1, columns j0:j1, as one strided view of ``p``."""
-    _t, ckk, hw = p.shape
-    return p.as_strided((nt, kt * ckk, j1 - j0), (ckk * hw, hw, 1), p.storage_offset() + t0 * ckk * hw + j0)
+    def get(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        n = math.prod(shape)
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() < n:
+            buf = self.buffers[name] = torch.empty(n)
+        return buf[:n].view(shape)
 
 
-def _geometry(x: torch.Tensor, weight: torch.Tensor, pool: int) -> tuple[int, ...]:
-    _n, _c, t, h, w = x.shape
-    cout, _cin, kt, kh, kw = weight.shape
-    tp, hp, wp = (t - kt + 1) // pool, (h - kh + 1) // pool, (w - kw + 1) // pool
-    return cout, kt, kh, kw, tp, hp, wp, tp * pool, hp * pool, wp * pool
+_SCRATCH = _Scratch()
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
-def _weight_matrix(weight: torch.Tensor) -> torch.Tensor:
-    """(C_out, C_in, kt, kh, kw) -> (C_out, kt*C_in*kh*kw) in the patch order (kt, c, i, j)."""
-    return weight.permute(0, 2, 1, 3, 4).reshape(weight.shape[0], -1)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    key = (os.getpid(), threads)  # a forked child must not reuse its parent's (threadless) pool
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="microexp-conv")
+    return _POOLS[key]
 
 
-def _first_max(conv: torch.Tensor, value: torch.Tensor, win: int) -> torch.Tensor:
-    """Offset (uint8) of the first maximum along dim 2, the max-pool tie rule, via vectorised compare-and-max
-    (``torch.max(dim=...)`` with indices is several times slower here)."""
-    rank = torch.arange(win, 0, -1, dtype=torch.uint8).view(1, 1, win, 1)
-    hit = torch.eq(conv, value.unsqueeze(2)).view(torch.uint8).mul_(rank)
-    return torch.sub(win, hit.amax(dim=2), alpha=1).to(torch.uint8)
-
-
-def _chunk(tp: int, n: int, pool: int) -> int:
-    """Pooled frames per work unit: buffers stay under ~12 MB and a batch has at least 4 units. Independent of
-    the thread count, so results do not depend on it."""
-    return max(1, min(tp, CHUNK_FRAMES // pool, -(-tp * n // 4)))
-
-
-def _no_grad_call(fn: Callable[[Any], Any], item: Any) -> Any:
+def _unit_call(fn: Callable[[Any], Any], item: Any) -> Any:
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
     with torch.no_grad():  # grad mode is per thread; these threads only ever see detached data
         return fn(item)
 
@@ -93,85 +81,136 @@ def _parallel(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     threads = torch.get_num_threads()
     if threads <= 1 or len(items) <= 1:
         return [fn(item) for item in items]
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # MKL's thread count is process-wide: keep the units' GEMMs single-threaded
     try:
-        with ThreadPoolExecutor(min(threads, len(items)), initializer=torch.set_num_threads,
-                                initargs=(1,)) as pool:
-            return list(pool.map(lambda item: _no_grad_call(fn, item), items))
+        return list(_pool(threads).map(lambda item: _unit_call(fn, item), items))
     finally:
         torch.set_num_threads(threads)
 
 
+def _geometry(x: torch.Tensor, weight: torch.Tensor, pool: int) -> tuple[int, ...]:
+    _n, _c, t, h, w = x.shape
+    cout, _cin, kt, kh, kw = weight.shape
+    tp, hp, wp = (t - kt + 1) // pool, (h - kh + 1) // pool, (w - kw + 1) // pool
+    return cout, kt, kh, kw, tp, hp, wp, tp * pool, hp * pool, wp * pool
+
+
+def _unfold_spatial(x: torch.Tensor, kh: int, kw: int, hp: int, wp: int, pool: int, frames: int) -> torch.Tensor:
+    """(N, C, T, H, W) -> (N, frames, C*kh*kw, pool*pool*hp*wp): the spatial taps of every used output position.
+
+    Positions are ordered (dh, dw, hp, wp) with h = pool*hp + dh, so that each of the pool*pool offsets inside
+    a pooling window is one contiguous block of hp*wp columns: pooling then reduces contiguous slabs.
+    """
+    n, c = x.shape[:2]
+    s = x.stride()
+    out = torch.empty(n, frames, c * kh * kw, pool * pool * hp * wp, dtype=x.dtype)
+
+    def job(item: tuple[int, int]) -> None:
+        i, t0 = item
+        t1 = min(frames, t0 + UNFOLD_FRAMES)
+        view = x[i].as_strided((t1 - t0, c, kh, kw, pool, pool, hp, wp),
+                               (s[2], s[1], s[3], s[4], s[3], s[4], pool * s[3], pool * s[4]),
+                               x[i].storage_offset() + t0 * s[2])
+        out[i, t0:t1].view(view.shape).copy_(view)
+
+    _parallel(job, [(i, t0) for i in range(n) for t0 in range(0, frames, UNFOLD_FRAMES)])
+    return out
+
+
+def _weight_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """(C_out, C_in, kt, kh, kw) -> (C_out, kt*C_in*kh*kw) in the patch order (kt, c, i, j)."""
+    return weight.permute(0, 2, 1, 3, 4).reshape(weight.shape[0], -1)
+
+
+def _units(n: int, tp: int, pool: int) -> list[tuple[int, int, int]]:
+    """(clip, first, end) pooled-frame ranges; independent of the thread count, so results do not depend on it."""
+    step = max(1, CHUNK_FRAMES // pool)
+    return [(i, a, min(tp, a + step)) for i in range(n) for a in range(0, tp, step)]
+
+
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, tile: int,
-             want_indices: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pre-activation pooled maxima (bias added) and, for training, the window offset of each maximum."""
+             want_indices: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Pre-activation pooled maxima (bias added), for training the window offset of each maximum, and ``P``."""
     cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
     n, hw, win, cols = x.shape[0], hu * wu, pool ** 3, hp * wp
+    patches = _unfold_spatial(x, kh, kw, hp, wp, pool, tu + kt - 1)
+    ckk = patches.shape[2]
+    k = kt * ckk
     wm = _weight_matrix(weight)
-    chunk = _chunk(tp, n, pool)
     pre = torch.empty(n, cout, tp, cols, dtype=x.dtype)
     indices = torch.empty(n, cout, tp, cols, dtype=torch.uint8) if want_indices else None
-    patches = _parallel(lambda i: _unfold_spatial(x[i], kh, kw, hp, wp, pool), list(range(n)))
+    # rank[k] = win - k: the largest rank among a window's maxima marks its first maximum
+    rank = torch.arange(win, 0, -1, dtype=x.dtype).view(1, 1, win, 1)
 
-    def unit(job: tuple[int, int]) -> None:
-        i, a = job
-        b = min(tp, a + chunk)
-        buf = torch.empty(cout, (b - a) * pool, hw, dtype=x.dtype)
-        for j0 in range(0, hw, tile):
-            j1 = min(hw, j0 + tile)
-            torch.matmul(wm, _frames_view(patches[i], a * pool, (b - a) * pool, kt, j0, j1),
-                         out=buf.permute(1, 0, 2)[:, :, j0:j1])
-        # (C, frames, dt, dh, dw, hp*wp): the window offsets in (t, h, w) order, each a contiguous slab
-        slabs = buf.view(cout, b - a, win, cols)
-        torch.amax(slabs, dim=2, out=pre[i, :, a:b])
+    def unit(job: tuple[int, int, int]) -> None:
+        i, a, b = job
+        flat = patches[i].view(-1, hw)
+        conv = _SCRATCH.get("conv", (cout, (b - a) * pool, hw))
+        for f in range(conv.shape[1]):
+            rows = flat[(a * pool + f) * ckk:(a * pool + f) * ckk + k]
+            for j0 in range(0, hw, tile):
+                torch.mm(wm, rows[:, j0:j0 + tile], out=conv[:, f, j0:j0 + tile])
+        # (C, pooled frames, window offsets in (t, h, w) order, hp*wp): each offset is a contiguous slab
+        slabs = conv.view(cout, b - a, win, cols)
+        best = pre[i, :, a:b]
+        torch.amax(slabs, dim=2, out=best)
         if indices is not None:
-            indices[i, :, a:b] = _first_max(slabs, pre[i, :, a:b], win)
+            hit = _SCRATCH.get("hit", slabs.shape)
+            torch.eq(slabs, best.unsqueeze(2), out=hit).mul_(rank)  # float compare: vectorised, unlike bool
+            indices[i, :, a:b] = torch.amax(hit, dim=2).neg_().add_(win)
 
-    _parallel(unit, [(i, a) for i in range(n) for a in range(0, tp, chunk)])
+    _parallel(unit, _units(n, tp, pool))
     pre += bias.view(1, -1, 1, 1)
-    return pre.view(n, cout, tp, hp, wp), indices
+    return pre.view(n, cout, tp, hp, wp), indices, patches
+
+
+def _weight_grad(patches: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g: torch.Tensor,
+                 pool: int, tile: int) -> torch.Tensor:
+    """dL/dW from the pooled-output gradient ``g`` (N, C, tp, hp*wp), routed through the max-pool ``indices``."""
+    cout, cin, kt, kh, kw = weight.shape
+    n, _frames, ckk, hw = patches.shape
+    tp, cols, win, k = g.shape[2], g.shape[3], pool ** 3, kt * ckk
+    offsets = torch.arange(win, dtype=g.dtype).view(1, 1, win, 1)
+
+    def unit(job: tuple[int, int, int]) -> torch.Tensor:
+        i, a, b = job
+        # this unit's conv-output gradient: g where the window offset is the max's, else 0
+        dense = _SCRATCH.get("dense", (cout, b - a, win, cols))
+        torch.eq(offsets, indices[i, :, a:b].unsqueeze(2), out=dense).mul_(g[i, :, a:b].unsqueeze(2))
+        frames = dense.view(cout, (b - a) * pool, hw)
+        flat = patches[i].view(-1, hw)
+        acc = torch.zeros(k, cout, dtype=g.dtype)  # transposed: (K x cols) @ (cols x C) runs faster here
+        for f in range(frames.shape[1]):
+            rows = flat[(a * pool + f) * ckk:(a * pool + f) * ckk + k]
+            for j0 in range(0, hw, tile):
+                acc.addmm_(rows[:, j0:j0 + tile], frames[:, f, j0:j0 + tile].t())
+        return acc
+
+    acc = torch.stack(_parallel(unit, _units(n, tp, pool))).sum(0)
+    return acc.t().reshape(cout, kt, cin, kh, kw).permute(0, 2, 1, 3, 4).contiguous()
 
 
 class _ConvReluPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
                 tile: int) -> torch.Tensor:
-        pre, indices = _forward(x, weight, bias, pool, tile, want_indices=True)
-        ctx.save_for_backward(x, weight, indices, pre > 0)
+        pre, indices, patches = _forward(x, weight, bias, pool, tile, want_indices=True)
+        ctx.save_for_backward(weight, indices, pre > 0, patches)  # patches: freed with the graph
         ctx.geometry = (pool, tile)
         return pre.clamp_min_(0)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight, indices, mask = ctx.saved_tensors
+        weight, indices, mask, patches = ctx.saved_tensors
         pool, tile = ctx.geometry
-        cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
-        n, hw, win, cols = x.shape[0], hu * wu, pool ** 3, hp * wp
         if ctx.needs_input_grad[0]:
             raise RuntimeError("conv_relu_pool: the fast path does not compute an input gradient")
-        g = (grad_out * mask).view(n, cout, tp, cols)
+        n, cout = grad_out.shape[:2]
+        g = (grad_out * mask).view(n, cout, grad_out.shape[2], -1)
         grad_b = g.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
         grad_w = None
         if ctx.needs_input_grad[1]:
-            chunk = _chunk(tp, n, pool)
-            patches = _parallel(lambda i: _unfold_spatial(x[i], kh, kw, hp, wp, pool), list(range(n)))
-
-            def unit(job: tuple[int, int]) -> torch.Tensor:
-                i, a = job
-                b = min(tp, a + chunk)
-                dense = torch.zeros(cout, b - a, win, cols, dtype=x.dtype)  # this unit's conv-output gradient
-                dense.scatter_(2, indices[i, :, a:b].unsqueeze(2).long(), g[i, :, a:b].unsqueeze(2))
-                frames = dense.view(cout, (b - a) * pool, hw).permute(1, 0, 2)
-                acc = torch.zeros(cout, weight[0].numel(), dtype=x.dtype)
-                for j0 in range(0, hw, tile):
-                    j1 = min(hw, j0 + tile)
-                    view = _frames_view(patches[i], a * pool, (b - a) * pool, kt, j0, j1).transpose(1, 2)
-                    acc += torch.bmm(frames[:, :, j0:j1], view).sum(0)
-                return acc
-
-            acc = torch.stack(_parallel(unit, [(i, a) for i in range(n) for a in range(0, tp, chunk)])).sum(0)
-            cin = weight.shape[1]
-            grad_w = acc.view(cout, kt, cin, kh, kw).permute(0, 2, 1, 3, 4).contiguous()
+            grad_w = _weight_grad(patches, weight, indices.view(g.shape), g, pool, tile)
         return None, grad_w, grad_b, None, None
 
 

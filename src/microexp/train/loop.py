@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from microexp.config import TrainConfig
+from microexp.runtime import tune_allocator
 from microexp.train.metrics import core_metrics
 
 
@@ -76,6 +77,7 @@ def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, 
     reproduce published numbers; ``fixed`` keeps the last epoch and never looks at held-out data.
     """
     device = next(model.parameters()).device
+    tune_allocator()
     set_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     if cfg.optimizer == "adam":
