@@ -60,15 +60,15 @@ def test_ties_route_the_gradient_like_max_pool3d() -> None:
 
 def test_stcnn_fast_and_plain_agree_on_outputs_and_every_gradient() -> None:
     torch.manual_seed(0)
-    fast = MicroExpSTCNN(3, (1, 18, 64, 64))
-    plain = MicroExpSTCNN(3, (1, 18, 64, 64), fast=False)
+    # no dropout: the fast path draws its masks from another random stream (tests/test_fastdense.py)
+    fast = MicroExpSTCNN(3, (1, 18, 64, 64), dropout=0.0)
+    plain = MicroExpSTCNN(3, (1, 18, 64, 64), dropout=0.0, fast=False)
     plain.load_state_dict(fast.state_dict())
     assert list(fast.state_dict()) == list(plain.state_dict())
     x = torch.randn(3, 1, 18, 64, 64)
     y = torch.tensor([0, 2, 1])
     grads = []
     for model in (fast, plain):
-        torch.manual_seed(5)  # same dropout masks
         model.train()
         loss = F.cross_entropy(model(clip=x), y)
         grads.append({k: torch.autograd.grad(loss, p, retain_graph=True)[0] for k, p in model.named_parameters()})

@@ -5,8 +5,9 @@ Dense 128 ReLU (N(0, 0.05) init) -> Dropout 0.5 -> Dense n_classes (N(0, 0.05) i
 Conv kernel glorot-uniform, biases zero. 44,241,667 parameters for 64x64x96 with 3 classes; 1,643,267 for 64x64x18.
 Paper Table I's trailing Dropout on the logits is a table error and is not reproduced.
 
-On CPU, conv -> ReLU -> max-pool runs through :func:`microexp.models.fastconv.conv_relu_pool` (same mathematics,
-several times faster); ``fast=False`` forces the plain PyTorch layers. Parameters and state_dict keys are the same
+On CPU, conv -> ReLU -> max-pool runs through :func:`microexp.models.fastconv.conv_relu_pool` and the Dense-128
+and dropouts through :mod:`microexp.models.fastdense` (same mathematics, several times faster; the dropout masks
+come from another random stream); ``fast=False`` forces the plain PyTorch layers. Parameters and state_dict keys are the same
 either way, so checkpoints are interchangeable.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from microexp.models import fastdense
 from microexp.models.fastconv import conv_relu_pool, usable
 from microexp.models.layout import paper_to_torch
 from microexp.models.registry import ModelSpec, Shape, register
@@ -61,16 +63,21 @@ class MicroExpSTCNN(nn.Module):
         keras_dense_init(self.fc1)
         keras_dense_init(self.fc2)
 
+    def _fast_path(self, clip: torch.Tensor) -> bool:
+        # hooks (Grad-CAM, feature taps) need the modules themselves to run
+        hooked = any(m._forward_hooks or m._backward_hooks or m._forward_pre_hooks for m in self.modules())
+        return self.fast and not hooked and usable(clip, self.conv.weight)
+
     def features(self, clip: torch.Tensor) -> torch.Tensor:
-        # hooks on the conv (Grad-CAM, feature taps) need the conv module itself to run
-        hooked = bool(self.conv._forward_hooks or self.conv._backward_hooks or self.conv._forward_pre_hooks)
-        if self.fast and not hooked and usable(clip, self.conv.weight):
+        if self._fast_path(clip):
             pooled = conv_relu_pool(clip, self.conv.weight, self.conv.bias, self.pool.kernel_size)
-        else:
-            pooled = self.pool(torch.relu(self.conv(clip)))
-        return self.drop1(pooled).flatten(1)
+            return fastdense.dropout(pooled, self.drop1.p, self.training).flatten(1)
+        return self.drop1(self.pool(torch.relu(self.conv(clip)))).flatten(1)
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        if self._fast_path(clip):
+            hidden = torch.relu(fastdense.linear(self.features(clip), self.fc1.weight, self.fc1.bias))
+            return self.fc2(fastdense.dropout(hidden, self.drop2.p, self.training))
         return self.fc2(self.drop2(torch.relu(self.fc1(self.features(clip)))))
 
 

@@ -1,0 +1,64 @@
+"""Fast CPU paths for MicroExpSTCNN's very wide Dense layer (345,600 -> 128) and its dropout. Same mathematics.
+
+- ``linear``: the forward is one MKL GEMM; the backward computes the input and weight gradients together, one
+  block of 2,048 features per work unit on the thread pool of :mod:`microexp.models.fastconv`, so each 177 MB
+  pass over the weights is shared by both gradients and the weight gradient is written once (MKL's K=8 GEMM for it
+  took 30 ms against 19 ms blocked, measured on 2 EPYC cores).
+- ``dropout``: the keep-mask comes from ``torch.rand`` (``u >= p``) instead of ``bernoulli_``, which is about 4x
+  slower on CPU (38 ms against 10 ms for the 2.8 M features of a batch of 8). The same Bernoulli(1 - p) mask
+  distribution and 1/(1 - p) scaling, from the same seeded generator; only the random stream differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from microexp.models.fastconv import _parallel
+
+BLOCK = 2048  # features per backward work unit: measured best of 2,048..32,768
+
+
+class _Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.addmm(bias, x, weight.t())
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        want_x, want_w, want_b = ctx.needs_input_grad
+        g = g.contiguous()
+        grad_x = torch.empty_like(x) if want_x else None
+        grad_w = torch.empty_like(weight) if want_w else None
+        gt = g.t()
+
+        def unit(j0: int) -> None:
+            j1 = min(x.shape[1], j0 + BLOCK)
+            if grad_x is not None:
+                torch.mm(g, weight[:, j0:j1], out=grad_x[:, j0:j1])
+            if grad_w is not None:
+                torch.mm(gt, x[:, j0:j1], out=grad_w[:, j0:j1])
+
+        if want_x or want_w:
+            _parallel(unit, list(range(0, x.shape[1], BLOCK)))
+        return grad_x, grad_w, g.sum(0) if want_b else None
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T + bias`` for a 2-D CPU float32 ``x``; the backward runs blocked on the thread pool."""
+    if not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad or bias.requires_grad):
+        return torch.addmm(bias, x, weight.t())
+    return _Linear.apply(x, weight, bias)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout like ``torch.nn.functional.dropout``, with the keep-mask drawn by ``torch.rand``."""
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    keep = torch.rand(x.shape, dtype=x.dtype, device=x.device) >= p
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
