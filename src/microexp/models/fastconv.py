@@ -139,8 +139,8 @@ def _units(n: int, tp: int, pool: int) -> list[tuple[int, int, int]]:
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
              want_indices: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Pre-activation pooled maxima with the bias, (N, tp, hp*wp, C); for training also the window offset of each
-    maximum (same layout, uint8) and the row-layout patches for the weight gradient.
+    """Pre-activation pooled maxima with the bias, (N, C, tp, hp*wp) (the model's layout); for training also the
+    window offset of each maximum (same layout, uint8) and the row-layout patches for the weight gradient.
 
     The conv of a work unit is one oneDNN conv2d over the channels-last patches: the C*kh*kw spatial taps are
     its input channels and its kernel is (kt, 1). oneDNN's direct-conv kernels run at ~90 % of the fp32 GEMM
@@ -151,8 +151,8 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     last, by_rows = _unfold_spatial(x, kh, kw, hp, wp, pool, tu + kt - 1, rows=want_indices)
     # (C_out, C_in, kt, kh, kw) -> (C_out, (c, i, j), kt, 1): the patch channels' order
     w2 = weight.permute(0, 1, 3, 4, 2).reshape(cout, -1, kt, 1)
-    pre = torch.empty(n, tp, cols, cout, dtype=x.dtype)
-    indices = torch.empty(n, tp, cols, cout, dtype=torch.uint8) if want_indices else None
+    pre = torch.empty(n, cout, tp, cols, dtype=x.dtype)
+    indices = torch.empty(n, cout, tp, cols, dtype=torch.uint8) if want_indices else None
     # rank[k] = win - k: the largest rank among a window's maxima marks its first maximum
     rank = torch.arange(win, 0, -1, dtype=x.dtype).view(1, win, 1)
 
@@ -161,37 +161,36 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
         conv = F.conv2d(last[i:i + 1, :, a * pool:b * pool + kt - 1], w2)  # (1, C, frames, positions), channels-last
         # memory (pooled frames, window offsets in (t, h, w) order, hp*wp, C): each offset is a contiguous slab
         slabs = conv.permute(0, 2, 3, 1).reshape(b - a, win, cols * cout)
-        best = pre[i, a:b].view(b - a, cols * cout)
-        torch.amax(slabs, dim=1, out=best)
+        best = torch.amax(slabs, dim=1)  # (pooled frames, hp*wp * C)
+        pre[i, :, a:b] = best.view(b - a, cols, cout).permute(2, 0, 1)
         if indices is not None:
             hit = _SCRATCH.get("hit", slabs.shape)
             torch.eq(slabs, best.unsqueeze(1), out=hit).mul_(rank)  # float compare: vectorised, unlike bool
-            indices[i, a:b].view(b - a, -1).copy_(torch.amax(hit, dim=1).neg_().add_(win))
+            offset = torch.amax(hit, dim=1).neg_().add_(win)
+            indices[i, :, a:b] = offset.view(b - a, cols, cout).permute(2, 0, 1)
 
     _parallel(unit, _units(n, tp, pool))
-    pre += bias
+    pre += bias.view(1, -1, 1, 1)
     return pre, indices, by_rows
-
-
-def _to_model_layout(t: torch.Tensor, hp: int, wp: int) -> torch.Tensor:
-    """(N, tp, hp*wp, C) -> (N, C, tp, hp, wp), contiguous."""
-    n, tp, _cols, c = t.shape
-    return t.permute(0, 3, 1, 2).reshape(n, c, tp, hp, wp)
 
 
 def _weight_grad(patches: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g: torch.Tensor,
                  pool: int, tile: int) -> torch.Tensor:
-    """dL/dW from the pooled-output gradient ``g`` (N, tp, hp*wp, C), routed through the max-pool ``indices``."""
+    """dL/dW from the pooled-output gradient ``g`` (N, C, tp, hp*wp), routed through the max-pool ``indices``."""
     cout, cin, kt, kh, kw = weight.shape
     n, _frames, ckk, hw = patches.shape
-    tp, cols, win, k = g.shape[1], g.shape[2], pool ** 3, kt * ckk
+    tp, cols, win, k = g.shape[2], g.shape[3], pool ** 3, kt * ckk
     offsets = torch.arange(win, dtype=g.dtype).view(1, win, 1)
 
     def unit(job: tuple[int, int, int]) -> torch.Tensor:
         i, a, b = job
         # this unit's conv-output gradient, (frames, positions, C): g where the window offset is the max's, else 0
         dense = _SCRATCH.get("dense", (b - a, win, cols * cout))
-        torch.eq(offsets, indices[i, a:b].view(b - a, 1, -1), out=dense).mul_(g[i, a:b].view(b - a, 1, -1))
+        idx = _SCRATCH.get("idx", (b - a, cols, cout))
+        idx.copy_(indices[i, :, a:b].permute(1, 2, 0))
+        gu = _SCRATCH.get("g", (b - a, cols, cout))
+        gu.copy_(g[i, :, a:b].permute(1, 2, 0))
+        torch.eq(offsets, idx.view(b - a, 1, -1), out=dense).mul_(gu.view(b - a, 1, -1))
         frames = dense.view((b - a) * pool, hw, cout)
         flat = patches[i].view(-1, hw)
         acc = torch.zeros(k, cout, dtype=g.dtype)  # (K x positions) @ (positions x C)
@@ -213,7 +212,7 @@ class _ConvReluPool(torch.autograd.Function):
         ctx.save_for_backward(weight, indices, pre > 0, patches)  # patches: freed with the graph
         hp, wp = _geometry(x, weight, pool)[5:7]
         ctx.geometry = (pool, tile, hp, wp)
-        return _to_model_layout(pre.clamp_min_(0), hp, wp)
+        return pre.clamp_min_(0).view(x.shape[0], -1, pre.shape[2], hp, wp)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -222,8 +221,8 @@ class _ConvReluPool(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             raise RuntimeError("conv_relu_pool: the fast path does not compute an input gradient")
         n, cout, tp = grad_out.shape[:3]
-        g = (grad_out.permute(0, 2, 3, 4, 1).reshape(mask.shape) * mask).contiguous()  # to (N, tp, hp*wp, C)
-        grad_b = g.sum((0, 1, 2)) if ctx.needs_input_grad[2] else None
+        g = (grad_out.reshape(mask.shape) * mask).contiguous()
+        grad_b = g.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
         grad_w = None
         if ctx.needs_input_grad[1]:
             grad_w = _weight_grad(patches, weight, indices, g, pool, tile)
@@ -249,4 +248,5 @@ def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
         return _ConvReluPool.apply(x, weight, bias, pool, tile)
     with torch.no_grad():
         hp, wp = _geometry(x, weight, pool)[5:7]
-        return _to_model_layout(_forward(x, weight, bias, pool, want_indices=False)[0].clamp_min_(0), hp, wp)
+        pre = _forward(x, weight, bias, pool, want_indices=False)[0]
+        return pre.clamp_min_(0).view(x.shape[0], -1, pre.shape[2], hp, wp)
