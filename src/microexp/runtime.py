@@ -4,10 +4,11 @@ Training allocates and frees the same large buffers every step (STCNN's 177 MB f
 By default glibc hands each one back to the kernel when it is freed and maps it afresh on the next step, and the
 first-touch page faults then cost more than the arithmetic on the buffer: measured on 2 EPYC cores, a fresh 177 MB
 tensor filled once takes 93 ms against 10 ms for a reused one, and an STCNN training step (batch 8) took 618 ms with
-glibc's defaults against 505-525 ms with the setting (same code, back to back). It is the effect people get by preloading jemalloc or tcmalloc,
-done at run time with ``mallopt``. The cost: the process keeps its peak heap until it exits, and glibc's aligned
-allocations leave holes in it for the first few steps (a loop over one 64 MB tensor settles after at most 9
-cycles at 0.5-0.7 GB resident, against 0.2 GB with the defaults; ``microexp bench`` peaks at 2.2 GB against 1.8).
+glibc's defaults against 505-525 ms with the setting (same code, back to back). It is the effect people get by
+preloading jemalloc or tcmalloc, done at run time with ``mallopt``. The cost: the process keeps its peak heap until
+it exits, and glibc's aligned allocations leave holes in it for the first few steps (a loop over one 64 MB tensor
+settles after at most 9 cycles at 0.5-0.7 GB resident, against 0.2 GB with the defaults; ``microexp bench`` peaks at
+2.2 GB against 1.8).
 
 Applied by ``fit`` (so by ``evaluate``, the demo and Dask workers), by ``microexp bench`` and by ``predict``.
 ``MICROEXP_MALLOC=system`` leaves malloc alone.

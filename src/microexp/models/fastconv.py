@@ -12,15 +12,16 @@ Same mathematics as the PyTorch layers, computed in a layout that fast kernels l
 - Only the conv outputs that the pooling windows cover are computed (pooling floors the size, so e.g. the last of
   82 frames and the last 2 rows/cols of 62 never reach the output).
 - Work units are a few pooled frames of one clip, so a unit's conv outputs (2.8 MB for STCNN) stay in cache while
-  they are pooled (channels innermost, each window offset a contiguous slab), and the per-thread buffers are reused across units and calls: fresh multi-MB temporaries cost
-  more in page faults than the arithmetic done on them (measured).
+  they are pooled (channels innermost, each window offset a contiguous slab), and the per-thread buffers are
+  reused across units and calls: fresh multi-MB temporaries cost more in page faults than the arithmetic done on
+  them (measured).
 - ReLU and the bias commute with the max (both monotone), so they are applied to the pooled tensor, 27x smaller.
 - Backward computes only the weight and bias gradients (the clip needs no gradient). The ReLU mask is taken from
   the pooled output, and the max-pool indices route the gradient; ties break as ``torch.nn.MaxPool3d`` does
   (the first maximum in (t, h, w) order).
 - Parallelism is over work units on a small persistent thread pool, each unit single-threaded: per-op OpenMP
-  threading would put a barrier after every small conv or GEMM, which on a shared, oversubscribed CPU stalls for whole
-  scheduler time slices (measured: 10x slower steps at load 6 on 2 cores). The partition and the order of the
+  threading would put a barrier after every small conv or GEMM, which on a shared, oversubscribed CPU stalls for
+  whole scheduler time slices (measured: 10x slower steps at load 6 on 2 cores). The partition and the order of the
   final sum do not depend on the thread count, so neither do the results.
 
 The GPU (and any input that needs a gradient) takes the plain PyTorch layers.
@@ -84,7 +85,7 @@ def _parallel(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     threads = torch.get_num_threads()
     if threads <= 1 or len(items) <= 1:
         return [fn(item) for item in items]
-    torch.set_num_threads(1)  # MKL's thread count is process-wide: keep the units' GEMMs single-threaded
+    torch.set_num_threads(1)  # the units' GEMMs and convs stay single-threaded; restored below
     try:
         return list(_pool(threads).map(lambda item: _unit_call(fn, item), items))
     finally:
@@ -210,17 +211,16 @@ class _ConvReluPool(torch.autograd.Function):
                 tile: int) -> torch.Tensor:
         pre, indices, patches = _forward(x, weight, bias, pool, want_indices=True)
         ctx.save_for_backward(weight, indices, pre > 0, patches)  # patches: freed with the graph
+        ctx.geometry = (pool, tile)
         hp, wp = _geometry(x, weight, pool)[5:7]
-        ctx.geometry = (pool, tile, hp, wp)
         return pre.clamp_min_(0).view(x.shape[0], -1, pre.shape[2], hp, wp)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         weight, indices, mask, patches = ctx.saved_tensors
-        pool, tile, _hp, _wp = ctx.geometry
+        pool, tile = ctx.geometry
         if ctx.needs_input_grad[0]:
             raise RuntimeError("conv_relu_pool: the fast path does not compute an input gradient")
-        n, cout, tp = grad_out.shape[:3]
         g = (grad_out.reshape(mask.shape) * mask).contiguous()
         grad_b = g.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
         grad_w = None

@@ -7,8 +7,8 @@ Paper Table I's trailing Dropout on the logits is a table error and is not repro
 
 On CPU, conv -> ReLU -> max-pool runs through :func:`microexp.models.fastconv.conv_relu_pool` and the Dense-128
 and dropouts through :mod:`microexp.models.fastdense` (same mathematics, several times faster; the dropout masks
-come from another random stream); ``fast=False`` forces the plain PyTorch layers. Parameters and state_dict keys are the same
-either way, so checkpoints are interchangeable.
+come from another random stream); ``fast=False`` forces the plain PyTorch layers. Parameters and state_dict keys
+are the same either way, so checkpoints are interchangeable.
 """
 
 from __future__ import annotations
