@@ -243,6 +243,13 @@ def test_malformed_casme2_file_names_file_row_column(tmp_path, case, row, column
     assert str(path) in msg and f"row {row}" in msg and repr(column) in msg and words in msg
 
 
+def test_a_sheet_with_a_header_and_no_rows_is_an_error_naming_the_header_row(tmp_path):
+    path = _casme2_sheet(tmp_path / "CASME2-coding-empty.xlsx", list(HEADER), [])
+    with pytest.raises(AnnotationError, match=r"row 1.*no data rows below the header") as info:
+        casme2.read_annotation(path)
+    assert info.value.file == path
+
+
 def test_malformed_files_of_other_formats(tmp_path):
     # SAMM: notes block then a header missing 'Onset Frame'
     wb = openpyxl.Workbook()

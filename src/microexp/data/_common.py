@@ -170,6 +170,14 @@ def locate_header(raw: pd.DataFrame, file: Path, columns: Mapping[str, Sequence[
                           file=file, row=1, column=expected[0])
 
 
+def checked_rows(rows: list[Row], file: Path, header_row: int, column: str = "Filename") -> list[Row]:
+    """The closing checks of a coding sheet: at least one data row, and no clip twice."""
+    if not rows:
+        raise AnnotationError("no data rows below the header", file=file, row=header_row)
+    check_duplicates(rows, file, column=column)
+    return rows
+
+
 def check_duplicates(rows: Sequence[Row], file: Path, key: Any = None, column: str = "Filename") -> None:
     seen: dict[Any, str] = {}
     for row in rows:

@@ -24,7 +24,7 @@ from microexp.data._common import (
     Row,
     build_records,
     cell_text,
-    check_duplicates,
+    checked_rows,
     fix_apex,
     int_cell,
     locate_header,
@@ -78,10 +78,7 @@ def read_annotation(path: Path) -> list[Row]:
             row.meta["apex2"] = cell_text(cells["apex2"])
         fix_apex(row, cell_text(cells["apex"]))
         rows.append(row)
-    if not rows:
-        raise AnnotationError("no data rows below the header", file=path, row=table.header_row)
-    check_duplicates(rows, path)
-    return rows
+    return checked_rows(rows, path, table.header_row)
 
 
 def resolve(root: Path, annotation: Path | None) -> tuple[Path, Path]:

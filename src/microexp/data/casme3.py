@@ -27,7 +27,7 @@ from microexp.data._common import (
     Row,
     build_records,
     cell_text,
-    check_duplicates,
+    checked_rows,
     find_file,
     fix_apex,
     int_cell,
@@ -91,10 +91,7 @@ def _rows(path: Path, table_kind: str) -> list[Row]:
             row.meta["objective_class"] = cell_text(cells["objective"])
         fix_apex(row, cell_text(cells["apex"]))
         rows.append(row)
-    if not rows:
-        raise AnnotationError("no data rows below the header", file=path, row=table.header_row)
-    check_duplicates(rows, path, column="Onset")
-    return rows
+    return checked_rows(rows, path, table.header_row, column="Onset")
 
 
 def read_annotation(path: Path) -> list[Row]:

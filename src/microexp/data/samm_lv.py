@@ -26,7 +26,7 @@ from microexp.data._common import (
     Row,
     build_records,
     cell_text,
-    check_duplicates,
+    checked_rows,
     fix_apex,
     int_cell,
     locate_header,
@@ -90,11 +90,8 @@ def read_annotation(path: Path) -> list[Row]:
             row.meta["notes"] = cell_text(cells["notes"])
         fix_apex(row, cell_text(cells["apex"]))
         rows.append(row)
-    if not rows:
-        raise AnnotationError("no data rows below the header", file=path, row=table.header_row)
     _dedupe(rows)
-    check_duplicates(rows, path)
-    return rows
+    return checked_rows(rows, path, table.header_row)
 
 
 def _dedupe(rows: list[Row]) -> None:
