@@ -325,6 +325,15 @@ def _copy(annotation: Path, dest_folder: Path, name: str | None = None) -> Path:
     return dest
 
 
+def _annotation_file(given: Path | None, folder: Path, default: str, write: Callable[[Path], None]) -> Path:
+    """The user's annotation file copied into the fixture, or the built-in sample written there as ``default``."""
+    if given:
+        return _copy(given, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write(folder / default)
+    return folder / default
+
+
 def build_fixture(layout: str, out: Path, annotation: Path | None = None, *, render: Renderer | None = None,
                   size: int = 24, seed: int = 0, raw: bool = False) -> Fixture:
     """Write a ``layout`` tree under ``out`` (see the module doc) and return what was written."""
@@ -359,11 +368,8 @@ def build_fixture(layout: str, out: Path, annotation: Path | None = None, *, ren
             nums = _clip_frames(r)
             clip(tree / r.subject / r.clip_id, r, [f"{prefix}{n}.jpg" for n in nums], nums, color=True)
     elif layout == "samm":
-        if annotation:
-            fx.annotation = _copy(annotation, out)
-        else:
-            fx.annotation = out / "SAMM_Micro_FACS_Codes_v2.xlsx"
-            _write_samm_annotation(fx.annotation, _samm_rows())
+        fx.annotation = _annotation_file(annotation, out, "SAMM_Micro_FACS_Codes_v2.xlsx",
+                                         lambda path: _write_samm_annotation(path, _samm_rows()))
         rows = samm.read_annotation(fx.annotation)
         for r in rows:
             nums = _clip_frames(r)
@@ -390,11 +396,8 @@ def build_fixture(layout: str, out: Path, annotation: Path | None = None, *, ren
                       placeholder_renderer(ClipSpec(3, 1, 2, 3, "", 100.0, size, seed, 0)), color=True)
         fx.root = out / release
     elif layout == "casme_sq":
-        if annotation:
-            fx.annotation = _copy(annotation, out)
-        else:
-            fx.annotation = out / "CAS(ME)^2code_final.xlsx"
-            _write_casme_sq_annotation(fx.annotation, _casme_sq_rows())
+        fx.annotation = _annotation_file(annotation, out, "CAS(ME)^2code_final.xlsx",
+                                         lambda path: _write_casme_sq_annotation(path, _casme_sq_rows()))
         ann = casme_sq.read_annotation(fx.annotation)
         rows = ann.rows
         rawpic = out / "rawpic"
@@ -409,11 +412,8 @@ def build_fixture(layout: str, out: Path, annotation: Path | None = None, *, ren
             nums = _clip_frames(r)
             clip(rawpic / folder, r, [f"img{n:03d}.jpg" for n in nums], nums, color=True)
     elif layout == "casme":
-        if annotation:
-            fx.annotation = _copy(annotation, out)
-        else:
-            fx.annotation = out / "casme.xlsx"
-            _write_casme_annotation(fx.annotation, _casme_rows())
+        fx.annotation = _annotation_file(annotation, out, "casme.xlsx",
+                                         lambda path: _write_casme_annotation(path, _casme_rows()))
         rows = casme.read_annotation(fx.annotation)
         for k, r in enumerate(rows):
             nums = _clip_frames(r)
@@ -422,12 +422,8 @@ def build_fixture(layout: str, out: Path, annotation: Path | None = None, *, ren
                  [f"reg_{r.clip_id}-{fmt.format(n)}.jpg" for n in nums], nums, color=True)
     elif layout == "casme3":
         ann_dir = out / "annotation" / "partA"
-        if annotation:
-            fx.annotation = _copy(annotation, ann_dir)
-        else:
-            ann_dir.mkdir(parents=True, exist_ok=True)
-            fx.annotation = ann_dir / "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"
-            _write_casme3_annotation(fx.annotation, _casme3_rows())
+        fx.annotation = _annotation_file(annotation, ann_dir, "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx",
+                                         lambda path: _write_casme3_annotation(path, _casme3_rows()))
         rows = casme3.read_annotation(fx.annotation)
         tree = out / "part_A" / "data" / "part_A_split" / "part_A"
         for r in rows:
