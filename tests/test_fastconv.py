@@ -16,13 +16,13 @@ def _naive(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pool: int) -> torc
 
 
 def _compare(x: torch.Tensor, cout: int = 32, kernel: tuple[int, int, int] = (15, 3, 3), pool: int = 3,
-             tile: int = fastconv.TILE, seed: int = 0, bias_scale: float = 0.1, bias_shift: float = -1.0) -> None:
+             seed: int = 0, bias_scale: float = 0.1, bias_shift: float = -1.0) -> None:
     gen = torch.Generator().manual_seed(seed)
     w = (torch.randn(cout, x.shape[1], *kernel, generator=gen) * 0.05).requires_grad_()
     # conv outputs have std ~0.6; shifting the bias down makes some pooled maxima negative (ReLU blocks them)
     b = (torch.randn(cout, generator=gen) * bias_scale + bias_shift).requires_grad_()
     ref = _naive(x, w, b, pool)
-    out = conv_relu_pool(x, w, b, pool, tile=tile)
+    out = conv_relu_pool(x, w, b, pool)
     assert out.shape == ref.shape
     assert (ref > 0).any() and (ref == 0).any()  # both sides of the ReLU are exercised
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
@@ -33,7 +33,7 @@ def _compare(x: torch.Tensor, cout: int = 32, kernel: tuple[int, int, int] = (15
     torch.testing.assert_close(gw, gw_ref, rtol=1e-5, atol=2e-6 * scale)
     torch.testing.assert_close(gb, gb_ref, rtol=1e-5, atol=1e-5)
     with torch.no_grad():  # the inference path (no indices kept) gives the same output
-        torch.testing.assert_close(conv_relu_pool(x, w, b, pool, tile=tile), ref.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(conv_relu_pool(x, w, b, pool), ref.detach(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 24, 20, 17), (1, 1, 17, 5, 7), (2, 1, 18, 64, 64), (1, 1, 31, 35, 29)],
@@ -42,12 +42,12 @@ def test_matches_plain_layers(shape: tuple[int, ...]) -> None:
     _compare(torch.randn(shape, generator=torch.Generator().manual_seed(1)))
 
 
-def test_two_input_channels_small_tiles_and_time_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_input_channels_and_time_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastconv, "CHUNK_FRAMES", 4)  # units of one and two pooled frames
     monkeypatch.setattr(fastconv, "UNFOLD_FRAMES", 5)
     x = torch.randn(2, 2, 30, 16, 19, generator=torch.Generator().manual_seed(2))
-    _compare(x, cout=8, tile=37)
-    _compare(x[:, :1], cout=5, kernel=(5, 3, 2), pool=2, tile=50)
+    _compare(x, cout=8)
+    _compare(x[:, :1], cout=5, kernel=(5, 3, 2), pool=2)
 
 
 def test_ties_route_the_gradient_like_max_pool3d() -> None:

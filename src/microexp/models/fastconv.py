@@ -36,11 +36,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 CHUNK_FRAMES = 6  # conv frames per work unit (2 pooled frames at pool 3): 32 x 6 x 3600 floats = 2.8 MB
-TILE = 4096  # GEMM columns per call: a 64x64 frame is one call; wider frames are tiled so patch rows stay in cache
 UNFOLD_FRAMES = 8  # input frames per unfold job, so that even one clip's unfold runs on every thread
 
 
@@ -99,14 +99,9 @@ def _geometry(x: torch.Tensor, weight: torch.Tensor, pool: int) -> tuple[int, ..
     return cout, kt, kh, kw, tp, hp, wp, tp * pool, hp * pool, wp * pool
 
 
-def _unfold_spatial(x: torch.Tensor, kh: int, kw: int, hp: int, wp: int, pool: int, frames: int,
-                    rows: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The spatial taps of every used output position of (N, C, T, H, W) clips, in two layouts:
-
-    - channels-last ``(N, frames, positions, C*kh*kw)``, returned as the (N, C*kh*kw, frames, positions) view
-      that oneDNN convolves;
-    - with ``rows``, also ``(N, frames, C*kh*kw, positions)``: frame t's GEMM operand for the weight gradient is
-      then the contiguous block of rows t .. t + kt - 1.
+def _unfold_spatial(x: torch.Tensor, kh: int, kw: int, hp: int, wp: int, pool: int, frames: int) -> torch.Tensor:
+    """The spatial taps of every used output position of (N, C, T, H, W) clips, channels-last
+    ``(N, frames, positions, C*kh*kw)``, returned as the (N, C*kh*kw, frames, positions) view that oneDNN convolves.
 
     Positions are ordered (dh, dw, hp, wp) with h = pool*hp + dh, so that each of the pool*pool offsets inside
     a pooling window is one contiguous block of hp*wp positions: pooling then reduces contiguous slabs.
@@ -115,7 +110,6 @@ def _unfold_spatial(x: torch.Tensor, kh: int, kw: int, hp: int, wp: int, pool: i
     s = x.stride()
     ckk, hw = c * kh * kw, pool * pool * hp * wp
     last = torch.empty(n, frames, hw, ckk, dtype=x.dtype)
-    by_rows = torch.empty(n, frames, ckk, hw, dtype=x.dtype) if rows else None
 
     def job(item: tuple[int, int]) -> None:
         i, t0 = item
@@ -124,12 +118,12 @@ def _unfold_spatial(x: torch.Tensor, kh: int, kw: int, hp: int, wp: int, pool: i
                                (s[2], s[1], s[3], s[4], s[3], s[4], pool * s[3], pool * s[4]),
                                x[i].storage_offset() + t0 * s[2])
         # gather into the row layout, then transpose: 5x faster than gathering into channels-last (measured)
-        dst = by_rows[i, t0:t1] if by_rows is not None else _SCRATCH.get("rows", (t1 - t0, ckk, hw))
-        dst.view(taps.shape).copy_(taps)
-        last[i, t0:t1].copy_(dst.transpose(1, 2))
+        rows = _SCRATCH.get("rows", (t1 - t0, ckk, hw))
+        rows.view(taps.shape).copy_(taps)
+        last[i, t0:t1].copy_(rows.transpose(1, 2))
 
     _parallel(job, [(i, t0) for i in range(n) for t0 in range(0, frames, UNFOLD_FRAMES)])
-    return last.permute(0, 3, 1, 2), by_rows
+    return last.permute(0, 3, 1, 2)
 
 
 def _units(n: int, tp: int, pool: int) -> list[tuple[int, int, int]]:
@@ -139,9 +133,9 @@ def _units(n: int, tp: int, pool: int) -> list[tuple[int, int, int]]:
 
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
-             want_indices: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+             want_indices: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pre-activation pooled maxima with the bias, (N, C, tp, hp*wp) (the model's layout); for training also the
-    window offset of each maximum (same layout, uint8) and the row-layout patches for the weight gradient.
+    window offset of each maximum (same layout, uint8).
 
     The conv of a work unit is one oneDNN conv2d over the channels-last patches: the C*kh*kw spatial taps are
     its input channels and its kernel is (kt, 1). oneDNN's direct-conv kernels run at ~90 % of the fp32 GEMM
@@ -149,7 +143,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     """
     cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
     n, win, cols = x.shape[0], pool ** 3, hp * wp
-    last, by_rows = _unfold_spatial(x, kh, kw, hp, wp, pool, tu + kt - 1, rows=want_indices)
+    last = _unfold_spatial(x, kh, kw, hp, wp, pool, tu + kt - 1)
     # (C_out, C_in, kt, kh, kw) -> (C_out, (c, i, j), kt, 1): the patch channels' order
     w2 = weight.permute(0, 1, 3, 4, 2).reshape(cout, -1, kt, 1)
     pre = torch.empty(n, cout, tp, cols, dtype=x.dtype)
@@ -172,61 +166,52 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
 
     _parallel(unit, _units(n, tp, pool))
     pre += bias.view(1, -1, 1, 1)
-    return pre, indices, by_rows
+    return pre, indices
 
 
-def _weight_grad(patches: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g: torch.Tensor,
-                 pool: int, tile: int) -> torch.Tensor:
-    """dL/dW from the pooled-output gradient ``g`` (N, C, tp, hp*wp), routed through the max-pool ``indices``."""
+def _weight_grad(x: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g: torch.Tensor,
+                 pool: int) -> torch.Tensor:
+    """dL/dW from the pooled-output gradient ``g`` (N, C, tp, hp*wp), routed through the max-pool ``indices``:
+    only the window maxima with a nonzero gradient contribute (:func:`microexp.models.kernels.pool_weight_grad`)."""
+    from microexp.models import kernels  # numba compiles (or loads its cache) on first use, not at import
+
     cout, cin, kt, kh, kw = weight.shape
-    n, _frames, ckk, hw = patches.shape
-    tp, cols, win, k = g.shape[2], g.shape[3], pool ** 3, kt * ckk
-    offsets = torch.arange(win, dtype=g.dtype).view(1, win, 1)
+    n, _c, t, h, w = x.shape
+    tp, wp = g.shape[2], _geometry(x, weight, pool)[6]
+    lanes = kernels.LANES * -(-kt // kernels.LANES)
+    # (N, C_in, H, W, T + pad): each patch row's kt frames contiguous; the pad keeps the last lane loads inside
+    xt = torch.zeros(n, cin, h, w, t + lanes - kt, dtype=x.dtype)
+    xt[..., :t].copy_(x.permute(0, 1, 3, 4, 2))
+    xs, gs, ids = xt.numpy(), g.numpy(), indices.numpy()
 
     def unit(job: tuple[int, int, int]) -> torch.Tensor:
         i, a, b = job
-        # this unit's conv-output gradient, (frames, positions, C): g where the window offset is the max's, else 0
-        dense = _SCRATCH.get("dense", (b - a, win, cols * cout))
-        idx = _SCRATCH.get("idx", (b - a, cols, cout))
-        idx.copy_(indices[i, :, a:b].permute(1, 2, 0))
-        gu = _SCRATCH.get("g", (b - a, cols, cout))
-        gu.copy_(g[i, :, a:b].permute(1, 2, 0))
-        torch.eq(offsets, idx.view(b - a, 1, -1), out=dense).mul_(gu.view(b - a, 1, -1))
-        frames = dense.view((b - a) * pool, hw, cout)
-        flat = patches[i].view(-1, hw)
-        acc = torch.zeros(k, cout, dtype=g.dtype)  # (K x positions) @ (positions x C)
-        for f in range(frames.shape[0]):
-            rows = flat[(a * pool + f) * ckk:(a * pool + f) * ckk + k]
-            for j0 in range(0, hw, tile):
-                acc.addmm_(rows[:, j0:j0 + tile], frames[f, j0:j0 + tile])
-        return acc
+        acc = np.zeros((cout, cin * kh * kw * lanes), dtype=np.float32)
+        kernels.pool_weight_grad(xs[i], gs[i], ids[i], a, b, pool, kh, kw, wp, lanes, acc)
+        return torch.from_numpy(acc)
 
-    acc = torch.stack(_parallel(unit, _units(n, tp, pool))).sum(0)
-    return acc.t().reshape(cout, kt, cin, kh, kw).permute(0, 2, 1, 3, 4).contiguous()
+    acc = torch.stack(_parallel(unit, _units(n, tp, pool))).sum(0)  # fixed partition and order: thread-independent
+    return acc.view(cout, cin, kh, kw, lanes)[..., :kt].permute(0, 1, 4, 2, 3).contiguous()
 
 
 class _ConvReluPool(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
-                tile: int) -> torch.Tensor:
-        pre, indices, patches = _forward(x, weight, bias, pool, want_indices=True)
-        ctx.save_for_backward(weight, indices, pre > 0, patches)  # patches: freed with the graph
-        ctx.geometry = (pool, tile)
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int) -> torch.Tensor:
+        pre, indices = _forward(x, weight, bias, pool, want_indices=True)
+        ctx.save_for_backward(x, weight, indices, pre > 0)
+        ctx.pool = pool
         hp, wp = _geometry(x, weight, pool)[5:7]
         return pre.clamp_min_(0).view(x.shape[0], -1, pre.shape[2], hp, wp)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        weight, indices, mask, patches = ctx.saved_tensors
-        pool, tile = ctx.geometry
+        x, weight, indices, mask = ctx.saved_tensors
         if ctx.needs_input_grad[0]:
             raise RuntimeError("conv_relu_pool: the fast path does not compute an input gradient")
         g = (grad_out.reshape(mask.shape) * mask).contiguous()
         grad_b = g.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
-        grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = _weight_grad(patches, weight, indices, g, pool, tile)
-        return None, grad_w, grad_b, None, None
+        grad_w = _weight_grad(x, weight, indices, g, ctx.pool) if ctx.needs_input_grad[1] else None
+        return None, grad_w, grad_b, None
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -238,14 +223,13 @@ def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and weight.dtype == torch.float32 and x.dim() == 5 and not x.requires_grad)
 
 
-def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
-                   tile: int = TILE) -> torch.Tensor:
+def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int) -> torch.Tensor:
     """``max_pool3d(relu(conv3d(x, weight, bias)), pool)`` (stride = pool, no padding), fast on CPU."""
     if not usable(x, weight):
         return F.max_pool3d(torch.relu(F.conv3d(x, weight, bias)), pool)
     x = x.contiguous()
     if torch.is_grad_enabled() and (weight.requires_grad or bias.requires_grad):
-        return _ConvReluPool.apply(x, weight, bias, pool, tile)
+        return _ConvReluPool.apply(x, weight, bias, pool)
     with torch.no_grad():
         hp, wp = _geometry(x, weight, pool)[5:7]
         pre = _forward(x, weight, bias, pool, want_indices=False)[0]
