@@ -57,6 +57,13 @@ class _Scratch(threading.local):
             buf = self.buffers[name] = torch.empty(n)
         return buf[:n].view(shape)
 
+    def get_int(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        n = math.prod(shape)
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() < n:
+            buf = self.buffers[name] = torch.empty(n, dtype=torch.int32)
+        return buf[:n].view(shape)
+
 
 _SCRATCH = _Scratch()
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
@@ -90,6 +97,13 @@ def _parallel(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         return list(_pool(threads).map(lambda item: _unit_call(fn, item), items))
     finally:
         torch.set_num_threads(threads)
+
+
+def _kernels() -> Any:
+    """The compiled loops, imported on first use: numba loads (or compiles) them then, not when microexp imports."""
+    from microexp.models import kernels
+
+    return kernels
 
 
 def _geometry(x: torch.Tensor, weight: torch.Tensor, pool: int) -> tuple[int, ...]:
@@ -142,30 +156,26 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     peak on this shape (measured 86 GFLOP/s a thread), where an MKL GEMM with 32 rows reaches ~70 %.
     """
     cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
-    n, win, cols = x.shape[0], pool ** 3, hp * wp
+    n, cols = x.shape[0], hp * wp
     last = _unfold_spatial(x, kh, kw, hp, wp, pool, tu + kt - 1)
     # (C_out, C_in, kt, kh, kw) -> (C_out, (c, i, j), kt, 1): the patch channels' order
     w2 = weight.permute(0, 1, 3, 4, 2).reshape(cout, -1, kt, 1)
+    kernels = _kernels()
     pre = torch.empty(n, cout, tp, cols, dtype=x.dtype)
     indices = torch.empty(n, cout, tp, cols, dtype=torch.uint8) if want_indices else None
-    # rank[k] = win - k: the largest rank among a window's maxima marks its first maximum
-    rank = torch.arange(win, 0, -1, dtype=x.dtype).view(1, win, 1)
+    pre_np, bias_np = pre.numpy(), bias.detach().contiguous().numpy()
+    idx_np = (indices if indices is not None else torch.empty(1, 1, 1, 1, dtype=torch.uint8)).numpy()
+    slab = cols * cout + kernels.LANES
 
     def unit(job: tuple[int, int, int]) -> None:
         i, a, b = job
         conv = F.conv2d(last[i:i + 1, :, a * pool:b * pool + kt - 1], w2)  # (1, C, frames, positions), channels-last
-        # memory (pooled frames, window offsets in (t, h, w) order, hp*wp, C): each offset is a contiguous slab
-        slabs = conv.permute(0, 2, 3, 1).reshape(b - a, win, cols * cout)
-        best = torch.amax(slabs, dim=1)  # (pooled frames, hp*wp * C)
-        pre[i, :, a:b] = best.view(b - a, cols, cout).permute(2, 0, 1)
-        if indices is not None:
-            hit = _SCRATCH.get("hit", slabs.shape)
-            torch.eq(slabs, best.unsqueeze(1), out=hit).mul_(rank)  # float compare: vectorised, unlike bool
-            offset = torch.amax(hit, dim=1).neg_().add_(win)
-            indices[i, :, a:b] = offset.view(b - a, cols, cout).permute(2, 0, 1)
+        # memory (frames, positions, C): the positions of each window offset (dh, dw) are one contiguous block
+        best, arg = _SCRATCH.get("best", (slab,)).numpy(), _SCRATCH.get_int("arg", (slab,)).numpy()
+        kernels.pool_max(conv[0].permute(1, 2, 0).contiguous().numpy(), a, pool, bias_np, pre_np[i],
+                         idx_np[i if indices is not None else 0], indices is not None, best, arg)
 
     _parallel(unit, _units(n, tp, pool))
-    pre += bias.view(1, -1, 1, 1)
     return pre, indices
 
 
@@ -173,8 +183,7 @@ def _weight_grad(x: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g
                  pool: int) -> torch.Tensor:
     """dL/dW from the pooled-output gradient ``g`` (N, C, tp, hp*wp), routed through the max-pool ``indices``:
     only the window maxima with a nonzero gradient contribute (:func:`microexp.models.kernels.pool_weight_grad`)."""
-    from microexp.models import kernels  # numba compiles (or loads its cache) on first use, not at import
-
+    kernels = _kernels()
     cout, cin, kt, kh, kw = weight.shape
     n, _c, t, h, w = x.shape
     tp, wp = g.shape[2], _geometry(x, weight, pool)[6]
@@ -234,3 +243,4 @@ def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
         hp, wp = _geometry(x, weight, pool)[5:7]
         pre = _forward(x, weight, bias, pool, want_indices=False)[0]
         return pre.clamp_min_(0).view(x.shape[0], -1, pre.shape[2], hp, wp)
+

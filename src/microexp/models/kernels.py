@@ -78,3 +78,92 @@ def pool_weight_grad(xt: np.ndarray, g: np.ndarray, idx: np.ndarray, a0: int, a1
                             for lane in range(0, lanes, LANES):
                                 axpy16(af, d, xf, s + lane, gv)
                                 d += LANES
+
+
+def _vec_ptr(context, builder, arrtype, arr, offset):  # type: ignore[no-untyped-def]
+    data = context.make_array(arrtype)(context, builder, arr).data
+    elem = data.type.pointee
+    return builder.bitcast(builder.gep(data, [offset]), ir.VectorType(elem, LANES).as_pointer())
+
+
+@intrinsic
+def max16(typingctx, best, best_off, arg, src, src_off, offset):  # type: ignore[no-untyped-def]
+    """Lanes where ``src[src_off:+16] > best[best_off:+16]`` (float32) take the source value and, in ``arg``
+    (int32), the window ``offset``: strict, so the first maximum wins ties, as in ``torch.nn.MaxPool3d``."""
+    sig = types.void(best, best_off, arg, src, src_off, offset)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        b, b_off, a, s, s_off, o = args
+        best_p = _vec_ptr(context, builder, signature.args[0], b, b_off)
+        arg_p = _vec_ptr(context, builder, signature.args[2], a, b_off)
+        src_p = _vec_ptr(context, builder, signature.args[3], s, s_off)
+        old, new, old_arg = builder.load(best_p, align=4), builder.load(src_p, align=4), builder.load(arg_p, align=4)
+        take = builder.fcmp_ordered(">", new, old)
+        ivec = ir.VectorType(ir.IntType(32), LANES)
+        lane0 = builder.insert_element(ir.Constant(ivec, ir.Undefined), builder.trunc(o, ir.IntType(32)),
+                                       ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(lane0, lane0, ir.Constant(ivec, [0] * LANES))
+        builder.store(builder.select(take, new, old), best_p, align=4)
+        builder.store(builder.select(take, splat, old_arg), arg_p, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def pool_max(conv: np.ndarray, a0: int, pool: int, bias: np.ndarray, pre: np.ndarray, idx: np.ndarray,
+             want_idx: bool, best: np.ndarray, arg: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Max-pool one work unit's conv outputs into pooled frames ``a0 ..`` of ``pre`` (+ bias), and the window
+    offset of each maximum into ``idx``.
+
+    conv: (frames, pool*pool*cols, C) float32, the unit's conv outputs with positions ordered (dh, dw, hp, wp)
+    and channels innermost; pre: (C, tp, cols) float32; idx: (C, tp, cols) uint8; best, arg: float32/int32
+    scratch of at least cols*C + 16 elements. Each window offset is one contiguous slab of cols*C values, so the
+    running maximum streams through the slabs in order (window offset 0 starts it).
+    """
+    frames, positions, c = conv.shape
+    cols = positions // (pool * pool)
+    slab = cols * c
+    cf = conv.ravel()
+    for a in range(frames // pool):
+        s0 = a * pool * positions * c
+        for k in range(slab):
+            best[k] = cf[s0 + k]
+            arg[k] = 0
+        for o in range(1, pool ** 3):
+            dt, r = o // (pool * pool), o % (pool * pool)
+            s = ((a * pool + dt) * positions + r * cols) * c
+            for k in range(0, slab - slab % LANES, LANES):
+                max16(best, k, arg, cf, s + k, o)
+            for k in range(slab - slab % LANES, slab):  # the ragged end
+                v = cf[s + k]
+                if v > best[k]:
+                    best[k] = v
+                    arg[k] = o
+        for j in range(cols):
+            for k in range(c):
+                pre[k, a0 + a, j] = best[j * c + k] + bias[k]
+                if want_idx:
+                    idx[k, a0 + a, j] = arg[j * c + k]
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def unfold_spatial(x: np.ndarray, t0: int, t1: int, kh: int, kw: int, pool: int, hp: int, wp: int,
+                   out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``out[t, ((dh*pool + dw)*hp + i)*wp + j, (c*kh + u)*kw + v] = x[c, t, pool*i + dh + u, pool*j + dw + v]``
+    for frames ``t0 .. t1 - 1``: one clip's spatial taps, channels-last, in one pass (x: (C, T, H, W) float32)."""
+    cin = x.shape[0]
+    for t in range(t0, t1):
+        pos = 0
+        for dh in range(pool):
+            for dw in range(pool):
+                for i in range(hp):
+                    for j in range(wp):
+                        h, w = pool * i + dh, pool * j + dw
+                        tap = 0
+                        for c in range(cin):
+                            for u in range(kh):
+                                for v in range(kw):
+                                    out[t, pos, tap] = x[c, t, h + u, w + v]
+                                    tap += 1
+                        pos += 1
