@@ -44,10 +44,35 @@ def test_matches_plain_layers(shape: tuple[int, ...]) -> None:
 
 def test_two_input_channels_and_time_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastconv, "CHUNK_FRAMES", 4)  # units of one and two pooled frames
-    monkeypatch.setattr(fastconv, "UNFOLD_FRAMES", 5)
+    monkeypatch.setattr(fastconv, "ROWS_PER_UNIT", 2)
     x = torch.randn(2, 2, 30, 16, 19, generator=torch.Generator().manual_seed(2))
     _compare(x, cout=8)
     _compare(x[:, :1], cout=5, kernel=(5, 3, 2), pool=2)
+
+
+def test_long_kernels_and_channel_counts_off_the_16_lanes() -> None:
+    # kt = 18 needs two 16-lane rows per kernel tap in the weight gradient; 20 and 5 filters leave channels past
+    # the last full 16 lanes of the pooling pass
+    x = torch.randn(2, 1, 41, 13, 14, generator=torch.Generator().manual_seed(5))
+    _compare(x, cout=20, kernel=(18, 2, 2), pool=2)
+    _compare(x, cout=5, kernel=(16, 3, 3), pool=3)
+
+
+def test_results_do_not_depend_on_the_thread_count() -> None:
+    x = torch.randn(3, 1, 30, 24, 24, generator=torch.Generator().manual_seed(6))
+    w = (torch.randn(16, 1, 15, 3, 3, generator=torch.Generator().manual_seed(7)) * 0.05).requires_grad_()
+    b = torch.zeros(16, requires_grad=True)
+    before, runs = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out = conv_relu_pool(x, w, b, 3)
+            runs.append((out.detach(), *torch.autograd.grad(out.square().sum(), (w, b))))
+    finally:
+        torch.set_num_threads(before)
+    for run in runs[1:]:
+        for got, want in zip(run, runs[0], strict=True):
+            assert torch.equal(got, want)  # bit for bit: fixed work units and order of summation
 
 
 def test_ties_route_the_gradient_like_max_pool3d() -> None:

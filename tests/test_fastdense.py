@@ -43,3 +43,28 @@ def test_dropout_keeps_one_minus_p_scales_and_routes_the_gradient_through_its_ma
     assert abs((pairs[:, 0] * pairs[:, 1]).mean().item() - 0.25) < 0.01
     assert fastdense.dropout(x, 0.5, training=False) is x
     assert torch.all(fastdense.dropout(x, 1.0, training=True) == 0)
+
+
+@pytest.mark.parametrize("rows", [7, 128], ids=["ragged-row-blocks", "stcnn-rows"])
+def test_one_row_inference_gemv_matches_f_linear(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
+    # batch-1 inference takes the compiled GEMV (row blocks on the thread pool); 7 rows in 4 parts of 2 leave
+    # blocks of two and one row beside the four-row kernel
+    monkeypatch.setattr(fastdense, "GEMV_MIN", 1000)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 50_000, generator=gen)
+    w = torch.randn(rows, 50_000, generator=gen) * 0.05
+    b = torch.randn(rows, generator=gen)
+    with torch.no_grad():
+        out = fastdense.linear(x, w, b)
+        big = fastdense.linear(x.expand(2, -1).contiguous(), w, b)  # two rows: MKL's GEMM
+    ref = F.linear(x.double(), w.double(), b.double()).float()
+    assert out.shape == (1, rows)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)  # |out| ~ 11: float32 sums of 50,000 terms
+    torch.testing.assert_close(big[:1], ref, rtol=1e-5, atol=1e-4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1 if before > 1 else 2)
+    try:  # fixed row blocks and summation order: the result does not depend on the thread count
+        with torch.no_grad():
+            assert torch.equal(fastdense.linear(x, w, b), out)
+    finally:
+        torch.set_num_threads(before)

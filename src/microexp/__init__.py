@@ -4,7 +4,15 @@ The package follows the data: ``data`` (annotations -> clip records) -> ``prepro
 ``train`` (protocols, epoch policy, metrics) -> run directory. The CLI (``microexp``) is a thin layer over it.
 """
 
-from microexp.errors import MicroexpError
+import os
+
+# Before torch loads OpenMP (libgomp reads this once, at load): idle OpenMP workers sleep instead of spinning.
+# The fast CPU path runs its work units on a thread pool of its own; OpenMP workers left spinning after a
+# PyTorch op take those cores (measured: STCNN batch-1 inference 26-27 ms spinning, 22 ms passive; training
+# 34 against 36 clips/s). A value the user set is kept; docs/bench.md says more.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from microexp.errors import MicroexpError  # noqa: E402
 
 __version__ = "0.1.0"
 

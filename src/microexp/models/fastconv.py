@@ -2,27 +2,26 @@
 
 Same mathematics as the PyTorch layers, computed in a layout that fast kernels like:
 
-- The input is unfolded over the *spatial* taps only: ``P[t, (c, i, j), h, w] = x[c, t, h + i, w + j]`` (a
-  ``C_in*kh*kw``-fold copy, 9x for STCNN). The 3-D conv is then a 2-D conv with the taps as input channels and a
-  (kt, 1) kernel, which oneDNN runs at ~90 % of the fp32 GEMM peak on the channels-last copy of ``P`` (its conv3d
-  on the raw one-channel clip reaches ~40 % a thread; an MKL GEMM per frame ~70 %).
-- The weight gradient is one ``(K x H'W') @ (H'W' x C_out)`` GEMM per frame on the row layout of ``P``, where
-  the ``kt*C_in*kh*kw`` rows of output frame ``t`` are the contiguous block ``P[t : t + kt]`` (no 135-fold
-  im2col copy). oneDNN's own backward-weights kernel for this shape runs at a third of that speed (measured).
+- Forward: a work unit is a few pooled rows of one clip. Its 3-D conv is one oneDNN conv2d over (T, W), with
+  the clip's rows as the batch and the kernel's kh rows as input channels (input row h, channel (c, u) = clip row
+  h + u: a kh-fold copy of the unit's rows, channels-last) and a (kt, kw) kernel. oneDNN runs that at the fp32
+  GEMM rate here (~100 GFLOP/s a thread, measured), where its conv3d on the one-channel clip reaches ~40 %.
 - Only the conv outputs that the pooling windows cover are computed (pooling floors the size, so e.g. the last of
   82 frames and the last 2 rows/cols of 62 never reach the output).
-- Work units are a few pooled frames of one clip, so a unit's conv outputs (2.8 MB for STCNN) stay in cache while
-  they are pooled (channels innermost, each window offset a contiguous slab), and the per-thread buffers are
-  reused across units and calls: fresh multi-MB temporaries cost more in page faults than the arithmetic done on
-  them (measured).
+- The unit's conv outputs (1.9 MB for STCNN) are max-pooled right away, in cache, by one compiled pass that also
+  records which window offset held each maximum (:func:`microexp.models.kernels.pool_rows`); ties break as
+  ``torch.nn.MaxPool3d`` does (the first maximum in (t, h, w) order).
 - ReLU and the bias commute with the max (both monotone), so they are applied to the pooled tensor, 27x smaller.
-- Backward computes only the weight and bias gradients (the clip needs no gradient). The ReLU mask is taken from
-  the pooled output, and the max-pool indices route the gradient; ties break as ``torch.nn.MaxPool3d`` does
-  (the first maximum in (t, h, w) order).
+- Backward computes only the weight and bias gradients (the clip needs no gradient). Max-pooling sends each pooled
+  output's gradient to one conv output, so the weight gradient is a sum over the pooled outputs, not over every
+  conv output: 1/27 of the dense product's multiply-adds, and none for outputs the ReLU blocked
+  (:func:`microexp.models.kernels.pool_weight_grad`). The same sum without its zero terms.
+- Per-thread buffers are reused across units and calls: fresh multi-MB temporaries cost more in page faults than
+  the arithmetic done on them (measured).
 - Parallelism is over work units on a small persistent thread pool, each unit single-threaded: per-op OpenMP
-  threading would put a barrier after every small conv or GEMM, which on a shared, oversubscribed CPU stalls for
-  whole scheduler time slices (measured: 10x slower steps at load 6 on 2 cores). The partition and the order of the
-  final sum do not depend on the thread count, so neither do the results.
+  threading would put a barrier after every small conv, which on a shared, oversubscribed CPU stalls for whole
+  scheduler time slices (measured: 10x slower steps at load 6 on 2 cores). The partition and the order of the
+  final sums do not depend on the thread count, so neither do the results.
 
 The GPU (and any input that needs a gradient) takes the plain PyTorch layers.
 """
@@ -40,28 +39,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CHUNK_FRAMES = 6  # conv frames per work unit (2 pooled frames at pool 3): 32 x 6 x 3600 floats = 2.8 MB
-UNFOLD_FRAMES = 8  # input frames per unfold job, so that even one clip's unfold runs on every thread
+CHUNK_FRAMES = 6  # conv frames per weight-gradient work unit (2 pooled frames at pool 3)
+ROWS_PER_UNIT = 1  # pooled rows per forward work unit: 3 x 81 x 60 x 32 conv outputs (1.9 MB) for STCNN
 
 
 class _Scratch(threading.local):
-    """Per-thread float32 buffers, reused across work units and calls."""
+    """Per-thread buffers, reused across work units and calls."""
 
     def __init__(self) -> None:
         self.buffers: dict[str, torch.Tensor] = {}
 
-    def get(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         n = math.prod(shape)
         buf = self.buffers.get(name)
-        if buf is None or buf.numel() < n:
-            buf = self.buffers[name] = torch.empty(n)
-        return buf[:n].view(shape)
-
-    def get_int(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        n = math.prod(shape)
-        buf = self.buffers.get(name)
-        if buf is None or buf.numel() < n:
-            buf = self.buffers[name] = torch.empty(n, dtype=torch.int32)
+        if buf is None or buf.numel() < n or buf.dtype != dtype:
+            buf = self.buffers[name] = torch.empty(n, dtype=dtype)
         return buf[:n].view(shape)
 
 
@@ -113,37 +105,15 @@ def _geometry(x: torch.Tensor, weight: torch.Tensor, pool: int) -> tuple[int, ..
     return cout, kt, kh, kw, tp, hp, wp, tp * pool, hp * pool, wp * pool
 
 
-def _unfold_spatial(x: torch.Tensor, kh: int, kw: int, hp: int, wp: int, pool: int, frames: int) -> torch.Tensor:
-    """The spatial taps of every used output position of (N, C, T, H, W) clips, channels-last
-    ``(N, frames, positions, C*kh*kw)``, returned as the (N, C*kh*kw, frames, positions) view that oneDNN convolves.
-
-    Positions are ordered (dh, dw, hp, wp) with h = pool*hp + dh, so that each of the pool*pool offsets inside
-    a pooling window is one contiguous block of hp*wp positions: pooling then reduces contiguous slabs.
-    """
-    n, c = x.shape[:2]
-    s = x.stride()
-    ckk, hw = c * kh * kw, pool * pool * hp * wp
-    last = torch.empty(n, frames, hw, ckk, dtype=x.dtype)
-
-    def job(item: tuple[int, int]) -> None:
-        i, t0 = item
-        t1 = min(frames, t0 + UNFOLD_FRAMES)
-        taps = x[i].as_strided((t1 - t0, c, kh, kw, pool, pool, hp, wp),
-                               (s[2], s[1], s[3], s[4], s[3], s[4], pool * s[3], pool * s[4]),
-                               x[i].storage_offset() + t0 * s[2])
-        # gather into the row layout, then transpose: 5x faster than gathering into channels-last (measured)
-        rows = _SCRATCH.get("rows", (t1 - t0, ckk, hw))
-        rows.view(taps.shape).copy_(taps)
-        last[i, t0:t1].copy_(rows.transpose(1, 2))
-
-    _parallel(job, [(i, t0) for i in range(n) for t0 in range(0, frames, UNFOLD_FRAMES)])
-    return last.permute(0, 3, 1, 2)
-
-
 def _units(n: int, tp: int, pool: int) -> list[tuple[int, int, int]]:
     """(clip, first, end) pooled-frame ranges; independent of the thread count, so results do not depend on it."""
     step = max(1, CHUNK_FRAMES // pool)
     return [(i, a, min(tp, a + step)) for i in range(n) for a in range(0, tp, step)]
+
+
+def _row_units(n: int, hp: int) -> list[tuple[int, int, int]]:
+    """(clip, first, end) pooled-row ranges of the forward; independent of the thread count."""
+    return [(i, r, min(hp, r + ROWS_PER_UNIT)) for i in range(n) for r in range(0, hp, ROWS_PER_UNIT)]
 
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
@@ -151,31 +121,37 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     """Pre-activation pooled maxima with the bias, (N, C, tp, hp*wp) (the model's layout); for training also the
     window offset of each maximum (same layout, uint8).
 
-    The conv of a work unit is one oneDNN conv2d over the channels-last patches: the C*kh*kw spatial taps are
-    its input channels and its kernel is (kt, 1). oneDNN's direct-conv kernels run at ~90 % of the fp32 GEMM
-    peak on this shape (measured 86 GFLOP/s a thread), where an MKL GEMM with 32 rows reaches ~70 %.
+    A work unit is a few pooled rows of one clip. Its 3-D conv is one oneDNN conv2d over (T, W) with the clip's
+    rows as the batch and the kh kernel rows as input channels: input row h, channel (c, u) is clip row h + u, so
+    the channels-last input is a kh-fold copy of the unit's rows, and the kernel is (kt, kw). oneDNN runs this
+    shape at ~100 GFLOP/s a thread here (measured; its conv3d on the one-channel clip reaches ~40 %).
     """
-    cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
-    n, cols = x.shape[0], hp * wp
-    last = _unfold_spatial(x, kh, kw, hp, wp, pool, tu + kt - 1)
-    # (C_out, C_in, kt, kh, kw) -> (C_out, (c, i, j), kt, 1): the patch channels' order
-    w2 = weight.permute(0, 1, 3, 4, 2).reshape(cout, -1, kt, 1)
     kernels = _kernels()
+    cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
+    n, cin, cols = x.shape[0], x.shape[1], hp * wp
+    t_in, w_in = tu + kt - 1, wu + kw - 1  # only the conv outputs that pooling uses are computed
+    # (C_out, C_in, kt, kh, kw) -> (C_out, (c, u), kt, kw): the kernel rows become input channels
+    w2 = weight.permute(0, 1, 3, 2, 4).reshape(cout, cin * kh, kt, kw)
     pre = torch.empty(n, cout, tp, cols, dtype=x.dtype)
     indices = torch.empty(n, cout, tp, cols, dtype=torch.uint8) if want_indices else None
     pre_np, bias_np = pre.numpy(), bias.detach().contiguous().numpy()
     idx_np = (indices if indices is not None else torch.empty(1, 1, 1, 1, dtype=torch.uint8)).numpy()
-    slab = cols * cout + kernels.LANES
+    s = x.stride()
 
     def unit(job: tuple[int, int, int]) -> None:
-        i, a, b = job
-        conv = F.conv2d(last[i:i + 1, :, a * pool:b * pool + kt - 1], w2)  # (1, C, frames, positions), channels-last
-        # memory (frames, positions, C): the positions of each window offset (dh, dw) are one contiguous block
-        best, arg = _SCRATCH.get("best", (slab,)).numpy(), _SCRATCH.get_int("arg", (slab,)).numpy()
-        kernels.pool_max(conv[0].permute(1, 2, 0).contiguous().numpy(), a, pool, bias_np, pre_np[i],
-                         idx_np[i if indices is not None else 0], indices is not None, best, arg)
+        i, r0, r1 = job
+        rows = (r1 - r0) * pool
+        taps = x[i].as_strided((rows, t_in, w_in, cin, kh), (s[3], s[2], s[4], s[1], s[3]),
+                               x[i].storage_offset() + r0 * pool * s[3])
+        buf = _SCRATCH.get("rows", (rows, t_in, w_in, cin * kh))
+        buf.view(taps.shape).copy_(taps)
+        conv = F.conv2d(buf.permute(0, 3, 1, 2), w2)  # (rows, C, tu, wu), channels-last like its input
+        best = _SCRATCH.get("best", (wp * cout + kernels.LANES,))
+        arg = _SCRATCH.get("arg", (wp * cout + kernels.LANES,), torch.int32)
+        kernels.pool_rows(conv.permute(0, 2, 3, 1).contiguous().numpy(), r0, pool, wp, bias_np, pre_np[i],
+                          idx_np[i if indices is not None else 0], indices is not None, best.numpy(), arg.numpy())
 
-    _parallel(unit, _units(n, tp, pool))
+    _parallel(unit, _row_units(n, hp))
     return pre, indices
 
 

@@ -20,6 +20,8 @@ from microexp.models.fastconv import _parallel
 
 _SHIFTS = torch.arange(32, dtype=torch.int32)
 BLOCK = 2048  # features per backward work unit: measured best of 2,048..32,768
+GEMV_PARTS = 4  # row blocks of a one-row product: measured best of 2..16 on 2 cores
+GEMV_MIN = 65536  # inputs below which MKL's GEMV is left to it (small layers are not memory-bound)
 
 
 class _Linear(torch.autograd.Function):
@@ -49,9 +51,25 @@ class _Linear(torch.autograd.Function):
         return grad_x, grad_w, g.sum(0) if want_b else None
 
 
+def _gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """One row: ``GEMV_PARTS`` fixed row blocks of the weights on the thread pool (thread-count independent)."""
+    from microexp.models import kernels
+
+    out = torch.empty(weight.shape[0], dtype=torch.float32)
+    xs, ws, os_ = x[0].numpy(), weight.numpy(), out.numpy()
+    step = -(-weight.shape[0] // GEMV_PARTS)
+    _parallel(lambda r0: kernels.gemv_rows(xs, ws, r0, min(weight.shape[0], r0 + step), os_),
+              list(range(0, weight.shape[0], step)))
+    return (out + bias).unsqueeze(0)
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``x @ weight.T + bias`` for a 2-D CPU float32 ``x``; the backward runs blocked on the thread pool."""
+    """``x @ weight.T + bias`` for a 2-D CPU float32 ``x``; the backward runs blocked on the thread pool, and one
+    row without gradients (batch-1 inference) is a GEMV of our own (:func:`microexp.models.kernels.gemv_rows`)."""
     if not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad or bias.requires_grad):
+        if x.shape[0] == 1 and x.is_contiguous() and weight.is_contiguous() and weight.shape[1] >= GEMV_MIN:
+            with torch.no_grad():
+                return _gemv(x.detach(), weight.detach(), bias.detach())
         return torch.addmm(bias, x, weight.t())
     return _Linear.apply(x, weight, bias)
 
