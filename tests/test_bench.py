@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from microexp.bench import stcnn_flops
+from microexp.bench import fast_path_flops, stcnn_flops
 from microexp.cli import main
 from microexp.models.stcnn import MicroExpSTCNN
 
@@ -18,6 +18,15 @@ def test_direct_conv_flops_of_the_casme_sq_model() -> None:
     dense = 2 * 8 * (345_600 * 128 + 128 * 3)
     assert f == {"conv": conv, "dense": dense, "inference": conv + dense, "train_step": 2 * conv + 3 * dense}
     assert round(conv / 8 / 1e9, 3) == 2.723  # GFLOP per clip forward
+
+
+def test_fast_path_flops_count_the_pooled_outputs_only() -> None:
+    f = fast_path_flops(MicroExpSTCNN(3, (1, 96, 64, 64)), batch=8)
+    conv = 2 * 8 * 32 * 81 * 60 * 60 * 135  # the 82nd frame and the last 2 rows/cols never reach a pooling window
+    weight_grad = 2 * 8 * 32 * 27 * 20 * 20 * 135  # one conv output per pooled output
+    dense = 2 * 8 * (345_600 * 128 + 128 * 3)
+    assert f == {"conv": conv, "weight_grad": weight_grad, "dense": dense, "inference": conv + dense,
+                 "train_step": conv + weight_grad + 3 * dense}
 
 
 def test_quick_bench_writes_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -32,6 +41,8 @@ def test_quick_bench_writes_every_figure(tmp_path: Path, capsys: pytest.CaptureF
         assert r[f"train_{path}"]["clips_per_s"] > 0 and 0 < r[f"train_{path}"]["fraction_of_peak"]
         assert r[f"infer_{path}"]["single"]["batch"] == 1 and r[f"infer_{path}"]["single"]["latency_ms"] > 0
         assert r[f"infer_{path}"]["batch"]["batch"] == 2
+        assert ("performed_fraction_of_peak" in r[f"train_{path}"]) == (path == "fast")
+    assert r["machine"]["omp_wait_policy"] and r["machine"]["numba"] != "missing"
     assert r["preprocess"]["frames_per_s"] > 0 and r["preprocess"]["source"]
     assert r["peak_rss_mb"] >= r["peak_rss_mb_after_naive"] > 0
     assert main(["bench", "--repeats", "0"]) == 2
