@@ -8,7 +8,7 @@ Same mathematics as the PyTorch layers, computed in a layout that fast kernels l
   GEMM rate here (~100 GFLOP/s a thread, measured), where its conv3d on the one-channel clip reaches ~40 %.
 - Only the conv outputs that the pooling windows cover are computed (pooling floors the size, so e.g. the last of
   82 frames and the last 2 rows/cols of 62 never reach the output).
-- The unit's conv outputs (1.9 MB for STCNN) are max-pooled right away, in cache, by one compiled pass that also
+- The unit's conv outputs (3.7 MB for STCNN) are max-pooled right away, from cache, by one compiled pass that also
   records which window offset held each maximum (:func:`microexp.models.kernels.pool_rows`); ties break as
   ``torch.nn.MaxPool3d`` does (the first maximum in (t, h, w) order).
 - ReLU and the bias commute with the max (both monotone), so they are applied to the pooled tensor, 27x smaller.
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 CHUNK_FRAMES = 6  # conv frames per weight-gradient work unit (2 pooled frames at pool 3)
-ROWS_PER_UNIT = 1  # pooled rows per forward work unit: 3 x 81 x 60 x 32 conv outputs (1.9 MB) for STCNN
+ROWS_PER_UNIT = 2  # pooled rows per forward work unit: 6 x 81 x 60 x 32 conv outputs (3.7 MB) for STCNN; 1-4 measured
 
 
 class _Scratch(threading.local):
@@ -118,8 +118,8 @@ def _row_units(n: int, hp: int) -> list[tuple[int, int, int]]:
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
              want_indices: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pre-activation pooled maxima with the bias, (N, C, tp, hp*wp) (the model's layout); for training also the
-    window offset of each maximum (same layout, uint8).
+    """Pooled maxima with the bias, (N, C, tp, hp*wp) (the model's layout): for training pre-activation, with the
+    window offset of each maximum (same layout, uint8); for inference after the ReLU.
 
     A work unit is a few pooled rows of one clip. Its 3-D conv is one oneDNN conv2d over (T, W) with the clip's
     rows as the batch and the kh kernel rows as input channels: input row h, channel (c, u) is clip row h + u, so
@@ -217,6 +217,6 @@ def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
         return _ConvReluPool.apply(x, weight, bias, pool)
     with torch.no_grad():
         hp, wp = _geometry(x, weight, pool)[5:7]
-        pre = _forward(x, weight, bias, pool, want_indices=False)[0]
-        return pre.clamp_min_(0).view(x.shape[0], -1, pre.shape[2], hp, wp)
+        out = _forward(x, weight, bias, pool, want_indices=False)[0]  # ReLU applied by the pooling pass
+        return out.view(x.shape[0], -1, out.shape[2], hp, wp)
 

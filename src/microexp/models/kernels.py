@@ -114,7 +114,7 @@ def max16(typingctx, best, best_off, arg, src, src_off, offset):  # type: ignore
 def pool_rows(conv: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, pre: np.ndarray, idx: np.ndarray,
               want_idx: bool, best: np.ndarray, arg: np.ndarray) -> None:  # pragma: no cover - compiled
     """Max-pool one work unit's conv outputs (pooled rows ``r0 ..``) into ``pre`` (+ bias), and the window offset
-    of each maximum, in (t, h, w) order, into ``idx``.
+    of each maximum, in (t, h, w) order, into ``idx``; without ``want_idx``, ``relu(pre)`` and no offsets.
 
     conv: (rows, tu, wu, C) float32, channels innermost; pre: (C, tp, hp*wp) float32; idx: (C, tp, hp*wp) uint8;
     best, arg: float32/int32 scratch of at least wp*C + 16. For each window offset the C channels of a window are
@@ -145,9 +145,12 @@ def pool_rows(conv: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, p
             col = (r0 + li) * wp
             for j in range(wp):
                 for k in range(c):
-                    pre[k, a, col + j] = best[j * c + k] + bias[k]
+                    v = best[j * c + k] + bias[k]
                     if want_idx:
+                        pre[k, a, col + j] = v
                         idx[k, a, col + j] = arg[j * c + k]
+                    else:  # inference: the ReLU too, saving a pass over the output
+                        pre[k, a, col + j] = max(v, np.float32(0.0))
 
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath=True)
