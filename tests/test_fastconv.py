@@ -44,7 +44,7 @@ def test_matches_plain_layers(shape: tuple[int, ...]) -> None:
 
 def test_two_input_channels_and_time_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastconv, "CHUNK_FRAMES", 4)  # units of one and two pooled frames
-    monkeypatch.setattr(fastconv, "ROWS_PER_UNIT", 2)
+    monkeypatch.setattr(fastconv, "ROWS_PER_UNIT", 3)  # a ragged last unit of rows
     x = torch.randn(2, 2, 30, 16, 19, generator=torch.Generator().manual_seed(2))
     _compare(x, cout=8)
     _compare(x[:, :1], cout=5, kernel=(5, 3, 2), pool=2)
