@@ -12,9 +12,10 @@ from microexp.demo import DemoSettings, run_demo
 
 def test_stcnn_learns_synthetic_mes_across_subjects_and_shuffled_labels_stay_at_chance(tmp_path: Path) -> None:
     """Subject-grouped 3-fold over 12 synthetic subjects (108 clips, 3 classes, chance 1/3), the demo's model
-    (STCNN on the 32x32x20 saliency stream, Adam, 10 epochs). Measured here: UAR 0.602 (UF1 0.609); shuffle
-    control UAR 0.306 (UF1 0.292). The demo's full size (16 subjects, 4 folds, 12 epochs) gave UAR 0.677 vs 0.349.
-    (Before the fast CPU dropout drew its masks from another random stream: 0.528 vs 0.361, and 0.734 vs 0.401.)"""
+    (STCNN on the 32x32x20 saliency stream, Adam, 10 epochs). Measured here: UAR 0.583 (UF1 0.587); shuffle
+    control UAR 0.343 (UF1 0.331). The demo's full size (16 subjects, 4 folds, 12 epochs) gave UAR 0.682 vs 0.380.
+    The figures move with the fast path's float summation order (0.602 vs 0.306 before its 2026-12-01 rewrite)
+    and moved when its dropout took another random stream (0.528 vs 0.361 before)."""
     result = run_demo(tmp_path, DemoSettings(subjects=12, clips_per_class=3, folds=3, epochs=10), progress=False,
                       log=lambda _m: None)
     m, control = result.metrics, result.metrics["control"]
