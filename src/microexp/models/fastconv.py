@@ -219,4 +219,3 @@ def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
         hp, wp = _geometry(x, weight, pool)[5:7]
         out = _forward(x, weight, bias, pool, want_indices=False)[0]  # ReLU applied by the pooling pass
         return out.view(x.shape[0], -1, out.shape[2], hp, wp)
-

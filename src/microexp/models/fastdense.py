@@ -3,7 +3,9 @@
 - ``linear``: the forward is one MKL GEMM; the backward computes the input and weight gradients together, one
   block of 2,048 features per work unit on the thread pool of :mod:`microexp.models.fastconv`, so each 177 MB
   pass over the weights is shared by both gradients and the weight gradient is written once (MKL's K=8 GEMM for it
-  took 30 ms against 19 ms blocked, measured on 2 EPYC cores).
+  took 30 ms against 19 ms blocked, measured on 2 EPYC cores). One row without gradients (batch-1 inference) is
+  a GEMV in fixed row blocks on the same pool (:func:`microexp.models.kernels.gemv_rows`): it is bound by reading
+  the 177 MB of weights, which MKL's GEMV did at ~28 GB/s and this at ~38 GB/s on 2 cores (measured).
 - ``dropout``: the keep-mask comes from ``torch.rand`` (``u >= p``) instead of ``bernoulli_``, which is about 4x
   slower on CPU (38 ms against 10 ms for the 2.8 M features of a batch of 8), and at p = 0.5 (STCNN's rate) from
   the bits of random 32-bit words, one generator draw per 32 features (2 ms). The same Bernoulli(1 - p) mask
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 
-from microexp.models.fastconv import _parallel
+from microexp.models.fastconv import _kernels, _parallel
 
 _SHIFTS = torch.arange(32, dtype=torch.int32)
 BLOCK = 2048  # features per backward work unit: measured best of 2,048..32,768
@@ -53,8 +55,7 @@ class _Linear(torch.autograd.Function):
 
 def _gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """One row: ``GEMV_PARTS`` fixed row blocks of the weights on the thread pool (thread-count independent)."""
-    from microexp.models import kernels
-
+    kernels = _kernels()
     out = torch.empty(weight.shape[0], dtype=torch.float32)
     xs, ws, os_ = x[0].numpy(), weight.numpy(), out.numpy()
     step = -(-weight.shape[0] // GEMV_PARTS)

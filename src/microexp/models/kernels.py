@@ -1,4 +1,7 @@
-"""Compiled inner loops (numba) for the fast CPU path, where no PyTorch op does the job.
+"""Compiled inner loops (numba) for the fast CPU path, where no PyTorch op does the job: ``pool_rows`` (max-pool
+with the window offset of each maximum, from a work unit's conv outputs), ``pool_weight_grad`` (below) and
+``gemv_rows`` (the batch-1 Dense layer). Each runs without the GIL, one call per work unit on the thread pool of
+:mod:`microexp.models.fastconv`, and is compiled on first use and cached (``cache=True``).
 
 ``pool_weight_grad``: the weight gradient of ``max_pool3d(conv3d(x, w))`` computed from the max-pool indices.
 Max-pooling routes each pooled output's gradient to exactly one conv output (its window's maximum), so
@@ -153,12 +156,12 @@ def pool_rows(conv: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, p
                         pre[k, a, col + j] = max(v, np.float32(0.0))
 
 
-@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath=True)
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"reassoc", "contract"})
 def gemv_rows(x: np.ndarray, w: np.ndarray, r0: int, r1: int, out: np.ndarray) -> None:  # pragma: no cover
     """``out[r] = w[r] . x`` for rows ``r0 .. r1 - 1``, four rows at a time (four weight streams in flight, one
     load of ``x``). Memory-bound: with one such job per thread it streams MicroExpSTCNN's 177 MB Dense-128
-    weights 1.35x faster than MKL's GEMV on 2 cores (measured). fastmath lets LLVM vectorise the dot products;
-    their order of summation is fixed."""
+    weights 1.35x faster than MKL's GEMV on 2 cores (measured). Reassociation lets LLVM vectorise the dot
+    products (no other fast-math assumption: NaN and inf propagate); their order of summation is fixed."""
     n = x.shape[0]
     end4 = r1 - (r1 - r0) % 4
     for r in range(r0, end4, 4):
