@@ -9,8 +9,9 @@ Same mathematics as the PyTorch layers, computed in a layout that fast kernels l
 - Only the conv outputs that the pooling windows cover are computed (pooling floors the size, so e.g. the last of
   82 frames and the last 2 rows/cols of 62 never reach the output).
 - The unit's conv outputs (3.7 MB for STCNN) are max-pooled right away, from cache, by one compiled pass that also
-  records which window offset held each maximum (:func:`microexp.models.kernels.pool_rows`); ties break as
-  ``torch.nn.MaxPool3d`` does (the first maximum in (t, h, w) order).
+  records which window offset held each maximum, 16 channels at a time with the window's running maximum in
+  registers (:func:`microexp.models.kernels.pool_rows`); ties break as ``torch.nn.MaxPool3d`` does (the first
+  maximum in (t, h, w) order).
 - ReLU and the bias commute with the max (both monotone), so they are applied to the pooled tensor, 27x smaller.
 - Backward computes only the weight and bias gradients (the clip needs no gradient). Max-pooling sends each pooled
   output's gradient to one conv output, so the weight gradient is a sum over the pooled outputs, not over every

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 LANES = 16
@@ -90,24 +91,37 @@ def _vec_ptr(context, builder, arrtype, arr, offset):  # type: ignore[no-untyped
 
 
 @intrinsic
-def max16(typingctx, best, best_off, arg, src, src_off, offset):  # type: ignore[no-untyped-def]
-    """Lanes where ``src[src_off:+16] > best[best_off:+16]`` (float32) take the source value and, in ``arg``
-    (int32), the window ``offset``: strict, so the first maximum wins ties, as in ``torch.nn.MaxPool3d``."""
-    sig = types.void(best, best_off, arg, src, src_off, offset)
+def window_max16(typingctx, src, base, offsets, best, best_off, arg):  # type: ignore[no-untyped-def]
+    """16 lanes of a max-pool window: ``best[best_off:+16]`` = the maximum over q of ``src[base + offsets[q]:+16]``
+    (float32) and ``arg[best_off:+16]`` = the first q that holds it (int32; strict compares, so the first maximum
+    wins ties, as in ``torch.nn.MaxPool3d``). The running maximum stays in registers across the window."""
+    sig = types.void(src, base, offsets, best, best_off, arg)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        b, b_off, a, s, s_off, o = args
-        best_p = _vec_ptr(context, builder, signature.args[0], b, b_off)
-        arg_p = _vec_ptr(context, builder, signature.args[2], a, b_off)
-        src_p = _vec_ptr(context, builder, signature.args[3], s, s_off)
-        old, new, old_arg = builder.load(best_p, align=4), builder.load(src_p, align=4), builder.load(arg_p, align=4)
-        take = builder.fcmp_ordered(">", new, old)
-        ivec = ir.VectorType(ir.IntType(32), LANES)
-        lane0 = builder.insert_element(ir.Constant(ivec, ir.Undefined), builder.trunc(o, ir.IntType(32)),
-                                       ir.Constant(ir.IntType(32), 0))
-        splat = builder.shuffle_vector(lane0, lane0, ir.Constant(ivec, [0] * LANES))
-        builder.store(builder.select(take, new, old), best_p, align=4)
-        builder.store(builder.select(take, splat, old_arg), arg_p, align=4)
+        s, s_base, offs, b, b_off, a = args
+        src_data = context.make_array(signature.args[0])(context, builder, s).data
+        offs_arr = context.make_array(signature.args[2])(context, builder, offs)
+        vec, ivec = ir.VectorType(ir.FloatType(), LANES), ir.VectorType(ir.IntType(32), LANES)
+
+        def load_at(q):  # type: ignore[no-untyped-def]
+            off = builder.load(builder.gep(offs_arr.data, [q]))
+            ptr = builder.gep(src_data, [builder.add(s_base, off)])
+            return builder.load(builder.bitcast(ptr, vec.as_pointer()), align=4)
+
+        intp = s_base.type
+        best_slot = cgutils.alloca_once_value(builder, load_at(intp(0)))  # promoted to registers by LLVM
+        arg_slot = cgutils.alloca_once_value(builder, ir.Constant(ivec, [0] * LANES))
+        count = builder.extract_value(offs_arr.shape, 0)
+        with cgutils.for_range(builder, count, start=intp(1)) as loop:
+            new, old, old_arg = load_at(loop.index), builder.load(best_slot), builder.load(arg_slot)
+            take = builder.fcmp_ordered(">", new, old)
+            q = builder.trunc(loop.index, ir.IntType(32))
+            lane0 = builder.insert_element(ir.Constant(ivec, ir.Undefined), q, ir.Constant(ir.IntType(32), 0))
+            splat = builder.shuffle_vector(lane0, lane0, ir.Constant(ivec, [0] * LANES))
+            builder.store(builder.select(take, new, old), best_slot)
+            builder.store(builder.select(take, splat, old_arg), arg_slot)
+        builder.store(builder.load(best_slot), _vec_ptr(context, builder, signature.args[3], b, b_off), align=4)
+        builder.store(builder.load(arg_slot), _vec_ptr(context, builder, signature.args[5], a, b_off), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -120,31 +134,28 @@ def pool_rows(conv: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, p
     of each maximum, in (t, h, w) order, into ``idx``; without ``want_idx``, ``relu(pre)`` and no offsets.
 
     conv: (rows, tu, wu, C) float32, channels innermost; pre: (C, tp, hp*wp) float32; idx: (C, tp, hp*wp) uint8;
-    best, arg: float32/int32 scratch of at least wp*C + 16. For each window offset the C channels of a window are
-    contiguous, so the running maximum (started by offset 0; strict, so the first maximum wins ties as in
-    ``torch.nn.MaxPool3d``) is 16-lane compares and selects.
+    best, arg: float32/int32 scratch of at least wp*C + 16. A window's C channels are contiguous at each of its
+    offsets, so 16 channels at a time take the maximum over the window in registers (:func:`window_max16`).
     """
     rows, tu, wu, c = conv.shape
     cf = conv.ravel()
     vec = c - c % LANES
+    offsets = np.empty(pool ** 3, np.int64)  # window offset (dt, dh, dw) -> flat offset from the window's corner
+    for o in range(pool ** 3):
+        dt, dh, dw = o // (pool * pool), (o // pool) % pool, o % pool
+        offsets[o] = ((dh * tu + dt) * wu + dw) * c
     for li in range(rows // pool):
         for a in range(tu // pool):
-            for o in range(pool ** 3):
-                dt, dh, dw = o // (pool * pool), (o // pool) % pool, o % pool
-                base = (((li * pool + dh) * tu + a * pool + dt) * wu + dw) * c
-                for j in range(wp):
-                    s, d = base + j * pool * c, j * c
-                    if o == 0:
-                        for k in range(c):
-                            best[d + k] = cf[s + k]
-                            arg[d + k] = 0
-                        continue
-                    for k in range(0, vec, LANES):
-                        max16(best, d + k, arg, cf, s + k, o)
-                    for k in range(vec, c):  # channels past the last full 16 lanes
-                        if cf[s + k] > best[d + k]:
-                            best[d + k] = cf[s + k]
-                            arg[d + k] = o
+            for j in range(wp):
+                corner = ((li * pool * tu + a * pool) * wu + j * pool) * c
+                for k in range(0, vec, LANES):
+                    window_max16(cf, corner + k, offsets, best, j * c + k, arg)
+                for k in range(vec, c):  # channels past the last full 16 lanes
+                    top, at = cf[corner + k], 0
+                    for o in range(1, pool ** 3):
+                        if cf[corner + offsets[o] + k] > top:
+                            top, at = cf[corner + offsets[o] + k], o
+                    best[j * c + k], arg[j * c + k] = top, at
             col = (r0 + li) * wp
             for j in range(wp):
                 for k in range(c):
