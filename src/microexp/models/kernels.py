@@ -27,6 +27,18 @@ from numba.extending import intrinsic
 LANES = 16
 
 
+def _vec_ptr(context, builder, arrtype, arr, offset):  # type: ignore[no-untyped-def]
+    """A pointer to the LANES elements of array ``arr`` from ``offset`` on, as one LLVM vector."""
+    data = context.make_array(arrtype)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [offset]), ir.VectorType(data.type.pointee, LANES).as_pointer())
+
+
+def _splat(builder, value, vec):  # type: ignore[no-untyped-def]
+    """``value`` in every lane of the vector type ``vec``."""
+    lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(lane0, lane0, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+
 @intrinsic
 def axpy16(typingctx, dst, dst_off, src, src_off, alpha):  # type: ignore[no-untyped-def]
     """``dst[dst_off : dst_off + 16] += alpha * src[src_off : src_off + 16]`` (1-D float32 arrays, unchecked)."""
@@ -34,14 +46,10 @@ def axpy16(typingctx, dst, dst_off, src, src_off, alpha):  # type: ignore[no-unt
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         d, d_off, s, s_off, a = args
-        vec = ir.VectorType(ir.FloatType(), LANES)
-        dst_p = builder.bitcast(builder.gep(context.make_array(signature.args[0])(context, builder, d).data,
-                                            [d_off]), vec.as_pointer())
-        src_p = builder.bitcast(builder.gep(context.make_array(signature.args[2])(context, builder, s).data,
-                                            [s_off]), vec.as_pointer())
+        dst_p = _vec_ptr(context, builder, signature.args[0], d, d_off)
+        src_p = _vec_ptr(context, builder, signature.args[2], s, s_off)
         acc, row = builder.load(dst_p, align=4), builder.load(src_p, align=4)
-        lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), a, ir.Constant(ir.IntType(32), 0))
-        splat = builder.shuffle_vector(lane0, lane0, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+        splat = _splat(builder, a, ir.VectorType(ir.FloatType(), LANES))
         prod = builder.fmul(row, splat, flags=["contract"])  # contract: one fused multiply-add where there is one
         builder.store(builder.fadd(prod, acc, flags=["contract"]), dst_p, align=4)
         return context.get_dummy_value()
@@ -84,12 +92,6 @@ def pool_weight_grad(xt: np.ndarray, g: np.ndarray, idx: np.ndarray, a0: int, a1
                                 d += LANES
 
 
-def _vec_ptr(context, builder, arrtype, arr, offset):  # type: ignore[no-untyped-def]
-    data = context.make_array(arrtype)(context, builder, arr).data
-    elem = data.type.pointee
-    return builder.bitcast(builder.gep(data, [offset]), ir.VectorType(elem, LANES).as_pointer())
-
-
 @intrinsic
 def window_max16(typingctx, src, base, offsets, best, best_off, arg):  # type: ignore[no-untyped-def]
     """16 lanes of a max-pool window: ``best[best_off:+16]`` = the maximum over q of ``src[base + offsets[q]:+16]``
@@ -115,11 +117,9 @@ def window_max16(typingctx, src, base, offsets, best, best_off, arg):  # type: i
         with cgutils.for_range(builder, count, start=intp(1)) as loop:
             new, old, old_arg = load_at(loop.index), builder.load(best_slot), builder.load(arg_slot)
             take = builder.fcmp_ordered(">", new, old)
-            q = builder.trunc(loop.index, ir.IntType(32))
-            lane0 = builder.insert_element(ir.Constant(ivec, ir.Undefined), q, ir.Constant(ir.IntType(32), 0))
-            splat = builder.shuffle_vector(lane0, lane0, ir.Constant(ivec, [0] * LANES))
             builder.store(builder.select(take, new, old), best_slot)
-            builder.store(builder.select(take, splat, old_arg), arg_slot)
+            builder.store(builder.select(take, _splat(builder, builder.trunc(loop.index, ir.IntType(32)), ivec),
+                                         old_arg), arg_slot)
         builder.store(builder.load(best_slot), _vec_ptr(context, builder, signature.args[3], b, b_off), align=4)
         builder.store(builder.load(arg_slot), _vec_ptr(context, builder, signature.args[5], a, b_off), align=4)
         return context.get_dummy_value()
