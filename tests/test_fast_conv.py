@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from microexp.models import count_parameters, fastconv
-from microexp.models.fastconv import conv_relu_pool
+from microexp.fast import conv as fastconv
+from microexp.fast.conv import conv_relu_pool
+from microexp.models import count_parameters
 from microexp.models.stcnn import MicroExpSTCNN
 
 
@@ -85,7 +86,7 @@ def test_ties_route_the_gradient_like_max_pool3d() -> None:
 
 def test_stcnn_fast_and_plain_agree_on_outputs_and_every_gradient() -> None:
     torch.manual_seed(0)
-    # no dropout: the fast path draws its masks from another random stream (tests/test_fastdense.py)
+    # no dropout: the fast path draws its masks from another random stream (tests/test_fast_dense.py)
     fast = MicroExpSTCNN(3, (1, 18, 64, 64), dropout=0.0)
     plain = MicroExpSTCNN(3, (1, 18, 64, 64), dropout=0.0, fast=False)
     plain.load_state_dict(fast.state_dict())
