@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _models_helpers import PARAMETERS
 from microexp.fast import conv as fastconv
 from microexp.fast.conv import conv_relu_pool
 from microexp.models import count_parameters
@@ -28,6 +29,10 @@ def _compare(x: torch.Tensor, cout: int = 32, kernel: tuple[int, int, int] = (15
     assert (ref > 0).any() and (ref == 0).any()  # both sides of the ReLU are exercised
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     g = torch.randn(ref.shape, generator=gen)
+    # a pooled maximum within rounding of zero may land on either side of the ReLU (both are right); its
+    # gradient would then differ by a whole term, so such outputs get none
+    with torch.no_grad():
+        g *= F.max_pool3d(F.conv3d(x, w, b), pool).abs() > 1e-5
     gw_ref, gb_ref = torch.autograd.grad((ref * g).sum(), (w, b))
     gw, gb = torch.autograd.grad((out * g).sum(), (w, b))
     scale = float(gw_ref.abs().max())
@@ -108,7 +113,7 @@ def test_stcnn_fast_and_plain_agree_on_outputs_and_every_gradient() -> None:
 
 def test_parameters_unchanged_and_input_gradients_fall_back_to_plain_layers() -> None:
     model = MicroExpSTCNN(3, (1, 96, 64, 64))
-    assert model.fast and count_parameters(model) == 44_241_667
+    assert model.fast and count_parameters(model) == PARAMETERS["stcnn"]
     small = MicroExpSTCNN(3, (1, 18, 32, 32))
     x = torch.randn(1, 1, 18, 32, 32, requires_grad=True)  # e.g. saliency maps need d(logit)/d(input)
     small(clip=x)[0, 1].backward()
