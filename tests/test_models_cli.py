@@ -30,3 +30,8 @@ def test_models_json_and_class_override(capsys) -> None:
     assert rows["joshi-3dcnn"]["parameters"] == 18_718_506 and rows["joshi-3dcnn"]["classes"] == 2
     assert rows["lbptop-svm"]["parameters"] is None and rows["lbptop-svm"]["kind"] == "sklearn"
     assert {r["name"] for r in model_table()} == set(rows)
+
+
+def test_models_rejects_fewer_than_two_classes_in_one_line(capsys) -> None:
+    assert main(["models", "--classes", "1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["microexp models: error: --classes=1 must be >= 2"]
