@@ -13,16 +13,34 @@ from microexp import models
 from microexp.errors import ConfigError
 from microexp.preprocess import face
 
+_PROBE_HEAD = """
+import sys, traceback
+class _Watch:  # remembers who first imports numba or microexp.fast, for the failure message
+    first = {}
+    def find_spec(self, name, path=None, target=None):
+        top = 'fast' if name.startswith('microexp.fast') else name.split('.')[0]
+        if top in ('numba', 'fast') and top not in self.first:
+            self.first[top] = ''.join(traceback.format_stack(limit=12)[:-1])
+        return None
+sys.meta_path.insert(0, _Watch())
+"""
+_PROBE_TAIL = """
+import json
+print(json.dumps({'numba': any(m == 'numba' or m.startswith('numba.') for m in sys.modules),
+                  'fast': any(m == 'microexp.fast' or m.startswith('microexp.fast.') for m in sys.modules),
+                  'who': _Watch.first}))
+"""
+
 
 def _loaded_after(code: str) -> dict[str, bool]:
-    """Run ``code`` in a fresh interpreter and report which of numba / microexp.fast it left imported."""
-    probe = code + (
-        "\nimport json, sys\n"
-        "print(json.dumps({'numba': any(m == 'numba' or m.startswith('numba.') for m in sys.modules),\n"
-        "                  'fast': any(m == 'microexp.fast' or m.startswith('microexp.fast.') for m in sys.modules)}))"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """Run ``code`` in a fresh interpreter and report which of numba / microexp.fast it left imported (``who``:
+    the import stack that first asked for each)."""
+    out = subprocess.run([sys.executable, "-c", _PROBE_HEAD + code + _PROBE_TAIL], capture_output=True, text=True,
+                         check=True)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    who = found.pop("who")
+    print("\n".join(f"first import of {k}:\n{v}" for k, v in who.items()))  # shown when an assertion fails
+    return found
 
 
 def test_looking_up_and_building_models_imports_neither_numba_nor_the_fast_path() -> None:
