@@ -1,17 +1,48 @@
-"""Synthetic tensor tasks and a minimal training loop for the model tests.
-
-The loop stands in for ``microexp.train`` until that lands; it is kept here, in one place, so it can be swapped.
-It follows the dispatch documented by the models: frame-level models (``model.frame_level``) train on per-frame
-logits with the clip label repeated and are scored by majority vote; ``ModelSpec.kind == "sklearn"`` estimators
-are fitted directly.
-"""
+"""For the model tests: the table of documented parameter counts, small inputs, synthetic tensor tasks, and a
+scorer that trains through the project's own loop."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from microexp.config import TrainConfig
+from microexp.train.loop import fit, predict_proba
+
+# The one table of parameter counts: trainable parameters of every registered model for its default input and its
+# published classes (``ModelSpec.classes``); None for models that are not torch modules. Derived layer by layer
+# in tests/test_models_shapes.py; other configurations (binary heads, 18-frame inputs) are asserted there.
+PARAMETERS: dict[str, int | None] = {
+    "stcnn": 44_241_667,  # 64x64x96, 3 classes (reference-models.md §1.5)
+    "fusenet-intermediate": 177_088_515,  # 32x32x96 eyes + mouth, 3 classes
+    "fusenet-late": 177_221_123,
+    "joshi-3dcnn": 16_608_135,  # 9 x 128x128, 7 classes (multiclass head)
+    "joshi-cnn-lstm": 7_396_807,
+    "joshi-convlstm": 73_195_271,
+    "joshi-2dcnn-vote": 19_677_127,
+    "twostream": 54_152_758,  # 32x32x152 clip + saliency, 6 classes
+    "regional-lstm": 4_703_971,  # six regions x 64 frames, 3 classes
+    "ststnet": 1_683,  # one 28x28 u, v, strain field, 3 classes
+    "offapexnet": 2_664_475,  # one 28x28 u, v field, 3 classes
+    "lbptop-svm": None,  # LBP-TOP features + LinearSVC (kind="sklearn")
+}
+
+# The smallest inputs (and hparams) each model builds and runs on, for the real-valued contract checks.
+SMALL_INPUTS: dict[str, tuple[dict[str, tuple[int, int, int, int]], dict]] = {
+    "stcnn": ({"clip": (1, 18, 12, 12)}, {"filters": 4, "dense": 8}),
+    "fusenet-intermediate": ({"eyes": (1, 17, 8, 8), "mouth": (1, 17, 8, 8)}, {}),
+    "fusenet-late": ({"eyes": (1, 17, 8, 8), "mouth": (1, 17, 8, 8)}, {}),
+    "joshi-3dcnn": ({"clip": (1, 9, 16, 16)}, {}),
+    "joshi-cnn-lstm": ({"clip": (1, 9, 16, 16)}, {}),
+    "joshi-convlstm": ({"clip": (1, 5, 10, 10)}, {}),
+    "joshi-2dcnn-vote": ({"clip": (1, 5, 22, 22)}, {}),
+    "twostream": ({"clip": (1, 8, 8, 8), "saliency": (1, 8, 8, 8)}, {"widths": (4, 8, 8)}),
+    "regional-lstm": ({f"roi{i}": (1, 3, 13, 17) for i in range(1, 7)}, {}),
+    "ststnet": ({"flow": (3, 1, 28, 28)}, {}),
+    "offapexnet": ({"flow": (2, 1, 28, 28)}, {}),
+    "lbptop-svm": ({"clip": (1, 8, 16, 16)}, {"grid": (2, 2)}),
+}
 
 
 def blob_clips(n: int, n_classes: int, shape: tuple[int, int, int], seed: int, noise: float = 0.3,
@@ -85,43 +116,18 @@ def flow_fields(n: int, n_classes: int, size: int, seed: int, strain: bool, nois
     return out, y
 
 
-def _predict(model: nn.Module, streams: dict[str, torch.Tensor]) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        if getattr(model, "frame_level", False):
-            return model.vote(**streams)[0]
-        return model(**streams).argmax(dim=1)
-
-
 def train_and_score(model: nn.Module, train: dict[str, np.ndarray], y_train: np.ndarray,
                     test: dict[str, np.ndarray], y_test: np.ndarray, epochs: int = 20, lr: float = 1e-3,
                     batch: int = 16, seed: int = 0, optimizer: str = "adam") -> float:
-    """Train ``model`` with cross-entropy and return accuracy on the test set."""
-    torch.manual_seed(seed)
-    xs = {k: torch.from_numpy(v) for k, v in train.items()}
-    ys = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
-    opt = (torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam"
-           else torch.optim.SGD(model.parameters(), lr=lr))
-    gen = torch.Generator().manual_seed(seed)
-    n = len(ys)
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, batch):
-            idx = order[start:start + batch]
-            if len(idx) < 2:
-                continue  # BatchNorm needs two samples
-            inputs = {k: v[idx] for k, v in xs.items()}
-            if getattr(model, "frame_level", False):
-                logits = model.frame_logits(**inputs)
-                loss = F.cross_entropy(logits.flatten(0, 1), ys[idx].repeat_interleave(logits.shape[1]))
-            else:
-                loss = F.cross_entropy(model(**inputs), ys[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    pred = _predict(model, {k: torch.from_numpy(v) for k, v in test.items()})
-    return float((pred.numpy() == np.asarray(y_test)).mean())
+    """Train ``model`` with the project's trainer (:func:`microexp.train.loop.fit`, fixed epochs, cross-entropy)
+    on the training rows and return its accuracy on the test rows (:func:`microexp.train.loop.predict_proba`)."""
+    n_train, y_test = len(y_train), np.asarray(y_test)
+    inputs = {k: torch.from_numpy(np.concatenate([train[k], test[k]])) for k in train}
+    y = torch.from_numpy(np.concatenate([y_train, y_test]).astype(np.int64))
+    cfg = TrainConfig(epochs=epochs, batch_size=batch, optimizer=optimizer, lr=lr, device="cpu")
+    fit(model, inputs, y, np.arange(n_train), cfg, seed, n_classes=int(y.max()) + 1)
+    probs = predict_proba(model, inputs, np.arange(n_train, n_train + len(y_test)))
+    return float((probs.argmax(1) == y_test).mean())
 
 
 def shuffled(y: np.ndarray, seed: int = 123) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from _models_helpers import PARAMETERS
 from microexp.cli import main
 from microexp.cli.models import model_table
 
@@ -13,12 +14,12 @@ def test_models_table_lists_names_inputs_counts_and_sources(capsys) -> None:
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert out.splitlines()[0].split()[:2] == ["name", "input"]
-    assert "177,088,515" in lines["fusenet-intermediate"] and "eyes:1x96x32x32" in lines["fusenet-intermediate"]
-    assert "177,221,123" in lines["fusenet-late"]
-    assert "44,241,667" in lines["stcnn"] and "Reddy" in lines["stcnn"]
-    assert "clip:1x9x128x128" in lines["joshi-convlstm"] and "73,195,271" in lines["joshi-convlstm"]  # 7 classes
-    assert "flow:3x1x28x28" in lines["ststnet"] and "1,683" in lines["ststnet"]
-    assert "54,152,758" in lines["twostream"]
+    assert f"{PARAMETERS['fusenet-intermediate']:,}" in lines["fusenet-intermediate"] and "eyes:1x96x32x32" in lines["fusenet-intermediate"]
+    assert f"{PARAMETERS['fusenet-late']:,}" in lines["fusenet-late"]
+    assert f"{PARAMETERS['stcnn']:,}" in lines["stcnn"] and "Reddy" in lines["stcnn"]
+    assert "clip:1x9x128x128" in lines["joshi-convlstm"] and f"{PARAMETERS['joshi-convlstm']:,}" in lines["joshi-convlstm"]  # 7 classes
+    assert "flow:3x1x28x28" in lines["ststnet"] and f"{PARAMETERS['ststnet']:,}" in lines["ststnet"]
+    assert f"{PARAMETERS['twostream']:,}" in lines["twostream"]
     assert "4425 features" in lines["lbptop-svm"]
     assert "ShreyanshJoshi" in lines["joshi-3dcnn"]
 
@@ -29,3 +30,8 @@ def test_models_json_and_class_override(capsys) -> None:
     assert rows["joshi-3dcnn"]["parameters"] == 18_718_506 and rows["joshi-3dcnn"]["classes"] == 2
     assert rows["lbptop-svm"]["parameters"] is None and rows["lbptop-svm"]["kind"] == "sklearn"
     assert {r["name"] for r in model_table()} == set(rows)
+
+
+def test_models_rejects_fewer_than_two_classes_in_one_line(capsys) -> None:
+    assert main(["models", "--classes", "1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["microexp models: error: --classes=1 must be >= 2"]

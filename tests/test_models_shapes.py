@@ -4,6 +4,8 @@ was published with (reference-models.md §1.6-1.7, §2.4, §3.6, §4.3-4.4, §5;
 Full-size models are built and run on the meta device (shapes without memory), so the 177M-parameter FuseNets cost
 nothing; real forward passes use small inputs. Where the reference gives no count, the expected figure is derived
 layer by layer in the comment (trainable torch parameters; Keras "Total params" adds 2 per BatchNorm channel).
+The counts for each model's default input and published classes are the table ``PARAMETERS``
+(tests/_models_helpers.py), which tests/test_models_contract.py checks for every registered model.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from _models_helpers import PARAMETERS
 from microexp.errors import ConfigError
 from microexp.models import registry
 from microexp.models.fusenet import fusenet_preprocess
@@ -43,9 +46,9 @@ def real_forward(name: str, n_classes: int, shapes: dict, n: int = 3, **hparams)
 
 # ---------------------------------------------------------------- MicroExpFuseNet (§1.6, §1.7, §5)
 @pytest.mark.parametrize("name,frames,expected,stream_flat", [
-    ("fusenet-intermediate", 96, 177_088_515, 86_400),
+    ("fusenet-intermediate", 96, PARAMETERS["fusenet-intermediate"], 86_400),
     ("fusenet-intermediate", 18, 6_694_915, 3_200),
-    ("fusenet-late", 96, 177_221_123, 86_400),
+    ("fusenet-late", 96, PARAMETERS["fusenet-late"], 86_400),
     ("fusenet-late", 18, 6_827_523, 3_200),
 ])
 def test_fusenet_counts_and_shapes(name: str, frames: int, expected: int, stream_flat: int) -> None:
@@ -115,13 +118,13 @@ def test_fusenet_rejects_unknown_profile_and_too_short_clips() -> None:
 #  2dcnn multi: 640+128 + 73,856+256 + 295,168+512 + 50,176*384+384=19,267,968 + 768 + 36,960 + 192 + 679
 JOSHI = [
     ("joshi-3dcnn", 2, 18_718_506, 777_600),
-    ("joshi-3dcnn", 7, 16_608_135, 518_400),
+    ("joshi-3dcnn", 7, PARAMETERS["joshi-3dcnn"], 518_400),
     ("joshi-cnn-lstm", 2, 7_396_682, 57_600),
-    ("joshi-cnn-lstm", 7, 7_396_807, 57_600),
+    ("joshi-cnn-lstm", 7, PARAMETERS["joshi-cnn-lstm"], 57_600),
     ("joshi-convlstm", 2, 54_905_746, 1_143_072),
-    ("joshi-convlstm", 7, 73_195_271, 1_143_072),
+    ("joshi-convlstm", 7, PARAMETERS["joshi-convlstm"], 1_143_072),
     ("joshi-2dcnn-vote", 2, 3_705_730, 57_600),
-    ("joshi-2dcnn-vote", 7, 19_677_127, 50_176),
+    ("joshi-2dcnn-vote", 7, PARAMETERS["joshi-2dcnn-vote"], 50_176),
 ]
 
 
@@ -174,7 +177,7 @@ def test_twostream_counts_and_shapes() -> None:
     assert model.flat_features == 311_296  # 38 x 4 x 4 x 512
     # streams 2 x (128*27+128 + 256*128*27+256) = 1,777,152; fusion 3 x (512*512*27+512) = 21,235,200;
     # dense 311,296*100+100 + 100*100+100 + 100*6+6
-    assert count_parameters(model) == 54_152_758 == parameter_count(spec)
+    assert count_parameters(model) == PARAMETERS["twostream"] == parameter_count(spec)
     assert meta_forward(model, spec.input_shapes()) == (2, 6)
     assert real_forward("twostream", 6, {"clip": (1, 8, 8, 8), "saliency": (1, 8, 8, 8)},
                         widths=(4, 8, 8)).shape == (3, 6)
@@ -187,12 +190,12 @@ def test_regional_counts_and_shapes() -> None:
     assert set(shapes) == {f"roi{i}" for i in range(1, 7)}
     # per region: CNN 104 + 296 + (144 + 1,168 + 3,216 + 6,288) + 72*2048+2048 + 2048*256+256 = 685,264;
     # LSTM 4*64*(256+64+1) = 82,176; six regions 4,604,640; Dense 384*256+256 + 256*3+3
-    assert count_parameters(model) == 4_703_971 == parameter_count(spec)
+    assert count_parameters(model) == PARAMETERS["regional-lstm"] == parameter_count(spec)
     # full region sizes; 4 frames instead of 64 keep the meta pass quick (T does not change any shape)
     assert meta_forward(model, {r: (c, 4, h, w) for r, (c, _, h, w) in shapes.items()}) == (2, 3)
     code, _ = meta_model("regional-lstm", 3, profile="code")
     # + per region SE 1,314 + 1,368, Conv1x1 162: 11,826, Dense from 162 instead of 72: 184,320; SE fusion 74,208
-    assert count_parameters(code) == 4_703_971 + 6 * (1_314 + 1_368 + 11_826 + 184_320) + 74_208
+    assert count_parameters(code) == PARAMETERS["regional-lstm"] + 6 * (1_314 + 1_368 + 11_826 + 184_320) + 74_208
     # the inception block gives 72 channels at 1/8 resolution ('same' pooling rounds up)
     with torch.no_grad():
         cnn = registry.get("regional-lstm").builder(3, {f"roi{i}": (1, 2, 17, 23) for i in range(1, 7)}).cnn["roi1"]
@@ -215,7 +218,7 @@ def test_ststnet_counts_and_shapes() -> None:
     assert spec.input_shapes() == {"flow": (3, 1, 28, 28)}  # u, v, strain; one onset->apex field
     assert model.flat_features == 400
     # convs 84 + 140 + 224, BN 2*(3+5+8), FC 400*3+3: "about 1.7 K"
-    assert count_parameters(model) == 1_683
+    assert count_parameters(model) == PARAMETERS["ststnet"]
     assert real_forward("ststnet", 3, spec.input_shapes()).shape == (3, 3)
 
 
@@ -224,7 +227,7 @@ def test_offapexnet_counts_and_shapes() -> None:
     assert spec.input_shapes() == {"flow": (2, 1, 28, 28)}
     assert model.flat_features == 1_568
     # 2 x (6*25+6 + 16*6*25+16) + 1,568*1,024+1,024 + 1,024*1,024+1,024 + 1,024*3+3: the "2.66 M"
-    assert count_parameters(model) == 2_664_475
+    assert count_parameters(model) == PARAMETERS["offapexnet"]
     assert real_forward("offapexnet", 3, spec.input_shapes()).shape == (3, 3)
     with pytest.raises(ValueError, match="u, v"):
         registry.get("offapexnet").builder(3, {"flow": (3, 1, 28, 28)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from _models_helpers import PARAMETERS
 from microexp.models import count_parameters, get
 from microexp.models.layout import keras_flatten_permutation, paper_to_torch
 from microexp.models.stcnn import MicroExpSTCNN
@@ -11,7 +12,7 @@ from microexp.models.stcnn import MicroExpSTCNN
 
 def test_parameter_count_casme_sq_shape() -> None:
     model = MicroExpSTCNN(3, (1, 96, 64, 64))
-    assert count_parameters(model) == 44_241_667
+    assert count_parameters(model) == PARAMETERS["stcnn"]
     assert model.feature_shape == (32, 27, 20, 20)  # Keras 32x20x20x27, flatten 345,600
     assert model.fc1.in_features == 345_600
 
@@ -45,7 +46,7 @@ def test_keras_initialisers() -> None:
 def test_registry_builds_from_default_and_overridden_preprocessing() -> None:
     spec = get("stcnn")
     assert spec.input_shapes() == {"clip": (1, 96, 64, 64)}
-    assert count_parameters(spec.build(3)) == 44_241_667
+    assert count_parameters(spec.build(3)) == PARAMETERS["stcnn"]
     small = spec.build(5, spec.preprocess.with_overrides(frames=20), kernel=(3, 3, 15))
     assert small.fc2.out_features == 5
 

@@ -7,18 +7,15 @@ Every figure is the median of ``repeats`` timed runs after warm-up runs. FLOPs a
 
 from __future__ import annotations
 
-import csv
 import os
 import platform
 import resource
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -161,55 +158,13 @@ def bench_inference(model: Any, batch: int, repeats: int, warmup: int, peak: flo
             **_rates(model, batch, "inference", t, peak)}
 
 
-def _write_plain_tree(root: Path, n_clips: int, frames: int, size: int, seed: int = 0) -> int:
-    """Plain-layout clips of smooth random frames (already face crops: no detection needed)."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    rows = []
-    for k in range(n_clips):
-        folder = root / f"s{k % 4:02d}" / f"clip{k:03d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        base = cv2.GaussianBlur(rng.normal(128, 40, (size, size)), (0, 0), 3)
-        for t in range(frames):
-            img = np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8)
-            cv2.imwrite(str(folder / f"frame_{t + 1:04d}.png"), img)
-        rows.append({"subject": f"s{k % 4:02d}", "clip": f"clip{k:03d}", "emotion": "happiness", "onset": 1,
-                     "apex": frames // 2, "offset": frames, "fps": 200, "aus": ""})
-    with open(root / "annotations.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return n_clips * frames
-
-
 def bench_preprocessing(n_clips: int, quick: bool) -> dict[str, Any]:
-    """The preprocessing helper's benchmark when present, else the pipeline on a generated plain tree."""
-    try:
-        from microexp.preprocess.bench import bench_preprocess  # type: ignore[import-not-found]
-    except ImportError:
-        bench_preprocess = None
-    if bench_preprocess is not None:
-        out = bench_preprocess(n_clips=n_clips, **({"size": 32} if quick else {}))
-        return {"source": "microexp.preprocess.bench.bench_preprocess", **out}
-    from microexp.data.registry import load_dataset
-    from microexp.models import registry
-    from microexp.preprocess.pipeline import preprocess_set
+    """The preprocessing benchmark (:func:`microexp.preprocess.bench.bench_preprocess`): face detection and
+    alignment on a tree of real face photographs, then the same from the cache."""
+    from microexp.preprocess.bench import bench_preprocess
 
-    frames, size = (20, 48) if quick else (120, 160)
-    config = registry.get("stcnn").preprocess
-    if quick:
-        config = config.with_overrides(frames=16)
-    with tempfile.TemporaryDirectory(prefix="microexp-bench-") as tmp:
-        n_frames = _write_plain_tree(Path(tmp), n_clips, frames, size)
-        clips = load_dataset("plain", Path(tmp))
-        t0 = time.perf_counter()
-        prepared = preprocess_set(clips, config, progress=False)
-        seconds = time.perf_counter() - t0
-    return {"source": "microexp.preprocess.pipeline.preprocess_set on a generated plain tree "
-                      f"({n_clips} clips x {frames} frames of {size}x{size} PNG, face crops, no detection)",
-            "clips": n_clips, "frames": n_frames, "seconds": round(seconds, 3),
-            "frames_per_s": round(n_frames / seconds, 1), "output": list(prepared.streams["clip"].shape)}
+    out = bench_preprocess(n_clips=n_clips, **({"size": 32} if quick else {}))
+    return {"source": "microexp.preprocess.bench.bench_preprocess", **out}
 
 
 def run_bench(repeats: int = 5, warmup: int = 2, quick: bool = False, threads: int | None = None,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-from microexp.models.registry import ModelSpec, get, names, parameter_count
+from microexp.errors import ConfigError
+
+if TYPE_CHECKING:  # the registry imports torch: only when the command runs
+    from microexp.models.registry import ModelSpec
 
 
 def _inputs(spec: ModelSpec) -> str:
@@ -16,6 +20,8 @@ def model_table(n_classes: int | None = None) -> list[dict[str, object]]:
     """One row per model: name, kind, input (C x T x H x W per stream), classes, parameters (for ``n_classes``,
     default the seed's published class count, and the default input; counted on the meta device, so nothing is
     allocated), source, description."""
+    from microexp.models.registry import get, names, parameter_count
+
     rows = []
     for name in names():
         spec = get(name)
@@ -32,6 +38,8 @@ def model_table(n_classes: int | None = None) -> list[dict[str, object]]:
 
 
 def handler(args: argparse.Namespace) -> int:
+    if args.classes is not None and args.classes < 2:
+        raise ConfigError(f"--classes={args.classes} must be >= 2")
     rows = model_table(args.classes)
     if args.json:
         print(json.dumps([{k: v for k, v in r.items() if k != "parameters_text"} for r in rows], indent=2))

@@ -16,9 +16,13 @@ from torch import nn
 
 from microexp.errors import ConfigError
 from microexp.preprocess.config import PreprocessConfig
+from microexp.registry import Registry
 
 Shape = tuple[int, int, int, int]
 Builder = Callable[..., nn.Module]
+# "torch": builder returns an nn.Module trained by gradient descent; "sklearn": builder returns an estimator
+# with fit(streams, y) / predict_proba(streams) on numpy streams (e.g. LBP-TOP + SVM)
+KINDS = ("torch", "sklearn")
 
 
 @dataclass(frozen=True)
@@ -29,11 +33,15 @@ class ModelSpec:
     source: str
     description: str = ""
     hparams: dict[str, Any] = field(default_factory=dict)
-    # "torch": builder returns an nn.Module trained by gradient descent; "sklearn": builder returns an estimator
-    # with fit(streams, y) / predict_proba(streams) on numpy streams (e.g. LBP-TOP + SVM)
-    kind: str = "torch"
+    kind: str = "torch"  # one of KINDS
     # number of classes the seed was published with (the default for listings and parameter counts)
     classes: int = 3
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"model {self.name!r}: kind={self.kind!r} is not one of {list(KINDS)}")
+        if self.classes < 2:
+            raise ConfigError(f"model {self.name!r}: classes={self.classes} must be >= 2")
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -47,39 +55,32 @@ class ModelSpec:
         return self.builder(n_classes, self.input_shapes(preprocess), **{**self.hparams, **hparams})
 
 
-_MODELS: dict[str, ModelSpec] = {}
+# Built-in models, imported on the first lookup (explicitly listed: a module is never picked up by being in a folder)
+BUILTIN = (
+    "microexp.models.stcnn",
+    "microexp.models.fusenet",
+    "microexp.models.joshi",
+    "microexp.models.twostream",
+    "microexp.models.regional",
+    "microexp.models.ststnet",
+    "microexp.models.offapexnet",
+    "microexp.baselines.lbptop",  # non-torch baseline (kind="sklearn")
+)
+MODELS: Registry[ModelSpec] = Registry("model", builtin=BUILTIN)
 
 
 def register(spec: ModelSpec) -> ModelSpec:
-    _MODELS[spec.name] = spec
-    return spec
-
-
-def _load_builtin() -> None:
-    import importlib
-    import pkgutil
-
-    import microexp.baselines
-    import microexp.models as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name not in {"registry", "layout"}:
-            importlib.import_module(f"microexp.models.{mod.name}")
-    for mod in pkgutil.iter_modules(microexp.baselines.__path__):  # non-torch baselines (kind="sklearn")
-        importlib.import_module(f"microexp.baselines.{mod.name}")
+    """Add ``spec`` under ``spec.name``; a name registered twice raises :class:`~microexp.errors.ConfigError`."""
+    return MODELS.add(spec.name, spec)
 
 
 def get(name: str) -> ModelSpec:
-    _load_builtin()
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r} (known: {', '.join(sorted(_MODELS))})") from None
+    """The model registered as ``name``; an unknown name raises ConfigError listing the known ones."""
+    return MODELS.get(name)
 
 
 def names() -> list[str]:
-    _load_builtin()
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -5,10 +5,11 @@ Dense 128 ReLU (N(0, 0.05) init) -> Dropout 0.5 -> Dense n_classes (N(0, 0.05) i
 Conv kernel glorot-uniform, biases zero. 44,241,667 parameters for 64x64x96 with 3 classes; 1,643,267 for 64x64x18.
 Paper Table I's trailing Dropout on the logits is a table error and is not reproduced.
 
-On CPU, conv -> ReLU -> max-pool runs through :func:`microexp.models.fastconv.conv_relu_pool` and the Dense-128
-and dropouts through :mod:`microexp.models.fastdense` (same mathematics, several times faster; the dropout masks
+On CPU, conv -> ReLU -> max-pool runs through :func:`microexp.fast.conv.conv_relu_pool` and the Dense-128
+and dropouts through :mod:`microexp.fast.dense` (same mathematics, several times faster; the dropout masks
 come from another random stream); ``fast=False`` forces the plain PyTorch layers. Parameters and state_dict keys
-are the same either way, so checkpoints are interchangeable.
+are the same either way, so checkpoints are interchangeable. :mod:`microexp.fast` (and numba) is imported by the
+first forward pass that can take the fast path, not by building the model.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from microexp.models import fastdense
-from microexp.models.fastconv import conv_relu_pool, usable
 from microexp.models.layout import paper_to_torch
 from microexp.models.registry import ModelSpec, Shape, register
 from microexp.preprocess.config import PreprocessConfig, StreamConfig
@@ -64,20 +63,30 @@ class MicroExpSTCNN(nn.Module):
         keras_dense_init(self.fc2)
 
     def _fast_path(self, clip: torch.Tensor) -> bool:
+        if not self.fast or clip.device.type != "cpu":  # checked first: the GPU never imports the fast package
+            return False
         # hooks (Grad-CAM, feature taps) need the modules themselves to run
         hooked = any(m._forward_hooks or m._backward_hooks or m._forward_pre_hooks for m in self.modules())
-        return self.fast and not hooked and usable(clip, self.conv.weight)
+        if hooked:
+            return False
+        from microexp.fast.conv import usable
+
+        return usable(clip, self.conv.weight)
 
     def features(self, clip: torch.Tensor) -> torch.Tensor:
         if self._fast_path(clip):
-            pooled = conv_relu_pool(clip, self.conv.weight, self.conv.bias, self.pool.kernel_size)
-            return fastdense.dropout(pooled, self.drop1.p, self.training).flatten(1)
+            from microexp.fast import conv, dense
+
+            pooled = conv.conv_relu_pool(clip, self.conv.weight, self.conv.bias, self.pool.kernel_size)
+            return dense.dropout(pooled, self.drop1.p, self.training).flatten(1)
         return self.drop1(self.pool(torch.relu(self.conv(clip)))).flatten(1)
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         if self._fast_path(clip):
-            hidden = torch.relu(fastdense.linear(self.features(clip), self.fc1.weight, self.fc1.bias))
-            return self.fc2(fastdense.dropout(hidden, self.drop2.p, self.training))
+            from microexp.fast import dense
+
+            hidden = torch.relu(dense.linear(self.features(clip), self.fc1.weight, self.fc1.bias))
+            return self.fc2(dense.dropout(hidden, self.drop2.p, self.training))
         return self.fc2(self.drop2(torch.relu(self.fc1(self.features(clip)))))
 
 

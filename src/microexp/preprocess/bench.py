@@ -33,12 +33,6 @@ def sample_faces() -> dict[str, np.ndarray]:
     return faces
 
 
-# Hand-measured (on 3x zoomed views) pupil centres and mouth centre, (x, y) pixels of the original photographs.
-FACE_TRUTH = {
-    "astronaut": {"left_eye": (203, 102), "right_eye": (247, 103), "mouth": (224, 144)},
-    "grace_hopper": {"left_eye": (222, 188), "right_eye": (305, 186), "mouth": (269, 278)},
-}
-
 # A CASME II "cropped"-like framing of each photograph: (x0, y0, x1, y1), face with a small margin.
 CROPS = {"astronaut": (150, 50, 300, 210), "grace_hopper": (130, 100, 400, 380)}
 

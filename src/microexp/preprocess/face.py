@@ -9,6 +9,7 @@ Landmark indices are the standard 0-based dlib ones (reference-models.md §1.4).
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 
 from microexp.errors import PreprocessError
+from microexp.registry import Registry
 
 LEFT_EYE = slice(36, 42)  # image-left eye
 RIGHT_EYE = slice(42, 48)
@@ -82,10 +84,8 @@ class DlibBackend:
         self._dlib = dlib
         self.max_upsample = max_upsample
         self.detect_max_side = detect_max_side
-        self.detect_calls = 0  # counted so tests can prove that a cached run detects nothing
 
     def detect(self, gray: np.ndarray) -> Face | None:
-        self.detect_calls += 1
         gray = np.ascontiguousarray(gray, dtype=np.uint8)
         h, w = gray.shape
         scale = min(1.0, self.detect_max_side / max(h, w))
@@ -107,21 +107,23 @@ class DlibBackend:
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
 
 
-_BACKENDS: dict[str, FaceBackend] = {}
+# name -> factory (called once per process, on first use: loading dlib's predictor costs ~0.5 s)
+FACE_BACKENDS: Registry[Callable[[], FaceBackend]] = Registry("face backend")
+FACE_BACKENDS.add("dlib", DlibBackend)
+_BACKENDS: dict[str, FaceBackend] = {}  # the instances made so far (tests put counting doubles here)
+
+
+def register_backend(name: str, factory: Callable[[], FaceBackend]) -> None:
+    """Add a landmark backend; a name registered twice raises :class:`~microexp.errors.ConfigError`."""
+    FACE_BACKENDS.add(name, factory)
 
 
 def get_backend(name: str = "dlib") -> FaceBackend:
-    """One backend instance per process (loading the predictor costs ~0.5 s)."""
+    """The backend registered as ``name``, one instance per process; an unknown name raises ConfigError listing
+    the known ones."""
     if name not in _BACKENDS:
-        if name != "dlib":
-            raise PreprocessError(f"unknown face backend {name!r}")
-        _BACKENDS[name] = DlibBackend()
+        _BACKENDS[name] = FACE_BACKENDS.get(name)()
     return _BACKENDS[name]
-
-
-def register_backend(backend: FaceBackend) -> None:
-    """Install another landmark backend (or a test double) under its ``name``."""
-    _BACKENDS[backend.name] = backend
 
 
 def find_face(gray: np.ndarray, backend: str = "dlib", fallback_frame: bool = False) -> Face:

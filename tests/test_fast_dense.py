@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from microexp.models import fastdense
+from microexp.fast import dense as fastdense
 
 
 def test_linear_matches_torch_in_output_and_all_three_gradients(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,13 +10,13 @@ Same mathematics as the PyTorch layers, computed in a layout that fast kernels l
   82 frames and the last 2 rows/cols of 62 never reach the output).
 - The unit's conv outputs (3.7 MB for STCNN) are max-pooled right away, from cache, by one compiled pass that also
   records which window offset held each maximum, 16 channels at a time with the window's running maximum in
-  registers (:func:`microexp.models.kernels.pool_rows`); ties break as ``torch.nn.MaxPool3d`` does (the first
+  registers (:func:`microexp.fast.kernels.pool_rows`); ties break as ``torch.nn.MaxPool3d`` does (the first
   maximum in (t, h, w) order).
 - ReLU and the bias commute with the max (both monotone), so they are applied to the pooled tensor, 27x smaller.
 - Backward computes only the weight and bias gradients (the clip needs no gradient). Max-pooling sends each pooled
   output's gradient to one conv output, so the weight gradient is a sum over the pooled outputs, not over every
   conv output: 1/27 of the dense product's multiply-adds, and none for outputs the ReLU blocked
-  (:func:`microexp.models.kernels.pool_weight_grad`). The same sum without its zero terms.
+  (:func:`microexp.fast.kernels.pool_weight_grad`). The same sum without its zero terms.
 - Per-thread buffers are reused across units and calls: fresh multi-MB temporaries cost more in page faults than
   the arithmetic done on them (measured).
 - Parallelism is over work units on a small persistent thread pool, each unit single-threaded: per-op OpenMP
@@ -94,7 +94,7 @@ def _parallel(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
 
 def _kernels() -> Any:
     """The compiled loops, imported on first use: numba loads (or compiles) them then, not when microexp imports."""
-    from microexp.models import kernels
+    from microexp.fast import kernels
 
     return kernels
 
@@ -159,7 +159,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
 def _weight_grad(x: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g: torch.Tensor,
                  pool: int) -> torch.Tensor:
     """dL/dW from the pooled-output gradient ``g`` (N, C, tp, hp*wp), routed through the max-pool ``indices``:
-    only the window maxima with a nonzero gradient contribute (:func:`microexp.models.kernels.pool_weight_grad`)."""
+    only the window maxima with a nonzero gradient contribute (:func:`microexp.fast.kernels.pool_weight_grad`)."""
     kernels = _kernels()
     cout, cin, kt, kh, kw = weight.shape
     n, _c, t, h, w = x.shape

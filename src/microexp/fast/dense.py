@@ -1,10 +1,10 @@
 """Fast CPU paths for MicroExpSTCNN's very wide Dense layer (345,600 -> 128) and its dropout. Same mathematics.
 
 - ``linear``: the forward is one MKL GEMM; the backward computes the input and weight gradients together, one
-  block of 2,048 features per work unit on the thread pool of :mod:`microexp.models.fastconv`, so each 177 MB
+  block of 2,048 features per work unit on the thread pool of :mod:`microexp.fast.conv`, so each 177 MB
   pass over the weights is shared by both gradients and the weight gradient is written once (MKL's K=8 GEMM for it
   took 30 ms against 19 ms blocked, measured on 2 EPYC cores). One row without gradients (batch-1 inference) is
-  a GEMV in fixed row blocks on the same pool (:func:`microexp.models.kernels.gemv_rows`): it is bound by reading
+  a GEMV in fixed row blocks on the same pool (:func:`microexp.fast.kernels.gemv_rows`): it is bound by reading
   the 177 MB of weights, which MKL's GEMV did at ~28 GB/s and this at ~38 GB/s on 2 cores (measured).
 - ``dropout``: the keep-mask comes from ``torch.rand`` (``u >= p``) instead of ``bernoulli_``, which is about 4x
   slower on CPU (38 ms against 10 ms for the 2.8 M features of a batch of 8), and at p = 0.5 (STCNN's rate) from
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from microexp.models.fastconv import _kernels, _parallel
+from microexp.fast.conv import _kernels, _parallel
 
 _SHIFTS = torch.arange(32, dtype=torch.int32)
 BLOCK = 2048  # features per backward work unit: measured best of 2,048..32,768
@@ -66,7 +66,7 @@ def _gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Te
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T + bias`` for a 2-D CPU float32 ``x``; the backward runs blocked on the thread pool, and one
-    row without gradients (batch-1 inference) is a GEMV of our own (:func:`microexp.models.kernels.gemv_rows`)."""
+    row without gradients (batch-1 inference) is a GEMV of our own (:func:`microexp.fast.kernels.gemv_rows`)."""
     if not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad or bias.requires_grad):
         if x.shape[0] == 1 and x.is_contiguous() and weight.is_contiguous() and weight.shape[1] >= GEMV_MIN:
             with torch.no_grad():

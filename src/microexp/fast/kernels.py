@@ -1,7 +1,7 @@
 """Compiled inner loops (numba) for the fast CPU path, where no PyTorch op does the job: ``pool_rows`` (max-pool
 with the window offset of each maximum, from a work unit's conv outputs), ``pool_weight_grad`` (below) and
 ``gemv_rows`` (the batch-1 Dense layer). Each runs without the GIL, one call per work unit on the thread pool of
-:mod:`microexp.models.fastconv`, and is compiled on first use and cached (``cache=True``).
+:mod:`microexp.fast.conv`, and is compiled on first use and cached (``cache=True``).
 
 ``pool_weight_grad``: the weight gradient of ``max_pool3d(conv3d(x, w))`` computed from the max-pool indices.
 Max-pooling routes each pooled output's gradient to exactly one conv output (its window's maximum), so
