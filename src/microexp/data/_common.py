@@ -49,6 +49,23 @@ class Row:
         self.meta.setdefault("repairs", []).append(text)
 
 
+@dataclass
+class Scan:
+    """What ``data check`` compares: the annotation's rows and every clip (or long-video) folder on disk."""
+
+    tree: Path
+    annotation: Path | None
+    rows: list[Row]
+    folders: list[Path]  # relative to tree
+
+
+def two_level_folders(tree: Path, subject: str, clip: str = r".+") -> list[Path]:
+    """Clip folders ``<subject>/<clip>`` under ``tree`` (regexes, case-insensitive), relative to ``tree``."""
+    rs, rc = re.compile(subject, re.I), re.compile(clip, re.I)
+    return [c.relative_to(tree) for s in subdirs(tree) if rs.fullmatch(s.name) for c in subdirs(s)
+            if rc.fullmatch(c.name) or image_files(c)]
+
+
 def norm(text: object) -> str:
     """Header comparison key: lower case, alphanumerics only (``Onset Frame`` == ``OnsetFrame`` == ``onset_frame``)."""
     return re.sub(r"[^0-9a-z]", "", str(text).lower())
