@@ -7,14 +7,19 @@ records would use. It reports clips per class and per subject and names every pr
 * ``folder with no row`` — a clip folder no annotation row refers to (for long-video trees — CAS(ME)^2
   ``rawpic``, CAS(ME)^3 Part A, SAMM-LV — a video without annotated expressions is normal and only noted);
 * ``missing frames`` — frame numbers absent inside a clip (or inside a span of a long video);
-* ``unreadable image`` — a frame file OpenCV cannot decode;
-* ``unknown label`` — an emotion the dataset's labels do not include;
+* ``unreadable image`` — a frame file OpenCV cannot decode (without ``read_images``: whose header cannot be read);
+* ``frame size`` — a frame whose size differs from the clip's first frame (read from the image headers);
+* ``unknown label`` — an emotion the dataset's labels (or the ``labels`` declared) do not include;
 * ``annotation`` / ``layout`` — the annotation file could not be read (file, row and column named) or the tree
   was not recognised.
 
 Known errors of the official annotation files that the loaders repair (``/`` apex, apex outside onset..offset,
 offset ``0``) or cannot use (onset after offset) are listed as *notes*: they do not make the check fail, since a
 complete, untouched release has them.
+
+A clip with missing frames inside it, an unreadable frame header or a frame of another size is excluded by the
+loaders too (:func:`~microexp.data._common.build_records`), so ``evaluate`` never trains on it, whichever frames
+it samples. Every registered dataset is checked through its spec (:class:`~microexp.data.registry.DatasetSpec`).
 
 When the root looks like another dataset, a parent of the release or a subject/clip folder, hints say so.
 """
@@ -152,7 +157,16 @@ def check_dataset(name: str, root: Path, annotation: Path | None = None, read_im
         report.hints += hints(name, root)
         return report
     report.tree, report.annotation, report.rows = scan.tree, scan.annotation, len(scan.rows)
-    labels_ = declared or spec.labels
+    try:
+        user_labels = declared or (spec.declared_labels(root) if spec.declared_labels else None)
+    except MicroexpError as exc:
+        report.problems.append(Problem("labels", str(root), str(exc)))
+        return report
+    labels_ = user_labels or spec.labels
+    if user_labels:  # a declared label without a clip would be an empty class (evaluate refuses it)
+        used = {r.emotion for r in scan.rows}
+        report.problems += [Problem("label with no clip", repr(x), "declared but no annotation row uses it")
+                            for x in user_labels if x not in used]
     listing: dict[Path, tuple] = {}
     read: set[Path] = set()
     referenced: set[Path] = set()
@@ -179,8 +193,14 @@ def check_dataset(name: str, root: Path, annotation: Path | None = None, read_im
         else:
             report.problems.append(Problem("folder with no row", str(scan.tree / folder),
                                            "no annotation row refers to it"))
-    # exclusions of build_records (no folder, no frames, invalid row) are all reported above
-    report.records, _ = build_records(name, scan.tree, scan.rows)
+    # exclusions of build_records: no folder, no frames, invalid row and missing frames are reported above; the
+    # rest of its frame checks (the ones evaluate applies too) become problems here
+    report.records, dropped = build_records(name, scan.tree, scan.rows)
+    for exc in dropped:
+        kind, _, rest = exc.reason.partition(": ")
+        if kind == "frame size" or (kind == "unreadable image" and not read_images):
+            where, _, detail = rest.partition(": ")
+            report.problems.append(Problem(kind, where, detail))
     report.notes += [f"repaired {r.subject}/{r.clip_id}: {'; '.join(r.meta['repairs'])}"
                      for r in report.records if r.meta.get("repairs") and "has no file" not in str(r.meta["repairs"])]
     if not report.records:

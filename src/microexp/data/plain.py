@@ -2,6 +2,11 @@
 
 ``annotations.csv`` columns: ``subject, clip, emotion, onset, apex, offset`` (frame numbers as in the file names)
 and optionally ``fps`` and ``aus``. Extra columns are kept in ``ClipRecord.meta``.
+
+The layout has no fixed label set: every annotated label is a class. To have a typo (``joyful`` for ``joy``)
+refused instead of becoming a class of its own, declare the labels in ``ROOT/labels.txt`` (one a line, in class
+order) or pass them (``load_dataset(..., labels=...)``, ``microexp data check --labels``); ``evaluate`` reads
+``labels.txt`` through the loader. A declared label without a clip is refused too.
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 from microexp.data._common import Row, Scan, two_level_folders
-from microexp.data.frames import list_frames
+from microexp.data.frames import list_frames, sequence_defect
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
 from microexp.errors import AnnotationError, DataError
 
 ANNOTATION_FILE = "annotations.csv"
+LABELS_FILE = "labels.txt"  # optional: the labels the annotation may use, one a line, in class order
 REQUIRED = ("subject", "clip", "emotion", "onset", "apex", "offset")
 
 
@@ -79,10 +85,13 @@ def read_annotation(ann: Path) -> list[Row]:
 
 def load_plain(root: Path, annotation: Path | None = None,
                dataset: str = "plain") -> tuple[list[ClipRecord], list[Exclusion]]:
-    """Read a plain-layout tree. Every problem raises an error that names the file, row or folder."""
+    """Read a plain-layout tree. Every problem raises an error that names the file, row or folder, except a clip
+    whose frames are not one sequence (a frame missing inside it, a frame of another size): it is excluded with
+    the reason, as the release loaders do."""
     root = check_root(root)
     ann = _annotation(root, annotation)
     records: list[ClipRecord] = []
+    excluded: list[Exclusion] = []
     for row in read_annotation(ann):
         line = int(row.source.rsplit(":", 1)[1])
         folder = root / row.subject / row.clip_id
@@ -91,6 +100,10 @@ def load_plain(root: Path, annotation: Path | None = None,
         frames, numbers = list_frames(folder)
         if not frames:
             raise DataError(f"{folder}: clip folder has no frames")
+        if defect := sequence_defect(frames, numbers):  # before the key frames: a hole may take the apex
+            excluded.append(Exclusion(f"{dataset}/{row.subject}/{row.clip_id}",
+                                      f"{defect[0]}: {folder}: {defect[1]} ({row.source})"))
+            continue
         for name, value in (("onset", row.onset), ("apex", row.apex), ("offset", row.offset)):
             if value not in numbers:
                 raise AnnotationError(f"{name} frame {value} is not among the clip's frames "
@@ -98,12 +111,24 @@ def load_plain(root: Path, annotation: Path | None = None,
         records.append(ClipRecord(dataset=dataset, subject=row.subject, clip_id=row.clip_id, emotion=row.emotion,
                                   frames=frames, frame_numbers=numbers, onset=row.onset, apex=row.apex,
                                   offset=row.offset, fps=row.fps, aus=row.aus, source=row.source, meta=row.meta))
-    return records, []
+    return records, excluded
 
 
 def scan(root: Path, annotation: Path | None) -> Scan:
     ann = _annotation(root, annotation)
     return Scan(Path(root), ann, read_annotation(ann), two_level_folders(Path(root), r".+"))
+
+
+def declared_labels(root: Path) -> tuple[str, ...] | None:
+    """The labels declared in ``ROOT/labels.txt`` (one a line, ``#`` comments), or None when there is no such file."""
+    path = Path(root) / LABELS_FILE
+    if not path.is_file():
+        return None
+    labels = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    labels = [x for x in labels if x]
+    if not labels:
+        raise DataError(f"{path}: declares no labels")
+    return tuple(dict.fromkeys(labels))
 
 
 def looks_like_release(folder: Path) -> bool:
@@ -118,10 +143,11 @@ def _synthetic(root: Path, annotation: Path | None) -> tuple[list[ClipRecord], l
     return load_plain(root, annotation, dataset="synthetic")
 
 
-# the plain layout has no fixed labels: every annotated label is a class unless the user declares them (--labels)
+# the plain layout has no fixed labels: every annotated label is a class unless the user declares them
+# (ROOT/labels.txt, or labels= / --labels), so that a typo such as 'joyful' is an error, not a fifth class
 PLAIN = register_dataset(DatasetSpec(
-    "plain", _plain, None, "plain layout: ROOT/<subject>/<clip>/frame_0001.png + annotations.csv", scan=scan,
-    looks_like=looks_like_release, family="plain"))
+    "plain", _plain, None, "plain layout: ROOT/<subject>/<clip>/frame_0001.png + annotations.csv [+ labels.txt]",
+    scan=scan, looks_like=looks_like_release, family="plain", declared_labels=declared_labels))
 SYNTHETIC = register_dataset(DatasetSpec(
     "synthetic", _synthetic, None, "a tree written by `microexp synth` (plain layout)", scan=scan,
-    looks_like=looks_like_release, family="plain"))
+    looks_like=looks_like_release, family="plain", declared_labels=declared_labels))

@@ -41,6 +41,7 @@ class DatasetSpec:
     annotation_patterns: tuple[str, ...] = ()  # file names of the release's annotation (globs)
     family: str = ""  # datasets of one release (smic, smic_vis, smic_nir) do not hint at each other
     check: Callable[..., Any] | None = None  # a whole custom data check (megc2019: its three sources)
+    declared_labels: Callable[[Path], tuple[str, ...] | None] | None = None  # labels the user declared in the tree
 
     def accepted_protocols(self) -> list[str]:
         names = [p.name for p in self.protocols]
@@ -126,13 +127,14 @@ def load_dataset(name: str, root: Path, annotation: Path | None = None, classes:
                  labels: str | Sequence[str] | None = None) -> ClipSet:
     """Load a dataset tree and apply a class protocol (the dataset's default when ``classes`` is None).
 
-    ``labels``: the raw labels the annotation may use (a label outside them is an error naming its row); with the
-    ``all`` protocol they are also the classes, in the order given. A class protocol of another dataset, and one
+    ``labels``: the raw labels the annotation may use (a label outside them is an error naming its row; default:
+    the ones the tree declares, e.g. the plain layout's ``labels.txt``); with the ``all`` protocol they are also
+    the classes, in the order given. A class protocol of another dataset, and one
     that leaves a class without a clip, are refused.
     """
     spec = get_dataset(name)
     protocol_name = resolve_protocol(spec, classes)
-    declared = parse_labels(labels)
+    declared = parse_labels(labels) or (spec.declared_labels(Path(root)) if spec.declared_labels else None)
     if annotation is not None and (why := annotation_mismatch(spec, Path(annotation))):
         raise ConfigError(why)
     records, excluded = spec.loader(Path(root), Path(annotation) if annotation else None)
