@@ -157,6 +157,10 @@ def check_dataset(name: str, root: Path, annotation: Path | None = None, read_im
         report.hints += hints(name, root)
         return report
     report.tree, report.annotation, report.rows = scan.tree, scan.annotation, len(scan.rows)
+    if not scan.rows:  # SMIC (labels from folders) on a wrong folder finds nothing: never "no problems found"
+        report.problems.append(Problem("layout", str(root), f"no {name} clips found under {scan.tree}"))
+        report.hints += hints(name, root)
+        return report
     try:
         user_labels = declared or (spec.declared_labels(root) if spec.declared_labels else None)
     except MicroexpError as exc:
