@@ -91,7 +91,7 @@ def test_plain_label_typo_is_refused_when_labels_are_declared(plain_copy: Path, 
 
 def test_declared_labels_fix_class_order_and_refuse_an_unused_label(plain_copy: Path, capsys) -> None:
     assert load_dataset("plain", plain_copy, labels=["up", "none", "down"]).classes == ("up", "none", "down")
-    with pytest.raises(ConfigError, match=r"class\(es\) \['fear'\] have no clip"):
+    with pytest.raises(ConfigError, match=r"declared label\(s\) \['fear'\] have no clip"):
         load_dataset("plain", plain_copy, labels="up,down,none,fear")
     assert main(["data", "check", "--dataset", "plain", "--root", str(plain_copy), "--labels", "up,down,none,fear",
                  "--no-images"]) == 1

@@ -148,6 +148,9 @@ def load_dataset(name: str, root: Path, annotation: Path | None = None, classes:
         protocol = class_protocols.get(protocol_name)
     clips = protocol.apply(records, name=f"{name}:{protocol.name}", excluded=excluded)
     empty = [c for c, n in clips.counts().items() if n == 0]
+    if records and empty and protocol_name == "all" and declared is not None:
+        raise ConfigError(f"{name} at {root}: declared label(s) {empty} have no clip (a class without clips); "
+                          "declare only the labels the annotation uses")
     if records and empty:
         raise ConfigError(f"class protocol {protocol.name} on {name} at {root}: class(es) {empty} have no clip "
                           f"({len(clips)} of {len(records)} clips kept); choose another --classes")
