@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from microexp.data import fixtures, megc2019
+from microexp.data import megc2019
 from microexp.data.check import check_dataset, hints
-from microexp.data.fixtures import Fixture, build_fixture, placeholder_renderer
 from microexp.data.registry import load_dataset
 from microexp.preprocess.config import PreprocessConfig
 from microexp.preprocess.pipeline import select_positions
+from microexp.synth import fixtures
+from microexp.synth.fixtures import Fixture, build_fixture, placeholder_renderer
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-annotations"
 REAL_FILES = {

@@ -148,7 +148,7 @@ def test_shuffle_control_at_chance_while_the_real_labels_are_learnt(blob_tree: P
 @pytest.fixture(scope="module")
 def megc_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The three MEGC2019 sources in their release layouts (placeholder frames), read by the real loaders."""
-    from microexp.data.fixtures import build_fixture, placeholder_renderer
+    from microexp.synth.fixtures import build_fixture, placeholder_renderer
 
     root = tmp_path_factory.mktemp("megc")
     for layout in ("casme2", "samm", "smic"):

@@ -16,6 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--root", required=True, type=Path, help="the dataset release folder as delivered")
     check.add_argument("--annotation", type=Path, default=None,
                        help="annotation file (default: found in the standard place of the release)")
+    check.add_argument("--labels", default=None,
+                       help="comma-separated labels the annotation may use (default: the release's own; the plain "
+                            "layout has none, so declare yours to catch a typo such as 'joyful')")
     check.add_argument("--no-images", action="store_true", help="do not decode every frame (faster)")
     check.add_argument("--limit", type=int, default=50, help="problems listed in full (default 50)")
     check.set_defaults(func=_check)
@@ -27,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _check(args: argparse.Namespace) -> int:
     from microexp.data.check import check_dataset
 
-    report = check_dataset(args.dataset, args.root, args.annotation, read_images=not args.no_images)
+    report = check_dataset(args.dataset, args.root, args.annotation, read_images=not args.no_images,
+                           labels=args.labels)
     print(report.text(limit=args.limit))
     return 0 if report.ok else 1
 
@@ -43,4 +47,5 @@ def _list(args: argparse.Namespace) -> int:
     print("class protocols:")
     for name in classes.names():
         print(f"  {name:18s} {', '.join(classes.get(name).classes)}")
+    print("  all                every annotated label is a class (the default of plain and synthetic)")
     return 0

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from microexp.data.frames import IMAGE_SUFFIXES, frame_number
+from microexp.data.frames import IMAGE_SUFFIXES, frame_number, sequence_defect
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.errors import AnnotationError, DataError
 
@@ -47,6 +47,23 @@ class Row:
 
     def repair(self, text: str) -> None:
         self.meta.setdefault("repairs", []).append(text)
+
+
+@dataclass
+class Scan:
+    """What ``data check`` compares: the annotation's rows and every clip (or long-video) folder on disk."""
+
+    tree: Path
+    annotation: Path | None
+    rows: list[Row]
+    folders: list[Path]  # relative to tree
+
+
+def two_level_folders(tree: Path, subject: str, clip: str = r".+") -> list[Path]:
+    """Clip folders ``<subject>/<clip>`` under ``tree`` (regexes, case-insensitive), relative to ``tree``."""
+    rs, rc = re.compile(subject, re.I), re.compile(clip, re.I)
+    return [c.relative_to(tree) for s in subdirs(tree) if rs.fullmatch(s.name) for c in subdirs(s)
+            if rc.fullmatch(c.name) or image_files(c)]
 
 
 def norm(text: object) -> str:
@@ -221,9 +238,11 @@ def _nearest(numbers: Sequence[int], target: int) -> int:
 
 
 def build_records(dataset: str, tree: Path, rows: Iterable[Row]) -> tuple[list[ClipRecord], list[Exclusion]]:
-    """Match rows to clip folders under ``tree``. Missing folders/frames become exclusions; a key frame
-    (onset/apex/offset) whose file is missing is replaced by the nearest existing frame, recorded as a repair,
-    so that every record's key frames are among its ``frame_numbers``."""
+    """Match rows to clip folders under ``tree``. Missing folders/frames become exclusions, and so does a clip whose
+    frames are not one sequence (a frame missing inside it, an unreadable header, a frame of another size:
+    :func:`~microexp.data.frames.sequence_defect`); a key frame (onset/apex/offset) outside the frames on disk is
+    replaced by the nearest existing frame, recorded as a repair, so that every record's key frames are among its
+    ``frame_numbers``."""
     records: list[ClipRecord] = []
     excluded: list[Exclusion] = []
     listing: dict[Path, tuple[tuple[Path, ...], tuple[int, ...]]] = {}
@@ -248,6 +267,9 @@ def build_records(dataset: str, tree: Path, rows: Iterable[Row]) -> tuple[list[C
         if not frames:
             excluded.append(Exclusion(key, f"no frame files in {folder}" + (
                 f" for frames {row.onset}..{row.offset}" if row.span else "") + f" ({row.source})"))
+            continue
+        if defect := sequence_defect(frames, numbers):  # the same verdict for data check and evaluate
+            excluded.append(Exclusion(key, f"{defect[0]}: {folder}: {defect[1]} ({row.source})"))
             continue
         marks = {"onset": row.onset, "apex": row.apex, "offset": row.offset}
         have = set(numbers)

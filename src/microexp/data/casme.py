@@ -19,19 +19,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from microexp.data import classes
 from microexp.data._common import (
     Row,
+    Scan,
     build_records,
     cell_text,
     checked_rows,
+    find_file,
     fix_apex,
     int_cell,
     locate_header,
     looks_like_subject_tree,
+    pick_tree,
     read_sheet,
     resolve_tree,
+    two_level_folders,
 )
+from microexp.data.classes import ClassProtocol
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
 from microexp.errors import AnnotationError
@@ -53,7 +57,8 @@ COLUMNS = {
 }
 REQUIRED = ("subject", "filename", "onset", "apex", "offset", "emotion")
 EMOTIONS = ("tense", "disgust", "repression", "surprise", "happiness", "sadness", "fear", "contempt")
-looks_like_tree = looks_like_subject_tree(r"sub\d+")
+SUBJECT = r"sub\d+"
+looks_like_tree = looks_like_subject_tree(SUBJECT)
 
 
 def read_annotation(path: Path) -> list[Row]:
@@ -92,11 +97,26 @@ def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], 
     return build_records(NAME, tree, read_annotation(ann))
 
 
-register_dataset(DatasetSpec(NAME, load, "casme-6", "CASME I (Cropped or CASME_raw_selected) + its coding sheet"))
+def scan(root: Path, annotation: Path | None) -> Scan:
+    tree, ann = resolve(root, annotation)
+    return Scan(tree, ann, read_annotation(ann), two_level_folders(tree, SUBJECT))
+
+
+def looks_like_release(folder: Path) -> bool:
+    tree = pick_tree(folder, TREES, looks_like_tree)
+    return looks_like_tree(tree) and find_file([tree, tree.parent, folder], ANNOTATION_PATTERNS) is not None
+
+
 _SIX = ("disgust", "fear", "happiness", "repression", "sadness", "surprise")
-classes.register(classes.ClassProtocol(
-    "casme-6", _SIX, dict({e: e for e in _SIX}, tense=None, contempt=None),
-    "CASME 6-class as the Microfacial-exp two-stream seed (reference-models.md §3.2): disgust 0, fear 1, "
-    "happiness 2, repression 3, sadness 4, surprise 5; tense and contempt dropped."))
-classes.register(classes.ClassProtocol(
-    "casme-all", EMOTIONS, {e: e for e in EMOTIONS}, "CASME all 8 emotions, each its own class."))
+PROTOCOLS = (
+    ClassProtocol(
+        "casme-6", _SIX, dict({e: e for e in _SIX}, tense=None, contempt=None),
+        "CASME 6-class as the Microfacial-exp two-stream seed (reference-models.md §3.2): disgust 0, fear 1, "
+        "happiness 2, repression 3, sadness 4, surprise 5; tense and contempt dropped."),
+    ClassProtocol("casme-all", EMOTIONS, {e: e for e in EMOTIONS}, "CASME all 8 emotions, each its own class."),
+)
+
+SPEC = register_dataset(DatasetSpec(
+    NAME, load, "casme-6", "CASME I (Cropped or CASME_raw_selected) + its coding sheet", protocols=PROTOCOLS,
+    labels=EMOTIONS, subject_pattern=SUBJECT, scan=scan, looks_like=looks_like_release,
+    annotation_patterns=ANNOTATION_PATTERNS))

@@ -19,20 +19,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from microexp.data import classes
 from microexp.data._common import (
     Row,
+    Scan,
     build_records,
     cell_text,
     checked_rows,
+    find_file,
     fix_apex,
     int_cell,
     locate_header,
     looks_like_subject_tree,
+    pick_tree,
     read_sheet,
     resolve_tree,
     subject_number,
+    two_level_folders,
 )
+from microexp.data.classes import ClassProtocol
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
 from microexp.errors import AnnotationError
@@ -53,7 +57,9 @@ COLUMNS = {
     "objective": ("Objective Classes", "Objective Class"),
 }
 REQUIRED = ("subject", "filename", "onset", "apex", "offset", "emotion")
-looks_like_tree = looks_like_subject_tree(r"sub\d+")
+LABELS = ("happiness", "disgust", "repression", "surprise", "others", "sadness", "fear")
+SUBJECT = r"sub\d+"
+looks_like_tree = looks_like_subject_tree(SUBJECT)
 
 
 def subject_folder(cell: object, file: Path, row: int) -> str:
@@ -96,27 +102,41 @@ def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], 
     return build_records(NAME, tree, read_annotation(ann))
 
 
-register_dataset(DatasetSpec(NAME, load, "casme2-5", "CASME II (Cropped or CASME2_RAW_selected) + CASME2-coding-*.xlsx"))
+def scan(root: Path, annotation: Path | None) -> Scan:
+    tree, ann = resolve(root, annotation)
+    return Scan(tree, ann, read_annotation(ann), two_level_folders(tree, SUBJECT))
 
-classes.register(classes.ClassProtocol(
-    "casme2-5", ("happiness", "disgust", "repression", "surprise", "others"),
-    {"happiness": "happiness", "disgust": "disgust", "repression": "repression", "surprise": "surprise",
-     "others": "others", "sadness": None, "fear": None},
-    "CASME II 5-class: happiness, disgust, repression, surprise, others; sadness and fear dropped "
-    "(249 clips with the 20190701 coding file)."))
-classes.register(classes.ClassProtocol(
-    "casme2-all", ("happiness", "disgust", "repression", "surprise", "others", "sadness", "fear"),
-    {k: k for k in ("happiness", "disgust", "repression", "surprise", "others", "sadness", "fear")},
-    "CASME II all 7 estimated emotions, each its own class (255 clips)."))
-classes.register(classes.ClassProtocol(
-    "casme2-4", ("positive", "negative", "surprise", "others"),
-    {"happiness": "positive", "disgust": "negative", "sadness": "negative", "fear": "negative",
-     "surprise": "surprise", "others": "others", "repression": "others"},
-    "CASME II 4-class of the release note.txt: positive = happiness; negative = disgust + sadness + fear; "
-    "surprise; others = others + repression."))
-classes.register(classes.ClassProtocol(
-    "casme2-3", ("negative", "positive", "surprise"),
-    {"disgust": "negative", "repression": "negative", "happiness": "positive", "surprise": "surprise",
-     "others": None, "sadness": None, "fear": None},
-    "CASME II with the MEGC2019 3-class mapping: negative = disgust + repression; positive = happiness; "
-    "surprise; others, sadness and fear dropped (the composite itself is dataset 'megc2019')."))
+
+def looks_like_release(folder: Path) -> bool:
+    tree = pick_tree(folder, TREES, looks_like_tree)
+    return looks_like_tree(tree) and find_file([tree, tree.parent, folder], ANNOTATION_PATTERNS) is not None
+
+
+PROTOCOLS = (
+    ClassProtocol(
+        "casme2-5", ("happiness", "disgust", "repression", "surprise", "others"),
+        {"happiness": "happiness", "disgust": "disgust", "repression": "repression", "surprise": "surprise",
+         "others": "others", "sadness": None, "fear": None},
+        "CASME II 5-class: happiness, disgust, repression, surprise, others; sadness and fear dropped "
+        "(249 clips with the 20190701 coding file)."),
+    ClassProtocol(
+        "casme2-all", LABELS, {k: k for k in LABELS},
+        "CASME II all 7 estimated emotions, each its own class (255 clips)."),
+    ClassProtocol(
+        "casme2-4", ("positive", "negative", "surprise", "others"),
+        {"happiness": "positive", "disgust": "negative", "sadness": "negative", "fear": "negative",
+         "surprise": "surprise", "others": "others", "repression": "others"},
+        "CASME II 4-class of the release note.txt: positive = happiness; negative = disgust + sadness + fear; "
+        "surprise; others = others + repression."),
+    ClassProtocol(
+        "casme2-3", ("negative", "positive", "surprise"),
+        {"disgust": "negative", "repression": "negative", "happiness": "positive", "surprise": "surprise",
+         "others": None, "sadness": None, "fear": None},
+        "CASME II with the MEGC2019 3-class mapping: negative = disgust + repression; positive = happiness; "
+        "surprise; others, sadness and fear dropped (the composite itself is dataset 'megc2019')."),
+)
+
+SPEC = register_dataset(DatasetSpec(
+    NAME, load, "casme2-5", "CASME II (Cropped or CASME2_RAW_selected) + CASME2-coding-*.xlsx",
+    protocols=PROTOCOLS, labels=LABELS, subject_pattern=SUBJECT, scan=scan, looks_like=looks_like_release,
+    annotation_patterns=ANNOTATION_PATTERNS))

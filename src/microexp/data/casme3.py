@@ -20,11 +20,12 @@ clip id is ``<Filename>_<Onset>`` (``a_355``), unique per subject. Emotion spell
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
-from microexp.data import classes
 from microexp.data._common import (
     Row,
+    Scan,
     build_records,
     cell_text,
     checked_rows,
@@ -36,9 +37,10 @@ from microexp.data._common import (
     sheet_names,
     subdirs,
 )
+from microexp.data.classes import ClassProtocol
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
-from microexp.errors import AnnotationError, DataError
+from microexp.errors import AnnotationError, ConfigError, DataError
 
 NAME = "casme3"
 FPS = 30.0
@@ -172,24 +174,57 @@ def load_macro_micro(root: Path, annotation: Path | None = None) -> tuple[list[C
     return build_records("casme3_mm", tree, place(read_macro_micro(Path(ann)), tree, kind))
 
 
-register_dataset(DatasetSpec(NAME, load, "casme3-4", "CAS(ME)^3 Part A micro-expressions + ME label file"))
-register_dataset(DatasetSpec("casme3_mm", load_macro_micro, "casme3_mm-type",
-                             "CAS(ME)^3 Part A macro + micro intervals (CAS(ME)3_part_A_v2.xls), label = type"))
+def make_scan(mm: bool) -> Callable[[Path, Path | None], Scan]:
+    def scan(root: Path, annotation: Path | None) -> Scan:
+        tree, kind = find_tree(root)
+        patterns = MM_PATTERNS if mm else LABEL_PATTERNS
+        ann = annotation or _find_annotation(Path(root), tree, patterns)
+        if ann is None:
+            raise ConfigError(f"{root}: no CAS(ME)^3 annotation found (annotation/partA/{patterns[0]}); "
+                              "pass --annotation FILE")
+        rows = (read_macro_micro if mm else read_annotation)(Path(ann))
+        place(rows, tree, kind)
+        if kind == "full":
+            folders = [(v / "color").relative_to(tree) for s in subdirs(tree) for v in subdirs(s)
+                       if (v / "color").is_dir()]
+        else:
+            folders = [p.relative_to(tree) for p in subdirs(tree)]
+        return Scan(tree, Path(ann), rows, folders)
+
+    return scan
+
+
+def looks_like_release(folder: Path) -> bool:
+    tree, _ = find_tree(folder)
+    return _is_full(tree) or _is_clips(tree)
+
 
 _SEVEN = ("disgust", "surprise", "others", "fear", "anger", "sad", "happy")
-classes.register(classes.ClassProtocol(
-    "casme3-7", _SEVEN, {e: e for e in _SEVEN},
-    "CAS(ME)^3 Part A 7-class: disgust, surprise, others, fear, anger, sad, happy (860 rows of the v2 label file; "
-    "'Others' spelled either way)."))
 _FOUR = {"disgust": "negative", "fear": "negative", "anger": "negative", "sad": "negative", "happy": "positive",
          "surprise": "surprise", "others": "others"}
-classes.register(classes.ClassProtocol(
-    "casme3-4", ("negative", "positive", "surprise", "others"), _FOUR,
-    "CAS(ME)^3 4-class: negative = disgust + fear + anger + sad (457); positive = happy (55); surprise (187); "
-    "others (161)."))
-classes.register(classes.ClassProtocol(
-    "casme3-3", ("negative", "positive", "surprise"), dict(_FOUR, others=None),
-    "CAS(ME)^3 3-class: the 4-class mapping without others (699 clips)."))
-classes.register(classes.ClassProtocol(
+PROTOCOLS = (
+    ClassProtocol(
+        "casme3-7", _SEVEN, {e: e for e in _SEVEN},
+        "CAS(ME)^3 Part A 7-class: disgust, surprise, others, fear, anger, sad, happy (860 rows of the v2 label "
+        "file; 'Others' spelled either way)."),
+    ClassProtocol(
+        "casme3-4", ("negative", "positive", "surprise", "others"), _FOUR,
+        "CAS(ME)^3 4-class: negative = disgust + fear + anger + sad (457); positive = happy (55); surprise (187); "
+        "others (161)."),
+    ClassProtocol(
+        "casme3-3", ("negative", "positive", "surprise"), dict(_FOUR, others=None),
+        "CAS(ME)^3 3-class: the 4-class mapping without others (699 clips)."),
+)
+MM_PROTOCOLS = (ClassProtocol(
     "casme3_mm-type", ("macro", "micro"), {"macro": "macro", "micro": "micro"},
-    "CAS(ME)^3 Part A expression type, macro vs micro (CAS(ME)3_part_A_v2.xls)."))
+    "CAS(ME)^3 Part A expression type, macro vs micro (CAS(ME)3_part_A_v2.xls)."),)
+
+SPEC = register_dataset(DatasetSpec(
+    NAME, load, "casme3-4", "CAS(ME)^3 Part A micro-expressions + ME label file", protocols=PROTOCOLS,
+    labels=_SEVEN, subject_pattern=r"spno\.?\d+", scan=make_scan(False), looks_like=looks_like_release,
+    annotation_patterns=LABEL_PATTERNS))
+MM_SPEC = register_dataset(DatasetSpec(
+    "casme3_mm", load_macro_micro, "casme3_mm-type",
+    "CAS(ME)^3 Part A macro + micro intervals (CAS(ME)3_part_A_v2.xls), label = type", protocols=MM_PROTOCOLS,
+    labels=("macro", "micro"), subject_pattern=r"spno\.?\d+", scan=make_scan(True), looks_like=looks_like_release,
+    annotation_patterns=MM_PATTERNS))

@@ -32,9 +32,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from microexp.data import classes
 from microexp.data._common import (
     Row,
+    Scan,
     build_records,
     cell_text,
     find_file,
@@ -44,7 +44,9 @@ from microexp.data._common import (
     read_sheet,
     sheet_names,
     subdirs,
+    two_level_folders,
 )
+from microexp.data.classes import ClassProtocol
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
 from microexp.errors import AnnotationError, DataError
@@ -57,6 +59,7 @@ ANNOTATION_PATTERNS = ("CAS(ME)^2code_final(Updated).xlsx", "CAS(ME)^2code_final
 SHEETS = ("CASFEcode_final", "CASMEcode_final")
 COLS = ("participant", "expression", "onset", "apex", "offset", "aus", "emotion", "type", "self_report")
 EMOTIONS = ("positive", "negative", "surprise", "others")
+SUBJECT = r"s?\d+"  # rawpic/selectedpic s15, cropped 15
 # published tables (datasets.md §5): used only when the annotation has no naming-rule sheets / folder column
 PARTICIPANT_SUBJECT = dict(zip(range(1, 23), [15, 16, 19, 20, 21, 22, 23, 24, 25, 26, 27, 29, 30, 31, 32, 33, 34,
                                               35, 36, 37, 38, 40], strict=True))
@@ -204,21 +207,37 @@ def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], 
     return build_records(NAME, tree, place(ann.rows, tree, ann.code_of))
 
 
-register_dataset(DatasetSpec(NAME, load, "casme_sq-4", "CAS(ME)^2 macro+micro expressions (rawpic spans, "
-                                                       "cropped or selectedpic) + CAS(ME)^2code_final.xlsx"))
+def scan(root: Path, annotation: Path | None) -> Scan:
+    tree, ann_file = resolve(root, annotation)
+    ann = read_annotation(ann_file)
+    return Scan(tree, ann_file, place(ann.rows, tree, ann.code_of), two_level_folders(tree, SUBJECT))
+
+
+def looks_like_release(folder: Path) -> bool:
+    return any((folder / t).is_dir() for t in TREES) or any(
+        re.fullmatch(r"\d+_\d{4}\w+", v.name) for s in subdirs(folder) for v in subdirs(s))
+
+
 _FOUR = {e: e for e in EMOTIONS}
-classes.register(classes.ClassProtocol(
-    "casme_sq-4", EMOTIONS, _FOUR,
-    "CAS(ME)^2 4-class on the estimated-emotion column as is: positive, negative, surprise, others; macro and "
-    "micro expressions (357 rows in the Updated file)."))
-classes.register(classes.ClassProtocol(
-    "casme_sq-micro-4", EMOTIONS, _FOUR,
-    "CAS(ME)^2 micro-expressions only (57 rows: negative 21, others 19, surprise 9, positive 8), estimated emotion.",
-    field="emotion", where=(("type", "micro"),)))
-classes.register(classes.ClassProtocol(
-    "casme_sq-seed", ("angry", "happy", "disgust"), {"anger": "angry", "happy": "happy", "disgust": "disgust"},
-    "CAS(ME)^2 as in the MicroExpSTCNN seed paper (reference-models.md §1.3): 3 classes angry, happy, disgust "
-    "(indices 0, 1, 2), the stimulus-video category of each expression (anger*/happy*/disgust* expression names), "
-    "macro and micro. The seed's own 206-sample selection (76/94/36, from clips it cut itself) cannot be "
-    "reconstructed from the annotation; this gives 102/167/88 on the Updated file.",
-    field="video_emotion"))
+PROTOCOLS = (
+    ClassProtocol(
+        "casme_sq-4", EMOTIONS, _FOUR,
+        "CAS(ME)^2 4-class on the estimated-emotion column as is: positive, negative, surprise, others; macro and "
+        "micro expressions (357 rows in the Updated file)."),
+    ClassProtocol(
+        "casme_sq-micro-4", EMOTIONS, _FOUR,
+        "CAS(ME)^2 micro-expressions only (57 rows: negative 21, others 19, surprise 9, positive 8), estimated "
+        "emotion.", field="emotion", where=(("type", "micro"),)),
+    ClassProtocol(
+        "casme_sq-seed", ("angry", "happy", "disgust"), {"anger": "angry", "happy": "happy", "disgust": "disgust"},
+        "CAS(ME)^2 as in the MicroExpSTCNN seed paper (reference-models.md §1.3): 3 classes angry, happy, disgust "
+        "(indices 0, 1, 2), the stimulus-video category of each expression (anger*/happy*/disgust* expression "
+        "names), macro and micro. The seed's own 206-sample selection (76/94/36, from clips it cut itself) cannot "
+        "be reconstructed from the annotation; this gives 102/167/88 on the Updated file.",
+        field="video_emotion"),
+)
+
+SPEC = register_dataset(DatasetSpec(
+    NAME, load, "casme_sq-4", "CAS(ME)^2 macro+micro expressions (rawpic spans, cropped or selectedpic) + "
+    "CAS(ME)^2code_final.xlsx", protocols=PROTOCOLS, labels=EMOTIONS, subject_pattern=SUBJECT, scan=scan,
+    looks_like=looks_like_release, annotation_patterns=ANNOTATION_PATTERNS))

@@ -2,7 +2,8 @@
 
 A protocol maps each raw emotion (compared case-insensitively, spaces/underscores ignored) to a class name, or to
 ``None`` to exclude it with a reason. Raw labels the mapping does not know are excluded as "unknown label".
-Dataset-specific protocols are registered with :func:`register` by their dataset modules.
+Dataset-specific protocols belong to their dataset's spec (:class:`~microexp.data.registry.DatasetSpec`
+``protocols``) and are registered in :data:`PROTOCOLS` with it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from microexp.data.builtin import MODULES
 from microexp.data.records import ClipRecord, ClipSet, Exclusion
-from microexp.errors import ConfigError
+from microexp.registry import Registry
 
 
 def normalise_label(label: str) -> str:
@@ -64,21 +66,12 @@ def identity_protocol(labels: Iterable[str], name: str = "all") -> ClassProtocol
     return ClassProtocol(name, classes, {c: c for c in classes}, "every annotated label is a class")
 
 
-_REGISTRY: dict[str, ClassProtocol] = {}
-
-
-def register(protocol: ClassProtocol) -> ClassProtocol:
-    _REGISTRY[protocol.name] = protocol
-    return protocol
+PROTOCOLS: Registry[ClassProtocol] = Registry("class protocol", builtin=MODULES)
 
 
 def get(name: str) -> ClassProtocol:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "none registered"
-        raise ConfigError(f"unknown class protocol {name!r} (known: {known})") from None
+    return PROTOCOLS.get(name)
 
 
 def names() -> list[str]:
-    return sorted(_REGISTRY)
+    return PROTOCOLS.names()

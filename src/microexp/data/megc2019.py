@@ -29,14 +29,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from microexp.data import casme2, classes, samm, smic
+from microexp.data import casme2, samm, smic
 from microexp.data._common import Row, cell_text, find_file, is_blank, read_sheet, subdirs
+from microexp.data.classes import ClassProtocol
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
-from microexp.errors import AnnotationError, ConfigError, DataError
+from microexp.errors import AnnotationError, ConfigError, DataError, MicroexpError
 
 NAME = "megc2019"
 CLASSES = ("negative", "positive", "surprise")
@@ -234,9 +236,38 @@ def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], 
     return records, excluded
 
 
-register_dataset(DatasetSpec(NAME, load, "megc2019-3", "MEGC2019 composite: SMIC-HS + CASME II + SAMM, 3 classes; "
-                                                       "root holds the three releases or is a .yaml naming them"))
-classes.register(classes.ClassProtocol(
+def check(root: Path, annotation: Path | None, read_images: bool, report: Any) -> Any:
+    """``data check`` of the composite: each source tree checked as its own dataset, then the GT matched."""
+    from microexp.data.check import Problem, check_dataset
+
+    try:
+        src = find_sources(root, Path(annotation) if annotation else None)
+    except MicroexpError as exc:
+        report.problems.append(Problem("layout", str(root), str(exc)))
+        return report
+    report.annotation = src.gt
+    for ds in SOURCES:
+        sub = check_dataset(ds, src.roots[ds], src.annotations[ds], read_images)
+        report.problems += [Problem(p.kind, f"[{ds}] {p.where}", p.detail) for p in sub.problems]
+        report.hints += [f"[{ds}] {h}" for h in sub.hints]
+    try:
+        records, excluded = load(root, annotation)
+    except MicroexpError as exc:
+        report.problems.append(Problem("annotation", str(src.gt), str(exc)))
+        return report
+    report.records, report.rows = records, len(records) + len(excluded)
+    for exc in excluded:
+        if "not loaded" in exc.reason:
+            report.problems.append(Problem("missing clip folder", exc.clip, exc.reason))
+    return report
+
+
+PROTOCOLS = (ClassProtocol(
     "megc2019-3", CLASSES, {c: c for c in CLASSES},
     "MEGC2019 3-class composite: negative (0), positive (1), surprise (2); 442 clips = SMIC-HS 164 (70/51/43), "
-    "CASME II 145 (88/32/25), SAMM 133 (92/26/15); 68 subjects."))
+    "CASME II 145 (88/32/25), SAMM 133 (92/26/15); 68 subjects."),)
+
+SPEC = register_dataset(DatasetSpec(
+    NAME, load, "megc2019-3", "MEGC2019 composite: SMIC-HS + CASME II + SAMM, 3 classes; root holds the three "
+    "releases or is a .yaml naming them", protocols=PROTOCOLS, labels=CLASSES, check=check,
+    annotation_patterns=GT_PATTERNS))

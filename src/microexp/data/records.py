@@ -7,10 +7,10 @@ emotion kept as annotated), lists what it could not use as :class:`Exclusion` ro
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -91,6 +91,21 @@ class ClipSet:
     def __len__(self) -> int:
         return len(self.records)
 
+    @overload
+    def __getitem__(self, index: int) -> ClipRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> ClipSet: ...
+
+    def __getitem__(self, index: int | slice) -> ClipRecord | ClipSet:
+        """``clips[i]`` is a record; ``clips[a:b]`` a ClipSet of those records (classes and exclusions kept)."""
+        if isinstance(index, slice):
+            return self.subset(range(len(self.records))[index])
+        return self.records[index]
+
+    def __iter__(self) -> Iterator[ClipRecord]:
+        return iter(self.records)
+
     @property
     def targets(self) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.classes)}
@@ -104,7 +119,7 @@ class ClipSet:
     def datasets(self) -> np.ndarray:
         return np.array([r.dataset for r in self.records], dtype=object)
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> ClipSet:
+    def subset(self, indices: Sequence[int] | range | np.ndarray) -> ClipSet:
         return ClipSet(self.name, [self.records[i] for i in indices], self.classes, list(self.excluded))
 
     def counts(self) -> dict[str, int]:

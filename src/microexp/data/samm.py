@@ -23,11 +23,12 @@ numbers differ from the micro-clip release and the two are never mixed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from microexp.data import classes
 from microexp.data._common import (
     Row,
+    Scan,
     build_records,
     cell_text,
     checked_rows,
@@ -35,11 +36,15 @@ from microexp.data._common import (
     int_cell,
     locate_header,
     looks_like_subject_tree,
+    pick_tree,
     read_sheet,
     resolve_tree,
     sheet_names,
+    subdirs,
     subject_number,
+    two_level_folders,
 )
+from microexp.data.classes import ClassProtocol
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
 from microexp.errors import AnnotationError
@@ -63,7 +68,9 @@ COLUMNS = {
     "notes": ("Notes",),
 }
 REQUIRED = ("subject", "filename", "onset", "apex", "offset", "emotion")
-looks_like_tree = looks_like_subject_tree(r"\d{3}")
+LABELS = ("anger", "contempt", "disgust", "fear", "happiness", "other", "sadness", "surprise")
+SUBJECT = r"\d{3}"
+looks_like_tree = looks_like_subject_tree(SUBJECT)
 
 
 def subject_folder(cell: object, file: Path, row: int) -> str:
@@ -109,31 +116,44 @@ def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], 
     return build_records(NAME, tree, read_annotation(ann))
 
 
-register_dataset(DatasetSpec(NAME, load, "samm-5", "SAMM micro clips + SAMM_Micro_FACS_Codes_v2.xlsx"))
+def scan(root: Path, annotation: Path | None) -> Scan:
+    tree, ann = resolve(root, annotation)
+    return Scan(tree, ann, read_annotation(ann), two_level_folders(tree, SUBJECT))
 
-_ALL = ("anger", "contempt", "disgust", "fear", "happiness", "other", "sadness", "surprise")
-classes.register(classes.ClassProtocol(
-    "samm-5", ("anger", "contempt", "happiness", "surprise", "other"),
-    {"anger": "anger", "contempt": "contempt", "happiness": "happiness", "surprise": "surprise", "other": "other",
-     "disgust": None, "fear": None, "sadness": None},
-    "SAMM 5-class: anger, contempt, happiness, surprise, other; disgust, fear and sadness dropped (136 clips)."))
-classes.register(classes.ClassProtocol(
-    "samm-7", ("happiness", "surprise", "anger", "fear", "disgust", "contempt", "sadness"),
-    {"happiness": "happiness", "surprise": "surprise", "anger": "anger", "fear": "fear", "disgust": "disgust",
-     "contempt": "contempt", "sadness": "sadness", "other": None},
-    "SAMM 7-class as Joshi 2021 (reference-models.md §2.2): label indices happiness 0, surprise 1, anger 2, "
-    "fear 3, disgust 4, contempt 5, sadness 6; other dropped (133 clips)."))
-classes.register(classes.ClassProtocol(
-    "samm-binary", ("positive", "negative"),
-    {"happiness": "positive", "anger": "negative", "contempt": "negative", "disgust": "negative",
-     "fear": "negative", "sadness": "negative", "surprise": None, "other": None},
-    "SAMM binary as Joshi 2021: positive (0) = happiness; negative (1) = anger + contempt + disgust + fear + "
-    "sadness; surprise and other dropped (26 positive, 92 negative)."))
-classes.register(classes.ClassProtocol(
-    "samm-3", ("negative", "positive", "surprise"),
-    {"anger": "negative", "contempt": "negative", "disgust": "negative", "fear": "negative", "sadness": "negative",
-     "happiness": "positive", "surprise": "surprise", "other": None},
-    "SAMM with the MEGC2019 3-class mapping: negative = anger + contempt + disgust + fear + sadness; "
-    "positive = happiness; surprise; other dropped (92/26/15 = 133 clips, 28 subjects)."))
-classes.register(classes.ClassProtocol(
-    "samm-all", _ALL, {k: k for k in _ALL}, "SAMM all 8 estimated emotions, each its own class (159 clips)."))
+
+def looks_like_release(folder: Path) -> bool:
+    tree = pick_tree(folder, TREES, looks_like_tree)
+    return any(re.fullmatch(r"\d{3}_\d+_\d+", c.name) for s in subdirs(tree) for c in subdirs(s))
+
+
+PROTOCOLS = (
+    ClassProtocol(
+        "samm-5", ("anger", "contempt", "happiness", "surprise", "other"),
+        {"anger": "anger", "contempt": "contempt", "happiness": "happiness", "surprise": "surprise",
+         "other": "other", "disgust": None, "fear": None, "sadness": None},
+        "SAMM 5-class: anger, contempt, happiness, surprise, other; disgust, fear and sadness dropped (136 clips)."),
+    ClassProtocol(
+        "samm-7", ("happiness", "surprise", "anger", "fear", "disgust", "contempt", "sadness"),
+        {"happiness": "happiness", "surprise": "surprise", "anger": "anger", "fear": "fear", "disgust": "disgust",
+         "contempt": "contempt", "sadness": "sadness", "other": None},
+        "SAMM 7-class as Joshi 2021 (reference-models.md §2.2): label indices happiness 0, surprise 1, anger 2, "
+        "fear 3, disgust 4, contempt 5, sadness 6; other dropped (133 clips)."),
+    ClassProtocol(
+        "samm-binary", ("positive", "negative"),
+        {"happiness": "positive", "anger": "negative", "contempt": "negative", "disgust": "negative",
+         "fear": "negative", "sadness": "negative", "surprise": None, "other": None},
+        "SAMM binary as Joshi 2021: positive (0) = happiness; negative (1) = anger + contempt + disgust + fear + "
+        "sadness; surprise and other dropped (26 positive, 92 negative)."),
+    ClassProtocol(
+        "samm-3", ("negative", "positive", "surprise"),
+        {"anger": "negative", "contempt": "negative", "disgust": "negative", "fear": "negative",
+         "sadness": "negative", "happiness": "positive", "surprise": "surprise", "other": None},
+        "SAMM with the MEGC2019 3-class mapping: negative = anger + contempt + disgust + fear + sadness; "
+        "positive = happiness; surprise; other dropped (92/26/15 = 133 clips, 28 subjects)."),
+    ClassProtocol(
+        "samm-all", LABELS, {k: k for k in LABELS}, "SAMM all 8 estimated emotions, each its own class (159 clips)."),
+)
+
+SPEC = register_dataset(DatasetSpec(
+    NAME, load, "samm-5", "SAMM micro clips + SAMM_Micro_FACS_Codes_v2.xlsx", protocols=PROTOCOLS, labels=LABELS,
+    subject_pattern=SUBJECT, scan=scan, looks_like=looks_like_release, annotation_patterns=ANNOTATION_PATTERNS))

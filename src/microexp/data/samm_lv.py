@@ -19,11 +19,12 @@ with :mod:`microexp.data.samm`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from microexp.data import classes
 from microexp.data._common import (
     Row,
+    Scan,
     build_records,
     cell_text,
     checked_rows,
@@ -31,9 +32,12 @@ from microexp.data._common import (
     int_cell,
     locate_header,
     looks_like_subject_tree,
+    pick_tree,
     read_sheet,
     resolve_tree,
+    subdirs,
 )
+from microexp.data.classes import ClassProtocol
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
 from microexp.errors import AnnotationError
@@ -54,7 +58,8 @@ COLUMNS = {
     "notes": ("Notes",),
 }
 REQUIRED = ("subject", "filename", "onset", "apex", "offset", "type")
-looks_like_tree = looks_like_subject_tree(r"\d{3}_\d+")
+SUBJECT = r"\d{3}_\d+"  # the long-video folders (006_1) stand where subject folders are
+looks_like_tree = looks_like_subject_tree(SUBJECT)
 
 
 def expression_type(text: str, file: Path, row: int) -> str:
@@ -119,8 +124,21 @@ def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], 
     return build_records(NAME, tree, read_annotation(ann))
 
 
-register_dataset(DatasetSpec(NAME, load, "samm_lv-type",
-                             "SAMM Long Videos: macro/micro intervals of SAMM_longvideos (spans of long videos)"))
-classes.register(classes.ClassProtocol(
+def scan(root: Path, annotation: Path | None) -> Scan:
+    tree, ann = resolve(root, annotation)
+    folders = [p.relative_to(tree) for p in subdirs(tree) if re.fullmatch(SUBJECT, p.name)]
+    return Scan(tree, ann, read_annotation(ann), folders)
+
+
+def looks_like_release(folder: Path) -> bool:
+    return looks_like_tree(pick_tree(folder, TREES, looks_like_tree))
+
+
+PROTOCOLS = (ClassProtocol(
     "samm_lv-type", ("macro", "micro"), {"macro": "macro", "micro": "micro"},
-    "SAMM-LV expression type: macro vs micro (the release has no emotion labels)."))
+    "SAMM-LV expression type: macro vs micro (the release has no emotion labels)."),)
+
+SPEC = register_dataset(DatasetSpec(
+    NAME, load, "samm_lv-type", "SAMM Long Videos: macro/micro intervals of SAMM_longvideos (spans of long videos)",
+    protocols=PROTOCOLS, labels=("macro", "micro"), subject_pattern=SUBJECT, scan=scan,
+    looks_like=looks_like_release, annotation_patterns=ANNOTATION_PATTERNS))

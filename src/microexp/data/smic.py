@@ -18,13 +18,14 @@ the first and last frame of the folder; the apex is not annotated, so the middle
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
-from microexp.data import classes
-from microexp.data._common import Row, build_records, numbered_frames, subdirs
+from microexp.data._common import Row, Scan, build_records, numbered_frames, subdirs
+from microexp.data.classes import ClassProtocol
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, Loader, register_dataset
-from microexp.errors import DataError
+from microexp.errors import ConfigError, DataError
 
 EMOTIONS = ("negative", "positive", "surprise")
 CAMERAS = {"smic": ("HS", 100.0), "smic_vis": ("VIS", 25.0), "smic_nir": ("NIR", 25.0)}
@@ -90,11 +91,30 @@ def make_loader(name: str) -> Loader:
     return load
 
 
-load = make_loader("smic")
-for _name, (_camera, _) in CAMERAS.items():
-    register_dataset(DatasetSpec(_name, make_loader(_name), "smic-3",
-                                 f"SMIC-{_camera} recognition release (labels from folders)"))
+def make_scan(name: str) -> Callable[[Path, Path | None], Scan]:
+    camera, fps = CAMERAS[name]
 
-classes.register(classes.ClassProtocol(
+    def scan(root: Path, annotation: Path | None) -> Scan:
+        if annotation is not None:
+            raise ConfigError("SMIC has no annotation file (labels come from the folder names); leave --annotation out")
+        tree = find_tree(root, camera)
+        rows, _ = scan_rows(tree, fps)
+        return Scan(tree, None, rows, [r.folder for r in rows if r.folder is not None])
+
+    return scan
+
+
+def make_looks_like(name: str) -> Callable[[Path], bool]:
+    camera = CAMERAS[name][0]
+    return lambda folder: looks_like_tree(find_tree(folder, camera))
+
+
+load = make_loader("smic")
+PROTOCOLS = (ClassProtocol(
     "smic-3", EMOTIONS, {e: e for e in EMOTIONS},
-    "SMIC 3-class: negative, positive, surprise, the emotion folders of the release (HS: 70/51/43)."))
+    "SMIC 3-class: negative, positive, surprise, the emotion folders of the release (HS: 70/51/43)."),)
+SPECS = {name: register_dataset(DatasetSpec(
+    name, make_loader(name), "smic-3", f"SMIC-{camera} recognition release (labels from folders)",
+    protocols=PROTOCOLS if name == "smic" else (), labels=EMOTIONS, subject_pattern=SUBJECT.pattern,
+    scan=make_scan(name), looks_like=make_looks_like(name), family="smic"))
+    for name, (camera, _) in CAMERAS.items()}

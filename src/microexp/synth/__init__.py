@@ -29,6 +29,10 @@ the mean LFW landmark template (``Face.source`` ends in ``(template)``). Landmar
 
 Deterministic: the same :class:`SynthConfig` gives identical bytes; each clip is seeded by (seed, subject,
 class, index).
+
+:mod:`microexp.synth.fixtures` writes trees in the exact layout of the real releases (``microexp synth --layout
+casme2`` ...), one writer per dataset name, rendered by this generator; it is imported on its own (it reads the
+dataset modules of :mod:`microexp.data`, which never import ``synth``).
 """
 
 from microexp.synth.aus import AU, SUPPORTED, format_aus, parse_aus

@@ -1,4 +1,4 @@
-"""Fixture trees in the exact on-disk layout and naming of the real releases (``microexp synth --layout``).
+"""Fixture trees (one writer per dataset, keyed by its name) in the exact on-disk layout and naming of the real releases (``microexp synth --layout``).
 
 :func:`build_fixture` writes, for one layout, the frame folders and the annotation file where the release has one,
 so that the real loaders can be exercised (and a pipeline dry-run) before the licensed data arrives:
@@ -46,8 +46,7 @@ import openpyxl
 from microexp.data import casme, casme2, casme3, casme_sq, megc2019, samm
 from microexp.data._common import Row
 from microexp.errors import ConfigError, DataError
-
-LAYOUTS = ("casme2", "samm", "smic", "casme_sq", "casme", "casme3")
+from microexp.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -80,19 +79,15 @@ def placeholder_renderer(spec: ClipSpec) -> np.ndarray:
 
 @functools.lru_cache(maxsize=2)
 def _faces(n: int) -> list:
-    from microexp.synth import load_faces
+    from microexp.synth.faces import load_faces
 
     return load_faces(n)  # landmarks via dlib: seconds, so once per process
 
 
 def synth_renderer(n_faces: int = 8) -> Renderer:
     """The project's synthetic generator (:mod:`microexp.synth`): a real face per subject, moved by the row's AU
-    codes between onset, apex and offset. Falls back to :func:`placeholder_renderer` only when ``microexp.synth`` is
-    not installed."""
-    try:
-        from microexp.synth import render_clip
-    except ImportError:  # synth not installed in this checkout
-        return placeholder_renderer
+    codes between onset, apex and offset."""
+    from microexp.synth.render import render_clip
 
     def render(spec: ClipSpec) -> np.ndarray:
         faces = _faces(n_faces)
@@ -110,10 +105,8 @@ def synth_renderer(n_faces: int = 8) -> Renderer:
 
 
 def _class_aus(emotion: str, clip_id: str) -> str:
-    try:
-        from microexp.synth import CLASS_AUS
-    except ImportError:
-        return ""
+    from microexp.synth.generate import CLASS_AUS
+
     choices = CLASS_AUS.get(emotion, ("",))
     return choices[_seed(clip_id) % len(choices)]
 
@@ -334,100 +327,151 @@ def _annotation_file(given: Path | None, folder: Path, default: str, write: Call
     return folder / default
 
 
+@dataclass
+class _Build:
+    """One fixture being written: the renderer, the output folder and what was written so far."""
+
+    layout: str
+    out: Path
+    render: Renderer
+    size: int
+    seed: int
+    raw: bool
+    fx: Fixture
+    subjects: list[str] = field(default_factory=list)
+
+    def clip(self, folder: Path, row: Row, names: Sequence[str], numbers: Sequence[int], color: bool) -> None:
+        if row.invalid:  # e.g. onset after offset: no frames to write; the loader excludes the row
+            return
+        if not row.aus and self.layout == "smic":  # SMIC has no AU codes: use the generator's AUs for the class
+            row = Row(**{**vars(row), "aus": _class_aus(row.emotion, row.clip_id)})
+        frames = _render_span(self.render, row, numbers, self.size, self.seed, self.subjects)
+        _write_frames(folder, names, frames, color)
+        self.fx.clip_folders[f"{row.subject}/{row.clip_id}"] = folder
+
+
+Builder = Callable[[_Build, "Path | None"], list[Row]]  # writes the tree, returns the rows it was built from
+BUILDERS: Registry[Builder] = Registry("fixture layout")  # keyed by dataset name
+
+
+def _casme2(b: _Build, annotation: Path | None) -> list[Row]:
+    if annotation:
+        b.fx.annotation = _copy(annotation, b.out)
+    else:
+        b.fx.annotation = b.out / "CASME2-coding-20190701.xlsx"
+        _write_casme2_annotation(b.fx.annotation, _casme2_rows())
+    rows = casme2.read_annotation(b.fx.annotation)
+    tree, prefix = (b.out / "CASME2_RAW_selected", "img") if b.raw else (b.out / "Cropped", "reg_img")
+    for r in rows:
+        nums = _clip_frames(r)
+        b.clip(tree / r.subject / r.clip_id, r, [f"{prefix}{n}.jpg" for n in nums], nums, color=True)
+    return rows
+
+
+def _samm(b: _Build, annotation: Path | None) -> list[Row]:
+    b.fx.annotation = _annotation_file(annotation, b.out, "SAMM_Micro_FACS_Codes_v2.xlsx",
+                                       lambda path: _write_samm_annotation(path, _samm_rows()))
+    rows = samm.read_annotation(b.fx.annotation)
+    for r in rows:
+        nums = _clip_frames(r)
+        b.clip(b.out / "SAMM" / r.subject / r.clip_id, r, [f"{r.subject}_{n:05d}.jpg" for n in nums], nums, False)
+    return rows
+
+
+def _smic(b: _Build, annotation: Path | None) -> list[Row]:
+    if annotation:  # the MEGC2019 GT lists the SMIC-HS clips with their labels
+        rows = [Row(g.subject, g.clip, g.label, None, None, None) for g in megc2019.read_gt(annotation)
+                if g.dataset == "smic"]
+    else:
+        rows = _smic_rows()
+    release, prefix = ("SMIC_all_raw", "image") if b.raw else ("SMIC_all_cropped", "reg_image")
+    hs = b.out / release / "HS"
+    for r in rows:
+        n = 6 + _seed(b.seed, r.clip_id) % 5
+        start = 1000 + _seed(r.clip_id) % 90000
+        nums = list(range(start, start + n))
+        r.onset, r.offset, r.fps = nums[0], nums[-1], 100.0
+        r.apex = (r.onset + r.offset) // 2
+        b.clip(hs / r.subject / "micro" / r.emotion / r.clip_id, r, [f"{prefix}{k:06d}.bmp" for k in nums], nums,
+               color=True)
+    # a non-micro folder, which loaders must ignore
+    stray = rows[0]
+    _write_frames(hs / stray.subject / "non_micro" / "x_01", [f"{prefix}{k:06d}.bmp" for k in range(1, 4)],
+                  placeholder_renderer(ClipSpec(3, 1, 2, 3, "", 100.0, b.size, b.seed, 0)), color=True)
+    b.fx.root = b.out / release
+    return rows
+
+
+def _casme_sq(b: _Build, annotation: Path | None) -> list[Row]:
+    b.fx.annotation = _annotation_file(annotation, b.out, "CAS(ME)^2code_final.xlsx",
+                                       lambda path: _write_casme_sq_annotation(path, _casme_sq_rows()))
+    ann = casme_sq.read_annotation(b.fx.annotation)
+    rawpic = b.out / "rawpic"
+    for r in ann.rows:
+        if "rawpic_folder" in r.meta:
+            folder = Path(r.meta["rawpic_folder"])
+        else:
+            code = ann.code_of.get(r.meta["video"]) or casme_sq.VIDEO_CODE[r.meta["video"]]
+            # s19's folder carries another subject's prefix in the release (23_0502funnyerrors)
+            pre = "23" if r.subject == "s19" and code == "0502" else r.subject[1:]
+            folder = Path(r.subject) / f"{pre}_{code}{casme_sq.VIDEO_NAME[code]}"
+        nums = _clip_frames(r)
+        b.clip(rawpic / folder, r, [f"img{n:03d}.jpg" for n in nums], nums, color=True)
+    return ann.rows
+
+
+def _casme(b: _Build, annotation: Path | None) -> list[Row]:
+    b.fx.annotation = _annotation_file(annotation, b.out, "casme.xlsx",
+                                       lambda path: _write_casme_annotation(path, _casme_rows()))
+    rows = casme.read_annotation(b.fx.annotation)
+    for k, r in enumerate(rows):
+        nums = _clip_frames(r)
+        fmt = "{:03d}" if k >= len(rows) // 2 else "{}"  # later part of the release pads to 3 digits
+        b.clip(b.out / "Cropped" / r.subject / r.clip_id, r,
+               [f"reg_{r.clip_id}-{fmt.format(n)}.jpg" for n in nums], nums, color=True)
+    return rows
+
+
+def _casme3(b: _Build, annotation: Path | None) -> list[Row]:
+    ann_dir = b.out / "annotation" / "partA"
+    b.fx.annotation = _annotation_file(annotation, ann_dir, "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx",
+                                       lambda path: _write_casme3_annotation(path, _casme3_rows()))
+    rows = casme3.read_annotation(b.fx.annotation)
+    tree = b.out / "part_A" / "data" / "part_A_split" / "part_A"
+    for r in rows:
+        nums = _clip_frames(r)
+        b.clip(tree / r.subject / r.meta["video"].lower() / "color", r, [f"{n}.jpg" for n in nums], nums, True)
+    return rows
+
+
+for _name, _builder in (("casme2", _casme2), ("samm", _samm), ("smic", _smic), ("casme_sq", _casme_sq),
+                        ("casme", _casme), ("casme3", _casme3)):
+    BUILDERS.add(_name, _builder)
+LAYOUTS = tuple(BUILDERS.names())
+
+
+def check_annotation(layout: str, annotation: Path) -> None:
+    """The file to mirror must exist and must not be another dataset's annotation (a SAMM file for casme2)."""
+    from microexp.data.registry import annotation_mismatch, get_dataset
+
+    annotation = Path(annotation)
+    if not annotation.is_file():
+        raise DataError(f"{annotation}: annotation file not found")
+    if why := annotation_mismatch(get_dataset(layout), annotation):
+        raise ConfigError(why)
+
+
 def build_fixture(layout: str, out: Path, annotation: Path | None = None, *, render: Renderer | None = None,
                   size: int = 24, seed: int = 0, raw: bool = False) -> Fixture:
     """Write a ``layout`` tree under ``out`` (see the module doc) and return what was written."""
-    if layout not in LAYOUTS:
+    if layout not in BUILDERS:
         raise ConfigError(f"unknown fixture layout {layout!r} (known: {', '.join(LAYOUTS)})")
+    if annotation is not None:
+        check_annotation(layout, Path(annotation))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    render = render or synth_renderer()
-    subjects: list[str] = []
     fx = Fixture(layout, out, None, [])
-
-    def clip(folder: Path, row: Row, names: Sequence[str], numbers: Sequence[int], color: bool) -> None:
-        if row.invalid:  # e.g. onset after offset: no frames to write; the loader excludes the row
-            return
-        if not row.aus and layout == "smic":  # SMIC has no AU codes: use the generator's AUs for the class
-            row = Row(**{**vars(row), "aus": _class_aus(row.emotion, row.clip_id)})
-        frames = _render_span(render, row, numbers, size, seed, subjects)
-        _write_frames(folder, names, frames, color)
-        fx.clip_folders[f"{row.subject}/{row.clip_id}"] = folder
-
-    if layout == "casme2":
-        if annotation:
-            fx.annotation = _copy(annotation, out)
-            rows = casme2.read_annotation(fx.annotation)
-        else:
-            rows = _casme2_rows()
-            fx.annotation = out / "CASME2-coding-20190701.xlsx"
-            _write_casme2_annotation(fx.annotation, rows)
-            rows = casme2.read_annotation(fx.annotation)
-        tree, prefix = (out / "CASME2_RAW_selected", "img") if raw else (out / "Cropped", "reg_img")
-        for r in rows:
-            nums = _clip_frames(r)
-            clip(tree / r.subject / r.clip_id, r, [f"{prefix}{n}.jpg" for n in nums], nums, color=True)
-    elif layout == "samm":
-        fx.annotation = _annotation_file(annotation, out, "SAMM_Micro_FACS_Codes_v2.xlsx",
-                                         lambda path: _write_samm_annotation(path, _samm_rows()))
-        rows = samm.read_annotation(fx.annotation)
-        for r in rows:
-            nums = _clip_frames(r)
-            clip(out / "SAMM" / r.subject / r.clip_id, r, [f"{r.subject}_{n:05d}.jpg" for n in nums], nums, False)
-    elif layout == "smic":
-        if annotation:  # the MEGC2019 GT lists the SMIC-HS clips with their labels
-            rows = [Row(g.subject, g.clip, g.label, None, None, None) for g in megc2019.read_gt(annotation)
-                    if g.dataset == "smic"]
-        else:
-            rows = _smic_rows()
-        release, prefix = ("SMIC_all_raw", "image") if raw else ("SMIC_all_cropped", "reg_image")
-        hs = out / release / "HS"
-        for r in rows:
-            n = 6 + _seed(seed, r.clip_id) % 5
-            start = 1000 + _seed(r.clip_id) % 90000
-            nums = list(range(start, start + n))
-            r.onset, r.offset, r.fps = nums[0], nums[-1], 100.0
-            r.apex = (r.onset + r.offset) // 2
-            clip(hs / r.subject / "micro" / r.emotion / r.clip_id, r, [f"{prefix}{k:06d}.bmp" for k in nums], nums,
-                 color=True)
-        # a non-micro folder, which loaders must ignore
-        stray = rows[0]
-        _write_frames(hs / stray.subject / "non_micro" / "x_01", [f"{prefix}{k:06d}.bmp" for k in range(1, 4)],
-                      placeholder_renderer(ClipSpec(3, 1, 2, 3, "", 100.0, size, seed, 0)), color=True)
-        fx.root = out / release
-    elif layout == "casme_sq":
-        fx.annotation = _annotation_file(annotation, out, "CAS(ME)^2code_final.xlsx",
-                                         lambda path: _write_casme_sq_annotation(path, _casme_sq_rows()))
-        ann = casme_sq.read_annotation(fx.annotation)
-        rows = ann.rows
-        rawpic = out / "rawpic"
-        for r in rows:
-            if "rawpic_folder" in r.meta:
-                folder = Path(r.meta["rawpic_folder"])
-            else:
-                code = ann.code_of.get(r.meta["video"]) or casme_sq.VIDEO_CODE[r.meta["video"]]
-                # s19's folder carries another subject's prefix in the release (23_0502funnyerrors)
-                pre = "23" if r.subject == "s19" and code == "0502" else r.subject[1:]
-                folder = Path(r.subject) / f"{pre}_{code}{casme_sq.VIDEO_NAME[code]}"
-            nums = _clip_frames(r)
-            clip(rawpic / folder, r, [f"img{n:03d}.jpg" for n in nums], nums, color=True)
-    elif layout == "casme":
-        fx.annotation = _annotation_file(annotation, out, "casme.xlsx",
-                                         lambda path: _write_casme_annotation(path, _casme_rows()))
-        rows = casme.read_annotation(fx.annotation)
-        for k, r in enumerate(rows):
-            nums = _clip_frames(r)
-            fmt = "{:03d}" if k >= len(rows) // 2 else "{}"  # later part of the release pads to 3 digits
-            clip(out / "Cropped" / r.subject / r.clip_id, r,
-                 [f"reg_{r.clip_id}-{fmt.format(n)}.jpg" for n in nums], nums, color=True)
-    elif layout == "casme3":
-        ann_dir = out / "annotation" / "partA"
-        fx.annotation = _annotation_file(annotation, ann_dir, "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx",
-                                         lambda path: _write_casme3_annotation(path, _casme3_rows()))
-        rows = casme3.read_annotation(fx.annotation)
-        tree = out / "part_A" / "data" / "part_A_split" / "part_A"
-        for r in rows:
-            nums = _clip_frames(r)
-            clip(tree / r.subject / r.meta["video"].lower() / "color", r, [f"{n}.jpg" for n in nums], nums, True)
+    build = _Build(layout, out, render or synth_renderer(), size, seed, raw, fx)
+    rows = BUILDERS.get(layout)(build, Path(annotation) if annotation else None)
     fx.rows = [r for r in rows if not r.invalid]
     return fx
