@@ -242,6 +242,17 @@ def test_numeric_options_are_checked_before_any_work(run_dir: Path, tmp_path: Pa
     assert err == f"microexp predict: error: {message}" or err.startswith(f"microexp predict: error: {message}")
 
 
+def test_executor_options_are_checked_before_any_work(blob_tree: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(blob_tree).to_dict()))
+    for flag in ("--workers", "--threads-per-worker"):
+        err = _one_line(capsys, ["evaluate", "--config", str(config), "--out", str(tmp_path / "run"),
+                                 "--executor", "dask", flag, "0", "--no-progress"])
+        assert err == f"microexp evaluate: error: {flag} 0: must be >= 1"
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_python_api_speaks_of_arguments_not_options(run_dir: Path, tmp_path: Path) -> None:
     from microexp.predict import load
 

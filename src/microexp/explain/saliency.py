@@ -216,8 +216,9 @@ def clip_inputs(record: ClipRecord, ckpt: dict[str, Any]) -> Inputs:
 def _find_record(run_dir: Path, key: str) -> ClipRecord:
     from microexp.config import RunConfig
     from microexp.data.registry import load_dataset
+    from microexp.runs import CONFIG
 
-    config = RunConfig.from_yaml(run_dir / "config.yaml")
+    config = RunConfig.from_yaml(run_dir / CONFIG)
     if not config.root:
         raise ConfigError(f"{run_dir}/config.yaml has no dataset root; pass the clip record through the API")
     clips = load_dataset(config.dataset, Path(config.root), config.annotation, config.classes)

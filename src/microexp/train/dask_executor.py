@@ -63,7 +63,7 @@ class DaskExecutor:
         if data not in DATA_MODES:
             raise ConfigError(f"dask data mode {data!r} is not one of {list(DATA_MODES)}")
         if workers is not None and workers < 1:
-            raise ConfigError(f"--workers={workers} must be >= 1")
+            raise ConfigError(f"workers={workers} must be >= 1")
         self.scheduler = scheduler
         self.workers = workers or os.cpu_count() or 1
         self.threads_per_worker = threads_per_worker

@@ -88,7 +88,7 @@ def prepare(config: RunConfig, clips: ClipSet | None = None, progress: bool = Tr
     pconf = resolve_preprocess(config)
     if clips is None:
         if not config.root:
-            raise ConfigError(f"dataset {config.dataset!r} needs --root")
+            raise ConfigError(f"dataset {config.dataset!r} needs root, the dataset's folder")
         clips = load_dataset(config.dataset, Path(config.root), config.annotation, config.classes)
     if len(clips) == 0:
         raise DataError(f"{clips.name}: no usable clips ({len(clips.excluded)} excluded)")
@@ -136,8 +136,8 @@ def start_run_dir(out: Path, config: RunConfig, pconf: PreprocessConfig, resume:
             shown = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diff[:5])
             raise ConfigError(f"{out}: cannot resume, the configuration differs ({shown})")
     elif has_run:
-        raise ConfigError(f"{out} already holds a run; resume it with `microexp evaluate --resume {out}` "
-                          f"or choose another --out")
+        raise ConfigError(f"{out} already holds a run; resume it (resume=True; `microexp evaluate --resume {out}`) "
+                          f"or choose another output folder")
     check_writable_dir(out)
     runs.write_config(out, resolved)
 
