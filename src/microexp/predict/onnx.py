@@ -17,7 +17,7 @@ from microexp.preprocess.config import PreprocessConfig
 from microexp.runs import read_checkpoints
 
 ONNX_OPSET = 17  # legacy TorchScript exporter (the dynamo one needs onnxscript, which is not a dependency)
-MIN_OPSET, MAX_OPSET = 9, 21
+MIN_OPSET, MAX_OPSET = 7, 20  # what the legacy TorchScript exporter supports (torch 2.x)
 PROBABILITIES = "probabilities"
 
 
