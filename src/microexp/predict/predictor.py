@@ -14,6 +14,7 @@ crops already and skips detection.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,9 @@ def check_options(window: str | int | None = None, stride: str | int | None = No
     check_span(window, n["window"])
     check_span(stride, n["stride"])
     check_fps(fps, n["fps"])
-    if not isinstance(min_probability, int | float) or not 0 <= float(min_probability) <= 1:
+    if not isinstance(min_probability, numbers.Real) or not 0 <= float(min_probability) <= 1:
         raise ConfigError(f"{n['min_probability']} {min_probability!r}: a probability between 0 and 1")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ConfigError(f"{n['batch_size']} {batch_size!r}: a whole number >= 1")
 
 
