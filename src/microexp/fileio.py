@@ -74,18 +74,28 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         f.write(data)
 
 
-def check_writable_dir(folder: str | Path, what: str = "") -> Path:
-    """Create ``folder`` if needed and prove it writable with a temporary file, before any work starts."""
-    folder = Path(folder)
-    label = f"{what} " if what else ""
+def _unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot take new files (created if missing), or None when it can: proved with a
+    temporary file, since permission bits say nothing for root or read-only mounts."""
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{label}{folder}: not a folder")
+        return "not a folder"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise ConfigError(f"{label}{folder}: cannot write ({exc.strerror or type(exc).__name__})") from None
+        return exc.strerror or type(exc).__name__
+    return None
+
+
+def check_writable_dir(folder: str | Path, what: str = "") -> Path:
+    """Create ``folder`` if needed and prove it writable, before any work starts."""
+    folder = Path(folder)
+    reason = _unwritable(folder)
+    if reason == "not a folder":
+        raise ConfigError(f"{what + ' ' if what else ''}{folder}: not a folder")
+    if reason is not None:
+        raise ConfigError(f"{what + ' ' if what else ''}{folder}: cannot write ({reason})")
     return folder
 
 
@@ -95,7 +105,9 @@ def check_output_file(path: str | Path, what: str = "") -> Path:
     label = f"{what} " if what else ""
     if path.is_dir():
         raise ConfigError(f"{label}{path}: is a folder; give a file name")
-    check_writable_dir(path.parent if str(path.parent) else Path("."), what)
+    reason = _unwritable(path.parent)
+    if reason is not None:
+        raise ConfigError(f"{label}{path}: cannot write (folder {path.parent}: {reason})")
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{label}{path}: cannot write (Permission denied)")
     return path
