@@ -307,3 +307,14 @@ def test_a_face_crop_run_does_not_classify_a_video_without_a_face(run_dir: Path,
     assert crops.preprocess.face == "none" and crops.notes == []
     result = crops.predict(video)
     assert result.windows and result.gaps == [] and result.notes == []
+
+
+def test_the_run_module_and_predict_import_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, microexp.runs, microexp.predict, microexp.cli._executor; "
+            "print(sorted(m for m in ('torch', 'sklearn', 'numba') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout.strip()
+    assert out == "[]"
