@@ -18,8 +18,9 @@ from microexp.config import RunConfig
 from microexp.errors import ConfigError
 from microexp.train.arrays import load_arrays, save_arrays
 from microexp.train.dask_executor import DaskExecutor
-from microexp.train.evaluate import evaluate, fold_tasks, prepare, run_fold
+from microexp.train.evaluate import evaluate, fold_tasks, prepare
 from microexp.train.executor import LocalExecutor
+from microexp.train.folds import run_fold
 
 SMALL = ["--frames", "20", "--size", "32", "--no-progress", "--protocol", "kfold", "--folds", "3", "--epochs", "1"]
 

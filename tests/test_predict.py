@@ -110,7 +110,7 @@ def event_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_window_covering_each_event_gets_its_class(event_run: Path, event_video: Path) -> None:
-    predictor = load(event_run)
+    predictor = load(event_run, face="none")  # blob frames: no face to detect
     assert predictor.models == ["seed0-fold1", "seed0-fold2"]  # the default is the ensemble of both folds
     result = predictor.predict(event_video, stride=4)
     # default window = the training clips' median duration (16 frames at 30 fps) at the video's 30 fps
@@ -137,7 +137,7 @@ def test_frames_folder_and_arrays_give_the_same_windows(event_run: Path, tmp_pat
     folder.mkdir()
     for i, f in enumerate(frames):
         cv2.imwrite(str(folder / f"img{i + 1}.png"), f)
-    predictor = microexp.load(event_run, fold="fold1")
+    predictor = microexp.load(event_run, fold="fold1", face="none")
     assert predictor.models == ["seed0-fold1"]
     from_folder = predictor.predict(folder, window=CLIP, stride="200ms")  # 200 ms at 30 fps = 6 frames
     from_arrays = predictor.predict(frames, window="0.5333s", stride=6)
@@ -150,8 +150,8 @@ def test_frames_folder_and_arrays_give_the_same_windows(event_run: Path, tmp_pat
 
 def test_ensemble_is_the_mean_of_the_folds(event_run: Path) -> None:
     frames = long_video_frames(EVENTS)
-    both = load(event_run).predict(frames, stride=8)
-    folds = [load(event_run, fold=f).predict(frames, stride=8) for f in ("fold1", "seed0-fold2")]
+    both = load(event_run, face="none").predict(frames, stride=8)
+    folds = [load(event_run, fold=f, face="none").predict(frames, stride=8) for f in ("fold1", "seed0-fold2")]
     for i, w in enumerate(both.windows):
         for c in both.classes:
             assert w.probabilities[c] == pytest.approx(
@@ -164,9 +164,9 @@ def test_onnx_export_matches_pytorch(event_run: Path, event_video: Path, tmp_pat
     pytest.importorskip("onnxruntime")
     for fold in ("fold2", None):  # one fold, and the averaging graph of all folds
         path = export_onnx(event_run, tmp_path / f"m-{fold}.onnx", fold=fold)
-        onnx_pred = load_onnx(path)
-        assert onnx_pred.classes == ["down", "none", "up"] and onnx_pred.preprocess == load(event_run).preprocess
-        a = load(event_run, fold=fold).predict(event_video, stride=4)
+        onnx_pred = load_onnx(path, face="none")
+        assert onnx_pred.classes == ["down", "none", "up"] and onnx_pred.preprocess == load(event_run, face="none").preprocess
+        a = load(event_run, fold=fold, face="none").predict(event_video, stride=4)
         b = onnx_pred.predict(event_video, stride=4)
         pa = np.array([[w.probabilities[c] for c in a.classes] for w in a.windows])
         pb = np.array([[w.probabilities[c] for c in b.classes] for w in b.windows])
@@ -177,15 +177,16 @@ def test_onnx_export_matches_pytorch(event_run: Path, event_video: Path, tmp_pat
 
 def test_cli_predict_table_json_csv_and_export(event_run: Path, event_video: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture) -> None:
-    assert main(["predict", str(event_video), "--run", str(event_run), "--stride", "4", "--no-progress"]) == 0
+    assert main(["predict", str(event_video), "--run", str(event_run), "--stride", "4", "--face", "none",
+                 "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "96 frames at 30 fps; window 16 frames, stride 4" in out and "segments:" in out and "gaps: none" in out
-    assert main(["predict", str(event_video), "--run", str(event_run), "--stride", "4", "--json",
+    assert main(["predict", str(event_video), "--run", str(event_run), "--stride", "4", "--json", "--face", "none",
                  "--no-progress"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["windows"]) == 21 and data["classes"] == ["down", "none", "up"]
     assert {w["start_frame"]: w["label"] for w in data["windows"]}[24] == "up"
-    assert main(["predict", str(event_video), "--run", str(event_run), "--fold", "fold1", "--csv",
+    assert main(["predict", str(event_video), "--run", str(event_run), "--fold", "fold1", "--csv", "--face", "none",
                  "--window", "16", "--stride", "8", "--no-progress"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "status,start_frame,end_frame,start_time,end_time,predicted,p_down,p_none,p_up,reason"
@@ -195,7 +196,7 @@ def test_cli_predict_table_json_csv_and_export(event_run: Path, event_video: Pat
         assert main(["export", str(event_run), "--onnx", str(onnx_file), "--fold", "fold1"]) == 0
         assert onnx_file.is_file() and "exported" in capsys.readouterr().out
         assert main(["predict", str(event_video), "--onnx", str(onnx_file), "--csv", "--window", "16",
-                     "--stride", "8", "--no-progress"]) == 0
+                     "--face", "none", "--stride", "8", "--no-progress"]) == 0
         onnx_lines = capsys.readouterr().out.strip().splitlines()
         assert [r.split(",")[5] for r in onnx_lines] == [r.split(",")[5] for r in lines]
 
@@ -204,7 +205,7 @@ def test_windows_spans_segments_and_gaps_units() -> None:
     assert parse_span("100ms", 30) == 3 and parse_span("0.5s", 30) == 15 and parse_span(12, 200) == 12
     assert parse_span("12", 200) == 12 and parse_span(None, 30) is None
     with pytest.raises(ConfigError, match="--stride 'fast'"):
-        parse_span("fast", 30, "stride")
+        parse_span("fast", 30, "--stride")
     assert window_starts(10, 4, 3) == [0, 3, 6]
     assert window_starts(11, 4, 3) == [0, 3, 6, 7]  # the last window ends on the last frame
     assert window_starts(3, 4, 2) == [0]
@@ -255,7 +256,7 @@ def test_bad_input_is_one_line_naming_it(event_run: Path, tmp_path: Path, capsys
     assert f"{bare}: no checkpoint" in _one_line_error(capsys, ["export", str(bare), "--onnx", str(tmp_path / "x.onnx")])
     short = write_video(tmp_path / "short.avi", long_video_frames({}, n=20)[:1])
     # one frame is enough for uniform resampling; a window longer than the video shrinks to it
-    assert load(event_run, fold="fold1").predict(short).window == 1
+    assert load(event_run, fold="fold1", face="none").predict(short).window == 1
     with pytest.raises(DataError, match="no frames given"):
         load(event_run, fold="fold1").predict(np.zeros((0, 8, 8), np.uint8))
 
@@ -277,7 +278,7 @@ def test_predict_reproduces_the_runs_own_test_predictions(event_run: Path, norma
     preds = pd.read_csv(run / "predictions.csv")
     checked = 0
     for row in preds.groupby("fold").head(3).itertuples():
-        predictor = load(run, fold=row.fold)
+        predictor = load(run, fold=row.fold, face="none")
         assert predictor.preprocess.normalise == normalise
         result = predictor.predict(Path(config.root) / row.subject / row.clip_id, window=CLIP)
         assert len(result.windows) == 1 and (result.windows[0].start_frame, result.windows[0].end_frame) == (0, 15)

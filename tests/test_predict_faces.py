@@ -115,3 +115,20 @@ def test_video_without_a_face_is_a_one_line_error(face_run: Path, tmp_path: Path
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0
     assert err.startswith(f"microexp predict: error: {video}: no face detected in any of its ")
+
+
+def test_a_face_crop_run_detects_faces_and_reports_gaps(frames: np.ndarray, blob_tree: Path, tmp_path: Path) -> None:
+    """A run trained on ready-made crops (face: none) crops the face in a raw video by default: the stretch
+    without a face is a gap, as for a run that detects faces, and the result says why."""
+    from conftest import tiny_config
+    from microexp.predict.predictor import AUTO_FACE_NOTE
+
+    run = tmp_path / "run"
+    evaluate(tiny_config(blob_tree, **{"train.epochs": 1}), out=run, progress=False, log=lambda _m: None)
+    rng = np.random.default_rng(0)
+    blank = rng.normal(128, 20, (40, *frames.shape[1:])).clip(0, 255).astype(np.uint8)
+    video = np.concatenate([frames[:60], blank, frames[61:111]])
+    result = load(run, fold="fold1").predict(video, window=CLIP, stride=4, fps=30)
+    assert result.gaps == [Gap(60, 99, 2.0, 100 / 30, "no face detected")]
+    assert result.notes == [AUTO_FACE_NOTE] and "note: the run was trained on face crops" in result.table()
+    assert len(result.windows) == len(window_starts(150, CLIP, 4)) - 12

@@ -38,7 +38,7 @@ def test_event_window_gets_the_event_class(synth_run: Path) -> None:
     smile = render_clip(face, "6+12", n_frames=48, onset=20, apex=25, offset=30, seed=3, jitter=0.0, **RENDER)
     brows = render_clip(face, "1+2", n_frames=48, onset=20, apex=25, offset=30, seed=4, jitter=0.0, **RENDER)
     frames = np.concatenate([smile.frames, brows.frames])
-    result = load(synth_run).predict(frames, stride=2)
+    result = load(synth_run, face="none").predict(frames, stride=2)  # face crops already
     assert result.n_frames == 96 and result.gaps == []
     by_start = {w.start_frame: w for w in result.windows}
     for start, label in ((20, "positive"), (68, "surprise")):  # the windows starting 1 frame after each onset

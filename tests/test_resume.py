@@ -11,7 +11,8 @@ import pytest
 from conftest import tiny_config
 from microexp.cli import main
 from microexp.errors import ConfigError
-from microexp.train.evaluate import FoldOutput, FoldTask, RunContext, evaluate, run_fold
+from microexp.train.evaluate import evaluate
+from microexp.train.folds import FoldOutput, FoldTask, RunContext, run_fold
 
 
 class Killed(Exception):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from microexp.train.executor import Executor, LocalExecutor
+if TYPE_CHECKING:  # importing microexp.train loads torch: only when a command runs
+    from microexp.train.executor import Executor
 
 
 def add_executor_options(p: argparse.ArgumentParser) -> None:
@@ -27,6 +29,13 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
 
 @contextlib.contextmanager
 def executor_from_args(args: argparse.Namespace) -> Iterator[Executor]:
+    from microexp.errors import ConfigError
+    from microexp.train.executor import LocalExecutor
+
+    for flag, value in (("--workers", getattr(args, "workers", None)),
+                        ("--threads-per-worker", getattr(args, "threads_per_worker", None))):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} {value}: must be >= 1")
     progress = not getattr(args, "no_progress", False)
     if getattr(args, "executor", "local") != "dask":
         yield LocalExecutor(progress=progress)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from microexp.report.compare import compare_html, compare_runs, compare_text
-
 
 def run(args: argparse.Namespace) -> int:
+    from microexp.fileio import check_output_file
+    from microexp.report.compare import compare_html, compare_runs, compare_text
+
+    if args.html:
+        check_output_file(args.html, "--html")
     c = compare_runs(args.run_a, args.run_b)
     print(compare_text(c))
     if args.html:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from microexp.explain.saliency import explain_clip
+from microexp.errors import ConfigError
 
 
 def run(args: argparse.Namespace) -> int:
+    from microexp.explain.saliency import explain_clip
+
+    if args.n_frames < 1:
+        raise ConfigError(f"--frames {args.n_frames}: show at least one frame")
     result = explain_clip(args.run_dir, args.clip, fold=args.fold, seed=args.seed, out_dir=args.out,
                           gradcam=not args.no_gradcam, n_frames=args.n_frames)
     print(f"{result.clip}: true {result.true}, predicted {result.explained} (seed {result.seed}, fold {result.fold}, "

@@ -7,9 +7,13 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
+    from microexp.errors import ConfigError
     from microexp.predict import ONNX_OPSET, export_onnx
+    from microexp.predict.onnx import MAX_OPSET, MIN_OPSET
 
-    out = export_onnx(args.run, args.onnx, fold=args.fold, opset=args.opset or ONNX_OPSET)
+    if args.opset is not None and not MIN_OPSET <= args.opset <= MAX_OPSET:
+        raise ConfigError(f"--opset {args.opset}: an ONNX opset between {MIN_OPSET} and {MAX_OPSET}")
+    out = export_onnx(args.run, args.onnx, fold=args.fold, opset=ONNX_OPSET if args.opset is None else args.opset)
     print(f"exported {args.run} ({'fold ' + args.fold if args.fold else 'all checkpoints averaged'}) to {out}")
     return 0
 

@@ -9,8 +9,16 @@ from microexp.errors import ConfigError
 
 
 def run(args: argparse.Namespace) -> int:
-    from microexp.predict import load, load_onnx
+    import sys
 
+    from microexp.fileio import check_output_file, output_errors
+    from microexp.predict import check_options, load, load_onnx
+
+    # every option checked before a model is loaded or a frame decoded
+    check_options(args.window, args.stride, args.fps, args.min_prob,
+                  names={"window": "--window", "stride": "--stride", "fps": "--fps", "min_probability": "--min-prob"})
+    if args.output is not None:
+        check_output_file(args.output, "--output")
     if args.onnx is not None:
         if args.run is not None or args.fold is not None:
             raise ConfigError("--onnx runs the exported model alone; leave out --run and --fold")
@@ -24,8 +32,12 @@ def run(args: argparse.Namespace) -> int:
     result = predictor.predict(args.input, window=args.window, stride=args.stride, fps=args.fps,
                                min_probability=args.min_prob, progress=not args.no_progress)
     text = result.to_json() if args.json else result.to_csv() if args.csv else result.table()
+    if result.notes and (args.json or args.csv or args.output is not None):
+        for note in result.notes:  # the table shows them; with JSON/CSV or a file they also go to stderr
+            print(f"microexp predict: note: {note}", file=sys.stderr)
     if args.output is not None:
-        args.output.write_text(text if text.endswith("\n") else text + "\n")
+        with output_errors(args.output):
+            args.output.write_text(text if text.endswith("\n") else text + "\n")
         print(f"{len(result.windows)} window(s), {len(result.segments)} segment(s), {len(result.gaps)} gap(s) "
               f"written to {args.output}")
     else:
@@ -48,12 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ensemble", action="store_true",
                    help="average the probabilities of all checkpoints (the default; stated for clarity)")
     p.add_argument("--face", choices=["dlib", "none"],
-                   help="override the run's face mode: dlib = detect and crop the face in a raw video for a run "
-                        "trained on ready-made face crops; none = the input frames are face crops already")
+                   help="dlib = detect and crop the face (the default, also for a run trained on ready-made face "
+                        "crops: frames without a face become gaps); none = the input frames are face crops "
+                        "already, classify them as they are")
     p.add_argument("--window", help="window length: frames (24), ms (300ms) or s (0.3s); "
                                     "default: the training clips' median duration at the input's fps")
     p.add_argument("--stride", help="step between windows: frames, ms or s (default: a quarter window)")
-    p.add_argument("--fps", type=float, help="frame rate of the input (default: from the video; for a frame "
+    p.add_argument("--fps", type=float, help="frame rate, > 0 of the input (default: from the video; for a frame "
                                              "folder the training clips' rate)")
     p.add_argument("--min-prob", type=float, default=0.5,
                    help="a segment needs its class at or above this mean probability (default 0.5)")

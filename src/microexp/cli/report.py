@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from microexp.report.html import render_report
+from microexp.errors import ConfigError
 
 
 def run(args: argparse.Namespace) -> int:
+    from microexp.report.html import render_report
+
+    if args.saliency < 0:
+        raise ConfigError(f"--saliency {args.saliency}: give a number of examples >= 0")
     path = render_report(args.run_dir, out=args.out, saliency=args.saliency)
     print(f"report written to {path}")
     return 0

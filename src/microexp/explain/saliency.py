@@ -193,10 +193,9 @@ def load_model(checkpoint: Path, device: str = "cpu") -> tuple[nn.Module, dict[s
     """Rebuild a run's model from ``checkpoints/seed{S}-{fold}.pt``."""
     from microexp.models import registry
     from microexp.preprocess.config import PreprocessConfig
+    from microexp.runs import load_checkpoint
 
-    if not checkpoint.is_file():
-        raise DataError(f"{checkpoint}: no such checkpoint (was the run made with save_checkpoints: false?)")
-    ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
+    ckpt = load_checkpoint(checkpoint, map_location=device)  # weights_only: a run from elsewhere runs no code
     pconf = PreprocessConfig.from_dict(ckpt["preprocess"])
     model = registry.get(ckpt["model"]).build(len(ckpt["classes"]), pconf, **ckpt["model_params"])
     model.load_state_dict(ckpt["state_dict"])
@@ -206,19 +205,20 @@ def load_model(checkpoint: Path, device: str = "cpu") -> tuple[nn.Module, dict[s
 def clip_inputs(record: ClipRecord, ckpt: dict[str, Any]) -> Inputs:
     """The clip preprocessed exactly as in training: the checkpoint's pipeline and its fitted normaliser."""
     from microexp.preprocess.config import PreprocessConfig
+    from microexp.preprocess.normalise import GlobalNormaliser
     from microexp.preprocess.pipeline import preprocess_clip
-    from microexp.train.evaluate import apply_global_normaliser
 
     arrays = preprocess_clip(record, PreprocessConfig.from_dict(ckpt["preprocess"]))
     out = {name: torch.from_numpy(arr)[None] for name, arr in arrays.items()}
-    return apply_global_normaliser(out, ckpt["normaliser"]) if ckpt.get("normaliser") else out
+    return GlobalNormaliser.from_dict(ckpt["normaliser"]).transform(out) if ckpt.get("normaliser") else out
 
 
 def _find_record(run_dir: Path, key: str) -> ClipRecord:
     from microexp.config import RunConfig
     from microexp.data.registry import load_dataset
+    from microexp.runs import CONFIG
 
-    config = RunConfig.from_yaml(run_dir / "config.yaml")
+    config = RunConfig.from_yaml(run_dir / CONFIG)
     if not config.root:
         raise ConfigError(f"{run_dir}/config.yaml has no dataset root; pass the clip record through the API")
     clips = load_dataset(config.dataset, Path(config.root), config.annotation, config.classes)
@@ -236,15 +236,17 @@ def explain_clip(run_dir: Path, clip: str, fold: str | None = None, seed: int | 
     The checkpoint used is the one of the fold (and lowest seed, unless given) in which the clip was tested.
     ``record`` skips reloading the dataset from the run's ``config.yaml`` (e.g. for clip sets built in code).
     """
-    run_dir = Path(run_dir)
-    pred_file = run_dir / "predictions.csv"
-    if not pred_file.is_file():
-        raise DataError(f"{run_dir}: not a finished run directory (no predictions.csv)")
-    row = find_test_fold(pd.read_csv(pred_file, dtype={"clip_id": str, "subject": str, "fold": str}), clip, fold,
-                         seed)
-    key = f"{row['dataset']}/{row['subject']}/{row['clip_id']}"
-    from microexp.train.evaluate import checkpoint_path
+    from microexp.fileio import check_writable_dir
+    from microexp.runs import PREDICTIONS, checkpoint_path, read_table
 
+    run_dir = Path(run_dir)
+    if n_frames < 1:
+        raise ConfigError(f"n_frames={n_frames}: show at least one frame")
+    if not (run_dir / PREDICTIONS).is_file():
+        raise DataError(f"{run_dir}: not a finished run directory (no predictions.csv)")
+    check_writable_dir(out_dir or run_dir / "explain")  # before any work: a read-only folder is one line
+    row = find_test_fold(read_table(run_dir, PREDICTIONS), clip, fold, seed)
+    key = f"{row['dataset']}/{row['subject']}/{row['clip_id']}"
     model, ckpt = load_model(checkpoint_path(run_dir, int(row["seed"]), str(row["fold"])))
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"model {ckpt['model']} has no trainable parameters: gradient saliency does not apply")

@@ -23,7 +23,8 @@ import numpy as np
 
 from microexp import __version__
 from microexp.data.records import ClipRecord
-from microexp.fileio import write_atomic
+from microexp.errors import ConfigError
+from microexp.fileio import check_writable_dir, write_atomic
 from microexp.preprocess.config import PreprocessConfig
 
 MAGIC = b"MXPC1\n"
@@ -64,6 +65,15 @@ class ClipCache:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.rebuilt = 0  # entries found corrupt and dropped (reported by the CLI)
+
+    def check_writable(self) -> ClipCache:
+        """Fail before any preprocessing, with one line, when the cache folder cannot be written."""
+        try:
+            check_writable_dir(self.root)
+        except ConfigError as exc:
+            raise ConfigError(f"preprocessing cache {exc} (set MICROEXP_CACHE to a writable folder, or run "
+                              "with cache: false)") from None
+        return self
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.mxc"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -35,14 +36,19 @@ class GlobalNormaliser:
         norm = GlobalNormaliser().fit(prepared.streams, rows=train_rows)
         train = norm.transform(prepared.streams, rows=train_rows)
         test = norm.transform(prepared.streams, rows=test_rows)
+
+    The one implementation: training (:func:`microexp.train.folds.run_fold`), ``explain`` and ``predict`` (the
+    checkpoint's statistics, folded into the exported model by :meth:`apply`) all use it. Arrays may be numpy
+    arrays or CPU torch tensors; ``transform`` returns the same kind. A stream whose training values are all
+    equal has a zero maximum: its scale is 1.0 (the centred values stay 0) rather than a division by zero.
     """
 
     mean: dict[str, float] = field(default_factory=dict)
     scale: dict[str, float] = field(default_factory=dict)
 
-    def fit(self, streams: Mapping[str, np.ndarray], rows: np.ndarray | None = None) -> GlobalNormaliser:
+    def fit(self, streams: Mapping[str, Any], rows: np.ndarray | None = None) -> GlobalNormaliser:
         for name, arr in streams.items():
-            x = arr if rows is None else arr[np.asarray(rows)]
+            x = np.asarray(arr) if rows is None else np.asarray(arr)[np.asarray(rows)]
             if x.size == 0:
                 raise ConfigError(f"cannot fit the global normalisation of stream {name!r} on no training rows")
             mean = float(x.mean(dtype=np.float64))
@@ -50,13 +56,19 @@ class GlobalNormaliser:
             self.scale[name] = float(np.max(x - mean)) or 1.0
         return self
 
-    def transform(self, streams: Mapping[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def apply(self, name: str, x: Any) -> Any:
+        """One stream normalised with the fitted statistics; works on numpy arrays and torch tensors alike
+        (inside a torch module too, where the statistics become constants of an exported graph)."""
+        return (x - self.mean[name]) / self.scale[name]
+
+    def transform(self, streams: Mapping[str, Any], rows: np.ndarray | None = None) -> dict[str, Any]:
         if not self.mean:
             raise ConfigError("GlobalNormaliser.transform before fit")
         out = {}
         for name, arr in streams.items():
             x = arr if rows is None else arr[np.asarray(rows)]
-            out[name] = ((x - self.mean[name]) / self.scale[name]).astype(np.float32)
+            y = self.apply(name, x)
+            out[name] = y.astype(np.float32) if isinstance(y, np.ndarray) else y
         return out
 
     def to_dict(self) -> dict[str, dict[str, float]]:

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from microexp.config import config_diff
-from microexp.report.html import STYLE, _e, _fmt, _table, load_run
+from microexp.fileio import check_output_file, output_errors
+from microexp.report.html import STYLE, _e, _fmt, _table
+from microexp.runs import load_run
 
 KEYS = ("uf1", "uar", "accuracy")
 
@@ -46,11 +48,13 @@ def compare_text(c: dict[str, Any]) -> str:
 
 
 def compare_html(c: dict[str, Any], out: Path) -> Path:
+    out = check_output_file(out, "comparison")
     diff = _table(["key", "A", "B"], [[k, va, vb] for k, va, vb in c["config_diff"]], left=3) \
         if c["config_diff"] else "<p>identical</p>"
     doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>microexp compare</title>"
            f"<style>{STYLE}</style></head><body><h1>Run comparison</h1><p>A: {_e(c['a'])}<br>B: {_e(c['b'])}</p>"
            f"<h2>Headline metrics</h2>{_table(['', 'A', 'B'], c['rows'])}"
            f"<h2>Configuration differences</h2>{diff}</body></html>")
-    out.write_text(doc, encoding="utf-8")
+    with output_errors(out):
+        out.write_text(doc, encoding="utf-8")
     return out

@@ -9,16 +9,16 @@ matplotlib PNG embedded as base64, so the file can be mailed or archived on its 
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
-from microexp.errors import DataError, MicroexpError
+from microexp.errors import ConfigError, MicroexpError
+from microexp.fileio import check_output_file, output_errors
 from microexp.report import plots
+from microexp.runs import load_run  # noqa: F401 - importable from here as before
 
 STYLE = """
 body { font-family: sans-serif; margin: 24px auto; max-width: 1180px; color: #222; }
@@ -32,29 +32,6 @@ img { max-width: 100%; margin: 4px 0; }
 .policy { padding: 8px 12px; background: #eef5ee; }
 .note { color: #666; font-size: 12px; }
 """
-
-
-def load_run(run_dir: Path) -> dict[str, Any]:
-    """metrics.json, config.yaml, predictions, history and exclusions of a finished run directory."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").is_file():
-        raise DataError(f"{run_dir}: not a finished run directory (no metrics.json)")
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise DataError(f"{run_dir}: unreadable run files ({exc})") from None
-
-    def csv(name: str) -> pd.DataFrame:
-        path = run_dir / name
-        try:
-            return pd.read_csv(path, dtype={"subject": str, "clip_id": str, "fold": str}) if path.is_file() \
-                else pd.DataFrame()
-        except pd.errors.EmptyDataError:
-            return pd.DataFrame()
-
-    return {"dir": run_dir, "metrics": metrics, "config": config, "predictions": csv("predictions.csv"),
-            "history": csv("history.csv"), "excluded": csv("excluded.csv")}
 
 
 def _e(x: Any) -> str:
@@ -131,7 +108,10 @@ def saliency_section(run: dict[str, Any], generate: int, log: Callable[[str], No
 def render_report(run_dir: Path, out: Path | None = None, saliency: int = 2,
                   log: Callable[[str], None] = print) -> Path:
     """Write the HTML report of a run directory; returns its path (default RUN_DIR/report.html)."""
+    if saliency < 0:
+        raise ConfigError(f"saliency={saliency}: give a number of examples >= 0")
     run = load_run(run_dir)
+    path = check_output_file(Path(out) if out else Path(run_dir) / "report.html", "report")
     m, cfg = run["metrics"], run["config"]
     parts = [f"<h1>{_e(m['model'])} on {_e(m['dataset'])}: protocol {_e(m['protocol'])}</h1>",
              "<h2>Epoch policy</h2>", epoch_policy_section(m)]
@@ -181,6 +161,6 @@ def render_report(run_dir: Path, out: Path | None = None, saliency: int = 2,
     title = f"microexp run: {m['model']} on {m['dataset']} ({m['protocol']})"
     doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
-    path = Path(out) if out else Path(run_dir) / "report.html"
-    path.write_text(doc, encoding="utf-8")
+    with output_errors(path):
+        path.write_text(doc, encoding="utf-8")
     return path

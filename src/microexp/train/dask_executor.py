@@ -1,8 +1,8 @@
 """Run fold tasks (seed x fold x real/control) as Dask tasks, on a local cluster or an existing scheduler.
 
 ``DaskExecutor`` is an :class:`~microexp.train.executor.Executor`: ``run(ctx, tasks)`` returns one
-:class:`~microexp.train.evaluate.FoldOutput` per task, in task order, exactly as ``LocalExecutor`` does. Each
-task calls :func:`~microexp.train.evaluate.run_fold`, which seeds everything from the task, so results do not
+:class:`~microexp.train.folds.FoldOutput` per task, in task order, exactly as ``LocalExecutor`` does. Each
+task calls :func:`~microexp.train.folds.run_fold`, which seeds everything from the task, so results do not
 depend on which worker ran what.
 
 How workers get the preprocessed arrays (``data``):
@@ -30,7 +30,7 @@ from microexp.errors import ConfigError
 from microexp.train.arrays import load_arrays, save_arrays
 
 if TYPE_CHECKING:
-    from microexp.train.evaluate import FoldOutput, FoldTask, RunContext
+    from microexp.train.folds import FoldOutput, FoldTask, RunContext
 
 DATA_MODES = ("scatter", "files")
 
@@ -40,7 +40,7 @@ def _run_task(ctx: RunContext, task: FoldTask, torch_threads: int | None,
     """Worker side: fix the thread count, reattach memory-mapped inputs if the context came without them."""
     import torch
 
-    from microexp.train.evaluate import run_fold
+    from microexp.train.folds import run_fold
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
@@ -63,7 +63,7 @@ class DaskExecutor:
         if data not in DATA_MODES:
             raise ConfigError(f"dask data mode {data!r} is not one of {list(DATA_MODES)}")
         if workers is not None and workers < 1:
-            raise ConfigError(f"--workers={workers} must be >= 1")
+            raise ConfigError(f"workers={workers} must be >= 1")
         self.scheduler = scheduler
         self.workers = workers or os.cpu_count() or 1
         self.threads_per_worker = threads_per_worker

@@ -1,11 +1,8 @@
 """Evaluate a model on a dataset under a protocol: the whole leak-free path, writing a run directory.
 
-The run is a list of independent :class:`FoldTask` (seed x fold x real/control); :func:`run_fold` trains and
-scores one, and an executor (:mod:`microexp.train.executor`) maps it over the tasks. Results are pooled per seed.
-
-Run directory: ``config.yaml``, ``metrics.json``, ``predictions.csv`` (one row per test clip and seed),
-``history.csv`` (learning curves per fold), ``excluded.csv`` (clip, reason), ``checkpoints/`` (one per fold),
-``folds/<task>.json`` (each finished fold's predictions, history and chosen epoch, written atomically as it ends).
+The run is a list of independent :class:`~microexp.train.folds.FoldTask` (seed x fold x real/control);
+:func:`~microexp.train.folds.run_fold` trains and scores one, and an executor (:mod:`microexp.train.executor`)
+maps it over the tasks. Results are pooled per seed. The run directory's layout and files: :mod:`microexp.runs`.
 
 Resuming: ``evaluate(config, out, resume=True)`` (CLI ``microexp evaluate --resume RUN_DIR``) skips the fold
 tasks whose ``folds/*.json`` exist and runs the rest, provided the run directory's ``config.yaml`` equals the
@@ -16,33 +13,40 @@ that already holds a run is refused rather than silently mixed.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 import torch
 import yaml
 
-from microexp import __version__
+from microexp import __version__, runs
 from microexp.config import EPOCH_POLICIES, RunConfig, config_diff
-from microexp.data.records import ClipRecord, ClipSet, Exclusion
+from microexp.data.records import ClipSet, Exclusion
 from microexp.data.registry import load_dataset
 from microexp.errors import ConfigError, DataError
-from microexp.fileio import write_atomic
+from microexp.fileio import check_writable_dir
 from microexp.models import registry as model_registry
-from microexp.preprocess.cache import default_cache_dir
+from microexp.preprocess.cache import ClipCache, default_cache_dir
 from microexp.preprocess.config import PreprocessConfig
 from microexp.preprocess.pipeline import preprocess_set
+from microexp.runs import checkpoint_path, file_name, fold_path  # noqa: F401 - the run directory's paths
 from microexp.train.executor import Executor, LocalExecutor
-from microexp.train.loop import FitResult, fit, predict_proba, resolve_device, set_seed
+from microexp.train.folds import (  # noqa: F401 - the fold types and run_fold are importable from here too
+    FoldOutput,
+    FoldTask,
+    RunContext,
+    clip_length,
+    load_fold_output,
+    run_fold,
+    save_fold_output,
+)
 from microexp.train.metrics import compute_metrics, summarise_seeds
-from microexp.train.protocols import Fold, make_folds, shuffle_within_groups, validation_split
+from microexp.train.protocols import make_folds
 
 
 @dataclass
@@ -51,40 +55,6 @@ class RunResult:
     metrics: dict[str, Any]
     predictions: pd.DataFrame
     history: pd.DataFrame
-
-
-@dataclass(frozen=True)
-class FoldTask:
-    seed: int
-    fold: Fold
-    control: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"{'control-' if self.control else ''}seed{self.seed}-{self.fold.name}"
-
-
-@dataclass
-class FoldOutput:
-    task: FoldTask
-    rows: list[dict[str, Any]]
-    history: list[dict[str, Any]]
-    chosen_epoch: int
-
-
-@dataclass
-class RunContext:
-    """Everything a fold needs: the configuration and the preprocessed arrays of the kept clips."""
-
-    config: RunConfig
-    preprocess: PreprocessConfig
-    records: list[ClipRecord]
-    classes: list[str]
-    inputs: dict[str, torch.Tensor]
-    y: np.ndarray
-    groups: np.ndarray
-    out: Path | None = None
-    excluded: list[Exclusion] = field(default_factory=list)
 
 
 def resolve_preprocess(config: RunConfig) -> PreprocessConfig:
@@ -98,38 +68,6 @@ def chance_levels(y: np.ndarray, n_classes: int) -> dict[str, float]:
     p = np.bincount(y, minlength=n_classes) / len(y)
     f1 = [2 * pc / n_classes / (pc + 1 / n_classes) for pc in p if pc > 0] + [0.0] * int((p == 0).sum())
     return {"accuracy": 1 / n_classes, "uar": 1 / n_classes, "uf1": float(np.mean(f1))}
-
-
-def global_normaliser_stats(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, dict[str, float]]:
-    """The seed code's normalisation statistics (global mean, then max of the centred values) on training rows
-    only, as ``{"mean": {stream: m}, "scale": {stream: s}}`` (saved with the checkpoint for inference)."""
-    stats: dict[str, dict[str, float]] = {"mean": {}, "scale": {}}
-    for name, x in inputs.items():
-        train = x[torch.as_tensor(rows)]
-        mean = train.mean()
-        stats["mean"][name] = float(mean)
-        stats["scale"][name] = float((train - mean).max().clamp_min(1e-6))
-    return stats
-
-
-def fit_global_normaliser(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, torch.Tensor]:
-    """The seed code's normalisation (global mean subtract, then global max divide) fitted on training rows only."""
-    return apply_global_normaliser(inputs, global_normaliser_stats(inputs, rows))
-
-
-def apply_global_normaliser(inputs: dict[str, torch.Tensor],
-                            stats: dict[str, dict[str, float]]) -> dict[str, torch.Tensor]:
-    return {name: (x - stats["mean"][name]) / stats["scale"][name] for name, x in inputs.items()}
-
-
-def clip_length(records: list[ClipRecord]) -> dict[str, float]:
-    """Median length of the annotated clips (onset->offset where annotated, else all frames), in frames and
-    seconds: ``predict`` sizes its sliding window on a new video from it."""
-    frames = [(r.position(r.offset) - r.position(r.onset) + 1) if r.onset is not None and r.offset is not None
-              else r.n_frames for r in records]
-    seconds = [n / r.fps for n, r in zip(frames, records, strict=True)]
-    return {"frames": float(np.median(frames)), "seconds": float(np.median(seconds)),
-            "fps": float(np.median([r.fps for r in records]))}
 
 
 def check_model(config: RunConfig) -> None:
@@ -150,13 +88,13 @@ def prepare(config: RunConfig, clips: ClipSet | None = None, progress: bool = Tr
     pconf = resolve_preprocess(config)
     if clips is None:
         if not config.root:
-            raise ConfigError(f"dataset {config.dataset!r} needs --root")
+            raise ConfigError(f"dataset {config.dataset!r} needs root, the dataset's folder")
         clips = load_dataset(config.dataset, Path(config.root), config.annotation, config.classes)
     if len(clips) == 0:
         raise DataError(f"{clips.name}: no usable clips ({len(clips.excluded)} excluded)")
     workers = config.workers if config.workers is not None else (None if pconf.face != "none" else 1)
-    prepared = preprocess_set(clips, pconf, progress=progress, cache=default_cache_dir() if config.cache else None,
-                              workers=workers)
+    cache = ClipCache(default_cache_dir()).check_writable() if config.cache else None
+    prepared = preprocess_set(clips, pconf, progress=progress, cache=cache, workers=workers)
     kept = clips.subset(prepared.index)
     excluded = list(clips.excluded) + list(prepared.excluded)
     if len(kept) == 0:
@@ -176,107 +114,6 @@ def fold_tasks(ctx: RunContext, control: bool = False) -> list[FoldTask]:
                                    test_dataset=c.test_dataset, train_datasets=c.train_datasets)]
 
 
-def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FoldOutput:
-    """Train on the task's training fold and score its test fold. The test rows never reach training."""
-    config, cfg, fold, seed = ctx.config, ctx.config.train, task.fold, task.seed
-    spec = model_registry.get(config.model)
-    n_classes = len(ctx.classes)
-    y = ctx.y
-    if task.control:
-        y = y.copy()
-        y[fold.train] = shuffle_within_groups(y[fold.train], ctx.groups[fold.train],
-                                              np.random.default_rng(seed + 7919))
-    if cfg.epoch_policy == "validation":
-        fit_idx, val_idx = validation_split(fold.train, y, ctx.groups, seed, cfg.val_fraction,
-                                            by_subject=config.protocol != "holdout" or config.subject_aware)
-    else:
-        fit_idx, val_idx = fold.train, None
-    inputs = ctx.inputs
-    normaliser = None
-    if ctx.preprocess.normalise == "global":
-        normaliser = global_normaliser_stats(inputs, fit_idx)
-        inputs = apply_global_normaliser(inputs, normaliser)
-    set_seed(seed)
-    if spec.kind == "sklearn":  # e.g. LBP-TOP + SVM: one fit on numpy arrays, no epochs
-        estimator = spec.build(n_classes, ctx.preprocess, **config.model_params)
-        estimator.fit(_rows(inputs, fit_idx), y[fit_idx])
-        probs = estimator.predict_proba(_rows(inputs, fold.test))
-        result = FitResult(history=[], chosen_epoch=0)
-    else:
-        device = resolve_device(cfg.device)
-        model = spec.build(n_classes, ctx.preprocess, **config.model_params).to(device)
-        result = fit(model, inputs, torch.from_numpy(y), fit_idx, cfg, seed, n_classes, val_idx=val_idx,
-                     test_idx=fold.test if cfg.epoch_policy == "test-peek" else None, on_epoch=on_epoch)
-        probs = predict_proba(model, inputs, fold.test, cfg.batch_size * 4, device)
-    rows = []
-    for i, p in zip(fold.test, probs, strict=True):
-        rec = ctx.records[i]
-        rows.append({"seed": seed, "fold": fold.name, "dataset": rec.dataset, "subject": rec.subject,
-                     "clip_id": rec.clip_id, "true": ctx.classes[ctx.y[i]],
-                     "predicted": ctx.classes[int(p.argmax())],
-                     **{f"p_{c}": float(v) for c, v in zip(ctx.classes, p, strict=True)},
-                     "epoch": result.chosen_epoch})
-    history = [{"control": task.control, "seed": seed, "fold": fold.name, **h} for h in result.history]
-    if ctx.out is not None and config.save_checkpoints and not task.control and spec.kind == "sklearn":
-        path = checkpoint_path(ctx.out, seed, fold.name).with_suffix(".joblib")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump({"model": config.model, "model_params": config.model_params, "estimator": estimator,
-                     "preprocess": ctx.preprocess.to_dict(), "classes": ctx.classes, "seed": seed, "fold": fold.name,
-                     "microexp_version": __version__}, path)
-    elif ctx.out is not None and config.save_checkpoints and not task.control:
-        path = checkpoint_path(ctx.out, seed, fold.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": config.model, "model_params": config.model_params, "state_dict": model.state_dict(),
-                    "preprocess": ctx.preprocess.to_dict(), "classes": ctx.classes, "seed": seed,
-                    "fold": fold.name, "epoch": result.chosen_epoch, "microexp_version": __version__,
-                    "normaliser": normaliser, "clip": clip_length([ctx.records[i] for i in fold.train])},
-                   path)
-    output = FoldOutput(task, rows, history, result.chosen_epoch)
-    if ctx.out is not None:
-        save_fold_output(ctx.out, output)
-    return output
-
-
-def _rows(inputs: dict[str, torch.Tensor], idx: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[torch.as_tensor(idx)].numpy() for k, v in inputs.items()}
-
-
-def file_name(name: str) -> str:
-    """A fold or task name as a file name: dataset-qualified subjects (``casme2/sub01``) become ``casme2__sub01``."""
-    return name.replace("/", "__").replace("\\", "__")
-
-
-def checkpoint_path(out: Path, seed: int, fold: str) -> Path:
-    return Path(out) / "checkpoints" / f"seed{seed}-{file_name(fold)}.pt"
-
-
-def fold_path(out: Path, task: FoldTask) -> Path:
-    return Path(out) / "folds" / f"{file_name(task.name)}.json"
-
-
-def save_fold_output(out: Path, output: FoldOutput) -> Path:
-    path = fold_path(out, output.task)
-    write_atomic(path, json.dumps({"task": output.task.name, "seed": output.task.seed, "fold": output.task.fold.name,
-                                    "control": output.task.control, "test": output.task.fold.test.tolist(),
-                                    "chosen_epoch": output.chosen_epoch, "rows": output.rows,
-                                    "history": output.history}))
-    return path
-
-
-def load_fold_output(out: Path, task: FoldTask) -> FoldOutput | None:
-    """The saved output of ``task`` in run directory ``out``, or None when that fold has not finished."""
-    path = fold_path(out, task)
-    if not path.is_file():
-        return None
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable fold result ({exc}); delete it to recompute that fold") from None
-    if d.get("test") != task.fold.test.tolist():
-        raise ConfigError(f"{path}: its test clips differ from this run's fold {task.fold.name}; the data changed")
-    return FoldOutput(task, d["rows"], d["history"], int(d["chosen_epoch"]))
-
-
 def resolved_config(config: RunConfig, pconf: PreprocessConfig) -> dict[str, Any]:
     """The configuration as saved in ``config.yaml``: the run's keys with the full preprocessing filled in."""
     resolved = config.to_dict()
@@ -287,25 +124,22 @@ def resolved_config(config: RunConfig, pconf: PreprocessConfig) -> dict[str, Any
 def start_run_dir(out: Path, config: RunConfig, pconf: PreprocessConfig, resume: bool) -> None:
     """Check ``out`` can take this run (fresh, or a matching one to resume) and write its ``config.yaml``."""
     out = Path(out)
-    saved = out / "config.yaml"
-    has_run = saved.is_file() and ((out / "metrics.json").is_file() or any((out / "folds").glob("*.json")))
+    saved = out / runs.CONFIG
+    has_run = saved.is_file() and ((out / runs.METRICS).is_file() or any((out / runs.FOLDS).glob("*.json")))
     resolved = resolved_config(config, pconf)
     if resume:
         if not saved.is_file():
             raise ConfigError(f"{out}: nothing to resume (no config.yaml)")
-        try:
-            previous = yaml.safe_load(saved.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{saved}: unreadable ({exc})") from None
+        previous = runs.read_config(out)
         diff = config_diff(previous, resolved)
         if diff:
             shown = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diff[:5])
             raise ConfigError(f"{out}: cannot resume, the configuration differs ({shown})")
     elif has_run:
-        raise ConfigError(f"{out} already holds a run; resume it with `microexp evaluate --resume {out}` "
-                          f"or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(saved, yaml.safe_dump(resolved, sort_keys=False))
+        raise ConfigError(f"{out} already holds a run; resume it (resume=True; `microexp evaluate --resume {out}`) "
+                          f"or choose another output folder")
+    check_writable_dir(out)
+    runs.write_config(out, resolved)
 
 
 def run_tasks(ctx: RunContext, tasks: list[FoldTask], executor: Executor,
@@ -388,10 +222,7 @@ def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None =
 
 def write_run(out: Path, config: RunConfig, pconf: PreprocessConfig, metrics: dict[str, Any],
               predictions: pd.DataFrame, history: pd.DataFrame, excluded: list[Exclusion]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "config.yaml", yaml.safe_dump(resolved_config(config, pconf), sort_keys=False))
-    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
-    predictions.to_csv(out / "predictions.csv", index=False)
-    history.to_csv(out / "history.csv", index=False)
-    pd.DataFrame([{"clip": e.clip, "reason": e.reason} for e in excluded], columns=["clip", "reason"]).to_csv(
-        out / "excluded.csv", index=False)
+    check_writable_dir(out)
+    runs.write_config(out, resolved_config(config, pconf))
+    runs.write_metrics(out, metrics)
+    runs.write_tables(out, predictions, history, excluded)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
-    from microexp.train.evaluate import FoldOutput, FoldTask, RunContext
+    from microexp.train.folds import FoldOutput, FoldTask, RunContext
 
 
 class Executor(Protocol):
@@ -21,7 +21,7 @@ class LocalExecutor:
         self.progress = progress
 
     def run(self, ctx: RunContext, tasks: list[FoldTask]) -> list[FoldOutput]:
-        from microexp.train.evaluate import run_fold
+        from microexp.train.folds import run_fold
 
         epochs = ctx.config.train.epochs
         control = " (shuffle control)" if tasks and tasks[0].control else ""

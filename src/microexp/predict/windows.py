@@ -1,0 +1,134 @@
+"""Sliding windows over an input (their lengths given in frames, ms or s), each window as a clip record, and the
+merging of classified windows into segments and of the frames no window covers into gaps."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from microexp.data.records import ClipRecord
+from microexp.errors import ConfigError
+from microexp.predict.results import Gap, Prediction, Segment
+from microexp.predict.video import FrameSource
+from microexp.preprocess.config import PreprocessConfig
+
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|f|frames?)?\s*$")
+
+
+def check_span(value: str | int | float | None, name: str = "span") -> tuple[float, str] | None:
+    """The number and unit of a span (``12``, ``"100ms"``, ``"0.5s"``), checked without knowing the frame rate:
+    the syntax, a whole number of frames, and a length above zero. ``name`` is how the message calls it (an
+    argument name for the Python API, the option for the command line)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} {value!r}: give frames (12), milliseconds (100ms) or seconds (0.5s)")
+    m = _SPAN.match(str(value))
+    if not m:
+        raise ConfigError(f"{name} {value!r}: give frames (12), milliseconds (100ms) or seconds (0.5s)")
+    number, unit = float(m.group(1)), (m.group(2) or "f")
+    if unit.startswith("f") and number != int(number):
+        raise ConfigError(f"{name} {value!r}: a frame count must be a whole number")
+    if number <= 0:
+        raise ConfigError(f"{name} {value!r}: must be longer than zero (at least one frame)")
+    return number, unit
+
+
+def parse_span(value: str | int | float | None, fps: float, name: str = "span") -> int | None:
+    """``12`` or ``"12"`` frames, ``"100ms"``, ``"0.5s"`` -> frames at ``fps``. A span shorter than half a frame
+    at this rate is an error, not silently one frame."""
+    checked = check_span(value, name)
+    if checked is None:
+        return None
+    number, unit = checked
+    frames = number * fps / 1000.0 if unit == "ms" else number * fps if unit == "s" else number
+    n = int(round(frames))
+    if n < 1:
+        raise ConfigError(f"{name} {value!r} is {frames:.2g} frames at {fps:g} fps; give at least one frame")
+    return n
+
+
+def min_window(config: PreprocessConfig) -> int:
+    """Fewest frames a window must have for the run's temporal normalisation."""
+    if config.temporal == "first":
+        return config.frames
+    if config.temporal == "window" and config.window is not None:
+        return int(config.window[1])
+    return 2 if any(s.kind != "raw" for s in config.streams) else 1
+
+
+def window_starts(n_frames: int, window: int, stride: int) -> list[int]:
+    """Starts of windows of ``window`` frames every ``stride`` frames; the last window ends on the last frame."""
+    if n_frames <= window:
+        return [0]
+    starts = list(range(0, n_frames - window + 1, stride))
+    if starts[-1] + window < n_frames:
+        starts.append(n_frames - window)
+    return starts
+
+
+def window_record(src: FrameSource, start: int, stop: int) -> ClipRecord:
+    """A window as a clip record: onset = first frame, apex = middle, offset = last (0-based frame numbers)."""
+    numbers = tuple(range(start, stop))
+    return ClipRecord(dataset="predict", subject="input", clip_id=f"frames{start}-{stop - 1}", emotion="unknown",
+                      frames=src.frames[start:stop], frame_numbers=numbers, onset=start,
+                      apex=start + (stop - start - 1) // 2, offset=stop - 1, fps=src.fps, source=src.source)
+
+
+def _runs(mask: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(start, end inclusive) of runs of True."""
+    i, n = 0, len(mask)
+    while i < n:
+        if mask[i]:
+            j = i
+            while j + 1 < n and mask[j + 1]:
+                j += 1
+            yield i, j
+            i = j + 1
+        else:
+            i += 1
+
+
+def merge_segments(windows: Sequence[Prediction], n_frames: int, fps: float, classes: Sequence[str],
+                   min_probability: float = 0.5) -> list[Segment]:
+    """Each covered frame takes the class probabilities of the window centred nearest to it (ties: the earlier
+    window); runs of frames whose top class is the same, at or above ``min_probability``, form segments.
+
+    Nearest-centre rather than an average of all covering windows: a window sees an event best when the event
+    sits where the training clips had theirs (onset at the window start, apex in the middle), so overlapping
+    windows that catch the event off-centre must not dilute it."""
+    if not windows:
+        return []
+    centres = np.array([(w.start_frame + w.end_frame) / 2 for w in windows])
+    probs = np.array([[w.probabilities[c] for c in classes] for w in windows])
+    starts = np.array([w.start_frame for w in windows])
+    ends = np.array([w.end_frame for w in windows])
+    frame_probs = np.zeros((n_frames, len(classes)))
+    covered = np.zeros(n_frames, bool)
+    for f in range(n_frames):
+        inside = np.flatnonzero((starts <= f) & (ends >= f))
+        if inside.size:
+            best = inside[np.argmin(np.abs(centres[inside] - f))]
+            frame_probs[f], covered[f] = probs[best], True
+    top, best_p = frame_probs.argmax(1), frame_probs.max(1)
+    segments = []
+    for k, label in enumerate(classes):
+        for a, b in _runs(covered & (top == k) & (best_p >= min_probability)):
+            segments.append(Segment(a, b, a / fps, (b + 1) / fps, label, float(best_p[a:b + 1].mean())))
+    return sorted(segments, key=lambda s: s.start_frame)
+
+
+def find_gaps(windows: Sequence[Prediction], failed: Sequence[tuple[int, int, str]], n_frames: int,
+              fps: float) -> list[Gap]:
+    """Frames no classified window covers, with the reasons of the failed windows overlapping them."""
+    covered = np.zeros(n_frames, bool)
+    for w in windows:
+        covered[w.start_frame:w.end_frame + 1] = True
+    gaps = []
+    for a, b in _runs(~covered):
+        reasons = list(dict.fromkeys(r for s, e, r in failed if s <= b and e >= a))
+        gaps.append(Gap(a, b, a / fps, (b + 1) / fps, "; ".join(reasons) or "not covered by any window"))
+    return gaps
