@@ -85,7 +85,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if isinstance(tp, type) and is_dataclass(tp):
         if not isinstance(value, tp):
-            raise ConfigError(f"{key}={value!r} is not a {tp.__name__}")
+            raise ConfigError(f"{key}={value!r} is not a mapping (the {key} section)")
         return value
     return value
 
