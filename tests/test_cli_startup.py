@@ -85,35 +85,67 @@ def test_python_dash_m_help_exits_0_light() -> None:
     assert "evaluate" in done.stdout and "preprocess" in done.stdout
 
 
-def test_dataset_help_lists_every_registered_dataset(capsys: pytest.CaptureFixture[str]) -> None:
+def _help_text(command: str, capsys: pytest.CaptureFixture[str]) -> str:
     from microexp.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())  # unwrapped
+
+
+def _listed(text: str) -> list[str]:
+    assert text.count("(one of: ") == 1
+    return [n.strip() for n in text.split("(one of: ")[1].split(")")[0].split(",")]
+
+
+def test_dataset_help_lists_every_registered_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from microexp.data.registry import dataset_names
 
-    for command in ("evaluate", "preprocess", "sweep"):
-        with pytest.raises(SystemExit):
-            build_parser().parse_args([command, "--help"])
-        text = " ".join(capsys.readouterr().out.split())  # unwrapped
-        assert text.count("(one of: ") == 1, command
-        listed = text.split("(one of: ")[1].split(")")[0]
-        assert [n.strip() for n in listed.split(",")] == dataset_names(), command
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    for command in ("evaluate", "preprocess", "sweep"):  # the first look-up fills the cache, the others read it
+        assert _listed(_help_text(command, capsys)) == dataset_names(), command
+    cache = tmp_path / "microexp" / "help.json"
+    assert json.loads(cache.read_text())["datasets"] == dataset_names()
+    # a cache written for other files (another version, a changed dataset module) is not believed
+    cache.write_text(json.dumps({"key": "other", "datasets": ["stale"]}))
+    assert _listed(_help_text("evaluate", capsys)) == dataset_names()
+    # nor a damaged one; and an unwritable cache folder still gives the right names
+    cache.write_text("{not json")
+    assert _listed(_help_text("evaluate", capsys)) == dataset_names()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))  # a file, not a folder
+    assert _listed(_help_text("evaluate", capsys)) == dataset_names()
 
 
 @pytest.mark.parametrize("name", ["evaluate", "preprocess", "sweep"])
-def test_dataset_help_is_read_only_when_that_help_is_printed(name: str) -> None:
-    # building the command's parser, the top-level help and an argument error do not load the dataset registry
-    body = f"""
+def test_dataset_help_is_light(name: str, tmp_path: Path) -> None:
+    """The registry is not read to build the parser, for the top-level help or for an argument error; the
+    command's help reads it once, then from the cache without importing the dataset modules."""
+    def probe(argvs: list[list[str]]) -> tuple[list[str], str]:
+        body = f"""
 import importlib
 from microexp.cli import Parser
 parser = Parser(prog="microexp")
 importlib.import_module("microexp.cli.{name}").register(parser.add_subparsers())
-for argv in (['--help'], ['{name}', '--no-such-option']):
+for argv in {argvs!r}:
     try:
         parser.parse_args(argv)
     except SystemExit:
         pass
 """
-    code = PROBE.format(body="\n".join("        " + line for line in body.strip().splitlines()),
-                        heavy=("microexp.data.registry",))
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+        code = PROBE.format(body="\n".join("        " + line for line in body.strip().splitlines()),
+                            heavy=("microexp.data.registry", *HEAVY))
+        code = code.replace("contextlib.redirect_stdout(io.StringIO())", "contextlib.redirect_stdout(out := io.StringIO())")
+        code += "print(json.dumps(out.getvalue()))\n"
+        env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               "XDG_CACHE_HOME": str(tmp_path)}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.strip().splitlines()
+        return json.loads(lines[-2]), json.loads(lines[-1])
+
+    heavy, _ = probe([["--help"], [name, "--no-such-option"]])
+    assert heavy == []
+    probe([[name, "--help"]])  # cold: imports the registry and fills the cache
+    heavy, out = probe([[name, "--help"]])
+    assert heavy == [] and "(one of: " in out and "casme2" in out

@@ -217,3 +217,12 @@ def test_preprocess_takes_frames_size_and_set(tmp_path: Path, capsys: pytest.Cap
                              (["--size", "0"], "--size=0 must be at least 1"),
                              (["--frames", "-1"], "preprocess.frames=-1 must be positive")):
         assert message in _cli_error(capsys, base + options)
+
+
+def test_config_diff_compares_an_old_key_under_its_new_name() -> None:
+    from microexp.config import config_diff
+
+    new = RunConfig(preprocess_workers=3).to_dict()
+    old = {("workers" if k == "preprocess_workers" else k): v for k, v in new.items()}
+    assert config_diff(old, new) == []
+    assert config_diff(old, RunConfig(preprocess_workers=2).to_dict()) == [("preprocess_workers", 3, 2)]

@@ -214,7 +214,10 @@ def _rename_old_keys(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """Dotted keys whose values differ between two (nested) configuration dicts, as (key, a value, b value)."""
+    """Dotted keys whose values differ between two (nested) configuration dicts, as (key, a value, b value).
+    Old key names (an old run's ``config.yaml``) are compared under their new names."""
+    if not prefix:
+        a, b = ({RENAMED.get(k, k) if RENAMED.get(k, k) not in d else k: v for k, v in d.items()} for d in (a, b))
     out: list[tuple[str, Any, Any]] = []
     for key in sorted(set(a) | set(b), key=str):
         va, vb = a.get(key), b.get(key)
