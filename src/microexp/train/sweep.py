@@ -92,6 +92,7 @@ def run_sweep(base: RunConfig, grid: dict[str, list[Any]], out: Path | None = No
     configs = [base.with_overrides([f"{k}={json.dumps(v)}" for k, v in p.items()]) for p in points]
     for config in configs:  # every point must be valid before the first one trains
         check_model(config)
+        config.train.check_device()
     rows = []
     for i, (point, config) in enumerate(zip(points, configs, strict=True)):
         name = point_name(i, point)
