@@ -204,7 +204,7 @@ def test_preprocess_takes_frames_size_and_set(tmp_path: Path, capsys: pytest.Cap
     assert (c.frames, c.normalise, c.selection, c.window, c.streams[0].size) == (6, "none", "whole", (1, 5), (20, 20))
     data = _tree(tmp_path / "data")
     args = ["preprocess", "--dataset", "plain", "--root", str(data), "--cache", str(tmp_path / "cache"),
-            "--workers", "1", "--no-progress", "--frames", "5", "--size", "12", "--set", "selection=whole",
+            "--preprocess-workers", "1", "--no-progress", "--frames", "5", "--size", "12", "--set", "selection=whole",
             "--out", str(tmp_path / "o.npz")]
     assert main(args) == 0
     assert "stream clip: (2, 1, 5, 12, 12)" in capsys.readouterr().out
@@ -215,6 +215,7 @@ def test_preprocess_takes_frames_size_and_set(tmp_path: Path, capsys: pytest.Cap
                              (["--set", "frames"], "--set 'frames' is not KEY=VALUE"),
                              (["--set", "streams.size=3"], "give a whole preprocessing key"),
                              (["--size", "0"], "--size=0 must be at least 1"),
+                             (["--preprocess-workers", "0"], "--workers=0 must be at least 1"),
                              (["--frames", "-1"], "preprocess.frames=-1 must be positive")):
         assert message in _cli_error(capsys, base + options)
 

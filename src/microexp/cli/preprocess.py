@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preprocessing key, e.g. --set face=dlib --set window=[2,12] (a `preprocess.` "
                         "prefix, as in `evaluate --set`, is accepted)")
-    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--workers", "--preprocess-workers", dest="workers", type=int,
+                   help="processes (default: all cores); `evaluate --preprocess-workers` is the same setting")
     p.add_argument("--out", type=Path, help="also save the arrays to this .npz (streams, index, clip keys)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
