@@ -149,3 +149,17 @@ for argv in {argvs!r}:
     probe([[name, "--help"]])  # cold: imports the registry and fills the cache
     heavy, out = probe([[name, "--help"]])
     assert heavy == [] and "(one of: " in out and "casme2" in out
+
+
+def test_lazy_package_names_resolve() -> None:
+    import microexp.preprocess as pre
+    import microexp.train as train
+    from microexp.preprocess.pipeline import preprocess_set
+    from microexp.train.protocols import make_folds
+
+    assert train.make_folds is make_folds and pre.preprocess_set is preprocess_set
+    assert all(getattr(train, n) is not None for n in train.__all__)
+    assert all(getattr(pre, n) is not None for n in pre.__all__)
+    with pytest.raises(AttributeError):
+        _ = train.no_such_name
+    assert _heavy_after("import microexp.train.executor, microexp.preprocess.config") == []
