@@ -15,9 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from microexp.config import RunConfig, TrainConfig
-from microexp.train.evaluate import RunResult, evaluate
+from microexp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from microexp.train.evaluate import RunResult
 
 FRAMES = 20  # >= 17 so the 15-frame kernel leaves something to pool
 SIZE = 32
@@ -50,12 +54,19 @@ def run_demo(out: Path, settings: DemoSettings | None = None, progress: bool = T
              log: Callable[[str], None] = print) -> RunResult:
     """Write the synthetic set to ``out/data`` and the run to ``out/run``."""
     from microexp.synth import SynthConfig, generate, write_plain
+    from microexp.train.evaluate import evaluate
 
     s = settings or DemoSettings()
     data = out / "data"
+    config = demo_config(data, s)  # every setting checked before anything is rendered
+    for name, value in (("subjects", s.subjects), ("clips_per_class", s.clips_per_class)):
+        if value < 1:
+            raise ConfigError(f"{name}={value} must be at least 1")
+    if s.protocol == "kfold" and s.subjects < s.folds:
+        raise ConfigError(f"folds={s.folds} needs at least as many subjects (subjects={s.subjects})")
     log(f"1/2 rendering {s.subjects} synthetic subjects x 3 classes x {s.clips_per_class} clips (real "
         f"public-domain and LFW faces from installed packages) into {data}")
     write_plain(generate(SynthConfig(n_subjects=s.subjects, clips_per_class=s.clips_per_class, seed=s.seed)), data)
     log(f"2/2 MicroExpSTCNN on the saliency stream ({SIZE}x{SIZE}x{FRAMES}), {s.protocol} over subjects, "
         f"{s.epochs} epochs {s.optimizer} lr {s.lr:g}" + (", then the shuffled-label control" if s.control else ""))
-    return evaluate(demo_config(data, s), out=out / "run", progress=progress, log=lambda _m: None)
+    return evaluate(config, out=out / "run", progress=progress, log=lambda _m: None)

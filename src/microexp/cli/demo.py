@@ -6,11 +6,13 @@ import argparse
 import time
 from pathlib import Path
 
-from microexp.demo import DemoSettings, run_demo
-from microexp.report.text import results_table
+from microexp.demo import DemoSettings
 
 
 def run(args: argparse.Namespace) -> int:
+    from microexp.demo import run_demo
+    from microexp.report.text import results_table
+
     started = time.time()
     out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     settings = DemoSettings(subjects=args.subjects, clips_per_class=args.clips_per_class, protocol=args.protocol,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
+from microexp.cli import add_dataset_option
 from microexp.cli._executor import add_executor_options, executor_from_args
 from microexp.config import EPOCH_POLICIES, PROTOCOL_HELP, PROTOCOLS, RunConfig
 from microexp.errors import ConfigError
-from microexp.report.text import results_table
-from microexp.train.evaluate import evaluate, resolve_preprocess
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, help="repeat the protocol with seeds 0..N-1 (mean ± std)")
     p.add_argument("--control", choices=["none", "shuffle"],
                    help="shuffle: also train with labels permuted within subjects (must score at chance)")
-    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
     p.add_argument("--no-cache", action="store_true", help="do not read or fill the preprocessing cache")
     p.add_argument("--preprocess-workers", type=int, metavar="N",
                    help="processes for preprocessing (default: all cores when faces are detected, else 1)")
@@ -45,31 +45,42 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    """The typed run configuration from ``--config``/``base``, the options and ``--set``; everything is checked
+    here (types, ranges, the preprocessing, the device), before any data is read."""
+    from microexp.train.evaluate import resolve_preprocess
+
     config = RunConfig.from_yaml(args.config) if getattr(args, "config", None) else (base or RunConfig())
     sets = []
     for flag, key in (("dataset", "dataset"), ("root", "root"), ("annotation", "annotation"), ("classes", "classes"),
                       ("model", "model"), ("protocol", "protocol"), ("folds", "folds"), ("control", "control"),
-                      ("epochs", "train.epochs"), ("batch_size", "train.batch_size"), ("optimizer", "train.optimizer"), ("lr", "train.lr"),
-                      ("epoch_policy", "train.epoch_policy"), ("device", "train.device")):
+                      ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
+                      ("optimizer", "train.optimizer"), ("lr", "train.lr"), ("epoch_policy", "train.epoch_policy"),
+                      ("device", "train.device")):
         value = getattr(args, flag, None)
-        if value is not None:
-            sets.append(f"{key}={value}")
+        if value is not None:  # as JSON (which is YAML): a path or a name is never re-read as YAML syntax
+            sets.append(f"{key}={json.dumps(value, default=str)}")
     if getattr(args, "test_dataset", None):
-        sets.append(f"test_dataset={args.test_dataset}")
+        sets.append(f"test_dataset={json.dumps(args.test_dataset)}")
     if getattr(args, "train_datasets", None):
-        sets.append(f"train_datasets={[d.strip() for d in args.train_datasets.split(',') if d.strip()]}")
-    if getattr(args, "seeds", None):
+        sets.append(f"train_datasets={json.dumps([d.strip() for d in args.train_datasets.split(',') if d.strip()])}")
+    if getattr(args, "seeds", None) is not None:
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds={args.seeds} must be at least 1 (it runs seeds 0..N-1)")
         sets.append(f"seeds={list(range(args.seeds))}")
     if getattr(args, "no_cache", False):
         sets.append("cache=false")
-    if getattr(args, "preprocess_workers", None):
-        sets.append(f"workers={args.preprocess_workers}")
-    if getattr(args, "frames", None):
+    if getattr(args, "preprocess_workers", None) is not None:
+        sets.append(f"preprocess_workers={args.preprocess_workers}")
+    if getattr(args, "frames", None) is not None:
         sets.append(f"preprocess.frames={args.frames}")
     config = config.with_overrides(sets + list(args.overrides))
-    if getattr(args, "size", None):
+    if getattr(args, "size", None) is not None:
+        if args.size < 1:
+            raise ConfigError(f"--size={args.size} must be at least 1")
         streams = resolve_preprocess(config).to_dict()["streams"]
         config.preprocess["streams"] = [{**s, "size": [args.size, args.size]} for s in streams]
+    resolve_preprocess(config)  # the model exists and its preprocessing with the overrides is valid
+    config.train.check_device()
     return config
 
 
@@ -78,6 +89,9 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from microexp.report.text import results_table
+    from microexp.train.evaluate import evaluate
+
     if args.resume is not None:
         # the run's own configuration; any flags given must leave it unchanged (checked by evaluate)
         if args.out is not None and args.out != args.resume:
@@ -102,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="train and score a model under a protocol",
                        description="Train and score a model on a dataset under a leak-free protocol.")
-    p.add_argument("--dataset", help="synthetic | plain | casme2 | samm | smic | casme_sq | casme | casme3 | megc2019")
+    add_dataset_option(p)
     p.add_argument("--root", help="dataset root folder")
     p.add_argument("--annotation", help="annotation file (default: the one in the dataset's standard place)")
     p.add_argument("--classes", help="class protocol (default: the dataset's default)")

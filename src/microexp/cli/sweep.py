@@ -6,12 +6,14 @@ import argparse
 import time
 from pathlib import Path
 
+from microexp.cli import add_dataset_option
 from microexp.cli.evaluate import add_run_options, config_from_args
 from microexp.errors import ConfigError
-from microexp.train.sweep import load_grid, parse_grid, run_sweep, sweep_table
 
 
 def run(args: argparse.Namespace) -> int:
+    from microexp.train.sweep import load_grid, parse_grid, run_sweep, sweep_table
+
     grid = load_grid(args.grid_file) if args.grid_file else {}
     grid.update(parse_grid(args.grid))
     if not grid:
@@ -33,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "directory under --out; sweep.csv / sweep.json tabulate UF1/UAR/accuracy, with Table IX's "
                     "published accuracies beside STCNN kernels, labelled as published. Re-running the same "
                     "command reuses finished points and resumes killed ones.")
-    p.add_argument("--dataset", help="dataset name")
+    add_dataset_option(p)
     p.add_argument("--root", help="dataset root folder")
     p.add_argument("--annotation", help="annotation file")
     p.add_argument("--classes", help="class protocol")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from microexp.errors import ConfigError
+from microexp.typed import coerce_fields
 
 SELECTIONS = ("whole", "onset_offset", "onset_apex", "keyframes", "keyframes9")
 TEMPORAL = ("uniform", "first", "window", "tim", "none")
@@ -38,6 +39,7 @@ class StreamConfig:
     kind: str = "raw"
 
     def __post_init__(self) -> None:
+        coerce_fields(self, f"preprocess.streams[{self.name}].")
         if self.region not in REGIONS:
             raise ConfigError(f"stream {self.name!r}: region={self.region!r} is not one of {list(REGIONS)}")
         if self.kind not in KINDS:
@@ -93,6 +95,7 @@ class PreprocessConfig:
     extra: tuple[tuple[str, Any], ...] = field(default=())
 
     def __post_init__(self) -> None:
+        coerce_fields(self, "preprocess.")
         for name, allowed in (("selection", SELECTIONS), ("temporal", TEMPORAL), ("normalise", NORMALISE),
                               ("face", FACE), ("align", ALIGN), ("gray", GRAY), ("flow", FLOW),
                               ("flow_pairs", FLOW_PAIRS), ("saliency", SALIENCY), ("on_no_face", ON_NO_FACE),
@@ -155,10 +158,10 @@ class PreprocessConfig:
                 bad = sorted(set(s) - {"name", "region", "size", "kind"})
                 if bad:
                     raise ConfigError(f"unknown stream option(s) {bad}")
-                streams.append(StreamConfig(**{**s, "size": tuple(s.get("size", (64, 64)))}))
+                size = s.get("size", (64, 64))
+                size = (size, size) if isinstance(size, int | str) else size  # one number: a square
+                streams.append(StreamConfig(**{**s, "size": size}))
             d["streams"] = tuple(streams)
-        if d.get("window") is not None:
-            d["window"] = tuple(d["window"])
         if "extra" in d:
             d["extra"] = tuple(sorted(dict(d["extra"] or {}).items()))
         try:
@@ -172,9 +175,11 @@ class PreprocessConfig:
         (e.g. a model's default preprocessing) the file's keys override it."""
         import yaml
 
+        from microexp.typed import load_yaml
+
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = load_yaml(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: preprocessing config file not found") from None
         except yaml.YAMLError as exc:

@@ -26,6 +26,7 @@ def set_seed(seed: int) -> None:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    TrainConfig(device=name).check_device()  # one line, not a CUDA traceback mid-run
     return torch.device(name)
 
 

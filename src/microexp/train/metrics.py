@@ -1,7 +1,16 @@
 """The field's metrics, computed with scikit-learn on pooled predictions.
 
-UF1 is the macro F1 over the predictions of all folds pooled (not a mean of per-fold F1s); UAR is the mean
-per-class recall (balanced accuracy) over the classes present in the ground truth.
+MEGC definition (See et al., "MEGC 2019 - the second facial micro-expressions grand challenge", FG 2019,
+doi:10.1109/FG.2019.8756611): over the predictions of all folds pooled (not a mean of per-fold scores),
+UF1 = the mean over classes of F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c), and UAR = the mean over classes of
+recall_c = TP_c / N_c.
+
+One rule for which classes are averaged, for both UF1 and UAR and for every scored set (overall, per subject, per
+source dataset): **the classes present in that set's ground truth**. A class with no true sample there has no
+recall (N_c = 0), so it cannot enter UAR; it is left out of UF1 too rather than counted as 0, so that the two
+metrics of one subject average over the same classes. Wrong predictions *of* an absent class still count: they are
+the false negatives of the true classes. When every class is present (the MEGC composite, any usual test set) this
+is exactly the definition above over all C classes.
 """
 
 from __future__ import annotations
@@ -20,11 +29,11 @@ from sklearn.metrics import (
 
 
 def core_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
-    labels = list(range(n_classes))
+    """Accuracy, UF1 and UAR; both averaged over the classes present in ``y_true`` (module docstring)."""
     present = sorted(set(np.asarray(y_true).tolist()))
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "uf1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "uf1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "uar": float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "n": int(len(y_true)),
     }

@@ -22,6 +22,7 @@ import yaml
 from microexp.config import RunConfig
 from microexp.errors import ConfigError
 from microexp.train.evaluate import check_model, evaluate
+from microexp.typed import load_yaml
 
 # Reddy et al. (IJCNN 2019) Table IX: MicroExpSTCNN validation accuracy (%) on CAS(ME)^2 by kernel
 # (rows x cols x frames), single 80/20 split with the epoch picked on that split (reference-models.md §1.11.10).
@@ -40,7 +41,7 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
             raise ConfigError(f"--grid {item!r} is not KEY=[v1,v2,...]")
         key, raw = item.split("=", 1)
         try:
-            values = yaml.safe_load(raw)
+            values = load_yaml(raw)  # 1e-3 is a number, as in --set
         except yaml.YAMLError as exc:
             raise ConfigError(f"--grid {item!r}: cannot parse the values ({exc})") from None
         grid[key.strip()] = values if isinstance(values, list) else [values]
@@ -50,7 +51,7 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
 def load_grid(path: Path) -> dict[str, list[Any]]:
     """A YAML grid file: a mapping from dotted keys to lists of values."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = load_yaml(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read the grid ({exc})") from None
     if not isinstance(data, dict) or not data:
@@ -91,6 +92,7 @@ def run_sweep(base: RunConfig, grid: dict[str, list[Any]], out: Path | None = No
     configs = [base.with_overrides([f"{k}={json.dumps(v)}" for k, v in p.items()]) for p in points]
     for config in configs:  # every point must be valid before the first one trains
         check_model(config)
+        config.train.check_device()
     rows = []
     for i, (point, config) in enumerate(zip(points, configs, strict=True)):
         name = point_name(i, point)
