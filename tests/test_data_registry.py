@@ -39,6 +39,15 @@ def test_duplicate_names_raise() -> None:
         load_dataset("casme2", Path("."), classes="nosuch")
 
 
+def test_builtin_table_names_what_its_modules_register() -> None:
+    """``data.builtin`` names each module's datasets without importing it (for ``--help``): it must stay true."""
+    from microexp.data import builtin
+
+    assert list(builtin.NAMES) == dataset_names()
+    for module, names in builtin.DATASETS.items():
+        assert {get_dataset(n).loader.__module__ for n in names} == {module}, module
+
+
 def test_data_does_not_import_synth() -> None:
     """``synth`` is downstream of ``data`` (its fixture writers use the loaders), never the reverse."""
     imports = re.compile(r"^\s*(from|import)\s+microexp\.synth", re.MULTILINE)
