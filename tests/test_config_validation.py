@@ -86,7 +86,7 @@ def test_old_workers_key_loads_as_preprocess_workers(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("dataset: plain\nworkers: 3\n")
     old = RunConfig.from_yaml(path)
-    assert old.preprocess_workers == 3 and old.workers == 3
+    assert old.preprocess_workers == 3
     old.to_yaml(tmp_path / "new.yaml")
     text = (tmp_path / "new.yaml").read_text()
     assert "preprocess_workers: 3" in text and "\nworkers:" not in text

@@ -135,11 +135,6 @@ class RunConfig:
         if self.preprocess_workers is not None and self.preprocess_workers < 1:
             raise ConfigError(f"preprocess_workers={self.preprocess_workers} must be at least 1")
 
-    @property
-    def workers(self) -> int | None:
-        """Old name of :attr:`preprocess_workers`, kept for callers not yet renamed."""
-        return self.preprocess_workers
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

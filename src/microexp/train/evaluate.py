@@ -92,7 +92,9 @@ def prepare(config: RunConfig, clips: ClipSet | None = None, progress: bool = Tr
         clips = load_dataset(config.dataset, Path(config.root), config.annotation, config.classes)
     if len(clips) == 0:
         raise DataError(f"{clips.name}: no usable clips ({len(clips.excluded)} excluded)")
-    workers = config.workers if config.workers is not None else (None if pconf.face != "none" else 1)
+    workers = config.preprocess_workers
+    if workers is None:
+        workers = None if pconf.face != "none" else 1
     cache = ClipCache(default_cache_dir()).check_writable() if config.cache else None
     prepared = preprocess_set(clips, pconf, progress=progress, cache=cache, workers=workers)
     kept = clips.subset(prepared.index)
