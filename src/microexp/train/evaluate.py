@@ -64,9 +64,10 @@ def resolve_preprocess(config: RunConfig) -> PreprocessConfig:
 
 
 def chance_levels(y: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Expected scores of uniform random guessing on these labels."""
+    """Expected scores of uniform random guessing on these labels, averaged over the classes present (the rule of
+    :mod:`microexp.train.metrics`)."""
     p = np.bincount(y, minlength=n_classes) / len(y)
-    f1 = [2 * pc / n_classes / (pc + 1 / n_classes) for pc in p if pc > 0] + [0.0] * int((p == 0).sum())
+    f1 = [2 * pc / n_classes / (pc + 1 / n_classes) for pc in p if pc > 0]
     return {"accuracy": 1 / n_classes, "uar": 1 / n_classes, "uf1": float(np.mean(f1))}
 
 
@@ -188,6 +189,7 @@ def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None =
     """
     started = time.time()
     check_model(config)  # fail on an unknown model or bad hyper-parameters before any loading
+    config.train.check_device()  # and on a GPU this machine lacks
     if out is not None:
         start_run_dir(Path(out), config, resolve_preprocess(config), resume)
     ctx = prepare(config, clips, progress=progress, out=out)
