@@ -108,25 +108,36 @@ def test_data_check_accepts_the_plain_layouts(blob_tree: Path, dataset: str, cap
 
 # ----------------------------------------------------------------- frames missing or of another size (14.5)
 
-def test_missing_middle_frame_and_odd_frame_size_are_named_exclusions_in_check_and_load(plain_copy: Path) -> None:
-    (plain_copy / "s01" / "up0" / "frame_0010.png").unlink()
+def test_missing_frames_are_a_recorded_repair_or_an_exclusion_and_odd_sizes_excluded_in_check_and_load(
+        plain_copy: Path) -> None:
+    (plain_copy / "s01" / "up0" / "frame_0010.png").unlink()  # 1 of 24: repaired
+    for n in range(5, 10):  # 5 of 24 (more than 10 %): excluded
+        (plain_copy / "s00" / "down0" / f"frame_{n:04d}.png").unlink()
     odd = plain_copy / "s02" / "down1" / "frame_0005.png"
     cv2.imwrite(str(odd), np.full((40, 40), 128, np.uint8))
     clips = load_dataset("plain", plain_copy)
     assert len(clips) == 70
     reasons = {e.clip: e.reason for e in clips.excluded}
-    assert set(reasons) == {"plain/s01/up0", "plain/s02/down1"}
-    assert reasons["plain/s01/up0"].startswith("missing frames: ") and "absent in 1..24: 10" in reasons["plain/s01/up0"]
+    assert set(reasons) == {"plain/s00/down0", "plain/s02/down1"}
+    assert reasons["plain/s00/down0"].startswith("missing frames: ") and \
+        "5 frame number(s) absent in 1..24: 5, 6, 7, 8, 9 (more than 10% of the clip: not repaired)" in \
+        reasons["plain/s00/down0"]
     assert reasons["plain/s02/down1"].startswith("frame size: ") and \
         "frame_0005.png is 40x40, the clip's first frame frame_0001.png is 32x32" in reasons["plain/s02/down1"]
+    rec = next(r for r in clips if r.key == "plain/s01/up0")
+    assert rec.frame_numbers == tuple(range(1, 25)) and rec.frames[9] == rec.frames[8]
+    assert rec.frames[8].name == "frame_0009.png"
+    assert rec.meta["repairs"] == ["missing frames: 1 frame number(s) absent in 1..24: 10; the frame before each "
+                                   "hole repeated"]
     report = check_dataset("plain", plain_copy, read_images=False)
-    found = {(p.kind, p.where) for p in report.problems}
-    assert ("missing frames", str(plain_copy / "s01" / "up0")) in found
+    found = {(p.kind, p.where): p.detail for p in report.problems}
+    assert "(a recorded repair)" in found["missing frames", str(plain_copy / "s01" / "up0")]
+    assert "loaders exclude the clip" in found["missing frames", str(plain_copy / "s00" / "down0")]
     assert ("frame size", str(plain_copy / "s02" / "down1")) in found
     assert len(report.records) == 70  # check counts the clips evaluate would use
 
 
-def test_release_loader_excludes_a_clip_with_a_hole_or_an_odd_frame(tmp_path: Path) -> None:
+def test_release_loader_repairs_a_hole_and_excludes_an_odd_frame(tmp_path: Path) -> None:
     fx = build_fixture("samm", tmp_path / "samm", render=placeholder_renderer)
     a, b = fx.rows[0], fx.rows[2]
     folder_a, folder_b = fx.clip_folders[f"{a.subject}/{a.clip_id}"], fx.clip_folders[f"{b.subject}/{b.clip_id}"]
@@ -136,23 +147,31 @@ def test_release_loader_excludes_a_clip_with_a_hole_or_an_odd_frame(tmp_path: Pa
     cv2.imwrite(str(big), np.zeros((30, 24), np.uint8))
     clips = load_dataset("samm", fx.root, classes="all")
     reasons = {e.clip: e.reason for e in clips.excluded}
-    assert reasons[f"samm/{a.subject}/{a.clip_id}"].startswith("missing frames: ")
+    assert f"samm/{a.subject}/{a.clip_id}" not in reasons
+    repaired = next(r for r in clips if r.key == f"samm/{a.subject}/{a.clip_id}")
+    assert any(x.startswith("missing frames: 1 frame number(s)") for x in repaired.meta["repairs"])
     assert reasons[f"samm/{b.subject}/{b.clip_id}"].startswith(f"frame size: {folder_b}: {big.name} is 24x30")
     report = check_dataset("samm", fx.root)
     assert ("frame size", str(folder_b)) in {(p.kind, p.where) for p in report.problems}
     assert {r.key for r in report.records} == {r.key for r in clips.records}
 
 
-def test_evaluate_records_the_exclusions(plain_copy: Path, tmp_path: Path) -> None:
+def test_evaluate_records_the_repairs_and_exclusions(plain_copy: Path, tmp_path: Path) -> None:
     from conftest import tiny_config
     from microexp.train.evaluate import evaluate
 
     (plain_copy / "s03" / "none2" / "frame_0012.png").unlink()
+    for n in range(2, 20):
+        (plain_copy / "s02" / "up1" / f"frame_{n:04d}.png").unlink()
     out = tmp_path / "run"
     result = evaluate(tiny_config(plain_copy, **{"train.epochs": 1}), out=out, progress=False, log=lambda _m: None)
     assert result.metrics["n_clips"] == 71 and result.metrics["n_excluded"] == 1
+    assert result.metrics["n_repaired"] == 1
     excluded = pd.read_csv(out / "excluded.csv")
-    assert excluded["clip"].tolist() == ["plain/s03/none2"] and excluded["reason"][0].startswith("missing frames")
+    assert excluded["clip"].tolist() == ["plain/s02/up1"] and excluded["reason"][0].startswith("missing frames")
+    repairs = pd.read_csv(out / "repairs.csv")
+    assert repairs["clip"].tolist() == ["plain/s03/none2"]
+    assert repairs["repair"][0].startswith("missing frames: 1 frame number(s) absent in 1..24: 12")
 
 
 # ------------------------------------------------------------------------------------------- synth (14.4)

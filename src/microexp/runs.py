@@ -5,6 +5,7 @@
     RUN_DIR/predictions.csv      one row per test clip and seed
     RUN_DIR/history.csv          learning curves per fold
     RUN_DIR/excluded.csv         clip, reason
+    RUN_DIR/repairs.csv          clip, repair (a known error of the release, and what was done about it)
     RUN_DIR/folds/<task>.json    each finished fold task (written atomically as it ends; resuming reads them)
     RUN_DIR/checkpoints/seed{S}-{fold}.pt       torch models (``.joblib`` for scikit-learn baselines)
 
@@ -18,6 +19,7 @@ torch is imported inside the checkpoint functions only, so reading a run's table
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 HISTORY = "history.csv"
 EXCLUDED = "excluded.csv"
+REPAIRS = "repairs.csv"
 FOLDS = "folds"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_KEYS = ("model", "state_dict", "preprocess", "classes")
@@ -104,8 +107,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- tables
-def write_tables(out: str | Path, predictions: Any, history: Any, excluded: list[Any]) -> None:
-    """predictions.csv, history.csv and excluded.csv (``excluded``: objects with ``clip`` and ``reason``)."""
+def write_tables(out: str | Path, predictions: Any, history: Any, excluded: list[Any],
+                 repairs: Sequence[tuple[str, str]] = ()) -> None:
+    """predictions.csv, history.csv, excluded.csv (``excluded``: objects with ``clip`` and ``reason``) and
+    repairs.csv (``repairs``: (clip, repair) pairs of the clips used)."""
     import pandas as pd
 
     out = Path(out)
@@ -114,6 +119,7 @@ def write_tables(out: str | Path, predictions: Any, history: Any, excluded: list
         history.to_csv(out / HISTORY, index=False)
         pd.DataFrame([{"clip": e.clip, "reason": e.reason} for e in excluded], columns=["clip", "reason"]).to_csv(
             out / EXCLUDED, index=False)
+        pd.DataFrame(list(repairs), columns=["clip", "repair"]).to_csv(out / REPAIRS, index=False)
 
 
 def read_table(run_dir: str | Path, name: str) -> Any:

@@ -239,8 +239,9 @@ def _nearest(numbers: Sequence[int], target: int) -> int:
 
 def build_records(dataset: str, tree: Path, rows: Iterable[Row]) -> tuple[list[ClipRecord], list[Exclusion]]:
     """Match rows to clip folders under ``tree``. Missing folders/frames become exclusions, and so does a clip whose
-    frames are not one sequence (a frame missing inside it, an unreadable header, a frame of another size:
-    :func:`~microexp.data.frames.sequence_defect`); a key frame (onset/apex/offset) outside the frames on disk is
+    frames are not one sequence (many frames missing inside it, an unreadable header, a frame of another size:
+    :func:`~microexp.data.frames.sequence_defect`; a few missing frames are filled by the frame before each hole,
+    recorded as a repair); a key frame (onset/apex/offset) outside the frames on disk is
     replaced by the nearest existing frame, recorded as a repair, so that every record's key frames are among its
     ``frame_numbers``."""
     records: list[ClipRecord] = []
@@ -268,9 +269,12 @@ def build_records(dataset: str, tree: Path, rows: Iterable[Row]) -> tuple[list[C
             excluded.append(Exclusion(key, f"no frame files in {folder}" + (
                 f" for frames {row.onset}..{row.offset}" if row.span else "") + f" ({row.source})"))
             continue
-        if defect := sequence_defect(frames, numbers):  # the same verdict for data check and evaluate
+        frames, numbers, repair, defect = sequence_defect(frames, numbers)  # the same verdict for check and evaluate
+        if defect:
             excluded.append(Exclusion(key, f"{defect[0]}: {folder}: {defect[1]} ({row.source})"))
             continue
+        if repair:
+            row.repair(repair)
         marks = {"onset": row.onset, "apex": row.apex, "offset": row.offset}
         have = set(numbers)
         for name, value in marks.items():

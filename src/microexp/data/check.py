@@ -6,7 +6,9 @@ records would use. It reports clips per class and per subject and names every pr
 * ``missing clip folder`` — an annotation row whose folder does not exist (``row with no folder``);
 * ``folder with no row`` — a clip folder no annotation row refers to (for long-video trees — CAS(ME)^2
   ``rawpic``, CAS(ME)^3 Part A, SAMM-LV — a video without annotated expressions is normal and only noted);
-* ``missing frames`` — frame numbers absent inside a clip (or inside a span of a long video);
+* ``missing frames`` — frame numbers absent inside a clip (or inside a span of a long video); the loaders repair
+  a few (the frame before each hole is repeated, recorded in ``meta["repairs"]`` and the run's ``repairs.csv``)
+  and exclude a clip with more than :data:`~microexp.data.frames.MAX_MISSING_SHARE` of its frames missing;
 * ``unreadable image`` — a frame file OpenCV cannot decode (without ``read_images``: whose header cannot be read);
 * ``frame size`` — a frame whose size differs from the clip's first frame (read from the image headers);
 * ``unknown label`` — an emotion the dataset's labels (or the ``labels`` declared) do not include;
@@ -17,8 +19,8 @@ Known errors of the official annotation files that the loaders repair (``/`` ape
 offset ``0``) or cannot use (onset after offset) are listed as *notes*: they do not make the check fail, since a
 complete, untouched release has them.
 
-A clip with missing frames inside it, an unreadable frame header or a frame of another size is excluded by the
-loaders too (:func:`~microexp.data._common.build_records`), so ``evaluate`` never trains on it, whichever frames
+A clip with many missing frames inside it, an unreadable frame header or a frame of another size is excluded by
+the loaders too (:func:`~microexp.data._common.build_records`), so ``evaluate`` never trains on it, whichever frames
 it samples. Every registered dataset is checked through its spec (:class:`~microexp.data.registry.DatasetSpec`).
 
 When the root looks like another dataset, a parent of the release or a subject/clip folder, hints say so.
@@ -35,6 +37,7 @@ from pathlib import Path
 import cv2
 
 from microexp.data._common import Row, build_records, image_files, numbered_frames, subdirs
+from microexp.data.frames import MAX_MISSING_SHARE, describe_missing
 from microexp.data.records import ClipRecord
 from microexp.data.registry import annotation_mismatch, dataset_names, get_dataset, parse_labels
 from microexp.errors import ConfigError, MicroexpError
@@ -120,9 +123,10 @@ def _frame_problems(report: Report, row: Row, tree: Path, listing: dict[Path, tu
     have = set(numbers)
     missing = [n for n in range(lo, hi + 1) if n not in have]
     if missing:
-        shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
+        fate = ("loaders repeat the frame before each hole (a recorded repair)"
+                if len(missing) <= MAX_MISSING_SHARE * (hi - lo + 1) else "loaders exclude the clip")
         report.problems.append(Problem("missing frames", str(folder),
-                                       f"{len(missing)} frame number(s) absent in {lo}..{hi}: {shown} ({row.source})"))
+                                       f"{describe_missing(missing, (lo, hi))}; {fate} ({row.source})"))
     if read_images:
         for path, n in zip(frames, numbers, strict=True):
             if lo <= n <= hi and path not in read:
@@ -205,8 +209,10 @@ def check_dataset(name: str, root: Path, annotation: Path | None = None, read_im
         if kind == "frame size" or (kind == "unreadable image" and not read_images):
             where, _, detail = rest.partition(": ")
             report.problems.append(Problem(kind, where, detail))
-    report.notes += [f"repaired {r.subject}/{r.clip_id}: {'; '.join(r.meta['repairs'])}"
-                     for r in report.records if r.meta.get("repairs") and "has no file" not in str(r.meta["repairs"])]
+    for r in report.records:  # frame repairs are reported above as problems: the annotation's repairs are notes
+        notes = [x for x in r.meta.get("repairs", []) if "has no file" not in x and not x.startswith("missing frames")]
+        if notes:
+            report.notes.append(f"repaired {r.subject}/{r.clip_id}: {'; '.join(notes)}")
     if not report.records:
         report.hints += hints(name, root)
     return report

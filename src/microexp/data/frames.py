@@ -61,24 +61,58 @@ def image_size(path: Path) -> tuple[int, int] | None:
     return _SIZES[key]
 
 
-def sequence_defect(frames: tuple[Path, ...], numbers: tuple[int, ...]) -> tuple[str, str] | None:
-    """(kind, detail) when the frames of one clip cannot be used as one sequence, else None: a frame number
-    missing between its first and last frame (``missing frames``), a frame whose header cannot be read
-    (``unreadable image``) or whose size differs from the first frame's (``frame size``). Every frame is looked
-    at, so the verdict does not depend on which frames a model later samples."""
-    have = set(numbers)
-    missing = [n for n in range(numbers[0], numbers[-1] + 1) if n not in have] if numbers else []
+# a clip with up to this share of its frame numbers missing inside it is repaired (the frame before each hole is
+# repeated, as the releases' own loaders did); more than that and the clip is not one sequence any more
+MAX_MISSING_SHARE = 0.1
+
+
+def fill_missing(frames: tuple[Path, ...], numbers: tuple[int, ...]
+                 ) -> tuple[tuple[Path, ...], tuple[int, ...], list[int]]:
+    """Frames and numbers with every number missing between the first and last frame filled by the frame before
+    it, so that the clip keeps its length and timing; also the missing numbers (empty when nothing was filled)."""
+    have = dict(zip(numbers, frames, strict=True))
+    if not numbers or len(have) == numbers[-1] - numbers[0] + 1:
+        return frames, numbers, []
+    filled: list[Path] = []
+    missing: list[int] = []
+    for n in range(numbers[0], numbers[-1] + 1):
+        if n not in have:
+            missing.append(n)
+        filled.append(have.get(n, filled[-1] if filled else frames[0]))
+    return tuple(filled), tuple(range(numbers[0], numbers[-1] + 1)), missing
+
+
+def describe_missing(missing: list[int], numbers: tuple[int, ...]) -> str:
+    shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
+    return f"{len(missing)} frame number(s) absent in {numbers[0]}..{numbers[-1]}: {shown}"
+
+
+def sequence_defect(frames: tuple[Path, ...], numbers: tuple[int, ...]
+                    ) -> tuple[tuple[Path, ...], tuple[int, ...], str | None, tuple[str, str] | None]:
+    """Check the frames of one clip as one sequence; every frame is looked at, so the verdict does not depend on
+    which frames a model later samples. Returns (frames, numbers, repair, defect):
+
+    * a few frame numbers missing inside the clip (at most :data:`MAX_MISSING_SHARE` of them) are filled with the
+      frame before each hole, and ``repair`` says so (to be recorded in the record's ``meta["repairs"]``);
+    * ``defect`` is (kind, detail) when the clip cannot be used: more frames missing than that
+      (``missing frames``), a frame whose header cannot be read (``unreadable image``) or whose size differs from
+      the first frame's (``frame size``)."""
+    filled, full, missing = fill_missing(frames, numbers)
+    repair = None
     if missing:
-        shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
-        return "missing frames", f"{len(missing)} frame number(s) absent in {numbers[0]}..{numbers[-1]}: {shown}"
+        detail = describe_missing(missing, full)
+        if len(missing) > MAX_MISSING_SHARE * len(full):
+            return frames, numbers, None, ("missing frames", f"{detail} (more than {MAX_MISSING_SHARE:.0%} of "
+                                                             "the clip: not repaired)")
+        repair = f"missing frames: {detail}; the frame before each hole repeated"
     first: tuple[int, int] | None = None
     for path in frames:
         size = image_size(path)
         if size is None:
-            return "unreadable image", f"{path}: the image header cannot be read"
+            return frames, numbers, None, ("unreadable image", f"{path}: the image header cannot be read")
         if first is None:
             first = size
         elif size != first:
-            return "frame size", (f"{path.name} is {size[0]}x{size[1]}, the clip's first frame {frames[0].name} is "
-                                  f"{first[0]}x{first[1]}")
-    return None
+            return frames, numbers, None, ("frame size", (f"{path.name} is {size[0]}x{size[1]}, the clip's first "
+                                                          f"frame {frames[0].name} is {first[0]}x{first[1]}"))
+    return filled, full, repair, None

@@ -86,8 +86,8 @@ def read_annotation(ann: Path) -> list[Row]:
 def load_plain(root: Path, annotation: Path | None = None,
                dataset: str = "plain") -> tuple[list[ClipRecord], list[Exclusion]]:
     """Read a plain-layout tree. Every problem raises an error that names the file, row or folder, except a clip
-    whose frames are not one sequence (a frame missing inside it, a frame of another size): it is excluded with
-    the reason, as the release loaders do."""
+    whose frames are not one sequence (many frames missing inside it, a frame of another size): it is excluded with
+    the reason, as the release loaders do; a few missing frames are repaired and recorded, as there."""
     root = check_root(root)
     ann = _annotation(root, annotation)
     records: list[ClipRecord] = []
@@ -100,10 +100,13 @@ def load_plain(root: Path, annotation: Path | None = None,
         frames, numbers = list_frames(folder)
         if not frames:
             raise DataError(f"{folder}: clip folder has no frames")
-        if defect := sequence_defect(frames, numbers):  # before the key frames: a hole may take the apex
+        frames, numbers, repair, defect = sequence_defect(frames, numbers)  # before the key frames
+        if defect:
             excluded.append(Exclusion(f"{dataset}/{row.subject}/{row.clip_id}",
                                       f"{defect[0]}: {folder}: {defect[1]} ({row.source})"))
             continue
+        if repair:
+            row.repair(repair)
         for name, value in (("onset", row.onset), ("apex", row.apex), ("offset", row.offset)):
             if value not in numbers:
                 raise AnnotationError(f"{name} frame {value} is not among the clip's frames "

@@ -200,6 +200,7 @@ def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None =
     metrics.update({
         "dataset": config.dataset, "protocol": config.protocol, "model": config.model, "classes": ctx.classes,
         "n_clips": len(ctx.records), "n_subjects": len(set(ctx.groups.tolist())), "n_excluded": len(ctx.excluded),
+        "n_repaired": sum(bool(r.meta.get("repairs")) for r in ctx.records),
         "n_folds": len(outputs) // len(config.seeds), "seeds": list(config.seeds),
         "epoch_policy": {"name": cfg.epoch_policy, "description": EPOCH_POLICIES[cfg.epoch_policy],
                          "leaky": cfg.epoch_policy == "test-peek", "epochs": cfg.epochs,
@@ -219,14 +220,16 @@ def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None =
     predictions = pd.DataFrame([r for o in outputs for r in o.rows])
     hist = pd.DataFrame(history)
     if out is not None:
-        write_run(out, config, ctx.preprocess, metrics, predictions, hist, ctx.excluded)
+        repairs = [(r.key, x) for r in ctx.records for x in r.meta.get("repairs", [])]
+        write_run(out, config, ctx.preprocess, metrics, predictions, hist, ctx.excluded, repairs)
         log(f"run written to {out}")
     return RunResult(out, metrics, predictions, hist)
 
 
 def write_run(out: Path, config: RunConfig, pconf: PreprocessConfig, metrics: dict[str, Any],
-              predictions: pd.DataFrame, history: pd.DataFrame, excluded: list[Exclusion]) -> None:
+              predictions: pd.DataFrame, history: pd.DataFrame, excluded: list[Exclusion],
+              repairs: list[tuple[str, str]]) -> None:
     check_writable_dir(out)
     runs.write_config(out, resolved_config(config, pconf))
     runs.write_metrics(out, metrics)
-    runs.write_tables(out, predictions, history, excluded)
+    runs.write_tables(out, predictions, history, excluded, repairs)
