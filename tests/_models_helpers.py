@@ -14,7 +14,7 @@ from microexp.train.loop import fit, predict_proba
 # published classes (``ModelSpec.classes``); None for models that are not torch modules. Derived layer by layer
 # in tests/test_models_shapes.py; other configurations (binary heads, 18-frame inputs) are asserted there.
 PARAMETERS: dict[str, int | None] = {
-    "stcnn": 44_241_667,  # 64x64x96, 3 classes (reference-models.md §1.5)
+    "stcnn": 44_241_667,  # 64x64x96, 3 classes (docs/models.md §1.5)
     "fusenet-intermediate": 177_088_515,  # 32x32x96 eyes + mouth, 3 classes
     "fusenet-late": 177_221_123,
     "joshi-3dcnn": 16_608_135,  # 9 x 128x128, 7 classes (multiclass head)

@@ -1,5 +1,5 @@
 """Every public official annotation file in ../shared/real-annotations parses to its known counts
-(datasets.md), class protocols give the published totals, and malformed files fail with one clear error."""
+(docs/datasets.md), class protocols give the published totals, and malformed files fail with one clear error."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ REAL_FILES = {
     "samm": REAL / "samm" / "SAMM_Micro_FACS_Codes_v2.xlsx",
     "smic": REAL / "megc2019" / "combined_3class_gt.csv",  # SMIC has no annotation: the GT lists its clips
     "casme_sq": REAL / "casme_sq" / "CAS(ME)^2code_final(Updated).csv",
-    "casme": None,  # no public CASME annotation: generated from datasets.md
+    "casme": None,  # no public CASME annotation: generated from docs/datasets.md
     "casme3": REAL / "casme3" / "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx",
 }
 EXPECTED_CLIPS = {"casme2": 255, "samm": 159, "smic": 164, "casme_sq": 357, "casme": 12, "casme3": 859}

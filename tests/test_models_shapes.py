@@ -1,5 +1,5 @@
 """Parameter counts, flatten sizes and output shapes of every seed model and baseline, for each dataset shape it
-was published with (reference-models.md §1.6-1.7, §2.4, §3.6, §4.3-4.4, §5; field-notes.md §3.2, §3.7, §3.9).
+was published with (docs/models.md §1.6-1.7, §2.4, §3.6, §4.3-4.4, §5; docs/evaluation.md §3.2, §3.7, §3.9).
 
 Full-size models are built and run on the meta device (shapes without memory), so the 177M-parameter FuseNets cost
 nothing; real forward passes use small inputs. Where the reference gives no count, the expected figure is derived
@@ -212,7 +212,7 @@ def test_regional_needs_all_six_regions() -> None:
         registry.get("regional-lstm").builder(3, {f"roi{i}": (1, 3, 13, 17) for i in range(1, 6)})
 
 
-# ---------------------------------------------------------------- flow baselines (field-notes §3.2, §3.7, §3.9)
+# ---------------------------------------------------------------- flow baselines (docs/evaluation.md §3.2, §3.7, §3.9)
 def test_ststnet_counts_and_shapes() -> None:
     model, spec = meta_model("ststnet", 3)
     assert spec.input_shapes() == {"flow": (3, 1, 28, 28)}  # u, v, strain; one onset->apex field

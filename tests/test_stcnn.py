@@ -1,4 +1,4 @@
-"""MicroExpSTCNN against the reference code (reference-models.md §1.5)."""
+"""MicroExpSTCNN against the reference code (docs/models.md §1.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The synthetic micro-expression generator (issue 2 item 2; synthetic-faces.md §7.6)."""
+"""The synthetic micro-expression generator (issue 2 item 2; docs/synthetic.md §7.6)."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def test_apex_displacement_is_linear_in_intensity():
     assert 1.6 < d2 / d1 < 2.4  # image differences follow (small-motion regime)
     iod = face.iod * 64 / face.image.shape[1]
     peak = np.linalg.norm(one.flow[10], axis=-1).max() / iod
-    assert 0.03 < peak < 0.09  # ~0.05 IOD at intensity 1 (synthetic-faces.md §7.2), mild TPS overshoot
+    assert 0.03 < peak < 0.09  # ~0.05 IOD at intensity 1 (docs/synthetic.md §7.2), mild TPS overshoot
 
 
 def test_one_sided_au_moves_one_half():

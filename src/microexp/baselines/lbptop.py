@@ -1,4 +1,4 @@
-"""LBP-TOP + linear SVM, the MEGC 2019 baseline (field-notes.md §0: UF1 0.5882 / UAR 0.5785 on the composite).
+"""LBP-TOP + linear SVM, the MEGC 2019 baseline (docs/evaluation.md §0: UF1 0.5882 / UAR 0.5785 on the composite).
 
 Features (Zhao & Pietikäinen's LBP on Three Orthogonal Planes): local binary patterns are computed with
 ``skimage.feature.local_binary_pattern`` on every XY plane (each frame), every XT plane (each row over time) and every

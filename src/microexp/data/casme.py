@@ -1,4 +1,4 @@
-"""CASME (CASME I; Yan et al., FG 2013). Lower-confidence layout (datasets.md §4).
+"""CASME (CASME I; Yan et al., FG 2013). Lower-confidence layout (docs/datasets.md §4).
 
 Layout::
 
@@ -111,7 +111,7 @@ _SIX = ("disgust", "fear", "happiness", "repression", "sadness", "surprise")
 PROTOCOLS = (
     ClassProtocol(
         "casme-6", _SIX, dict({e: e for e in _SIX}, tense=None, contempt=None),
-        "CASME 6-class as the Microfacial-exp two-stream seed (reference-models.md §3.2): disgust 0, fear 1, "
+        "CASME 6-class as the Microfacial-exp two-stream seed (docs/models.md §3.2): disgust 0, fear 1, "
         "happiness 2, repression 3, sadness 4, surprise 5; tense and contempt dropped."),
     ClassProtocol("casme-all", EMOTIONS, {e: e for e in EMOTIONS}, "CASME all 8 emotions, each its own class."),
 )

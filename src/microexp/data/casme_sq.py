@@ -60,7 +60,7 @@ SHEETS = ("CASFEcode_final", "CASMEcode_final")
 COLS = ("participant", "expression", "onset", "apex", "offset", "aus", "emotion", "type", "self_report")
 EMOTIONS = ("positive", "negative", "surprise", "others")
 SUBJECT = r"s?\d+"  # rawpic/selectedpic s15, cropped 15
-# published tables (datasets.md §5): used only when the annotation has no naming-rule sheets / folder column
+# published tables (docs/datasets.md §5): used only when the annotation has no naming-rule sheets / folder column
 PARTICIPANT_SUBJECT = dict(zip(range(1, 23), [15, 16, 19, 20, 21, 22, 23, 24, 25, 26, 27, 29, 30, 31, 32, 33, 34,
                                               35, 36, 37, 38, 40], strict=True))
 VIDEO_CODE = {"disgust1": "0101", "disgust2": "0102", "anger1": "0401", "anger2": "0402", "happy1": "0502",
@@ -230,7 +230,7 @@ PROTOCOLS = (
         "emotion.", field="emotion", where=(("type", "micro"),)),
     ClassProtocol(
         "casme_sq-seed", ("angry", "happy", "disgust"), {"anger": "angry", "happy": "happy", "disgust": "disgust"},
-        "CAS(ME)^2 as in the MicroExpSTCNN seed paper (reference-models.md §1.3): 3 classes angry, happy, disgust "
+        "CAS(ME)^2 as in the MicroExpSTCNN seed paper (docs/models.md §1.3): 3 classes angry, happy, disgust "
         "(indices 0, 1, 2), the stimulus-video category of each expression (anger*/happy*/disgust* expression "
         "names), macro and micro. The seed's own 206-sample selection (76/94/36, from clips it cut itself) cannot "
         "be reconstructed from the annotation; this gives 102/167/88 on the Updated file.",

@@ -136,7 +136,7 @@ PROTOCOLS = (
         "samm-7", ("happiness", "surprise", "anger", "fear", "disgust", "contempt", "sadness"),
         {"happiness": "happiness", "surprise": "surprise", "anger": "anger", "fear": "fear", "disgust": "disgust",
          "contempt": "contempt", "sadness": "sadness", "other": None},
-        "SAMM 7-class as Joshi 2021 (reference-models.md §2.2): label indices happiness 0, surprise 1, anger 2, "
+        "SAMM 7-class as Joshi 2021 (docs/models.md §2.2): label indices happiness 0, surprise 1, anger 2, "
         "fear 3, disgust 4, contempt 5, sadness 6; other dropped (133 clips)."),
     ClassProtocol(
         "samm-binary", ("positive", "negative"),

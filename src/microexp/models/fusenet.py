@@ -1,4 +1,4 @@
-"""MicroExpFuseNet, intermediate and late fusion (Reddy et al., IJCNN 2019; reference-models.md §1.6-1.7).
+"""MicroExpFuseNet, intermediate and late fusion (Reddy et al., IJCNN 2019; docs/models.md §1.6-1.7).
 
 Two 3D-CNN streams without weight sharing, one on the eye clip and one on the mouth clip (32x32xD each; D = 96 for
 CAS(ME)^2, 18 for SMIC), each Conv3D 32 over 3 rows x 3 cols x 15 frames (valid, glorot) -> ReLU -> MaxPool 3x3x3 ->

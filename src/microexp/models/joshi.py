@@ -1,4 +1,4 @@
-"""Joshi 2021, "Facial Microexpression Recognition using Spatio-Temporal CNNs" (reference-models.md §2.4, HEAD).
+"""Joshi 2021, "Facial Microexpression Recognition using Spatio-Temporal CNNs" (docs/models.md §2.4, HEAD).
 
 Four models on 9 key frames (onset, 3 between onset and apex, apex, 3 between apex and offset, offset) of 128x128
 gray frames with raw 0-255 values. Each has a binary head (2 classes) and a multiclass head (7 SAMM classes);

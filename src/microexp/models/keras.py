@@ -1,5 +1,5 @@
 """Keras semantics the seed systems depend on, in one place: initialisers, BatchNorm defaults, hard_sigmoid and the
-LSTM / ConvLSTM2D cells (reference-models.md §0).
+LSTM / ConvLSTM2D cells (docs/models.md §0).
 
 Keras recurrent cells differ from ``torch.nn.LSTM`` in ways that change training: the cell and output activation is
 configurable (the seeds use ReLU), the recurrent activation may be ``hard_sigmoid`` (0.2x + 0.5 clipped to [0, 1]),

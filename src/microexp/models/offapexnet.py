@@ -1,4 +1,4 @@
-"""OFF-ApexNet (Gan et al., Signal Processing: Image Communication 2019; field-notes.md §3.7).
+"""OFF-ApexNet (Gan et al., Signal Processing: Image Communication 2019; docs/evaluation.md §3.7).
 
 Input: onset->apex optical flow, u and v, 28x28 (stream ``flow``, kind ``flow``, T = 1). Two streams without weight
 sharing, one on u and one on v, each Conv 6@5x5 (same) -> ReLU -> MaxPool 2 -> Conv 16@5x5 (same) -> ReLU ->

@@ -1,4 +1,4 @@
-"""Regional inception-CNN + LSTM (Aouayeb, Hamidouche, Kpalma, Benazza-Benyahia, MLSP 2019; reference-models.md
+"""Regional inception-CNN + LSTM (Aouayeb, Hamidouche, Kpalma, Benazza-Benyahia, MLSP 2019; docs/models.md
 §4.3-4.6). Six facial regions (streams ``roi1``..``roi6`` = R0..R5 of the 240x280 canvas), each with its own CNN
 applied to every frame, one LSTM per region, and a fused classifier.
 

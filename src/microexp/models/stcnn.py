@@ -1,4 +1,4 @@
-"""MicroExpSTCNN (Reddy et al., IJCNN 2019), as coded in the reference repository (reference-models.md §1.5).
+"""MicroExpSTCNN (Reddy et al., IJCNN 2019), as coded in the reference repository (docs/models.md §1.5).
 
 Conv3D 32 filters over 3 rows x 3 cols x 15 frames (valid, ReLU) -> MaxPool 3x3x3 -> Dropout 0.5 -> Flatten ->
 Dense 128 ReLU (N(0, 0.05) init) -> Dropout 0.5 -> Dense n_classes (N(0, 0.05) init) -> softmax (in the loss).

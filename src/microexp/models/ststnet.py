@@ -1,4 +1,4 @@
-"""STSTNet (Liong et al., FG 2019; field-notes.md §3.2), as in the authors' PyTorch port (christy1206/STSTNet).
+"""STSTNet (Liong et al., FG 2019; docs/evaluation.md §3.2), as in the authors' PyTorch port (christy1206/STSTNet).
 
 Input: onset->apex optical flow u, v and optical strain, 3x28x28 (stream ``flow``, kind ``flowstrain``, T = 1).
 Three parallel 3x3 convolutions (padding 2) with 3, 5 and 8 channels, each ReLU -> BatchNorm -> MaxPool 3/3

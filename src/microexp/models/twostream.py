@@ -1,5 +1,5 @@
 """Two-stream 3D CNN on raw frames + saliency maps (Microfacial-exp, coherent Oct-2018 ``twoStream``;
-reference-models.md §3.6). 6 CASME II classes (disgust, fear, happiness, repression, sadness, surprise).
+docs/models.md §3.6). 6 CASME II classes (disgust, fear, happiness, repression, sadness, surprise).
 
 Per stream (no weight sharing): Conv3D 128 3x3x3 same ReLU -> MaxPool (1,2,2) -> Conv3D 256 3x3x3 same ReLU ->
 MaxPool (2,2,2). Concatenate on channels (raw first) -> 3 x Conv3D 512 3x3x3 same ReLU -> MaxPool (2,2,2) -> Flatten

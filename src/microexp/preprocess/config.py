@@ -57,7 +57,7 @@ class PreprocessConfig:
     """How a clip record becomes model input.
 
     selection: which frames of the record are used (``whole`` folder, ``onset_offset``, ``onset_apex``,
-    ``keyframes`` = onset/apex/offset, ``keyframes9`` = Joshi's 9 key frames, reference-models.md §2.2).
+    ``keyframes`` = onset/apex/offset, ``keyframes9`` = Joshi's 9 key frames, docs/models.md §2.2).
     temporal / frames: how the selected frames become exactly ``frames`` frames (``uniform`` nearest-frame
     resampling, ``first`` N in true order, a fixed ``window`` (start, stop) of positions, ``tim`` temporal
     interpolation model, ``none``).
@@ -68,7 +68,7 @@ class PreprocessConfig:
     normalise: ``zscore`` per clip, ``minus1to1`` per clip, ``global`` (the seed code's dataset-wide mean
     subtract / max divide: fitted on the training fold only, see :class:`~microexp.preprocess.normalise.GlobalNormaliser`),
     or ``none``.
-    gray: ``correct`` channel order, or ``code`` (the seed's BGR2GRAY on RGB frames, reference-models.md §1.3).
+    gray: ``correct`` channel order, or ``code`` (the seed's BGR2GRAY on RGB frames, docs/models.md §1.3).
     flow / flow_pairs / flow_size: optical-flow method, onset->apex (T=1) or every consecutive pair of the
     temporally normalised frames (T=frames-1), and the square size the flow is computed at before resizing.
     saliency: ``signed`` frame minus temporal median, or ``positive`` (the seed's uint8 saturation).
@@ -85,7 +85,7 @@ class PreprocessConfig:
     face: str = "none"
     align: str = "none"
     normalise: str = "zscore"
-    gray: str = "correct"  # "code": the seed's BGR/RGB swap (reference-models.md §1.3)
+    gray: str = "correct"  # "code": the seed's BGR/RGB swap (docs/models.md §1.3)
     flow: str = "tvl1"
     flow_pairs: str = "onset_apex"
     flow_size: int = 112

@@ -3,7 +3,7 @@
 The dlib backend uses the HOG frontal-face detector, keeps the highest-scoring face, upsamples when no face is
 found at the native scale (dlib's HOG window is 80x80 px, so small faces need it), and runs the 68-point shape
 predictor shipped in the ``face_recognition_models`` package (found with importlib, not pkg_resources).
-Landmark indices are the standard 0-based dlib ones (reference-models.md §1.4).
+Landmark indices are the standard 0-based dlib ones (docs/models.md §1.4).
 """
 
 from __future__ import annotations

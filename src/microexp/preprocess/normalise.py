@@ -28,7 +28,7 @@ def normalise_clip(x: np.ndarray, mode: str) -> np.ndarray:
 
 @dataclass
 class GlobalNormaliser:
-    """The seed's normalisation (reference-models.md §1.3): subtract one scalar mean over all samples and
+    """The seed's normalisation (docs/models.md §1.3): subtract one scalar mean over all samples and
     pixels, then divide by the maximum of the result; one (mean, max) per stream. The seed fits it on the
     whole data set before the split (a leak); here ``fit`` takes the training rows only and ``transform``
     applies the training statistics to any rows.

@@ -1,10 +1,10 @@
 """Frame reading with the right channel order, and the facial regions of the seed systems.
 
 * ``face``: the canonical aligned face square (:func:`microexp.preprocess.align.face_box`).
-* ``eyes`` / ``mouth``: exactly the seed MicroExpFuseNet slices (reference-models.md §1.4): eyes rows
+* ``eyes`` / ``mouth``: exactly the seed MicroExpFuseNet slices (docs/models.md §1.4): eyes rows
   y(19)..y(1), columns x(1)..x(15); mouth rows y(2)..y(6), columns x(2)..x(14) (0-based dlib indices), then
   INTER_AREA resize (32x32 in the seed).
-* ``roi1``..``roi6``: Aouayeb et al. (reference-models.md §4.2): face box x(17)..x(26), y min(y(18), y(25))..y(8),
+* ``roi1``..``roi6``: Aouayeb et al. (docs/models.md §4.2): face box x(17)..x(26), y min(y(18), y(25))..y(8),
   fitted into a white 240 wide x 280 high canvas as python-resize-image's ``resize_contain`` does (shrink only,
   keep the aspect ratio, centred with ceil), then the six fixed boxes R0..R5.
 """

@@ -12,7 +12,7 @@ from microexp.errors import PreprocessError
 
 
 def joshi_keyframes(onset: int, apex: int, offset: int) -> list[int]:
-    """Joshi's 9 frame numbers (``get_next_three``, reference-models.md §2.2): onset, onset + k*floor((apex -
+    """Joshi's 9 frame numbers (``get_next_three``, docs/models.md §2.2): onset, onset + k*floor((apex -
     onset)/4) for k=1..3, apex, apex + k*floor((offset - apex)/4) for k=1..3, offset. No interpolation."""
     a, b = (apex - onset) // 4, (offset - apex) // 4
     return [onset, *(onset + k * a for k in (1, 2, 3)), apex, *(apex + k * b for k in (1, 2, 3)), offset]
@@ -101,7 +101,7 @@ def tim(clip: np.ndarray, frames: int) -> np.ndarray:
 
 
 def saliency(clip: np.ndarray, mode: str = "signed") -> np.ndarray:
-    """Microfacial-exp saliency (reference-models.md §3.4): each frame minus the per-pixel temporal median of
+    """Microfacial-exp saliency (docs/models.md §3.4): each frame minus the per-pixel temporal median of
     the clip. ``positive`` reproduces the seed's PNG write: clip(round(frame - median), 0, 255)."""
     med = np.median(clip.astype(np.float64), axis=0, keepdims=True)
     s = clip.astype(np.float64) - med

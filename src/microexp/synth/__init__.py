@@ -3,7 +3,7 @@
 What it makes: short grayscale clips (default 24 frames at 30 fps, 64x64) of a real face in which the class is
 expressed *only* by a subtle, local, action-unit-like motion: positive = AU12 (+AU6), negative = AU4 / AU4+7 /
 AU14 / AU15 (+17), surprise = AU1+AU2 (see ``generate.CLASS_AUS``). The AU motion is a thin-plate-spline warp
-of the neutral face (synthetic-faces.md §7), fitted once per face/AU set on landmark controls, pinned
+of the neutral face (docs/synthetic.md §7), fitted once per face/AU set on landmark controls, pinned
 landmarks and a dense outer zero-anchor grid, and masked to the face. Its timing follows CASME II: onset->apex
 and apex->offset drawn log-normally around 150 ms (IQRs 115-208 / 106-210 ms) at the configured fps,
 raised-cosine rise and fall, onset at 20-35 % of the clip so the event sits inside neutral padding. Default

@@ -1,6 +1,6 @@
 """Action units: parsing AU code strings as datasets write them, and AU -> landmark displacement rules.
 
-Displacements follow synthetic-faces.md §7.2, ported to the iBUG 68 points (0-based) and extended to AU5, AU7,
+Displacements follow docs/synthetic.md §7.2, ported to the iBUG 68 points (0-based) and extended to AU5, AU7,
 AU9, AU10, AU14, AU17 and AU20. They are given at intensity 1 in units of the inter-ocular distance (IOD) in a
 face frame whose x axis runs along the eye line towards the subject's left and whose "up" is towards the
 brows. "Outward" means away from the face midline. ``L``/``R`` prefixes are the subject's left/right (image

@@ -22,7 +22,7 @@ casme3     ``annotation/partA/cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx`` (every
 and ``.csv`` exports stay what they are) and one clip folder is written per row, with the absolute frame numbers
 of the row. For ``smic`` (no annotation in the release) pass the MEGC2019 ground truth to mirror its 164 SMIC-HS
 clips. Without ``annotation`` a small annotation is generated and written in the release's format (always
-``.xlsx`` — xlrd cannot write ``.xls``), with the quirks of datasets.md §10 (text subject ids, ``/`` apex, an apex
+``.xlsx`` — xlrd cannot write ``.xls``), with the quirks of docs/datasets.md §10 (text subject ids, ``/`` apex, an apex
 outside onset..offset, trailing-space AUs, offset ``0``, ``Others``, ``J``, a repeated video, irregular names).
 
 Frames are rendered by ``render`` (default :func:`synth_renderer`, the project's synthetic generator driven by the

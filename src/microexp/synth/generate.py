@@ -15,7 +15,7 @@ from microexp.errors import ConfigError, DataError
 from microexp.synth.faces import load_faces, max_faces
 from microexp.synth.render import FLICKER, JITTER, NOISE, SynthClip, render_clip
 
-# class -> AU sets it is drawn from (CASME II / MEGC style composite classes, synthetic-faces.md §7.4);
+# class -> AU sets it is drawn from (CASME II / MEGC style composite classes, docs/synthetic.md §7.4);
 # repeated entries weight the frequent ones (AU4 dominates real negative MEs)
 CLASS_AUS: dict[str, tuple[str, ...]] = {
     "positive": ("6+12", "6+12", "12", "L12", "R12"),

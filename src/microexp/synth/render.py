@@ -1,6 +1,6 @@
 """Rendering one clip: AU warp field (TPS), timing envelope, nuisances (jitter, flicker, noise, blink).
 
-Recipe of synthetic-faces.md §7.1: the TPS (scipy ``RBFInterpolator``, thin-plate kernel, light smoothing) is
+Recipe of docs/synthetic.md §7.1: the TPS (scipy ``RBFInterpolator``, thin-plate kernel, light smoothing) is
 fitted once per face / AU set / size on the moving control points, pinned landmarks and a dense grid of zero
 anchors outside the dilated face hull; it is evaluated on a coarse grid, upsampled and multiplied by a
 feathered face mask (no leakage). Each frame is one ``cv2.remap`` of the neutral face at working resolution
@@ -21,7 +21,7 @@ from microexp.errors import ConfigError
 from microexp.synth.aus import au_controls, blink_controls, face_axes, format_aus, parse_aus
 from microexp.synth.faces import Face
 
-# nuisance defaults (see SynthConfig / synthetic-faces.md §7.5)
+# nuisance defaults (see SynthConfig / docs/synthetic.md §7.5)
 JITTER = 0.15  # px / frame translation sigma of the head random walk (rotation and scale scale with it)
 FLICKER = 0.015  # relative amplitude of the aliased mains flicker
 NOISE = 2.0  # Gaussian read-noise sigma in grey levels (shot noise is added on top)

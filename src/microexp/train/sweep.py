@@ -25,7 +25,7 @@ from microexp.train.evaluate import check_model, evaluate
 from microexp.typed import load_yaml
 
 # Reddy et al. (IJCNN 2019) Table IX: MicroExpSTCNN validation accuracy (%) on CAS(ME)^2 by kernel
-# (rows x cols x frames), single 80/20 split with the epoch picked on that split (reference-models.md §1.11.10).
+# (rows x cols x frames), single 80/20 split with the epoch picked on that split (docs/models.md §1.11.10).
 TABLE_IX = {(3, 3, 3): 82.93, (3, 3, 7): 80.49, (3, 3, 15): 87.80, (3, 3, 19): 29.27,
             (5, 5, 3): 63.30, (5, 5, 7): 58.54, (5, 5, 15): 51.22, (5, 5, 19): 29.27,
             (7, 7, 3): 70.73, (7, 7, 7): 51.22, (7, 7, 15): 29.27, (7, 7, 19): 51.22}
