@@ -87,7 +87,7 @@ def analyse(path: Path, name: str, run_dir: Path, out: Path, progress: Progress,
 
     out.mkdir(parents=True, exist_ok=True)
     progress("loading the model", 0.02)
-    predictor = microexp.load(run_dir)
+    predictor = microexp.load(run_dir, face=options.get("face"))
     if path.is_dir():
         result = _predict(predictor, path, None, progress, options)  # frame rate: the training clips'
         src = open_input(path, fps=result.fps)

@@ -152,13 +152,17 @@ def create_app(runs: Path, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, work
     # ----------------------------------------------------------------------------------------------- jobs
     @app.post("/api/jobs", status_code=201)
     async def submit(request: Request, run: str, name: str = "", folder: str = "", window: str = "",
-                     stride: str = "", spot_run: str = "") -> dict[str, Any]:
+                     stride: str = "", face: str = "", spot_run: str = "") -> dict[str, Any]:
         guard(request)
+        if face not in ("", "dlib", "none"):
+            raise HTTPException(422, f"face {face!r}: give dlib (detect and crop faces) or none (frames are face "
+                                     "crops), or leave it out (as the run was trained)")
         run_dir = run_path(run, need="config.yaml")
         if not (run_dir / "checkpoints").is_dir() or not any((run_dir / "checkpoints").glob("*.pt")):
             raise HTTPException(422, f"run {run}: no checkpoints/*.pt in it, so it cannot classify videos "
                                      "(was it made with save_checkpoints: false, or is it a scikit-learn baseline?)")
-        options: dict[str, Any] = {"run_dir": str(run_dir), "window": window or None, "stride": stride or None}
+        options: dict[str, Any] = {"run_dir": str(run_dir), "window": window or None, "stride": stride or None,
+                                  "face": face or None}
         if spot_run:
             if not spot_available():
                 raise HTTPException(422, "spotting is not available in this microexp (no microexp.spot module)")

@@ -59,7 +59,7 @@ class Job:
         self.refresh()
         return {"id": self.id, "name": self.name, "run": self.run, "state": self.state, "phase": self.phase,
                 "progress": round(self.progress, 4), "message": self.message, "created": self.created,
-                "options": {k: v for k, v in self.options.items() if k in ("window", "stride", "spot_run") and v}}
+                "options": {k: v for k, v in self.options.items() if k in ("window", "stride", "face", "spot_run") and v}}
 
 
 class JobManager:

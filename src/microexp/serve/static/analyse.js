@@ -36,7 +36,7 @@ function choose(file) {
 async function start() {
   setError("");
   const params = new URLSearchParams({ run: document.getElementById("run").value });
-  for (const key of ["window", "stride"]) {
+  for (const key of ["face", "window", "stride"]) {
     const v = document.getElementById(key).value.trim();
     if (v) params.set(key, v);
   }
@@ -151,7 +151,7 @@ function drawTimeline(result) {
   }
   const end = result.n_frames / result.fps;
   const layout = { margin: { l: 80, r: 20, t: 10, b: 40 }, barmode: "overlay", showlegend: true,
-    legend: { orientation: "h", y: 1.08 }, xaxis: { title: { text: "time (s)" }, range: [0, end] },
+    legend: { orientation: "h", y: 1.08 }, xaxis: { title: { text: "time (s)" }, range: [0, end], anchor: "y2" },
     yaxis: { domain: [0.55, 1], type: "category", categoryarray: rows, categoryorder: "array" },
     yaxis2: { domain: [0, 0.45], range: [0, 1.02], title: { text: "probability" } },
     shapes: [{ type: "line", xref: "x", yref: "paper", x0: 0, x1: 0, y0: 0, y1: 1, line: { color: "#000", width: 1 } }] };
