@@ -21,6 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# imported once by the forkserver the jobs fork from (seconds per job on a busy machine; errors are ignored)
+PRELOAD = ["microexp.serve.analyse", "microexp.predict", "microexp.explain.saliency", "microexp.train.evaluate",
+           "microexp.models", "matplotlib.pyplot", "imageio.v2", "av"]
 MAX_EXPLAINED = 40  # saliency figures per job: the longest videos have hundreds of segments
 
 
@@ -75,7 +78,9 @@ def run_job(spec: dict[str, Any]) -> None:
                               Progress(job_dir), spec.get("options") or {})
             status = {"state": "done", "message": summary}
         except MicroexpError as exc:
-            status = {"state": "failed", "message": str(exc).replace(str(spec["input"]), spec["name"])}
+            # the page names the user's file, not the server's temporary copies of it
+            message = re.sub(re.escape(str(work)) + r"/microexp-predict-[^:/\s]+", spec["name"], str(exc))
+            status = {"state": "failed", "message": message.replace(str(spec["input"]), spec["name"])}
     except Exception as exc:  # noqa: BLE001 - the page shows one line; the server keeps serving
         status = {"state": "failed", "message": f"analysis failed: {type(exc).__name__}: {exc}"}
     (job_dir / "status.json").write_text(json.dumps(status))

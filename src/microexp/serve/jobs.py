@@ -1,7 +1,7 @@
 """Background analysis jobs of ``microexp serve``.
 
-Each job runs :func:`microexp.serve.analyse.run_job` in a process of its own (spawned, so no state is shared
-between jobs and a cancelled job is simply terminated); ``workers`` jobs run at a time, the others wait in
+Each job runs :func:`microexp.serve.analyse.run_job` in a process of its own (forked from a fresh forkserver,
+so no state is shared between jobs and a cancelled job is simply terminated); ``workers`` jobs run at a time, the others wait in
 submission order. Every job owns a folder under the server's temporary folder: the uploaded file and the decoded
 frames live there and are deleted when the job ends, its results (JSON, CSV, saliency figures, a playable copy
 of the video) stay until the server stops, and :meth:`JobManager.shutdown` deletes the whole folder.
@@ -73,11 +73,26 @@ class JobManager:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._closed = False
-        self._context = multiprocessing.get_context("spawn")
+        # forkserver: each job forks from a clean process that has torch and microexp imported already (seconds
+        # saved per job), without inheriting the server's threads; nothing is shared between jobs
+        self._context = multiprocessing.get_context("forkserver")
+        from microexp.serve.analyse import PRELOAD
+
+        self._context.set_forkserver_preload(PRELOAD)
+        # start the forkserver now, in the background, rather than when the first job is waiting for it
+        threading.Thread(target=self._warm_up, name="microexp-serve-warm-up", daemon=True).start()
         self._threads = [threading.Thread(target=self._work, name=f"microexp-serve-worker{i}", daemon=True)
                          for i in range(max(1, workers))]
         for t in self._threads:
             t.start()
+
+    def _warm_up(self) -> None:
+        try:
+            p = self._context.Process(target=_nothing, daemon=True)
+            p.start()
+            p.join()
+        except (OSError, RuntimeError):
+            pass  # the first job starts it then
 
     def new_job_dir(self) -> tuple[str, Path]:
         """A fresh job id and its (created) folder, for the upload to be written into before :meth:`submit`."""
@@ -173,6 +188,10 @@ class JobManager:
         for t in self._threads:
             t.join(timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _stop(process: Any, grace: float = 5.0) -> None:
