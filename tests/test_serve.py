@@ -5,6 +5,7 @@ the runs' metrics.json. Screenshots of every page go to the test's folder and to
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -169,10 +170,9 @@ def local_only(page: Any, server: Server) -> list[str]:
 def predict_cli(run: Path, video: Path, fmt: str) -> str:
     """What `microexp predict VIDEO --json/--csv` writes, run beside the video so that its source is the name."""
     out = video.parent / f"{video.stem}.cli.{fmt}"
-    proc = subprocess.run([sys.executable, "-m", "microexp", "predict", video.name, "--run", str(run), "--stride", "2",
-                           f"--{fmt}", "-o", str(out), "--no-progress"], cwd=video.parent, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    with contextlib.chdir(video.parent):
+        assert main(["predict", video.name, "--run", str(run), "--stride", "2", f"--{fmt}", "-o", str(out),
+                     "--no-progress"]) == 0
     return out.read_text()
 
 
@@ -299,6 +299,24 @@ def test_two_jobs_queue_without_mixing_results_and_a_job_can_be_cancelled(server
     left = list(server.tmp.glob(f"microexp-serve-*/jobs/{running['id']}/*"))
     assert [p.name for p in left if p.name in ("work", "result") or p.name.startswith("upload")] == []
     assert server.get(f"/api/jobs/{running['id']}/files/result.json")[0] == 409
+
+
+def test_a_frame_folder_on_disk_is_analysed_as_predict_reads_it(server: Server, runs_root: Path,
+                                                                 tmp_path: Path) -> None:
+    import microexp
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(event_frames()):
+        cv2.imwrite(str(folder / f"img{i:03d}.png"), f)
+    status, job = server.submit("synth", None, folder=str(folder), stride="2")
+    assert status == 201, job
+    assert server.wait(job["id"])["state"] == "done"
+    got = json.loads(urllib.request.urlopen(f"{server.url}/api/jobs/{job['id']}/files/result.json").read())
+    assert got == json.loads(microexp.load(runs_root / "synth").predict(folder, stride=2).to_json())
+    assert len(list(folder.iterdir())) == 96  # the user's frames are read, never deleted
+    status, body = server.submit("synth", None, folder=str(tmp_path / "missing"))
+    assert status == 422 and body["detail"].startswith(f"{tmp_path / 'missing'}: no such folder")
 
 
 def test_requests_that_start_work_need_the_header_and_the_loopback_host(server: Server, videos: dict) -> None:

@@ -140,9 +140,13 @@ class JobManager:
 
                 spec = {"dir": str(job.dir), "input": str(job.input), "name": job.name, "run": job.options["run_dir"],
                         "options": job.options}
-                job.process = self._context.Process(target=run_job, args=(spec,), name=f"microexp-{job.id}",
-                                                    daemon=True)
-                job.process.start()
+                try:
+                    job.process = self._context.Process(target=run_job, args=(spec,), name=f"microexp-{job.id}",
+                                                        daemon=True)
+                    job.process.start()
+                except (OSError, RuntimeError, ValueError) as exc:
+                    self._finish(job, "failed", f"could not start the analysis process: {exc}")
+                    continue
             job.process.join()
             self._collect(job)
 

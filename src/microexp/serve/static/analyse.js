@@ -197,8 +197,9 @@ function select(index) {
   const title = el("h2", {}, "Interval " + s.index + ": " + s.label + ", frames " + s.start_frame + "-" + s.end_frame +
     " (window " + s.window[0] + "-" + s.window[1] + " explained)");
   if (s.figure) {
-    box.replaceChildren(title, el("img", { id: "saliency-img", src: files(job, s.figure), alt: "saliency of interval " + s.index }),
-      el("img", { id: "saliency-gif", src: files(job, s.gif), alt: "saliency overlay, animated", style: "width:180px" }),
+    box.replaceChildren(title, el("div", { class: "row figures" },
+      el("img", { id: "saliency-img", src: files(job, s.figure), alt: "saliency of interval " + s.index }),
+      el("img", { id: "saliency-gif", src: files(job, s.gif), alt: "saliency overlay, animated", style: "width:180px" })),
       el("p", { class: "note" }, "Rows: the model's input frames, vanilla-gradient saliency of the class, its top decile, " +
         "and Grad-CAM where the model has a 3D convolution; averaged over the run's checkpoints."));
   } else box.replaceChildren(title, el("p", { class: "note" }, s.note));
