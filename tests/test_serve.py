@@ -216,6 +216,15 @@ def test_analyse_page_finds_the_micro_expression_and_explains_it(server: Server,
     assert page.evaluate("document.getElementById('video').duration") == pytest.approx(96 / FPS, abs=0.1)
     shot(page, tmp_path, "3-analyse-saliency")
 
+    # a bar on the timeline is clickable too: the brow raise's (bar traces in class order)
+    bar = page.locator("#timeline g.trace.bars").nth(2).locator("g.point path").first.bounding_box()
+    page.mouse.click(bar["x"] + bar["width"] / 2, bar["y"] + bar["height"] / 2)
+    page.wait_for_function("document.querySelector('#saliency h2').textContent.includes('surprise')")
+    page.wait_for_function("document.getElementById('saliency-img').complete")
+    surprise = next(r for r in rows if r["label"] == "surprise")
+    assert page.evaluate("document.getElementById('video').currentTime") == pytest.approx(float(surprise["start"]),
+                                                                                          abs=0.05)
+
     with page.expect_download() as download:
         page.click("#download-json")
     got = Path(download.value.path()).read_text()
@@ -284,6 +293,9 @@ def test_two_jobs_queue_without_mixing_results_and_a_job_can_be_cancelled(server
         want = predictor.predict(video, stride=2).to_dict()
         want["source"] = video.name
         assert got == json.loads(json.dumps(want))
+        # the upload and the decoded frames went when the job ended; the results stay for the page
+        assert sorted(p.name for p in server.tmp.glob(f"microexp-serve-*/jobs/{job['id']}/*")) == \
+            ["progress.json", "result", "status.json"]
     # the reversed video has the brow raise first
     labels = [s["label"] for s in json.loads(urllib.request.urlopen(
         f"{server.url}/api/jobs/{first['id']}/files/result.json").read())["segments"] if s["label"] != "neutral"]
