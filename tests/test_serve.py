@@ -441,6 +441,21 @@ def test_serve_refuses_a_missing_runs_folder_in_one_line(tmp_path: Path, capsys:
                   "directories to show)\n"
 
 
+def test_a_port_in_use_or_out_of_range_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["serve", "--runs", str(tmp_path), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"microexp serve: error: cannot listen on 127.0.0.1:{port} (") and err.count("\n") == 1
+    assert err.endswith("give another --port (0 picks a free one)\n")
+    assert main(["serve", "--runs", str(tmp_path), "--port", "70000"]) == 2
+    assert capsys.readouterr().err == "microexp serve: error: --port 70000: give 0-65535 (0 picks a free port)\n"
+
+
 def test_another_address_than_loopback_is_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture) -> None:
     from microexp.serve import server

@@ -16,6 +16,8 @@ def run(args: argparse.Namespace) -> int:
             from None
     if not args.runs.is_dir():
         raise ConfigError(f"--runs {args.runs}: no such folder (the folder whose run directories to show)")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: give 0-65535 (0 picks a free port)")
     if args.max_upload_mb <= 0:
         raise ConfigError(f"--max-upload-mb {args.max_upload_mb:g}: must be positive")
     if args.workers < 1:

@@ -18,6 +18,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,11 @@ def run_job(spec: dict[str, Any]) -> None:
     work = job_dir / "work"
     work.mkdir(exist_ok=True)
     tempfile.tempdir = str(work)  # the decoder's temporary frames stay inside the job's folder
+    from tqdm import tqdm
+
+    # a thread lock for predict's progress bar: tqdm's default takes a multiprocessing semaphore, which a
+    # cancelled (terminated) job would leave behind for the resource tracker to warn about
+    tqdm.set_lock(threading.RLock())
     status: dict[str, Any]
     try:
         from microexp.errors import MicroexpError
