@@ -441,6 +441,14 @@ def test_serve_refuses_a_missing_runs_folder_in_one_line(tmp_path: Path, capsys:
                   "directories to show)\n"
 
 
+def test_without_the_serve_extra_the_command_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    assert main(["serve", "--runs", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("microexp serve: error: the serve extra is not installed (uvicorn missing): "
+                                       "pip install 'microexp[serve]'\n")
+
+
 def test_a_port_in_use_or_out_of_range_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import socket
 

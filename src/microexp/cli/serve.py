@@ -10,10 +10,14 @@ from microexp.errors import ConfigError
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from microexp.serve.server import serve
+        import fastapi  # noqa: F401 - the serve extra, checked here for one clear line
+        import plotly  # noqa: F401
+        import uvicorn  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"the serve extra is not installed ({exc.name} missing): pip install 'microexp[serve]'") \
             from None
+    from microexp.serve.server import serve
+
     if not args.runs.is_dir():
         raise ConfigError(f"--runs {args.runs}: no such folder (the folder whose run directories to show)")
     if not 0 <= args.port <= 65535:
