@@ -57,7 +57,8 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         self.refresh()
-        return {"id": self.id, "name": self.name, "run": self.run, "state": self.state, "phase": self.phase,
+        return {"id": self.id, "name": self.name, "run": self.run, "state": self.state,
+                "phase": self.state if self.state in FINAL else self.phase,
                 "progress": round(self.progress, 4), "message": self.message, "created": self.created,
                 "options": {k: v for k, v in self.options.items() if k in ("window", "stride", "face", "spot_run") and v}}
 
@@ -167,18 +168,19 @@ class JobManager:
                 self._finish(job, "failed", message)
 
     def _finish(self, job: Job, state: str, message: str) -> None:
-        job.refresh()
-        job.state, job.message = state, message
-        job.phase = {"done": "done", "failed": "failed", "cancelled": "cancelled"}[state]
-        if state == "done":
-            job.progress = 1.0
-        job.process = None
-        # the upload and the decoded frames go as soon as the job ends; results stay until the server stops
+        # the upload and the decoded frames go as soon as the job ends; results stay until the server stops.
+        # Files first, state last: whoever sees the final state finds the folder as it stays.
         if job.uploaded:
             job.input.unlink(missing_ok=True)
         shutil.rmtree(job.dir / "work", ignore_errors=True)
         if state != "done":
             shutil.rmtree(job.result_dir, ignore_errors=True)
+        job.refresh()
+        job.process = None
+        if state == "done":
+            job.progress = 1.0
+        job.phase, job.message = state, message
+        job.state = state
 
     def shutdown(self) -> None:
         """Cancel every job, stop their processes and delete the server's temporary folder."""
