@@ -67,7 +67,9 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     noise = rng.integers(0, 255, (40, 64, 64), dtype=np.uint8)  # decodes fine, shows no face
     (d / "notes.mp4").write_text("these are my notes, not a video\n" * 20)
     (d / "half.mp4").write_bytes(data[: len(data) // 2])
-    return {"event": event, "reversed": write_video(d / "reversed.mp4", event_frames(("1+2", "6+12"))),
+    # four times as long: a job that is surely still running when the tests cancel it or stop the server
+    long = write_video(d / "long.mp4", np.concatenate([event_frames()] * 4))
+    return {"event": event, "long": long, "reversed": write_video(d / "reversed.mp4", event_frames(("1+2", "6+12"))),
             "noface": write_video(d / "noface.mp4", noise), "text": d / "notes.mp4", "truncated": d / "half.mp4",
             "empty": Path(d / "empty.mp4"), "big": d / "big.mp4"}
 
@@ -302,9 +304,8 @@ def test_two_jobs_queue_without_mixing_results_and_a_job_can_be_cancelled(server
     assert labels == ["surprise", "positive"]
 
     # a running job stopped: its process ends and its files go
-    running = server.submit("synth", videos["event"])[1]
+    running = server.submit("synth", videos["long"])[1]
     server.wait(running["id"], ("running",))
-    time.sleep(1.0)
     status, body = server.request("DELETE", f"/api/jobs/{running['id']}", headers={"X-Microexp": "1"})
     assert status == 200
     assert server.wait(running["id"])["state"] == "cancelled"
@@ -481,10 +482,9 @@ def test_another_address_than_loopback_is_warned_about(tmp_path: Path, monkeypat
 
 def test_ctrl_c_ends_the_jobs_and_leaves_no_temporary_files(server: Server, videos: dict) -> None:
     """Last in this file: it stops the module's server (run alone, it starts one of its own through the fixture)."""
-    job = server.submit("synth", videos["event"])[1]
+    job = server.submit("synth", videos["long"])[1]
     server.submit("synth", videos["reversed"])  # queued behind it
     server.wait(job["id"], ("running",))
-    time.sleep(1.0)  # inside the worker process now: its upload and decoded frames are on disk
     assert list(server.tmp.glob("microexp-serve-*/jobs/*/upload*")) != []
     code = server.stop()
     assert code in (0, 130), server.log.read_text()
