@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -69,3 +71,19 @@ def tiny_config(root: Path, **overrides: object):  # noqa: ANN201 - RunConfig, i
                      preprocess={"frames": 10, "selection": "whole",
                                  "streams": [{"name": "clip", "region": "face", "size": [16, 16], "kind": "raw"}]})
     return base.with_overrides([f"{k}={v}" for k, v in {"train.epochs": 3, **overrides}.items()])
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, installed with apt-get when missing; skip only when that install fails."""
+    exe = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if exe is None:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, timeout=600, env=env)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, capture_output=True,
+                           timeout=1200, env=env)
+        except (OSError, subprocess.SubprocessError) as exc:
+            pytest.skip(f"chromium is not installed and could not be installed ({exc})")
+        exe = shutil.which("chromium") or "/usr/bin/chromium"
+    return exe

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -44,22 +43,6 @@ def leaky_dir(blob_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     config = tiny_config(blob_tree, protocol="holdout", **{"train.epochs": 2, "train.epoch_policy": "test-peek"})
     evaluate(config, out=out, progress=False, log=lambda _m: None)
     return out
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing; skip only when that install fails."""
-    exe = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if exe is None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        try:
-            subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, timeout=600, env=env)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, capture_output=True,
-                           timeout=1200, env=env)
-        except (OSError, subprocess.SubprocessError) as exc:
-            pytest.skip(f"chromium is not installed and could not be installed ({exc})")
-        exe = shutil.which("chromium") or "/usr/bin/chromium"
-    return exe
 
 
 def _chromium(exe: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:

@@ -25,7 +25,7 @@ from microexp.errors import MicroexpError
 
 # help order of the command modules; modules not listed follow in alphabetical order
 ORDER = ("demo", "synth", "evaluate", "models", "data", "preprocess", "report", "predict", "export", "bench",
-         "explain", "sweep", "compare")
+         "explain", "sweep", "compare", "serve")
 
 
 def add_dataset_option(p: argparse.ArgumentParser, required: bool = False, prefix: str = "dataset name") -> None:

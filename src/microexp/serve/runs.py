@@ -1,0 +1,85 @@
+"""The run directories under ``--runs``: listing, headline metrics, and the one gate every run path passes.
+
+A run is named by its path relative to the runs folder. :func:`resolve_run` refuses absolute paths, ``..``
+parts, and anything (a symlink included) that resolves outside the folder, so no request reads a file that
+does not lie under ``--runs``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from microexp.errors import ConfigError, DataError
+
+
+class OutsideRunsError(ConfigError):
+    """A run path that is absolute, has ``..`` in it, or resolves outside the runs folder."""
+
+
+def resolve_run(root: Path, rel: str, need: str = "metrics.json") -> Path:
+    """The run directory ``rel`` (relative to ``root``, ``/``-separated) holding ``need``."""
+    if not rel or "\\" in rel or "\x00" in rel:
+        raise OutsideRunsError(f"run path {rel!r}: give a folder under the runs folder, e.g. 'demo/run'")
+    parts = PurePosixPath(rel)
+    if parts.is_absolute() or Path(rel).is_absolute():
+        raise OutsideRunsError(f"run path {rel!r} is absolute; runs are named relative to the runs folder")
+    if ".." in parts.parts:
+        raise OutsideRunsError(f"run path {rel!r} has '..' in it; only folders under the runs folder are served")
+    base = root.resolve()
+    path = (base / rel).resolve()  # follows symlinks: one pointing out of the folder ends up outside
+    if not path.is_relative_to(base):
+        raise OutsideRunsError(f"run path {rel!r} leads outside the runs folder (a symlink?); refused")
+    if not path.is_dir() or not (path / need).is_file():
+        raise DataError(f"run path {rel!r}: not a run directory under the runs folder (no {need})")
+    return path
+
+
+def find_runs(root: Path) -> list[str]:
+    """Every folder under ``root`` with a ``metrics.json`` (symlinked folders are not entered), sorted."""
+    found = []
+    base = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if "metrics.json" in filenames and Path(dirpath) != base:
+            found.append(Path(dirpath).relative_to(base).as_posix())
+            dirnames[:] = [d for d in dirnames if d not in ("checkpoints", "folds", "explain")]
+    return sorted(found)
+
+
+def _number(m: dict[str, Any], key: str) -> dict[str, float] | None:
+    if not isinstance(m.get(key), int | float):
+        return None
+    std = m.get(f"{key}_std")
+    return {"value": float(m[key]), "std": float(std) if isinstance(std, int | float) else None}
+
+
+def run_summary(root: Path, rel: str) -> dict[str, Any]:
+    """The headline of one run: what the Runs page shows in its table."""
+    path = resolve_run(root, rel)
+    try:
+        m = json.loads((path / "metrics.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"run {rel}: unreadable metrics.json ({exc})") from None
+    policy = m.get("epoch_policy") or {}
+    control = m.get("control") or {}
+    ckpts = path / "checkpoints"
+    return {"run": rel, "model": m.get("model"), "dataset": m.get("dataset"), "protocol": m.get("protocol"),
+            "uf1": _number(m, "uf1"), "uar": _number(m, "uar"), "accuracy": _number(m, "accuracy"),
+            "control": {"uf1": _number(control, "uf1"), "uar": _number(control, "uar")} if control else None,
+            "chance": m.get("chance"), "epoch_policy": policy.get("name"), "leaky": bool(policy.get("leaky")),
+            "classes": m.get("classes"), "n_clips": m.get("n_clips"), "n_subjects": m.get("n_subjects"),
+            "seeds": m.get("seeds"), "predictable": ckpts.is_dir() and any(ckpts.glob("*.pt"))}
+
+
+def list_runs(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Summaries of every run, and the runs that could not be read (with the reason) beside them."""
+    runs, broken = [], []
+    for rel in find_runs(root):
+        try:
+            runs.append(run_summary(root, rel))
+        except (ConfigError, DataError) as exc:
+            broken.append({"run": rel, "error": str(exc)})
+    return runs, broken
