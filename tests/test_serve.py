@@ -173,8 +173,8 @@ def predict_cli(run: Path, video: Path, fmt: str) -> str:
     """What `microexp predict VIDEO --json/--csv` writes, run beside the video so that its source is the name."""
     out = video.parent / f"{video.stem}.cli.{fmt}"
     with contextlib.chdir(video.parent):
-        assert main(["predict", video.name, "--run", str(run), "--stride", "2", f"--{fmt}", "-o", str(out),
-                     "--no-progress"]) == 0
+        assert main(["predict", video.name, "--run", str(run), "--stride", "2", "--face", "none", f"--{fmt}",
+                     "-o", str(out), "--no-progress"]) == 0
     return out.read_text()
 
 
@@ -191,6 +191,7 @@ def test_analyse_page_finds_the_micro_expression_and_explains_it(server: Server,
     # the spotting-run choice only where this microexp has the spotting module
     assert page.is_hidden("#spot-choice") == (importlib.util.find_spec("microexp.spot") is None)
     page.select_option("#run", "synth")
+    page.select_option("#face", "none")  # the video is face crops, as the run's training clips were
     page.fill("#stride", "2")
     page.set_input_files("#file", str(videos["event"]))
     shot(page, tmp_path, "1-analyse-start")
@@ -282,13 +283,13 @@ def test_two_jobs_queue_without_mixing_results_and_a_job_can_be_cancelled(server
                                                                           runs_root: Path) -> None:
     import microexp
 
-    first = server.submit("synth", videos["reversed"], stride="2")[1]
-    second = server.submit("synth", videos["event"], stride="2")[1]
-    third = server.submit("synth", videos["event"])[1]
+    first = server.submit("synth", videos["reversed"], stride="2", face="none")[1]
+    second = server.submit("synth", videos["event"], stride="2", face="none")[1]
+    third = server.submit("synth", videos["event"], face="none")[1]
     assert second["state"] == "queued" and third["state"] == "queued"  # one worker: the others wait their turn
     status, cancelled = server.request("DELETE", f"/api/jobs/{third['id']}", headers={"X-Microexp": "1"})
     assert status == 200 and cancelled["state"] == "cancelled"
-    predictor = microexp.load(runs_root / "synth")
+    predictor = microexp.load(runs_root / "synth", face="none")  # the videos are face crops
     for job, video in ((first, videos["reversed"]), (second, videos["event"])):
         assert server.wait(job["id"])["state"] == "done"
         got = json.loads(urllib.request.urlopen(f"{server.url}/api/jobs/{job['id']}/files/result.json").read())
@@ -322,11 +323,11 @@ def test_a_frame_folder_on_disk_is_analysed_as_predict_reads_it(server: Server, 
     folder.mkdir()
     for i, f in enumerate(event_frames()):
         cv2.imwrite(str(folder / f"img{i:03d}.png"), f)
-    status, job = server.submit("synth", None, folder=str(folder), stride="2")
+    status, job = server.submit("synth", None, folder=str(folder), stride="2", face="none")
     assert status == 201, job
     assert server.wait(job["id"])["state"] == "done"
     got = json.loads(urllib.request.urlopen(f"{server.url}/api/jobs/{job['id']}/files/result.json").read())
-    assert got == json.loads(microexp.load(runs_root / "synth").predict(folder, stride=2).to_json())
+    assert got == json.loads(microexp.load(runs_root / "synth", face="none").predict(folder, stride=2).to_json())
     assert len(list(folder.iterdir())) == 96  # the user's frames are read, never deleted
     status, body = server.submit("synth", None, folder=str(tmp_path / "missing"))
     assert status == 422 and body["detail"].startswith(f"{tmp_path / 'missing'}: no such folder")

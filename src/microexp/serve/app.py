@@ -156,7 +156,7 @@ def create_app(runs: Path, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, work
         guard(request)
         if face not in ("", "dlib", "none"):
             raise HTTPException(422, f"face {face!r}: give dlib (detect and crop faces) or none (frames are face "
-                                     "crops), or leave it out (as the run was trained)")
+                                     "crops), or leave it out (the run's default: faces detected)")
         run_dir = run_path(run, need="config.yaml")
         if not (run_dir / "checkpoints").is_dir() or not any((run_dir / "checkpoints").glob("*.pt")):
             raise HTTPException(422, f"run {run}: no checkpoints/*.pt in it, so it cannot classify videos "
