@@ -40,7 +40,7 @@ def casme2_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_fixture("casme2", tmp_path_factory.mktemp("c2"), render=placeholder_renderer).root
 
 
-# ------------------------------------------------------------------------------------- class protocols (14.2)
+# ------------------------------------------------------------------------------------- class protocols
 
 def test_class_protocol_of_another_dataset_is_refused(casme2_tree: Path, capsys) -> None:
     with pytest.raises(ConfigError, match=r"class protocol 'samm-5' belongs to dataset samm, not casme2 "
@@ -66,7 +66,7 @@ def test_class_protocol_leaving_a_class_without_clip_is_refused(tmp_path: Path) 
     assert len(load_dataset("casme2", fx.root, classes="casme2-4")) == 9  # repression is one of 'others' there
 
 
-# ------------------------------------------------------------------------------- plain layout labels (14.3)
+# ------------------------------------------------------------------------------- plain layout labels
 
 def test_plain_label_typo_is_refused_when_labels_are_declared(plain_copy: Path, capsys) -> None:
     ann = plain_copy / "annotations.csv"
@@ -106,7 +106,7 @@ def test_data_check_accepts_the_plain_layouts(blob_tree: Path, dataset: str, cap
     assert "no problems found" in out
 
 
-# ----------------------------------------------------------------- frames missing or of another size (14.5)
+# ----------------------------------------------------------------- frames missing or of another size
 
 def test_missing_frames_are_a_recorded_repair_or_an_exclusion_and_odd_sizes_excluded_in_check_and_load(
         plain_copy: Path) -> None:
@@ -174,7 +174,7 @@ def test_evaluate_records_the_repairs_and_exclusions(plain_copy: Path, tmp_path:
     assert repairs["repair"][0].startswith("missing frames: 1 frame number(s) absent in 1..24: 12")
 
 
-# ------------------------------------------------------------------------------------------- synth (14.4)
+# ------------------------------------------------------------------------------------------- synth
 
 SYNTH_SMALL = ["--subjects", "1", "--clips-per-class", "1", "--classes", "positive", "--size", "16", "--no-progress"]
 

@@ -1,4 +1,4 @@
-"""Issue 6 protocols: MEGC2019 composite LOSO and leave-one-dataset-out are leak-free, composite per-dataset
+"""Protocols: MEGC2019 composite LOSO and leave-one-dataset-out are leak-free, composite per-dataset
 metrics equal the ones recomputed from predictions.csv, and the shuffle control scores at chance."""
 
 from __future__ import annotations

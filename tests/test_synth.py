@@ -1,4 +1,4 @@
-"""The synthetic micro-expression generator (issue 2 item 2; docs/synthetic.md §7.6)."""
+"""The synthetic micro-expression generator (docs/synthetic.md §7.6)."""
 
 from __future__ import annotations
 
