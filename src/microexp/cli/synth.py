@@ -16,6 +16,7 @@ from microexp.synth import SynthClip, SynthConfig, generate, write_plain
 # output layouts: name -> writer(clips, out_dir, progress) -> Path. Dataset-style layouts (casme2, samm, ...)
 # register here.
 LAYOUTS: dict[str, Callable[..., Path]] = {"plain": write_plain}
+LONG_LAYOUTS = ("samm_lv", "casme_sq-long")  # long videos for spotting: microexp.synth.longvideo
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Render subtle AU-driven micro-expressions on real faces loaded from "
                                           "installed packages and write them as a data set tree.")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--layout", choices=sorted(LAYOUTS) + list(FIXTURE_LAYOUTS), default="plain",
+    p.add_argument("--layout", choices=sorted(LAYOUTS) + list(FIXTURE_LAYOUTS) + list(LONG_LAYOUTS), default="plain",
                    help="tree layout (plain: OUT/<subject>/<clip>/frame_0001.png + annotations.csv; casme2, samm, "
                         "smic, casme_sq, casme, casme3: the real release's layout, naming and annotation format, "
                         "see microexp.data.fixtures)")
@@ -43,10 +44,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--intensity", type=float, default=d.intensity, help=f"AU intensity (default {d.intensity:g})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--videos", type=int, default=2, help="samm_lv|casme_sq-long: long videos per subject (default 2; "
+                   "--frames is then frames per video, default 10 s)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.layout in LONG_LAYOUTS:
+        from microexp.synth.longvideo import run_cli
+
+        return run_cli(args)
     if args.layout in FIXTURE_LAYOUTS:
         return _dataset_layout(args)
     if args.annotation is not None:
