@@ -17,7 +17,7 @@ from microexp.errors import MicroexpError
 
 # one module per command group, in help order
 COMMANDS = ("demo", "synth", "evaluate", "models", "data", "preprocess", "report", "predict", "export", "bench",
-            "explain", "sweep", "compare")
+            "explain", "sweep", "compare", "spot")
 
 
 def build_parser() -> argparse.ArgumentParser:

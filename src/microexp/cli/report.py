@@ -9,6 +9,10 @@ from microexp.report.html import render_report
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.run_dir / "spotter.json").is_file():  # a spotting run: timelines (microexp.spot.report)
+        from microexp.spot.report import render_spot_report
+        print(f"report written to {render_spot_report(args.run_dir, out=args.out)}")
+        return 0
     path = render_report(args.run_dir, out=args.out, saliency=args.saliency)
     print(f"report written to {path}")
     return 0

@@ -63,6 +63,7 @@ class SpotConfig:
     crop: int = 64
     grid: int = 6
     face: str = "dlib"
+    fps: float | None = None  # None: the release's frame rate (SAMM-LV 200, CAS(ME)^2 and CAS(ME)^3 30)
     types: tuple[str, ...] = TYPES
 
     def validate(self) -> None:
@@ -133,6 +134,10 @@ def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
 
     config.validate()
     data = load_spot_data(config.dataset, config.root, config.annotation)
+    if config.fps is not None:
+        if not config.fps > 0:
+            raise ConfigError(f"fps {config.fps}: must be positive")
+        data.fps = float(config.fps)
     keys = sorted(data.videos)
     groups = np.array([data.videos[k][0] for k in keys], dtype=object)
     folds = make_folds(config.protocol, np.zeros(len(keys), np.int64), groups, seed=config.seed,

@@ -335,5 +335,6 @@ def run_cli(args: Any) -> int:
     print(f"wrote {len(videos)} long videos ({config.n_subjects} subjects, {frames} frames {config.size}x"
           f"{config.size} at {fps:g} fps; {n_micro} micro + {n_macro} macro expressions, one neutral video) to "
           f"{out} [{args.layout}] in {time.perf_counter() - start:.1f} s; spot with: microexp evaluate --task spot "
-          f"--dataset {dataset} --root {out}")
+          f"--dataset {dataset} --root {out}" + ("" if fps == (200.0 if dataset == "samm_lv" else 30.0) else
+                                                f" --set fps={fps:g}"))
     return 0
