@@ -103,9 +103,9 @@ _DIS: list[cv2.DISOpticalFlow] = []
 
 
 def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Dense flow a -> b (H, W, 2), DIS (fast preset), minus its median (residual head translation)."""
+    """Dense flow a -> b (H, W, 2), DIS (ultrafast preset), minus its median (residual head translation)."""
     if not _DIS:
-        _DIS.append(cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST))
+        _DIS.append(cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST))
     f = _DIS[0].calc(a, b, None)
     return f - np.median(f[::3, ::3].reshape(-1, 2), axis=0)  # a subsample is enough for the median
 

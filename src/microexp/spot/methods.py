@@ -69,7 +69,7 @@ def _net(channels: int) -> Any:
 class LearnedSpotter:
     """One small CNN per expression type; ``fit`` on training videos only."""
 
-    def __init__(self, k: int, epochs: int = 12, seed: int = 0, batch: int = 64, lr: float = 2e-3) -> None:
+    def __init__(self, k: int, epochs: int = 12, seed: int = 0, batch: int = 128, lr: float = 3e-3) -> None:
         self.k, self.epochs, self.seed, self.batch, self.lr = k, epochs, seed, batch, lr
         self.model: Any = None
         self.scale = 1.0
@@ -84,6 +84,13 @@ class LearnedSpotter:
 
             raise ConfigError("no usable training frames for the learned spotter")
         self.scale = float(x.std()) or 1.0
+        # most frames are neutral: keep every frame near an apex and three times as many others, drawn at random
+        rng = np.random.default_rng(self.seed)
+        pos_i, neg_i = np.flatnonzero(y > 0), np.flatnonzero(y <= 0)
+        if len(neg_i) > max(3 * len(pos_i), 256):
+            neg_i = rng.choice(neg_i, max(3 * len(pos_i), 256), replace=False)
+        keep = np.sort(np.concatenate([pos_i, neg_i]))
+        x, y = x[keep], y[keep]
         torch.manual_seed(self.seed)
         g = torch.Generator().manual_seed(self.seed)
         self.model = _net(x.shape[1])
@@ -94,6 +101,16 @@ class LearnedSpotter:
         # frames near an apex are rare: weight them up to balance the two sides
         wt = torch.where(yt > 0, torch.tensor(0.5 / max(pos, 1e-3)), torch.tensor(0.5 / max(1 - pos, 1e-3)))
         self.model.train()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # batches this small run faster on one thread than split over several
+        try:
+            self._epochs(torch, opt, xt, yt, wt, g)
+        finally:
+            torch.set_num_threads(threads)
+        self.model.eval()
+        return self
+
+    def _epochs(self, torch: Any, opt: Any, xt: Any, yt: Any, wt: Any, g: Any) -> None:
         for _ in range(self.epochs):
             order = torch.randperm(len(xt), generator=g)
             for i in range(0, len(order), self.batch):
@@ -103,8 +120,6 @@ class LearnedSpotter:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        self.model.eval()
-        return self
 
     def predict(self, x: np.ndarray, ok: np.ndarray) -> np.ndarray:
         import torch
