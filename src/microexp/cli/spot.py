@@ -38,9 +38,9 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{flag.replace('_', '-')} does not apply to --task spot")
     policy = getattr(args, "epoch_policy", None)
     extra: dict[str, object] = {}
-    for item in getattr(args, "overrides", []) or []:  # --set fps=30 | crop=64 | grid=6 | face=none | seed=1
+    for item in getattr(args, "overrides", []) or []:  # --set fps=30 | face=none | recognise=RUN2 | ...
         key, _, value = item.partition("=")
-        kinds = {"fps": float, "crop": int, "grid": int, "face": str, "seed": int, "epochs": int}
+        kinds = {"fps": float, "crop": int, "grid": int, "face": str, "seed": int, "epochs": int, "recognise": str}
         if key not in kinds or not value:
             raise ConfigError(f"--set {item!r}: with --task spot, KEY is one of {', '.join(kinds)}")
         try:

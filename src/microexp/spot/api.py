@@ -60,6 +60,7 @@ class Spotter:
     def __init__(self, run_dir: Path, body: dict[str, Any], states: dict[str, Any] | None) -> None:
         self.run_dir = run_dir
         self.method = body["method"]
+        self.dataset = str(body.get("dataset", "input"))
         self.fps = float(body["fps"])
         self.params = {t: TypeParams(**p) for t, p in body["types"].items()}
         self.features = FeatureConfig(**body["features"])
@@ -107,7 +108,7 @@ class Spotter:
             else:
                 values = mdmd_curve(feats, p.k)
             curves[t] = values.tolist()
-            spots += spots_of(Curve("input", subject, name, feats.numbers, values), p)
+            spots += spots_of(Curve(self.dataset, subject, name, feats.numbers, values), p)
         spots.sort(key=lambda s: (s.onset, s.type))
         if recognise is not None and spots:
             spots = recognise_spots(video, spots, recognise, fps)

@@ -38,7 +38,7 @@ from microexp.spot.features import FeatureConfig, VideoFeatures, extract_feature
 from microexp.spot.groundtruth import TYPES, Interval
 from microexp.spot.methods import METHODS, LearnedSpotter, apex_target, mdmd_curve, net_inputs
 from microexp.spot.metrics import Spot, score
-from microexp.spot.outputs import megc_log, spots_json
+from microexp.spot.outputs import megc_log, spots_json, str_csv
 
 THRESHOLDS = {"train": "fitted on the training subjects of each fold",
               "test-peek": "LEAKY: threshold tuned on the test subject (reproduces published numbers only)"}
@@ -64,6 +64,7 @@ class SpotConfig:
     grid: int = 6
     face: str = "dlib"
     fps: float | None = None  # None: the release's frame rate (SAMM-LV 200, CAS(ME)^2 and CAS(ME)^3 30)
+    recognise: str | None = None  # a recognition run: classify every spotted interval, score STRS
     types: tuple[str, ...] = TYPES
 
     def validate(self) -> None:
@@ -127,9 +128,26 @@ def _fold_params(train_gt: list[Interval], types: tuple[str, ...], fps: float) -
     return {t: fit_shape(train_gt, t, fps) for t in types}
 
 
+def _recognise(data: SpotData, preds: list[Spot], recogniser: Any) -> list[Spot]:
+    """Every prediction with the class the recognition run gives its frames (one streamed pass per video)."""
+    from microexp.spot.api import recognise_spots
+
+    if isinstance(recogniser, str | Path):
+        from microexp.predict import load as load_predictor
+
+        recogniser = load_predictor(recogniser)
+    out = []
+    for key in sorted({p.key for p in preds}):
+        mine = [p for p in preds if p.key == key]
+        out += recognise_spots(data.videos[key][1], mine, recogniser, data.fps)
+    return out
+
+
 def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
-                      progress: Callable[[str], None] | None = None) -> SpotRun:
-    """Run the protocol, score, and write the run directory when ``out`` is given."""
+                      progress: Callable[[str], None] | None = None, recogniser: Any = None) -> SpotRun:
+    """Run the protocol, score, and write the run directory when ``out`` is given. With ``config.recognise``
+    (a recognition run directory; ``recogniser``: an already loaded predictor) every spotted interval is classified
+    and STRS is scored; the recognition run must not have seen the test subjects (train it on another data set)."""
     from microexp.train.protocols import make_folds
 
     config.validate()
@@ -208,6 +226,8 @@ def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
             fold_info.append(info)
         results[name] = (preds, fold_info, curves_out)
     preds, fold_info, curves = results["main"]
+    if config.recognise:
+        preds = _recognise(data, preds, config.recognise if recogniser is None else recogniser)
     result = score(gt_used, preds)
     metrics: dict[str, Any] = {"task": "spot", "method": config.method, "protocol": config.protocol,
                                "threshold_policy": config.threshold, "leaky": config.threshold == "test-peek",
@@ -222,6 +242,12 @@ def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
         metrics["control"] = {**c.to_dict(), "chance": {
             ("overall" if t is None else t): chance_f1(gt_used, control_preds, data.gt.spans, rng, type=t)
             for t in (*config.types, None)}}
+    if config.recognise:
+        from microexp.spot.metrics import strs
+
+        metrics["strs"] = {t: strs(gt_used, preds, result, type=None if t == "overall" else t).to_dict()
+                           for t in (*config.types, "overall")}
+        metrics["recognition_run"] = config.recognise
     metrics["excluded"] = [asdict(e) for e in excluded]
     metrics["notes"] = list(data.gt.notes)
     metrics["gaps"] = {k[1]: [list(g) for g in f.gaps] for k, f in feats.items() if f.gaps}
@@ -247,6 +273,8 @@ def write_run(run: SpotRun, out: Path, data: SpotData, result: Any, curves: dict
                                                      sort_keys=False))
     write_atomic(out / "metrics.json", json.dumps(run.metrics, indent=1))
     write_atomic(out / f"megc_{data.dataset}.log", megc_log(result, data.dataset))
+    if run.config.recognise:
+        write_atomic(out / "str.csv", str_csv(run.predictions))
     write_atomic(out / "predictions.json", spots_json(run.predictions, folds=run.folds,
                                                       control=[asdict(p) for p in run.control_predictions]))
     arrays: dict[str, np.ndarray] = {}
