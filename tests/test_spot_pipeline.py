@@ -109,8 +109,8 @@ def test_spotting_a_new_video_with_a_run(runs, lv30, capsys):
     data = load_spot_data("samm_lv", lv30)
     from microexp.spot.metrics import score
 
-    # the all-subject spotter finds the expressions of a training video
-    assert score([i for i in data.gt.intervals if i.video == "002_1"], result.spots).get().recall >= 0.5
+    # the all-subject spotter finds the micro-expressions of a training video
+    assert score([i for i in data.gt.intervals if i.video == "002_1"], result.spots).get(type="micro").recall >= 0.5
     assert main(["spot", str(video), "--run", str(run), "--csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "subject,video,onset,offset,emotion" and len(lines) == len(result.spots) + 1
