@@ -120,7 +120,7 @@ def recognise_spots(video: str | Path, spots: list[Spot], recognise: Any, fps: f
     the run's classes allow)."""
     from dataclasses import replace
 
-    from microexp.errors import PreprocessError
+    from microexp.errors import MicroexpError
 
     predictor = recognise
     if isinstance(recognise, str | Path):
@@ -135,7 +135,7 @@ def recognise_spots(video: str | Path, spots: list[Spot], recognise: Any, fps: f
         try:
             r = predictor.predict(np.stack(frames), window=len(frames), stride=len(frames), fps=fps)
             label = r.windows[0].label if r.windows else ""
-        except PreprocessError as exc:
+        except MicroexpError as exc:  # no face, interval shorter than the run needs, ...: named, not dropped
             label = f"unrecognised ({exc})"
         labels[i] = megc_class(label) or label
 
