@@ -224,3 +224,16 @@ def test_spot_then_recognise_scores_strs(lv30, runs, tmp_path):
     assert s["recall"] == pytest.approx(1 / len(per))
     lines = (tmp_path / "str" / "str.csv").read_text().splitlines()
     assert lines[0] == "subject,video,onset,offset,emotion" and all(x.endswith(",negative") for x in lines[1:])
+
+
+def test_synth_cli_writes_a_long_video_layout(tmp_path, capsys):
+    out = tmp_path / "c2"
+    assert main(["synth", "--layout", "casme_sq-long", "--out", str(out), "--subjects", "1", "--videos", "1",
+                 "--size", "24", "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "wrote 2 long videos" in said and "microexp evaluate --task spot --dataset casme_sq" in said
+    data = load_spot_data("casme_sq", out)
+    assert len(data.videos) == 2 and data.gt.counts() == {"micro": 2, "macro": 1}
+    assert data.gt.spans[("casme_sq", "s15/15_0101disgustingteeth")] == (1, 300)  # 10 s at 30 fps
+    assert main(["synth", "--layout", "samm_lv", "--out", str(tmp_path / "x"), "--frames", "40"]) == 2
+    assert "cannot hold" in capsys.readouterr().err
