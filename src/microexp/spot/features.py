@@ -156,7 +156,7 @@ class _FaceTracker:
                 self.box = (0.0, 0.0, float(w), float(h))
             self.last_seen = i
             return True
-        if self.box is None or i % self.every == 0:
+        if i % self.every == 0:  # also while no face is known: a faceless stretch costs one detection per step
             from microexp.preprocess.align import face_box
             from microexp.preprocess.face import NoFaceError, find_face
 
