@@ -25,7 +25,7 @@ from microexp.errors import MicroexpError
 
 # help order of the command modules; modules not listed follow in alphabetical order
 ORDER = ("demo", "synth", "evaluate", "models", "data", "preprocess", "report", "predict", "export", "bench",
-         "explain", "sweep", "compare", "serve")
+         "explain", "sweep", "compare", "serve", "spot")
 
 
 def add_dataset_option(p: argparse.ArgumentParser, required: bool = False, prefix: str = "dataset name") -> None:

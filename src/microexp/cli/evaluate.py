@@ -89,6 +89,10 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task == "spot":  # spotting in long videos: microexp.spot
+        from microexp.cli.spot import evaluate_from_args
+
+        return evaluate_from_args(args)
     from microexp.report.text import results_table
     from microexp.train.evaluate import evaluate
 
@@ -120,6 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="dataset root folder")
     p.add_argument("--annotation", help="annotation file (default: the one in the dataset's standard place)")
     p.add_argument("--classes", help="class protocol (default: the dataset's default)")
+    p.add_argument("--task", choices=["recognise", "spot"], default="recognise",
+                   help="recognise (default) | spot: find expression intervals in long videos (samm_lv, casme_sq, casme3)")
+    p.add_argument("--method", choices=["mdmd", "learned"], help="--task spot: mdmd (default, training-free) | learned")
     add_run_options(p)
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue a killed run in RUN_DIR: finished folds (RUN_DIR/folds/*.json) are kept, the rest "

@@ -9,6 +9,11 @@ from microexp.errors import ConfigError
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.run_dir / "spotter.json").is_file():  # a spotting run: timelines (microexp.spot.report)
+        from microexp.spot.report import render_spot_report
+
+        print(f"report written to {render_spot_report(args.run_dir, out=args.out)}")
+        return 0
     from microexp.report.html import render_report
 
     if args.saliency < 0:

@@ -11,6 +11,7 @@ from microexp.errors import ConfigError, DataError
 
 # options of the generated plain set; a dataset layout takes clip count, lengths, fps and labels from its annotation
 GENERATOR_OPTIONS = ("subjects", "clips_per_class", "classes", "frames", "fps", "intensity")
+LONG_LAYOUTS = ("samm_lv", "casme_sq-long")  # long videos for spotting: microexp.synth.longvideo
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,9 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="clear a non-empty output folder first (otherwise it is refused: stale frames of an "
                         "earlier render would join the new clips)")
     p.add_argument("--layout", default="plain",
-                   help="tree layout: plain (OUT/<subject>/<clip>/frame_0001.png + annotations.csv) or a dataset "
+                   help="tree layout: plain (OUT/<subject>/<clip>/frame_0001.png + annotations.csv), a dataset "
                         "name (casme2, samm, smic, ...: the real release's layout, naming and annotation format, "
-                        "see microexp.synth.fixtures)")
+                        "see microexp.synth.fixtures), or samm_lv / casme_sq-long (long videos with micro- and "
+                        "macro-expressions at known frames, for spotting)")
     p.add_argument("--annotation", type=Path, default=None,
                    help="with a dataset layout: a real annotation file to mirror (copied into the tree; one clip "
                         "folder per row). For smic pass the MEGC2019 combined_3class_gt.csv. Default: a small "
@@ -41,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--intensity", type=float, default=None, help="plain layout: AU intensity (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--videos", type=int, default=2, help="samm_lv|casme_sq-long: long videos per subject (default 2; "
+                   "--frames is then frames per video, default 10 s)")
     p.set_defaults(func=run)
 
 
@@ -67,6 +71,15 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.size < 16:
         raise ConfigError(f"--size {args.size} is too small (>= 16)")
+    if args.layout in LONG_LAYOUTS:
+        ignored = [f"--{k.replace('_', '-')}" for k in ("clips_per_class", "intensity") if getattr(args, k) is not None]
+        if ignored:
+            raise ConfigError(f"{', '.join(ignored)} has no effect with --layout {args.layout}: long videos hold "
+                              "micro- and macro-expressions of their own intensity, a few per video")
+        from microexp.synth.longvideo import run_cli
+
+        prepare_out(args.out, args.overwrite)
+        return run_cli(args)
     if args.layout != "plain":
         return _dataset_layout(args)
     if args.annotation is not None:
@@ -107,7 +120,8 @@ def _dataset_layout(args: argparse.Namespace) -> int:
     from microexp.synth.fixtures import BUILDERS, build_fixture, check_annotation
 
     if args.layout not in BUILDERS:
-        raise ConfigError(f"unknown --layout {args.layout!r} (known: plain, {', '.join(BUILDERS.names())})")
+        raise ConfigError(f"unknown --layout {args.layout!r} (known: plain, {', '.join(BUILDERS.names())}, "
+                          f"{', '.join(LONG_LAYOUTS)})")
     ignored = [f"--{k.replace('_', '-')}" for k in GENERATOR_OPTIONS if getattr(args, k) is not None]
     if ignored:
         raise ConfigError(f"{', '.join(ignored)} has no effect with --layout {args.layout}: the clips, their "

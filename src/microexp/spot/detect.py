@@ -1,0 +1,145 @@
+"""From a per-frame score curve to predicted intervals, and the choices fitted on training subjects only.
+
+- Window length k per expression type: ``k = (mean ground-truth length + 1) / 2`` of the *training* intervals
+  (the rule of the shallow optical-flow spotters, applied per fold instead of on the whole data set), snapped to a
+  ladder of values so that folds share their flow computations.
+- The interval of a peak at frame a: ``[a - before, a + after]`` with ``before`` / ``after`` the mean
+  onset-to-apex / apex-to-offset durations of the training intervals.
+- Peaks: local maxima of the smoothed score at least k apart and above a threshold; the threshold is the value
+  of a grid (quantiles of the training scores) that gives the best F1 on the training videos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from microexp.errors import ConfigError
+from microexp.spot.groundtruth import Interval
+from microexp.spot.metrics import Spot, score
+
+K_LADDER = (2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 19, 22, 26, 30, 35, 40, 47, 55, 64, 75, 88, 103, 120, 140, 165,
+            192, 225, 263, 307, 360, 420)
+
+
+@dataclass(frozen=True)
+class TypeParams:
+    """What a fold fitted for one expression type."""
+
+    type: str
+    k: int
+    before: int
+    after: int
+    threshold: float = 0.0
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return {"type": self.type, "k": self.k, "before": self.before, "after": self.after,
+                "threshold": self.threshold}
+
+
+def snap_k(k: float) -> int:
+    return min(K_LADDER, key=lambda v: (abs(np.log(v) - np.log(max(k, 1.0))), v))
+
+
+def fit_shape(train: Sequence[Interval], type: str, fps: float) -> TypeParams:
+    """k, before, after from the training intervals of one type (defaults from the field's typical durations when
+    the training subjects have none: micro 0.4 s, macro 1.5 s)."""
+    ivs = [i for i in train if i.type == type]
+    if ivs:
+        mean_len = float(np.mean([i.length for i in ivs]))
+        before = float(np.mean([(i.apex if i.apex is not None else (i.onset + i.offset) // 2) - i.onset for i in ivs]))
+    else:
+        mean_len = (0.4 if type == "micro" else 1.5) * fps
+        before = mean_len / 3
+    after = max(mean_len - 1 - before, 0.0)
+    return TypeParams(type, snap_k((mean_len + 1) / 2), int(round(before)), int(round(after)))
+
+
+def smooth(x: np.ndarray, width: int) -> np.ndarray:
+    if width <= 1 or len(x) == 0:
+        return x
+    kernel = np.ones(width) / width
+    return np.convolve(x, kernel, mode="same")
+
+
+@dataclass
+class Curve:
+    """One video's score curve for one type (position t <-> frame ``numbers[t]``); NaN where not scored."""
+
+    dataset: str
+    subject: str
+    video: str
+    numbers: np.ndarray
+    score: np.ndarray
+
+
+def spots_of(curve: Curve, params: TypeParams, threshold: float | None = None) -> list[Spot]:
+    """Peaks of ``curve`` above the threshold, at least k apart, as intervals clipped to the video's frames."""
+    from scipy.signal import find_peaks
+
+    th = params.threshold if threshold is None else threshold
+    s = np.nan_to_num(curve.score, nan=-np.inf)
+    if len(s) == 0:
+        return []
+    peaks, _ = find_peaks(np.concatenate([[-np.inf], s, [-np.inf]]), height=th, distance=max(params.k, 1))
+    first, last = int(curve.numbers[0]), int(curve.numbers[-1])
+    out = []
+    for p in peaks - 1:
+        apex = int(curve.numbers[p])
+        out.append(Spot(curve.dataset, curve.subject, curve.video, max(first, apex - params.before),
+                        min(last, apex + params.after), params.type, float(curve.score[p])))
+    return out
+
+
+def fit_threshold(curves: Sequence[Curve], gt: Sequence[Interval], params: TypeParams, n_grid: int = 40) -> float:
+    """The threshold of a quantile grid of the curves' values with the best F1 on ``gt`` (ties: the higher)."""
+    values = np.concatenate([c.score[np.isfinite(c.score)] for c in curves]) if curves else np.zeros(0)
+    if len(values) == 0:
+        raise ConfigError("no scored frames on the training videos to fit a threshold on")
+    grid = np.unique(np.quantile(values, np.linspace(0.5, 0.9995, n_grid)))
+    typed = [i for i in gt if i.type == params.type]
+    best, best_f1 = float(grid[-1]), -1.0
+    for th in grid:
+        preds = [s for c in curves for s in spots_of(c, params, float(th))]
+        f1 = score(typed, preds).get(type=params.type).f1
+        if f1 >= best_f1:
+            best, best_f1 = float(th), f1
+    return best
+
+
+def shuffle_intervals(gt: Sequence[Interval], spans: Mapping[tuple[str, str], tuple[int, int]],
+                      rng: np.random.Generator) -> list[Interval]:
+    """The shuffled-interval control: each interval moved to a random place of its video (same length and apex
+    offset, inside the video's frames)."""
+    from dataclasses import replace
+
+    out = []
+    for iv in gt:
+        first, last = spans.get(iv.key, (iv.onset, iv.offset))
+        room = last - iv.length + 1 - first
+        onset = first + int(rng.integers(0, room + 1)) if room >= 0 else iv.onset
+        shift = onset - iv.onset
+        out.append(replace(iv, onset=iv.onset + shift, offset=iv.offset + shift,
+                           apex=None if iv.apex is None else iv.apex + shift))
+    return out
+
+
+def chance_f1(gt: Sequence[Interval], preds: Sequence[Spot], spans: Mapping[tuple[str, str], tuple[int, int]],
+              rng: np.random.Generator, draws: int = 20, type: str | None = None) -> float:
+    """Expected F1 of the same predictions placed at random within their videos (same lengths): the chance
+    level a control must score near."""
+    from dataclasses import replace
+
+    f1 = []
+    for _ in range(draws):
+        moved = []
+        for p in preds:
+            first, last = spans.get(p.key, (p.onset, p.offset))
+            n = p.offset - p.onset + 1
+            room = last - n + 1 - first
+            on = first + int(rng.integers(0, room + 1)) if room >= 0 else p.onset
+            moved.append(replace(p, onset=on, offset=on + n - 1))
+        f1.append(score(gt, moved).get(type=type).f1)
+    return float(np.mean(f1)) if f1 else 0.0

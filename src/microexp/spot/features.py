@@ -1,0 +1,284 @@
+"""Streamed per-frame motion features of a long video: face crop, dense flow between frames k apart, per-block
+main-directional magnitudes (MDMD) and small flow maps (learned spotter).
+
+Frames are read one at a time (a frame folder or a video file, never decoded to disk); only the face crops of the
+last ``2 k + 1`` frames are held, so memory is bounded by the window whatever the video's length. What is kept per
+frame is a few hundred numbers.
+
+Face: detected (dlib, :func:`microexp.preprocess.face.find_face`) every ``redetect_s`` seconds; the crop box (the
+canonical box of :func:`microexp.preprocess.align.face_box` around the eyes) stays fixed while the face stays
+inside its tolerance, so no crop jump is mistaken for motion; pairs straddling a box change are left out. When no
+face is found for more than ``lost_s`` seconds, the frames up to the next detection are a *gap* (no features, no
+spots there), listed with its frame range. Residual head motion is removed by subtracting the median flow of the
+crop. ``face="none"``: the frames are face crops already.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from microexp.errors import ConfigError, DataError
+
+N_BINS = 8  # flow directions of the main-direction analysis
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    crop: int = 64  # face crop side (pixels) the flow is computed on
+    grid: int = 6  # blocks per side
+    flow_size: int = 16  # side of the small flow maps kept for the learned spotter
+    face: str = "dlib"  # dlib | none
+    redetect_s: float = 0.5
+    lost_s: float = 1.0
+    tolerance: float = 0.08  # box kept while the detection moves less than this fraction of its side
+    keep_maps: bool = True
+
+    def validate(self) -> None:
+        if self.face not in ("dlib", "none"):
+            raise ConfigError(f"face {self.face!r}: expected dlib or none")
+        if self.crop < 16 or self.grid < 1 or self.crop // self.grid < 2:
+            raise ConfigError(f"crop {self.crop} / grid {self.grid}: need crop >= 16 and >= 2 pixels per block")
+
+
+# --------------------------------------------------------------------------------------------------- frames
+def iter_frames(source: str | Path) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame number, gray uint8 frame) of a frame folder (numbered files) or a video file (numbered from 1),
+    one at a time."""
+    from microexp.data.frames import list_frames
+
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such video file or frame folder")
+    if path.is_dir():
+        files, numbers = list_frames(path)
+        if not files:
+            raise DataError(f"{path}: folder has no frame images")
+        for f, n in zip(files, numbers, strict=True):
+            img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                raise DataError(f"{f}: unreadable frame image")
+            yield n, img
+        return
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes), not a video")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DataError(f"{path}: cannot read video (not a video file, or a codec OpenCV does not decode)")
+    n = 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                break
+            n += 1
+            yield n, cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+    finally:
+        cap.release()
+    if n == 0:
+        raise DataError(f"{path}: video has no decodable frames")
+
+
+def video_fps(source: str | Path, default: float) -> float:
+    path = Path(source)
+    if path.is_file():
+        cap = cv2.VideoCapture(str(path))
+        fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
+        cap.release()
+        if fps and 0 < fps < 10000:
+            return float(fps)
+    return default
+
+
+# ------------------------------------------------------------------------------------------------------ flow
+_DIS: list[cv2.DISOpticalFlow] = []
+
+
+def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dense flow a -> b (H, W, 2), DIS (ultrafast preset), minus its median (residual head translation)."""
+    if not _DIS:
+        _DIS.append(cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST))
+    f = _DIS[0].calc(a, b, None)
+    return f - np.median(f[::3, ::3].reshape(-1, 2), axis=0)  # a subsample is enough for the median
+
+
+def main_direction(f: np.ndarray, grid: int) -> np.ndarray:
+    """Per block (grid x grid, row-major): the mean magnitude of the pixels whose direction falls in the block's
+    most frequent of 8 direction bins (the main-directional magnitude of MDMD)."""
+    h, w = f.shape[:2]
+    bh, bw = h // grid, w // grid
+    f = f[:bh * grid, :bw * grid]
+    mag = np.hypot(f[..., 0], f[..., 1])
+    ang = np.arctan2(f[..., 1], f[..., 0])
+    bins = ((ang + np.pi) / (2 * np.pi) * N_BINS).astype(np.int64) % N_BINS
+    idx = (_block_index(bh, bw, grid) + bins).ravel()
+    counts = np.bincount(idx, minlength=grid * grid * N_BINS).reshape(grid * grid, N_BINS)
+    sums = np.bincount(idx, weights=mag.ravel(), minlength=grid * grid * N_BINS).reshape(grid * grid, N_BINS)
+    main = counts.argmax(1)
+    rows = np.arange(grid * grid)
+    return (sums[rows, main] / np.maximum(counts[rows, main], 1)).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _block_index(bh: int, bw: int, grid: int) -> np.ndarray:
+    block = (np.arange(grid)[:, None] * grid + np.arange(grid)[None, :])
+    return np.repeat(np.repeat(block, bh, 0), bw, 1) * N_BINS
+
+
+def small_map(f: np.ndarray, side: int) -> np.ndarray:
+    """(2, side, side) float16 flow map, area-averaged."""
+    return cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA).transpose(2, 0, 1).astype(np.float16)
+
+
+# ------------------------------------------------------------------------------------------------------ face
+class _FaceTracker:
+    def __init__(self, config: FeatureConfig, fps: float) -> None:
+        self.config = config
+        self.every = max(1, int(round(config.redetect_s * fps)))
+        self.lost = max(1, int(round(config.lost_s * fps)))
+        self.box: tuple[float, float, float, float] | None = None
+        self.box_id = 0
+        self.last_seen = -10**9
+
+    def update(self, i: int, gray: np.ndarray) -> bool:
+        """Whether frame position ``i`` has a usable face box (detecting when due)."""
+        if self.config.face == "none":
+            if self.box is None:
+                h, w = gray.shape
+                self.box = (0.0, 0.0, float(w), float(h))
+            self.last_seen = i
+            return True
+        if i % self.every == 0:  # also while no face is known: a faceless stretch costs one detection per step
+            from microexp.preprocess.align import face_box
+            from microexp.preprocess.face import NoFaceError, find_face
+
+            try:
+                face = find_face(gray)
+            except NoFaceError:
+                face = None
+            if face is not None:
+                box = face_box(*face.eyes)
+                if self.box is None or self._moved(box):
+                    self.box = box
+                    self.box_id += 1
+                self.last_seen = i
+        return self.box is not None and i - self.last_seen <= self.lost
+
+    def _moved(self, box: tuple[float, float, float, float]) -> bool:
+        assert self.box is not None
+        side = self.box[2] - self.box[0]
+        d = max(abs(a - b) for a, b in zip(box, self.box, strict=True))
+        return d > self.config.tolerance * side
+
+    def crop(self, gray: np.ndarray, size: int) -> np.ndarray:
+        from microexp.preprocess.align import extract, identity
+
+        assert self.box is not None
+        return extract(gray, identity(), self.box, (size, size)).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------- features
+@dataclass
+class VideoFeatures:
+    """Per-frame features of one video for one or more window lengths k.
+
+    Position t (0-based, frame number ``numbers[t]``): ``head[k][t]`` = block magnitudes of flow(t - k -> t),
+    ``span[k][t]`` = of flow(t - k -> t + k) (MDMD's head-to-tail frame), ``maps[k][t]`` = small map of flow(t - k
+    -> t); ``valid[k][t]`` False where a frame is missing (ends, face gaps, crop box changes)."""
+
+    source: str
+    fps: float
+    numbers: np.ndarray
+    ks: tuple[int, ...]
+    head: dict[int, np.ndarray]
+    span: dict[int, np.ndarray]
+    valid: dict[int, np.ndarray]
+    maps: dict[int, np.ndarray] = field(default_factory=dict)
+    gaps: list[tuple[int, int, str]] = field(default_factory=list)  # (first frame, last frame, reason)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.numbers)
+
+
+def extract_features(source: str | Path, ks: tuple[int, ...], fps: float, config: FeatureConfig | None = None
+                     ) -> VideoFeatures:
+    """Stream ``source`` once and compute the features for every k in ``ks``."""
+    config = config or FeatureConfig()
+    config.validate()
+    ks = tuple(sorted(set(int(k) for k in ks)))
+    if not ks or ks[0] < 1:
+        raise ConfigError(f"window lengths {ks}: need at least one k >= 1")
+    kmax = ks[-1]
+    g2 = config.grid * config.grid
+    tracker = _FaceTracker(config, fps)
+    ring: deque[tuple[np.ndarray | None, int]] = deque(maxlen=2 * kmax + 1)  # (crop or None, box id)
+    numbers: list[int] = []
+    head: dict[int, list[np.ndarray]] = {k: [] for k in ks}
+    span: dict[int, dict[int, np.ndarray]] = {k: {} for k in ks}
+    maps: dict[int, list[np.ndarray]] = {k: [] for k in ks}
+    ok_head: dict[int, list[bool]] = {k: [] for k in ks}
+    zero = np.zeros(g2, np.float32)
+    zmap = np.zeros((2, config.flow_size, config.flow_size), np.float16)
+    face_ok: list[bool] = []
+    for i, (number, gray) in enumerate(iter_frames(source)):
+        numbers.append(number)
+        has = tracker.update(i, gray)
+        face_ok.append(has)
+        ring.append((tracker.crop(gray, config.crop) if has else None, tracker.box_id))
+        cur, cur_id = ring[-1]
+        for k in ks:
+            ok = cur is not None and len(ring) > k and ring[-1 - k][0] is not None and ring[-1 - k][1] == cur_id
+            if ok:
+                assert cur is not None
+                prev = ring[-1 - k][0]
+                assert prev is not None
+                f = flow(prev, cur)
+                head[k].append(main_direction(f, config.grid))
+                if config.keep_maps:
+                    maps[k].append(small_map(f, config.flow_size))
+            else:
+                head[k].append(zero)
+                if config.keep_maps:
+                    maps[k].append(zmap)
+            ok_head[k].append(ok)
+            # MDMD: head frame i - 2k, current frame i - k, tail frame i
+            if (len(ring) > 2 * k and cur is not None and ring[-1 - 2 * k][0] is not None
+                    and ring[-1 - 2 * k][1] == cur_id):
+                first = ring[-1 - 2 * k][0]
+                assert first is not None
+                span[k][i - k] = main_direction(flow(first, cur), config.grid)
+    n = len(numbers)
+    out_span, valid = {}, {}
+    for k in ks:
+        s = np.zeros((n, g2), np.float32)
+        v = np.array(ok_head[k], bool)
+        has_span = np.zeros(n, bool)
+        for t, val in span[k].items():
+            s[t] = val
+            has_span[t] = True
+        out_span[k] = s
+        valid[k] = v & has_span
+    gaps = []
+    fo = np.array(face_ok, bool)
+    t = 0
+    while t < n:
+        if not fo[t]:
+            u = t
+            while u + 1 < n and not fo[u + 1]:
+                u += 1
+            gaps.append((numbers[t], numbers[u], "no face detected"))
+            t = u + 1
+        else:
+            t += 1
+    return VideoFeatures(str(source), fps, np.array(numbers, np.int64), ks,
+                         {k: np.stack(head[k]) if n else np.zeros((0, g2), np.float32) for k in ks}, out_span, valid,
+                         {k: np.stack(maps[k]) for k in ks} if config.keep_maps and n else {}, gaps)

@@ -1,0 +1,146 @@
+"""The two spotters, both turning :class:`~microexp.spot.features.VideoFeatures` into a per-frame score curve.
+
+- ``mdmd``: training-free main directional maximal difference (after Wang et al., "Main directional maximal
+  difference analysis for spotting facial movements from long-term videos", Neurocomputing 2017,
+  doi:10.1016/j.neucom.2016.12.034). For the current frame t, head frame t - k and tail frame t + k: per face
+  block, the main-directional flow magnitude of head->current minus that of head->tail; the score is the mean of
+  the largest third of the blocks. A movement that returns (an expression) scores high at its apex; a lasting
+  change (head turn, lighting) cancels.
+- ``learned``: a shallow optical-flow network in the style of SOFTNet (Liong et al., "Shallow optical flow
+  three-stream CNN for macro- and micro-expression spotting from long videos", ICIP 2021,
+  doi:10.1109/ICIP42928.2021.9506349): the flow maps current-k -> current and current -> current+k, a small CNN
+  regressing an apex-proximity score (1 at an apex, falling linearly to 0 at k frames), smoothed over k/2 frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from microexp.spot.features import VideoFeatures
+from microexp.spot.groundtruth import Interval
+
+METHODS = ("mdmd", "learned")
+
+
+def mdmd_curve(feat: VideoFeatures, k: int) -> np.ndarray:
+    d = feat.head[k] - feat.span[k]
+    top = max(1, d.shape[1] // 3)
+    s = np.sort(d, axis=1)[:, -top:].mean(1).astype(np.float64)
+    s[~feat.valid[k]] = np.nan
+    return s
+
+
+# ------------------------------------------------------------------------------------------------------ learned
+def net_inputs(feat: VideoFeatures, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(X (T, 4, s, s) float32, ok (T,)): flow maps t-k -> t and t -> t+k of every position t."""
+    maps = feat.maps[k].astype(np.float32)
+    n = len(maps)
+    nxt = np.zeros_like(maps)
+    nxt[: max(n - k, 0)] = maps[k:]
+    ok = feat.valid[k].copy()
+    ok_next = np.zeros(n, bool)
+    ok_next[: max(n - k, 0)] = feat.valid[k][k:] if n > k else []
+    return np.concatenate([maps, nxt], axis=1), ok & ok_next
+
+
+def apex_target(numbers: np.ndarray, intervals: Sequence[Interval], type: str, k: int) -> np.ndarray:
+    """1 at the apex of each interval of ``type``, falling linearly to 0 at k frames from it."""
+    y = np.zeros(len(numbers), np.float32)
+    for iv in intervals:
+        if iv.type != type:
+            continue
+        apex = iv.apex if iv.apex is not None else (iv.onset + iv.offset) // 2
+        y = np.maximum(y, np.clip(1.0 - np.abs(numbers - apex) / max(k, 1), 0.0, 1.0).astype(np.float32))
+    return y
+
+
+def _net(channels: int) -> Any:
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(128, 1), nn.Sigmoid())
+
+
+class LearnedSpotter:
+    """One small CNN per expression type; ``fit`` on training videos only."""
+
+    def __init__(self, k: int, epochs: int = 12, seed: int = 0, batch: int = 128, lr: float = 3e-3) -> None:
+        self.k, self.epochs, self.seed, self.batch, self.lr = k, epochs, seed, batch, lr
+        self.model: Any = None
+        self.scale = 1.0
+
+    def fit(self, xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> LearnedSpotter:
+        import torch
+
+        x = np.concatenate(xs) if xs else np.zeros((0, 4, 1, 1), np.float32)
+        y = np.concatenate(ys) if ys else np.zeros(0, np.float32)
+        if len(x) == 0:
+            from microexp.errors import ConfigError
+
+            raise ConfigError("no usable training frames for the learned spotter")
+        self.scale = float(x.std()) or 1.0
+        # most frames are neutral: keep every frame near an apex and three times as many others, drawn at random
+        rng = np.random.default_rng(self.seed)
+        pos_i, neg_i = np.flatnonzero(y > 0), np.flatnonzero(y <= 0)
+        if len(neg_i) > max(3 * len(pos_i), 256):
+            neg_i = rng.choice(neg_i, max(3 * len(pos_i), 256), replace=False)
+        keep = np.sort(np.concatenate([pos_i, neg_i]))
+        x, y = x[keep], y[keep]
+        torch.manual_seed(self.seed)
+        g = torch.Generator().manual_seed(self.seed)
+        self.model = _net(x.shape[1])
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        xt = torch.from_numpy(x / self.scale)
+        yt = torch.from_numpy(y)
+        pos = float((y > 0).mean())
+        # frames near an apex are rare: weight them up to balance the two sides
+        wt = torch.where(yt > 0, torch.tensor(0.5 / max(pos, 1e-3)), torch.tensor(0.5 / max(1 - pos, 1e-3)))
+        self.model.train()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # batches this small run faster on one thread than split over several
+        try:
+            self._epochs(torch, opt, xt, yt, wt, g)
+        finally:
+            torch.set_num_threads(threads)
+        self.model.eval()
+        return self
+
+    def _epochs(self, torch: Any, opt: Any, xt: Any, yt: Any, wt: Any, g: Any) -> None:
+        for _ in range(self.epochs):
+            order = torch.randperm(len(xt), generator=g)
+            for i in range(0, len(order), self.batch):
+                b = order[i:i + self.batch]
+                out = self.model(xt[b]).squeeze(1)
+                loss = (wt[b] * (out - yt[b]) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+    def predict(self, x: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        import torch
+
+        from microexp.spot.detect import smooth
+
+        with torch.no_grad():
+            out = np.concatenate([self.model(torch.from_numpy(x[i:i + 512] / self.scale)).squeeze(1).numpy()
+                                  for i in range(0, len(x), 512)]) if len(x) else np.zeros(0)
+        s = smooth(np.where(ok, out, 0.0).astype(np.float64), max(1, self.k // 2))
+        s[~ok] = np.nan
+        return s
+
+    def state(self) -> dict[str, Any]:
+        return {"k": self.k, "scale": self.scale, "state_dict": self.model.state_dict()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> LearnedSpotter:
+        s = cls(int(state["k"]))
+        s.scale = float(state["scale"])
+        s.model = _net(4)
+        s.model.load_state_dict(state["state_dict"])
+        s.model.eval()
+        return s

@@ -1,0 +1,239 @@
+"""Spotting end to end on synthetic long videos: the layouts read back through the real loaders, both spotters
+beat the shuffled-interval control (which stays near chance), the learned spotter beats MDMD on micro-expressions,
+the run directory and its MEGC log agree with the metrics, spotting new videos, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from microexp.cli import main
+from microexp.errors import ConfigError, DataError
+from microexp.spot.data import load_spot_data
+from microexp.spot.evaluate import SpotConfig, evaluate_spotting
+from microexp.spot.features import FeatureConfig, extract_features
+from microexp.spot.outputs import parse_megc_log
+from microexp.synth.longvideo import LongVideoConfig, events_of, write_layout
+
+SYNTH = LongVideoConfig(n_subjects=4, videos_per_subject=2, n_frames=300, fps=30.0, size=48, micro_per_video=2,
+                        macro_per_video=1, neutral_videos=1, seed=3)
+
+
+@pytest.fixture(scope="module")
+def lv30(tmp_path_factory) -> Path:
+    return write_layout("samm_lv", SYNTH, tmp_path_factory.mktemp("lv30"))
+
+
+@pytest.fixture(scope="module")
+def runs(lv30, tmp_path_factory) -> dict[str, object]:
+    out = tmp_path_factory.mktemp("runs")
+    common = dict(dataset="samm_lv", root=str(lv30), fps=30.0, crop=48, control="shuffle")
+    return {m: evaluate_spotting(SpotConfig(method=m, **common), out=out / m) for m in ("mdmd", "learned")}
+
+
+def test_synthetic_layouts_read_back_with_the_planned_ground_truth(lv30, tmp_path):
+    data = load_spot_data("samm_lv", lv30)
+    planned = events_of(SYNTH)
+    assert data.gt.counts() == {"micro": 16, "macro": 8}
+    assert len(data.videos) == 9 and len(data.gt.subjects) == 4 and not data.gt.excluded
+    assert data.gt.unjoined == [] and all(i.emotion in ("anger", "happiness", "surprise")
+                                          for i in data.gt.of(type="micro"))
+    got = sorted((i.video, i.onset, i.apex, i.offset, i.type) for i in data.gt.intervals)
+    want = sorted((f"{s + 1:03d}_{v + 1}", e.onset, e.apex, e.offset, e.type) for s, v, evs in planned for e in evs)
+    assert got == want
+    assert data.gt.spans[("samm_lv", "001_1")] == (1, 300)
+    assert ("samm_lv", "001_3") in data.videos and ("samm_lv", "001_3") not in {i.key for i in data.gt.intervals}
+    # CAS(ME)^2 long layout at 200 fps: the real loader and the spotting ground truth read it
+    c2 = LongVideoConfig(n_subjects=1, videos_per_subject=1, n_frames=760, fps=200.0, size=24, micro_per_video=1,
+                         macro_per_video=0, seed=1)
+    write_layout("casme_sq-long", c2, tmp_path)
+    d2 = load_spot_data("casme_sq", tmp_path)
+    (ev,) = events_of(c2)[0][2]
+    (iv,) = d2.gt.intervals
+    assert (iv.video, iv.onset, iv.apex, iv.offset, iv.type) == ("s15/15_0101disgustingteeth", ev.onset, ev.apex,
+                                                                 ev.offset, "micro")
+    assert 20 <= iv.length <= 130 and d2.fps == 30.0  # 100-600 ms at 200 fps; the release rate unless overridden
+    assert len(list((tmp_path / "rawpic/s15/15_0101disgustingteeth").iterdir())) == 760
+
+
+def test_both_spotters_beat_the_shuffled_control_and_learned_beats_mdmd(runs):
+    f1 = {m: r.metrics["overall"]["micro"]["f1"] for m, r in runs.items()}
+    for m, r in runs.items():
+        ctrl = r.metrics["control"]
+        assert f1[m] > ctrl["overall"]["micro"]["f1"] + 0.1, m
+        assert f1[m] > r.metrics["chance"]["micro"] + 0.2, m
+    # the learned control sees no real interval in training: near its chance level
+    ctrl = runs["learned"].metrics["control"]
+    assert abs(ctrl["overall"]["micro"]["f1"] - ctrl["chance"]["micro"]) < 0.15
+    assert f1["learned"] > f1["mdmd"]
+
+
+def test_choices_are_fitted_per_fold_on_training_subjects(runs):
+    r = runs["mdmd"]
+    assert [f["test_subjects"] for f in r.folds] == [["001"], ["002"], ["003"], ["004"]]
+    for f in r.folds:
+        micro, macro = f["types"]["micro"], f["types"]["macro"]
+        assert micro["k"] < macro["k"] and micro["threshold"] < macro["threshold"]
+    assert not r.metrics["leaky"] and r.metrics["threshold_policy"] == "train"
+
+
+def test_run_directory_and_megc_log_agree_with_the_metrics(runs):
+    r = runs["mdmd"]
+    out = r.out
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "metrics.json", "megc_samm_lv.log", "predictions.json",
+                                               "curves.npz", "spotter.json", "ground_truth.json"}
+    head, rows = parse_megc_log((out / "megc_samm_lv.log").read_text())
+    m = json.loads((out / "metrics.json").read_text())["datasets"]["samm_lv"]["overall"]
+    assert head == "1"
+    assert sum(o == "TP" for *_, o in rows) == m["tp"] and sum(o == "FP" for *_, o in rows) == m["fp"]
+    assert sum(o == "FN" for *_, o in rows) == m["fn"] and m["n_gt"] == 24
+    preds = json.loads((out / "predictions.json").read_text())["predictions"]
+    assert len(preds) == m["n_pred"] and {p["type"] for p in preds} == {"micro", "macro"}
+    # the report draws one timeline per video
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.html").read_text().count("data:image/png") == 9
+
+
+def test_spotting_a_new_video_with_a_run(runs, lv30, capsys):
+    import microexp
+
+    run = runs["learned"].out
+    spotter = microexp.load(run)
+    video = lv30 / "SAMM_longvideos" / "002_1"
+    result = spotter.spot(video)
+    assert result.n_frames == 300 and result.fps == 30.0 and result.spots
+    data = load_spot_data("samm_lv", lv30)
+    from microexp.spot.metrics import score
+
+    # the all-subject spotter finds the micro-expressions of a training video
+    assert score([i for i in data.gt.intervals if i.video == "002_1"], result.spots).get(type="micro").recall >= 0.5
+    assert main(["spot", str(video), "--run", str(run), "--csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "subject,video,onset,offset,emotion" and len(lines) == len(result.spots) + 1
+    assert json.loads(result.to_json())["spots"][0]["type"] in ("micro", "macro")
+
+
+def test_a_video_file_is_streamed_like_its_frame_folder(lv30, tmp_path):
+    folder = lv30 / "SAMM_longvideos" / "001_1"
+    frames = sorted(folder.iterdir())[:90]
+    path = tmp_path / "v.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (48, 48), False)
+    for f in frames:
+        w.write(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE))
+    w.release()
+    cfg = FeatureConfig(face="none", crop=48)
+    a = extract_features(path, (6,), 30.0, cfg)
+    assert a.n_frames == 90 and list(a.numbers[:3]) == [1, 2, 3] and a.head[6].shape == (90, 36)
+    assert not a.valid[6][:6].any() and a.valid[6][6:-6].all() and not a.valid[6][-6:].any()  # t-k, t+k exist
+
+
+def test_test_peek_threshold_is_marked_leaky(lv30, runs):
+    r = evaluate_spotting(SpotConfig(dataset="samm_lv", root=str(lv30), fps=30.0, crop=48, method="mdmd",
+                                     threshold="test-peek"))
+    assert r.metrics["leaky"] and r.metrics["threshold_policy"] == "test-peek"
+
+
+# ------------------------------------------------------------------------------------------------------ bad input
+def test_bad_input_gets_named_exclusions_or_one_line(lv30, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "bad"
+    shutil.copytree(lv30, root)
+    for folder in (root / "SAMM_longvideos").iterdir():  # keep three videos: a small run
+        if folder.name not in ("001_1", "002_1", "002_2"):
+            shutil.rmtree(folder)
+    ann = root / "SAMM_LongVideos_V2_Release.csv"
+    text = ann.read_text().splitlines()
+    rows = text[10:]
+    # a row whose video is missing, onset > offset, an interval past the video's end
+    rows.append("009,009_1_1,1,10,20,30,21,Micro - 1/2,4,")
+    rows.append("001,001_1_9,1,120,110,100,21,Micro - 1/2,4,")
+    rows.append("001,001_1_8,1,290,300,330,41,Macro,4,")
+    ann.write_text("\n".join(text[:10] + rows) + "\n")
+    # an undecodable frame: the video is excluded by name, the others are scored
+    bad = root / "SAMM_longvideos" / "002_2" / "002_2_0005.jpg"
+    bad.write_bytes(b"not a jpeg")
+    data = load_spot_data("samm_lv", root)
+    reasons = {e.clip: e.reason for e in data.gt.excluded}
+    assert "video folder" in reasons["samm_lv/009/009_1_1"] and "not found" in reasons["samm_lv/009/009_1_1"]
+    assert "onset 120 is after offset 100" in reasons["samm_lv/001/001_1_9"]
+    assert "outside video 001_1 (frames 1..300)" in reasons["samm_lv/001/001_1_8"]
+    r = evaluate_spotting(SpotConfig(dataset="samm_lv", root=str(root), fps=30.0, crop=48, types=("micro",)))
+    excl = {e["clip"]: e["reason"] for e in r.metrics["excluded"]}
+    assert any("video 002_2 not scored" in v and "002_2_0005.jpg: unreadable frame image" in v for v in excl.values())
+    assert r.metrics["n_videos"] == 2
+    assert "003_1 not found" in excl["samm_lv/003/003_1_1"]
+    # CLI: one line, exit 2
+    assert main(["spot", str(tmp_path / "nothing.mp4"), "--run", str(tmp_path)]) == 2
+    assert "not a spotting run" in capsys.readouterr().err
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match="empty file"):
+        extract_features(empty, (3,), 30.0)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    with pytest.raises(DataError, match="junk.mp4: cannot read video|junk.mp4: video has no decodable frames"):
+        extract_features(junk, (3,), 30.0)
+    assert main(["evaluate", "--task", "spot", "--dataset", "samm_lv", "--root", str(root), "--model", "stcnn"]) == 2
+    assert "--model does not apply to --task spot" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="spotting method"):
+        SpotConfig(method="nope").validate()
+
+
+def test_stretches_without_a_face_are_gaps(lv30, tmp_path):
+    folder = tmp_path / "noface"
+    folder.mkdir()
+    src = sorted((lv30 / "SAMM_longvideos" / "001_1").iterdir())[:120]
+    rng = np.random.default_rng(0)
+    for i, f in enumerate(src, 1):
+        img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        if 40 <= i <= 100:  # two seconds of noise: no face
+            img = rng.integers(0, 255, img.shape).astype(np.uint8)
+        cv2.imwrite(str(folder / f"img{i:04d}.png"), img)
+    feats = extract_features(folder, (6,), 30.0, FeatureConfig(crop=48))
+    assert len(feats.gaps) == 1
+    first, last, reason = feats.gaps[0]
+    assert reason == "no face detected" and 40 <= first <= 72 and 100 <= last <= 106
+    pos = {int(n): t for t, n in enumerate(feats.numbers)}
+    assert not feats.valid[6][pos[first]:pos[last] + 1].any()
+
+
+def test_spot_then_recognise_scores_strs(lv30, runs, tmp_path):
+    from types import SimpleNamespace
+
+    class AlwaysNegative:  # a stand-in recognition run: every interval is "negative"
+        calls: list[int] = []
+
+        def predict(self, frames, window, stride, fps):
+            self.calls.append(len(frames))
+            assert window == stride == len(frames) and fps == 30.0
+            return SimpleNamespace(windows=[SimpleNamespace(label="negative")])
+
+    rec = AlwaysNegative()
+    r = evaluate_spotting(SpotConfig(dataset="samm_lv", root=str(lv30), fps=30.0, crop=48, method="mdmd",
+                                     recognise="stand-in"), out=tmp_path / "str", recogniser=rec)
+    assert sorted(rec.calls) == sorted(p.offset - p.onset + 1 for p in r.predictions)  # each interval, whole
+    s = r.metrics["strs"]["overall"]
+    assert s["strs"] == pytest.approx(s["f1_spot"] * s["f1_analysis"]) and 0 < s["f1_analysis"] < 1
+    per = s["per_class"]
+    assert per["negative"]["recall"] == 1.0 and all(v["recall"] == 0.0 for c, v in per.items() if c != "negative")
+    assert s["recall"] == pytest.approx(1 / len(per))
+    lines = (tmp_path / "str" / "str.csv").read_text().splitlines()
+    assert lines[0] == "subject,video,onset,offset,emotion" and all(x.endswith(",negative") for x in lines[1:])
+
+
+def test_synth_cli_writes_a_long_video_layout(tmp_path, capsys):
+    out = tmp_path / "c2"
+    assert main(["synth", "--layout", "casme_sq-long", "--out", str(out), "--subjects", "1", "--videos", "1",
+                 "--size", "24", "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "wrote 2 long videos" in said and "microexp evaluate --task spot --dataset casme_sq" in said
+    data = load_spot_data("casme_sq", out)
+    assert len(data.videos) == 2 and data.gt.counts() == {"micro": 2, "macro": 1}
+    assert data.gt.spans[("casme_sq", "s15/15_0101disgustingteeth")] == (1, 300)  # 10 s at 30 fps
+    assert main(["synth", "--layout", "samm_lv", "--out", str(tmp_path / "x"), "--frames", "40"]) == 2
+    assert "cannot hold" in capsys.readouterr().err
