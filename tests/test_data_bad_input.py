@@ -206,7 +206,7 @@ def test_synth_dataset_layout_bad_options(tmp_path: Path, capsys) -> None:
     err = _one_line(capsys, ["synth", "--layout", "casme2", "--out", str(tmp_path / "c"), "--frames", "40"])
     assert "--frames has no effect with --layout casme2" in err
     err = _one_line(capsys, ["synth", "--layout", "nosuch", "--out", str(tmp_path / "d")])
-    assert "unknown --layout 'nosuch' (known: plain, casme, casme2, casme3, casme_sq, samm, smic)" in err
+    assert "unknown --layout 'nosuch' (known: plain, casme, casme2, casme3, casme_sq, samm, smic, samm_lv, casme_sq-long)" in err
 
 
 def test_annotation_of_another_dataset_is_refused_by_load_and_check(casme2_tree: Path, tmp_path: Path) -> None:
