@@ -44,5 +44,7 @@ def test_quick_bench_writes_every_figure(tmp_path: Path, capsys: pytest.CaptureF
         assert ("performed_fraction_of_peak" in r[f"train_{path}"]) == (path == "fast")
     assert r["machine"]["omp_wait_policy"] and r["machine"]["numba"] != "missing"
     assert r["preprocess"]["frames_per_s"] > 0 and r["preprocess"]["source"]
+    assert [s["fps"] for s in r["spotting"]] == [30.0, 200.0] and all(s["frames_per_s"] > 0 for s in r["spotting"])
+    assert "spotting 160x120 at 30 fps" in text
     assert r["peak_rss_mb"] >= r["peak_rss_mb_after_naive"] > 0
     assert main(["bench", "--repeats", "0"]) == 2

@@ -199,6 +199,12 @@ def run_bench(repeats: int = 5, warmup: int = 2, quick: bool = False, threads: i
     result["train_speedup"] = round(result["train_fast"]["clips_per_s"] / result["train_naive"]["clips_per_s"], 2)
     log("preprocessing ...")
     result["preprocess"] = bench_preprocessing(4 if quick else 16, quick)
+    log("spotting ...")
+    from microexp.spot.bench import bench_spotting
+
+    # the whole streamed spotting path (decode, face detection, crop, flow, MDMD) on a 640x480 video
+    result["spotting"] = bench_spotting(seconds=1.0 if quick else 10.0,
+                                        size=(120, 160) if quick else (480, 640))
     result["peak_rss_mb"] = peak_rss_mb()
     result["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     return result
@@ -220,5 +226,7 @@ def summary(r: dict[str, Any]) -> str:
     p = r["preprocess"]
     lines += [f"  training speed-up fast/naive: {r['train_speedup']}x",
               f"preprocess: {p['frames_per_s']} frames/s ({p['frames']} frames in {p['seconds']} s)",
+              *(f"spotting {s['size']} at {s['fps']:g} fps: {s['frames_per_s']:.1f} frames/s "
+                f"({s['real_time_factor']:.2f}x real time)" for s in r.get("spotting", [])),
               f"peak RSS: {r['peak_rss_mb']} MB"]
     return "\n".join(lines)

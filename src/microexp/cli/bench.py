@@ -1,4 +1,4 @@
-"""``microexp bench``: training/inference throughput, preprocessing speed, memory and matmul peak."""
+"""``microexp bench``: training/inference throughput, preprocessing and spotting speed, memory and matmul peak."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure training/inference speed, preprocessing speed and memory",
                        description="Time MicroExpSTCNN training steps and inference (naive and fast CPU path), "
-                                   "preprocessing, peak memory and the machine's fp32 matmul rate, in one run. "
+                                   "preprocessing, spotting on a long video, peak memory and the machine's fp32 matmul "
+                                   "rate, in one run. "
                                    "Figures are medians of --repeats runs after --warmup runs.")
     p.add_argument("--json", type=Path, help="also write every figure and the machine's facts to this file")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per figure (default 5; the median is kept)")
