@@ -117,6 +117,29 @@ def test_spotting_a_new_video_with_a_run(runs, lv30, capsys):
     assert json.loads(result.to_json())["spots"][0]["type"] in ("micro", "macro")
 
 
+def test_a_learned_spotter_with_a_malicious_pickle_is_refused(runs, tmp_path):
+    """spotter.pt is read with the one safe checkpoint policy (weights_only), like every run's checkpoints."""
+    import os
+    import shutil
+
+    import torch
+
+    import microexp
+    from microexp.errors import DataError
+
+    class Evil:
+        def __reduce__(self):
+            return os.mkdir, (str(tmp_path / "pwned"),)
+
+    evil = tmp_path / "evil"
+    shutil.copytree(runs["learned"].out, evil)
+    states = torch.load(evil / "spotter.pt", weights_only=True)
+    torch.save({**states, "payload": Evil()}, evil / "spotter.pt")
+    with pytest.raises(DataError, match="spotter.pt: not a readable microexp checkpoint"):
+        microexp.load(evil)
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_a_video_file_is_streamed_like_its_frame_folder(lv30, tmp_path):
     folder = lv30 / "SAMM_longvideos" / "001_1"
     frames = sorted(folder.iterdir())[:90]

@@ -173,8 +173,10 @@ def save_sklearn_checkpoint(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
-    """A microexp checkpoint, read with ``weights_only=True`` (anything that is not plain data is refused)."""
+def load_checkpoint(path: str | Path, map_location: str = "cpu",
+                    keys: Sequence[str] = CHECKPOINT_KEYS) -> dict[str, Any]:
+    """A microexp checkpoint, read with ``weights_only=True`` (anything that is not plain data is refused);
+    ``keys``: the entries it must hold (a recognition fold's by default)."""
     import torch
 
     path = Path(path)
@@ -185,8 +187,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     except Exception as exc:  # noqa: BLE001 - any unpickling failure (or a refused global) is a bad file
         raise DataError(f"{path}: not a readable microexp checkpoint ({type(exc).__name__}: "
                         f"{_first_line(exc)})") from None
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(data, dict) or k not in data]
-    if missing:
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing or not isinstance(data, dict):
         raise DataError(f"{path}: not a microexp checkpoint (missing {missing})")
     return data
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from microexp import runs
 from microexp.errors import ConfigError, DataError
 from microexp.spot.detect import Curve, TypeParams, spots_of
 from microexp.spot.features import FeatureConfig, extract_features, iter_frames, video_fps
@@ -73,14 +74,13 @@ class Spotter:
         if not path.is_file():
             raise ConfigError(f"{run_dir}: not a spotting run (no spotter.json); make one with "
                               "microexp evaluate --task spot")
-        body = json.loads(path.read_text())
+        body = runs.read_json(path, "run file")
         states = None
         if body["method"] == "learned":
-            import torch
-
             if not (run_dir / "spotter.pt").is_file():
                 raise ConfigError(f"{run_dir}: spotter.pt (the learned spotter's networks) is missing")
-            states = torch.load(run_dir / "spotter.pt", weights_only=False)
+            # the one safe checkpoint policy (weights_only): a run someone sent you cannot run code when loaded
+            states = runs.load_checkpoint(run_dir / "spotter.pt", keys=tuple(body["types"]))
         return cls(run_dir, body, states)
 
     def spot(self, video: str | Path, fps: float | None = None, recognise: Any = None,

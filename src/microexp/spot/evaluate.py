@@ -262,16 +262,14 @@ def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
 
 def write_run(run: SpotRun, out: Path, data: SpotData, result: Any, curves: dict[tuple[str, str, str], np.ndarray],
               feats: dict[tuple[str, str], VideoFeatures]) -> Path:
-    import yaml
-
+    from microexp import runs
     from microexp.fileio import write_atomic
 
-    if (out / "metrics.json").exists():
+    if (out / runs.METRICS).exists():
         raise ConfigError(f"{out} already holds a run; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "config.yaml", yaml.safe_dump({"task": "spot", **run.config.to_dict(), "fps": data.fps},
-                                                     sort_keys=False))
-    write_atomic(out / "metrics.json", json.dumps(run.metrics, indent=1))
+    runs.write_config(out, {"task": "spot", **run.config.to_dict(), "fps": data.fps})
+    runs.write_metrics(out, run.metrics)
     write_atomic(out / f"megc_{data.dataset}.log", megc_log(result, data.dataset))
     if run.config.recognise:
         write_atomic(out / "str.csv", str_csv(run.predictions))
@@ -320,6 +318,6 @@ def _save_final_models(out: Path, data: SpotData, feats: dict[tuple[str, str], V
             "features": asdict(config.feature_config())}
     write_atomic(out / "spotter.json", json.dumps(body, indent=1))
     if states:
-        import torch
+        from microexp import runs
 
-        torch.save(states, out / "spotter.pt")
+        runs.save_checkpoint(out / "spotter.pt", states)

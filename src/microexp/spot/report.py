@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +53,16 @@ def timeline_png(video: str, numbers: np.ndarray, curves: dict[str, tuple[np.nda
 
 
 def render_spot_report(run_dir: str | Path, out: str | Path | None = None, max_videos: int = 60) -> Path:
+    from microexp import runs
     from microexp.spot.groundtruth import Interval
     from microexp.spot.metrics import score
     from microexp.spot.outputs import read_spots_json
 
     run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").is_file() or not (run_dir / "curves.npz").is_file():
-        raise ConfigError(f"{run_dir}: not a spotting run (metrics.json and curves.npz expected)")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    gt_body = json.loads((run_dir / "ground_truth.json").read_text())
+    if not (run_dir / runs.METRICS).is_file() or not (run_dir / "curves.npz").is_file():
+        raise ConfigError(f"{run_dir}: not a spotting run ({runs.METRICS} and curves.npz expected)")
+    metrics = runs.read_metrics(run_dir)
+    gt_body = runs.read_json(run_dir / "ground_truth.json", "run file")
     gt = [Interval(**r) for r in gt_body["intervals"]]
     preds = read_spots_json(run_dir / "predictions.json")
     result = score(gt, preds)
