@@ -125,7 +125,8 @@ async function showResult(job) {
     document.getElementById("downloads").append(
       el("a", { id: "download-spots-json", href: files(job, "spots.json"), download: "" }, "download spots JSON"),
       el("a", { id: "download-spots-csv", href: files(job, "spots.csv"), download: "" }, "download spots CSV"),
-      el("span", { class: "note" }, "(what microexp spot --run " + job.options.spot_run + " --json / --csv writes)"));
+      el("span", { class: "note" }, "(what microexp spot --run " + job.options.spot_run + " --recognise " + job.run +
+        (job.options.face ? " --face " + job.options.face : "") + " --json / --csv writes)"));
   }
   const video = document.getElementById("video");
   video.src = files(job, "video.webm");
