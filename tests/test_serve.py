@@ -372,6 +372,8 @@ def test_a_spotting_run_spots_the_micro_expression_on_the_timeline(server: Serve
         assert page.is_visible(f"tr.spot.chosen[data-index='{hits[0]['index']}']")
 
         # the downloads are what `microexp spot` writes for the same file
+        assert "microexp spot --run spotting --recognise synth --face none --json / --csv" in page.inner_text(
+            "#downloads")
         with page.expect_download() as download:
             page.click("#download-spots-json")
         got = Path(download.value.path()).read_text()
