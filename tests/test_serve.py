@@ -1,7 +1,8 @@
 """``microexp serve`` end to end: the server runs as the CLI starts it (a subprocess on a free loopback port) and
 Debian's chromium, driven by Playwright's Python API (its own driver, no browser download), uploads a synthetic
 video with known micro-expressions, follows the job and reads the timeline; the Runs page is checked against
-the runs' metrics.json. Screenshots of every page go to the test's folder and to /tmp/serve-shots/."""
+the runs' metrics.json; a spotting run made on synthetic long videos spots a known micro-expression through the
+page. Screenshots of every page go to the test's folder and to /tmp/serve-shots/."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ from conftest import tiny_config
 from microexp.cli import main
 from microexp.errors import ConfigError, DataError
 from microexp.serve.runs import OutsideRunsError, find_runs, resolve_run
+from microexp.spot.evaluate import SpotConfig, evaluate_spotting
 from microexp.synth import load_faces, render_clip
+from microexp.synth.longvideo import LongVideoConfig, events_of, write_layout
 from microexp.train.evaluate import evaluate
 from test_predict_synth import RENDER, synth_run  # noqa: F401 - the one tiny trained run, reused
 
@@ -274,6 +277,116 @@ def test_bad_uploads_say_what_is_wrong_and_the_server_keeps_serving(server: Serv
         assert server.wait(job["id"])["message"] == message
         assert list(server.tmp.glob(f"microexp-serve-*/jobs/{job['id']}/upload*")) == []  # deleted at the end
     assert server.get("/api/info")[0] == 200
+
+
+# ---- spotting -----------------------------------------------------------------------------------------------
+
+# three 8 s long videos, one micro- and one macro-expression each; the first video's smile is the one to find
+LONG = LongVideoConfig(n_subjects=3, videos_per_subject=1, n_frames=240, fps=30.0, size=64, micro_per_video=1,
+                       macro_per_video=1, seed=3)
+
+
+@pytest.fixture(scope="module")
+def spotting(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A spotting run the cheap way (MDMD, training-free but for its fitted k and thresholds) and the first long
+    video as an MJPG file, with its known micro-expression (frames numbered from 1, as a video file's are)."""
+    d = tmp_path_factory.mktemp("spotting")
+    root = write_layout("samm_lv", LONG, d / "lv")
+    evaluate_spotting(SpotConfig(dataset="samm_lv", root=str(root), fps=LONG.fps, crop=48, face="none"),
+                      out=d / "run")
+    video = d / "long-smile.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), LONG.fps, (LONG.size, LONG.size), False)
+    for f in sorted((root / "SAMM_longvideos" / "001_1").iterdir()):
+        writer.write(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE))
+    writer.release()
+    (micro,) = [e for e in events_of(LONG)[0][2] if e.type == "micro"]
+    return {"run": d / "run", "video": video, "micro": micro}
+
+
+def spot_cli(spot_run: Path, recognise: Path, video: Path, fmt: str) -> str:
+    """What `microexp spot VIDEO --run SPOT_RUN --recognise RUN --face none --json/--csv` writes, run beside the
+    video so that its source is the name."""
+    out = video.parent / f"{video.stem}.spot-cli.{fmt}"
+    with contextlib.chdir(video.parent), open(out, "w") as f, contextlib.redirect_stdout(f):
+        assert main(["spot", video.name, "--run", str(spot_run), "--recognise", str(recognise), "--face", "none",
+                     f"--{fmt}"]) == 0
+    return out.read_text()
+
+
+def test_a_spotting_run_spots_the_micro_expression_on_the_timeline(server: Server, browser: Any, spotting: dict,
+                                                                  runs_root: Path, tmp_path: Path) -> None:
+    shutil.copytree(spotting["run"], runs_root / "spotting")  # only for this test: the Runs page lists two runs
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1100}, accept_downloads=True)
+        page.goto(server.url + "/")
+        page.wait_for_selector("#spot-run option[value=spotting]", state="attached")
+        # each choice offers its own kind of run
+        assert page.eval_on_selector_all("#run option", "os => os.map(o => o.value)") == ["demo/leaky", "synth"]
+        assert page.eval_on_selector_all("#spot-run option", "os => os.map(o => o.value)") == ["", "spotting"]
+
+        # a run of the wrong kind (as an old page or a hand-made request would send it): one line, no job
+        page.set_input_files("#file", str(spotting["video"]))
+        page.evaluate("document.getElementById('run').append(new Option('spotting', 'spotting'))")
+        page.select_option("#run", "spotting")
+        page.click("#analyse")
+        page.wait_for_function("document.getElementById('start-error').textContent.length > 0")
+        assert page.inner_text("#start-error") == ("run spotting is a spotting run (it has spotter.json): choose it "
+                                                   "as the spotting run, and a trained recognition run as the "
+                                                   "trained run")
+        status, body = server.submit("synth", spotting["video"], spot_run="synth")
+        assert status == 422 and body["detail"] == ("run synth is not a spotting run (no spotter.json): choose one "
+                                                    "made by microexp evaluate --task spot, or none")
+
+        page.select_option("#run", "synth")
+        page.select_option("#spot-run", "spotting")
+        page.select_option("#face", "none")  # face crops, for the recognition run and the spotting run alike
+        page.click("#analyse")
+        page.wait_for_selector("tr.spot", timeout=300_000)
+        assert page.inner_text("#start-error") == ""
+        spots = page.eval_on_selector_all("tr.spot", "rs => rs.map(r => ({...r.dataset}))")
+        shot(page, tmp_path, "8-analyse-spotting")
+        micro = spotting["micro"]  # frame n of the file plays from (n - 1) / fps
+        known = ((micro.onset - 1) / LONG.fps, micro.offset / LONG.fps)
+        hits = [s for s in spots if s["type"] == "micro" and float(s["start"]) < known[1]
+                and float(s["end"]) > known[0]]
+        assert len(hits) == 1, (known, spots)
+        assert hits[0]["emotion"]  # classified by the recognition run
+        # the timeline has a row per spotted type, its bars where the table says
+        bars = page.evaluate("document.getElementById('timeline').data.filter(t => t.meta === 'spot')"
+                             ".map(t => ({name: t.name, base: t.base, x: t.x, text: t.text}))")
+        micro_row = next(b for b in bars if b["name"] == "spot: micro")
+        assert any(b < known[1] and b + w > known[0] for b, w in zip(micro_row["base"], micro_row["x"], strict=True))
+        assert {b["name"] for b in bars} == {"spot: " + t for t in {s["type"] for s in spots}}
+        assert hits[0]["emotion"] in micro_row["text"]
+
+        # a click on the micro bar plays the video from the spot's start
+        index = page.evaluate("document.getElementById('timeline').data.filter(t => t.type === 'bar')"
+                              ".findIndex(t => t.name === 'spot: micro')")
+        bar = page.locator("#timeline g.trace.bars").nth(index).locator("g.point path")
+        k = next(i for i, (b, w) in enumerate(zip(micro_row["base"], micro_row["x"], strict=True))
+                 if b < known[1] and b + w > known[0])
+        bar.nth(k).scroll_into_view_if_needed()  # the timeline lies below the fold of the page
+        box = bar.nth(k).bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_function(f"Math.abs(document.getElementById('video').currentTime - {hits[0]['start']}) < 0.05")
+        assert page.is_visible(f"tr.spot.chosen[data-index='{hits[0]['index']}']")
+
+        # the downloads are what `microexp spot` writes for the same file
+        assert "microexp spot --run spotting --recognise synth --face none --json / --csv" in page.inner_text(
+            "#downloads")
+        with page.expect_download() as download:
+            page.click("#download-spots-json")
+        got = Path(download.value.path()).read_text()
+        assert got == spot_cli(runs_root / "spotting", runs_root / "synth", spotting["video"], "json")
+        assert download.value.suggested_filename == "long-smile.spots.json"
+        assert json.loads(got)["source"] == "long-smile.avi"
+        with page.expect_download() as download:
+            page.click("#download-spots-csv")
+        assert Path(download.value.path()).read_text() == spot_cli(runs_root / "spotting", runs_root / "synth",
+                                                                   spotting["video"], "csv")
+        page.close()
+    finally:
+        shutil.rmtree(runs_root / "spotting")
 
 
 # ---- jobs -------------------------------------------------------------------------------------------------------

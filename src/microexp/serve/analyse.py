@@ -7,7 +7,10 @@ same input) and :mod:`microexp.explain` for the saliency of each interval. Files
 * ``progress.json`` (phase, fraction), ``status.json`` (done / failed with one line);
 * ``result/result.json``, ``result/result.csv``; ``result/intervals.json`` (per segment: the window explained and
   its figure); ``result/saliency-N.png`` / ``.gif``; ``result/video.webm`` (the frames re-encoded as VP8, which
-  every browser plays, whatever the uploaded codec was).
+  every browser plays, whatever the uploaded codec was);
+* with a spotting run: ``result/spots.json`` / ``result/spots.csv`` (what ``microexp spot VIDEO --run SPOT_RUN
+  --recognise RUN [--face F] --json`` / ``--csv`` print) and ``result/spot-intervals.json`` (each spot with its
+  place in the video, for the timeline).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 # imported once by the forkserver the jobs fork from (seconds per job on a busy machine; errors are ignored)
-PRELOAD = ["microexp.serve.analyse", "microexp.predict", "microexp.explain.saliency", "microexp.train.evaluate",
+PRELOAD = ["microexp.serve.analyse", "microexp.predict", "microexp.spot.api", "microexp.explain.saliency", "microexp.train.evaluate",
            "microexp.models", "matplotlib.pyplot", "imageio.v2", "av"]
 MAX_EXPLAINED = 40  # saliency figures per job: the longest videos have hundreds of segments
 
@@ -85,7 +88,8 @@ def run_job(spec: dict[str, Any]) -> None:
             status = {"state": "done", "message": summary}
         except MicroexpError as exc:
             # the page names the user's file, not the server's temporary copies of it
-            message = re.sub(re.escape(str(work)) + r"/microexp-predict-[^:/\s]+", spec["name"], str(exc))
+            message = re.sub(re.escape(str(work)) + r"/(microexp-predict-[^:/\s]+|spot/[^:/\s]+)", spec["name"],
+                             str(exc))
             status = {"state": "failed", "message": message.replace(str(spec["input"]), spec["name"])}
     except Exception as exc:  # noqa: BLE001 - the page shows one line; the server keeps serving
         status = {"state": "failed", "message": f"analysis failed: {type(exc).__name__}: {exc}"}
@@ -99,6 +103,11 @@ def analyse(path: Path, name: str, run_dir: Path, out: Path, progress: Progress,
     out.mkdir(parents=True, exist_ok=True)
     progress("loading the model", 0.02)
     predictor = microexp.load(run_dir, face=options.get("face"))
+    spotter = None
+    if options.get("spot_run_dir"):
+        from microexp.spot.api import Spotter
+
+        spotter = Spotter.load(options["spot_run_dir"])  # before the long part: a wrong run fails at once
     if path.is_dir():
         result = _predict(predictor, path, None, progress, options)  # frame rate: the training clips'
         src = open_input(path, fps=result.fps)
@@ -114,6 +123,9 @@ def analyse(path: Path, name: str, run_dir: Path, out: Path, progress: Progress,
         (out / "result.csv").write_text(result.to_csv())
         intervals = explain_segments(predictor, src, result, out, progress)
         (out / "intervals.json").write_text(json.dumps(intervals, indent=1))
+        spotted = None
+        if spotter is not None:
+            spotted = spot_video(spotter, path, name, predictor, out, progress, options)
         progress("preparing the video for the browser", 0.95)
         write_webm(src.frames, src.fps, out / "video.webm")
     finally:
@@ -121,10 +133,43 @@ def analyse(path: Path, name: str, run_dir: Path, out: Path, progress: Progress,
     progress("done", 1.0)
     summary = (f"{len(result.windows)} window(s), {len(result.segments)} interval(s), {len(result.gaps)} gap(s) "
                f"in {result.n_frames} frames at {result.fps:g} fps")
-    if options.get("spot_run"):
-        # the choice is offered once microexp.spot exists; running a spotting model here waits for its public API
-        summary += f"; spotting run {options['spot_run']} noted, spotting intervals not shown yet"
+    if spotted is not None:
+        kinds = [s.type for s in spotted.spots]
+        summary += (f"; spotting run {options['spot_run']}: {kinds.count('micro')} micro, {kinds.count('macro')} "
+                    f"macro interval(s)")
     return summary
+
+
+def spot_video(spotter: Any, path: Path, name: str, predictor: Any, out: Path, progress: Progress,
+               options: dict[str, Any]) -> Any:
+    """The spotting run on the input, streamed as ``microexp spot`` reads it, each spot classified by the
+    recognition run; writes spots.json / spots.csv and spot-intervals.json (each spot's place in the video)."""
+    progress("spotting", 0.9)
+    if path.is_dir():
+        target = path  # the folder as the user named it: the source the CLI prints too
+        from microexp.data.frames import list_frames
+
+        position = {n: i for i, n in enumerate(list_frames(path)[1])}
+    else:
+        # the upload under the user's file name: the spots' video field (the file's stem) is then the CLI's
+        target = path.parent / "work" / "spot" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        target.symlink_to(path.resolve())
+        position = None  # a video file's frames are numbered from 1
+    result = spotter.spot(target, recognise=predictor, face=options.get("face"))
+    result.source = name  # as `microexp spot NAME` prints it, run beside the file (a folder: the path given)
+    (out / "spots.json").write_text(result.to_json() + "\n")  # print() ends the CLI's output with a newline
+    (out / "spots.csv").write_text(result.to_csv())
+    placed = []
+    for i, s in enumerate(result.spots):
+        first = position.get(s.onset, s.onset) if position is not None else s.onset - 1
+        last = position.get(s.offset, s.offset) if position is not None else s.offset - 1
+        placed.append({"index": i, "type": s.type, "onset": s.onset, "offset": s.offset, "score": s.score,
+                       "emotion": s.emotion, "start_time": first / result.fps, "end_time": (last + 1) / result.fps})
+    (out / "spot-intervals.json").write_text(json.dumps({"run": options.get("spot_run"), "fps": result.fps,
+                                                         "spots": placed}, indent=1))
+    return result
 
 
 def _predict(predictor: Any, target: Path, fps: float | None, progress: Progress, options: dict[str, Any]) -> Any:
@@ -147,7 +192,7 @@ def explain_segments(predictor: Any, src: Any, result: Any, out: Path, progress:
     models: dict[Path, Any] = {}
     segments = result.segments[:MAX_EXPLAINED]
     for i, seg in enumerate(segments):
-        progress(f"saliency {i + 1}/{len(segments)}", 0.75 + 0.2 * i / max(1, len(segments)))
+        progress(f"saliency {i + 1}/{len(segments)}", 0.75 + 0.15 * i / max(1, len(segments)))
         covering = [w for w in result.windows if w.start_frame <= seg.end_frame and w.end_frame >= seg.start_frame]
         best = max(covering, key=lambda w: w.probabilities[seg.label])
         entry = {"index": i, "start_frame": seg.start_frame, "end_frame": seg.end_frame, "start_time": seg.start_time,

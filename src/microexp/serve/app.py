@@ -28,7 +28,9 @@ from microexp.serve.runs import OutsideRunsError, list_runs, resolve_run, run_su
 STATIC = Path(__file__).with_name("static")
 DEFAULT_MAX_UPLOAD_MB = 512
 RESULT_FILES = {"result.json": "application/json", "result.csv": "text/csv", "intervals.json": "application/json",
-                "video.webm": "video/webm"}
+                "video.webm": "video/webm", "spots.json": "application/json", "spots.csv": "text/csv",
+                "spot-intervals.json": "application/json"}
+DOWNLOADS = {"result.json": ".json", "result.csv": ".csv", "spots.json": ".spots.json", "spots.csv": ".spots.csv"}
 CHUNK = 1 << 20
 
 
@@ -158,6 +160,9 @@ def create_app(runs: Path, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, work
             raise HTTPException(422, f"face {face!r}: give dlib (detect and crop faces) or none (frames are face "
                                      "crops), or leave it out (the run's default: faces detected)")
         run_dir = run_path(run, need="config.yaml")
+        if (run_dir / "spotter.json").is_file():
+            raise HTTPException(422, f"run {run} is a spotting run (it has spotter.json): choose it as the spotting "
+                                     "run, and a trained recognition run as the trained run")
         if not (run_dir / "checkpoints").is_dir() or not any((run_dir / "checkpoints").glob("*.pt")):
             raise HTTPException(422, f"run {run}: no checkpoints/*.pt in it, so it cannot classify videos "
                                      "(was it made with save_checkpoints: false, or is it a scikit-learn baseline?)")
@@ -166,7 +171,11 @@ def create_app(runs: Path, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, work
         if spot_run:
             if not spot_available():
                 raise HTTPException(422, "spotting is not available in this microexp (no microexp.spot module)")
-            options["spot_run"], options["spot_run_dir"] = spot_run, str(run_path(spot_run, need="config.yaml"))
+            spot_dir = run_path(spot_run, need="config.yaml")
+            if not (spot_dir / "spotter.json").is_file():
+                raise HTTPException(422, f"run {spot_run} is not a spotting run (no spotter.json): choose one made "
+                                         "by microexp evaluate --task spot, or none")
+            options["spot_run"], options["spot_run_dir"] = spot_run, str(spot_dir)
         job_id, job_dir = jobs().new_job_dir()
         try:
             if folder:
@@ -211,10 +220,9 @@ def create_app(runs: Path, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, work
         # names are file names the job itself wrote: no folders, nothing else
         if media is None or "/" in name or name.startswith(".") or not path.is_file():
             raise HTTPException(404, f"job {job_id} has no file {name!r}")
-        download = name.startswith("result.")
         stem = Path(job.name).stem or "result"
-        headers = {"Content-Disposition": f'attachment; filename="{_safe_name(stem)}{Path(name).suffix}"'} \
-            if download else None
+        headers = {"Content-Disposition": f'attachment; filename="{_safe_name(stem)}{DOWNLOADS[name]}"'} \
+            if name in DOWNLOADS else None
         return FileResponse(path, media_type=media, headers=headers)
 
     @app.exception_handler(HTTPException)

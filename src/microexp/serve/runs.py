@@ -71,7 +71,9 @@ def run_summary(root: Path, rel: str) -> dict[str, Any]:
             "control": {"uf1": _number(control, "uf1"), "uar": _number(control, "uar")} if control else None,
             "chance": m.get("chance"), "epoch_policy": policy.get("name"), "leaky": bool(policy.get("leaky")),
             "classes": m.get("classes"), "n_clips": m.get("n_clips"), "n_subjects": m.get("n_subjects"),
-            "seeds": m.get("seeds"), "predictable": ckpts.is_dir() and any(ckpts.glob("*.pt"))}
+            "seeds": m.get("seeds"), "predictable": ckpts.is_dir() and any(ckpts.glob("*.pt")),
+            # a spotting run (microexp evaluate --task spot) spots; the page offers it in the spotting choice only
+            "spotting": (path / "spotter.json").is_file()}
 
 
 def list_runs(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:

@@ -111,13 +111,15 @@ class Spotter:
             spots += spots_of(Curve(self.dataset, subject, name, feats.numbers, values), p)
         spots.sort(key=lambda s: (s.onset, s.type))
         if recognise is not None and spots:
-            spots = recognise_spots(video, spots, recognise, fps)
+            spots = recognise_spots(video, spots, recognise, fps, face)
         return SpotResult(str(video), fps, feats.n_frames, spots, feats.gaps, curves)
 
 
-def recognise_spots(video: str | Path, spots: list[Spot], recognise: Any, fps: float) -> list[Spot]:
+def recognise_spots(video: str | Path, spots: list[Spot], recognise: Any, fps: float,
+                    face: str | None = None) -> list[Spot]:
     """Each spot with the class a recognition run gives its frames (mapped to negative / positive / surprise where
-    the run's classes allow)."""
+    the run's classes allow); ``face`` as for the spotting (``none``: the frames are face crops) when ``recognise``
+    is a run directory."""
     from dataclasses import replace
 
     from microexp.errors import MicroexpError
@@ -126,7 +128,7 @@ def recognise_spots(video: str | Path, spots: list[Spot], recognise: Any, fps: f
     if isinstance(recognise, str | Path):
         from microexp.predict import load as load_predictor
 
-        predictor = load_predictor(recognise)
+        predictor = load_predictor(recognise, face=face)
     labels: dict[int, str] = {}
     held: dict[int, list[np.ndarray]] = {}  # frames of the spots that are open at the current frame, only
 

@@ -5,6 +5,8 @@ let chosenFile = null;
 let shown = null;  // id of the job whose result is on the page
 let latest = null;  // id of the job submitted last: its result is shown when it finishes
 let intervals = [];
+let spots = [];  // the spotting run's intervals (spot-intervals.json), when the job had one
+const SPOT_COLOURS = { micro: "#e6550d", macro: "#756bb1" };
 
 function setError(text) { document.getElementById("start-error").textContent = text; }
 
@@ -13,7 +15,7 @@ async function loadRuns() {
     const [info, data] = await Promise.all([api("/api/info"), api("/api/runs")]);
     document.getElementById("limits").textContent =
       "Uploads up to " + info.max_upload_mb + " MB. Runs from " + info.runs + ".";
-    const usable = data.runs.filter((r) => r.predictable);
+    const usable = data.runs.filter((r) => r.predictable && !r.spotting);
     const select = document.getElementById("run");
     select.replaceChildren(...usable.map((r) => el("option", { value: r.run },
       r.run + " (" + r.model + ", " + (r.classes || []).join("/") + ")")));
@@ -21,7 +23,7 @@ async function loadRuns() {
     if (info.spot) {  // only where this microexp has the spotting module
       document.getElementById("spot-choice").hidden = false;
       document.getElementById("spot-run").replaceChildren(el("option", { value: "" }, "none"),
-        ...data.runs.map((r) => el("option", { value: r.run }, r.run)));
+        ...data.runs.filter((r) => r.spotting).map((r) => el("option", { value: r.run }, r.run)));
     }
   } catch (err) {
     setError(err.message);
@@ -110,6 +112,7 @@ async function showResult(job) {
   shown = job.id;
   const [result, found] = await Promise.all([api(files(job, "result.json")), api(files(job, "intervals.json"))]);
   intervals = found;
+  spots = job.options.spot_run ? (await api(files(job, "spot-intervals.json"))).spots : [];
   document.getElementById("result").hidden = false;
   document.getElementById("result").dataset.job = job.id;
   document.getElementById("result-title").textContent = result.source + ": " + result.n_frames + " frames at " +
@@ -118,11 +121,19 @@ async function showResult(job) {
     el("a", { id: "download-json", href: files(job, "result.json"), download: "" }, "download JSON"),
     el("a", { id: "download-csv", href: files(job, "result.csv"), download: "" }, "download CSV"),
     el("span", { class: "note" }, "(what microexp predict --json / --csv writes)"));
+  if (job.options.spot_run) {
+    document.getElementById("downloads").append(
+      el("a", { id: "download-spots-json", href: files(job, "spots.json"), download: "" }, "download spots JSON"),
+      el("a", { id: "download-spots-csv", href: files(job, "spots.csv"), download: "" }, "download spots CSV"),
+      el("span", { class: "note" }, "(what microexp spot --run " + job.options.spot_run + " --recognise " + job.run +
+        (job.options.face ? " --face " + job.options.face : "") + " --json / --csv writes)"));
+  }
   const video = document.getElementById("video");
   video.src = files(job, "video.webm");
   video.onerror = () => { document.getElementById("video-note").textContent = "this browser cannot play the video"; };
   drawTimeline(result);
   drawIntervals(result);
+  drawSpots(job);
   document.getElementById("saliency").replaceChildren();
 }
 
@@ -130,7 +141,8 @@ function colour(result, label) { return PALETTE[result.classes.indexOf(label) % 
 
 function drawTimeline(result) {
   const traces = [];
-  const rows = [...result.classes, "gap"];
+  const spotRows = ["micro", "macro"].filter((t) => spots.some((s) => s.type === t)).map((t) => "spot: " + t);
+  const rows = [...spotRows, ...result.classes, "gap"];
   for (const label of result.classes) {
     const segs = intervals.filter((s) => s.label === label);
     traces.push({ type: "bar", orientation: "h", name: label, y: segs.map(() => label),
@@ -142,6 +154,14 @@ function drawTimeline(result) {
     traces.push({ type: "bar", orientation: "h", name: "gap", y: result.gaps.map(() => "gap"),
       base: result.gaps.map((g) => g.start_time), x: result.gaps.map((g) => g.end_time - g.start_time),
       text: result.gaps.map((g) => g.reason), marker: { color: "#bbb" }, hovertemplate: "%{text}<extra></extra>" });
+  }
+  for (const row of spotRows) {  // the spotting run's intervals, a row per type, the recognised class on the bar
+    const found = spots.filter((s) => "spot: " + s.type === row);
+    traces.push({ type: "bar", orientation: "h", name: row, y: found.map(() => row), meta: "spot",
+      base: found.map((s) => s.start_time), x: found.map((s) => s.end_time - s.start_time),
+      customdata: found.map((s) => s.index), text: found.map((s) => s.emotion), textposition: "inside",
+      marker: { color: SPOT_COLOURS[found[0].type] }, xaxis: "x", yaxis: "y",
+      hovertemplate: "%{y} from %{base:.2f} s, %{x:.2f} s long: %{text}<extra>spot %{customdata}</extra>" });
   }
   const centres = result.windows.map((w) => (w.start_time + w.end_time) / 2);
   for (const label of result.classes) {
@@ -159,7 +179,8 @@ function drawTimeline(result) {
   Plotly.newPlot(div, traces, layout, { displaylogo: false, responsive: true });
   div.on("plotly_click", (ev) => {
     const point = ev.points.find((p) => p.customdata !== undefined);
-    if (point) select(point.customdata);
+    if (point && point.data.meta === "spot") selectSpot(point.customdata);
+    else if (point) select(point.customdata);
   });
   const video = document.getElementById("video");
   video.ontimeupdate = () => Plotly.relayout(div, { "shapes[0].x0": video.currentTime, "shapes[0].x1": video.currentTime });
@@ -183,6 +204,32 @@ function drawIntervals(result) {
   document.getElementById("gaps").replaceChildren(...result.gaps.map((g) => el("p", { class: "note gap" },
     "gap, frames " + g.start_frame + "-" + g.end_frame + " (" + g.start_time.toFixed(2) + "-" +
     g.end_time.toFixed(2) + " s): " + g.reason)));
+}
+
+function drawSpots(job) {
+  const box = document.getElementById("spots");
+  if (!job.options.spot_run) { box.replaceChildren(); return; }
+  const table = el("table", { id: "spots-table" }, el("tr", {}, el("th", {}, "#"), el("th", { class: "l" }, "type"),
+    el("th", {}, "frames"), el("th", {}, "time (s)"), el("th", {}, "score"), el("th", { class: "l" }, "class")));
+  for (const s of spots) {
+    table.append(el("tr", { class: "spot", "data-index": s.index, "data-type": s.type, "data-emotion": s.emotion,
+      "data-start": s.start_time, "data-end": s.end_time, onclick: () => selectSpot(s.index) },
+      el("td", {}, s.index), el("td", { class: "l" }, el("span", { style: "color:" + SPOT_COLOURS[s.type] }, "■ "),
+        s.type), el("td", {}, s.onset + "-" + s.offset),
+      el("td", {}, s.start_time.toFixed(2) + "-" + s.end_time.toFixed(2)), el("td", {}, s.score.toFixed(3)),
+      el("td", { class: "l" }, s.emotion || "-")));
+  }
+  box.replaceChildren(el("h2", {}, "Spotted intervals (" + job.options.spot_run + ")"),
+    spots.length ? table : el("p", { class: "note" }, "the spotting run found no interval in this video"));
+}
+
+function selectSpot(index) {  // a spot has no saliency: the video plays from its start
+  const s = spots.find((x) => x.index === index);
+  if (!s) return;
+  for (const row of document.querySelectorAll("tr.spot")) row.classList.toggle("chosen", Number(row.dataset.index) === index);
+  const video = document.getElementById("video");
+  video.pause();
+  video.currentTime = s.start_time;
 }
 
 function select(index) {

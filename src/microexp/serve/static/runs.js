@@ -18,7 +18,8 @@ async function load() {
       ...COLUMNS.map(([, title]) => el("th", { class: "l" }, title)), el("th", { class: "l" }, "leaky"),
       el("th", { class: "l" }, "report")));
     for (const run of data.runs) {
-      const row = el("tr", { "data-run": run.run }, el("td", { class: "l", "data-key": "run" }, run.run));
+      const row = el("tr", { "data-run": run.run }, el("td", { class: "l", "data-key": "run" },
+        run.run + (run.spotting ? " (spotting)" : "")));
       for (const [key] of COLUMNS) row.append(el("td", { class: "l", "data-key": key }, cell(run, key)));
       row.append(el("td", { class: "l", "data-key": "leaky" },
         run.leaky ? el("span", { class: "leaky" }, "LEAKY") : "no"));
