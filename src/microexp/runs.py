@@ -8,6 +8,7 @@
     RUN_DIR/repairs.csv          clip, repair (a known error of the release, and what was done about it)
     RUN_DIR/folds/<task>.json    each finished fold task (written atomically as it ends; resuming reads them)
     RUN_DIR/checkpoints/seed{S}-{fold}.pt       torch models (``.joblib`` for scikit-learn baselines)
+    RUN_DIR/spotter.json (+ spotter.pt)         a spotting run's fitted spotter (microexp.spot)
 
 Checkpoints are read with ``torch.load(weights_only=True)`` only: a run directory someone sent you may hold a
 pickle that runs code when unpickled, and the safe loader refuses it (:func:`load_checkpoint`). What a
@@ -38,6 +39,7 @@ REPAIRS = "repairs.csv"
 FOLDS = "folds"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_KEYS = ("model", "state_dict", "preprocess", "classes")
+SPOTTER = "spotter.json"  # what a spotting run (microexp.spot) fitted on all its subjects
 
 
 # ------------------------------------------------------------------------------------------------------ paths
@@ -197,6 +199,16 @@ def _fold_of(stem: str) -> str:
     return stem.split("-", 1)[1] if stem.startswith("seed") and "-" in stem else stem
 
 
+def checkpoint_files(run_dir: str | Path) -> list[Path]:
+    """The torch checkpoints of a run directory, sorted (empty when it has none)."""
+    folder = Path(run_dir) / CHECKPOINTS
+    return sorted(folder.glob("*.pt")) if folder.is_dir() else []
+
+
+def is_spotting_run(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / SPOTTER).is_file()
+
+
 def find_checkpoints(run_dir: str | Path, fold: str | None = None) -> list[Checkpoint]:
     """Checkpoints of a run directory (not yet read); ``fold`` (a fold name or checkpoint file stem) selects
     some. ``run_dir`` may also be one ``.pt`` file."""
@@ -208,7 +220,7 @@ def find_checkpoints(run_dir: str | Path, fold: str | None = None) -> list[Check
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: not a run directory (expected a folder with checkpoints/)")
     folder = run_dir / CHECKPOINTS
-    paths = sorted(folder.glob("*.pt")) if folder.is_dir() else []
+    paths = checkpoint_files(run_dir)
     if not paths and folder.is_dir() and any(folder.glob("*.joblib")):
         raise ConfigError(f"{run_dir}: a scikit-learn baseline run (checkpoints/*.joblib); predict and export "
                           "take the torch models")

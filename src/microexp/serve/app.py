@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from microexp import runs as rundir
 from microexp.errors import ConfigError, DataError
 from microexp.serve.jobs import Job, JobManager
 from microexp.serve.runs import OutsideRunsError, list_runs, resolve_run, run_summary
@@ -160,10 +161,10 @@ def create_app(runs: Path, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, work
             raise HTTPException(422, f"face {face!r}: give dlib (detect and crop faces) or none (frames are face "
                                      "crops), or leave it out (the run's default: faces detected)")
         run_dir = run_path(run, need="config.yaml")
-        if (run_dir / "spotter.json").is_file():
+        if rundir.is_spotting_run(run_dir):
             raise HTTPException(422, f"run {run} is a spotting run (it has spotter.json): choose it as the spotting "
                                      "run, and a trained recognition run as the trained run")
-        if not (run_dir / "checkpoints").is_dir() or not any((run_dir / "checkpoints").glob("*.pt")):
+        if not rundir.checkpoint_files(run_dir):
             raise HTTPException(422, f"run {run}: no checkpoints/*.pt in it, so it cannot classify videos "
                                      "(was it made with save_checkpoints: false, or is it a scikit-learn baseline?)")
         options: dict[str, Any] = {"run_dir": str(run_dir), "window": window or None, "stride": stride or None,
@@ -172,7 +173,7 @@ def create_app(runs: Path, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, work
             if not spot_available():
                 raise HTTPException(422, "spotting is not available in this microexp (no microexp.spot module)")
             spot_dir = run_path(spot_run, need="config.yaml")
-            if not (spot_dir / "spotter.json").is_file():
+            if not rundir.is_spotting_run(spot_dir):
                 raise HTTPException(422, f"run {spot_run} is not a spotting run (no spotter.json): choose one made "
                                          "by microexp evaluate --task spot, or none")
             options["spot_run"], options["spot_run_dir"] = spot_run, str(spot_dir)

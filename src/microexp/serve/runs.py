@@ -7,11 +7,11 @@ does not lie under ``--runs``.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from microexp import runs as rundir
 from microexp.errors import ConfigError, DataError
 
 
@@ -59,21 +59,17 @@ def _number(m: dict[str, Any], key: str) -> dict[str, float] | None:
 def run_summary(root: Path, rel: str) -> dict[str, Any]:
     """The headline of one run: what the Runs page shows in its table."""
     path = resolve_run(root, rel)
-    try:
-        m = json.loads((path / "metrics.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"run {rel}: unreadable metrics.json ({exc})") from None
+    m = rundir.read_metrics(path)
     policy = m.get("epoch_policy") or {}
     control = m.get("control") or {}
-    ckpts = path / "checkpoints"
     return {"run": rel, "model": m.get("model"), "dataset": m.get("dataset"), "protocol": m.get("protocol"),
             "uf1": _number(m, "uf1"), "uar": _number(m, "uar"), "accuracy": _number(m, "accuracy"),
             "control": {"uf1": _number(control, "uf1"), "uar": _number(control, "uar")} if control else None,
             "chance": m.get("chance"), "epoch_policy": policy.get("name"), "leaky": bool(policy.get("leaky")),
             "classes": m.get("classes"), "n_clips": m.get("n_clips"), "n_subjects": m.get("n_subjects"),
-            "seeds": m.get("seeds"), "predictable": ckpts.is_dir() and any(ckpts.glob("*.pt")),
+            "seeds": m.get("seeds"), "predictable": bool(rundir.checkpoint_files(path)),
             # a spotting run (microexp evaluate --task spot) spots; the page offers it in the spotting choice only
-            "spotting": (path / "spotter.json").is_file()}
+            "spotting": rundir.is_spotting_run(path)}
 
 
 def list_runs(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:

@@ -70,7 +70,7 @@ class Spotter:
     @classmethod
     def load(cls, run_dir: str | Path) -> Spotter:
         run_dir = Path(run_dir)
-        path = run_dir / "spotter.json"
+        path = run_dir / runs.SPOTTER
         if not path.is_file():
             raise ConfigError(f"{run_dir}: not a spotting run (no spotter.json); make one with "
                               "microexp evaluate --task spot")

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from microexp import runs as rundir
 from microexp.errors import ConfigError
 from microexp.spot.data import SpotData, load_spot_data
 from microexp.spot.detect import (
@@ -262,14 +263,13 @@ def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
 
 def write_run(run: SpotRun, out: Path, data: SpotData, result: Any, curves: dict[tuple[str, str, str], np.ndarray],
               feats: dict[tuple[str, str], VideoFeatures]) -> Path:
-    from microexp import runs
     from microexp.fileio import write_atomic
 
-    if (out / runs.METRICS).exists():
+    if (out / rundir.METRICS).exists():
         raise ConfigError(f"{out} already holds a run; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    runs.write_config(out, {"task": "spot", **run.config.to_dict(), "fps": data.fps})
-    runs.write_metrics(out, run.metrics)
+    rundir.write_config(out, {"task": "spot", **run.config.to_dict(), "fps": data.fps})
+    rundir.write_metrics(out, run.metrics)
     write_atomic(out / f"megc_{data.dataset}.log", megc_log(result, data.dataset))
     if run.config.recognise:
         write_atomic(out / "str.csv", str_csv(run.predictions))
@@ -291,7 +291,6 @@ def _save_final_models(out: Path, data: SpotData, feats: dict[tuple[str, str], V
                        gt: list[Interval], config: SpotConfig) -> None:
     """The spotter fitted on every subject (k, interval shape, threshold and, when learned, the network), for
     spotting new videos: ``spotter.json`` (+ ``spotter.pt`` with the networks)."""
-    from microexp.fileio import write_atomic
 
     params, states = {}, {}
     computed = set(next(iter(feats.values())).ks) if feats else set()
@@ -316,8 +315,6 @@ def _save_final_models(out: Path, data: SpotData, feats: dict[tuple[str, str], V
         params[t] = TypeParams(t, p.k, p.before, p.after, th).to_dict()
     body = {"method": config.method, "dataset": data.dataset, "fps": data.fps, "types": params,
             "features": asdict(config.feature_config())}
-    write_atomic(out / "spotter.json", json.dumps(body, indent=1))
+    rundir.write_json(out / rundir.SPOTTER, body, indent=1)
     if states:
-        from microexp import runs
-
-        runs.save_checkpoint(out / "spotter.pt", states)
+        rundir.save_checkpoint(out / "spotter.pt", states)
