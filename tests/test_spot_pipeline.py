@@ -140,6 +140,14 @@ def test_a_learned_spotter_with_a_malicious_pickle_is_refused(runs, tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_predict_with_a_spotting_run_says_to_use_spot(runs, lv30, capsys):
+    run = runs["mdmd"].out
+    assert main(["predict", str(lv30 / "SAMM_longvideos" / "002_1"), "--run", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"microexp predict: error: {run} is a spotting run (it has spotter.json): it finds intervals in "
+                   f"long videos; use microexp spot VIDEO --run {run} (Python: microexp.load(run).spot(video))")
+
+
 def test_a_video_file_is_streamed_like_its_frame_folder(lv30, tmp_path):
     folder = lv30 / "SAMM_longvideos" / "001_1"
     frames = sorted(folder.iterdir())[:90]

@@ -38,7 +38,7 @@ from microexp.predict.windows import (
     window_starts,
 )
 from microexp.preprocess.config import PreprocessConfig
-from microexp.runs import Checkpoint, read_checkpoints
+from microexp.runs import SPOTTER, Checkpoint, is_spotting_run, read_checkpoints
 from microexp.runtime import tune_allocator
 
 FACES = ("dlib", "none")
@@ -254,6 +254,9 @@ def load(run_dir: str | Path, fold: str | None = None, device: str = "cpu", face
     (``face: none``) detects and crops the face in the input (frames without one become gaps; see the module
     docstring); ``"dlib"``: detect and crop; ``"none"``: the input frames are face crops already.
     """
+    if is_spotting_run(run_dir):
+        raise ConfigError(f"{run_dir} is a spotting run (it has {SPOTTER}): it finds intervals in long videos; "
+                          f"use microexp spot VIDEO --run {run_dir} (Python: microexp.load(run).spot(video))")
     tune_allocator()
     predictor = TorchPredictor(read_checkpoints(Path(run_dir), fold), device)
     predictor.choose_face(face)
