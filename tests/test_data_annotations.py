@@ -9,25 +9,11 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from _real import CASME2, CASME3, CASME3_MM, CASME_SQ, GT, REAL, SAMM, SAMM_LV, need
 from microexp.data import casme2, casme3, casme_sq, classes, megc2019, samm, samm_lv
 from microexp.data.records import ClipRecord
 from microexp.data.registry import dataset_names
 from microexp.errors import AnnotationError
-
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-annotations"
-CASME2 = REAL / "casme2" / "CASME2-coding-20190701.xlsx"
-SAMM = REAL / "samm" / "SAMM_Micro_FACS_Codes_v2.xlsx"
-SAMM_LV = REAL / "samm" / "SAMM_LongVideos_V2_Release.csv"
-GT = REAL / "megc2019" / "combined_3class_gt.csv"
-CASME3 = REAL / "casme3" / "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"
-CASME3_MM = REAL / "casme3" / "CAS(ME)3_part_A_v2.xls"
-CASME_SQ = REAL / "casme_sq" / "CAS(ME)^2code_final(Updated).csv"
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return path
 
 
 def as_records(rows, dataset: str = "x") -> list[ClipRecord]:

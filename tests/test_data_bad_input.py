@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _real import REAL
 from microexp.cli import main
 from microexp.data.check import check_dataset
 from microexp.data.registry import get_dataset, load_dataset
 from microexp.errors import AnnotationError, ConfigError
 from microexp.synth.fixtures import build_fixture, placeholder_renderer
-
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-annotations"
 
 
 def _one_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from _real import REAL
 from microexp.cli import main
 from microexp.data.registry import load_dataset
-
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-annotations"
 
 
 def test_synth_layout_then_data_check(tmp_path, capsys):

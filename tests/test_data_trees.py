@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _real import REAL
 from microexp.data import megc2019
 from microexp.data.check import check_dataset, hints
 from microexp.data.registry import load_dataset
@@ -21,7 +22,6 @@ from microexp.preprocess.pipeline import select_positions
 from microexp.synth import fixtures
 from microexp.synth.fixtures import Fixture, build_fixture, placeholder_renderer
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-annotations"
 REAL_FILES = {
     "casme2": REAL / "casme2" / "CASME2-coding-20190701.xlsx",
     "samm": REAL / "samm" / "SAMM_Micro_FACS_Codes_v2.xlsx",

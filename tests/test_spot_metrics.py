@@ -4,27 +4,15 @@ STRS and the output formats."""
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+from _real import CASME3, CASME3_MM, CASME_SQ, SAMM_LV, need
+from _real import SAMM as SAMM_MICRO
 from microexp.spot import groundtruth as gtm
 from microexp.spot.groundtruth import GroundTruth, Interval
 from microexp.spot.metrics import Spot, iou, match, score, strs
 from microexp.spot.outputs import megc_log, parse_megc_log, str_csv
-
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-annotations"
-SAMM_LV = REAL / "samm" / "SAMM_LongVideos_V2_Release.csv"
-SAMM_MICRO = REAL / "samm" / "SAMM_Micro_FACS_Codes_v2.xlsx"
-CASME_SQ = REAL / "casme_sq" / "CAS(ME)^2code_final(Updated).csv"
-CASME3_MM = REAL / "casme3" / "CAS(ME)3_part_A_v2.xls"
-CASME3 = REAL / "casme3" / "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return path
 
 
 # ------------------------------------------------------------------------------------------------ ground truth
