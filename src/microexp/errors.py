@@ -1,6 +1,12 @@
 """One exception family. Messages name the file, row, column or value at fault; the CLI prints them on one line."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class MicroexpError(Exception):
     """Base class for every error microexp raises on purpose."""
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from microexp.errors import ConfigError, DataError
+from microexp.errors import ConfigError, DataError, first_line
 from microexp.fileio import output_errors, write_atomic
 
 CONFIG = "config.yaml"
@@ -72,7 +72,7 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise DataError(f"{path}: missing (not a run directory?)") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DataError(f"{path}: unreadable run file ({_first_line(exc)})") from None
+        raise DataError(f"{path}: unreadable run file ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: not a run configuration (a YAML mapping expected)")
     return data
@@ -95,17 +95,12 @@ def read_json(path: Path, what: str = "file") -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable {what} ({_first_line(exc)})") from None
+        raise DataError(f"{path}: unreadable {what} ({first_line(exc)})") from None
 
 
 def write_json(path: Path, data: Any, indent: int | None = None) -> Path:
     write_atomic(path, json.dumps(data, indent=indent))
     return path
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------------- tables
@@ -135,7 +130,7 @@ def read_table(run_dir: str | Path, name: str) -> Any:
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: unreadable run file ({_first_line(exc)})") from None
+        raise DataError(f"{path}: unreadable run file ({first_line(exc)})") from None
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
@@ -188,7 +183,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu",
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure (or a refused global) is a bad file
         raise DataError(f"{path}: not a readable microexp checkpoint ({type(exc).__name__}: "
-                        f"{_first_line(exc)})") from None
+                        f"{first_line(exc)})") from None
     missing = [k for k in keys if not isinstance(data, dict) or k not in data]
     if missing or not isinstance(data, dict):
         raise DataError(f"{path}: not a microexp checkpoint (missing {missing})")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from microexp.errors import ConfigError, DataError
+from microexp.errors import ConfigError, DataError, first_line
 from microexp.fileio import check_output_file, output_errors
 from microexp.predict.predictor import Predictor, TorchPredictor
 from microexp.preprocess.config import PreprocessConfig
@@ -44,7 +44,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, fold: str | None = None, o
                               dynamic_axes={**{n: {0: "batch"} for n in predictor.streams}, PROBABILITIES: {0: "batch"}})
     except Exception as exc:  # noqa: BLE001 - report any exporter failure as one line
         raise ConfigError(f"model {predictor.checkpoints[0].data['model']!r} cannot be exported to ONNX: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+                          f"{type(exc).__name__}: {first_line(exc)}") from None
     import onnx
 
     proto = onnx.load_from_string(buf.getvalue())
@@ -87,7 +87,7 @@ class OnnxPredictor(Predictor):
         try:
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise DataError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0]})") from None
+            raise DataError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
         meta = session.get_modelmeta().custom_metadata_map
         if "microexp.preprocess" not in meta or "microexp.classes" not in meta:
             raise DataError(f"{path}: ONNX model has no microexp metadata (export it with `microexp export`)")
@@ -106,7 +106,7 @@ class OnnxPredictor(Predictor):
             try:
                 out.append(np.asarray(self.session.run([PROBABILITIES], feeds)[0], dtype=np.float32))
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-                raise DataError(f"{self.path}: onnxruntime failed ({str(exc).splitlines()[0]})") from None
+                raise DataError(f"{self.path}: onnxruntime failed ({first_line(exc)})") from None
         return np.concatenate(out)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from microexp.data.records import ClipRecord
-from microexp.errors import ConfigError, DataError, PreprocessError
+from microexp.errors import ConfigError, DataError, PreprocessError, first_line
 from microexp.predict.ensemble import ensemble_class, member_class
 from microexp.predict.faces import NO_FACE, FacePresence
 from microexp.predict.results import Prediction, PredictionResult
@@ -218,7 +218,7 @@ class TorchPredictor(Predictor):
         try:
             model.load_state_dict(d["state_dict"])
         except RuntimeError as exc:
-            raise DataError(f"{ckpt.path}: weights do not fit model {d['model']!r}: {str(exc).splitlines()[0]}") from None
+            raise DataError(f"{ckpt.path}: weights do not fit model {d['model']!r}: {first_line(exc)}") from None
         member = member_class()(model, self.streams, d.get("normaliser") if self.preprocess.normalise == "global"
                                 else None).to(self.device).eval()
         if len(self.checkpoints) <= 8:
