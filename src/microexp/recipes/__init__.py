@@ -1,0 +1,192 @@
+"""Seed recipes: one named, versioned YAML file per published experiment (``microexp recipes``).
+
+A recipe file is a run's ``config.yaml`` (the *paper* profile: the published setup, leak-free) plus a header under
+``recipe:``::
+
+    recipe:
+      name: reddy2019-stcnn-casme2sq      # the file's stem
+      version: 1                          # bumped whenever a value changes
+      seed: <paper title, venue, DOI>     # the experiment it reproduces
+      table: <table / figure of the paper>
+      published: [{metric: accuracy, value: 0.878, leaky: "why" | null}]
+      choices: {train.batch_size: "paper: batch 8 (the code: 16)", ...}   # paper | code | ours: reason
+      profiles:                           # other profiles, as dotted overrides of the paper profile
+        code: {why: "...", set: {train.batch_size: 16, ...}}
+
+Leaky reproduction switches (``train.epoch_policy`` test-peek / whole-set, ``reproduce``) appear only in a profile
+named ``code``; :func:`load` refuses a recipe that breaks this. ``microexp evaluate --recipe NAME[:PROFILE]`` runs a
+recipe; every ``--set`` or option that changes one of its values is recorded in ``config.yaml`` under
+``recipe.deviations`` (:func:`deviations`).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from microexp.errors import ConfigError
+
+PAPER = "paper"
+CODE = "code"
+SOURCES = ("paper", "code", "ours")
+LEAKY_POLICIES = ("test-peek", "whole-set")
+# keys that say where the data is, not how the experiment runs: never a deviation
+NOT_RECIPE_KEYS = ("root", "annotation", "recipe", "cache", "preprocess_workers", "train.device")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe's header; :meth:`config_dict` gives the run configuration of a profile."""
+
+    name: str
+    version: int
+    seed: str
+    table: str
+    published: tuple[dict[str, Any], ...]
+    choices: dict[str, str]
+    profiles: dict[str, dict[str, Any]]  # profile -> {why, set}; the paper profile has no overrides
+    base: dict[str, Any]  # the paper profile's run configuration
+
+    @property
+    def profile_names(self) -> list[str]:
+        return [PAPER, *sorted(p for p in self.profiles if p != PAPER)]
+
+    def config_dict(self, profile: str = PAPER) -> dict[str, Any]:
+        """The run configuration of ``profile`` as a plain dict (not yet validated by :class:`RunConfig`)."""
+        if profile not in self.profile_names:
+            raise ConfigError(f"recipe {self.name} has no profile {profile!r} (profiles: {', '.join(self.profile_names)})")
+        d = copy.deepcopy(self.base)
+        for key, value in (self.profiles.get(profile) or {}).get("set", {}).items():
+            set_dotted(d, key, copy.deepcopy(value))
+        d["recipe"] = {"name": self.name, "version": self.version, "profile": profile, "deviations": []}
+        return d
+
+    def header(self, profile: str = PAPER) -> dict[str, Any]:
+        """What ``microexp recipes NAME --json`` prints: the header with the chosen profile's note."""
+        return {"name": self.name, "version": self.version, "profile": profile, "profiles": self.profile_names,
+                "seed": self.seed, "table": self.table, "published": [dict(p) for p in self.published],
+                "choices": dict(self.choices),
+                "why": (self.profiles.get(profile) or {}).get("why", "the published setup, leak-free")}
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    """``d["a"]["b"] = value`` for ``key="a.b"`` (sections created as needed)."""
+    parts = key.split(".")
+    for p in parts[:-1]:
+        if not isinstance(d.get(p), dict):
+            d[p] = {}
+        d = d[p]
+    d[parts[-1]] = value
+
+
+def get_dotted(d: dict[str, Any], key: str, default: Any = None) -> Any:
+    for p in key.split("."):
+        if not isinstance(d, dict) or p not in d:
+            return default
+        d = d[p]
+    return d
+
+
+def _files() -> dict[str, Any]:
+    return {f.name[:-5]: f for f in resources.files(__package__).iterdir() if f.name.endswith(".yaml")}
+
+
+@functools.cache
+def names() -> list[str]:
+    """Every shipped recipe, sorted."""
+    return sorted(_files())
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """``"NAME[:PROFILE]"`` -> (name, profile); the profile defaults to ``paper``."""
+    name, _, profile = ref.partition(":")
+    return name.strip(), (profile.strip() or PAPER)
+
+
+@functools.cache
+def get(name: str) -> Recipe:
+    """The recipe ``name``; an unknown name is one line listing the known ones."""
+    files = _files()
+    if name not in files:
+        raise ConfigError(f"unknown recipe {name!r} (known: {', '.join(sorted(files))})")
+    try:
+        data = yaml.safe_load(files[name].read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {name}: not valid YAML ({exc})") from None
+    return _parse(name, data)
+
+
+def _parse(name: str, data: Any) -> Recipe:
+    if not isinstance(data, dict) or not isinstance(data.get("recipe"), dict):
+        raise ConfigError(f"recipe {name}: the file needs a 'recipe:' header mapping")
+    head = data.pop("recipe")
+    missing = [k for k in ("name", "version", "seed", "table", "published", "choices") if k not in head]
+    if missing:
+        raise ConfigError(f"recipe {name}: header lacks {missing}")
+    if head["name"] != name:
+        raise ConfigError(f"recipe {name}: header name {head['name']!r} differs from the file name")
+    for key, why in head["choices"].items():
+        if not isinstance(why, str) or why.split(":", 1)[0].strip() not in SOURCES:
+            raise ConfigError(f"recipe {name}: choice {key} must read 'paper|code|ours: reason', got {why!r}")
+    for p in head["published"]:
+        if set(p) != {"metric", "value", "leaky"}:
+            raise ConfigError(f"recipe {name}: a published entry needs exactly metric, value, leaky; got {p}")
+    profiles = head.get("profiles") or {}
+    recipe = Recipe(name, int(head["version"]), str(head["seed"]), str(head["table"]),
+                    tuple(head["published"]), dict(head["choices"]), profiles, data)
+    for profile in recipe.profile_names:
+        leaks = leaky_switches(recipe.config_dict(profile))
+        if leaks and profile != CODE:
+            raise ConfigError(f"recipe {name}: leaky switch(es) {leaks} outside the code profile ({profile})")
+    return recipe
+
+
+def leaky_switches(d: dict[str, Any]) -> list[str]:
+    """The leaky reproduction switches set in a configuration dict (epoch policy, ``reproduce`` entries)."""
+    out = [f"train.epoch_policy={p}" for p in [get_dotted(d, "train.epoch_policy")] if p in LEAKY_POLICIES]
+    return out + [f"reproduce={r}" for r in d.get("reproduce") or []]
+
+
+def load(name: str, profile: str = PAPER) -> tuple[Any, dict[str, Any]]:
+    """(RunConfig, header) of a recipe's profile; ``name`` may be ``NAME:PROFILE``."""
+    from microexp.config import RunConfig
+
+    if ":" in name:
+        name, profile = parse_ref(name)
+    recipe = get(name)
+    d = recipe.config_dict(profile)
+    try:
+        config = RunConfig.from_dict(d)
+    except ConfigError as exc:
+        raise ConfigError(f"recipe {name}:{profile}: {exc}") from None
+    return config, recipe.header(profile)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested dict (lists and the preprocessing streams stay values)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def deviations(recipe: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every key whose value in ``run`` differs from the recipe's (``[{key, recipe, run}]``), ignoring where the
+    data lives (root, annotation) and how the machine runs it (device, cache, workers)."""
+    a, b = flatten(recipe), flatten(run)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == k or key.startswith(k + ".") for k in NOT_RECIPE_KEYS):
+            continue
+        if a.get(key) != b.get(key):
+            out.append({"key": key, "recipe": a.get(key), "run": b.get(key)})
+    return out
