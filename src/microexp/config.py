@@ -115,6 +115,7 @@ class RunConfig:
     cache: bool = True  # reuse preprocessed clips from the on-disk cache ($MICROEXP_CACHE, ~/.cache/microexp)
     preprocess_workers: int | None = None  # processes; None: all cores when faces are detected, else 1
     train: TrainConfig = field(default_factory=TrainConfig)
+    recipe: dict[str, Any] | None = None  # evaluate --recipe: {name, version, profile, deviations} (microexp.recipes)
 
     def __post_init__(self) -> None:
         if isinstance(self.train, dict):

@@ -38,6 +38,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, help="frames per clip after temporal normalisation (model default otherwise)")
     p.add_argument("--size", type=int, help="square crop size in pixels for every input stream (model default otherwise)")
     p.add_argument("--config", type=Path, help="run configuration YAML (e.g. a run's config.yaml)")
+    p.add_argument("--recipe", metavar="NAME[:PROFILE]",
+                   help="start from a seed recipe (see `microexp recipes`; profile paper (default) or code); options "
+                        "and --set still override, and each change is recorded in config.yaml recipe.deviations")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any configuration key, e.g. --set preprocess.frames=32 --set train.momentum=0.9")
     p.add_argument("--out", type=Path, help="run directory (default runs/<dataset>-<model>-<protocol>-<time>)")
@@ -49,6 +52,14 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
     here (types, ranges, the preprocessing, the device), before any data is read."""
     from microexp.train.evaluate import resolve_preprocess
 
+    recipe = getattr(args, "recipe", None)
+    if recipe and (getattr(args, "config", None) or base is not None):
+        raise ConfigError(f"--recipe {recipe} starts from the recipe's configuration; give --recipe or "
+                          f"{'--config' if getattr(args, 'config', None) else '--resume'}, not both")
+    if recipe:
+        from microexp import recipes
+
+        base, _ = recipes.load(recipe)
     config = RunConfig.from_yaml(args.config) if getattr(args, "config", None) else (base or RunConfig())
     sets = []
     for flag, key in (("dataset", "dataset"), ("root", "root"), ("annotation", "annotation"), ("classes", "classes"),
@@ -81,11 +92,27 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
         config.preprocess["streams"] = [{**s, "size": [args.size, args.size]} for s in streams]
     resolve_preprocess(config)  # the model exists and its preprocessing with the overrides is valid
     config.train.check_device()
+    if recipe:
+        config.recipe = recipe_record(base, config)
     return config
 
 
+def recipe_record(recipe_config: RunConfig, config: RunConfig) -> dict:
+    """``config.yaml``'s ``recipe``: the recipe's name, version and profile, and every value the run changed."""
+    from microexp import recipes
+    from microexp.train.evaluate import resolve_preprocess
+
+    def resolved(c: RunConfig) -> dict:
+        return {**c.to_dict(), "preprocess": resolve_preprocess(c).to_dict()}
+
+    assert recipe_config.recipe is not None
+    return {**recipe_config.recipe, "deviations": recipes.deviations(resolved(recipe_config), resolved(config))}
+
+
 def default_run_dir(config: RunConfig) -> Path:
-    return Path("runs") / f"{config.dataset}-{config.model}-{config.protocol}-{time.strftime('%Y%m%d-%H%M%S')}"
+    what = (f"{config.recipe['name']}-{config.recipe['profile']}" if config.recipe
+            else f"{config.dataset}-{config.model}-{config.protocol}")
+    return Path("runs") / f"{what}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
     with executor_from_args(args) as executor:
         result = evaluate(config, out=out, progress=not args.no_progress, executor=executor)
     print(results_table(result.metrics))
+    if config.recipe:
+        from microexp.report.recipe import write_recipe_card
+
+        path, text = write_recipe_card(out)
+        print(f"\n{text}\nrecipe card written to {path}")
     return 0
 
 

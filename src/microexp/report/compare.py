@@ -7,10 +7,23 @@ from typing import Any
 
 from microexp.config import config_diff
 from microexp.fileio import check_output_file, output_errors
-from microexp.report.html import STYLE, _e, _fmt, _table
+from microexp.report.html import STYLE, _e, _fmt, _table, leaks_of
 from microexp.runs import load_run
 
 KEYS = ("uf1", "uar", "accuracy")
+
+
+def _policy(m: dict[str, Any]) -> str:
+    leaks = leaks_of(m)
+    return m["epoch_policy"]["name"] + (f" (LEAKY: {', '.join(x['switch'] for x in leaks)})" if leaks else "")
+
+
+def _recipe(config: dict[str, Any]) -> str:
+    r = config.get("recipe")
+    if not r:
+        return "-"
+    n = len(r.get("deviations") or [])
+    return f"{r['name']}:{r.get('profile')}" + (f" ({n} deviation(s))" if n else "")
 
 
 def compare_runs(a: Path, b: Path) -> dict[str, Any]:
@@ -19,8 +32,8 @@ def compare_runs(a: Path, b: Path) -> dict[str, Any]:
     ma, mb = ra["metrics"], rb["metrics"]
     rows = [["model / dataset / protocol", f"{ma['model']} / {ma['dataset']} / {ma['protocol']}",
              f"{mb['model']} / {mb['dataset']} / {mb['protocol']}"],
-            ["epoch policy", ma["epoch_policy"]["name"] + (" (LEAKY)" if ma["epoch_policy"].get("leaky") else ""),
-             mb["epoch_policy"]["name"] + (" (LEAKY)" if mb["epoch_policy"].get("leaky") else "")],
+            ["epoch policy", _policy(ma), _policy(mb)],
+            ["recipe", _recipe(ra["config"]), _recipe(rb["config"])],
             ["clips / subjects / seeds", f"{ma['n_clips']} / {ma['n_subjects']} / {len(ma['seeds'])}",
              f"{mb['n_clips']} / {mb['n_subjects']} / {len(mb['seeds'])}"]]
     for k in KEYS:

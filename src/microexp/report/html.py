@@ -1,6 +1,7 @@
 """Self-contained HTML report of a run directory (``microexp report RUN_DIR`` -> ``RUN_DIR/report.html``).
 
-Sections: epoch policy (a red LEAKY banner for ``test-peek`` runs), configuration, dataset summary with the
+Sections: epoch policy (a red LEAKY banner listing the run's leaks, ``metrics.json`` ``leaks``), the recipe card of
+a run started from a seed recipe (:mod:`microexp.report.recipe`), configuration, dataset summary with the
 excluded clips, headline metrics beside the shuffle control and chance, confusion matrix, per-class /
 per-subject / per-dataset bars, learning curves per fold, seed spread and saliency examples. Every figure is a
 matplotlib PNG embedded as base64, so the file can be mailed or archived on its own.
@@ -18,6 +19,7 @@ import yaml
 from microexp.errors import ConfigError, MicroexpError
 from microexp.fileio import check_output_file, output_errors
 from microexp.report import plots
+from microexp.report.recipe import card_html, recipe_card
 from microexp.runs import load_run  # noqa: F401 - importable from here as before
 
 STYLE = """
@@ -65,13 +67,23 @@ def metrics_table(m: dict[str, Any]) -> str:
     return _table(["", "UF1", "UAR", "accuracy"], rows)
 
 
+def leaks_of(m: dict[str, Any]) -> list[dict[str, str]]:
+    """The run's leaks (``metrics.json`` ``leaks``); an older run has only the test-peek flag."""
+    leaks = list(m.get("leaks") or [])
+    if not leaks and m["epoch_policy"].get("leaky"):
+        leaks = [{"switch": "train.epoch_policy=test-peek", "description": "the epoch was chosen on the test fold"}]
+    return leaks
+
+
 def epoch_policy_section(m: dict[str, Any]) -> str:
     p = m["epoch_policy"]
     text = (f"Epoch policy <b>{_e(p['name'])}</b>: {_e(p['description'])}. Up to {_e(p.get('epochs'))} epochs; "
             f"epochs used: {_e(p.get('chosen_epochs'))}.")
-    if p.get("leaky"):
-        return (f"<div class='leaky' id='leaky'>LEAKY RUN: the epoch was chosen on the test fold (test-peek). "
-                f"These numbers reproduce published practice and are not a result.</div><p>{text}</p>")
+    leaks = leaks_of(m)
+    if leaks:
+        items = "".join(f"<li><b>{_e(x['switch'])}</b>: {_e(x['description'])}</li>" for x in leaks)
+        return (f"<div class='leaky' id='leaky'>LEAKY RUN: test data influenced this run. These numbers reproduce "
+                f"published practice and are not a result.<ul>{items}</ul></div><p>{text}</p>")
     return f"<p class='policy'>{text}</p>"
 
 
@@ -115,6 +127,9 @@ def render_report(run_dir: Path, out: Path | None = None, saliency: int = 2,
     m, cfg = run["metrics"], run["config"]
     parts = [f"<h1>{_e(m['model'])} on {_e(m['dataset'])}: protocol {_e(m['protocol'])}</h1>",
              "<h2>Epoch policy</h2>", epoch_policy_section(m)]
+    card = recipe_card(cfg, m)
+    if card is not None:
+        parts += ["<h2 id='recipe'>Recipe card</h2>", card_html(card)]
 
     parts += ["<h2>Metrics</h2>",
               f"<p>{m['n_clips']} clips, {m['n_subjects']} subjects, {m['n_folds']} fold(s) x "

@@ -38,7 +38,11 @@ def results_table(metrics: dict[str, Any]) -> str:
                          f"{_fmt({**m, 'seeds': metrics['seeds']}, 'accuracy'):>16}   ({m['n']} clips)")
     lines += ["", "per class (recall / support): " + ", ".join(
         f"{c} {v['recall']:.2f}/{v['support']}" for c, v in metrics["per_class"].items())]
-    if metrics["epoch_policy"].get("leaky"):
+    leaks = metrics.get("leaks") or []
+    if leaks:
+        lines.append("WARNING: LEAKY RUN - do not report as a result: "
+                     + "; ".join(f"{x['switch']} ({x['description']})" for x in leaks))
+    elif metrics["epoch_policy"].get("leaky"):
         lines.append("WARNING: LEAKY RUN - the epoch was chosen on the test fold; do not report as a result.")
     if metrics.get("n_excluded"):
         lines.append(f"{metrics['n_excluded']} clip(s) excluded: see excluded.csv")
