@@ -265,7 +265,10 @@ def check(root: Path, annotation: Path | None, read_images: bool, report: Any) -
 PROTOCOLS = (ClassProtocol(
     "megc2019-3", CLASSES, {c: c for c in CLASSES},
     "MEGC2019 3-class composite: negative (0), positive (1), surprise (2); 442 clips = SMIC-HS 164 (70/51/43), "
-    "CASME II 145 (88/32/25), SAMM 133 (92/26/15); 68 subjects."),)
+    "CASME II 145 (88/32/25), SAMM 133 (92/26/15); 68 subjects."), ClassProtocol(
+    "megc2019-binary", ("positive", "negative"), {"positive": "positive", "negative": "negative", "surprise": None},
+    "The composite without surprise, positive (0) / negative (1) as Joshi 2021's binary task (SAMM 26/92, CASME II "
+    "32/88, SMIC-HS 51/70): the joshi2021-*-cross-casme2 recipes train on SAMM and test on CASME II."))
 
 SPEC = register_dataset(DatasetSpec(
     NAME, load, "megc2019-3", "MEGC2019 composite: SMIC-HS + CASME II + SAMM, 3 classes; root holds the three "

@@ -124,6 +124,7 @@ def get(name: str) -> Recipe:
 def _parse(name: str, data: Any) -> Recipe:
     if not isinstance(data, dict) or not isinstance(data.get("recipe"), dict):
         raise ConfigError(f"recipe {name}: the file needs a 'recipe:' header mapping")
+    data = dict(data)
     head = data.pop("recipe")
     missing = [k for k in ("name", "version", "seed", "table", "published", "choices") if k not in head]
     if missing:
