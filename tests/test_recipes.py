@@ -7,8 +7,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from _real import CASME_SQ, GT, SAMM, need
 
+from _real import CASME_SQ, GT, SAMM, need
 from microexp import recipes
 from microexp.data import casme_sq, megc2019, samm
 from microexp.data.classes import get as get_protocol

@@ -1,0 +1,284 @@
+"""Every recipe runs end to end (``microexp evaluate --recipe``) on a fixture tree in its dataset's real layout, with
+the smallest overrides (one epoch, tiny frames and sizes); the overrides come back as the run's recorded deviations
+and the run writes its recipe card. The CLI path itself (``recipes``, ``--recipe``, deviations, card, report) is also
+checked with a recipe that needs nothing beyond today's configuration keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from microexp import recipes
+from microexp.cli import main
+from microexp.config import RunConfig
+from microexp.data._common import Row
+from microexp.errors import ConfigError
+from microexp.synth import fixtures
+from microexp.synth.fixtures import build_fixture, placeholder_renderer, synth_renderer
+
+FACE = 112  # dlib finds the synthetic faces at this size (FuseNet eyes/mouth, the regional CNN's boxes)
+
+
+def _rows(layout: str, emotions: list[str], subjects: list[str], per_class: int) -> list[Row]:
+    rows, k = [], 0
+    for e in emotions:
+        for i in range(per_class):
+            s = subjects[k % len(subjects)]
+            onset = 101 + 20 * k
+            if layout == "samm":
+                rows.append(Row(s, f"{s}_{k + 1}_{i + 1}", e, onset, onset + 4, onset + 9, aus="12",
+                                meta={"inducement": 1}))
+            elif layout == "casme":
+                rows.append(Row(s, f"EP{k + 1:02d}_{i + 1}", e, onset, onset + 4, onset + 9, aus="12"))
+            else:  # casme2
+                rows.append(Row(s, f"EP{k + 1:02d}_{i + 1:02d}", e, onset, onset + 4, onset + 9, aus="12"))
+            k += 1
+    return rows
+
+
+def _tree(base: Path, layout: str, rows: list[Row] | None, render, size: int) -> Path:
+    annotation = None
+    if rows is not None:
+        annotation = base / f"{layout}-annotation.xlsx"
+        fixtures.write_annotation(layout, annotation, rows)
+    fx = build_fixture(layout, base / layout, annotation, render=render, size=size)
+    return fx.root
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("recipe-trees")
+    samm7 = ["Happiness", "Surprise", "Anger", "Fear", "Disgust", "Contempt", "Sadness"]
+    faces = synth_renderer(4)
+    out = {
+        "casme_sq": _tree(base, "casme_sq", None, faces, FACE),  # the generated CAS(ME)^2 sample: 2/3/2 clips
+        "smic": _tree(base, "smic", None, faces, FACE),  # 12 SMIC-HS clips, 4 per class
+        "samm": _tree(base, "samm", _rows("samm", samm7, ["006", "007", "011"], 3), faces, FACE),
+        "casme": _tree(base, "casme", _rows("casme", ["disgust", "fear", "happiness", "repression", "sadness",
+                                                      "surprise"], ["01", "02", "03"], 2), placeholder_renderer, 32),
+        "casme2": _tree(base, "casme2", _rows("casme2", ["happiness", "disgust", "repression", "surprise"],
+                                              ["01", "02", "03"], 2), faces, FACE),
+    }
+    megc = base / "megc2019"  # the three releases under one root; no GT file: the composite is derived
+    megc.mkdir()
+    for name, layout in (("CASME2", "casme2"), ("SMIC", "smic"), ("SAMM", "samm")):
+        (megc / name).symlink_to(out[layout].parent if layout == "smic" else out[layout], target_is_directory=True)
+    out["megc2019"] = megc
+    return out
+
+
+TINY = ["train.epochs=1", "min_frames=null", "train.scheduler_monitor=train_loss"]
+JOSHI = ["--size", "32"]
+# the smallest overrides per recipe (beyond TINY); each becomes a recorded deviation
+OVERRIDES: dict[str, list[str]] = {
+    "reddy2019-stcnn-casme2sq": ["--size", "16", "--set", "preprocess.frames=17", "--set", "test_size=0.5",
+                                 "--set", "train.report_epochs=[1, 1]"],
+    "reddy2019-stcnn-smic": ["--size", "16", "--set", "train.report_epochs=[1, 1]"],
+    **{f"reddy2019-fusenet-{f}-casme2sq": ["--size", "16", "--set", "preprocess.frames=17", "--set", "test_size=0.5",
+                                           "--set", "train.report_epochs=[1, 1]"] for f in ("intermediate", "late")},
+    **{f"reddy2019-fusenet-{f}-smic": ["--size", "16", "--set", "train.report_epochs=[1, 1]"]
+       for f in ("intermediate", "late")},
+    **{f"joshi2021-{m}-samm-{t}": [*JOSHI, "--set", "folds=2", "--set", "repeats=1"]
+       for m in ("3dcnn", "cnn-lstm", "convlstm") for t in ("binary", "7")},
+    "joshi2021-2dcnn-vote-samm-binary": [*JOSHI, "--set", "quota={positive: 2, negative: 6}"],
+    "joshi2021-2dcnn-vote-samm-7": [*JOSHI, "--set", "quota={happiness: 2, surprise: 2, anger: 2, fear: 2, "
+                                                     "disgust: 2, contempt: 2, sadness: 2}"],
+    **{f"joshi2021-{m}-cross-casme2": JOSHI for m in ("3dcnn", "cnn-lstm", "convlstm", "2dcnn-vote")},
+    "twostream-casme-6": ["--size", "16", "--set", "preprocess.frames=8", "--set", "preprocess.pad_to=8"],
+    "aouayeb2019-megc2019": ["--size", "16", "--set", "preprocess.frames=4"],
+    "ststnet-megc2019": ["--set", "preprocess.flow_size=32"],
+    "offapexnet-megc2019": ["--set", "preprocess.flow_size=32"],
+    "lbptop-megc2019": ["--size", "20", "--set", "preprocess.frames=8"],
+}
+
+
+def _sets(args: list[str]) -> list[str]:
+    return [*(f"--set={s}" for s in TINY), *args]
+
+
+def _deviation_keys(args: list[str]) -> set[str]:
+    keys = {s.split("=", 1)[0] for s in TINY}
+    it = iter(args)
+    for a in it:
+        value = next(it)
+        keys.add("preprocess.streams" if a == "--size" else value.split("=", 1)[0])
+    return keys
+
+
+def test_every_recipe_has_its_overrides():
+    assert set(OVERRIDES) == set(recipes.names())
+
+
+def _missing_keys(name: str) -> str | None:
+    """Configuration keys a recipe uses that this checkout does not implement yet (the other helpers' work)."""
+    try:
+        recipes.load(name)
+    except ConfigError as exc:
+        if "unknown" in str(exc) or "is not one of" in str(exc):
+            return str(exc)
+        raise
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(OVERRIDES))
+def test_recipe_runs_end_to_end_and_writes_its_card(name, trees, tmp_path, capsys):
+    missing = _missing_keys(name)
+    if missing:  # visible in the summary (-ra), never a silent skip
+        pytest.xfail(f"not implemented in this checkout: {missing}")
+    recipe = recipes.get(name)
+    out = tmp_path / "run"
+    args = _sets(OVERRIDES[name])
+    rc = main(["evaluate", "--recipe", name, "--root", str(trees[recipe.base["dataset"]]), "--out", str(out),
+               "--no-progress", "--no-cache", "--device", "cpu", "--preprocess-workers", "1", *args])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["recipe"]["name"] == name and config["recipe"]["profile"] == "paper"
+    deviations = {d["key"]: d for d in config["recipe"]["deviations"]}
+    assert set(deviations) <= _deviation_keys(OVERRIDES[name])  # only what the overrides changed
+    assert all(d["recipe"] != d["run"] for d in deviations.values())
+    if recipe.base["train"]["epochs"] != 1:
+        assert deviations["train.epochs"] == {"key": "train.epochs", "recipe": recipe.base["train"]["epochs"], "run": 1}
+    assert ("preprocess.streams" in deviations) == ("--size" in OVERRIDES[name])
+    card = (out / "recipe-card.txt").read_text()
+    assert card.startswith(f"recipe {name} (version {recipe.version}, profile paper)")
+    assert f"  deviations from the recipe ({len(deviations)}):" in card
+    for p in recipe.published:
+        label = f"published (leaky: {p['leaky']})" if p["leaky"] else "published"
+        assert f"{p['metric']}: {label} {p['value']:.4f}; ours " in card
+    assert "recipe card written to" in captured.out
+
+
+# ------------------------------------------------------------------------ the CLI path with a present-day recipe
+
+TEST_RECIPE = {
+    "recipe": {"name": "test-stcnn-blobs", "version": 3, "seed": "a test seed, no DOI", "table": "Table 0",
+               "published": [{"metric": "accuracy", "value": 0.5, "leaky": "chosen on the test split"},
+                             {"metric": "uf1", "value": 0.4, "leaky": None}],
+               "choices": {"train.epochs": "ours: short"},
+               "profiles": {"code": {"why": "peeks", "set": {"train.epoch_policy": "test-peek"}}}},
+    "dataset": "plain", "model": "stcnn", "protocol": "kfold", "folds": 3,
+    "model_params": {"kernel": [3, 3, 3], "filters": 4, "dense": 16},
+    "preprocess": {"frames": 10, "selection": "whole",
+                   "streams": [{"name": "clip", "region": "face", "size": [16, 16], "kind": "raw"}]},
+    "train": {"epochs": 3, "batch_size": 8},
+}
+
+
+@pytest.fixture
+def test_recipe(tmp_path, monkeypatch):
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "test-stcnn-blobs.yaml").write_text(yaml.safe_dump(TEST_RECIPE, sort_keys=False))
+    monkeypatch.setattr(recipes, "_files", lambda: {"test-stcnn-blobs": folder / "test-stcnn-blobs.yaml"})
+    recipes.get.cache_clear()
+    recipes.names.cache_clear()
+    yield "test-stcnn-blobs"
+    recipes.get.cache_clear()
+    recipes.names.cache_clear()
+
+
+def test_evaluate_recipe_records_deviations_and_writes_the_card(test_recipe, blob_tree, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["evaluate", "--recipe", test_recipe, "--root", str(blob_tree), "--out", str(out), "--no-progress",
+               "--no-cache", "--epochs", "2", "--set", "folds=2", "--set", "train.batch_size=8", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    # batch_size=8 equals the recipe's value: not a deviation; root, device and cache never are
+    assert saved["recipe"] == {"name": test_recipe, "version": 3, "profile": "paper", "deviations": [
+        {"key": "folds", "recipe": 3, "run": 2}, {"key": "train.epochs", "recipe": 3, "run": 2}]}
+    assert RunConfig.from_yaml(out / "config.yaml").recipe == saved["recipe"]  # a run's config.yaml loads back
+    card = (out / "recipe-card.txt").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert card.splitlines()[:4] == [
+        f"recipe {test_recipe} (version 3, profile paper)", "  seed: a test seed, no DOI; Table 0",
+        "  deviations from the recipe (2):", "    folds: 3 -> 2"]
+    assert (f"  accuracy: published (leaky: chosen on the test split) 0.5000; ours {metrics['accuracy']:.4f}"
+            in card.splitlines())
+    assert f"  uf1: published 0.4000; ours {metrics['uf1']:.4f}" in card.splitlines()
+    assert "LEAKY" not in card
+    assert captured.out.rstrip().endswith(f"recipe card written to {out / 'recipe-card.txt'}")
+
+    # the HTML report carries the card: deviations table and the published figures beside ours
+    assert main(["report", str(out), "--saliency", "0"]) == 0
+    html = (out / "report.html").read_text()
+    assert "<h2 id='recipe'>Recipe card</h2>" in html and "<table id='deviations'>" in html
+    assert "published (leaky: chosen on the test split)" in html and "id='leaky'" not in html
+
+    # a leaky run: the banner lists each leak of metrics.json
+    metrics["leaks"] = [{"switch": "train.epoch_policy=test-peek", "description": "epoch chosen on the test fold"},
+                        {"switch": "reproduce=smic-surprise-duplication", "description": "surprise twice"}]
+    metrics["epoch_policy"]["leaky"] = True
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["report", str(out), "--saliency", "0"]) == 0
+    html = (out / "report.html").read_text()
+    assert "id='leaky'" in html and "<li><b>reproduce=smic-surprise-duplication</b>: surprise twice</li>" in html
+    from microexp.report.recipe import write_recipe_card
+
+    _, text = write_recipe_card(out)
+    assert text.splitlines()[-1] == ("  THIS RUN IS LEAKY: train.epoch_policy=test-peek (epoch chosen on the test "
+                                     "fold); reproduce=smic-surprise-duplication (surprise twice)")
+    capsys.readouterr()
+    assert main(["compare", str(out), str(out)]) == 0
+    assert "test-stcnn-blobs:paper (2 deviation(s))" in capsys.readouterr().out
+
+
+def test_code_profile_and_bad_recipe_input(test_recipe, blob_tree, tmp_path, capsys):
+    out = tmp_path / "peek"
+    assert main(["evaluate", "--recipe", f"{test_recipe}:code", "--root", str(blob_tree), "--out", str(out),
+                 "--no-progress", "--no-cache", "--epochs", "1", "--device", "cpu"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["recipe"]["profile"] == "code" and saved["train"]["epoch_policy"] == "test-peek"
+    assert "THIS RUN IS LEAKY" in (out / "recipe-card.txt").read_text()
+    capsys.readouterr()
+    cases = [
+        (["evaluate", "--recipe", "nosuch", "--root", str(blob_tree)],
+         f"microexp evaluate: error: unknown recipe 'nosuch' (known: {test_recipe})"),
+        (["evaluate", "--recipe", f"{test_recipe}:codes", "--root", str(blob_tree)],
+         f"microexp evaluate: error: recipe {test_recipe} has no profile 'codes' (profiles: paper, code)"),
+        (["evaluate", "--recipe", test_recipe, "--config", str(out / "config.yaml"), "--root", str(blob_tree)],
+         f"microexp evaluate: error: --recipe {test_recipe} starts from the recipe's configuration; give --recipe or "
+         "--config, not both"),
+        (["evaluate", "--recipe", test_recipe, "--resume", str(out)],
+         f"microexp evaluate: error: --recipe {test_recipe} starts from the recipe's configuration; give --recipe or "
+         "--resume, not both"),
+        (["recipes", "nosuch"], f"microexp recipes: error: unknown recipe 'nosuch' (known: {test_recipe})"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == message, argv
+
+
+def test_recipes_command_lists_and_shows(capsys):
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == recipes.names()
+    by_name = {line.split()[0]: line for line in lines}
+    assert by_name["reddy2019-stcnn-casme2sq"].split()[1:] == ["paper/code", "stcnn", "casme_sq", "accuracy", "0.878",
+                                                              "(leaky)"]
+    assert by_name["aouayeb2019-megc2019"].endswith("UF1 0.9022, UAR 0.9018")
+    assert by_name["twostream-casme-6"].endswith("none published")
+    assert main(["recipes", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == recipes.names() and rows[0]["published"] == [
+        {"metric": "uf1", "value": 0.9022, "leaky": None}, {"metric": "uar", "value": 0.9018, "leaky": None}]
+    assert main(["recipes", "reddy2019-fusenet-late-smic:code"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("reddy2019-fusenet-late-smic (version 1), profile code (profiles: paper, code): the "
+                            "reference script")
+    assert "  reproduce: code: the SMIC fusion scripts append each surprise clip twice" in shown
+    assert "reproduce:\n- smic-surprise-duplication" in shown and "epoch_policy: whole-set" in shown
+    assert main(["recipes", "reddy2019-fusenet-late-smic", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["config"]["train"]["epoch_policy"] == "fixed" and shown["header"]["profile"] == "paper"
+
+
+def test_recipe_files_ship_as_package_data():
+    text = Path(__file__).resolve().parents[1].joinpath("pyproject.toml").read_text()
+    assert '"recipes/*.yaml"' in text
+    assert len(recipes.names()) == len(list(Path(recipes.__file__).parent.glob("*.yaml"))) >= 23
