@@ -34,6 +34,7 @@ PROTOCOL_HELP = {
     "lodo": "leave one dataset out: train on the other datasets (or train_datasets), test on each (or test_dataset)",
 }
 CONTROLS = ("none", "shuffle")
+TRAINER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # checked against the registry by evaluate (lazy imports)
 DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?|mps)$")
 RENAMED = {"workers": "preprocess_workers"}  # old key -> new key; old config.yaml files keep loading
 
@@ -52,9 +53,13 @@ class TrainConfig:
     val_fraction: float = 0.2  # share of training subjects held out for the validation epoch policy
     patience: int | None = None  # stop after this many epochs without validation improvement
     device: str = "auto"  # auto | cpu | cuda
+    trainer: str = "auto"  # auto = the model spec's trainer; else a name in microexp.train.trainers.TRAINERS
 
     def __post_init__(self) -> None:
         coerce_fields(self, "train.")
+        if not self.trainer or not TRAINER_NAME.match(self.trainer):
+            raise ConfigError(f"train.trainer={self.trainer!r} is not a trainer name (auto, clip, frames-vote, "
+                              "two-stage)")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"train.optimizer={self.optimizer!r} is not one of {list(OPTIMIZERS)}")
         if self.epoch_policy not in EPOCH_POLICIES:

@@ -74,6 +74,10 @@ def chance_levels(y: np.ndarray, n_classes: int) -> dict[str, float]:
 def check_model(config: RunConfig) -> None:
     """Build the model once on the configured input shapes so bad hyper-parameters fail before any training."""
     spec = model_registry.get(config.model)
+    if spec.kind == "torch":
+        from microexp.train.trainers import get_trainer
+
+        get_trainer(config.train, spec)  # an unknown train.trainer: one line before any loading
     try:
         with torch.device("meta"):  # shapes only, no memory
             spec.build(2, resolve_preprocess(config), **config.model_params)

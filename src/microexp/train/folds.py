@@ -27,8 +27,9 @@ from microexp.runs import (
     save_sklearn_checkpoint,
     write_json,
 )
-from microexp.train.loop import FitResult, fit, predict_proba, resolve_device, set_seed
+from microexp.train.loop import FitResult, resolve_device, set_seed
 from microexp.train.protocols import Fold, shuffle_within_groups, validation_split
+from microexp.train.trainers import get_trainer
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,11 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
     else:
         device = resolve_device(cfg.device)
         model = spec.build(n_classes, ctx.preprocess, **config.model_params).to(device)
-        result = fit(model, inputs, torch.from_numpy(y), fit_idx, cfg, seed, n_classes, val_idx=val_idx,
-                     test_idx=fold.test if cfg.epoch_policy == "test-peek" else None, on_epoch=on_epoch)
-        probs = predict_proba(model, inputs, fold.test, cfg.batch_size * 4, device)
+        trainer = get_trainer(cfg, spec)
+        result = trainer.fit(model, inputs, torch.from_numpy(y), fit_idx, cfg, seed, n_classes, val_idx=val_idx,
+                             test_idx=fold.test if cfg.epoch_policy == "test-peek" else None, on_epoch=on_epoch,
+                             spec=spec, preprocess=ctx.preprocess)
+        probs = trainer.predict_proba(model, inputs, fold.test, cfg.batch_size * 4, device)
     rows = []
     for i, p in zip(fold.test, probs, strict=True):
         rec = ctx.records[i]
