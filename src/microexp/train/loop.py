@@ -4,6 +4,7 @@ validation, test-peek, whole-set)."""
 from __future__ import annotations
 
 import copy
+import importlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,9 +121,7 @@ def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, 
         raise ValueError("train.scheduler_monitor=val_loss needs the validation indices")
     augment = None
     if cfg.augment != "none":
-        from microexp.train import augment as augment_module  # written by the augmentation module's owner
-
-        augment = augment_module.apply
+        augment = importlib.import_module("microexp.train.augment").apply  # imported only when asked for
         aug_rng = np.random.default_rng(seed)  # one stream per fold seed: the same batches get the same copies
     report = range(cfg.report_epochs[0], cfg.report_epochs[1] + 1) if cfg.report_epochs else range(0)
     if report and (test_idx is None or len(test_idx) == 0):

@@ -83,7 +83,8 @@ def _kfold(y: np.ndarray, groups: np.ndarray, seed: int, n_splits: int, repeats:
            subject_aware: bool) -> list[Fold]:
     idx = np.arange(len(y))
     if not subject_aware:
-        smallest = int(np.bincount(y).min(initial=0)) if len(y) else 0
+        counts = np.bincount(y) if len(y) else np.zeros(1, int)
+        smallest = int(counts[counts > 0].min()) if counts.any() else 0
         if len(y) < n_splits or smallest < n_splits:
             raise ConfigError(f"{n_splits}-fold clip-level CV needs at least {n_splits} clips of every class, "
                               f"the smallest class has {smallest}")

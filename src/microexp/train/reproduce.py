@@ -4,6 +4,7 @@ streams and subjects are taken in the same order. :func:`microexp.runs.leaks` li
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,7 @@ def augment_before_split(name: str, inputs: dict[str, torch.Tensor], y: np.ndarr
     of one; every row that comes back (the clip and/or its copies, as the augmentation decides) keeps that clip's
     record and subject. Returns (source row of each new row, new streams, new labels)."""
     if apply is None:
-        from microexp.train.augment import apply
+        apply = importlib.import_module("microexp.train.augment").apply
     rng = np.random.default_rng(seed)
     rows: list[int] = []
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in inputs}
