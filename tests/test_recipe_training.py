@@ -333,3 +333,22 @@ def test_smic_duplication_end_to_end_with_the_tail_split(blob_tree: Path) -> Non
     # the tail split's test part is the last 20 (ceil(0.2 * 96)) rows: duplicated surprise clips labelled negative
     assert len(result.predictions) == 20 and set(result.predictions["true"]) == {"negative"}
     assert set(result.predictions["clip_id"].str[:2]) == {"up"}
+
+
+def test_a_run_saved_before_the_new_keys_still_resumes(blob_tree: Path, tmp_path: Path) -> None:
+    import yaml
+
+    out = tmp_path / "run"
+    config = tiny_config(blob_tree, protocol="holdout", **{"train.epochs": 1})
+    first = evaluate(config, out=out, **QUIET)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    for key in ("repeats", "stratify", "shuffle", "quota", "min_frames", "max_frames", "reproduce"):
+        del saved[key]
+    for key in ("scheduler", "epoch_metric", "report_epochs", "val_by", "augment", "trainer"):
+        del saved["train"][key]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    again = evaluate(config, out=out, resume=True, **QUIET)
+    assert again.predictions.equals(first.predictions)
+    with pytest.raises(ConfigError, match="cannot resume, the configuration differs"):
+        evaluate(tiny_config(blob_tree, protocol="holdout", **{"train.epochs": 1, "train.val_by": "clip"}),
+                 out=out, resume=True, **QUIET)

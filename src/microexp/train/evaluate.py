@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from microexp import __version__, runs
-from microexp.config import EPOCH_POLICIES, RunConfig, config_diff
+from microexp.config import EPOCH_POLICIES, RENAMED, RunConfig, config_diff
 from microexp.data.records import ClipSet, Exclusion
 from microexp.data.registry import load_dataset
 from microexp.errors import ConfigError, DataError
@@ -157,6 +157,20 @@ def resolved_config(config: RunConfig, pconf: PreprocessConfig) -> dict[str, Any
     return yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False))
 
 
+def _with_new_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved configuration with the keys added since it was written set to their defaults (a key the run
+    lacks had its default behaviour then), so resuming an older run is not refused over them."""
+    defaults = RunConfig().to_dict()
+    old_names = {new: old for old, new in RENAMED.items()}
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key == "train" and isinstance(out.get("train"), dict):
+            out["train"] = {**value, **out["train"]}
+        elif key not in out and old_names.get(key) not in out:
+            out[key] = value
+    return out
+
+
 def start_run_dir(out: Path, config: RunConfig, pconf: PreprocessConfig, resume: bool) -> None:
     """Check ``out`` can take this run (fresh, or a matching one to resume) and write its ``config.yaml``."""
     out = Path(out)
@@ -166,7 +180,7 @@ def start_run_dir(out: Path, config: RunConfig, pconf: PreprocessConfig, resume:
     if resume:
         if not saved.is_file():
             raise ConfigError(f"{out}: nothing to resume (no config.yaml)")
-        previous = runs.read_config(out)
+        previous = _with_new_defaults(runs.read_config(out))
         diff = config_diff(previous, resolved)
         if diff:
             shown = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diff[:5])
