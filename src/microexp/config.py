@@ -23,17 +23,34 @@ EPOCH_POLICIES = {
     "fixed": "trained for a fixed number of epochs; the last epoch is scored",
     "validation": "epoch chosen on validation subjects drawn from the training fold only",
     "test-peek": "LEAKY: epoch chosen on the test fold (reproduces published numbers only)",
+    "whole-set": "LEAKY: epoch chosen on the whole clip set, test fold included (the FuseNet reference code)",
 }
+LEAKY_POLICIES = ("test-peek", "whole-set")
 OPTIMIZERS = ("sgd", "adam")
-PROTOCOLS = ("loso", "holdout", "kfold", "megc2019", "lodo")
+SCHEDULERS = ("none", "plateau")
+SCHEDULER_MONITORS = ("train_loss", "val_loss")
+EPOCH_METRICS = ("uf1", "accuracy")
+VAL_BY = ("subject", "clip")
+AUGMENTS = ("none", "joshi3d", "joshi2d")
+# LEAKY reproduction switches of the seeds' reference code (name -> what it does); only the code profiles use them
+REPRODUCE = {
+    "smic-surprise-duplication": "each surprise clip appended twice before the split and the last rows labelled "
+                                 "negative, as the FuseNet SMIC scripts did (66 + 47 + 2*43 = 199 samples)",
+    "augment-before-split": "augmented copies made before the split, so copies of test clips reach training "
+                            "(Joshi 2021 main.py)",
+    "reuse-model-across-folds": "one model object trained on fold after fold, never re-initialised (Joshi 2021)",
+}
+PROTOCOLS = ("loso", "holdout", "kfold", "megc2019", "lodo", "quota")
 PROTOCOL_HELP = {
     "loso": "leave one subject out",
     "holdout": "one stratified split (subject-aware unless subject_aware=false, the paper's 80/20 over clips)",
-    "kfold": "subject-grouped stratified k-fold, repeatable per seed",
+    "kfold": "stratified k-fold (subject-grouped unless subject_aware=false), repeated `repeats` times per seed",
     "megc2019": "MEGC2019 composite: LOSO over dataset-qualified subjects, UF1/UAR overall and per source dataset",
     "lodo": "leave one dataset out: train on the other datasets (or train_datasets), test on each (or test_dataset)",
+    "quota": "fixed training clips per class (quota) after a seeded shuffle, the rest test (Joshi 2021, 2D CNN)",
 }
 CONTROLS = ("none", "shuffle")
+TRAINER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # checked against the registry by evaluate (lazy imports)
 DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?|mps)$")
 RENAMED = {"workers": "preprocess_workers"}  # old key -> new key; old config.yaml files keep loading
 
@@ -52,9 +69,23 @@ class TrainConfig:
     val_fraction: float = 0.2  # share of training subjects held out for the validation epoch policy
     patience: int | None = None  # stop after this many epochs without validation improvement
     device: str = "auto"  # auto | cpu | cuda
+    trainer: str = "auto"  # auto = the model spec's trainer; else a name in microexp.train.trainers.TRAINERS
+    # ReduceLROnPlateau with Keras' rule (mode min, cooldown 0, min_delta 1e-4 absolute), stepped once per epoch
+    scheduler: str = "none"  # none | plateau
+    scheduler_factor: float = 0.1
+    scheduler_patience: int = 10
+    min_lr: float = 0.0
+    scheduler_monitor: str = "train_loss"  # train_loss | val_loss (the validation split of the training fold)
+    epoch_metric: str = "uf1"  # uf1 | accuracy: what validation / test-peek / whole-set maximise (ties: lower loss)
+    report_epochs: list[int] | None = None  # [first, last]: test fold scored at each, never used for choosing
+    val_by: str = "subject"  # subject | clip (stratified): how the validation split is drawn from the training fold
+    augment: str = "none"  # none | joshi3d | joshi2d: applied to each training batch
 
     def __post_init__(self) -> None:
         coerce_fields(self, "train.")
+        if not self.trainer or not TRAINER_NAME.match(self.trainer):
+            raise ConfigError(f"train.trainer={self.trainer!r} is not a trainer name (auto, clip, frames-vote, "
+                              "two-stage)")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"train.optimizer={self.optimizer!r} is not one of {list(OPTIMIZERS)}")
         if self.epoch_policy not in EPOCH_POLICIES:
@@ -73,6 +104,27 @@ class TrainConfig:
             raise ConfigError(f"train.patience={self.patience} must be >= 1 (or null: no early stopping)")
         if not DEVICE.match(self.device):
             raise ConfigError(f"train.device={self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        for key, allowed in (("scheduler", SCHEDULERS), ("scheduler_monitor", SCHEDULER_MONITORS),
+                             ("epoch_metric", EPOCH_METRICS), ("val_by", VAL_BY), ("augment", AUGMENTS)):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"train.{key}={getattr(self, key)!r} is not one of {list(allowed)}")
+        if not 0 < self.scheduler_factor < 1:
+            raise ConfigError(f"train.scheduler_factor={self.scheduler_factor} must be in (0, 1)")
+        if self.scheduler_patience < 1:
+            raise ConfigError(f"train.scheduler_patience={self.scheduler_patience} must be >= 1")
+        if self.min_lr < 0:
+            raise ConfigError(f"train.min_lr={self.min_lr} must be >= 0")
+        if self.report_epochs is not None:
+            first_last = self.report_epochs
+            if len(first_last) != 2 or not 1 <= first_last[0] <= first_last[1] <= self.epochs:
+                raise ConfigError(f"train.report_epochs={first_last} must be [first, last] with "
+                                  f"1 <= first <= last <= train.epochs={self.epochs} (or null)")
+
+    @property
+    def needs_validation(self) -> bool:
+        """Whether the training fold loses a validation split (for the epoch choice or the scheduler)."""
+        return self.epoch_policy == "validation" or (self.scheduler == "plateau"
+                                                     and self.scheduler_monitor == "val_loss")
 
     def check_device(self) -> None:
         """Refuse a GPU device this machine lacks (imports torch only when one is asked for)."""
@@ -105,8 +157,15 @@ class RunConfig:
     preprocess: dict[str, Any] = field(default_factory=dict)  # overrides of the model's default preprocessing
     protocol: str = "loso"
     folds: int = 5  # kfold
+    repeats: int = 1  # kfold: repeated with fresh shuffles (fold names r{k}-fold{i} when > 1)
     test_size: float = 0.2  # holdout
-    subject_aware: bool = True  # holdout: no subject in both train and test
+    subject_aware: bool = True  # holdout, kfold: no subject in both train and test
+    stratify: bool = True  # holdout, not subject-aware: False = a plain shuffled split (Reddy's code)
+    shuffle: bool = True  # holdout, not subject-aware: False = the tail split, the last test_size of the clips
+    quota: dict[str, int] | None = None  # protocol quota: training clips per class, the rest test
+    min_frames: int | None = None  # clips with fewer frames are excluded (listed in excluded.csv)
+    max_frames: int | None = None  # clips with more frames are excluded
+    reproduce: list[str] = field(default_factory=list)  # LEAKY switches of the reference code (REPRODUCE)
     seeds: list[int] = field(default_factory=lambda: [0])
     control: str = "none"  # "shuffle": also run with training labels permuted within subjects
     test_dataset: str | None = None  # lodo: the one target dataset (None = every dataset in turn)
@@ -135,6 +194,47 @@ class RunConfig:
             raise ConfigError(f"test_size={self.test_size} must be in (0, 1)")
         if self.preprocess_workers is not None and self.preprocess_workers < 1:
             raise ConfigError(f"preprocess_workers={self.preprocess_workers} must be at least 1")
+        self._check_split_keys()
+
+    def _check_split_keys(self) -> None:
+        """Keys that only mean something under some protocols are refused elsewhere, so none is silently ignored."""
+        if self.repeats < 1:
+            raise ConfigError(f"repeats={self.repeats} must be at least 1")
+        if self.repeats > 1 and self.protocol != "kfold":
+            raise ConfigError(f"repeats={self.repeats} applies to protocol kfold only (protocol is {self.protocol})")
+        clip_holdout = self.protocol == "holdout" and not self.subject_aware
+        for key in ("stratify", "shuffle"):
+            if not getattr(self, key) and not clip_holdout:
+                raise ConfigError(f"{key}=false applies to protocol holdout with subject_aware=false only "
+                                  f"(protocol {self.protocol}, subject_aware={self.subject_aware})")
+        if not self.shuffle and self.stratify:
+            raise ConfigError("shuffle=false (the tail split) cannot be stratified: set stratify=false too")
+        if not self.subject_aware and self.protocol not in ("holdout", "kfold", "quota"):
+            raise ConfigError(f"subject_aware=false applies to protocols holdout, kfold and quota, "
+                              f"not {self.protocol}")
+        if self.protocol == "quota":
+            if self.subject_aware:
+                raise ConfigError("protocol quota splits clips, not subjects: set subject_aware=false")
+            if not self.quota:
+                raise ConfigError("protocol quota needs quota: {class: training clips, ...}")
+            bad = {c: n for c, n in self.quota.items() if isinstance(n, bool) or not isinstance(n, int) or n < 1}
+            if bad:
+                raise ConfigError(f"quota={self.quota}: every value must be an integer >= 1 (bad: {bad})")
+        elif self.quota is not None:
+            raise ConfigError(f"quota={self.quota} applies to protocol quota only (protocol is {self.protocol})")
+        for key in ("min_frames", "max_frames"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key}={value} must be >= 1 (or null)")
+        if self.min_frames is not None and self.max_frames is not None and self.min_frames > self.max_frames:
+            raise ConfigError(f"min_frames={self.min_frames} is above max_frames={self.max_frames}")
+        for name in self.reproduce:
+            if name not in REPRODUCE:
+                raise ConfigError(f"reproduce: unknown switch {name!r} (known: {', '.join(REPRODUCE)})")
+        if "augment-before-split" in self.reproduce and self.train.augment == "none":
+            raise ConfigError("reproduce augment-before-split needs train.augment (joshi3d or joshi2d)")
+        if len(set(self.reproduce)) != len(self.reproduce):
+            raise ConfigError(f"reproduce={self.reproduce} names a switch twice")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

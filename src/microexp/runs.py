@@ -235,3 +235,19 @@ def find_checkpoints(run_dir: str | Path, fold: str | None = None) -> list[Check
 def read_checkpoints(run_dir: str | Path, fold: str | None = None) -> list[Checkpoint]:
     """:func:`find_checkpoints`, each read with :func:`load_checkpoint`."""
     return [Checkpoint(c.path, c.name, c.fold, load_checkpoint(c.path)) for c in find_checkpoints(run_dir, fold)]
+
+
+def leaks(config: Any) -> list[dict[str, str]]:
+    """The one list of what makes a run LEAKY (test data influencing training or the epoch choice): a leaky epoch
+    policy (``test-peek``, ``whole-set``) and every ``reproduce`` switch, each as ``{switch, description}``.
+    ``config`` is a :class:`~microexp.config.RunConfig` or a run's ``config.yaml`` as a dict."""
+    from microexp.config import EPOCH_POLICIES, LEAKY_POLICIES, REPRODUCE
+
+    if isinstance(config, dict):
+        policy = (config.get("train") or {}).get("epoch_policy", "fixed")
+        reproduce = list(config.get("reproduce") or [])
+    else:
+        policy, reproduce = config.train.epoch_policy, list(config.reproduce)
+    out = [{"switch": policy, "description": EPOCH_POLICIES[policy]}] if policy in LEAKY_POLICIES else []
+    return out + [{"switch": name, "description": f"LEAKY: {REPRODUCE.get(name, 'unknown reproduction switch')}"}
+                  for name in reproduce]

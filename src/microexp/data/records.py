@@ -122,6 +122,19 @@ class ClipSet:
     def subset(self, indices: Sequence[int] | range | np.ndarray) -> ClipSet:
         return ClipSet(self.name, [self.records[i] for i in indices], self.classes, list(self.excluded))
 
+    def filter_length(self, min_frames: int | None = None, max_frames: int | None = None) -> ClipSet:
+        """The clips with ``min_frames <= n_frames <= max_frames`` (either bound optional); the others are added
+        to ``excluded`` with the reason, never dropped silently (Reddy et al. keep clips of more than 96 frames)."""
+        kept, excluded = [], list(self.excluded)
+        for r in self.records:
+            if min_frames is not None and r.n_frames < min_frames:
+                excluded.append(Exclusion(r.key, f"fewer than {min_frames} frames ({r.n_frames})"))
+            elif max_frames is not None and r.n_frames > max_frames:
+                excluded.append(Exclusion(r.key, f"more than {max_frames} frames ({r.n_frames})"))
+            else:
+                kept.append(r)
+        return ClipSet(self.name, kept, self.classes, excluded)
+
     def counts(self) -> dict[str, int]:
         """Clips per class, in class order."""
         out = dict.fromkeys(self.classes, 0)

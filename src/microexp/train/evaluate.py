@@ -13,6 +13,7 @@ that already holds a run is refused rather than silently mixed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import torch
 import yaml
 
 from microexp import __version__, runs
-from microexp.config import EPOCH_POLICIES, RunConfig, config_diff
+from microexp.config import EPOCH_POLICIES, RENAMED, RunConfig, config_diff
 from microexp.data.records import ClipSet, Exclusion
 from microexp.data.registry import load_dataset
 from microexp.errors import ConfigError, DataError
@@ -45,8 +46,9 @@ from microexp.train.folds import (  # noqa: F401 - the fold types and run_fold a
     run_fold,
     save_fold_output,
 )
-from microexp.train.metrics import compute_metrics, summarise_seeds
+from microexp.train.metrics import compute_metrics, core_metrics, summarise_seeds
 from microexp.train.protocols import make_folds
+from microexp.train.reproduce import augment_before_split, smic_surprise_duplication
 
 
 @dataclass
@@ -74,6 +76,10 @@ def chance_levels(y: np.ndarray, n_classes: int) -> dict[str, float]:
 def check_model(config: RunConfig) -> None:
     """Build the model once on the configured input shapes so bad hyper-parameters fail before any training."""
     spec = model_registry.get(config.model)
+    if spec.kind == "torch":
+        from microexp.train.trainers import get_trainer
+
+        get_trainer(config.train, spec)  # an unknown train.trainer: one line before any loading
     try:
         with torch.device("meta"):  # shapes only, no memory
             spec.build(2, resolve_preprocess(config), **config.model_params)
@@ -91,8 +97,11 @@ def prepare(config: RunConfig, clips: ClipSet | None = None, progress: bool = Tr
         if not config.root:
             raise ConfigError(f"dataset {config.dataset!r} needs root, the dataset's folder")
         clips = load_dataset(config.dataset, Path(config.root), config.annotation, config.classes)
+    if config.min_frames is not None or config.max_frames is not None:
+        clips = clips.filter_length(config.min_frames, config.max_frames)
     if len(clips) == 0:
-        raise DataError(f"{clips.name}: no usable clips ({len(clips.excluded)} excluded)")
+        first = f"; first reason: {clips.excluded[0].reason}" if clips.excluded else ""
+        raise DataError(f"{clips.name}: no usable clips ({len(clips.excluded)} excluded{first})")
     workers = config.preprocess_workers
     if workers is None:
         workers = None if pconf.face != "none" else 1
@@ -103,9 +112,32 @@ def prepare(config: RunConfig, clips: ClipSet | None = None, progress: bool = Tr
     if len(kept) == 0:
         raise DataError(f"{clips.name}: every clip failed preprocessing; first reason: {excluded[0].reason}")
     groups = np.array([f"{r.dataset}/{r.subject}" for r in kept.records], dtype=object)
-    return RunContext(config, pconf, kept.records, list(kept.classes),
-                      {k: torch.from_numpy(v) for k, v in prepared.streams.items()}, kept.targets, groups, out,
-                      excluded)
+    ctx = RunContext(config, pconf, kept.records, list(kept.classes),
+                     {k: torch.from_numpy(v) for k, v in prepared.streams.items()}, kept.targets, groups, out,
+                     excluded)
+    return reproduce_data(ctx)
+
+
+def reproduce_data(ctx: RunContext) -> RunContext:
+    """The clip set as the seed's code built it before the split, for the data-side LEAKY ``reproduce`` switches
+    (:mod:`microexp.train.reproduce`); unchanged without them."""
+    c = ctx.config
+    if "smic-surprise-duplication" in c.reproduce:
+        rows, labels = smic_surprise_duplication(ctx.y, ctx.classes)
+        ctx = _take_rows(ctx, rows, labels)
+    if "augment-before-split" in c.reproduce:
+        rows, inputs, labels = augment_before_split(c.train.augment, ctx.inputs, ctx.y, c.seeds[0])
+        ctx = _take_rows(ctx, rows, labels, inputs)
+    return ctx
+
+
+def _take_rows(ctx: RunContext, rows: np.ndarray, labels: np.ndarray,
+               inputs: dict[str, torch.Tensor] | None = None) -> RunContext:
+    index = torch.as_tensor(rows, dtype=torch.long)
+    return dataclasses.replace(ctx, records=[ctx.records[i] for i in rows], y=np.asarray(labels),
+                               groups=ctx.groups[rows],
+                               inputs=inputs if inputs is not None else {k: v.index_select(0, index)
+                                                                         for k, v in ctx.inputs.items()})
 
 
 def fold_tasks(ctx: RunContext, control: bool = False) -> list[FoldTask]:
@@ -114,7 +146,8 @@ def fold_tasks(ctx: RunContext, control: bool = False) -> list[FoldTask]:
             for fold in make_folds(c.protocol, ctx.y, ctx.groups, seed=seed, n_splits=c.folds,
                                    test_size=c.test_size, subject_aware=c.subject_aware,
                                    datasets=np.array([r.dataset for r in ctx.records], dtype=object),
-                                   test_dataset=c.test_dataset, train_datasets=c.train_datasets)]
+                                   test_dataset=c.test_dataset, train_datasets=c.train_datasets, repeats=c.repeats,
+                                   stratify=c.stratify, shuffle=c.shuffle, quota=c.quota, classes=ctx.classes)]
 
 
 def resolved_config(config: RunConfig, pconf: PreprocessConfig) -> dict[str, Any]:
@@ -122,6 +155,20 @@ def resolved_config(config: RunConfig, pconf: PreprocessConfig) -> dict[str, Any
     resolved = config.to_dict()
     resolved["preprocess"] = pconf.to_dict()
     return yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False))
+
+
+def _with_new_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved configuration with the keys added since it was written set to their defaults (a key the run
+    lacks had its default behaviour then), so resuming an older run is not refused over them."""
+    defaults = RunConfig().to_dict()
+    old_names = {new: old for old, new in RENAMED.items()}
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key == "train" and isinstance(out.get("train"), dict):
+            out["train"] = {**value, **out["train"]}
+        elif key not in out and old_names.get(key) not in out:
+            out[key] = value
+    return out
 
 
 def start_run_dir(out: Path, config: RunConfig, pconf: PreprocessConfig, resume: bool) -> None:
@@ -133,7 +180,7 @@ def start_run_dir(out: Path, config: RunConfig, pconf: PreprocessConfig, resume:
     if resume:
         if not saved.is_file():
             raise ConfigError(f"{out}: nothing to resume (no config.yaml)")
-        previous = runs.read_config(out)
+        previous = _with_new_defaults(runs.read_config(out))
         diff = config_diff(previous, resolved)
         if diff:
             shown = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diff[:5])
@@ -180,6 +227,35 @@ def pooled_metrics(ctx: RunContext, outputs: list[FoldOutput]) -> dict[str, Any]
     return agg
 
 
+def epoch_range(ctx: RunContext, outputs: list[FoldOutput]) -> dict[str, Any]:
+    """``train.report_epochs``: for each epoch of the range, the test predictions of all folds of a seed pooled
+    and scored; then the mean and (population) std of those scores over the epochs (and seeds). The test fold is
+    only scored here, never chosen on (Reddy et al. 2019, Table VIII: epochs 91-100). An epoch some fold did
+    not reach (early stopping) is left out, and ``n_epochs`` says how many were scored."""
+    first, last = ctx.config.train.report_epochs or (0, -1)
+    per_epoch = []
+    for seed in ctx.config.seeds:
+        outs = [o for o in outputs if o.task.seed == seed]
+        for epoch in range(first, last + 1):
+            if not outs or any(epoch not in o.epoch_predictions for o in outs):
+                continue
+            y_true = np.concatenate([ctx.y[o.task.fold.test] for o in outs])
+            y_pred = np.concatenate([np.asarray(o.epoch_predictions[epoch], dtype=int) for o in outs])
+            m = core_metrics(y_true, y_pred, len(ctx.classes))
+            per_epoch.append({"seed": seed, "epoch": epoch, **{k: m[k] for k in ("accuracy", "uf1", "uar")}})
+    stats = summarise_seeds(per_epoch) if per_epoch else {}
+    return {"first": first, "last": last, "n_epochs": len(per_epoch), **stats, "per_epoch": per_epoch}
+
+
+def trainer_label(config: RunConfig) -> str:
+    spec = model_registry.get(config.model)
+    if spec.kind != "torch":
+        return spec.kind
+    from microexp.train.trainers import trainer_name
+
+    return trainer_name(config.train, spec)
+
+
 def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None = None, progress: bool = True,
              log: Callable[[str], None] = print, executor: Executor | None = None,
              resume: bool = False) -> RunResult:
@@ -192,24 +268,34 @@ def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None =
     config.train.check_device()  # and on a GPU this machine lacks
     if out is not None:
         start_run_dir(Path(out), config, resolve_preprocess(config), resume)
+    if "reuse-model-across-folds" in config.reproduce and not isinstance(executor, LocalExecutor | None):
+        raise ConfigError("reproduce reuse-model-across-folds trains one model fold after fold: it needs the local "
+                          "executor (no --workers)")
     ctx = prepare(config, clips, progress=progress, out=out)
     executor = executor or LocalExecutor(progress=progress)
     cfg = config.train
     outputs = run_tasks(ctx, fold_tasks(ctx), executor, log)
     metrics = pooled_metrics(ctx, outputs)
+    leak_list = runs.leaks(config)
     metrics.update({
         "dataset": config.dataset, "protocol": config.protocol, "model": config.model, "classes": ctx.classes,
         "n_clips": len(ctx.records), "n_subjects": len(set(ctx.groups.tolist())), "n_excluded": len(ctx.excluded),
         "n_repaired": sum(bool(r.meta.get("repairs")) for r in ctx.records),
         "n_folds": len(outputs) // len(config.seeds), "seeds": list(config.seeds),
         "epoch_policy": {"name": cfg.epoch_policy, "description": EPOCH_POLICIES[cfg.epoch_policy],
-                         "leaky": cfg.epoch_policy == "test-peek", "epochs": cfg.epochs,
+                         "leaky": bool(leak_list), "metric": cfg.epoch_metric, "epochs": cfg.epochs,
                          "chosen_epochs": sorted({o.chosen_epoch for o in outputs})},
+        "leaks": leak_list,
         "chance": chance_levels(ctx.y, len(ctx.classes)), "microexp_version": __version__,
         "training": {"optimizer": cfg.optimizer, "lr": cfg.lr, "momentum": cfg.momentum, "batch_size": cfg.batch_size,
-                     "epochs": cfg.epochs},
+                     "epochs": cfg.epochs, "trainer": trainer_label(config), "augment": cfg.augment,
+                     "scheduler": None if cfg.scheduler == "none" else {
+                         "name": cfg.scheduler, "factor": cfg.scheduler_factor, "patience": cfg.scheduler_patience,
+                         "min_lr": cfg.min_lr, "monitor": cfg.scheduler_monitor}},
         "inputs": {name: list(ctx.preprocess.stream_shape(name)) for name in ctx.inputs},
     })
+    if cfg.report_epochs is not None:
+        metrics["epoch_range"] = epoch_range(ctx, outputs)
     history = [h for o in outputs for h in o.history]
     if config.control == "shuffle":
         control = run_tasks(ctx, fold_tasks(ctx, control=True), executor, log)

@@ -4,6 +4,7 @@ its test fold. Executors (:mod:`microexp.train.executor`, :mod:`microexp.train.d
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from microexp import __version__
-from microexp.config import RunConfig
+from microexp.config import LEAKY_POLICIES, RunConfig
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.errors import ConfigError, DataError
 from microexp.models import registry as model_registry
@@ -27,8 +28,9 @@ from microexp.runs import (
     save_sklearn_checkpoint,
     write_json,
 )
-from microexp.train.loop import FitResult, fit, predict_proba, resolve_device, set_seed
+from microexp.train.loop import FitResult, resolve_device, set_seed
 from microexp.train.protocols import Fold, shuffle_within_groups, validation_split
+from microexp.train.trainers import get_trainer
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class FoldOutput:
     rows: list[dict[str, Any]]
     history: list[dict[str, Any]]
     chosen_epoch: int
+    # train.report_epochs: predicted class index of each test row (fold.test order) per epoch of the range
+    epoch_predictions: dict[int, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +67,8 @@ class RunContext:
     groups: np.ndarray
     out: Path | None = None
     excluded: list[Exclusion] = field(default_factory=list)
+    # reproduce: reuse-model-across-folds keeps one model per (seed, control) here (a local executor only)
+    shared_models: dict[tuple[int, bool], Any] = field(default_factory=dict, repr=False)
 
 
 def clip_length(records: list[ClipRecord]) -> dict[str, float]:
@@ -76,8 +82,11 @@ def clip_length(records: list[ClipRecord]) -> dict[str, float]:
 
 
 def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FoldOutput:
-    """Train on the task's training fold and score its test fold. The test rows never reach training."""
+    """Train on the task's training fold and score its test fold. The test rows never reach training, unless a
+    LEAKY ``reproduce`` switch or epoch policy of the run says so (:func:`microexp.runs.leaks` lists them)."""
     config, cfg, fold, seed = ctx.config, ctx.config.train, task.fold, task.seed
+    if "augment-before-split" in config.reproduce:  # the copies were made once before the split
+        cfg = dataclasses.replace(cfg, augment="none")
     spec = model_registry.get(config.model)
     n_classes = len(ctx.classes)
     y = ctx.y
@@ -85,9 +94,9 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
         y = y.copy()
         y[fold.train] = shuffle_within_groups(y[fold.train], ctx.groups[fold.train],
                                               np.random.default_rng(seed + 7919))
-    if cfg.epoch_policy == "validation":
+    if cfg.needs_validation:  # the epoch choice or the scheduler's val_loss: drawn from the training fold
         fit_idx, val_idx = validation_split(fold.train, y, ctx.groups, seed, cfg.val_fraction,
-                                            by_subject=config.protocol != "holdout" or config.subject_aware)
+                                            by_subject=cfg.val_by == "subject")
     else:
         fit_idx, val_idx = fold.train, None
     inputs = ctx.inputs
@@ -104,10 +113,19 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
         result = FitResult(history=[], chosen_epoch=0)
     else:
         device = resolve_device(cfg.device)
-        model = spec.build(n_classes, ctx.preprocess, **config.model_params).to(device)
-        result = fit(model, inputs, torch.from_numpy(y), fit_idx, cfg, seed, n_classes, val_idx=val_idx,
-                     test_idx=fold.test if cfg.epoch_policy == "test-peek" else None, on_epoch=on_epoch)
-        probs = predict_proba(model, inputs, fold.test, cfg.batch_size * 4, device)
+        if "reuse-model-across-folds" in config.reproduce:  # LEAKY (Joshi): one model object through the folds
+            model = ctx.shared_models.get((seed, task.control))
+            if model is None:
+                model = ctx.shared_models[(seed, task.control)] = spec.build(n_classes, ctx.preprocess,
+                                                                             **config.model_params).to(device)
+        else:
+            model = spec.build(n_classes, ctx.preprocess, **config.model_params).to(device)
+        trainer = get_trainer(cfg, spec)
+        sees_test = cfg.epoch_policy in LEAKY_POLICIES or cfg.report_epochs is not None
+        result = trainer.fit(model, inputs, torch.from_numpy(y), fit_idx, cfg, seed, n_classes, val_idx=val_idx,
+                             test_idx=fold.test if sees_test else None, on_epoch=on_epoch,
+                             spec=spec, preprocess=ctx.preprocess)
+        probs = trainer.predict_proba(model, inputs, fold.test, cfg.batch_size * 4, device)
     rows = []
     for i, p in zip(fold.test, probs, strict=True):
         rec = ctx.records[i]
@@ -128,7 +146,8 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
                          "preprocess": ctx.preprocess.to_dict(), "classes": ctx.classes, "seed": seed,
                          "fold": fold.name, "epoch": result.chosen_epoch, "microexp_version": __version__,
                          "normaliser": normaliser, "clip": clip_length([ctx.records[i] for i in fold.train])})
-    output = FoldOutput(task, rows, history, result.chosen_epoch)
+    output = FoldOutput(task, rows, history, result.chosen_epoch,
+                        {e: p.argmax(1).tolist() for e, p in getattr(result, "test_probs", {}).items()})
     if ctx.out is not None:
         save_fold_output(ctx.out, output)
     return output
@@ -142,7 +161,8 @@ def save_fold_output(out: Path, output: FoldOutput) -> Path:
     return write_json(fold_path(out, output.task),
                       {"task": output.task.name, "seed": output.task.seed, "fold": output.task.fold.name,
                        "control": output.task.control, "test": output.task.fold.test.tolist(),
-                       "chosen_epoch": output.chosen_epoch, "rows": output.rows, "history": output.history})
+                       "chosen_epoch": output.chosen_epoch, "rows": output.rows, "history": output.history,
+                       "epoch_predictions": {str(e): p for e, p in output.epoch_predictions.items()}})
 
 
 def load_fold_output(out: Path, task: FoldTask) -> FoldOutput | None:
@@ -156,4 +176,5 @@ def load_fold_output(out: Path, task: FoldTask) -> FoldOutput | None:
         raise DataError(f"{exc}; delete it to recompute that fold") from None
     if d.get("test") != task.fold.test.tolist():
         raise ConfigError(f"{path}: its test clips differ from this run's fold {task.fold.name}; the data changed")
-    return FoldOutput(task, d["rows"], d["history"], int(d["chosen_epoch"]))
+    return FoldOutput(task, d["rows"], d["history"], int(d["chosen_epoch"]),
+                      {int(e): p for e, p in d.get("epoch_predictions", {}).items()})

@@ -1,8 +1,10 @@
-"""Training loop: seeded SGD with cross-entropy, and the epoch policy (fixed, validation, test-peek)."""
+"""Training loop: seeded SGD/Adam with cross-entropy, the plateau scheduler, and the epoch policy (fixed,
+validation, test-peek, whole-set)."""
 
 from __future__ import annotations
 
 import copy
+import importlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,13 +54,13 @@ def predict_proba(model: nn.Module, inputs: Inputs, idx: np.ndarray, batch_size:
 
 
 def _evaluate(model: nn.Module, inputs: Inputs, y: torch.Tensor, idx: np.ndarray, batch_size: int,
-              device: torch.device, n_classes: int) -> dict[str, float]:
+              device: torch.device, n_classes: int) -> tuple[dict[str, float], np.ndarray]:
     probs = predict_proba(model, inputs, idx, batch_size, device)
     yt = y[torch.as_tensor(idx)].numpy()
     loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-7)),
                                         torch.as_tensor(yt)).item())
     m = core_metrics(yt, probs.argmax(1), n_classes)
-    return {"loss": loss, "accuracy": m["accuracy"], "uf1": m["uf1"], "uar": m["uar"]}
+    return {"loss": loss, "accuracy": m["accuracy"], "uf1": m["uf1"], "uar": m["uar"]}, probs
 
 
 @dataclass
@@ -66,6 +68,32 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     chosen_epoch: int = 0
     stopped_early: bool = False
+    # train.report_epochs: class probabilities of the test rows at each epoch of the range (scored, never chosen on)
+    test_probs: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def choice_rows(policy: str, fit_idx: np.ndarray, val_idx: np.ndarray | None,
+                test_idx: np.ndarray | None) -> np.ndarray | None:
+    """The rows the epoch policy chooses on: none (fixed), the validation split, the test fold (test-peek, LEAKY)
+    or every clip of the run, test fold included (whole-set, LEAKY: the FuseNet code validated on its whole set)."""
+    if policy == "fixed":
+        return None
+    if policy == "whole-set":
+        parts = [p for p in (fit_idx, val_idx, test_idx) if p is not None]
+        rows = np.unique(np.concatenate(parts)) if test_idx is not None else None
+    else:
+        rows = {"validation": val_idx, "test-peek": test_idx}[policy]
+    if rows is None or len(rows) == 0:
+        raise ValueError(f"epoch policy {policy!r} needs its held-out indices")
+    return rows
+
+
+def plateau_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """Keras' ReduceLROnPlateau (mode min, min_delta 1e-4 absolute, cooldown 0) with torch's class: Keras lowers the
+    rate after ``patience`` epochs without improvement, torch after ``patience + 1``, hence ``patience - 1``."""
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=cfg.scheduler_factor, patience=cfg.scheduler_patience - 1, threshold=1e-4,
+        threshold_mode="abs", cooldown=0, min_lr=cfg.min_lr, eps=0.0)
 
 
 def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, cfg: TrainConfig, seed: int,
@@ -73,9 +101,12 @@ def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, 
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
     """Train ``model`` in place on rows ``fit_idx`` and leave it at the epoch the policy chooses.
 
-    ``validation`` chooses the epoch with the best validation UF1 (ties: lower validation loss) on ``val_idx``,
-    which the caller draws from the training fold. ``test-peek`` does the same on ``test_idx`` and exists only to
-    reproduce published numbers; ``fixed`` keeps the last epoch and never looks at held-out data.
+    ``validation`` chooses the epoch with the best validation ``cfg.epoch_metric`` (UF1 or accuracy; ties: lower
+    validation loss) on ``val_idx``, which the caller draws from the training fold. ``test-peek`` does the same on
+    ``test_idx`` and ``whole-set`` on every row given; both exist only to reproduce published numbers. ``fixed``
+    keeps the last epoch and never looks at held-out data. With ``cfg.report_epochs`` the ``test_idx`` rows are
+    scored at each epoch of the range (kept in ``FitResult.test_probs``) but never chosen on. The plateau
+    scheduler steps on the training loss or on the validation loss of ``val_idx``.
     """
     device = next(model.parameters()).device
     tune_allocator()
@@ -85,43 +116,72 @@ def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, 
         opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = plateau_scheduler(opt, cfg) if cfg.scheduler == "plateau" else None
+    if scheduler is not None and cfg.scheduler_monitor == "val_loss" and (val_idx is None or len(val_idx) == 0):
+        raise ValueError("train.scheduler_monitor=val_loss needs the validation indices")
+    augment = None
+    if cfg.augment != "none":
+        augment = importlib.import_module("microexp.train.augment").apply  # imported only when asked for
+        aug_rng = np.random.default_rng(seed)  # one stream per fold seed: the same batches get the same copies
+    report = range(cfg.report_epochs[0], cfg.report_epochs[1] + 1) if cfg.report_epochs else range(0)
+    if report and (test_idx is None or len(test_idx) == 0):
+        raise ValueError("train.report_epochs needs the test indices")
     loss_fn = nn.CrossEntropyLoss()
-    choose_on = {"validation": val_idx, "test-peek": test_idx}.get(cfg.epoch_policy)
-    if cfg.epoch_policy != "fixed" and (choose_on is None or len(choose_on) == 0):
-        raise ValueError(f"epoch policy {cfg.epoch_policy!r} needs its held-out indices")
+    choose_on = choice_rows(cfg.epoch_policy, fit_idx, val_idx, test_idx)
+    chosen_prefix = {"validation": "val", "test-peek": "test", "whole-set": "whole"}.get(cfg.epoch_policy, "")
     result = FitResult()
     best_key: tuple[float, float] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     since_best = 0
     fit_t = torch.as_tensor(fit_idx, dtype=torch.long)
+    held_batch = cfg.batch_size * 4
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         order = fit_t[torch.randperm(len(fit_t), generator=gen)]
         total, correct, seen = 0.0, 0, 0
         for start in range(0, len(order), cfg.batch_size):
             rows = order[start:start + cfg.batch_size]
-            batch = _batch(inputs, rows, device)
-            target = y.index_select(0, rows).to(device)
+            if augment is None:
+                batch = _batch(inputs, rows, device)
+                target = y.index_select(0, rows).to(device)
+            else:
+                cpu_batch, cpu_target = augment(cfg.augment, _batch(inputs, rows, torch.device("cpu")),
+                                                y.index_select(0, rows), aug_rng)
+                batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
+                target = cpu_target.to(device)
             opt.zero_grad(set_to_none=True)
             logits = model(**batch)
             loss = loss_fn(logits, target)
             loss.backward()
             opt.step()
-            total += float(loss.item()) * len(rows)
+            total += float(loss.item()) * len(target)
             correct += int((logits.argmax(1) == target).sum().item())
-            seen += len(rows)
+            seen += len(target)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": total / seen, "train_accuracy": correct / seen}
-        if choose_on is not None:
-            held = _evaluate(model, inputs, y, choose_on, cfg.batch_size * 4, device, n_classes)
-            prefix = "val" if cfg.epoch_policy == "validation" else "test"
+        if scheduler is not None:
+            record["lr"] = opt.param_groups[0]["lr"]  # the rate this epoch trained with
+        scored: dict[str, dict[str, float]] = {}
+        if val_idx is not None and len(val_idx):
+            scored["val"], _ = _evaluate(model, inputs, y, val_idx, held_batch, device, n_classes)
+        if test_idx is not None and (cfg.epoch_policy == "test-peek" or epoch in report):
+            scored["test"], probs = _evaluate(model, inputs, y, test_idx, held_batch, device, n_classes)
+            if epoch in report:
+                result.test_probs[epoch] = probs
+        if cfg.epoch_policy == "whole-set":
+            scored["whole"], _ = _evaluate(model, inputs, y, choose_on, held_batch, device, n_classes)
+        for prefix, held in scored.items():
             record.update({f"{prefix}_{k}": v for k, v in held.items()})
-            key = (held["uf1"], -held["loss"])
+        if choose_on is not None:
+            held = scored[chosen_prefix]
+            key = (held[cfg.epoch_metric], -held["loss"])
             if best_key is None or key > best_key:
                 best_key, since_best = key, 0
                 best_state = copy.deepcopy(model.state_dict())
                 result.chosen_epoch = epoch
             else:
                 since_best += 1
+        if scheduler is not None:
+            scheduler.step(record["train_loss"] if cfg.scheduler_monitor == "train_loss" else record["val_loss"])
         result.history.append(record)
         if on_epoch:
             on_epoch(record)

@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.model_selection import (
     GroupShuffleSplit,
     LeaveOneGroupOut,
+    RepeatedStratifiedKFold,
     StratifiedGroupKFold,
     StratifiedShuffleSplit,
     train_test_split,
@@ -29,11 +30,16 @@ class Fold:
 
 def make_folds(protocol: str, y: np.ndarray, groups: np.ndarray, seed: int = 0, n_splits: int = 5,
                test_size: float = 0.2, subject_aware: bool = True, datasets: np.ndarray | None = None,
-               test_dataset: str | None = None, train_datasets: list[str] | None = None) -> list[Fold]:
+               test_dataset: str | None = None, train_datasets: list[str] | None = None, repeats: int = 1,
+               stratify: bool = True, shuffle: bool = True, quota: dict[str, int] | None = None,
+               classes: list[str] | None = None) -> list[Fold]:
     """Folds of a protocol. ``groups`` are subject identifiers (dataset-qualified where datasets are mixed).
 
     ``datasets`` (the source dataset of each clip) is needed by ``megc2019`` and ``lodo``; ``test_dataset`` and
     ``train_datasets`` narrow ``lodo`` to one target and a chosen set of sources (e.g. train samm, test casme2).
+    ``kfold`` is repeated ``repeats`` times (folds ``r{k}-fold{i}``); with ``subject_aware=False`` it splits clips
+    (StratifiedKFold). A clip-level ``holdout`` is stratified and shuffled unless ``stratify``/``shuffle`` say
+    otherwise (``shuffle=False``: the tail split). ``quota`` maps each of ``classes`` to its training clips.
     """
     y, groups = np.asarray(y), np.asarray(groups, dtype=object)
     idx = np.arange(len(y))
@@ -51,10 +57,9 @@ def make_folds(protocol: str, y: np.ndarray, groups: np.ndarray, seed: int = 0, 
             raise ConfigError(f"LOSO needs at least 2 subjects, found {n_groups}")
         return [Fold(str(groups[te][0]), tr, te) for tr, te in LeaveOneGroupOut().split(idx, y, groups)]
     if protocol == "kfold":
-        if n_groups < n_splits:
-            raise ConfigError(f"{n_splits}-fold grouped CV needs at least {n_splits} subjects, found {n_groups}")
-        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        return [Fold(f"fold{i + 1}", tr, te) for i, (tr, te) in enumerate(splitter.split(idx, y, groups))]
+        return _kfold(y, groups, seed, n_splits, repeats, subject_aware)
+    if protocol == "quota":
+        return [quota_split(y, classes, quota or {}, seed)]
     if protocol == "holdout":
         if subject_aware:
             # the stratified-group fold closest to test_size, so no subject is on both sides
@@ -63,12 +68,71 @@ def make_folds(protocol: str, y: np.ndarray, groups: np.ndarray, seed: int = 0, 
                 raise ConfigError(f"subject-aware holdout ({test_size:.0%}) needs at least {k} subjects, "
                                   f"found {n_groups}")
             tr, te = next(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, y, groups))
+        elif not shuffle:
+            # the tail split of Reddy's fusion code: the last test_size of the clips, in their order
+            tr, te = train_test_split(idx, test_size=test_size, shuffle=False)
         else:
-            # the paper's split: one stratified 80/20 over clips (subjects may appear on both sides)
-            tr, te = train_test_split(idx, test_size=test_size, stratify=y, random_state=seed)
+            # one 80/20 over clips (subjects may appear on both sides), stratified unless the seed's code was not
+            tr, te = train_test_split(idx, test_size=test_size, stratify=y if stratify else None, random_state=seed)
             tr, te = np.sort(tr), np.sort(te)
         return [Fold("holdout", tr, te)]
     raise ConfigError(f"unknown protocol {protocol!r}")
+
+
+def _kfold(y: np.ndarray, groups: np.ndarray, seed: int, n_splits: int, repeats: int,
+           subject_aware: bool) -> list[Fold]:
+    idx = np.arange(len(y))
+    if not subject_aware:
+        counts = np.bincount(y) if len(y) else np.zeros(1, int)
+        smallest = int(counts[counts > 0].min()) if counts.any() else 0
+        if len(y) < n_splits or smallest < n_splits:
+            raise ConfigError(f"{n_splits}-fold clip-level CV needs at least {n_splits} clips of every class, "
+                              f"the smallest class has {smallest}")
+        splitter = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=repeats, random_state=seed)
+        splits = list(splitter.split(idx, y))
+    else:
+        n_groups = len(set(np.asarray(groups, dtype=object).tolist()))
+        if n_groups < n_splits:
+            raise ConfigError(f"{n_splits}-fold grouped CV needs at least {n_splits} subjects, found {n_groups}")
+        if repeats == 1:  # the same folds as before repeats existed
+            splits = list(StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(idx, y, groups))
+        else:  # as scikit-learn's _RepeatedSplits: one RandomState drives every repetition's shuffle
+            rng = np.random.RandomState(seed)
+            splits = [s for _ in range(repeats)
+                      for s in StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=rng).split(idx, y, groups)]
+    if repeats == 1:
+        return [Fold(f"fold{i + 1}", tr, te) for i, (tr, te) in enumerate(splits)]
+    return [Fold(f"r{i // n_splits + 1}-fold{i % n_splits + 1}", tr, te) for i, (tr, te) in enumerate(splits)]
+
+
+def quota_split(y: np.ndarray, classes: list[str] | None, quota: dict[str, int], seed: int) -> Fold:
+    """Joshi's 2D-CNN split: after a seeded shuffle of the clips, the first ``quota[c]`` clips of each class c
+    train and the rest test. Every class needs a quota and at least that many clips."""
+    y = np.asarray(y)
+    names = list(classes) if classes is not None else [str(c) for c in range(int(y.max(initial=-1)) + 1)]
+    unknown = sorted(set(quota) - set(names))
+    missing = [c for c in names if c not in quota]
+    if unknown or missing:
+        raise ConfigError(f"quota={quota}: " + "; ".join(
+            ([f"class(es) {unknown} are not among the classes {names}"] if unknown else [])
+            + ([f"class(es) {missing} have no quota"] if missing else [])))
+    counts = np.bincount(y, minlength=len(names))
+    short = {c: (int(counts[i]), quota[c]) for i, c in enumerate(names) if counts[i] < quota[c]}
+    if short:
+        c, (have, need) = next(iter(short.items()))
+        raise ConfigError(f"quota: class {c!r} has {have} clip(s), fewer than its training quota {need}")
+    order = np.random.RandomState(seed).permutation(len(y))
+    taken = np.zeros(len(names), dtype=int)
+    train = []
+    for i in order:
+        if taken[y[i]] < quota[names[y[i]]]:
+            taken[y[i]] += 1
+            train.append(i)
+    tr = np.sort(np.asarray(train, dtype=int))
+    te = np.setdiff1d(np.arange(len(y)), tr)
+    if len(te) == 0:
+        raise ConfigError(f"quota={quota} puts every clip in training: no test clip is left")
+    return Fold("quota", tr, te)
 
 
 def _lodo(y: np.ndarray, datasets: np.ndarray | None, test_dataset: str | None,
@@ -100,7 +164,8 @@ def _lodo(y: np.ndarray, datasets: np.ndarray | None, test_dataset: str | None,
 
 def validation_split(train: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int, fraction: float,
                      by_subject: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Split a training fold into (fit, validation) indices. Validation subjects come from the fold only."""
+    """Split a training fold into (fit, validation) indices. Validation subjects come from the fold only;
+    ``by_subject=False`` draws a stratified share of the fold's clips (Joshi: 27 %)."""
     train = np.asarray(train)
     g = np.asarray(groups, dtype=object)[train]
     if by_subject and len(set(g.tolist())) >= 2:
