@@ -36,6 +36,8 @@ class ModelSpec:
     kind: str = "torch"  # one of KINDS
     # number of classes the seed was published with (the default for listings and parameter counts)
     classes: int = 3
+    # how it is trained: a name in microexp.train.trainers.TRAINERS ("clip": one sample per clip)
+    trainer: str = "clip"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
