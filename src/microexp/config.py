@@ -51,6 +51,9 @@ class TrainConfig:
     epoch_policy: str = "fixed"
     val_fraction: float = 0.2  # share of training subjects held out for the validation epoch policy
     patience: int | None = None  # stop after this many epochs without validation improvement
+    # two-stage trainer, stage 1 (per-region CNNs on frames); null = train.epochs / train.batch_size
+    stage1_epochs: int | None = None
+    stage1_batch_size: int | None = None
     device: str = "auto"  # auto | cpu | cuda
 
     def __post_init__(self) -> None:
@@ -71,6 +74,9 @@ class TrainConfig:
             raise ConfigError(f"train.weight_decay={self.weight_decay} must be >= 0")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"train.patience={self.patience} must be >= 1 (or null: no early stopping)")
+        for key in ("stage1_epochs", "stage1_batch_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"train.{key}={getattr(self, key)} must be >= 1 (or null: the same as stage 2)")
         if not DEVICE.match(self.device):
             raise ConfigError(f"train.device={self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
 

@@ -43,12 +43,9 @@ Inputs = dict[str, torch.Tensor]
 
 def stage1_settings(cfg: TrainConfig) -> tuple[int, int]:
     """(epochs, batch size) of stage 1: ``train.stage1_epochs`` / ``train.stage1_batch_size``, else stage 2's."""
-    epochs = getattr(cfg, "stage1_epochs", None) or cfg.epochs
-    batch = getattr(cfg, "stage1_batch_size", None) or cfg.batch_size
-    for key, value in (("stage1_epochs", epochs), ("stage1_batch_size", batch)):
-        if int(value) < 1:
-            raise ConfigError(f"train.{key}={value} must be >= 1 (or null: the same as stage 2)")
-    return int(epochs), int(batch)
+    epochs = cfg.epochs if cfg.stage1_epochs is None else cfg.stage1_epochs
+    batch = cfg.batch_size if cfg.stage1_batch_size is None else cfg.stage1_batch_size
+    return epochs, batch
 
 
 def _check(model: nn.Module, inputs: Inputs) -> list[str]:
