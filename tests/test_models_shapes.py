@@ -156,17 +156,16 @@ def test_joshi_mode_override_and_cnn_lstm_uses_relu_lstm() -> None:
     assert conv.convlstm.rec(torch.tensor([1.0])).item() == pytest.approx(0.7)  # hard_sigmoid
 
 
-def test_joshi_2dcnn_majority_vote_and_five_of_nine_rule() -> None:
+def test_joshi_2dcnn_frame_logits_and_its_frames_vote_trainer() -> None:
     torch.manual_seed(0)
     model = registry.get("joshi-2dcnn-vote").builder(3, {"clip": (1, 9, 22, 22)}).eval()
-    frame_classes = torch.tensor([[0, 1, 1, 2, 1, 0, 1, 2, 1],    # 5 x class 1
-                                  [2, 2, 0, 0, 2, 1, 0, 2, 0]])   # 4 x 2, 4 x 0: tie -> lowest index
+    assert registry.get("joshi-2dcnn-vote").trainer == "frames-vote"  # the vote itself: tests/test_vote.py
+    assert {registry.get(n).trainer for n in ("joshi-3dcnn", "joshi-cnn-lstm", "joshi-convlstm")} == {"clip"}
+    frame_classes = torch.tensor([[0, 1, 1, 2, 1, 0, 1, 2, 1], [2, 2, 0, 0, 2, 1, 0, 2, 0]])
     logits = torch.nn.functional.one_hot(frame_classes, 3).float() * 5
+    assert model.frame_logits(torch.zeros(2, 1, 9, 22, 22)).shape == (2, 9, 3)
     model.frame_logits = lambda clip: logits  # type: ignore[method-assign]
-    pred, votes = model.vote(torch.zeros(2, 1, 9, 22, 22))
-    assert pred.tolist() == [1, 0] and votes.tolist() == [5, 4]
-    assert model.clip_correct(torch.zeros(2, 1, 9, 22, 22), torch.tensor([1, 2])).tolist() == [True, False]
-    # forward: clip score = mean over frames of log-softmax; argmax agrees with the majority here
+    # forward (train.trainer=clip): clip score = mean over frames of log-softmax; argmax agrees with the majority
     assert model(torch.zeros(2, 1, 9, 22, 22)).argmax(1).tolist() == [1, 0]
 
 

@@ -68,6 +68,9 @@ class TrainConfig:
     epoch_policy: str = "fixed"
     val_fraction: float = 0.2  # share of training subjects held out for the validation epoch policy
     patience: int | None = None  # stop after this many epochs without validation improvement
+    # two-stage trainer, stage 1 (per-region CNNs on frames); null = train.epochs / train.batch_size
+    stage1_epochs: int | None = None
+    stage1_batch_size: int | None = None
     device: str = "auto"  # auto | cpu | cuda
     trainer: str = "auto"  # auto = the model spec's trainer; else a name in microexp.train.trainers.TRAINERS
     # ReduceLROnPlateau with Keras' rule (mode min, cooldown 0, min_delta 1e-4 absolute), stepped once per epoch
@@ -102,6 +105,9 @@ class TrainConfig:
             raise ConfigError(f"train.weight_decay={self.weight_decay} must be >= 0")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"train.patience={self.patience} must be >= 1 (or null: no early stopping)")
+        for key in ("stage1_epochs", "stage1_batch_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"train.{key}={getattr(self, key)} must be >= 1 (or null: the same as stage 2)")
         if not DEVICE.match(self.device):
             raise ConfigError(f"train.device={self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
         for key, allowed in (("scheduler", SCHEDULERS), ("scheduler_monitor", SCHEDULER_MONITORS),

@@ -13,14 +13,11 @@ for weight porting alone.
 - ``joshi-convlstm``: ConvLSTM2D 32 3x3 valid (ReLU, hard_sigmoid recurrent, return_sequences) -> MaxPool (1,2,2)
   -> Flatten (1,143,072) -> Dense 48 (binary) / 64 (multiclass) ReLU -> Dropout 0.3 -> Dense.
 - ``joshi-2dcnn-vote``: a frame-level 2D CNN (flatten 57,600 binary / 50,176 multiclass) applied to each of the 9
-  frames. How it is trained and evaluated:
-    * faithful training is frame-level: each frame is a sample carrying its clip's label. A trainer that knows this
-      reads ``model.frame_level`` and uses ``model.frame_logits(clip)`` (N, T, K) with the label repeated T times;
-    * ``forward(clip)`` returns the clip score mean_t log_softmax(frame logits) (a log geometric-mean probability),
-      so a generic clip-level trainer also works (its loss then differs from the seed's frame-level loss);
-    * ``vote(clip)`` gives the per-clip majority vote (modal frame prediction, as the seed's multiclass confusion
-      matrix) and the number of frames agreeing; the seed's binary "clip correct" rule is more than 4 of 9 frames
-      correct (:meth:`Joshi2DCNN.clip_correct`).
+  frames. Its spec's trainer is ``frames-vote`` (:mod:`microexp.train.vote`): each frame is a training sample with
+  its clip's label (``frame_logits(clip)`` gives (N, T, K)), and a clip is scored by the majority vote of its frames
+  (vote shares as probabilities; the seed's "at least 5 of 9 frames correct" rule is ``vote.clip_correct``).
+  ``forward(clip)`` returns the clip score mean_t log_softmax(frame logits) (a log geometric-mean probability), so
+  ``train.trainer=clip`` also works (a different loss and scoring from the seed's).
 Custom Keras cells: :mod:`microexp.models.keras`. Parameter counts are trainable torch parameters; Keras "Total
 params" adds BatchNorm's moving mean/variance (2 per BN channel).
 """
@@ -133,9 +130,7 @@ class JoshiConvLSTM(nn.Module):
 
 
 class Joshi2DCNN(nn.Module):
-    """Frame-level 2D CNN with per-clip majority voting (see the module docstring for training and evaluation)."""
-
-    frame_level = True
+    """Frame-level 2D CNN, trained per frame and scored by majority vote (the ``frames-vote`` trainer)."""
 
     def __init__(self, n_classes: int, input_shape: Shape = (1, 9, 128, 128), mode: str = "auto"):
         super().__init__()
@@ -168,21 +163,6 @@ class Joshi2DCNN(nn.Module):
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.frame_logits(clip), dim=-1).mean(dim=1)
 
-    @torch.no_grad()
-    def vote(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Majority vote per clip: (predicted class (N,), number of frames voting for it (N,)). Ties go to the
-        lowest class index."""
-        frames = self.frame_logits(clip).argmax(dim=-1)
-        counts = F.one_hot(frames, self.head[-1].out_features).sum(dim=1)
-        votes, pred = counts.max(dim=1)
-        return pred, votes
-
-    @torch.no_grad()
-    def clip_correct(self, clip: torch.Tensor, target: torch.Tensor, min_correct: int = 5) -> torch.Tensor:
-        """The seed's test rule: a clip is correct when at least ``min_correct`` (5 of 9) frames are correct."""
-        frames = self.frame_logits(clip).argmax(dim=-1)
-        return (frames == target[:, None]).sum(dim=1) >= min_correct
-
 
 def _builder(cls: type[nn.Module]):
     def build(n_classes: int, input_shapes: dict[str, Shape], **hparams: object) -> nn.Module:
@@ -205,7 +185,8 @@ for _name, _cls, _desc in (
     ("joshi-3dcnn", Joshi3DCNN, "Conv3D (1,3,3) x2 + Dense; binary 64/96/24, multiclass 32/64/32 with BatchNorm"),
     ("joshi-cnn-lstm", JoshiCNNLSTM, "time-distributed 2D CNN -> Keras LSTM 32 (ReLU, sigmoid gates) -> Dense 24"),
     ("joshi-convlstm", JoshiConvLSTM, "Keras ConvLSTM2D 32 (ReLU, hard_sigmoid gates) -> Dense 48/64"),
-    ("joshi-2dcnn-vote", Joshi2DCNN, "frame-level 2D CNN, majority vote over the 9 frames (frame_level=True)"),
+    ("joshi-2dcnn-vote", Joshi2DCNN, "frame-level 2D CNN trained per frame, majority vote over the 9 frames (trainer frames-vote)"),
 ):
     register(ModelSpec(name=_name, builder=_builder(_cls), preprocess=joshi_preprocess(), source=_SOURCE,
-                       description=_desc + "; mode auto/binary/multiclass", classes=7))
+                       description=_desc + "; mode auto/binary/multiclass", classes=7,
+                       trainer="frames-vote" if _cls is Joshi2DCNN else "clip"))

@@ -17,9 +17,10 @@ Profiles (§4.6):
   (Dense 96 LeakyReLU -> Dense 384 sigmoid -> multiply). The 2022 code's 9-of-16 patch split is left out: as
   published it is inconsistent (16 patches, 9 inputs) and cannot run. Its L1 1e-5 penalty on the Dense 256 kernel
   belongs to the loss, not the module.
-Training differs from this end-to-end module in the seed: the CNN is first trained per region on frames (each frame
-carries its clip's label), then the LSTM stage on the frozen Dense-256 features. ``frame_features(region, x)``
-exposes that feature for a two-stage trainer.
+Training: the seed trains in two stages, the CNN per region on frames (each frame carries its clip's label), then the
+LSTM stage on the frozen Dense-256 features: ``train.trainer=two-stage`` (:mod:`microexp.train.twostage`), which
+reads ``cnn`` (stage 1, per region) and ``classify`` (stage 2, on per-frame features). ``train.trainer=clip`` (the
+spec's default) trains the same module end to end.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class RegionalCNNLSTM(nn.Module):
         if missing:
             raise ValueError(f"regional model needs streams {list(REGIONS)}; missing {missing}")
         self.profile = profile
+        self.feature_size = features
         self.cnn = nn.ModuleDict({r: InceptionRegionCNN(input_shapes[r][0], profile, features, hidden) for r in REGIONS})
         self.lstm = nn.ModuleDict({r: KerasLSTM(features, lstm_units, activation="tanh",
                                                 recurrent_activation="hard_sigmoid", kernel_init=0.01)
@@ -111,13 +113,16 @@ class RegionalCNNLSTM(nn.Module):
         n, c, t, h, w = x.shape
         return self.cnn[region](x.permute(0, 2, 1, 3, 4).reshape(n * t, c, h, w)).view(n, t, -1)
 
-    def forward(self, **streams: torch.Tensor) -> torch.Tensor:
-        parts = [self.drop_lstm(F.leaky_relu(self.lstm[r](self.frame_features(r, streams[r])), 0.01))
-                 for r in REGIONS]
+    def classify(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-region frame features (N, T, 256) -> logits: the LSTMs, fusion and classifier (stage 2)."""
+        parts = [self.drop_lstm(F.leaky_relu(self.lstm[r](features[r]), 0.01)) for r in REGIONS]
         x = torch.cat(parts, dim=1)
         if self.se is not None:
             x = x * self.se(x)
         return self.out(self.drop(F.leaky_relu(self.fc(x), 0.01)))
+
+    def forward(self, **streams: torch.Tensor) -> torch.Tensor:
+        return self.classify({r: self.frame_features(r, streams[r]) for r in REGIONS})
 
 
 def build_regional(n_classes: int, input_shapes: dict[str, Shape], **hparams: object) -> RegionalCNNLSTM:

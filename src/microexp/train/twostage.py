@@ -1,0 +1,169 @@
+"""The ``two-stage`` trainer: per-region CNNs first, then the temporal stage on their frozen features (Aouayeb et al.,
+MLSP 2019; docs/models.md §4).
+
+A two-stage model exposes ``cnn`` (a ModuleDict: stream name -> per-frame feature extractor, (N, C, H, W) ->
+(N, F)), ``feature_size`` (F) and ``classify(features)`` (per-stream (N, T, F) features -> logits), as
+:class:`microexp.models.regional.RegionalCNNLSTM` does.
+
+- **Stage 1**, for each region: its CNN plus a temporary linear classifier (F -> classes, glorot) trained on the
+  frames of the fold's training clips, each frame carrying its clip's label; ``train.stage1_epochs`` and
+  ``train.stage1_batch_size`` (MLSP paper: 100 epochs, batch 64; null: ``train.epochs`` / ``train.batch_size``),
+  the optimiser and learning rate of ``train``, the last epoch kept (nothing held out is looked at). Every region
+  learns the clip's own label: see docs/models.md, "two-stage training" for why the 2022 code's per-region label
+  remapping is left out. The temporary classifiers are discarded.
+- **Stage 2**: the CNNs are frozen (no gradient, eval mode: no dropout) and their per-frame features of the clips
+  the fold reads are computed once; the LSTMs, fusion and classifier train on them with ``train.epochs`` /
+  ``train.batch_size`` (MLSP paper: 60 epochs, batch 244) and the run's epoch policy, scheduler and report range.
+  The history and chosen epoch are stage 2's.
+
+Scoring is the model's ordinary forward (CNN features -> LSTMs -> classifier), identical to stage 2's path. The CNNs
+are trained inside each fold on its training clips only, so the test subject never reaches stage 1 (the 2022 code
+split frames of all subjects 50/50, a leak across its LOSO stage).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from microexp.config import TrainConfig
+from microexp.errors import ConfigError
+from microexp.models.keras import glorot_uniform_
+from microexp.train import loop
+from microexp.train.trainers import TRAINERS
+from microexp.train.vote import frame_count, frame_rows, to_frames
+
+Inputs = dict[str, torch.Tensor]
+
+
+def stage1_settings(cfg: TrainConfig) -> tuple[int, int]:
+    """(epochs, batch size) of stage 1: ``train.stage1_epochs`` / ``train.stage1_batch_size``, else stage 2's."""
+    epochs = cfg.epochs if cfg.stage1_epochs is None else cfg.stage1_epochs
+    batch = cfg.batch_size if cfg.stage1_batch_size is None else cfg.stage1_batch_size
+    return epochs, batch
+
+
+def _check(model: nn.Module, inputs: Inputs) -> list[str]:
+    cnn = getattr(model, "cnn", None)
+    if not isinstance(cnn, nn.ModuleDict) or not callable(getattr(model, "classify", None)) \
+            or not hasattr(model, "feature_size"):
+        raise ConfigError(f"train.trainer=two-stage needs a model with per-region CNNs and a temporal stage "
+                          f"(cnn, feature_size, classify); {type(model).__name__} has none")
+    missing = [r for r in cnn if r not in inputs]
+    if missing:
+        raise ConfigError(f"train.trainer=two-stage: the model's regions {missing} are not among the streams "
+                          f"{sorted(inputs)}")
+    return list(cnn)
+
+
+class RegionClassifier(nn.Module):
+    """Stage 1 of one region as the clip loop sees it: one-frame clips (N, C, 1, H, W) of ``stream`` -> logits."""
+
+    def __init__(self, stream: str, cnn: nn.Module, features: int, n_classes: int):
+        super().__init__()
+        self.stream, self.cnn, self.head = stream, cnn, nn.Linear(features, n_classes)
+        glorot_uniform_(self.head)
+
+    def forward(self, **streams: torch.Tensor) -> torch.Tensor:
+        return self.head(self.cnn(streams[self.stream][:, :, 0]))
+
+
+class TemporalStage(nn.Module):
+    """Stage 2 as the clip loop sees it: per-region features in, logits out. Only the model's modules other than
+    ``cnn`` are registered here, so the optimiser, ``train()`` and the epoch policy's saved state never touch the
+    CNNs."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.parts = nn.ModuleDict({name: m for name, m in model.named_children() if name != "cnn"})
+        object.__setattr__(self, "_model", model)  # not a submodule: its CNNs stay out of parameters()
+
+    def forward(self, **features: torch.Tensor) -> torch.Tensor:
+        return self._model.classify(features)
+
+
+@torch.no_grad()
+def region_features(cnn: nn.Module, frames: torch.Tensor, t: int, batch_size: int,
+                    device: torch.device) -> torch.Tensor:
+    """Frozen features of one-frame clips (N * T, C, 1, H, W) -> (N, T, F) on the CPU."""
+    cnn.eval()
+    out = [cnn(frames[i:i + batch_size, :, 0].to(device)).float().cpu() for i in range(0, len(frames), batch_size)]
+    return torch.cat(out).view(len(frames) // t, t, -1)
+
+
+def _stage1_config(cfg: TrainConfig, epochs: int, batch: int) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(cfg)}
+    changes: dict[str, Any] = {"epochs": epochs, "batch_size": batch, "epoch_policy": "fixed", "patience": None}
+    if "report_epochs" in names:
+        changes["report_epochs"] = None
+    return dataclasses.replace(cfg, **changes)
+
+
+def fit_stage1(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, cfg: TrainConfig, seed: int,
+               n_classes: int, val_idx: np.ndarray | None = None) -> dict[str, loop.FitResult]:
+    """Train each region's CNN on the frames of clips ``fit_idx`` (``val_idx`` frames only feed a val_loss
+    scheduler), then freeze the CNNs. Returns each region's stage-1 result."""
+    regions = _check(model, inputs)
+    epochs, batch = stage1_settings(cfg)
+    stage_cfg = _stage1_config(cfg, epochs, batch)
+    t = frame_count({r: inputs[r] for r in regions})
+    rows = np.unique(np.concatenate([np.asarray(i, dtype=np.int64) for i in (fit_idx, val_idx) if i is not None]))
+    frame_y = torch.as_tensor(y).index_select(0, torch.as_tensor(rows)).repeat_interleave(t)
+    fit_frames = frame_rows(np.searchsorted(rows, fit_idx), t)
+    val_frames = None if val_idx is None else frame_rows(np.searchsorted(rows, val_idx), t)
+    device = next(model.parameters()).device
+    results = {}
+    for k, region in enumerate(regions):
+        stage = RegionClassifier(region, model.cnn[region], model.feature_size, n_classes).to(device)
+        results[region] = loop.fit(stage, to_frames({region: inputs[region]}, rows), frame_y, fit_frames, stage_cfg,
+                                   seed + k + 1, n_classes, val_idx=val_frames)
+    for p in model.cnn.parameters():
+        p.requires_grad_(False)
+    return results
+
+
+def fit_stage2(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, cfg: TrainConfig, seed: int,
+               n_classes: int, val_idx: np.ndarray | None = None, test_idx: np.ndarray | None = None,
+               on_epoch: Callable[[dict[str, Any]], None] | None = None) -> loop.FitResult:
+    """Train the temporal stage on the frozen CNN features of the clips the fold reads."""
+    regions = _check(model, inputs)
+    t = frame_count({r: inputs[r] for r in regions})
+    parts = [np.asarray(i, dtype=np.int64) for i in (fit_idx, val_idx, test_idx) if i is not None]
+    rows = np.unique(np.concatenate(parts))
+    device = next(model.parameters()).device
+    _, batch = stage1_settings(cfg)
+    features = {r: region_features(model.cnn[r], to_frames({r: inputs[r]}, rows)[r], t, batch * 4, device)
+                for r in regions}
+
+    def pos(idx: np.ndarray | None) -> np.ndarray | None:
+        return None if idx is None else np.searchsorted(rows, np.asarray(idx))
+
+    stage = TemporalStage(model)
+    return loop.fit(stage, features, torch.as_tensor(y).index_select(0, torch.as_tensor(rows)), pos(fit_idx), cfg,
+                    seed, n_classes, val_idx=pos(val_idx), test_idx=pos(test_idx), on_epoch=on_epoch)
+
+
+class TwoStageTrainer:
+    """Stage 1 per-region CNNs on frames, stage 2 the temporal model on their frozen features."""
+
+    name = "two-stage"
+
+    def fit(self, model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, cfg: TrainConfig,
+            seed: int, n_classes: int, val_idx: np.ndarray | None = None, test_idx: np.ndarray | None = None,
+            on_epoch: Callable[[dict[str, Any]], None] | None = None, *, spec: Any = None,
+            preprocess: Any = None) -> loop.FitResult:
+        fit_stage1(model, inputs, y, fit_idx, cfg, seed, n_classes, val_idx=val_idx)
+        return fit_stage2(model, inputs, y, fit_idx, cfg, seed, n_classes, val_idx=val_idx, test_idx=test_idx,
+                          on_epoch=on_epoch)
+
+    def predict_proba(self, model: nn.Module, inputs: Inputs, idx: np.ndarray, batch_size: int,
+                      device: torch.device | None) -> np.ndarray:
+        return loop.predict_proba(model, inputs, idx, batch_size, device)
+
+
+TRAINERS.add("two-stage", TwoStageTrainer())
