@@ -212,17 +212,20 @@ def preprocess_clip(record: ClipRecord, config: PreprocessConfig) -> dict[str, n
     reg = _Regions(frames, geo, bool(dict(config.extra).get("roi_enlarge", False)), config.resize, color)
 
     out: dict[str, np.ndarray] = {}
+    interpolated: dict[tuple[str, tuple[int, int]], np.ndarray] = {}  # streams of one region share the frames
     for stream in config.streams:
         if stream.is_image:
-            # flow interpolation works at flow_size (the seed interpolates 150x150 frames), then resizes
-            interp = config.temporal == "interpolate_pad"
-            size = _flow_dims(stream, config.flow_size) if interp else stream.size
-            clip = np.stack([reg.get(stream.region, size, p, rgb) for p in positions])
+            if config.temporal == "interpolate_pad":
+                # flow interpolation works at flow_size (the seed interpolates 150x150 frames), then resizes
+                dims = _flow_dims(stream, config.flow_size)
+                if (stream.region, dims) not in interpolated:
+                    seq = np.stack([reg.get(stream.region, dims, p, rgb) for p in positions])
+                    interpolated[stream.region, dims] = flow_interpolate(seq, config.frames)
+                clip = np.stack([al.resize(f, stream.size, config.resize) for f in interpolated[stream.region, dims]])
+            else:
+                clip = np.stack([reg.get(stream.region, stream.size, p, rgb) for p in positions])
             if config.temporal == "tim":
                 clip = tim(clip, config.frames)
-            elif interp:
-                clip = np.stack([al.resize(f, stream.size, config.resize)
-                                 for f in flow_interpolate(clip, config.frames)])
             if stream.kind == "saliency":
                 clip = saliency(clip, config.saliency)
             arr = np.moveaxis(clip, -1, 0) if rgb else clip[None]  # (C, T, H, W)
