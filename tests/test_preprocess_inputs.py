@@ -318,3 +318,16 @@ def test_cli_bad_values_are_one_line_exit_2(tmp_path, capsys, option, message):
     code = main(["evaluate", "--dataset", "plain", "--root", str(tmp_path / "none"), "--set", option])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "Traceback" not in err and message in err
+
+
+def test_consecutive_flow_follows_the_interpolated_frames_and_padding(tmp_path):
+    frames = [np.clip(_blob(14 + 2 * k), 0, 255).astype(np.uint8) for k in range(4)]
+    rec = _clip(tmp_path, frames)
+    cfg = PreprocessConfig(streams=(StreamConfig("f", "whole", (8, 8), "flow"),), frames=8, pad_to=10,
+                           selection="whole", temporal="interpolate_pad", flow="farneback",
+                           flow_pairs="consecutive", flow_size=48, normalise="none")
+    out = preprocess_clip(rec, cfg)["f"]
+    assert cfg.stream_shape("f") == (2, 9, 8, 8) and out.shape == (2, 9, 8, 8)
+    np.testing.assert_array_equal(out[:, 7:], 0)  # 8 frames give 7 flow fields; 2 zero fields pad to 9
+    # the blob moves right between every pair of (interpolated) frames, not up or down (measured u 0.05-0.08)
+    assert (out[0, :7].mean(axis=(1, 2)) > 0.025).all() and abs(float(out[1, :7].mean())) < 0.005
