@@ -160,7 +160,7 @@ def test_flow_interpolation_keeps_originals_and_moves_the_content():
     np.testing.assert_array_equal(out[2], clip[1])
     truth, blend = _blob(22), clip.mean(0)
     err, blend_err = np.abs(out[1] - truth).mean(), np.abs(blend - truth).mean()
-    assert err < 0.35 * blend_err  # motion compensated: far closer to the true middle frame than a cross-fade
+    assert err < 0.1 * blend_err  # motion compensated: far closer to the true middle frame than a cross-fade
     # its peak moved half-way (columns), not two half-height peaks
     assert abs(int(np.argmax(out[1][24])) - 22) <= 1 and out[1].max() > 180
     # colour frames: the same motion in every channel
