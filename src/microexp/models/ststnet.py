@@ -1,6 +1,7 @@
 """STSTNet (Liong et al., FG 2019; docs/evaluation.md §3.2), as in the authors' PyTorch port (christy1206/STSTNet).
 
-Input: onset->apex optical flow u, v and optical strain, 3x28x28 (stream ``flow``, kind ``flowstrain``, T = 1).
+Input: onset->apex optical flow u, v and optical strain, 3x28x28 (stream ``flow``, kind ``flowstrain``, T = 1);
+the strain is computed on the full-size flow and then resized (``strain_at: full``).
 Three parallel 3x3 convolutions (padding 2) with 3, 5 and 8 channels, each ReLU -> BatchNorm -> MaxPool 3/3
 (padding 1) -> Dropout 0.5; concatenated (16 channels) -> AvgPool 2/2 -> Flatten (400) -> Linear n.
 1,683 parameters for 3 classes ("about 1.7 K"). PyTorch default initialisation and BatchNorm settings, as the port.
@@ -47,8 +48,9 @@ def build_ststnet(n_classes: int, input_shapes: dict[str, Shape], **hparams: obj
 register(ModelSpec(
     name="ststnet",
     builder=build_ststnet,
+    # strain from the flow at flow_size, before it is resized to 28x28 (strain_at="full"), as the STSTNet paper
     preprocess=PreprocessConfig(streams=(StreamConfig("flow", "face", (28, 28), "flowstrain"),), frames=1,
-                                selection="onset_apex", normalise="none"),
+                                selection="onset_apex", normalise="none", strain_at="full"),
     source="Liong et al., FG 2019 (STSTNet); github christy1206/STSTNet (PyTorch port)",
     description="shallow triple-stream 3D CNN on onset->apex flow u, v + optical strain (28x28)",
 ))

@@ -5,7 +5,9 @@ Per stream (no weight sharing): Conv3D 128 3x3x3 same ReLU -> MaxPool (1,2,2) ->
 MaxPool (2,2,2). Concatenate on channels (raw first) -> 3 x Conv3D 512 3x3x3 same ReLU -> MaxPool (2,2,2) -> Flatten
 (311,296 at 152x32x32) -> Dense 100 ReLU -> Dense 100 ReLU -> Dense n. Keras default initialisers (glorot-uniform,
 zero bias). The seed is channels_last with time first, (T, H, W, C), so kernels carry over unchanged to (N, C, T, H, W).
-54,152,758 parameters at 152x32x32 with 6 classes. The unfinished Feb-2019 "NewNet" is not reproduced (it cannot be
+54,152,758 parameters at 152x32x32 with 6 classes. Inputs as the seed: every frame of the clip, interpolated with
+optical flow up to 151 frames, bilinear 32x32, raw 0-255 values, zero-padded to 152 frames; the saliency stream is
+the positive (uint8-saturated) deviation from the per-pixel temporal median. The unfinished Feb-2019 "NewNet" is not reproduced (it cannot be
 built as written).
 """
 
@@ -69,11 +71,14 @@ def build_twostream(n_classes: int, input_shapes: dict[str, Shape], **hparams: o
 register(ModelSpec(
     name="twostream",
     builder=build_twostream,
-    # the seed interpolates each video to ~150 frames and zero-pads to 152; microexp interpolates (TIM) to 152
-    # directly. Saliency = positive deviation of each frame from the clip's per-pixel temporal median (§3.4).
+    # the seed (interpolation.py, twoTrain.py): each video's frames at 150x150, motion-compensated interpolation
+    # up to 151 frames (its targetfrms=150 schedule), bilinear resize to 32x32, raw 0-255 values, zero-padded to
+    # 152. Saliency = positive deviation of each frame from the clip's per-pixel temporal median, saturated to
+    # uint8 as its PNG write (§3.4).
     preprocess=PreprocessConfig(streams=(StreamConfig("clip", "face", (32, 32), "raw"),
                                          StreamConfig("saliency", "face", (32, 32), "saliency")),
-                                frames=152, selection="whole", temporal="tim", normalise="none"),
+                                frames=151, pad_to=152, selection="whole", temporal="interpolate_pad",
+                                flow_size=150, resize="linear", saliency="positive", normalise="none"),
     source="Microfacial-exp two-stream 3D CNN (CASME II, Oct-2018 twoStream); github ayush2610/Microfacial-exp",
     description="raw-frame + saliency 3D-CNN streams concatenated, 3 x Conv3D 512, Dense 100-100; 6 classes",
     classes=6,

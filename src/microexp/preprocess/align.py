@@ -3,7 +3,7 @@
 Coordinates: a clip's *aligned* frame is the source frame moved by a 2x3 similarity ``A`` (source pixel ->
 aligned pixel, native scale). With ``align="none"`` A is the identity, so every region box is a plain slice of
 the source frame, exactly as the seed code crops. With alignment, A rotates about the eye midpoint so that the
-eye line is horizontal (and, per frame, also cancels the head motion relative to the reference frame).
+eye line is horizontal (and, with ``track``, also cancels the head motion relative to the reference frame).
 """
 
 from __future__ import annotations
@@ -49,14 +49,6 @@ def similarity_2pt(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     m = np.array([[z.real, -z.imag], [z.imag, z.real]])
     t = dst[0] - m @ src[0]
     return np.hstack([m, t[:, None]])
-
-
-def similarity_lsq(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity mapping points ``src`` onto ``dst`` (Umeyama, no reflection)."""
-    m, _ = cv2.estimateAffinePartial2D(np.asarray(src, np.float64), np.asarray(dst, np.float64), method=cv2.LMEDS)
-    if m is None:
-        raise PreprocessError("cannot fit a similarity between the landmarks of two frames")
-    return m.astype(np.float64)
 
 
 def eye_alignment(left: np.ndarray, right: np.ndarray, rotate: bool = True) -> np.ndarray:

@@ -14,8 +14,8 @@ from microexp.errors import ConfigError
 from microexp.typed import coerce_fields
 
 SELECTIONS = ("whole", "onset_offset", "onset_apex", "keyframes", "keyframes9")
-TEMPORAL = ("uniform", "first", "window", "tim", "none")
-NORMALISE = ("zscore", "global", "minus1to1", "none")
+TEMPORAL = ("uniform", "first", "window", "tim", "interpolate_pad", "none")
+NORMALISE = ("zscore", "global", "minus1to1", "scale127", "none")
 FACE = ("none", "dlib")
 ALIGN = ("none", "onset", "per-frame", "track")
 GRAY = ("correct", "code")
@@ -26,12 +26,14 @@ FLOW_PAIRS = ("onset_apex", "consecutive")
 SALIENCY = ("signed", "positive")
 ON_NO_FACE = ("exclude", "frame")
 RESIZE = ("area", "linear", "nearest")
+COLOR = ("gray", "rgb")
+STRAIN_AT = ("stream", "full")
 
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """One model input stream. ``region``: face | whole | eyes | mouth | roi1..roi6; ``kind``: raw (C=1) |
-    saliency (C=1) | flow (C=2: u, v) | flowstrain (C=3: u, v, strain)."""
+    """One model input stream. ``region``: face | whole | eyes | mouth | roi1..roi6; ``kind``: raw (C=1; 3 with
+    ``preprocess.color: rgb``) | saliency (same) | flow (C=2: u, v) | flowstrain (C=3: u, v, strain)."""
 
     name: str = "clip"
     region: str = "face"
@@ -49,7 +51,13 @@ class StreamConfig:
 
     @property
     def channels(self) -> int:
+        """Channels in gray mode; :meth:`PreprocessConfig.stream_shape` gives the channels under ``color``."""
         return {"raw": 1, "saliency": 1, "flow": 2, "flowstrain": 3}[self.kind]
+
+    @property
+    def is_image(self) -> bool:
+        """Raw or saliency frames (as opposed to flow fields, which are always computed on gray)."""
+        return self.kind in ("raw", "saliency")
 
 
 @dataclass(frozen=True)
@@ -59,19 +67,28 @@ class PreprocessConfig:
     selection: which frames of the record are used (``whole`` folder, ``onset_offset``, ``onset_apex``,
     ``keyframes`` = onset/apex/offset, ``keyframes9`` = Joshi's 9 key frames, docs/models.md §2.2).
     temporal / frames: how the selected frames become exactly ``frames`` frames (``uniform`` nearest-frame
-    resampling, ``first`` N in true order, a fixed ``window`` (start, stop) of positions, ``tim`` temporal
-    interpolation model, ``none``).
+    resampling, ``first`` N in true order, a fixed ``window`` (start, stop) of positions: positions start..stop-1,
+    ``tim`` temporal interpolation model, ``interpolate_pad`` motion-compensated frame interpolation up to
+    ``frames`` as the Microfacial-exp seed, ``none``).
+    pad_to: zero frames appended after the last frame (after normalisation) up to ``pad_to`` frames (the
+    two-stream seed pads to 152); with ``interpolate_pad`` or ``none`` only; a longer clip is excluded.
     face: ``dlib`` (HOG detector + 68 landmarks) or ``none`` (frames are already face crops).
     align: ``none`` (axis-aligned crops from the reference frame's landmarks, as the seed code), ``onset``
     (similarity alignment on the eye centres of the onset frame, applied to the whole clip), ``per-frame``
-    (landmarks on every frame), ``track`` (onset landmarks + per-frame rigid registration to the onset frame).
-    normalise: ``zscore`` per clip, ``minus1to1`` per clip, ``global`` (the seed code's dataset-wide mean
-    subtract / max divide: fitted on the training fold only, see :class:`~microexp.preprocess.normalise.GlobalNormaliser`),
-    or ``none``.
+    (every frame's own face and landmarks: axis-aligned crops at each frame's own landmark boxes, as the
+    FuseNet seed detects per frame), ``track`` (onset landmarks + per-frame rigid registration to the onset
+    frame).
+    normalise: ``zscore`` per clip, ``minus1to1`` per clip, ``scale127`` (fixed x/127.5 - 1 on 0-255 values, the
+    Aouayeb seed), ``global`` (the seed code's dataset-wide mean subtract / max divide: fitted on the training
+    fold only, see :class:`~microexp.preprocess.normalise.GlobalNormaliser`), or ``none``.
+    color: ``gray`` (C=1) or ``rgb``: raw and saliency streams carry the three colour channels in R, G, B order
+    (C=3); faces, landmarks and flow always use gray.
     gray: ``correct`` channel order, or ``code`` (the seed's BGR2GRAY on RGB frames, docs/models.md §1.3).
     flow / flow_pairs / flow_size: optical-flow method, onset->apex (T=1) or every consecutive pair of the
     temporally normalised frames (T=frames-1), and the square size the flow is computed at before resizing.
     saliency: ``signed`` frame minus temporal median, or ``positive`` (the seed's uint8 saturation).
+    strain_at: optical strain of ``flowstrain`` streams computed on the flow at the stream size (``stream``) or
+    on the flow at ``flow_size`` before it is resized (``full``, STSTNet), then resized.
     on_no_face: ``exclude`` the clip, or use the whole ``frame`` as the face box (tightly cropped datasets).
     resize: interpolation of the final resize to the stream size: ``area`` (cv2 INTER_AREA, the MicroExpSTCNN
     seed), ``linear`` (cv2 default, Microfacial-exp), ``nearest`` (PIL/Keras nearest, Joshi's ``load_img``).
@@ -92,6 +109,9 @@ class PreprocessConfig:
     saliency: str = "signed"
     on_no_face: str = "exclude"
     resize: str = "area"
+    color: str = "gray"
+    pad_to: int | None = None
+    strain_at: str = "stream"
     extra: tuple[tuple[str, Any], ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -99,7 +119,7 @@ class PreprocessConfig:
         for name, allowed in (("selection", SELECTIONS), ("temporal", TEMPORAL), ("normalise", NORMALISE),
                               ("face", FACE), ("align", ALIGN), ("gray", GRAY), ("flow", FLOW),
                               ("flow_pairs", FLOW_PAIRS), ("saliency", SALIENCY), ("on_no_face", ON_NO_FACE),
-                              ("resize", RESIZE)):
+                              ("resize", RESIZE), ("color", COLOR), ("strain_at", STRAIN_AT)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"preprocess.{name}={value!r} is not one of {list(allowed)}")
@@ -118,6 +138,16 @@ class PreprocessConfig:
             raise ConfigError(f"preprocess.window={list(self.window)} must be [start, stop] with 0 <= start < stop")
         if self.flow_size < 8:
             raise ConfigError(f"preprocess.flow_size={self.flow_size} is too small (>= 8)")
+        if self.pad_to is not None:
+            if self.temporal not in ("interpolate_pad", "none"):
+                raise ConfigError(f"preprocess.pad_to={self.pad_to} needs preprocess.temporal 'interpolate_pad' or "
+                                  f"'none' (got {self.temporal!r})")
+            if self.pad_to < self.frames:
+                raise ConfigError(f"preprocess.pad_to={self.pad_to} is less than preprocess.frames={self.frames}")
+        elif self.temporal == "interpolate_pad":
+            raise ConfigError("preprocess.temporal='interpolate_pad' needs preprocess.pad_to (e.g. 152)")
+        if self.temporal == "interpolate_pad" and self.frames < 2:
+            raise ConfigError(f"preprocess.temporal='interpolate_pad' needs frames >= 2, got {self.frames}")
 
     def stream(self, name: str) -> StreamConfig:
         for s in self.streams:
@@ -128,11 +158,13 @@ class PreprocessConfig:
     def stream_shape(self, name: str) -> tuple[int, int, int, int]:
         """(C, T, H, W) of one stream: flow streams have T=1 (onset->apex) or frames-1 (consecutive pairs)."""
         s = self.stream(name)
+        frames = self.frames if self.pad_to is None else self.pad_to
         if s.kind in ("flow", "flowstrain"):
-            t = 1 if self.flow_pairs == "onset_apex" else max(self.frames - 1, 1)
+            t = 1 if self.flow_pairs == "onset_apex" else max(frames - 1, 1)
         else:
-            t = self.frames
-        return (s.channels, t, *s.size)
+            t = frames
+        c = 3 if s.is_image and self.color == "rgb" else s.channels
+        return (c, t, *s.size)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

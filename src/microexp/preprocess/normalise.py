@@ -1,5 +1,6 @@
-"""Value normalisation: per-clip z-score, per-clip [-1, 1], and the seed code's global mean-subtract /
-max-divide, which must be fitted on training data only (:class:`GlobalNormaliser`)."""
+"""Value normalisation: per-clip z-score, per-clip [-1, 1], the fixed x/127.5 - 1 of the Aouayeb code, and the
+seed code's global mean-subtract / max-divide, which must be fitted on training data only
+(:class:`GlobalNormaliser`)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,19 @@ import numpy as np
 
 from microexp.errors import ConfigError
 
-MODES = ("zscore", "minus1to1", "global", "none")
+MODES = ("zscore", "minus1to1", "scale127", "global", "none")
 
 
 def normalise_clip(x: np.ndarray, mode: str) -> np.ndarray:
-    """Per-clip normalisation; ``global`` and ``none`` leave values as they are (global is a fitted step)."""
+    """Per-clip normalisation; ``global`` and ``none`` leave values as they are (global is a fitted step).
+    ``scale127`` maps the 0-255 pixel range to [-1, 1] with fixed constants (no statistics of the clip)."""
     if mode == "zscore":
         return ((x - x.mean()) / (x.std() + 1e-6)).astype(np.float32)
     if mode == "minus1to1":
         lo, hi = float(x.min()), float(x.max())
         return (2.0 * (x - lo) / max(hi - lo, 1e-6) - 1.0).astype(np.float32)
+    if mode == "scale127":
+        return (x / np.float32(127.5) - np.float32(1.0)).astype(np.float32)
     if mode in ("global", "none"):
         return x.astype(np.float32, copy=False)
     raise ConfigError(f"unknown normalisation {mode!r} (known: {list(MODES)})")
@@ -29,7 +33,8 @@ def normalise_clip(x: np.ndarray, mode: str) -> np.ndarray:
 @dataclass
 class GlobalNormaliser:
     """The seed's normalisation (docs/models.md §1.3): subtract one scalar mean over all samples and
-    pixels, then divide by the maximum of the result; one (mean, max) per stream. The seed fits it on the
+    pixels, then divide by the maximum of the *centred* values (the Reddy scripts: ``x -= mean(x); x /= max(x)``,
+    so the largest value becomes exactly 1); one (mean, max) per stream, as the fusion scripts do per stream. The seed fits it on the
     whole data set before the split (a leak); here ``fit`` takes the training rows only and ``transform``
     applies the training statistics to any rows.
 

@@ -1,10 +1,11 @@
 """The one preprocessing path from a clip record to model input, shared by ``evaluate``, ``preprocess`` and
 ``predict`` so that training and inference can never preprocess differently.
 
-Per clip: select frames -> temporal positions -> read gray frames -> face + 68 landmarks on the reference
-(onset, else first selected) frame only -> one source->aligned transform per frame (the reference one for
-``align`` none/onset; per-frame landmarks or rigid registration otherwise) -> region crops per stream ->
-raw / saliency / flow / flow+strain -> TIM when asked -> per-clip normalisation.
+Per clip: select frames -> temporal positions -> read gray (and, with ``color: rgb``, colour) frames -> face +
+68 landmarks on the reference (onset, else first selected) frame -> one source->aligned transform per frame
+(the reference one for ``align`` none/onset; rigid registration for ``track``; every frame's own landmarks and
+boxes for ``per-frame``) -> region crops per stream -> TIM or flow interpolation when asked -> raw / saliency /
+flow / flow+strain -> per-clip normalisation -> zero padding to ``pad_to``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from microexp.preprocess.config import PreprocessConfig, StreamConfig
 from microexp.preprocess.face import TEMPLATE, Face, NoFaceError, find_face, get_backend
 from microexp.preprocess.flow import flow_stream
 from microexp.preprocess.normalise import normalise_clip
-from microexp.preprocess.temporal import saliency, tim
+from microexp.preprocess.temporal import flow_interpolate, pad_frames, saliency, tim
 
 __all__ = ["Prepared", "ClipGeometry", "clip_geometry", "preprocess_clip", "preprocess_set",
            "select_positions", "temporal_positions"]
@@ -49,13 +50,24 @@ def temporal_positions(positions: list[int], config: PreprocessConfig) -> list[i
 @dataclass
 class ClipGeometry:
     """Where the face is: ``transforms[pos]`` maps source pixels of frame ``pos`` to aligned pixels;
-    ``landmarks`` (68, 2) and ``face_box`` are in aligned coordinates; ``face`` is the reference detection."""
+    ``landmarks`` (68, 2) and ``face_box`` are in aligned coordinates; ``face`` is the reference detection.
+    ``frame_faces`` (``align: per-frame`` only): every loaded frame's own face, whose landmarks place that
+    frame's regions (its transform is the identity)."""
 
     ref: int
     transforms: dict[int, np.ndarray]
     landmarks: np.ndarray
     face_box: al.Box
     face: Face | None
+    frame_faces: dict[int, Face] | None = None
+
+    def landmarks_at(self, pos: int) -> np.ndarray:
+        return self.frame_faces[pos].landmarks if self.frame_faces is not None else self.landmarks
+
+    def face_box_at(self, pos: int) -> al.Box:
+        if self.frame_faces is None:
+            return self.face_box
+        return al.face_box(*self.frame_faces[pos].eyes)
 
 
 def _key_positions(record: ClipRecord, selected: list[int]) -> tuple[int, int]:
@@ -83,21 +95,29 @@ def clip_geometry(frames: dict[int, np.ndarray], ref: int, config: PreprocessCon
     except NoFaceError:
         raise NoFaceError(f"no face detected in the reference frame (position {ref})") from None
     left, right = face.eyes
-    a_ref = al.eye_alignment(left, right, rotate=config.align != "none")
+    a_ref = al.eye_alignment(left, right, rotate=config.align in ("onset", "track"))
     lm = al.apply(a_ref, face.landmarks)
     box = al.face_box(*al.apply(a_ref, np.array([left, right])))
+    if config.align == "per-frame":
+        # the FuseNet seed: a detection and 68 landmarks on every frame, crops sliced at that frame's own boxes
+        own = {pos: face if pos == ref else _frame_face(img, face) for pos, img in frames.items()}
+        return ClipGeometry(ref, dict.fromkeys(frames, a_ref), lm, box, face, own)
     transforms: dict[int, np.ndarray] = {}
     src_box = _source_box(a_ref, box)
     for pos, img in frames.items():
         if pos == ref or config.align in ("none", "onset"):
             transforms[pos] = a_ref
-        elif config.align == "per-frame":
-            f = get_backend().detect(img)
-            pts = f.landmarks if f is not None else get_backend().landmarks(img, face.box)
-            transforms[pos] = al.compose(a_ref, al.similarity_lsq(pts[RIGID], face.landmarks[RIGID]))
         else:  # track: rigid registration of each frame onto the reference frame
             transforms[pos] = al.compose(a_ref, al.register_rigid(ref_img, img, src_box))
     return ClipGeometry(ref, transforms, lm, box, face)
+
+
+def _frame_face(img: np.ndarray, ref_face: Face) -> Face:
+    """The face of one frame; where the detector misses it, landmarks fitted inside the reference face's box."""
+    f = get_backend().detect(img)
+    if f is not None:
+        return f
+    return Face(ref_face.box, 0.0, get_backend().landmarks(img, ref_face.box))
 
 
 def _source_box(a: np.ndarray, box: al.Box) -> al.Box:
@@ -106,50 +126,56 @@ def _source_box(a: np.ndarray, box: al.Box) -> al.Box:
     return (*src.min(0), *src.max(0))
 
 
-# Landmarks that move little with expressions: nose bridge and tip (27-35), eye corners (36, 39, 42, 45).
-RIGID = np.r_[27:36, 36, 39, 42, 45]
-
-
 class _Regions:
-    """Region crops of one clip, memoised per (region, size, position)."""
+    """Region crops of one clip, memoised per (region, size, position, colour). ``color``: the frames in R, G, B
+    (``preprocess.color: rgb``), cropped with the same boxes as the gray ones."""
 
     def __init__(self, frames: dict[int, np.ndarray], geo: ClipGeometry, roi_enlarge: bool = False,
-                 how: str = "area") -> None:
-        self.frames, self.geo, self.roi_enlarge, self.how = frames, geo, roi_enlarge, how
-        self._memo: dict[tuple[str, tuple[int, int], int], np.ndarray] = {}
-        self._canvas: dict[int, np.ndarray] = {}
-        self._boxes: dict[str, al.Box] = {}
+                 how: str = "area", color: dict[int, np.ndarray] | None = None) -> None:
+        self.frames, self.geo, self.roi_enlarge, self.how, self.color = frames, geo, roi_enlarge, how, color
+        self._memo: dict[tuple[str, tuple[int, int], int, bool], np.ndarray] = {}
+        self._canvas: dict[tuple[int, bool], np.ndarray] = {}
+        self._boxes: dict[tuple[str, int | None], al.Box] = {}
 
-    def box(self, region: str) -> al.Box:
-        if region not in self._boxes:
-            lm = self.geo.landmarks
-            self._boxes[region] = {"face": lambda: self.geo.face_box, "eyes": lambda: rg.eyes_box(lm),
-                                   "mouth": lambda: rg.mouth_box(lm)}[region]()
-        return self._boxes[region]
+    def box(self, region: str, pos: int) -> al.Box:
+        key = (region, pos if self.geo.frame_faces is not None else None)  # per-frame: each frame its own box
+        if key not in self._boxes:
+            lm = self.geo.landmarks_at(pos)
+            self._boxes[key] = {"face": lambda: self.geo.face_box_at(pos), "eyes": lambda: rg.eyes_box(lm),
+                                "mouth": lambda: rg.mouth_box(lm)}[region]()
+        return self._boxes[key]
 
-    def get(self, region: str, size: tuple[int, int], pos: int) -> np.ndarray:
-        key = (region, tuple(size), pos)
+    def _frame(self, pos: int, color: bool) -> np.ndarray:
+        if not color:
+            return self.frames[pos]
+        if self.color is None:
+            raise PreprocessError("colour frames were not loaded")
+        return self.color[pos]
+
+    def get(self, region: str, size: tuple[int, int], pos: int, color: bool = False) -> np.ndarray:
+        key = (region, tuple(size), pos, color)
         if key not in self._memo:
-            frame = self.frames[pos]
+            frame = self._frame(pos, color)
             if region == "whole":
                 out = al.resize(frame, size, self.how).astype(np.float32)
             elif region.startswith("roi"):
-                out = rg.aouayeb_roi(self.canvas(pos), int(region[3:]), size, self.how)
+                out = rg.aouayeb_roi(self.canvas(pos, color), int(region[3:]), size, self.how)
             else:
-                out = al.extract(frame, self.geo.transforms[pos], self.box(region), size, how=self.how)
+                out = al.extract(frame, self.geo.transforms[pos], self.box(region, pos), size, how=self.how)
             self._memo[key] = out
         return self._memo[key]
 
-    def canvas(self, pos: int) -> np.ndarray:
-        if pos not in self._canvas:
-            frame = self.frames[pos]
+    def canvas(self, pos: int, color: bool = False) -> np.ndarray:
+        if (pos, color) not in self._canvas:
+            frame = self._frame(pos, color)
             if self.geo.face is None:
                 face = frame.astype(np.float32)  # face crops: the frame is the face box
             else:
-                face = al.extract(frame, self.geo.transforms[pos], rg.aouayeb_face_box(self.geo.landmarks), None,
-                                  border=cv2.BORDER_CONSTANT, border_value=255)
-            self._canvas[pos] = rg.contain_canvas(face, self.roi_enlarge)
-        return self._canvas[pos]
+                white = (255.0, 255.0, 255.0) if color else 255.0
+                face = al.extract(frame, self.geo.transforms[pos], rg.aouayeb_face_box(self.geo.landmarks_at(pos)),
+                                  None, border=cv2.BORDER_CONSTANT, border_value=white)  # type: ignore[arg-type]
+            self._canvas[pos, color] = rg.contain_canvas(face, self.roi_enlarge)
+        return self._canvas[pos, color]
 
 
 def _flow_dims(stream: StreamConfig, flow_size: int) -> tuple[int, int]:
@@ -173,22 +199,36 @@ def preprocess_clip(record: ClipRecord, config: PreprocessConfig) -> dict[str, n
     # landmarks come from the onset frame (first selected frame when there is no onset) only
     ref = onset if config.face != "none" else (positions[0] if positions else onset)
     load = set(positions if needs_frames else []) | ({onset, apex} if needs_pair else set()) | {ref}
-    frames = {p: rg.read_gray(record.frames[p], config.gray) for p in sorted(load)}
+    rgb = config.color == "rgb" and any(s.is_image for s in config.streams)
+    if rgb:
+        color = {p: rg.read_rgb(record.frames[p]) for p in sorted(load)}
+        frames = {p: rg.to_gray(img, config.gray, order="rgb") for p, img in color.items()}
+    else:
+        color, frames = None, {p: rg.read_gray(record.frames[p], config.gray) for p in sorted(load)}
     shapes = {f.shape for f in frames.values()}
     if len(shapes) > 1:
         raise PreprocessError(f"frames differ in size {sorted(shapes)}")
     geo = clip_geometry(frames, ref, config)
-    reg = _Regions(frames, geo, bool(dict(config.extra).get("roi_enlarge", False)), config.resize)
+    reg = _Regions(frames, geo, bool(dict(config.extra).get("roi_enlarge", False)), config.resize, color)
 
     out: dict[str, np.ndarray] = {}
+    interpolated: dict[tuple[str, tuple[int, int]], np.ndarray] = {}  # streams of one region share the frames
     for stream in config.streams:
-        if stream.kind in ("raw", "saliency"):
-            clip = np.stack([reg.get(stream.region, stream.size, p) for p in positions])
+        if stream.is_image:
+            if config.temporal == "interpolate_pad":
+                # flow interpolation works at flow_size (the seed interpolates 150x150 frames), then resizes
+                dims = _flow_dims(stream, config.flow_size)
+                if (stream.region, dims) not in interpolated:
+                    seq = np.stack([reg.get(stream.region, dims, p, rgb) for p in positions])
+                    interpolated[stream.region, dims] = flow_interpolate(seq, config.frames)
+                clip = np.stack([al.resize(f, stream.size, config.resize) for f in interpolated[stream.region, dims]])
+            else:
+                clip = np.stack([reg.get(stream.region, stream.size, p, rgb) for p in positions])
             if config.temporal == "tim":
                 clip = tim(clip, config.frames)
             if stream.kind == "saliency":
                 clip = saliency(clip, config.saliency)
-            arr = clip[None]
+            arr = np.moveaxis(clip, -1, 0) if rgb else clip[None]  # (C, T, H, W)
         else:
             strain = stream.kind == "flowstrain"
             dims = _flow_dims(stream, config.flow_size)
@@ -198,11 +238,17 @@ def preprocess_clip(record: ClipRecord, config: PreprocessConfig) -> dict[str, n
                 seq = np.stack([reg.get(stream.region, dims, p) for p in positions])
                 if config.temporal == "tim":
                     seq = tim(seq, config.frames)
+                elif config.temporal == "interpolate_pad":
+                    seq = flow_interpolate(seq, config.frames)
                 if len(seq) < 2:
                     raise PreprocessError("consecutive flow needs at least 2 frames")
                 pairs = list(zip(seq[:-1], seq[1:], strict=True))
-            arr = np.stack([flow_stream(a, b, stream.size, config.flow, strain) for a, b in pairs], axis=1)
-        out[stream.name] = normalise_clip(arr.astype(np.float32), config.normalise)
+            arr = np.stack([flow_stream(a, b, stream.size, config.flow, strain, config.strain_at)
+                            for a, b in pairs], axis=1)
+        arr = normalise_clip(arr.astype(np.float32), config.normalise)
+        if config.pad_to is not None:
+            arr = pad_frames(arr, config.stream_shape(stream.name)[1])
+        out[stream.name] = arr
     return out
 
 

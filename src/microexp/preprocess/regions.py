@@ -40,6 +40,14 @@ def read_gray(path: Path, gray: str = "correct") -> np.ndarray:
     return to_gray(img, gray, order="bgr")
 
 
+def read_rgb(path: Path) -> np.ndarray:
+    """A frame as uint8 (H, W, 3) in R, G, B order (gray files are replicated to three channels)."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"{path}: unreadable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
 def to_gray(img: np.ndarray, gray: str = "correct", order: str = "rgb") -> np.ndarray:
     """Gray conversion of an in-memory image whose channel order is ``order`` (``rgb`` or ``bgr``)."""
     if img.ndim == 2:
@@ -86,7 +94,7 @@ def contain_canvas(face: np.ndarray, enlarge: bool = False) -> np.ndarray:
     s = min(cw / w, ch / h) if enlarge else min(1.0, cw / w, ch / h)
     nw, nh = max(1, int(w * s)), max(1, int(h * s))
     small = face if (nw, nh) == (w, h) else cv2.resize(face, (nw, nh), interpolation=cv2.INTER_AREA)
-    canvas = np.full((ch, cw), 255.0, dtype=np.float32)
+    canvas = np.full((ch, cw, *face.shape[2:]), 255.0, dtype=np.float32)  # white, gray or colour
     ox, oy = math.ceil((cw - nw) / 2), math.ceil((ch - nh) / 2)
     canvas[oy:oy + nh, ox:ox + nw] = small
     return canvas

@@ -1,14 +1,17 @@
 """Frame selection and temporal normalisation: fixed windows, first-N, uniform resampling, Joshi's 9 key frames,
-the temporal interpolation model (TIM), and the Microfacial-exp saliency stream."""
+the temporal interpolation model (TIM), the Microfacial-exp motion-compensated frame interpolation and zero
+padding, and the Microfacial-exp saliency stream."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from microexp.data.records import ClipRecord
 from microexp.errors import PreprocessError
+from microexp.preprocess.flow import compute_flow
 
 
 def joshi_keyframes(onset: int, apex: int, offset: int) -> list[int]:
@@ -46,9 +49,10 @@ def select_positions(record: ClipRecord, selection: str) -> list[int]:
 
 def temporal_positions(positions: Sequence[int], mode: str, frames: int,
                        window: tuple[int, int] | None = None) -> list[int]:
-    """Map the selected positions to exactly ``frames`` positions (``tim`` interpolates later, so it keeps all)."""
+    """Map the selected positions to exactly ``frames`` positions (``tim`` and ``interpolate_pad`` interpolate
+    later, so they keep all). ``window`` (start, stop) keeps positions start..stop-1, as Python slices do."""
     t = frames
-    if mode in ("none", "tim"):
+    if mode in ("none", "tim", "interpolate_pad"):
         return list(positions)
     if mode == "first":
         if len(positions) < t:
@@ -108,3 +112,85 @@ def saliency(clip: np.ndarray, mode: str = "signed") -> np.ndarray:
     if mode == "positive":
         s = np.clip(np.round(s), 0, 255)
     return s.astype(np.float32)
+
+
+# Microfacial-exp interpolation.py: Farneback (pyramid 0.5, 3 levels, window 25, 3 iterations, poly_n 7,
+# poly_sigma 1.5, Gaussian window) between each pair of consecutive frames
+INTERP_FARNEBACK = (0.5, 3, 25, 3, 7, 1.5, cv2.OPTFLOW_FARNEBACK_GAUSSIAN)
+MAX_EXTRA_PER_GAP = 5
+
+
+def interpolation_schedule(n: int, frames: int) -> list[int]:
+    """Frames inserted into each of the n-1 gaps of an n-frame clip so that it has ``frames`` frames, as the
+    Microfacial-exp ``interpolation.py`` distributes them (its ``targetfrms`` = frames - 1): every gap gets
+    (frames-1) // (n-1) - 1, and the remainder (frames-1) % (n-1) goes one gap after another from the first,
+    at most 5 extra per gap. A clip longer than ``frames`` cannot be interpolated up to it."""
+    if n < 2:
+        raise PreprocessError(f"frame interpolation needs at least 2 frames, the clip has {n}")
+    if n > frames:
+        raise PreprocessError(f"the clip has {n} frames, more than preprocess.frames={frames} "
+                              "(interpolate_pad only inserts frames)")
+    gaps = n - 1
+    base, extra = divmod(frames - 1, gaps)
+    out = []
+    for _ in range(gaps):
+        z = min(extra, MAX_EXTRA_PER_GAP)
+        extra -= z
+        out.append(base - 1 + z)
+    return out
+
+
+def _gray_u8(img: np.ndarray) -> np.ndarray:
+    x = img if img.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(img, dtype=np.float32), cv2.COLOR_RGB2GRAY)
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """``img`` sampled at x + flow(x) (bilinear, edges replicated)."""
+    h, w = flow.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(np.asarray(img, np.float32), gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def interpolate_between(a: np.ndarray, b: np.ndarray, ts: Sequence[float]) -> list[np.ndarray]:
+    """Frames at times ``ts`` in (0, 1) between ``a`` (t=0) and ``b`` (t=1), motion compensated with the
+    forward and backward Farneback flows. The seed splats the flows bidirectionally (framebooster); here the
+    flows from time t back to each frame are approximated from the two flows as in "Super SloMo: High Quality
+    Estimation of Multiple Intermediate Frames for Video Interpolation" (Jiang et al., CVPR 2018,
+    DOI 10.1109/CVPR.2018.00938), and the two warped frames are blended with weights 1-t and t."""
+    if not ts:
+        return []
+    ga, gb = _gray_u8(a), _gray_u8(b)
+    fwd = compute_flow(ga, gb, "farneback", INTERP_FARNEBACK)  # a(x) ~ b(x + fwd(x))
+    bwd = compute_flow(gb, ga, "farneback", INTERP_FARNEBACK)
+    out = []
+    for t in ts:
+        f_t0 = -(1 - t) * t * fwd + t * t * bwd
+        f_t1 = (1 - t) ** 2 * fwd - t * (1 - t) * bwd
+        out.append(((1 - t) * warp(a, f_t0) + t * warp(b, f_t1)).astype(np.float32))
+    return out
+
+
+def flow_interpolate(clip: np.ndarray, frames: int) -> np.ndarray:
+    """A clip (T, H, W) or (T, H, W, C) with frames inserted between consecutive frames (at t = j/(k+1) for the
+    k frames of a gap, :func:`interpolation_schedule`) so that it has exactly ``frames`` frames; the original
+    frames are kept unchanged."""
+    schedule = interpolation_schedule(len(clip), frames)
+    out: list[np.ndarray] = [clip[0].astype(np.float32)]
+    for i, k in enumerate(schedule):
+        out.extend(interpolate_between(clip[i], clip[i + 1], [j / (k + 1) for j in range(1, k + 1)]))
+        out.append(clip[i + 1].astype(np.float32))
+    return np.stack(out)
+
+
+def pad_frames(arr: np.ndarray, length: int, axis: int = 1) -> np.ndarray:
+    """Zero frames appended along ``axis`` up to ``length`` (the two-stream seed's zero padding to 152)."""
+    t = arr.shape[axis]
+    if t > length:
+        raise PreprocessError(f"the clip has {t} frames, more than preprocess.pad_to={length}")
+    if t == length:
+        return arr
+    widths = [(0, 0)] * arr.ndim
+    widths[axis] = (0, length - t)
+    return np.pad(arr, widths)
