@@ -34,7 +34,6 @@ from microexp.errors import ConfigError
 PAPER = "paper"
 CODE = "code"
 SOURCES = ("paper", "code", "ours")
-LEAKY_POLICIES = ("test-peek", "whole-set")
 # keys that say where the data is, not how the experiment runs: never a deviation
 NOT_RECIPE_KEYS = ("root", "annotation", "recipe", "cache", "preprocess_workers", "train.device")
 
@@ -82,14 +81,6 @@ def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
             d[p] = {}
         d = d[p]
     d[parts[-1]] = value
-
-
-def get_dotted(d: dict[str, Any], key: str, default: Any = None) -> Any:
-    for p in key.split("."):
-        if not isinstance(d, dict) or p not in d:
-            return default
-        d = d[p]
-    return d
 
 
 def _files() -> dict[str, Any]:
@@ -148,9 +139,10 @@ def _parse(name: str, data: Any) -> Recipe:
 
 
 def leaky_switches(d: dict[str, Any]) -> list[str]:
-    """The leaky reproduction switches set in a configuration dict (epoch policy, ``reproduce`` entries)."""
-    out = [f"train.epoch_policy={p}" for p in [get_dotted(d, "train.epoch_policy")] if p in LEAKY_POLICIES]
-    return out + [f"reproduce={r}" for r in d.get("reproduce") or []]
+    """The leaky switches a configuration dict sets (the one list: :func:`microexp.runs.leaks`)."""
+    from microexp.runs import leaks
+
+    return [x["switch"] for x in leaks(d)]
 
 
 def load(name: str, profile: str = PAPER) -> tuple[Any, dict[str, Any]]:
