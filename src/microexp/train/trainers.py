@@ -37,7 +37,7 @@ class Trainer(Protocol):
 
 # Only this module is listed: Registry imports every builtin module on first lookup and a missing one would
 # fail every lookup. The frame-vote and two-stage modules add themselves here once they exist.
-TRAINERS: Registry[Trainer] = Registry("trainer", builtin=("microexp.train.trainers",))
+TRAINERS: Registry[Trainer] = Registry("trainer", builtin=("microexp.train.trainers", "microexp.train.vote", "microexp.train.twostage"))
 
 
 class ClipTrainer:
