@@ -145,3 +145,15 @@ def test_bad_names_are_one_line_config_errors():
     with pytest.raises(ConfigError, match="not normalise='zscore'"):
         A.value_range("zscore")
     assert A.value_range("none") == (0.0, 255.0) and A.value_range("scale127") == (-1.0, 1.0)
+
+
+def test_augmenting_non_pixel_tensors_is_refused():
+    from microexp.preprocess.config import PreprocessConfig
+
+    A.check_augment("joshi2d", PreprocessConfig(normalise="none"))
+    A.check_augment("none", PreprocessConfig(normalise="zscore"))
+    with pytest.raises(ConfigError, match="train.augment=joshi3d adds 0-255 pixel noise; preprocess.normalise="
+                                          "'minus1to1' gives other values"):
+        A.check_augment("joshi3d", PreprocessConfig(normalise="minus1to1"))
+    with pytest.raises(ConfigError, match="not normalise='zscore'"):
+        A.check_augment("joshi2d", PreprocessConfig(normalise="zscore"))

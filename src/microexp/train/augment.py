@@ -107,6 +107,16 @@ def value_range(normalise: str) -> tuple[float, float]:
                           "rotation fill are defined on 0-255 pixels") from None
 
 
+def check_augment(name: str, preprocess: Any) -> None:
+    """Refuse ``train.augment=name`` on tensors that are not 0-255 pixels while the training loop calls
+    :func:`apply` without a ``value_range`` (``preprocess``: the run's PreprocessConfig, or None: not checked)."""
+    if name == "none" or preprocess is None:
+        return
+    if value_range(preprocess.normalise) != PIXELS:
+        raise ConfigError(f"train.augment={name} adds 0-255 pixel noise; preprocess.normalise="
+                          f"{preprocess.normalise!r} gives other values (use preprocess.normalise=none, as Joshi)")
+
+
 def draw(ranges: Ranges, rng: np.random.Generator) -> Draw:
     """One parameter set, drawn as the seed does (all parameters first, then coins until one transform fires)."""
     direction = ("right", "left")[int(rng.integers(0, 2))]
