@@ -126,8 +126,9 @@ def test_augment_set_appends_copies_after_the_unchanged_originals():
     out, y2 = A.augment_set("joshi3d", {"clip": x}, y, names, np.random.default_rng(0))
     assert len(out["clip"]) == len(y2) == 4 + 1 + 3 + 0 + 7
     assert np.array_equal(out["clip"][:4], x) and y2.tolist() == [0, 1, 2, 6, 0, 1, 1, 1] + [6] * 7
-    again, _ = A.augment_set("joshi3d", {"clip": x}, y, names, np.random.default_rng(0))
+    again, _, source = A.augment_set("joshi3d", {"clip": x}, y, names, np.random.default_rng(0), with_source=True)
     assert np.array_equal(again["clip"], out["clip"])
+    assert source.tolist() == [0, 1, 2, 3, 0, 1, 1, 1] + [3] * 7
     # joshi2d: a coin per sample; heads adds the 2D count (anger never)
     frames = _clips(40, 1, 16)
     labels = np.repeat([2, 6], 20)
