@@ -118,7 +118,8 @@ def test_spotting_a_new_video_with_a_run(runs, lv30, capsys):
 
 
 def test_a_learned_spotter_with_a_malicious_pickle_is_refused(runs, tmp_path):
-    """spotter.pt is read with the one safe checkpoint policy (weights_only), like every run's checkpoints."""
+    """An older run's spotter.pt is read with the one safe checkpoint policy (weights_only), like every run's
+    checkpoints; a genuine one still loads."""
     import os
     import shutil
 
@@ -126,6 +127,7 @@ def test_a_learned_spotter_with_a_malicious_pickle_is_refused(runs, tmp_path):
 
     import microexp
     from microexp.errors import DataError
+    from microexp.runs import load_checkpoint
 
     class Evil:
         def __reduce__(self):
@@ -133,7 +135,10 @@ def test_a_learned_spotter_with_a_malicious_pickle_is_refused(runs, tmp_path):
 
     evil = tmp_path / "evil"
     shutil.copytree(runs["learned"].out, evil)
-    states = torch.load(evil / "spotter.pt", weights_only=True)
+    states = load_checkpoint(evil / "spotter.safetensors", keys=("micro", "macro"))
+    (evil / "spotter.safetensors").unlink()
+    torch.save(states, evil / "spotter.pt")
+    assert microexp.load(evil).nets["micro"].k == states["micro"]["k"]  # the legacy file still loads
     torch.save({**states, "payload": Evil()}, evil / "spotter.pt")
     with pytest.raises(DataError, match="spotter.pt: not a readable microexp checkpoint"):
         microexp.load(evil)

@@ -9,7 +9,7 @@ exists only to reproduce such numbers and is marked in the run.
 
 The run directory: ``config.yaml``, ``metrics.json``, ``megc_<dataset>.log`` (the MEGC spotting log),
 ``predictions.json`` (every predicted interval, per-fold parameters, exclusions), ``curves.npz`` (score curves
-for the report's timeline) and, for the learned spotter, ``spotter.pt`` (models fitted on all subjects, for
+for the report's timeline) and, for the learned spotter, ``spotter.safetensors`` (models fitted on all subjects, for
 :func:`microexp.spot.api.spot`).
 """
 
@@ -290,7 +290,7 @@ def write_run(run: SpotRun, out: Path, data: SpotData, result: Any, curves: dict
 def _save_final_models(out: Path, data: SpotData, feats: dict[tuple[str, str], VideoFeatures],
                        gt: list[Interval], config: SpotConfig) -> None:
     """The spotter fitted on every subject (k, interval shape, threshold and, when learned, the network), for
-    spotting new videos: ``spotter.json`` (+ ``spotter.pt`` with the networks)."""
+    spotting new videos: ``spotter.json`` (+ ``spotter.safetensors`` with the networks)."""
 
     params, states = {}, {}
     computed = set(next(iter(feats.values())).ks) if feats else set()
@@ -317,4 +317,4 @@ def _save_final_models(out: Path, data: SpotData, feats: dict[tuple[str, str], V
             "features": asdict(config.feature_config())}
     rundir.write_json(out / rundir.SPOTTER, body, indent=1)
     if states:
-        rundir.save_checkpoint(out / "spotter.pt", states)
+        rundir.save_checkpoint(out / rundir.SPOTTER_NETS, states)
