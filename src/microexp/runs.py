@@ -224,7 +224,7 @@ def save_checkpoint(path: Path, data: dict[str, Any], dtype: str = "fp32") -> Pa
             t = t.clone()
         seen.add(t.untyped_storage().data_ptr())
         tensors[key] = t.contiguous()
-    header = json.dumps({"data": meta, "dtype": dtype})
+    header = json.dumps({"data": meta, "dtype": dtype, "order": list(tensors)})  # safetensors sorts its keys
     with output_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -243,7 +243,7 @@ def _read_safetensors(path: Path, map_location: str) -> dict[str, Any]:
             raise ValueError("a safetensors file without microexp metadata")
         header = json.loads(meta["microexp"])
         data = header["data"]
-        for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
+        for key in header.get("order") or fh.keys():  # the order the state_dict had
             t = fh.get_tensor(key)
             if t.is_floating_point() and t.dtype != torch.float32:
                 t = t.float()  # stored in bf16 / fp16: every consumer works in fp32
