@@ -51,7 +51,7 @@ def test_dask_run_writes_the_same_metrics_and_predictions_as_a_local_run(blob_tr
     for name in ("predictions.csv", "history.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "dask" / name), pd.read_csv(tmp_path / "local" / name))
     assert sorted(p.name for p in (tmp_path / "dask" / "checkpoints").iterdir()) == [
-        "seed0-fold1.pt", "seed0-fold2.pt", "seed0-fold3.pt"]
+        "seed0-fold1.safetensors", "seed0-fold2.safetensors", "seed0-fold3.safetensors"]
 
 
 def test_cli_options_build_the_dask_executor(blob_tree: Path) -> None:

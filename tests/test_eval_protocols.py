@@ -169,7 +169,7 @@ def test_megc2019_dataset_end_to_end_per_dataset_scores_match_predictions(megc_t
             assert m["per_dataset"][ds][key] == pytest.approx(want[key], abs=1e-12), (ds, key)
     # fold names are dataset-qualified subjects; their checkpoint files are file-safe
     fold = preds["fold"].iloc[0]
-    assert "/" in fold and (tmp_path / "run" / "checkpoints" / f"seed0-{fold.replace('/', '__')}.pt").is_file()
+    assert "/" in fold and (tmp_path / "run" / "checkpoints" / f"seed0-{fold.replace('/', '__')}.safetensors").is_file()
 
 
 def test_cli_lodo_names_source_and_target(megc_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -30,8 +30,8 @@ def test_run_directory_contents_and_metrics(blob_tree: Path, tmp_path: Path) -> 
     result = evaluate(_config(blob_tree, **{"train.epochs": 4}), out=out, progress=False, log=lambda _m: None)
     for name in ("config.yaml", "metrics.json", "predictions.csv", "history.csv", "excluded.csv"):
         assert (out / name).is_file(), name
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["seed0-fold1.pt", "seed0-fold2.pt",
-                                                                       "seed0-fold3.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "seed0-fold1.safetensors", "seed0-fold2.safetensors", "seed0-fold3.safetensors"]
     m = json.loads((out / "metrics.json").read_text())
     for key in ("accuracy", "uf1", "uar", "confusion", "per_class", "per_subject", "epoch_policy", "seeds"):
         assert key in m

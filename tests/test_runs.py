@@ -65,9 +65,10 @@ def test_a_malicious_checkpoint_is_refused_by_every_loader(run_dir: Path, tmp_pa
 
     marker = tmp_path / "pwned"
     evil_run = tmp_path / "evil"
-    path = runs.checkpoint_path(evil_run, 0, "fold1")
+    # an older run's .pt (safetensors files hold no code; the legacy loader is the one to attack)
+    path = runs.checkpoint_path(evil_run, 0, "fold1").with_suffix(runs.LEGACY_SUFFIX)
     path.parent.mkdir(parents=True)
-    good = runs.load_checkpoint(next((run_dir / "checkpoints").glob("*.pt")))
+    good = runs.load_checkpoint(runs.checkpoint_files(run_dir)[0])
     torch.save({**good, "payload": Evil(marker)}, path)
     # the control: an unsafe load runs the payload, so the refusals below are real
     torch.load(path, weights_only=False)
@@ -86,7 +87,7 @@ def test_checkpoints_are_found_and_read_in_one_place(run_dir: Path) -> None:
     found = runs.find_checkpoints(run_dir)
     assert [c.name for c in found] == ["seed0-fold1", "seed0-fold2", "seed0-fold3"]
     assert [c.fold for c in runs.read_checkpoints(run_dir, "fold2")] == ["fold2"]
-    assert runs.checkpoint_path(run_dir, 0, "casme2/sub01").name == "seed0-casme2__sub01.pt"
+    assert runs.checkpoint_path(run_dir, 0, "casme2/sub01").name == "seed0-casme2__sub01.safetensors"
     run = runs.load_run(run_dir)
     assert run["metrics"]["n_folds"] == 3 and run["config"]["model"] == "stcnn"
     assert len(run["predictions"]) == run["metrics"]["n_clips"] == 72

@@ -31,7 +31,7 @@ def lv30(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def runs(lv30, tmp_path_factory) -> dict[str, object]:
     out = tmp_path_factory.mktemp("runs")
-    common = dict(dataset="samm_lv", root=str(lv30), fps=30.0, crop=48, control="shuffle")
+    common = dict(dataset="samm_lv", root=str(lv30), crop=48, control="shuffle")  # 30 fps: from its fps.txt
     return {m: evaluate_spotting(SpotConfig(method=m, **common), out=out / m) for m in ("mdmd", "learned")}
 
 
@@ -56,7 +56,14 @@ def test_synthetic_layouts_read_back_with_the_planned_ground_truth(lv30, tmp_pat
     (iv,) = d2.gt.intervals
     assert (iv.video, iv.onset, iv.apex, iv.offset, iv.type) == ("s15/15_0101disgustingteeth", ev.onset, ev.apex,
                                                                  ev.offset, "micro")
-    assert 20 <= iv.length <= 130 and d2.fps == 30.0  # 100-600 ms at 200 fps; the release rate unless overridden
+    assert 20 <= iv.length <= 130 and d2.fps == 200.0  # 100-600 ms at 200 fps; the rate from the synth's fps.txt
+    assert f"frame rate 200 fps read from {tmp_path / 'fps.txt'}" in d2.gt.notes
+    # without the file: the release's rate; a file that is not a frame rate: one line naming it
+    (tmp_path / "fps.txt").unlink()
+    assert load_spot_data("casme_sq", tmp_path).fps == 30.0
+    (tmp_path / "fps.txt").write_text("thirty\n")
+    with pytest.raises(DataError, match=r"fps.txt: not a frame rate \(one positive number expected, found 'thirty'\)"):
+        load_spot_data("casme_sq", tmp_path)
     assert len(list((tmp_path / "rawpic/s15/15_0101disgustingteeth").iterdir())) == 760
 
 
@@ -70,6 +77,50 @@ def test_both_spotters_beat_the_shuffled_control_and_learned_beats_mdmd(runs):
     ctrl = runs["learned"].metrics["control"]
     assert abs(ctrl["overall"]["micro"]["f1"] - ctrl["chance"]["micro"]) < 0.15
     assert f1["learned"] > f1["mdmd"]
+
+
+def test_the_shuffled_prediction_control_is_meaningful_for_the_training_free_method(runs):
+    """MDMD's shuffled-training control stays far above chance (its detector is not trained: said in the run);
+    its own predictions moved at random score at chance, and never as high as the real ones (p = 1/51)."""
+    m = runs["mdmd"].metrics
+    assert "training-free" in m["control"]["note"] and "note" not in runs["learned"].metrics["control"]
+    for r in runs.values():
+        s = r.metrics["shuffled_predictions"]
+        assert set(s) == {"micro", "macro", "overall"} and s["micro"]["draws"] == 50
+        assert s["micro"]["method_f1"] == r.metrics["overall"]["micro"]["f1"] == pytest.approx(
+            r.metrics["overall"]["micro"]["f1"])
+        assert s["micro"]["f1"] == r.metrics["chance"]["micro"] and s["micro"]["f1"] < 0.2
+        assert s["micro"]["p_value"] == pytest.approx(1 / 51) and s["overall"]["p_value"] == pytest.approx(1 / 51)
+
+
+def test_prediction_control_on_hand_made_cases():
+    import numpy as np
+
+    from microexp.spot.evaluate import prediction_control
+    from microexp.spot.groundtruth import Interval
+    from microexp.spot.metrics import Spot, score
+
+    gt = [Interval("d", "s", "v", 100 * j + 10, 100 * j + 20, "micro", apex=100 * j + 14) for j in range(10)]
+    spans = {("d", "v"): (1, 1000)}
+    exact = [Spot("d", "s", "v", i.onset, i.offset, "micro", 1.0) for i in gt]
+    c = prediction_control(gt, exact, spans, score(gt, exact), ("micro",), np.random.default_rng(0), draws=30)
+    assert c["micro"]["method_f1"] == 1.0 and c["micro"]["p_value"] == pytest.approx(1 / 31)
+    assert c["micro"]["f1"] < 0.1  # ten 11-frame intervals in 1000 frames: a random place rarely hits
+    # predictions that miss everything are no better than their shuffles
+    off = [Spot("d", "s", "v", i.onset + 50, i.offset + 50, "micro", 1.0) for i in gt]
+    c = prediction_control(gt, off, spans, score(gt, off), ("micro",), np.random.default_rng(0), draws=30)
+    assert c["micro"]["method_f1"] == 0.0 and c["micro"]["p_value"] == 1.0
+
+
+def test_the_learned_threshold_is_fitted_on_out_of_fold_curves(runs):
+    """Each fold's learned threshold comes from curves of networks that did not train on the scored subject: an
+    inner split of the fold's training subjects into two halves."""
+    for f in runs["learned"].folds:
+        train = {"001", "002", "003", "004"} - set(f["test_subjects"])
+        for t in ("micro", "macro"):
+            a, b = f["types"][t]["threshold_fitted_on"]
+            assert not set(a) & set(b) and set(a) | set(b) == train and {len(a), len(b)} == {1, 2}
+    assert all("threshold_fitted_on" not in f["types"]["micro"] for f in runs["mdmd"].folds)
 
 
 def test_choices_are_fitted_per_fold_on_training_subjects(runs):
@@ -118,7 +169,8 @@ def test_spotting_a_new_video_with_a_run(runs, lv30, capsys):
 
 
 def test_a_learned_spotter_with_a_malicious_pickle_is_refused(runs, tmp_path):
-    """spotter.pt is read with the one safe checkpoint policy (weights_only), like every run's checkpoints."""
+    """An older run's spotter.pt is read with the one safe checkpoint policy (weights_only), like every run's
+    checkpoints; a genuine one still loads."""
     import os
     import shutil
 
@@ -126,6 +178,7 @@ def test_a_learned_spotter_with_a_malicious_pickle_is_refused(runs, tmp_path):
 
     import microexp
     from microexp.errors import DataError
+    from microexp.runs import load_checkpoint
 
     class Evil:
         def __reduce__(self):
@@ -133,7 +186,10 @@ def test_a_learned_spotter_with_a_malicious_pickle_is_refused(runs, tmp_path):
 
     evil = tmp_path / "evil"
     shutil.copytree(runs["learned"].out, evil)
-    states = torch.load(evil / "spotter.pt", weights_only=True)
+    states = load_checkpoint(evil / "spotter.safetensors", keys=("micro", "macro"))
+    (evil / "spotter.safetensors").unlink()
+    torch.save(states, evil / "spotter.pt")
+    assert microexp.load(evil).nets["micro"].k == states["micro"]["k"]  # the legacy file still loads
     torch.save({**states, "payload": Evil()}, evil / "spotter.pt")
     with pytest.raises(DataError, match="spotter.pt: not a readable microexp checkpoint"):
         microexp.load(evil)
@@ -211,6 +267,11 @@ def test_bad_input_gets_named_exclusions_or_one_line(lv30, tmp_path, capsys):
         extract_features(junk, (3,), 30.0)
     assert main(["evaluate", "--task", "spot", "--dataset", "samm_lv", "--root", str(root), "--model", "stcnn"]) == 2
     assert "--model does not apply to --task spot" in capsys.readouterr().err
+    assert main(["evaluate", "--task", "spot", "--dataset", "samm_lv", "--root", str(root), "--recognise",
+                 str(tmp_path / "norun")]) == 2
+    assert f"--recognise {tmp_path / 'norun'}: no such run directory" in capsys.readouterr().err
+    assert main(["evaluate", "--dataset", "samm_lv", "--root", str(root), "--recognise", str(tmp_path)]) == 2
+    assert "--recognise applies to --task spot only" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="spotting method"):
         SpotConfig(method="nope").validate()
 
@@ -257,6 +318,23 @@ def test_spot_then_recognise_scores_strs(lv30, runs, tmp_path):
     assert lines[0] == "subject,video,onset,offset,emotion" and all(x.endswith(",negative") for x in lines[1:])
 
 
+def test_evaluate_task_spot_recognise_flag_reaches_the_run(lv30, tmp_path, monkeypatch, capsys):
+    from microexp.spot import evaluate as spot_evaluate
+
+    seen = {}
+
+    def fake(config, out=None, progress=None):
+        seen["config"] = config
+        raise ConfigError("stopped here")
+
+    monkeypatch.setattr(spot_evaluate, "evaluate_spotting", fake)
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    assert main(["evaluate", "--task", "spot", "--dataset", "samm_lv", "--root", str(lv30), "--recognise",
+                 str(rec)]) == 2
+    assert seen["config"].recognise == str(rec) and "stopped here" in capsys.readouterr().err
+
+
 def test_synth_cli_writes_a_long_video_layout(tmp_path, capsys):
     out = tmp_path / "c2"
     assert main(["synth", "--layout", "casme_sq-long", "--out", str(out), "--subjects", "1", "--videos", "1",
@@ -266,5 +344,6 @@ def test_synth_cli_writes_a_long_video_layout(tmp_path, capsys):
     data = load_spot_data("casme_sq", out)
     assert len(data.videos) == 2 and data.gt.counts() == {"micro": 2, "macro": 1}
     assert data.gt.spans[("casme_sq", "s15/15_0101disgustingteeth")] == (1, 300)  # 10 s at 30 fps
+    assert (out / "fps.txt").read_text() == "30\n" and data.fps == 30.0 and "fps.txt" in said
     assert main(["synth", "--layout", "samm_lv", "--out", str(tmp_path / "x"), "--frames", "40"]) == 2
     assert "cannot hold" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from microexp.errors import ConfigError
+from microexp.runs import CHECKPOINT_DTYPES, checkpoint_policy
 from microexp.typed import coerce_fields, load_yaml
 
 EPOCH_POLICIES = {
@@ -176,7 +177,8 @@ class RunConfig:
     control: str = "none"  # "shuffle": also run with training labels permuted within subjects
     test_dataset: str | None = None  # lodo: the one target dataset (None = every dataset in turn)
     train_datasets: list[str] | None = None  # lodo: source datasets (None = all but the target)
-    save_checkpoints: bool = True
+    save_checkpoints: str | bool = "all"  # all | predict | none (true = all, false = none): microexp.runs
+    checkpoint_dtype: str = "fp32"  # fp32 | bf16 | fp16: how checkpoint weights are stored
     cache: bool = True  # reuse preprocessed clips from the on-disk cache ($MICROEXP_CACHE, ~/.cache/microexp)
     preprocess_workers: int | None = None  # processes; None: all cores when faces are detected, else 1
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -198,6 +200,10 @@ class RunConfig:
             raise ConfigError(f"folds={self.folds} must be at least 2")
         if not 0 < self.test_size < 1:
             raise ConfigError(f"test_size={self.test_size} must be in (0, 1)")
+        self.save_checkpoints = checkpoint_policy(self.save_checkpoints)
+        if self.checkpoint_dtype not in CHECKPOINT_DTYPES:
+            raise ConfigError(f"checkpoint_dtype={self.checkpoint_dtype!r} is not one of "
+                              f"{', '.join(CHECKPOINT_DTYPES)}")
         if self.preprocess_workers is not None and self.preprocess_workers < 1:
             raise ConfigError(f"preprocess_workers={self.preprocess_workers} must be at least 1")
         self._check_split_keys()

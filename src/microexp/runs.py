@@ -7,12 +7,14 @@
     RUN_DIR/excluded.csv         clip, reason
     RUN_DIR/repairs.csv          clip, repair (a known error of the release, and what was done about it)
     RUN_DIR/folds/<task>.json    each finished fold task (written atomically as it ends; resuming reads them)
-    RUN_DIR/checkpoints/seed{S}-{fold}.pt       torch models (``.joblib`` for scikit-learn baselines)
-    RUN_DIR/spotter.json (+ spotter.pt)         a spotting run's fitted spotter (microexp.spot)
+    RUN_DIR/checkpoints/seed{S}-{fold}.safetensors   torch models (``.joblib`` for scikit-learn baselines)
+    RUN_DIR/spotter.json (+ spotter.safetensors)     a spotting run's fitted spotter (microexp.spot)
 
-Checkpoints are read with ``torch.load(weights_only=True)`` only: a run directory someone sent you may hold a
-pickle that runs code when unpickled, and the safe loader refuses it (:func:`load_checkpoint`). What a
-checkpoint holds (tensors, str, int, float, lists, dicts, None) needs nothing more.
+Checkpoints are safetensors files: the tensors, plus everything else of the checkpoint (model name, parameters,
+preprocessing, classes, normaliser, ...) as one JSON document in the file's metadata. Loading one runs no code,
+whoever made it. Floating-point tensors may be stored in bf16 or fp16 (``checkpoint_dtype``) and are read back
+as fp32. Checkpoints of older runs (``.pt``) are still read, with ``torch.load(weights_only=True)`` only: a
+pickle that would run code when unpickled is refused (:func:`load_checkpoint`).
 
 torch is imported inside the checkpoint functions only, so reading a run's tables stays light.
 """
@@ -39,7 +41,14 @@ REPAIRS = "repairs.csv"
 FOLDS = "folds"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_KEYS = ("model", "state_dict", "preprocess", "classes")
+CHECKPOINT_SUFFIX = ".safetensors"
+LEGACY_SUFFIX = ".pt"  # runs made before safetensors: read, never written
+# save_checkpoints: all = every seed's fold models; predict = what predict / explain / export use by default (the
+# lowest seed's fold models); none. checkpoint_dtype: how floating-point weights are stored.
+CHECKPOINT_POLICIES = ("all", "predict", "none")
+CHECKPOINT_DTYPES = ("fp32", "bf16", "fp16")
 SPOTTER = "spotter.json"  # what a spotting run (microexp.spot) fitted on all its subjects
+SPOTTER_NETS = "spotter" + CHECKPOINT_SUFFIX  # the learned spotter's networks (older runs: spotter.pt)
 
 
 # ------------------------------------------------------------------------------------------------------ paths
@@ -49,7 +58,7 @@ def file_name(name: str) -> str:
 
 
 def checkpoint_path(out: str | Path, seed: int, fold: str) -> Path:
-    return Path(out) / CHECKPOINTS / f"seed{seed}-{file_name(fold)}.pt"
+    return Path(out) / CHECKPOINTS / f"seed{seed}-{file_name(fold)}{CHECKPOINT_SUFFIX}"
 
 
 def fold_path(out: str | Path, task: Any) -> Path:
@@ -151,14 +160,99 @@ class Checkpoint:
     data: dict[str, Any]
 
 
-def save_checkpoint(path: Path, data: dict[str, Any]) -> Path:
-    """A torch checkpoint (plain containers and tensors only, so that the safe loader reads it)."""
+def checkpoint_policy(value: Any) -> str:
+    """``save_checkpoints`` as one of :data:`CHECKPOINT_POLICIES` (true = all, false = none, as before)."""
+    if isinstance(value, bool):
+        return "all" if value else "none"
+    text = str(value).strip().lower()
+    text = {"true": "all", "yes": "all", "false": "none", "no": "none"}.get(text, text)
+    if text not in CHECKPOINT_POLICIES:
+        raise ConfigError(f"save_checkpoints={value!r} is not one of {', '.join(CHECKPOINT_POLICIES)} "
+                          "(true = all, false = none)")
+    return text
+
+
+def keeps_checkpoint(config: Any, seed: int) -> bool:
+    """Whether a run with ``config`` (a RunConfig) saves the fold model of ``seed``."""
+    policy = checkpoint_policy(config.save_checkpoints)
+    return policy == "all" or (policy == "predict" and seed == min(config.seeds))
+
+
+def _torch_dtype(dtype: str) -> Any:
     import torch
 
+    if dtype not in CHECKPOINT_DTYPES:
+        raise ConfigError(f"checkpoint_dtype={dtype!r} is not one of {', '.join(CHECKPOINT_DTYPES)}")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+
+
+def _split(data: Any, path: tuple[str, ...], tensors: dict[str, Any]) -> Any:
+    """``data`` without its tensors (JSON-able), each tensor put in ``tensors`` under its key path joined by /."""
+    import torch
+
+    if isinstance(data, dict):
+        rest = {}
+        for k, v in data.items():
+            if not isinstance(k, str) or "/" in k:
+                raise TypeError(f"checkpoint key {k!r} (keys are strings without /)")
+            if isinstance(v, torch.Tensor):
+                tensors["/".join((*path, k))] = v
+            else:
+                rest[k] = _split(v, (*path, k), tensors)
+        return rest
+    if isinstance(data, list | tuple):
+        if any(isinstance(v, torch.Tensor) for v in data):
+            raise TypeError(f"tensors in a list at {'/'.join(path)}")
+        return [_split(v, path, tensors) for v in data]
+    return data
+
+
+def save_checkpoint(path: Path, data: dict[str, Any], dtype: str = "fp32") -> Path:
+    """A safetensors checkpoint: the tensors of ``data`` (nested mappings, e.g. a ``state_dict``) with the rest of
+    ``data`` as JSON in the file's metadata; floating-point tensors stored as ``dtype`` (fp32 | bf16 | fp16)."""
+    from safetensors.torch import save_file
+
+    target = _torch_dtype(dtype)
+    tensors: dict[str, Any] = {}
+    meta = _split(data, (), tensors)
+    seen: set[int] = set()
+    for key, t in tensors.items():
+        t = t.detach().cpu()
+        if t.is_floating_point() and t.dtype != target:
+            t = t.to(target)
+        elif t.untyped_storage().data_ptr() in seen:  # safetensors refuses tensors sharing memory (tied weights)
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        tensors[key] = t.contiguous()
+    header = json.dumps({"data": meta, "dtype": dtype, "order": list(tensors)})  # safetensors sorts its keys
     with output_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(data, path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, tmp, metadata={"format": "pt", "microexp": header})
+        tmp.replace(path)  # atomic: an interrupted run leaves no half-written checkpoint
     return path
+
+
+def _read_safetensors(path: Path, map_location: str) -> dict[str, Any]:
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device=map_location) as fh:
+        meta = fh.metadata() or {}
+        if "microexp" not in meta:
+            raise ValueError("a safetensors file without microexp metadata")
+        header = json.loads(meta["microexp"])
+        data = header["data"]
+        for key in header.get("order") or fh.keys():  # the order the state_dict had
+            t = fh.get_tensor(key)
+            if t.is_floating_point() and t.dtype != torch.float32:
+                t = t.float()  # stored in bf16 / fp16: every consumer works in fp32
+            *parents, leaf = key.split("/")
+            node = data
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = t
+    return data
 
 
 def save_sklearn_checkpoint(path: Path, data: dict[str, Any]) -> Path:
@@ -172,18 +266,26 @@ def save_sklearn_checkpoint(path: Path, data: dict[str, Any]) -> Path:
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu",
                     keys: Sequence[str] = CHECKPOINT_KEYS) -> dict[str, Any]:
-    """A microexp checkpoint, read with ``weights_only=True`` (anything that is not plain data is refused);
-    ``keys``: the entries it must hold (a recognition fold's by default)."""
+    """A microexp checkpoint: a safetensors file, or an older run's ``.pt`` read with ``weights_only=True``
+    (anything that is not plain data is refused); ``keys``: the entries it must hold (a recognition fold's by
+    default). A path whose file is missing is also tried with the other suffix (old runs keep working)."""
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such checkpoint (was the run made with save_checkpoints: false?)")
+        other = path.with_suffix(LEGACY_SUFFIX if path.suffix == CHECKPOINT_SUFFIX else CHECKPOINT_SUFFIX)
+        if not other.is_file():
+            raise DataError(f"{path}: no such checkpoint (was the run made with save_checkpoints: none, or "
+                            "predict, which keeps the lowest seed's only?)")
+        path = other
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure (or a refused global) is a bad file
+        if path.suffix == LEGACY_SUFFIX:
+            data = torch.load(path, map_location=map_location, weights_only=True)
+        else:
+            data = _read_safetensors(path, map_location)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure (or a refused global), a bad header: a bad file
         raise DataError(f"{path}: not a readable microexp checkpoint ({type(exc).__name__}: "
-                        f"{first_line(exc)})") from None
+                        f"{first_line(exc) or 'no microexp metadata'})") from None
     missing = [k for k in keys if not isinstance(data, dict) or k not in data]
     if missing or not isinstance(data, dict):
         raise DataError(f"{path}: not a microexp checkpoint (missing {missing})")
@@ -195,9 +297,18 @@ def _fold_of(stem: str) -> str:
 
 
 def checkpoint_files(run_dir: str | Path) -> list[Path]:
-    """The torch checkpoints of a run directory, sorted (empty when it has none)."""
+    """The torch checkpoints of a run directory (``.safetensors``, or an older run's ``.pt`` where no safetensors
+    file of that name exists), sorted by name (empty when it has none)."""
     folder = Path(run_dir) / CHECKPOINTS
-    return sorted(folder.glob("*.pt")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    found = {p.stem: p for p in folder.glob(f"*{LEGACY_SUFFIX}")}
+    found.update({p.stem: p for p in folder.glob(f"*{CHECKPOINT_SUFFIX}")})
+    return [found[k] for k in sorted(found)]
+
+
+def is_checkpoint_file(path: Path) -> bool:
+    return path.is_file() and path.suffix in (CHECKPOINT_SUFFIX, LEGACY_SUFFIX)
 
 
 def is_spotting_run(run_dir: str | Path) -> bool:
@@ -206,11 +317,11 @@ def is_spotting_run(run_dir: str | Path) -> bool:
 
 def find_checkpoints(run_dir: str | Path, fold: str | None = None) -> list[Checkpoint]:
     """Checkpoints of a run directory (not yet read); ``fold`` (a fold name or checkpoint file stem) selects
-    some. ``run_dir`` may also be one ``.pt`` file."""
+    some. ``run_dir`` may also be one checkpoint file (``.safetensors``, or ``.pt`` of an older run)."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise DataError(f"{run_dir}: run directory does not exist")
-    if run_dir.is_file() and run_dir.suffix == ".pt":  # one checkpoint file given directly
+    if is_checkpoint_file(run_dir):  # one checkpoint file given directly
         return [Checkpoint(run_dir, run_dir.stem, _fold_of(run_dir.stem), {})]
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: not a run directory (expected a folder with checkpoints/)")
@@ -220,8 +331,8 @@ def find_checkpoints(run_dir: str | Path, fold: str | None = None) -> list[Check
         raise ConfigError(f"{run_dir}: a scikit-learn baseline run (checkpoints/*.joblib); predict and export "
                           "take the torch models")
     if not paths:
-        raise DataError(f"{run_dir}: no checkpoint in this run directory (expected checkpoints/*.pt; "
-                        "runs save them unless save_checkpoints is false)")
+        raise DataError(f"{run_dir}: no checkpoint in this run directory (expected checkpoints/*.safetensors; "
+                        "runs save them unless save_checkpoints is none)")
     found = [Checkpoint(p, p.stem, _fold_of(p.stem), {}) for p in paths]
     if fold is not None:
         chosen = [c for c in found if fold in (c.name, c.fold)]

@@ -120,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
         from microexp.cli.spot import evaluate_from_args
 
         return evaluate_from_args(args)
+    for flag in ("method", "recognise"):  # spotting options: refused rather than silently ignored
+        if getattr(args, flag, None):
+            raise ConfigError(f"--{flag} applies to --task spot only")
     from microexp.report.text import results_table
     from microexp.train.evaluate import evaluate
 
@@ -159,6 +162,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=["recognise", "spot"], default="recognise",
                    help="recognise (default) | spot: find expression intervals in long videos (samm_lv, casme_sq, casme3)")
     p.add_argument("--method", choices=["mdmd", "learned"], help="--task spot: mdmd (default, training-free) | learned")
+    p.add_argument("--recognise", type=Path, metavar="RUN",
+                   help="--task spot: classify every spotted interval with this recognition run and score STRS")
     add_run_options(p)
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue a killed run in RUN_DIR: finished folds (RUN_DIR/folds/*.json) are kept, the rest "

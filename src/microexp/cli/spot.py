@@ -53,6 +53,12 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
                         epochs=args.epochs or 12)
     for key, value in extra.items():
         setattr(config, key, value)
+    if getattr(args, "recognise", None):
+        if "recognise" in extra and extra["recognise"] != str(args.recognise):
+            raise ConfigError("--recognise and --set recognise=... name different runs; give one")
+        config.recognise = str(args.recognise)
+    if config.recognise and not Path(config.recognise).is_dir():
+        raise ConfigError(f"--recognise {config.recognise}: no such run directory")
     out = args.out or Path("runs") / f"{config.dataset}-spot-{config.method}-{config.protocol}-" \
                                      f"{time.strftime('%Y%m%d-%H%M%S')}"
     run_ = evaluate_spotting(config, out=out, progress=None if args.no_progress else
@@ -64,9 +70,14 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
         c = m["overall"][t]
         line = f"  {t:<8} F1 {c['f1']:.4f} (P {c['precision']:.4f} R {c['recall']:.4f}; TP {c['tp']} FP {c['fp']} " \
                f"FN {c['fn']}); chance {m['chance'][t]:.4f}"
+        s = m["shuffled_predictions"][t]
+        line += f"; shuffled predictions {s['f1']:.4f} (p {s['p_value']:.3f})"
         if "control" in m:
-            line += f"; shuffled control {m['control']['overall'][t]['f1']:.4f}"
+            line += f"; shuffled training {m['control']['overall'][t]['f1']:.4f}"
         print(line)
+    if "strs" in m:
+        print("  STRS " + ", ".join(f"{t} {m['strs'][t]['strs']:.4f}" for t in ("micro", "macro", "overall")
+                                    if t in m["strs"]) + f" (recognition run {m['recognition_run']})")
     if m["excluded"]:
         print(f"  {len(m['excluded'])} interval(s) excluded (metrics.json lists each with its reason)")
     print(f"run written to {run_.out}")

@@ -190,7 +190,7 @@ def write_figures(frames: np.ndarray, saliency: np.ndarray, cam: np.ndarray | No
 
 
 def load_model(checkpoint: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a run's model from ``checkpoints/seed{S}-{fold}.pt``."""
+    """Rebuild a run's model from ``checkpoints/seed{S}-{fold}.safetensors`` (or an older run's ``.pt``)."""
     from microexp.models import registry
     from microexp.preprocess.config import PreprocessConfig
     from microexp.runs import load_checkpoint

@@ -248,7 +248,7 @@ class TorchPredictor(Predictor):
 
 def load(run_dir: str | Path, fold: str | None = None, device: str = "cpu", face: str | None = None) -> TorchPredictor:
     """A predictor for a run directory: all its checkpoints averaged, or those of ``fold`` (a fold name such as
-    ``sub01``, or a checkpoint file stem such as ``seed0-sub01``). ``run_dir`` may also be one ``.pt`` file.
+    ``sub01``, or a checkpoint file stem such as ``seed0-sub01``). ``run_dir`` may also be one checkpoint file.
 
     face: ``None`` (default): the run's own face mode, except that a run trained on ready-made face crops
     (``face: none``) detects and crops the face in the input (frames without one become gaps; see the module

@@ -165,8 +165,8 @@ def create_app(runs: Path, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, work
             raise HTTPException(422, f"run {run} is a spotting run (it has spotter.json): choose it as the spotting "
                                      "run, and a trained recognition run as the trained run")
         if not rundir.checkpoint_files(run_dir):
-            raise HTTPException(422, f"run {run}: no checkpoints/*.pt in it, so it cannot classify videos "
-                                     "(was it made with save_checkpoints: false, or is it a scikit-learn baseline?)")
+            raise HTTPException(422, f"run {run}: no checkpoints in it, so it cannot classify videos "
+                                     "(was it made with save_checkpoints: none, or is it a scikit-learn baseline?)")
         options: dict[str, Any] = {"run_dir": str(run_dir), "window": window or None, "stride": stride or None,
                                   "face": face or None}
         if spot_run:

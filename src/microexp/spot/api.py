@@ -1,7 +1,7 @@
 """Spotting a new video with a spotting run: ``microexp.load(RUN).spot(video)`` / ``microexp spot VIDEO --run RUN``.
 
 The run's ``spotter.json`` holds what was fitted on all its subjects (k, interval shape, threshold per type, the
-feature settings; ``spotter.pt`` the networks of the learned spotter). The video is streamed once for the
+feature settings; ``spotter.safetensors`` the networks of the learned spotter). The video is streamed once for the
 spotting; with a recognition run the frames of each spotted interval are read in a second pass (only that
 interval is held) and classified by :meth:`microexp.predict.Predictor.predict` over the whole interval.
 """
@@ -77,10 +77,11 @@ class Spotter:
         body = runs.read_json(path, "run file")
         states = None
         if body["method"] == "learned":
-            if not (run_dir / "spotter.pt").is_file():
-                raise ConfigError(f"{run_dir}: spotter.pt (the learned spotter's networks) is missing")
-            # the one safe checkpoint policy (weights_only): a run someone sent you cannot run code when loaded
-            states = runs.load_checkpoint(run_dir / "spotter.pt", keys=tuple(body["types"]))
+            nets = run_dir / runs.SPOTTER_NETS
+            if not nets.is_file() and not nets.with_suffix(runs.LEGACY_SUFFIX).is_file():
+                raise ConfigError(f"{run_dir}: {nets.name} (the learned spotter's networks) is missing")
+            # the one safe checkpoint policy: a run someone sent you cannot run code when loaded
+            states = runs.load_checkpoint(nets, keys=tuple(body["types"]))
         return cls(run_dir, body, states)
 
     def spot(self, video: str | Path, fps: float | None = None, recognise: Any = None,

@@ -3,6 +3,10 @@
 Videos found on disk without any annotated interval are kept (predictions there are false positives); an
 annotated video whose folder is missing, or that holds no frames, is an exclusion and its intervals leave the
 scoring, named; an interval outside its video's frames is an exclusion too.
+
+Frame rate: the release's (SAMM-LV 200 fps, CAS(ME)^2 and CAS(ME)^3 30 fps), unless a file ``fps.txt`` (one
+number) lies in the root folder or beside the annotation file, as the synthetic long videos of
+:mod:`microexp.synth.longvideo` write it; a run's explicit ``fps`` overrides both.
 """
 
 from __future__ import annotations
@@ -90,6 +94,26 @@ def _casme3(root: Path, annotation: Path | None) -> tuple[GroundTruth, dict[tupl
     return gt, videos, Path(ann)
 
 
+FPS_FILE = "fps.txt"
+
+
+def release_fps(dataset: str, root: Path, annotation: Path | None) -> tuple[float, str | None]:
+    """The frame rate of a spotting data set and, when it came from an ``fps.txt``, a note naming the file."""
+    folders = [root] + ([annotation.parent] if annotation is not None and annotation.parent != root else [])
+    for folder in folders:
+        path = folder / FPS_FILE
+        if path.is_file():
+            text = path.read_text(errors="replace").strip()
+            try:
+                fps = float(text)
+            except ValueError:
+                fps = float("nan")
+            if not 0 < fps < float("inf"):
+                raise DataError(f"{path}: not a frame rate (one positive number expected, found {text[:40]!r})")
+            return fps, f"frame rate {fps:g} fps read from {path}"
+    return FPS[dataset], None
+
+
 def load_spot_data(dataset: str, root: str | Path, annotation: str | Path | None = None) -> SpotData:
     """Ground truth and video folders of a long-video data set; see the module docstring for what is excluded."""
     from microexp.data._common import numbered_frames
@@ -125,4 +149,7 @@ def load_spot_data(dataset: str, root: str | Path, annotation: str | Path | None
     videos = {k: v for k, v in videos.items() if k not in missing}
     if not videos:
         raise DataError(f"{root}: no {dataset} video with frames found")
-    return SpotData(dataset, FPS[dataset], gt, videos, ann)
+    fps, note = release_fps(dataset, Path(root), Path(ann) if ann else None)
+    if note:
+        gt.notes.append(note)
+    return SpotData(dataset, fps, gt, videos, ann)

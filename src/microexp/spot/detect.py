@@ -130,6 +130,15 @@ def chance_f1(gt: Sequence[Interval], preds: Sequence[Spot], spans: Mapping[tupl
               rng: np.random.Generator, draws: int = 20, type: str | None = None) -> float:
     """Expected F1 of the same predictions placed at random within their videos (same lengths): the chance
     level a control must score near."""
+    f1 = shuffled_prediction_f1(gt, preds, spans, rng, draws, type)
+    return float(np.mean(f1)) if len(f1) else 0.0
+
+
+def shuffled_prediction_f1(gt: Sequence[Interval], preds: Sequence[Spot],
+                           spans: Mapping[tuple[str, str], tuple[int, int]], rng: np.random.Generator,
+                           draws: int = 20, type: str | None = None) -> np.ndarray:
+    """The F1 of each of ``draws`` shuffles of the predictions: every predicted interval moved to a random place
+    of its video (same length, same video)."""
     from dataclasses import replace
 
     f1 = []
@@ -142,4 +151,4 @@ def chance_f1(gt: Sequence[Interval], preds: Sequence[Spot], spans: Mapping[tupl
             on = first + int(rng.integers(0, room + 1)) if room >= 0 else p.onset
             moved.append(replace(p, onset=on, offset=on + n - 1))
         f1.append(score(gt, moved).get(type=type).f1)
-    return float(np.mean(f1)) if f1 else 0.0
+    return np.array(f1, np.float64)

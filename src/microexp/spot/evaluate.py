@@ -2,14 +2,28 @@
 network's weights — is fitted on the training subjects' videos only, then applied to the test subject's videos.
 Predictions of all folds are pooled and scored against every ground-truth interval (:mod:`microexp.spot.metrics`).
 
-``control="shuffle"`` runs the same pipeline a second time with the training intervals moved at random within
-their videos; it must score near its chance level (the F1 of its own predictions moved at random).
+Two controls:
+
+- the shuffled-prediction control (always): the run's own predicted intervals moved at random within their videos
+  (same lengths), :data:`PREDICTION_DRAWS` times; its mean F1 is the chance level, and ``p_value`` says how often a
+  shuffle scored at least the run's F1. It is meaningful for every method, the training-free MDMD included.
+- ``control="shuffle"`` (the shuffled-training control) runs the same pipeline a second time with the training
+  intervals moved at random within their videos. For the learned spotter it must score near its chance level (the
+  network never sees a real interval). MDMD is training-free: only k, the interval shape and the threshold are
+  fitted, so its shuffled-training run still finds real movements and scores well above chance; it measures how
+  much those fitted choices matter, not whether the detector learned anything.
+
+The learned spotter's threshold is fitted on out-of-fold score curves: the training subjects are split in two
+halves (seeded), each half scored by a network trained on the other half; the fold's network is then trained on
+all its training subjects. (Fitting it on the network's own training videos would pick a threshold for curves
+sharper than a new subject's.) MDMD's curves do not depend on the training data, so its threshold is fitted on
+the training videos' curves directly.
 ``threshold="test-peek"`` is the LEAKY recipe of published spotting code (threshold tuned on the test subject); it
 exists only to reproduce such numbers and is marked in the run.
 
 The run directory: ``config.yaml``, ``metrics.json``, ``megc_<dataset>.log`` (the MEGC spotting log),
 ``predictions.json`` (every predicted interval, per-fold parameters, exclusions), ``curves.npz`` (score curves
-for the report's timeline) and, for the learned spotter, ``spotter.pt`` (models fitted on all subjects, for
+for the report's timeline) and, for the learned spotter, ``spotter.safetensors`` (models fitted on all subjects, for
 :func:`microexp.spot.api.spot`).
 """
 
@@ -33,6 +47,7 @@ from microexp.spot.detect import (
     fit_shape,
     fit_threshold,
     shuffle_intervals,
+    shuffled_prediction_f1,
     spots_of,
 )
 from microexp.spot.features import FeatureConfig, VideoFeatures, extract_features
@@ -41,6 +56,7 @@ from microexp.spot.methods import METHODS, LearnedSpotter, apex_target, mdmd_cur
 from microexp.spot.metrics import Spot, score
 from microexp.spot.outputs import megc_log, spots_json, str_csv
 
+PREDICTION_DRAWS = 50  # shuffles of the predictions: chance level and p-value (smallest p: 1/51)
 THRESHOLDS = {"train": "fitted on the training subjects of each fold",
               "test-peek": "LEAKY: threshold tuned on the test subject (reproduces published numbers only)"}
 
@@ -129,6 +145,63 @@ def _fold_params(train_gt: list[Interval], types: tuple[str, ...], fps: float) -
     return {t: fit_shape(train_gt, t, fps) for t in types}
 
 
+def _fit_spotter(data: SpotData, feats: dict[tuple[str, str], VideoFeatures], keys: list[tuple[str, str]],
+                 truth: list[Interval], type: str, k: int, config: SpotConfig) -> LearnedSpotter:
+    spotter = LearnedSpotter(k, epochs=config.epochs, seed=config.seed)
+    xs, ys = [], []
+    for key in keys:
+        x, ok = net_inputs(feats[key], k)
+        y = apex_target(feats[key].numbers, [i for i in truth if i.key == key], type, k)
+        xs.append(x[ok])
+        ys.append(y[ok])
+    return spotter.fit(xs, ys)
+
+
+def _learned_curve(data: SpotData, key: tuple[str, str], feat: VideoFeatures, spotter: LearnedSpotter) -> Curve:
+    return _curve(data, key, feat, spotter.predict(*net_inputs(feat, spotter.k)))
+
+
+def inner_halves(subjects: set[str], seed: int) -> list[list[str]] | None:
+    """Two seeded halves of the training subjects (None when there are fewer than two)."""
+    ordered = sorted(subjects)
+    if len(ordered) < 2:
+        return None
+    perm = np.random.default_rng(seed).permutation(len(ordered))
+    shuffled = [ordered[i] for i in perm]
+    return [sorted(shuffled[0::2]), sorted(shuffled[1::2])]
+
+
+def _out_of_fold_curves(data: SpotData, feats: dict[tuple[str, str], VideoFeatures], keys: list[tuple[str, str]],
+                        truth: list[Interval], type: str, k: int, config: SpotConfig
+                        ) -> tuple[list[Curve], list[list[str]] | None]:
+    """The learned spotter's curves of the training videos, each from a network that did not train on its
+    subject (inner 2-fold split of the training subjects); in-sample curves when there is one subject only."""
+    halves = inner_halves({data.videos[key][0] for key in keys}, config.seed)
+    if halves is None:
+        sp = _fit_spotter(data, feats, keys, truth, type, k, config)
+        return [_learned_curve(data, key, feats[key], sp) for key in keys], None
+    curves = []
+    for held in halves:
+        fit_keys = [key for key in keys if data.videos[key][0] not in held]
+        sp = _fit_spotter(data, feats, fit_keys, truth, type, k, config)
+        curves += [_learned_curve(data, key, feats[key], sp) for key in keys if data.videos[key][0] in held]
+    return curves, halves
+
+
+def prediction_control(gt: list[Interval], preds: list[Spot], spans: Any, result: Any, types: tuple[str, ...],
+                       rng: np.random.Generator, draws: int = PREDICTION_DRAWS) -> dict[str, dict[str, Any]]:
+    """The shuffled-prediction control per type (and overall): mean / std F1 of the predictions moved at random
+    within their videos, and the p-value of the run's F1 against those shuffles."""
+    out = {}
+    for t in (*types, None):
+        f1 = shuffled_prediction_f1(gt, preds, spans, rng, draws, type=t)
+        method = result.get(type=t).f1
+        out["overall" if t is None else t] = {
+            "f1": float(f1.mean()) if len(f1) else 0.0, "std": float(f1.std()) if len(f1) else 0.0,
+            "draws": int(len(f1)), "method_f1": method, "p_value": float((1 + (f1 >= method).sum()) / (len(f1) + 1))}
+    return out
+
+
 def _recognise(data: SpotData, preds: list[Spot], recogniser: Any) -> list[Spot]:
     """Every prediction with the class the recognition run gives its frames (one streamed pass per video)."""
     from microexp.spot.api import recognise_spots
@@ -195,31 +268,24 @@ def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
             info: dict[str, Any] = {"fold": f.name, "test_subjects": sorted(test_subjects), "types": {}}
             for t in config.types:
                 p = params[t]
+                halves = None
                 if config.method == "mdmd":
                     def curve_of(key: tuple[str, str], k: int = p.k) -> Curve:
                         return _curve(data, key, feats[key], mdmd_curve(feats[key], k))
+                    test_curves = [curve_of(k) for k in test_keys]
+                    if config.threshold != "test-peek":
+                        train_curves = [curve_of(k) for k in train_keys]
                 else:
-                    spotter = LearnedSpotter(p.k, epochs=config.epochs, seed=config.seed)
-                    xs, ys = [], []
-                    for key in train_keys:
-                        x, ok = net_inputs(feats[key], p.k)
-                        vid = [i for i in truth if i.key == key]
-                        y = apex_target(feats[key].numbers, vid, t, p.k)
-                        xs.append(x[ok])
-                        ys.append(y[ok])
-                    spotter.fit(xs, ys)
-
-                    def curve_of(key: tuple[str, str], sp: LearnedSpotter = spotter, k: int = p.k) -> Curve:
-                        x, ok = net_inputs(feats[key], k)
-                        return _curve(data, key, feats[key], sp.predict(x, ok))
-                train_curves = [curve_of(k) for k in train_keys]
-                test_curves = [curve_of(k) for k in test_keys]
+                    spotter = _fit_spotter(data, feats, train_keys, truth, t, p.k, config)
+                    test_curves = [_learned_curve(data, k, feats[k], spotter) for k in test_keys]
+                    if config.threshold != "test-peek":
+                        train_curves, halves = _out_of_fold_curves(data, feats, train_keys, truth, t, p.k, config)
                 if config.threshold == "test-peek":  # LEAKY on purpose: only to reproduce published numbers
                     th = fit_threshold(test_curves, [i for i in gt_used if i.subject in test_subjects], p)
                 else:
                     th = fit_threshold(train_curves, truth, p)
                 fitted = TypeParams(t, p.k, p.before, p.after, th)
-                info["types"][t] = fitted.to_dict()
+                info["types"][t] = fitted.to_dict() | ({"threshold_fitted_on": halves} if halves else {})
                 for c in test_curves:
                     preds.extend(spots_of(c, fitted))
                     curves_out[(c.video, t, "score")] = c.score
@@ -230,19 +296,21 @@ def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
     if config.recognise:
         preds = _recognise(data, preds, config.recognise if recogniser is None else recogniser)
     result = score(gt_used, preds)
+    shuffled = prediction_control(gt_used, preds, data.gt.spans, result, config.types, rng)
     metrics: dict[str, Any] = {"task": "spot", "method": config.method, "protocol": config.protocol,
                                "threshold_policy": config.threshold, "leaky": config.threshold == "test-peek",
-                               **result.to_dict(),
-                               "chance": {t: chance_f1(gt_used, preds, data.gt.spans, rng, type=t)
-                                          for t in (*config.types, None)}}
-    metrics["chance"] = {("overall" if k is None else k): v for k, v in metrics["chance"].items()}
+                               **result.to_dict(), "chance": {t: v["f1"] for t, v in shuffled.items()},
+                               "shuffled_predictions": shuffled}
     control_preds: list[Spot] = []
     if "control" in results:
         control_preds = results["control"][0]
         c = score(gt_used, control_preds)
-        metrics["control"] = {**c.to_dict(), "chance": {
+        metrics["control"] = {**c.to_dict(), "kind": "shuffled training intervals", "chance": {
             ("overall" if t is None else t): chance_f1(gt_used, control_preds, data.gt.spans, rng, type=t)
             for t in (*config.types, None)}}
+        if config.method == "mdmd":
+            metrics["control"]["note"] = ("MDMD is training-free (only k, the interval shape and the threshold are "
+                                          "fitted): this control cannot reach chance; see shuffled_predictions")
     if config.recognise:
         from microexp.spot.metrics import strs
 
@@ -290,7 +358,7 @@ def write_run(run: SpotRun, out: Path, data: SpotData, result: Any, curves: dict
 def _save_final_models(out: Path, data: SpotData, feats: dict[tuple[str, str], VideoFeatures],
                        gt: list[Interval], config: SpotConfig) -> None:
     """The spotter fitted on every subject (k, interval shape, threshold and, when learned, the network), for
-    spotting new videos: ``spotter.json`` (+ ``spotter.pt`` with the networks)."""
+    spotting new videos: ``spotter.json`` (+ ``spotter.safetensors`` with the networks)."""
 
     params, states = {}, {}
     computed = set(next(iter(feats.values())).ks) if feats else set()
@@ -300,15 +368,9 @@ def _save_final_models(out: Path, data: SpotData, feats: dict[tuple[str, str], V
             # the all-subject k differs from every fold's: use the nearest computed one rather than recompute
             p = TypeParams(t, min(computed, key=lambda k: abs(k - p.k)), p.before, p.after)
         if config.method == "learned":
-            sp = LearnedSpotter(p.k, epochs=config.epochs, seed=config.seed)
-            xs, ys = [], []
-            for key, f in feats.items():
-                x, ok = net_inputs(f, p.k)
-                xs.append(x[ok])
-                ys.append(apex_target(f.numbers, [i for i in gt if i.key == key], t, p.k)[ok])
-            sp.fit(xs, ys)
-            states[t] = sp.state()
-            curves = [_curve(data, key, f, sp.predict(*net_inputs(f, p.k))) for key, f in feats.items()]
+            keys = sorted(feats)
+            states[t] = _fit_spotter(data, feats, keys, gt, t, p.k, config).state()
+            curves, _ = _out_of_fold_curves(data, feats, keys, gt, t, p.k, config)
         else:
             curves = [_curve(data, key, f, mdmd_curve(f, p.k)) for key, f in feats.items()]
         th = fit_threshold(curves, gt, p)
@@ -317,4 +379,4 @@ def _save_final_models(out: Path, data: SpotData, feats: dict[tuple[str, str], V
             "features": asdict(config.feature_config())}
     rundir.write_json(out / rundir.SPOTTER, body, indent=1)
     if states:
-        rundir.save_checkpoint(out / "spotter.pt", states)
+        rundir.save_checkpoint(out / rundir.SPOTTER_NETS, states)

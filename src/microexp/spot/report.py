@@ -1,6 +1,6 @@
 """The report of a spotting run: per video one timeline with the score curve, the threshold, the ground-truth
-intervals and the predicted ones, hits / misses / false positives coloured; the metrics beside the shuffled
-control and chance. One self-contained HTML file (figures embedded as PNG)."""
+intervals and the predicted ones, hits / misses / false positives coloured; the metrics beside both controls
+(shuffled predictions: chance level and p-value; shuffled training intervals, when run). One self-contained HTML file (figures embedded as PNG)."""
 
 from __future__ import annotations
 
@@ -72,15 +72,26 @@ def render_spot_report(run_dir: str | Path, out: str | Path | None = None, max_v
         parts.append('<p style="background:#c62828;color:white;padding:6px">LEAKY: threshold tuned on the test '
                      "subject (test-peek); these numbers are not an estimate of performance on new subjects.</p>")
     head = "<tr><th>dataset</th><th>type</th><th>TP</th><th>FP</th><th>FN</th><th>P</th><th>R</th><th>F1</th>" \
-           "<th>chance F1</th><th>shuffled control F1</th></tr>"
+           "<th>shuffled predictions F1 (chance)</th><th>p</th><th>shuffled training F1</th></tr>"
     body = []
     for t in ("micro", "macro", "overall"):
         c = metrics["overall"][t]
         ctrl = metrics.get("control", {}).get("overall", {}).get(t, {}).get("f1")
+        p = metrics.get("shuffled_predictions", {}).get(t, {}).get("p_value")  # older runs: chance only
         body.append(f"<tr><td>all</td><td>{t}</td><td>{c['tp']}</td><td>{c['fp']}</td><td>{c['fn']}</td>"
                     f"<td>{c['precision']:.4f}</td><td>{c['recall']:.4f}</td><td><b>{c['f1']:.4f}</b></td>"
-                    f"<td>{metrics['chance'].get(t, 0):.4f}</td><td>{'' if ctrl is None else f'{ctrl:.4f}'}</td></tr>")
+                    f"<td>{metrics['chance'].get(t, 0):.4f}</td><td>{'' if p is None else f'{p:.3f}'}</td>"
+                    f"<td>{'' if ctrl is None else f'{ctrl:.4f}'}</td></tr>")
     parts.append(f"<table border=1 cellspacing=0 cellpadding=3>{head}{''.join(body)}</table>")
+    parts.append("<p>Shuffled predictions: the run's predicted intervals moved at random within their videos (same "
+                 "lengths); p = how often a shuffle scored at least the run's F1. Shuffled training: the whole "
+                 "pipeline trained on ground truth moved at random.</p>")
+    if metrics.get("control", {}).get("note"):
+        parts.append(f"<p>{html.escape(metrics['control']['note'])}</p>")
+    if "strs" in metrics:
+        parts.append("<p>Spot-then-recognise (recognition run " + html.escape(str(metrics.get("recognition_run")))
+                     + "): " + ", ".join(f"STRS {t} {v['strs']:.4f} (F1 spot {v['f1_spot']:.4f} x F1 analysis "
+                                         f"{v['f1_analysis']:.4f})" for t, v in metrics["strs"].items()) + "</p>")
     if metrics.get("excluded"):
         parts.append("<h2>Excluded</h2><ul>" + "".join(f"<li>{html.escape(e['clip'])}: {html.escape(e['reason'])}"
                                                        "</li>" for e in metrics["excluded"]) + "</ul>")

@@ -291,11 +291,16 @@ def write_casme_sq_long(config: LongVideoConfig, out: Path, progress: Callable[[
 
 def write_layout(layout: str, config: LongVideoConfig, out: Path,
                  progress: Callable[[int], None] | None = None) -> Path:
-    if layout == "samm_lv":
-        return write_samm_lv(config, out, progress)
-    if layout == "casme_sq-long":
-        return write_casme_sq_long(config, out, progress)
-    raise ConfigError(f"unknown long-video layout {layout!r} (known: {', '.join(LAYOUTS)})")
+    """The videos and annotation of ``layout``, plus ``fps.txt``: the real releases have one frame rate each
+    (SAMM-LV 200, CAS(ME)^2 30), the synthetic ones any; the spotting loader reads the file
+    (:func:`microexp.spot.data.release_fps`)."""
+    from microexp.spot.data import FPS_FILE
+
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown long-video layout {layout!r} (known: {', '.join(LAYOUTS)})")
+    out = write_samm_lv(config, out, progress) if layout == "samm_lv" else write_casme_sq_long(config, out, progress)
+    (Path(out) / FPS_FILE).write_text(f"{config.fps:g}\n")
+    return out
 
 
 def events_of(config: LongVideoConfig) -> list[tuple[int, int, list[Event]]]:
@@ -336,6 +341,5 @@ def run_cli(args: Any) -> int:
     print(f"wrote {len(videos)} long videos ({config.n_subjects} subjects, {frames} frames {config.size}x"
           f"{config.size} at {fps:g} fps; {n_micro} micro + {n_macro} macro expressions, one neutral video) to "
           f"{out} [{args.layout}] in {time.perf_counter() - start:.1f} s; spot with: microexp evaluate --task spot "
-          f"--dataset {dataset} --root {out}" + ("" if fps == (200.0 if dataset == "samm_lv" else 30.0) else
-                                                f" --set fps={fps:g}"))
+          f"--dataset {dataset} --root {out} (its frame rate is in {out}/fps.txt)")
     return 0

@@ -23,6 +23,7 @@ from microexp.preprocess.normalise import GlobalNormaliser
 from microexp.runs import (
     checkpoint_path,
     fold_path,
+    keeps_checkpoint,
     read_json,
     save_checkpoint,
     save_sklearn_checkpoint,
@@ -135,18 +136,20 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
                      **{f"p_{c}": float(v) for c, v in zip(ctx.classes, p, strict=True)},
                      "epoch": result.chosen_epoch})
     history = [{"control": task.control, "seed": seed, "fold": fold.name, **h} for h in result.history]
-    if ctx.out is not None and config.save_checkpoints and not task.control and spec.kind == "sklearn":
+    keep = ctx.out is not None and not task.control and keeps_checkpoint(config, seed)
+    if keep and spec.kind == "sklearn":
         save_sklearn_checkpoint(checkpoint_path(ctx.out, seed, fold.name).with_suffix(".joblib"),
                                 {"model": config.model, "model_params": config.model_params, "estimator": estimator,
                                  "preprocess": ctx.preprocess.to_dict(), "classes": ctx.classes, "seed": seed,
                                  "fold": fold.name, "microexp_version": __version__})
-    elif ctx.out is not None and config.save_checkpoints and not task.control:
+    elif keep:
         save_checkpoint(checkpoint_path(ctx.out, seed, fold.name),
                         {"model": config.model, "model_params": config.model_params, "state_dict": model.state_dict(),
                          "preprocess": ctx.preprocess.to_dict(), "classes": ctx.classes, "seed": seed,
                          "fold": fold.name, "epoch": result.chosen_epoch, "microexp_version": __version__,
                          "trainer": trainer.name,
-                         "normaliser": normaliser, "clip": clip_length([ctx.records[i] for i in fold.train])})
+                         "normaliser": normaliser, "clip": clip_length([ctx.records[i] for i in fold.train])},
+                        dtype=config.checkpoint_dtype)
     output = FoldOutput(task, rows, history, result.chosen_epoch,
                         {e: p.argmax(1).tolist() for e, p in getattr(result, "test_probs", {}).items()})
     if ctx.out is not None:
