@@ -2,7 +2,7 @@
 
 Detection (dlib's HOG detector, :mod:`microexp.preprocess.face`) is the expensive step; the 68-point shape
 predictor is cheap. So the tracker detects on the first frame and afterwards fits the landmarks of each new frame
-inside the previous frame's face box (moved with the landmarks). Tracking *fails*, and the frame is detected
+inside the previous frame's face box (the detection's box, moved with the landmarks' centre). Tracking *fails*, and the frame is detected
 again, when either
 
 * the box jumps: the box the new landmarks give overlaps the previous box by less than ``min_iou``
@@ -54,12 +54,6 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _landmark_box(landmarks: np.ndarray) -> Box:
-    x0, y0 = landmarks.min(0)
-    x1, y1 = landmarks.max(0)
-    return float(x0), float(y0), float(x1), float(y1)
-
-
 def _patch(gray: np.ndarray, box: Box, side: int) -> np.ndarray | None:
     """The box's pixels resized to side x side, zero mean and unit norm (None: box outside the frame or flat)."""
     h, w = gray.shape[:2]
@@ -82,7 +76,7 @@ class FaceTracker:
         self.config = config or TrackConfig()
         self.config.validate()
         self.face: Face | None = None
-        self._offset: np.ndarray | None = None  # detector box relative to the landmark box, at detection
+        self._anchor: tuple[np.ndarray, np.ndarray] | None = None  # detection box and landmark centre
         self._ref: np.ndarray | None = None  # face patch at the last detection
         self._since_try = 0
         self.detections = 0
@@ -110,21 +104,19 @@ class FaceTracker:
         self.face = face
         if face is None:
             return None
-        lb = _landmark_box(face.landmarks)
-        lw, lh = max(lb[2] - lb[0], 1.0), max(lb[3] - lb[1], 1.0)
-        self._offset = np.array([(face.box[0] - lb[0]) / lw, (face.box[1] - lb[1]) / lh,
-                                 (face.box[2] - lb[2]) / lw, (face.box[3] - lb[3]) / lh])
+        self._anchor = (np.asarray(face.box, np.float64), face.landmarks.mean(0))
         self._ref = _patch(gray, face.box, self.config.patch)
         return face
 
     def _track(self, gray: np.ndarray) -> Face | None:
         """The face fitted in the previous box, or None when tracking fails (box jump or face gone)."""
-        assert self.face is not None and self._offset is not None
+        assert self.face is not None and self._anchor is not None
         landmarks = self.backend.landmarks(gray, self.face.box)
-        lb = _landmark_box(landmarks)
-        lw, lh = max(lb[2] - lb[0], 1.0), max(lb[3] - lb[1], 1.0)
-        o = self._offset
-        box = (lb[0] + o[0] * lw, lb[1] + o[1] * lh, lb[2] + o[2] * lw, lb[3] + o[3] * lh)
+        # the detection's box moved with the landmarks' centre (its size kept: a box re-derived from the
+        # landmarks each frame drifts in scale, and the landmarks with it)
+        det_box, det_centre = self._anchor
+        dx, dy = landmarks.mean(0) - det_centre
+        box = (det_box[0] + dx, det_box[1] + dy, det_box[2] + dx, det_box[3] + dy)
         if iou(box, self.face.box) < self.config.min_iou:
             return None
         patch = _patch(gray, box, self.config.patch)
