@@ -219,6 +219,7 @@ def test_streamed_window_equals_the_clip_pipeline_with_tracked_faces(tmp_path: P
     p = Recorder(config, 8)
     p.predict(frames, window=8, stride=4, fps=30)
     assert p.stream_stats["face_detections"] == 1  # detected once, tracked after
+    assert p.stream_stats["face_lookups_missed"] == 0  # every window took the tracked face of its first frame
     assert len(p.windows) == len(window_starts(20, 8, 4))
     for a, b, out in p.windows:
         ref = preprocess_clip(clip_record(files[a:b + 1], a, 30.0, "ref"), config)["clip"]
@@ -279,6 +280,7 @@ def test_predict_tracks_the_face_and_turns_a_faceless_stretch_into_a_gap() -> No
     p = Recorder(_crop_config("dlib"), 8)
     result = p.predict(frames, window=8, stride=4, fps=30)
     assert p.stream_stats["face_detections"] <= 1 + 1 + 12 // 5 + 1  # not one per window nor per frame
+    assert p.stream_stats["face_lookups_missed"] == 0
     covered = np.zeros(len(frames), bool)
     for w in result.windows:
         covered[w.start_frame:w.end_frame + 1] = True
@@ -293,7 +295,7 @@ def test_stream_bench_runs_the_full_path() -> None:
     r = stream_fps(quick=True, batch_size=4)
     assert r["frames"] == 60 and r["window"] == 15 and r["stride"] == 3
     assert r["windows"] == len(window_starts(60, 15, 3)) and r["gaps"] == 0
-    assert r["face_detections"] == 1 and r["peak_frames_held"] == 15 and r["peak_windows_held"] == 4
+    assert r["face_detections"] == 1 and r["face_lookups_missed"] == 0 and r["peak_frames_held"] == 15 and r["peak_windows_held"] == 4
     assert r["frames_per_s"] > 0 and r["realtime"] == pytest.approx(r["frames_per_s"] / 30, abs=0.01)
 
 

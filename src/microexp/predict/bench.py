@@ -99,5 +99,6 @@ def stream_fps(quick: bool = False, batch_size: int = 8, seed: int = 0) -> dict[
             "frames_per_s": round(fps, 1), "realtime": round(fps / FPS, 2), "model": "stcnn 64x64x96 (untrained)",
             "window": result.window, "stride": result.stride, "windows": len(result.windows),
             "gaps": len(result.gaps), "batch_size": batch_size, "face_detections": stats["face_detections"],
+            "face_lookups_missed": stats["face_lookups_missed"],
             "peak_frames_held": stats["peak_frames"], "peak_windows_held": stats["peak_windows"],
             "cpus": os.cpu_count(), "load_1min": round(load, 2) if load is not None else None}

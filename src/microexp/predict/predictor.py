@@ -20,6 +20,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -134,29 +135,42 @@ class Predictor:
 
     def _predict(self, stream: FrameStream, fps: float, window: str | int | None, stride: str | int | None,
                  min_probability: float, batch_size: int, progress: bool) -> PredictionResult:
+        from microexp.preprocess.regions import read_gray
+
         need = min_window(self.preprocess)
         w = parse_span(window, fps, "window") or self.default_window(fps)
         if w < need:
             raise ConfigError(f"window {w} frames is shorter than the {need} frames this run's preprocessing needs")
         s = parse_span(stride, fps, "stride") or max(1, w // 4)
         ring = FrameRing(w)
+        # the pipeline reads frames with OpenCV's gray conversion unless the run keeps colour or the seed's quirk
+        gray_files = self.preprocess.gray == "correct" and getattr(self.preprocess, "color", "gray") == "gray"
         faces = StreamFaces(w) if self.preprocess.face != "none" else None
         windows = _Batches(self, batch_size)
         n = 0
         total = len(stream.paths) if stream.paths is not None else stream.declared
+        # a frame folder's files are read by the pipeline itself: not decoded here
+        frames = stream if stream.paths is None else (None for _ in stream.paths)
         try:
             with faces.active() if faces is not None else nullcontext():
-                for pos, frame in enumerate(tqdm(stream, desc="frames", unit="frame", total=total,
+                for pos, frame in enumerate(tqdm(frames, desc="frames", unit="frame", total=total,
                                                  disable=not progress)):
                     if stream.paths is not None:
                         path = ring.push(pos, path=stream.paths[pos])
+                        gray = read_gray(path, self.preprocess.gray) if faces is not None else None
+                    elif gray_files:
+                        assert frame is not None
+                        # a gray run's frames are kept as gray files: a third of the bytes, and the tracker's
+                        # gray is exactly what the pipeline will read
+                        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+                        path = ring.push(pos, gray)
                     else:
+                        assert frame is not None
                         path = ring.push(pos, frame)
+                        gray = read_gray(path, self.preprocess.gray) if faces is not None else None
                     if faces is not None:
-                        from microexp.preprocess.regions import read_gray
-
-                        # the frame as the pipeline will read it, so that its face lookups find the tracked face
-                        faces.update(pos, read_gray(path, self.preprocess.gray))
+                        assert gray is not None
+                        faces.update(pos, gray)  # the frame as the pipeline reads it: its face lookups then hit
                     n = pos + 1
                     if n >= w and (n - w) % s == 0:
                         windows.add(n - w, n, ring.record(n - w, n, fps, stream.source), faces)
@@ -175,7 +189,8 @@ class Predictor:
             ring.close()
         self.stream_stats = {"frames": n, "window": w, "peak_frames": ring.peak, "peak_windows": windows.peak,
                              "batch_size": batch_size,
-                             "face_detections": faces.tracker.detections if faces is not None else 0}
+                             "face_detections": faces.tracker.detections if faces is not None else 0,
+                             "face_lookups_missed": faces.backend.misses if faces is not None else 0}
         if not windows.ok:
             reasons = "; ".join(dict.fromkeys(r for _, _, r in windows.failed))
             if reasons == NO_FACE:

@@ -142,6 +142,7 @@ class TrackedBackend:
         self.name = inner.name
         self.capacity = max(1, int(capacity))
         self._known: OrderedDict[bytes, Face | None] = OrderedDict()
+        self.misses = 0  # detect calls for frames the tracker had not seen (passed to the real backend)
 
     def remember(self, gray: np.ndarray, face: Face | None) -> None:
         key = frame_digest(gray)
@@ -154,6 +155,7 @@ class TrackedBackend:
         key = frame_digest(gray)
         if key in self._known:
             return self._known[key]
+        self.misses += 1
         return self.inner.detect(gray)
 
     def landmarks(self, gray: np.ndarray, box: Box) -> np.ndarray:
