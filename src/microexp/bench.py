@@ -178,7 +178,9 @@ def run_bench(repeats: int = 5, warmup: int = 2, quick: bool = False, threads: i
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
     facts = machine_facts()
-    shape, batch, n = ((1, 20, 32, 32), 2, 256) if quick else ((1, 96, 64, 64), 8, 2048)
+    # quick keeps a 1,024 matmul: a smaller one is timed mostly waking threads, which on a loaded machine put the
+    # roofline's compute ceiling far too low
+    shape, batch, n = ((1, 20, 32, 32), 2, 1024) if quick else ((1, 96, 64, 64), 8, 2048)
     log(f"fp32 matmul {n}x{n} ...")
     mm = matmul_gflops(n, repeats, warmup)
     peak = mm["gflops"]
