@@ -47,4 +47,58 @@ def test_quick_bench_writes_every_figure(tmp_path: Path, capsys: pytest.CaptureF
     assert [s["fps"] for s in r["spotting"]] == [30.0, 200.0] and all(s["frames_per_s"] > 0 for s in r["spotting"])
     assert "spotting 160x120 at 30 fps" in text
     assert r["peak_rss_mb"] >= r["peak_rss_mb_after_naive"] > 0
+    assert r["memory"]["gbs"] > 0 and r["memory"]["best_gbs"] >= r["memory"]["gbs"]
+    _check_models(r["models"])
+    assert "stream" in r  # the streamed video figure, or the line saying this build lacks it
+    assert "fusenet-intermediate" in text and "skipped" in text  # the per-model table
     assert main(["bench", "--repeats", "0"]) == 2
+
+
+def _check_models(models: list[dict]) -> None:
+    from microexp.models import get, names
+
+    assert [m["name"] for m in models] == names()  # every registered model, in the registry's order
+    for m in models:
+        if get(m["name"]).kind != "torch":
+            assert m["skipped"]  # said, not dropped
+            continue
+        assert m["precision"] == "fp32" and m["parameters"] > 0 and m["batch"] == 2 and not m["full_size"]
+        assert m["flops_per_clip"]["train_step"] > m["flops_per_clip"]["inference"] > 0, m["name"]
+        assert m["bytes_per_clip"]["train_step"] > m["bytes_per_clip"]["inference"] > 0, m["name"]
+        for key in ("train", "infer_batch", "latency_batch1"):
+            fig, roof = m[key], m[key]["roofline"]
+            assert fig["clips_per_s"] > 0, (m["name"], key)
+            assert 0 < roof["fraction"] <= 1.5, (m["name"], key, roof)
+            assert roof["bound"] == ("compute" if roof["compute_seconds"] >= roof["memory_seconds"] else "memory")
+        assert m["infer_batch"]["batch"] == 2 and m["latency_batch1"]["batch"] == 1
+        assert m["peak_rss_mb"] > 0
+        # the Reddy models time their plain layers in the same run; the others have no fast path
+        assert ("train_speedup" in m) == m["name"].startswith(("stcnn", "fusenet")), m["name"]
+    two = next(m for m in models if m["name"] == "twostream")
+    assert two["input"]["clip"] == [1, 8, 8, 8] and "152x32x32" in two["reduced"]  # says it is reduced
+
+
+def test_bench_models_flag_times_only_the_named_models_and_rejects_unknown_ones(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "b.json"
+    assert main(["bench", "--quick", "--repeats", "1", "--warmup", "0", "--models", "ststnet,lbptop-svm",
+                 "--json", str(out), "--no-progress"]) == 0
+    assert [m["name"] for m in json.loads(out.read_text())["models"]] == ["ststnet", "lbptop-svm"]
+    capsys.readouterr()
+    assert main(["bench", "--quick", "--models", "stcnn,fusenet"]) == 2
+    assert "unknown model 'fusenet'" in capsys.readouterr().err
+
+
+def test_flop_count_of_fusenet_is_its_two_convolutions_and_dense_layers() -> None:
+    from microexp.bench_models import count_flops
+    from microexp.models.fusenet import IntermediateFuseNet
+
+    shape = (1, 18, 32, 32)
+    model = IntermediateFuseNet(3, shape, shape)
+    conv = 2 * 32 * 4 * 30 * 30 * 135  # per stream: 32 filters over 4x30x30 valid outputs, 135 taps
+    dense = 2 * (2 * 32 * 1 * 10 * 10 * 1024 + 1024 * 128 + 128 * 3)
+    f = count_flops(model, {"eyes": shape, "mouth": shape}, 3)
+    assert f["inference"] == 2 * conv + dense
+    # backward: the convs' weight gradients only (the clips need no gradient), both gradients of every Dense
+    assert f["train_step"] == 4 * conv + 3 * dense
+    assert model.fast  # counted on the plain layers, the flag restored

@@ -1,4 +1,5 @@
-"""``microexp bench``: how fast this machine trains and runs MicroExpSTCNN, preprocesses clips, and multiplies
+"""``microexp bench``: how fast this machine trains and runs MicroExpSTCNN (in detail) and every registered model
+(:mod:`microexp.bench_models`: speed, memory, roofline fraction), preprocesses clips, spots and multiplies
 matrices, in one process and one run. See docs/bench.md for how to read it.
 
 Every figure is the median of ``repeats`` timed runs after warm-up runs. FLOPs are direct-convolution counts
@@ -36,7 +37,8 @@ PERFORMED_FORMULA = (
 )
 
 
-def _median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, list[float]]:
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, list[float]]:
+    """The median seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones, and every time."""
     for _ in range(warmup):
         fn()
     times = []
@@ -86,7 +88,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 5, warmup: int = 2) -> dict[str,
     threads, median of at least 10 runs after at least 3 warm-ups (a fresh output would add its allocation and
     page faults to the GEMM: measured 130 against 175 GFLOP/s here)."""
     a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
-    t, times = _median_time(lambda: torch.mm(a, b, out=c), max(repeats, 10), max(warmup, 3))
+    t, times = median_time(lambda: torch.mm(a, b, out=c), max(repeats, 10), max(warmup, 3))
     return {"n": n, "seconds": t, "gflops": round(2 * n ** 3 / t / 1e9, 1),
             "best_gflops": round(2 * n ** 3 / min(times) / 1e9, 1)}
 
@@ -129,7 +131,7 @@ def bench_training(model: Any, batch: int, repeats: int, warmup: int, peak: floa
         loss_fn(model(clip=x), y).backward()
         opt.step()
 
-    t, times = _median_time(step, repeats, warmup)
+    t, times = median_time(step, repeats, warmup)
     return {"batch": batch, "seconds_per_step": round(t, 4), "clips_per_s": round(batch / t, 2),
             **_rates(model, batch, "train_step", t, peak), "step_seconds": [round(v, 4) for v in times]}
 
@@ -153,7 +155,7 @@ def bench_inference(model: Any, batch: int, repeats: int, warmup: int, peak: flo
         with torch.no_grad():
             model(clip=x)
 
-    t, _ = _median_time(run, repeats, warmup)
+    t, _ = median_time(run, repeats, warmup)
     return {"batch": batch, "repeats": repeats, "latency_ms": round(t * 1000, 2), "clips_per_s": round(batch / t, 2),
             **_rates(model, batch, "inference", t, peak)}
 
@@ -168,18 +170,26 @@ def bench_preprocessing(n_clips: int, quick: bool) -> dict[str, Any]:
 
 
 def run_bench(repeats: int = 5, warmup: int = 2, quick: bool = False, threads: int | None = None,
-              log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
-    """Everything ``microexp bench`` reports, as a JSON-ready dict."""
+              log: Callable[[str], None] = lambda _m: None, models: list[str] | None = None) -> dict[str, Any]:
+    """Everything ``microexp bench`` reports, as a JSON-ready dict. ``models``: the registered models to time
+    (default all of them)."""
+    from microexp.bench_models import BYTES_FORMULA, ROOFLINE_FORMULA, bench_models, memory_gbs, stream_fps
     from microexp.models.stcnn import MicroExpSTCNN
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
     facts = machine_facts()
-    shape, batch, n = ((1, 20, 32, 32), 2, 256) if quick else ((1, 96, 64, 64), 8, 2048)
+    # quick keeps a 1,024 matmul: a smaller one is timed mostly waking threads, which on a loaded machine put the
+    # roofline's compute ceiling far too low
+    shape, batch, n = ((1, 20, 32, 32), 2, 1024) if quick else ((1, 96, 64, 64), 8, 2048)
     log(f"fp32 matmul {n}x{n} ...")
     mm = matmul_gflops(n, repeats, warmup)
     peak = mm["gflops"]
+    log("memory bandwidth ...")
+    bw = memory_gbs(64 if quick else 512, repeats, warmup)
     result: dict[str, Any] = {"machine": facts, "repeats": repeats, "warmup": warmup, "quick": quick,
-                              "matmul": mm, "flop_formula": FLOP_FORMULA, "performed_formula": PERFORMED_FORMULA}
+                              "matmul": mm, "memory": bw, "flop_formula": FLOP_FORMULA,
+                              "performed_formula": PERFORMED_FORMULA, "roofline_formula": ROOFLINE_FORMULA,
+                              "bytes_formula": BYTES_FORMULA}
     torch.manual_seed(0)
     model = MicroExpSTCNN(3, shape)
     flops = {k: v // batch for k, v in stcnn_flops(model, batch).items()}
@@ -197,6 +207,9 @@ def run_bench(repeats: int = 5, warmup: int = 2, quick: bool = False, threads: i
                                    "single": bench_inference(model, 1, 5 * repeats, warmup, peak)}
         result[f"peak_rss_mb_after_{path}"] = peak_rss_mb()
     result["train_speedup"] = round(result["train_fast"]["clips_per_s"] / result["train_naive"]["clips_per_s"], 2)
+    result["models"] = bench_models(models, quick, repeats, warmup, mm["best_gflops"], bw["best_gbs"], log)
+    log("video stream ...")
+    result["stream"] = stream_fps(quick)
     log("preprocessing ...")
     result["preprocess"] = bench_preprocessing(4 if quick else 16, quick)
     log("spotting ...")
@@ -229,4 +242,25 @@ def summary(r: dict[str, Any]) -> str:
               *(f"spotting {s['size']} at {s['fps']:g} fps: {s['frames_per_s']:.1f} frames/s "
                 f"({s['real_time_factor']:.2f}x real time)" for s in r.get("spotting", [])),
               f"peak RSS: {r['peak_rss_mb']} MB"]
+    if "memory" in r:
+        lines.insert(2, f"memory read bandwidth: {r['memory']['gbs']} GB/s")
+    lines += model_table(r.get("models", []))
     return "\n".join(lines)
+
+
+def model_table(models: list[dict[str, Any]]) -> list[str]:
+    """One line per model: training clips/s (and fast/plain), batch-N clips/s, batch-1 ms, roofline fractions."""
+    lines = ["model                  params  train clips/s (roofline)  fast/plain  infer clips/s (roofline)  "
+             "batch-1 ms (roofline)  peak RSS"] if models else []
+    for m in models:
+        if "skipped" in m:
+            lines.append(f"{m['name']:20s}  skipped: {m['skipped']}")
+            continue
+        t, ib, i1 = m["train"], m["infer_batch"], m["latency_batch1"]
+        ratio = f"{m['train_speedup']:.2f}x" if "train_speedup" in m else "-"
+        lines.append(f"{m['name']:20s} {m['parameters'] / 1e6:6.1f}M  {t['clips_per_s']:9.2f} "
+                     f"({t['roofline']['fraction']:.0%} {t['roofline']['bound'][:3]})  {ratio:>10s}  "
+                     f"{ib['clips_per_s']:9.2f} b{ib['batch']} ({ib['roofline']['fraction']:.0%})  "
+                     f"{i1['latency_ms']:10.1f} ({i1['roofline']['fraction']:.0%})  {m['peak_rss_mb']:.0f} MB"
+                     + (f"  [{m['reduced']}]" if "reduced" in m else ""))
+    return lines

@@ -14,8 +14,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats={args.repeats} must be >= 1")
+    models = None
+    if args.models:
+        from microexp.models import get
+
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        for name in models:
+            get(name)  # an unknown name: ConfigError listing the known ones, before anything is timed
     result = run_bench(repeats=args.repeats, warmup=args.warmup, quick=args.quick, threads=args.threads,
-                       log=(lambda m: None) if args.no_progress else (lambda m: print(m, flush=True)))
+                       log=(lambda m: None) if args.no_progress else (lambda m: print(m, flush=True)),
+                       models=models)
     print(summary(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -26,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure training/inference speed, preprocessing speed and memory",
                        description="Time MicroExpSTCNN training steps and inference (naive and fast CPU path), "
+                                   "every registered model (training, batch-8 and batch-1 inference, peak memory, "
+                                   "fraction of its roofline), "
                                    "preprocessing, spotting on a long video, peak memory and the machine's fp32 matmul "
                                    "rate, in one run. "
                                    "Figures are medians of --repeats runs after --warmup runs.")
@@ -33,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per figure (default 5; the median is kept)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--models", help="comma-separated registered models to time (default: every one)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for tests (figures are not meaningful)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     p.set_defaults(func=run)

@@ -15,6 +15,12 @@ Profiles (``profile=``):
 - ``"paper"``: ReLU after the hidden Dense layers (1024, 128), as the paper's text ("dense layers introduce more
   non-linearity") implies. Layer sizes and parameter counts are identical.
 Dense kernels are glorot-uniform (Keras default), biases zero. Input layout: see :mod:`microexp.models.layout`.
+
+On CPU both streams' conv -> ReLU -> max-pool run through :func:`microexp.fast.conv.conv_relu_pool`, the wide
+Dense-1024 layers (177 M weights at D=96) through :func:`microexp.fast.dense.linear` and the dropouts through
+:func:`microexp.fast.dense.dropout`, as in MicroExpSTCNN (same mathematics, several times faster; the dropout masks
+come from another random stream); ``fast=False`` forces the plain PyTorch layers. Parameters and state_dict keys
+are the same either way.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch import nn
 from microexp.models.keras import glorot_uniform_
 from microexp.models.layout import paper_to_torch
 from microexp.models.registry import ModelSpec, Shape, register
+from microexp.models.stcnn import fast_path
 from microexp.preprocess.config import PreprocessConfig, StreamConfig
 
 PROFILES = ("code", "paper")
@@ -49,7 +56,14 @@ class FuseStream(nn.Module):
         self.drop = nn.Dropout(dropout)
         glorot_uniform_(self.conv)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        """``fast``: the owning model's decision (:func:`microexp.models.stcnn.fast_path`), taken once for both
+        streams."""
+        if fast:
+            from microexp.fast import conv, dense
+
+            pooled = conv.conv_relu_pool(x, self.conv.weight, self.conv.bias, self.pool.kernel_size)
+            return dense.dropout(pooled, self.drop.p, self.training).flatten(1)
         return self.drop(self.pool(torch.relu(self.conv(x)))).flatten(1)
 
 
@@ -59,17 +73,40 @@ def _dense(n_in: int, n_out: int) -> nn.Linear:
     return layer
 
 
+def _linear(layer: nn.Linear, x: torch.Tensor, fast: bool) -> torch.Tensor:
+    if fast:
+        from microexp.fast import dense
+
+        return dense.linear(x, layer.weight, layer.bias)
+    return layer(x)
+
+
+def _dropout(drop: nn.Dropout, x: torch.Tensor, fast: bool) -> torch.Tensor:
+    if fast:
+        from microexp.fast import dense
+
+        return dense.dropout(x, drop.p, drop.training)
+    return drop(x)
+
+
 def _check_profile(profile: str) -> None:
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
 
 
+def _fast(model: nn.Module, eyes: torch.Tensor, mouth: torch.Tensor) -> bool:
+    """Both streams take the fast path or neither (one decision per forward)."""
+    return fast_path(model, eyes, model.eyes.conv.weight) and fast_path(model, mouth, model.mouth.conv.weight)
+
+
 class IntermediateFuseNet(nn.Module):
     def __init__(self, n_classes: int, eyes_shape: Shape = (1, 96, 32, 32), mouth_shape: Shape = (1, 96, 32, 32),
-                 profile: str = "code", kernel: tuple[int, int, int] = (3, 3, 15), dropout: float = 0.5):
+                 profile: str = "code", kernel: tuple[int, int, int] = (3, 3, 15), dropout: float = 0.5,
+                 fast: bool = True):
         super().__init__()
         _check_profile(profile)
         self.profile = profile
+        self.fast = fast  # the fused CPU path; the GPU and inputs that need a gradient always use plain layers
         self.eyes = FuseStream(eyes_shape, kernel, dropout=dropout)
         self.mouth = FuseStream(mouth_shape, kernel, dropout=dropout)
         self.flat_features = self.eyes.out_features + self.mouth.out_features
@@ -82,18 +119,21 @@ class IntermediateFuseNet(nn.Module):
         return torch.relu(x) if self.profile == "paper" else x
 
     def forward(self, eyes: torch.Tensor, mouth: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.eyes(eyes), self.mouth(mouth)], dim=1)
-        x = self.drop(self._hidden(self.fc1(x)))
-        x = self.drop(self._hidden(self.fc2(x)))
+        fast = _fast(self, eyes, mouth)
+        x = torch.cat([self.eyes(eyes, fast), self.mouth(mouth, fast)], dim=1)
+        x = _dropout(self.drop, self._hidden(_linear(self.fc1, x, fast)), fast)
+        x = _dropout(self.drop, self._hidden(self.fc2(x)), fast)
         return self.fc3(x)
 
 
 class LateFuseNet(nn.Module):
     def __init__(self, n_classes: int, eyes_shape: Shape = (1, 96, 32, 32), mouth_shape: Shape = (1, 96, 32, 32),
-                 profile: str = "code", kernel: tuple[int, int, int] = (3, 3, 15), dropout: float = 0.5):
+                 profile: str = "code", kernel: tuple[int, int, int] = (3, 3, 15), dropout: float = 0.5,
+                 fast: bool = True):
         super().__init__()
         _check_profile(profile)
         self.profile = profile
+        self.fast = fast  # the fused CPU path; the GPU and inputs that need a gradient always use plain layers
         self.eyes = FuseStream(eyes_shape, kernel, dropout=dropout)
         self.mouth = FuseStream(mouth_shape, kernel, dropout=dropout)
         self.flat_features = self.eyes.out_features + self.mouth.out_features
@@ -102,15 +142,16 @@ class LateFuseNet(nn.Module):
         self.out = _dense(256, n_classes)
         self.drop = nn.Dropout(dropout)
 
-    def _head(self, x: torch.Tensor, layers: nn.ModuleList) -> torch.Tensor:
-        for layer in layers:
-            x = layer(x)
-            x = self.drop(torch.relu(x) if self.profile == "paper" else x)
+    def _head(self, x: torch.Tensor, layers: nn.ModuleList, fast: bool) -> torch.Tensor:
+        for i, layer in enumerate(layers):
+            x = _linear(layer, x, fast) if i == 0 else layer(x)  # the wide Dense-1024 on the flattened stream
+            x = _dropout(self.drop, torch.relu(x) if self.profile == "paper" else x, fast)
         return x
 
     def forward(self, eyes: torch.Tensor, mouth: torch.Tensor) -> torch.Tensor:
-        e = self._head(self.eyes(eyes), self.eyes_fc)
-        m = self._head(self.mouth(mouth), self.mouth_fc)
+        fast = _fast(self, eyes, mouth)
+        e = self._head(self.eyes(eyes, fast), self.eyes_fc, fast)
+        m = self._head(self.mouth(mouth, fast), self.mouth_fc, fast)
         return self.out(torch.cat([e, m], dim=1))
 
 

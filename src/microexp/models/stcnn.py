@@ -38,6 +38,19 @@ def glorot_init(layer: nn.Module) -> None:
     nn.init.zeros_(layer.bias)
 
 
+def fast_path(model: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``model`` (a module with a ``fast`` flag: STCNN, the FuseNets) runs ``x`` through the fast CPU path:
+    the flag is set, ``x`` is on the CPU, no module of ``model`` has a hook (Grad-CAM and feature taps need the
+    modules themselves to run), and :func:`microexp.fast.conv.usable` accepts ``x`` and the first conv ``weight``."""
+    if not getattr(model, "fast", False) or x.device.type != "cpu":  # first: the GPU never imports microexp.fast
+        return False
+    if any(m._forward_hooks or m._backward_hooks or m._forward_pre_hooks for m in model.modules()):
+        return False
+    from microexp.fast.conv import usable
+
+    return usable(x, weight)
+
+
 class MicroExpSTCNN(nn.Module):
     def __init__(self, n_classes: int, input_shape: Shape = (1, 96, 64, 64), kernel: tuple[int, int, int] = (3, 3, 15),
                  pool: int = 3, filters: int = 32, dense: int = 128, dropout: float = 0.5, fast: bool = True):
@@ -63,15 +76,7 @@ class MicroExpSTCNN(nn.Module):
         keras_dense_init(self.fc2)
 
     def _fast_path(self, clip: torch.Tensor) -> bool:
-        if not self.fast or clip.device.type != "cpu":  # checked first: the GPU never imports the fast package
-            return False
-        # hooks (Grad-CAM, feature taps) need the modules themselves to run
-        hooked = any(m._forward_hooks or m._backward_hooks or m._forward_pre_hooks for m in self.modules())
-        if hooked:
-            return False
-        from microexp.fast.conv import usable
-
-        return usable(clip, self.conv.weight)
+        return fast_path(self, clip, self.conv.weight)
 
     def features(self, clip: torch.Tensor) -> torch.Tensor:
         if self._fast_path(clip):
