@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from microexp.errors import ConfigError
+from microexp.precision import check_name as check_precision
 from microexp.typed import coerce_fields, load_yaml
 
 EPOCH_POLICIES = {
@@ -52,9 +53,11 @@ class TrainConfig:
     val_fraction: float = 0.2  # share of training subjects held out for the validation epoch policy
     patience: int | None = None  # stop after this many epochs without validation improvement
     device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 (autocast; microexp.precision)
 
     def __post_init__(self) -> None:
         coerce_fields(self, "train.")
+        check_precision(self.precision, "train.precision")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"train.optimizer={self.optimizer!r} is not one of {list(OPTIMIZERS)}")
         if self.epoch_policy not in EPOCH_POLICIES:
