@@ -91,10 +91,13 @@ def build(name: str, n_classes: int, shapes: dict[str, tuple[int, int, int, int]
     raise ValueError(f"no Keras reference for {name!r}")
 
 
-JIT = True  # XLA: TF's own CPU Conv3D weight gradient took ~12x longer per step (measured, quick sizes)
+# Keras's default: "auto" compiles without XLA on a CPU-only machine. Measured here (2 cores, load ~15, batch 2):
+# at 64x64x48 XLA was no faster for training (10-12 s against 8-10 s a step) and 2x slower for inference; only at
+# the tiny --quick size did it train faster (0.45 against 6-7 s a step).
+JIT: bool | str = "auto"
 
 
-def compile_sgd(model: keras.Model, jit: bool = JIT) -> None:
+def compile_sgd(model: keras.Model, jit: bool | str = JIT) -> None:
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01), loss="categorical_crossentropy",
                   jit_compile=jit)
 
@@ -111,11 +114,14 @@ def train_step(model: keras.Model, xs: dict[str, np.ndarray], y: np.ndarray, n_c
     return lambda: model.train_on_batch(x, target)
 
 
-def infer(model: keras.Model, jit: bool = JIT) -> Any:
-    """Inference (dropout off) as a compiled function of a dict of streams; returns a callable."""
+def infer(model: keras.Model, jit: bool | str = JIT) -> Any:
+    """Inference (dropout off) as a compiled function of a dict of streams; returns a callable. ``jit="auto"``:
+    XLA only where Keras would use it (not on a CPU-only machine)."""
     def forward(x: Any) -> Any:
         return model(x, training=False)
 
+    if jit == "auto":
+        jit = bool([d for d in tf.config.list_physical_devices() if d.device_type != "CPU"])
     fn = tf.function(forward, jit_compile=jit, autograph=False, reduce_retracing=True)
 
     def run(xs: dict[str, np.ndarray]) -> Any:
@@ -133,5 +139,5 @@ def set_threads(n: int) -> None:
 
 
 def versions() -> dict[str, str]:
-    return {"tensorflow": tf.__version__, "keras": keras.__version__, "xla_jit": JIT,
+    return {"tensorflow": tf.__version__, "keras": keras.__version__, "jit_compile": str(JIT),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}

@@ -16,6 +16,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--repeats={args.repeats} must be >= 1")
     if args.vs_keras:
         return _vs_keras(args)
+    if args.precision != "fp32":
+        raise ConfigError("--precision applies to --vs-keras only (the bench itself times bf16 against fp32)")
     result = run_bench(repeats=args.repeats, warmup=args.warmup, quick=args.quick, threads=args.threads,
                        log=(lambda m: None) if args.no_progress else (lambda m: print(m, flush=True)))
     print(summary(result))
