@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from microexp.errors import ConfigError
+from microexp.precision import check_name as check_precision
 from microexp.runs import CHECKPOINT_DTYPES, checkpoint_policy
 from microexp.typed import coerce_fields, load_yaml
 
@@ -84,12 +85,14 @@ class TrainConfig:
     report_epochs: list[int] | None = None  # [first, last]: test fold scored at each, never used for choosing
     val_by: str = "subject"  # subject | clip (stratified): how the validation split is drawn from the training fold
     augment: str = "none"  # none | joshi3d | joshi2d: applied to each training batch
+    precision: str = "fp32"  # fp32 | bf16 (autocast; microexp.precision)
 
     def __post_init__(self) -> None:
         coerce_fields(self, "train.")
         if not self.trainer or not TRAINER_NAME.match(self.trainer):
             raise ConfigError(f"train.trainer={self.trainer!r} is not a trainer name (auto, clip, frames-vote, "
                               "two-stage)")
+        check_precision(self.precision, "train.precision")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"train.optimizer={self.optimizer!r} is not one of {list(OPTIMIZERS)}")
         if self.epoch_policy not in EPOCH_POLICIES:

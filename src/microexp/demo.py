@@ -38,6 +38,7 @@ class DemoSettings:
     optimizer: str = "adam"
     seed: int = 0
     control: bool = True
+    precision: str = "fp32"  # train.precision (fp32 | bf16)
 
 
 def demo_config(data: Path, s: DemoSettings) -> RunConfig:
@@ -46,7 +47,7 @@ def demo_config(data: Path, s: DemoSettings) -> RunConfig:
         control="shuffle" if s.control else "none",
         preprocess={"frames": FRAMES, "selection": "whole", "normalise": "zscore",
                     "streams": [{"name": "clip", "region": "face", "size": [SIZE, SIZE], "kind": "saliency"}]},
-        train=TrainConfig(epochs=s.epochs, batch_size=8, optimizer=s.optimizer, lr=s.lr),
+        train=TrainConfig(epochs=s.epochs, batch_size=8, optimizer=s.optimizer, lr=s.lr, precision=s.precision),
     )
 
 

@@ -14,6 +14,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats={args.repeats} must be >= 1")
+    if args.vs_keras:
+        return _vs_keras(args)
+    if args.precision != "fp32":
+        raise ConfigError("--precision applies to --vs-keras only (the bench itself times bf16 against fp32)")
     models = None
     if args.models:
         from microexp.models import get
@@ -24,6 +28,19 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(repeats=args.repeats, warmup=args.warmup, quick=args.quick, threads=args.threads,
                        log=(lambda m: None) if args.no_progress else (lambda m: print(m, flush=True)),
                        models=models)
+    print(summary(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"written to {args.json}")
+    return 0
+
+
+def _vs_keras(args: argparse.Namespace) -> int:
+    from microexp.benchvs import run_vs_keras, summary
+
+    result = run_vs_keras(quick=args.quick, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+                          precision=args.precision,
+                          log=(lambda m: None) if args.no_progress else (lambda m: print(m, flush=True)))
     print(summary(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -46,4 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", help="comma-separated registered models to time (default: every one)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for tests (figures are not meaningful)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    p.add_argument("--vs-keras", action="store_true",
+                   help="instead: STCNN and FuseNet in microexp and in Keras (benchmarks/keras_reference.py; needs "
+                        "pip install -r benchmarks/requirements.txt), alternating, with each speed ratio")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="microexp's precision in --vs-keras (default fp32; Keras runs fp32)")
     p.set_defaults(func=run)

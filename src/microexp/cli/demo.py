@@ -16,7 +16,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     settings = DemoSettings(subjects=args.subjects, clips_per_class=args.clips_per_class, protocol=args.protocol,
-                            folds=args.folds, epochs=args.epochs, seed=args.seed, control=not args.no_control)
+                            folds=args.folds, epochs=args.epochs, seed=args.seed, control=not args.no_control,
+                            precision=args.precision)
     result = run_demo(out, settings, progress=not args.no_progress)
     print()
     print(results_table(result.metrics))
@@ -40,5 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"training epochs (default {d.epochs})")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-control", action="store_true", help="skip the shuffled-label control run")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision,
+                   help="train.precision: fp32 (default) or bf16 (autocast; see microexp.precision)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

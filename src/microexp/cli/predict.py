@@ -11,6 +11,7 @@ from microexp.errors import ConfigError
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from microexp import precision as prec
     from microexp.fileio import check_output_file, output_errors
     from microexp.predict import check_options, load, load_onnx
 
@@ -19,9 +20,12 @@ def run(args: argparse.Namespace) -> int:
                   names={"window": "--window", "stride": "--stride", "fps": "--fps", "min_probability": "--min-prob"})
     if args.output is not None:
         check_output_file(args.output, "--output")
+    precision_note = prec.check(args.precision, args.device, "--precision")
     if args.onnx is not None:
         if args.run is not None or args.fold is not None:
             raise ConfigError("--onnx runs the exported model alone; leave out --run and --fold")
+        if args.precision != "fp32":
+            raise ConfigError("--precision bf16 applies to PyTorch checkpoints (--run), not to --onnx")
         predictor = load_onnx(args.onnx, face=args.face)
     else:
         if args.run is None:
@@ -29,8 +33,11 @@ def run(args: argparse.Namespace) -> int:
         if args.fold is not None and args.ensemble:
             raise ConfigError("--fold and --ensemble exclude each other")
         predictor = load(args.run, fold=args.fold, device=args.device, face=args.face)
-    result = predictor.predict(args.input, window=args.window, stride=args.stride, fps=args.fps,
-                               min_probability=args.min_prob, progress=not args.no_progress)
+    prec.note_once(precision_note)
+    # no weight-cast cache: an ensemble's members are built anew per batch, and cached casts would pile up
+    with prec.autocast(args.precision, args.device, cache=False):
+        result = predictor.predict(args.input, window=args.window, stride=args.stride, fps=args.fps,
+                                   min_probability=args.min_prob, progress=not args.no_progress)
     text = result.to_json() if args.json else result.to_csv() if args.csv else result.table()
     if result.notes and (args.json or args.csv or args.output is not None):
         for note in result.notes:  # the table shows them; with JSON/CSV or a file they also go to stderr
@@ -75,5 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fmt.add_argument("--csv", action="store_true", help="print one CSV row per window and per gap")
     p.add_argument("-o", "--output", type=Path, help="write the table / JSON / CSV to this file")
     p.add_argument("--device", default="cpu", help="cpu | cuda (PyTorch checkpoints only)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32 (default) or bf16: the models' products in bfloat16 (autocast), fast on CPUs with "
+                        "AVX-512 BF16 or AMX; elsewhere emulated (a note says so)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -203,8 +203,8 @@ class _ConvReluPool(torch.autograd.Function):
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the fast path applies: CPU float32, 5-D input that needs no gradient, and not while tracing for
     TorchScript/ONNX export (the thread-pool kernels are opaque to the tracer, which would bake in constants)."""
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        return False
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.is_autocast_enabled(x.device.type):
+        return False  # autocast (bf16): the plain layers, which oneDNN runs in bf16
     return (x.device.type == "cpu" and weight.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and x.dim() == 5 and not x.requires_grad)
 

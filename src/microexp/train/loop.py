@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from microexp import precision as prec
 from microexp.config import TrainConfig
 from microexp.runtime import tune_allocator
 from microexp.train.metrics import core_metrics
@@ -42,14 +43,16 @@ def _batch(inputs: Inputs, idx: np.ndarray | torch.Tensor, device: torch.device)
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, inputs: Inputs, idx: np.ndarray, batch_size: int = 32,
-                  device: torch.device | None = None) -> np.ndarray:
-    """Class probabilities for rows ``idx`` (eval mode, no dropout)."""
+                  device: torch.device | None = None, precision: str | None = None) -> np.ndarray:
+    """Class probabilities for rows ``idx`` (eval mode, no dropout), in ``precision`` (default: the one the
+    model was trained in, :func:`microexp.precision.of`)."""
     device = device or next(model.parameters()).device
     model.eval()
     out = []
-    for start in range(0, len(idx), batch_size):
-        logits = model(**_batch(inputs, idx[start:start + batch_size], device))
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    with prec.autocast(precision or prec.of(model), device):
+        for start in range(0, len(idx), batch_size):
+            logits = model(**_batch(inputs, idx[start:start + batch_size], device))
+            out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
@@ -109,6 +112,8 @@ def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, 
     scheduler steps on the training loss or on the validation loss of ``val_idx``.
     """
     device = next(model.parameters()).device
+    prec.note_once(prec.check(cfg.precision, device, "train.precision"))
+    prec.tag(model, cfg.precision)  # predict_proba scores it in the precision it was trained in
     tune_allocator()
     set_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -150,8 +155,9 @@ def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, 
                 batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
                 target = cpu_target.to(device)
             opt.zero_grad(set_to_none=True)
-            logits = model(**batch)
-            loss = loss_fn(logits, target)
+            with prec.autocast(cfg.precision, device):
+                logits = model(**batch)
+                loss = loss_fn(logits.float(), target)
             loss.backward()
             opt.step()
             total += float(loss.item()) * len(target)

@@ -1,0 +1,200 @@
+"""``microexp bench --vs-keras``: microexp against the seeds' own framework (Keras on TensorFlow), side by side.
+
+The Keras references of MicroExpSTCNN and MicroExpFuseNet (intermediate, late) are built from the seeds' layer
+tables in the repository's ``benchmarks/keras_reference.py``, outside the package, with their own optional
+requirements (``benchmarks/requirements.txt``). Both frameworks run in one process, on the same thread count, and
+every figure is timed in alternating order within each repeat (microexp, Keras, microexp, ...), so a machine that
+slows down or speeds up during the run shifts both alike: only the ratios are meant to be read.
+
+Figures per model: training clips/s (one SGD step, batch 8, cross-entropy), batch-8 inference clips/s and batch-1
+latency, and the parameter counts of both (equal by construction; a difference is reported, never hidden).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from microexp.errors import ConfigError
+
+MODELS = ("stcnn", "fusenet-intermediate", "fusenet-late")
+INSTALL = "pip install -r benchmarks/requirements.txt (tensorflow-cpu 2.21, keras 3)"
+
+
+def alternate(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, timed in turn within every repeat (A, B, C, A, B, C, ...)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def summarise(times: dict[str, list[float]], batch: int, base: str) -> dict[str, Any]:
+    """Median seconds, clips/s and ms per call of each variant, and its speed ratio to ``base`` (> 1: faster)."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"batch": batch,
+            "clips_per_s": {k: round(batch / t, 2) for k, t in med.items()},
+            "ms": {k: round(t * 1000, 2) for k, t in med.items()},
+            "ratios": {k: round(med[base] / t, 3) for k, t in med.items()},
+            "seconds": {k: [round(s, 4) for s in v] for k, v in times.items()}}
+
+
+def benchmarks_dir() -> Path:
+    """The repository's ``benchmarks/`` folder (``MICROEXP_BENCHMARKS`` overrides)."""
+    env = os.environ.get("MICROEXP_BENCHMARKS")
+    here = Path(env) if env else Path(__file__).resolve().parents[2] / "benchmarks"
+    if not (here / "keras_reference.py").is_file():
+        raise ConfigError(f"--vs-keras: no Keras references at {here}/keras_reference.py; they live in the "
+                          "benchmarks/ folder of a microexp source checkout (or set MICROEXP_BENCHMARKS)")
+    return here
+
+
+def keras_reference() -> ModuleType:
+    """``benchmarks/keras_reference.py``, imported; one line with the install command when TF/Keras are absent."""
+    path = benchmarks_dir() / "keras_reference.py"
+    for name in ("tensorflow", "keras"):
+        if importlib.util.find_spec(name) is None:
+            raise ConfigError(f"--vs-keras needs TensorFlow and Keras, and {name} is not installed: {INSTALL}")
+    spec = importlib.util.spec_from_file_location("microexp_keras_reference", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def shapes(name: str, quick: bool) -> dict[str, tuple[int, int, int, int]]:
+    """(C, T, H, W) input of each stream: the seeds' CAS(ME)^2 sizes, or tiny ones for ``quick``."""
+    if name == "stcnn":
+        return {"clip": (1, 20, 32, 32) if quick else (1, 96, 64, 64)}
+    size = (1, 20, 16, 16) if quick else (1, 96, 32, 32)
+    return {"eyes": size, "mouth": size}
+
+
+def build_pair(name: str, quick: bool, n_classes: int = 3) -> tuple[Any, Any]:
+    """The microexp model (registry) and its Keras reference for the same inputs."""
+    import torch
+
+    from microexp.models.registry import get
+
+    ref = keras_reference()
+    torch.manual_seed(0)
+    spec = get(name)
+    torch_model = spec.builder(n_classes, shapes(name, quick), **spec.hparams)
+    return torch_model, ref.build(name, n_classes, shapes(name, quick))
+
+
+def parameter_counts(name: str, quick: bool = False) -> dict[str, int]:
+    torch_model, keras_model = build_pair(name, quick)
+    return {"microexp": sum(p.numel() for p in torch_model.parameters()), "keras": int(keras_model.count_params())}
+
+
+def bench_model(name: str, quick: bool, repeats: int, warmup: int, precision: str = "fp32",
+                log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from microexp import precision as prec
+
+    ref = keras_reference()
+    torch_model, keras_model = build_pair(name, quick)
+    streams = shapes(name, quick)
+    batch = 2 if quick else 8
+    rng = np.random.default_rng(0)
+    xs = {k: rng.standard_normal((batch, *s)).astype(np.float32) for k, s in streams.items()}
+    y = np.arange(batch) % 3
+    tx = {k: torch.from_numpy(v) for k, v in xs.items()}
+    ty = torch.from_numpy(y).long()
+    opt = torch.optim.SGD(torch_model.parameters(), lr=0.01)  # the seeds' Keras 'SGD' string
+    loss_fn = torch.nn.CrossEntropyLoss()
+    kx = ref.to_keras_layout(xs)
+    k1 = {k: v[:1] for k, v in kx.items()}
+    t1 = {k: v[:1] for k, v in tx.items()}
+    ref.compile_sgd(keras_model)
+    kstep, kinfer = ref.train_step(keras_model, kx, y, 3), ref.infer(keras_model)
+
+    def train() -> None:
+        torch_model.train()
+        opt.zero_grad(set_to_none=True)
+        with prec.autocast(precision):
+            loss = loss_fn(torch_model(**tx).float(), ty)
+        loss.backward()
+        opt.step()
+
+    def infer(inputs: dict[str, torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            torch_model.eval()
+            with torch.no_grad(), prec.autocast(precision):
+                torch_model(**inputs)
+        return run
+
+    counts = {"microexp": sum(p.numel() for p in torch_model.parameters()),
+              "keras": int(keras_model.count_params())}
+    out: dict[str, Any] = {"model": name, "inputs": {k: list(v) for k, v in streams.items()},
+                           "precision": precision, "parameters": counts,
+                           "parameters_equal": counts["microexp"] == counts["keras"]}
+    log(f"{name}: training steps, microexp and keras alternating ...")
+    out["train"] = summarise(alternate({"microexp": train, "keras": kstep}, repeats, warmup), batch, "keras")
+    log(f"{name}: batch-{batch} inference ...")
+    out["infer_batch"] = summarise(alternate({"microexp": infer(tx), "keras": lambda: kinfer(kx)}, repeats, warmup),
+                                   batch, "keras")
+    log(f"{name}: batch-1 latency ...")
+    out["infer_single"] = summarise(alternate({"microexp": infer(t1), "keras": lambda: kinfer(k1)},
+                                              repeats * 3, warmup), 1, "keras")
+    out["ratio_microexp_to_keras"] = {k: out[k]["ratios"]["microexp"] for k in ("train", "infer_batch", "infer_single")}
+    return out
+
+
+def run_vs_keras(models: tuple[str, ...] = MODELS, quick: bool = False, repeats: int = 5, warmup: int = 2,
+                 threads: int | None = None, precision: str = "fp32",
+                 log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Every model of ``models`` in microexp and Keras, alternating; JSON-ready."""
+    import torch
+
+    from microexp import precision as prec
+    from microexp.bench import machine_facts
+
+    prec.note_once(prec.check(precision, "cpu", "--precision"))
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ConfigError(f"--vs-keras compares {list(MODELS)}, not {unknown}")
+    ref = keras_reference()
+    n = threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    ref.set_threads(n)
+    out: dict[str, Any] = {"machine": machine_facts(), "keras": ref.versions(), "threads": n, "quick": quick,
+                           "repeats": repeats, "warmup": warmup, "precision": precision,
+                           "order": "alternating within each repeat: microexp, keras",
+                           "models": [bench_model(m, quick, repeats, warmup, precision, log) for m in models]}
+    out["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    return out
+
+
+def summary(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [f"microexp vs Keras {r['keras']['keras']} / TensorFlow {r['keras']['tensorflow']} on {m['cpu']}, "
+             f"{r['threads']} threads, load {m['load_average_at_start'][0]} -> {m['load_average_at_end'][0]}, "
+             f"precision {r['precision']} (alternating; ratio = microexp / keras speed)"]
+    for b in r["models"]:
+        p = b["parameters"]
+        same = "equal" if b["parameters_equal"] else f"DIFFER (keras {p['keras']:,})"
+        lines.append(f"  {b['model']}: {p['microexp']:,} parameters, {same}")
+        for key, what, unit in (("train", "train batch", "clips/s"), ("infer_batch", "infer batch", "clips/s"),
+                                ("infer_single", "batch 1", "ms")):
+            f = b[key]
+            vals = f["ms"] if unit == "ms" else f["clips_per_s"]
+            label = f"{what} {f['batch']}" if key != "infer_single" else what
+            lines.append(f"    {label:14s} microexp {vals['microexp']:8.2f} {unit:7s} keras {vals['keras']:8.2f} "
+                         f"{unit:7s} ratio {f['ratios']['microexp']:.2f}x")
+    return "\n".join(lines)
