@@ -87,6 +87,8 @@ def test_bench_models_flag_times_only_the_named_models_and_rejects_unknown_ones(
     capsys.readouterr()
     assert main(["bench", "--quick", "--models", "stcnn,fusenet"]) == 2
     assert "unknown model 'fusenet'" in capsys.readouterr().err
+    assert main(["bench", "--models", ","]) == 2
+    assert "--models=',' names no model" in capsys.readouterr().err
 
 
 def test_flop_count_of_fusenet_is_its_two_convolutions_and_dense_layers() -> None:

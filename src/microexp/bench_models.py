@@ -151,7 +151,7 @@ def _roofline(flops: int, nbytes: int, seconds: float, peak_gflops: float, gbs: 
     compute, memory = flops / (peak_gflops * 1e9), nbytes / (gbs * 1e9)
     return {"flops": flops, "bytes": nbytes, "compute_seconds": round(compute, 6), "memory_seconds": round(memory, 6),
             "bound": "compute" if compute >= memory else "memory",
-            "fraction": round(max(compute, memory) / seconds, 3)}
+            "fraction": float(f"{max(compute, memory) / seconds:.3g}")}  # 3 significant digits: tiny ones stay > 0
 
 
 def bench_model(name: str, quick: bool, repeats: int, warmup: int, peak_gflops: float,

@@ -19,10 +19,12 @@ def run(args: argparse.Namespace) -> int:
     if args.precision != "fp32":
         raise ConfigError("--precision applies to --vs-keras only (the bench itself times bf16 against fp32)")
     models = None
-    if args.models:
+    if args.models is not None:
         from microexp.models import get
 
         models = [m.strip() for m in args.models.split(",") if m.strip()]
+        if not models:
+            raise ConfigError(f"--models={args.models!r} names no model (give comma-separated registered names)")
         for name in models:
             get(name)  # an unknown name: ConfigError listing the known ones, before anything is timed
     result = run_bench(repeats=args.repeats, warmup=args.warmup, quick=args.quick, threads=args.threads,

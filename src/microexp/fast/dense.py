@@ -1,6 +1,8 @@
-"""Fast CPU paths for MicroExpSTCNN's very wide Dense layer (345,600 -> 128) and its dropout. Same mathematics.
+"""Fast CPU paths for the Reddy models' very wide Dense layers (STCNN's 345,600 -> 128, FuseNet's 172,800 -> 1,024)
+and their dropouts. Same mathematics.
 
-- ``linear``: the forward is one MKL GEMM; the backward computes the input and weight gradients together, one
+- ``linear``: the forward is one MKL GEMM for a narrow layer (STCNN's) and fixed column blocks summed on the
+  thread pool for one with many outputs (FuseNet's: MKL packs its transposed weights first); the backward computes the input and weight gradients together, one
   block of 2,048 features per work unit on the thread pool of :mod:`microexp.fast.conv`, so each 177 MB
   pass over the weights is shared by both gradients and the weight gradient is written once (MKL's K=8 GEMM for it
   took 30 ms against 19 ms blocked, measured on 2 EPYC cores). One row without gradients (batch-1 inference) is

@@ -142,7 +142,7 @@ class LateFuseNet(nn.Module):
         self.out = _dense(256, n_classes)
         self.drop = nn.Dropout(dropout)
 
-    def _head(self, x: torch.Tensor, layers: nn.ModuleList, fast: bool) -> torch.Tensor:
+    def _head(self, x: torch.Tensor, layers: nn.ModuleList, fast: bool = False) -> torch.Tensor:
         for i, layer in enumerate(layers):
             x = _linear(layer, x, fast) if i == 0 else layer(x)  # the wide Dense-1024 on the flattened stream
             x = _dropout(self.drop, torch.relu(x) if self.profile == "paper" else x, fast)
