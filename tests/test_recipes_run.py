@@ -39,10 +39,14 @@ def _rows(layout: str, emotions: list[str], subjects: list[str], per_class: int)
     return rows
 
 
+ANNOTATION = {"samm": "SAMM_Micro_FACS_Codes_v2.xlsx", "casme": "casme.xlsx", "casme2": "CASME2-coding-20190701.xlsx"}
+
+
 def _tree(base: Path, layout: str, rows: list[Row] | None, render, size: int) -> Path:
     annotation = None
-    if rows is not None:
-        annotation = base / f"{layout}-annotation.xlsx"
+    if rows is not None:  # the release's own file name: the loader finds it in the tree
+        (base / f"annotation-{layout}").mkdir()
+        annotation = base / f"annotation-{layout}" / ANNOTATION[layout]
         fixtures.write_annotation(layout, annotation, rows)
     fx = build_fixture(layout, base / layout, annotation, render=render, size=size)
     return fx.root
