@@ -91,8 +91,8 @@ OVERRIDES: dict[str, list[str]] = {
     "joshi2021-2dcnn-vote-samm-7": [*JOSHI, "--set", "quota={happiness: 2, surprise: 2, anger: 2, fear: 2, "
                                                      "disgust: 2, contempt: 2, sadness: 2}"],
     **{f"joshi2021-{m}-cross-casme2": JOSHI for m in ("3dcnn", "cnn-lstm", "convlstm", "2dcnn-vote")},
-    "twostream-casme-6": ["--size", "16", "--set", "preprocess.frames=8", "--set", "preprocess.pad_to=8"],
-    "aouayeb2019-megc2019": ["--size", "16", "--set", "preprocess.frames=4"],
+    "twostream-casme-6": ["--size", "16", "--set", "preprocess.frames=12", "--set", "preprocess.pad_to=12"],
+    "aouayeb2019-megc2019": ["--size", "16", "--set", "preprocess.frames=4", "--set", "train.stage1_epochs=1"],
     "ststnet-megc2019": ["--set", "preprocess.flow_size=32"],
     "offapexnet-megc2019": ["--set", "preprocess.flow_size=32"],
     "lbptop-megc2019": ["--size", "20", "--set", "preprocess.frames=8"],
