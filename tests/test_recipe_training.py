@@ -352,3 +352,10 @@ def test_a_run_saved_before_the_new_keys_still_resumes(blob_tree: Path, tmp_path
     with pytest.raises(ConfigError, match="cannot resume, the configuration differs"):
         evaluate(tiny_config(blob_tree, protocol="holdout", **{"train.epochs": 1, "train.val_by": "clip"}),
                  out=out, resume=True, **QUIET)
+
+
+def test_report_epochs_on_a_model_without_epochs_is_refused() -> None:
+    from microexp.train.evaluate import check_model
+
+    with pytest.raises(ConfigError, match=r"train.report_epochs=\[1, 2\]: model lbptop-svm is not trained by epochs"):
+        check_model(RunConfig.from_dict({"model": "lbptop-svm", "train": {"report_epochs": [1, 2]}}))

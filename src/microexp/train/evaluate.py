@@ -80,6 +80,9 @@ def check_model(config: RunConfig) -> None:
         from microexp.train.trainers import get_trainer
 
         get_trainer(config.train, spec)  # an unknown train.trainer: one line before any loading
+    elif config.train.report_epochs is not None:
+        raise ConfigError(f"train.report_epochs={config.train.report_epochs}: model {config.model} is not trained "
+                          f"by epochs (kind {spec.kind})")
     try:
         with torch.device("meta"):  # shapes only, no memory
             spec.build(2, resolve_preprocess(config), **config.model_params)

@@ -145,6 +145,7 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
                         {"model": config.model, "model_params": config.model_params, "state_dict": model.state_dict(),
                          "preprocess": ctx.preprocess.to_dict(), "classes": ctx.classes, "seed": seed,
                          "fold": fold.name, "epoch": result.chosen_epoch, "microexp_version": __version__,
+                         "trainer": trainer.name,
                          "normaliser": normaliser, "clip": clip_length([ctx.records[i] for i in fold.train])})
     output = FoldOutput(task, rows, history, result.chosen_epoch,
                         {e: p.argmax(1).tolist() for e, p in getattr(result, "test_probs", {}).items()})
