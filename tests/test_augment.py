@@ -126,8 +126,9 @@ def test_augment_set_appends_copies_after_the_unchanged_originals():
     out, y2 = A.augment_set("joshi3d", {"clip": x}, y, names, np.random.default_rng(0))
     assert len(out["clip"]) == len(y2) == 4 + 1 + 3 + 0 + 7
     assert np.array_equal(out["clip"][:4], x) and y2.tolist() == [0, 1, 2, 6, 0, 1, 1, 1] + [6] * 7
-    again, _ = A.augment_set("joshi3d", {"clip": x}, y, names, np.random.default_rng(0))
+    again, _, source = A.augment_set("joshi3d", {"clip": x}, y, names, np.random.default_rng(0), with_source=True)
     assert np.array_equal(again["clip"], out["clip"])
+    assert source.tolist() == [0, 1, 2, 3, 0, 1, 1, 1] + [3] * 7
     # joshi2d: a coin per sample; heads adds the 2D count (anger never)
     frames = _clips(40, 1, 16)
     labels = np.repeat([2, 6], 20)
@@ -145,3 +146,15 @@ def test_bad_names_are_one_line_config_errors():
     with pytest.raises(ConfigError, match="not normalise='zscore'"):
         A.value_range("zscore")
     assert A.value_range("none") == (0.0, 255.0) and A.value_range("scale127") == (-1.0, 1.0)
+
+
+def test_augmenting_non_pixel_tensors_is_refused():
+    from microexp.preprocess.config import PreprocessConfig
+
+    A.check_augment("joshi2d", PreprocessConfig(normalise="none"))
+    A.check_augment("none", PreprocessConfig(normalise="zscore"))
+    with pytest.raises(ConfigError, match="train.augment=joshi3d adds 0-255 pixel noise; preprocess.normalise="
+                                          "'minus1to1' gives other values"):
+        A.check_augment("joshi3d", PreprocessConfig(normalise="minus1to1"))
+    with pytest.raises(ConfigError, match="not normalise='zscore'"):
+        A.check_augment("joshi2d", PreprocessConfig(normalise="zscore"))

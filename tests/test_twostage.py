@@ -135,3 +135,38 @@ def test_models_without_regional_stages_and_bad_settings_are_refused():
     assert twostage.stage1_settings(TrainConfig(epochs=60, batch_size=244)) == (60, 244)
     assert twostage.stage1_settings(TrainConfig(epochs=60, batch_size=244, stage1_epochs=100,
                                                 stage1_batch_size=64)) == (100, 64)
+
+
+def test_padding_frames_become_leading_zero_features():
+    from microexp.models.regional import padding_mask, pre_pad
+
+    feats = torch.tensor([[1.0, 2, 3, 4], [1, 2, 3, 4]]).unsqueeze(-1)
+    mask = torch.tensor([[False, False, True, True], [True, False, True, False]])
+    assert pre_pad(feats, mask)[..., 0].tolist() == [[0, 0, 1, 2], [0, 0, 2, 4]]
+    assert pre_pad(feats, torch.zeros(2, 4, dtype=torch.bool)).equal(feats)  # no padding: unchanged
+    x, _ = _regions(2, seed=0)
+    for r in REGIONS:
+        x[r][0, :, 3] = 0  # clip 0, last frame: padding in every region
+    x["roi2"][1, :, 2] = 0  # clip 1, frame 2: zero in one region only, a real frame
+    assert padding_mask(x).tolist() == [[False, False, False, True], [False] * 4]
+    model = _small().eval()
+    with torch.no_grad():
+        real = {r: model.frame_features(r, x[r][:1, :, :3]) for r in REGIONS}
+        want = model.classify({r: torch.cat([torch.zeros(1, 1, 16), v], dim=1) for r, v in real.items()})
+        assert torch.allclose(model(**{r: v[:1] for r, v in x.items()}), want, atol=1e-6)
+
+
+def test_stage1_leaves_padding_frames_out(monkeypatch):
+    seen = []
+    real_fit = twostage.loop.fit
+
+    def spy(model, inputs, y, fit_idx, cfg, seed, n_classes, val_idx=None, test_idx=None, on_epoch=None):
+        seen.append(len(fit_idx))
+        return real_fit(model, inputs, y, fit_idx, cfg, seed, n_classes, val_idx=val_idx, test_idx=test_idx)
+
+    monkeypatch.setattr(twostage.loop, "fit", spy)
+    x, y = _regions(6, seed=0)
+    for r in REGIONS:
+        x[r][:3, :, 2:] = 0  # clips 0-2: two real frames, two padding
+    twostage.fit_stage1(_small(), x, torch.from_numpy(y), np.arange(6), TrainConfig(epochs=1, device="cpu"), 0, 2)
+    assert seen == [3 * 2 + 3 * 4] * 6

@@ -117,3 +117,14 @@ def test_frames_vote_learns_above_chance_and_a_shuffled_control_stays_at_chance(
         assert 0.25 <= accuracy <= 0.75, accuracy
     else:
         assert accuracy >= 0.9, accuracy
+
+
+def test_frames_vote_refuses_augmenting_normalised_values():
+    from microexp.preprocess.config import PreprocessConfig
+
+    cfg = TrainConfig(epochs=1, device="cpu")
+    cfg.augment = "joshi2d"  # a train.augment value (the field is the trainer's)
+    with pytest.raises(ConfigError, match="adds 0-255 pixel noise"):
+        TRAINERS.get("frames-vote").fit(_ValueModel(), {"clip": torch.zeros(2, 1, 9, 2, 2)}, torch.zeros(2),
+                                        np.array([0, 1]), cfg, 0, 3,
+                                        preprocess=PreprocessConfig(normalise="minus1to1"))

@@ -21,6 +21,9 @@ Training: the seed trains in two stages, the CNN per region on frames (each fram
 LSTM stage on the frozen Dense-256 features: ``train.trainer=two-stage`` (:mod:`microexp.train.twostage`), which
 reads ``cnn`` (stage 1, per region) and ``classify`` (stage 2, on per-frame features). ``train.trainer=clip`` (the
 spec's default) trains the same module end to end.
+Padding: frames that are zero in every region (``preprocess.pad_to``, "all frames padded") enter the LSTMs as zero
+features placed before the real frames, as the seed's ``pad_sequences`` ('pre') padded its feature sequences; the
+two-stage trainer leaves them out of stage 1.
 """
 
 from __future__ import annotations
@@ -82,6 +85,22 @@ class InceptionRegionCNN(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
+def padding_mask(streams: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(N, T): True where a frame is exactly zero in every region stream, i.e. padding (``preprocess.pad_to``
+    appends zero frames after normalisation; a real frame scaled to [-1, 1] is never all zeros)."""
+    masks = [(x == 0).transpose(1, 2).flatten(2).all(dim=-1) for x in streams.values()]
+    return torch.stack(masks).all(dim=0)
+
+
+def pre_pad(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-frame features (N, T, F) with the padded steps ``mask`` (N, T) zeroed and moved before the real frames
+    (their order kept): Keras ``pad_sequences``' default 'pre' padding of the seed's LSTM input."""
+    real = ~mask
+    pos = torch.where(real, mask.sum(dim=1, keepdim=True) + real.cumsum(dim=1) - 1, mask.cumsum(dim=1) - 1)
+    kept = features * real.unsqueeze(-1).to(features.dtype)
+    return torch.zeros_like(features).scatter(1, pos.unsqueeze(-1).expand_as(features), kept)
+
+
 class RegionalCNNLSTM(nn.Module):
     def __init__(self, n_classes: int, input_shapes: dict[str, Shape], profile: str = "paper",
                  lstm_units: int = 64, features: int = 256, hidden: int = 2048):
@@ -121,8 +140,18 @@ class RegionalCNNLSTM(nn.Module):
             x = x * self.se(x)
         return self.out(self.drop(F.leaky_relu(self.fc(x), 0.01)))
 
+    def sequence_features(self, streams: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-region LSTM inputs (N, T, 256): the frames' CNN features, padding frames as zero features placed
+        first ('pre' padding, :func:`pre_pad`); without padding simply the frame features."""
+        mask = self.padding_mask(streams)
+        return {r: pre_pad(self.frame_features(r, streams[r]), mask) for r in REGIONS}
+
+    @staticmethod
+    def padding_mask(streams: dict[str, torch.Tensor]) -> torch.Tensor:
+        return padding_mask({r: streams[r] for r in REGIONS})
+
     def forward(self, **streams: torch.Tensor) -> torch.Tensor:
-        return self.classify({r: self.frame_features(r, streams[r]) for r in REGIONS})
+        return self.classify(self.sequence_features(streams))
 
 
 def build_regional(n_classes: int, input_shapes: dict[str, Shape], **hparams: object) -> RegionalCNNLSTM:

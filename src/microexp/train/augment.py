@@ -107,6 +107,16 @@ def value_range(normalise: str) -> tuple[float, float]:
                           "rotation fill are defined on 0-255 pixels") from None
 
 
+def check_augment(name: str, preprocess: Any) -> None:
+    """Refuse ``train.augment=name`` on tensors that are not 0-255 pixels while the training loop calls
+    :func:`apply` without a ``value_range`` (``preprocess``: the run's PreprocessConfig, or None: not checked)."""
+    if name == "none" or preprocess is None:
+        return
+    if value_range(preprocess.normalise) != PIXELS:
+        raise ConfigError(f"train.augment={name} adds 0-255 pixel noise; preprocess.normalise="
+                          f"{preprocess.normalise!r} gives other values (use preprocess.normalise=none, as Joshi)")
+
+
 def draw(ranges: Ranges, rng: np.random.Generator) -> Draw:
     """One parameter set, drawn as the seed does (all parameters first, then coins until one transform fires)."""
     direction = ("right", "left")[int(rng.integers(0, 2))]
@@ -236,10 +246,12 @@ def copies(name: str, class_names: list[str] | tuple[str, ...]) -> dict[str, int
 
 def augment_set(name: str, inputs: Mapping[str, Any], y: Any, class_names: list[str] | tuple[str, ...],
                 generator: np.random.Generator | int, *, value_range: tuple[float, float] = PIXELS,
-                ) -> tuple[dict[str, Any], Any]:
+                with_source: bool = False) -> tuple[Any, ...]:
     """The training set enlarged as the seed does it: the originals first (unchanged), then for each original row
     its :func:`copies` count of augmented copies (``joshi2d``: only when that row's coin lands heads), each copy
-    with its own draw. A row is a clip, or a frame when the frames are the samples (the ``frames-vote`` trainer)."""
+    with its own draw. A row is a clip, or a frame when the frames are the samples (the ``frames-vote`` trainer).
+    Returns (inputs, y), or (inputs, y, source) with ``with_source``: the original row of every returned row
+    (``arange(N)`` then each copy's original), so callers can carry records and subjects along."""
     counts = copies(name, class_names)
     labels = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
     rng = _rng(generator)
@@ -247,8 +259,9 @@ def augment_set(name: str, inputs: Mapping[str, Any], y: Any, class_names: list[
     if name == "joshi2d":
         extra *= rng.integers(0, 2, size=len(labels))
     source = np.repeat(np.arange(len(labels)), extra)
+    everything = np.concatenate([np.arange(len(labels)), source])
     if name == "none" or len(source) == 0:
-        return dict(inputs), y
+        return (dict(inputs), y, everything) if with_source else (dict(inputs), y)
     arrays = _as_numpy({k: v[torch.as_tensor(source)] if isinstance(v, torch.Tensor) else np.asarray(v)[source]
                         for k, v in inputs.items()})
     for i in range(len(source)):
@@ -256,5 +269,6 @@ def augment_set(name: str, inputs: Mapping[str, Any], y: Any, class_names: list[
     added = _like(arrays, inputs)
     out = {k: torch.cat([v, added[k]]) if isinstance(v, torch.Tensor) else np.concatenate([np.asarray(v), added[k]])
            for k, v in inputs.items()}
-    new_y = labels[np.concatenate([np.arange(len(labels)), source])]
-    return out, torch.as_tensor(new_y, dtype=y.dtype) if isinstance(y, torch.Tensor) else new_y
+    new_y = labels[everything]
+    new_y = torch.as_tensor(new_y, dtype=y.dtype) if isinstance(y, torch.Tensor) else new_y
+    return (out, new_y, everything) if with_source else (out, new_y)

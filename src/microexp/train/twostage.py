@@ -2,17 +2,19 @@
 MLSP 2019; docs/models.md §4).
 
 A two-stage model exposes ``cnn`` (a ModuleDict: stream name -> per-frame feature extractor, (N, C, H, W) ->
-(N, F)), ``feature_size`` (F) and ``classify(features)`` (per-stream (N, T, F) features -> logits), as
-:class:`microexp.models.regional.RegionalCNNLSTM` does.
+(N, F)), ``feature_size`` (F), ``padding_mask(streams)`` ((N, T), True for padding frames),
+``sequence_features(streams)`` (per-stream (N, T, F) inputs of the temporal stage, the path ``forward`` takes) and
+``classify(features)`` (those features -> logits), as :class:`microexp.models.regional.RegionalCNNLSTM` does.
 
 - **Stage 1**, for each region: its CNN plus a temporary linear classifier (F -> classes, glorot) trained on the
   frames of the fold's training clips, each frame carrying its clip's label; ``train.stage1_epochs`` and
   ``train.stage1_batch_size`` (MLSP paper: 100 epochs, batch 64; null: ``train.epochs`` / ``train.batch_size``),
-  the optimiser and learning rate of ``train``, the last epoch kept (nothing held out is looked at). Every region
+  the optimiser and learning rate of ``train``, the last epoch kept (nothing held out is looked at). Padding
+  frames (``preprocess.pad_to``) are not samples. Every region
   learns the clip's own label: see docs/models.md, "two-stage training" for why the 2022 code's per-region label
   remapping is left out. The temporary classifiers are discarded.
-- **Stage 2**: the CNNs are frozen (no gradient, eval mode: no dropout) and their per-frame features of the clips
-  the fold reads are computed once; the LSTMs, fusion and classifier train on them with ``train.epochs`` /
+- **Stage 2**: the CNNs are frozen (no gradient, eval mode: no dropout) and the temporal stage's inputs of the
+  clips the fold reads are computed once (``sequence_features``: padding as zero features, placed first); the LSTMs, fusion and classifier train on them with ``train.epochs`` /
   ``train.batch_size`` (MLSP paper: 60 epochs, batch 244) and the run's epoch policy, scheduler and report range.
   The history and chosen epoch are stage 2's.
 
@@ -50,10 +52,11 @@ def stage1_settings(cfg: TrainConfig) -> tuple[int, int]:
 
 def _check(model: nn.Module, inputs: Inputs) -> list[str]:
     cnn = getattr(model, "cnn", None)
-    if not isinstance(cnn, nn.ModuleDict) or not callable(getattr(model, "classify", None)) \
+    methods = ("classify", "sequence_features", "padding_mask")
+    if not isinstance(cnn, nn.ModuleDict) or not all(callable(getattr(model, m, None)) for m in methods) \
             or not hasattr(model, "feature_size"):
         raise ConfigError(f"train.trainer=two-stage needs a model with per-region CNNs and a temporal stage "
-                          f"(cnn, feature_size, classify); {type(model).__name__} has none")
+                          f"(cnn, feature_size, {', '.join(methods)}); {type(model).__name__} has none")
     missing = [r for r in cnn if r not in inputs]
     if missing:
         raise ConfigError(f"train.trainer=two-stage: the model's regions {missing} are not among the streams "
@@ -88,12 +91,16 @@ class TemporalStage(nn.Module):
 
 
 @torch.no_grad()
-def region_features(cnn: nn.Module, frames: torch.Tensor, t: int, batch_size: int,
-                    device: torch.device) -> torch.Tensor:
-    """Frozen features of one-frame clips (N * T, C, 1, H, W) -> (N, T, F) on the CPU."""
-    cnn.eval()
-    out = [cnn(frames[i:i + batch_size, :, 0].to(device)).float().cpu() for i in range(0, len(frames), batch_size)]
-    return torch.cat(out).view(len(frames) // t, t, -1)
+def sequence_features(model: nn.Module, inputs: Inputs, rows: np.ndarray, batch_size: int,
+                      device: torch.device) -> dict[str, torch.Tensor]:
+    """The temporal stage's inputs (per stream (len(rows), T, F), on the CPU) from the frozen CNNs, in eval mode."""
+    model.eval()
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(rows), batch_size):
+        batch = loop._batch(inputs, rows[start:start + batch_size], device)
+        for k, v in model.sequence_features(batch).items():
+            chunks.setdefault(k, []).append(v.float().cpu())
+    return {k: torch.cat(v) for k, v in chunks.items()}
 
 
 def _stage1_config(cfg: TrainConfig, epochs: int, batch: int) -> TrainConfig:
@@ -114,8 +121,18 @@ def fit_stage1(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.nd
     t = frame_count({r: inputs[r] for r in regions})
     rows = np.unique(np.concatenate([np.asarray(i, dtype=np.int64) for i in (fit_idx, val_idx) if i is not None]))
     frame_y = torch.as_tensor(y).index_select(0, torch.as_tensor(rows)).repeat_interleave(t)
-    fit_frames = frame_rows(np.searchsorted(rows, fit_idx), t)
-    val_frames = None if val_idx is None else frame_rows(np.searchsorted(rows, val_idx), t)
+    padding = model.padding_mask({r: inputs[r].index_select(0, torch.as_tensor(rows)) for r in regions})
+    real = ~padding.reshape(-1).numpy()  # frame rows in to_frames order
+
+    def frames_of(idx: np.ndarray | None) -> np.ndarray | None:
+        if idx is None:
+            return None
+        f = frame_rows(np.searchsorted(rows, idx), t)
+        return f[real[f]]
+
+    fit_frames, val_frames = frames_of(fit_idx), frames_of(val_idx)
+    if len(fit_frames) == 0:
+        raise ConfigError("train.trainer=two-stage: the training clips have no frames other than padding")
     device = next(model.parameters()).device
     results = {}
     for k, region in enumerate(regions):
@@ -132,13 +149,11 @@ def fit_stage2(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.nd
                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> loop.FitResult:
     """Train the temporal stage on the frozen CNN features of the clips the fold reads."""
     regions = _check(model, inputs)
-    t = frame_count({r: inputs[r] for r in regions})
     parts = [np.asarray(i, dtype=np.int64) for i in (fit_idx, val_idx, test_idx) if i is not None]
     rows = np.unique(np.concatenate(parts))
     device = next(model.parameters()).device
-    _, batch = stage1_settings(cfg)
-    features = {r: region_features(model.cnn[r], to_frames({r: inputs[r]}, rows)[r], t, batch * 4, device)
-                for r in regions}
+    chunk = max(1, stage1_settings(cfg)[1] * 4 // frame_count({r: inputs[r] for r in regions}))  # ~4 stage-1 batches
+    features = sequence_features(model, inputs, rows, chunk, device)
 
     def pos(idx: np.ndarray | None) -> np.ndarray | None:
         return None if idx is None else np.searchsorted(rows, np.asarray(idx))

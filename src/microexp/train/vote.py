@@ -26,6 +26,7 @@ from torch import nn
 from microexp.config import TrainConfig
 from microexp.errors import ConfigError
 from microexp.train import loop
+from microexp.train.augment import check_augment
 from microexp.train.trainers import TRAINERS
 
 Inputs = dict[str, torch.Tensor]
@@ -111,6 +112,7 @@ class FramesVoteTrainer:
             on_epoch: Callable[[dict[str, Any]], None] | None = None, *, spec: Any = None,
             preprocess: Any = None) -> loop.FitResult:
         frames_model = FrameModel(model)
+        check_augment(getattr(cfg, "augment", "none"), preprocess)
         t = frame_count(inputs)
         parts = [np.asarray(i, dtype=np.int64) for i in (fit_idx, val_idx, test_idx) if i is not None]
         rows = np.unique(np.concatenate(parts))  # only the clips this fold reads become frames
