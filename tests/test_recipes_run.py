@@ -39,10 +39,14 @@ def _rows(layout: str, emotions: list[str], subjects: list[str], per_class: int)
     return rows
 
 
+ANNOTATION = {"samm": "SAMM_Micro_FACS_Codes_v2.xlsx", "casme": "casme.xlsx", "casme2": "CASME2-coding-20190701.xlsx"}
+
+
 def _tree(base: Path, layout: str, rows: list[Row] | None, render, size: int) -> Path:
     annotation = None
-    if rows is not None:
-        annotation = base / f"{layout}-annotation.xlsx"
+    if rows is not None:  # the release's own file name: the loader finds it in the tree
+        (base / f"annotation-{layout}").mkdir()
+        annotation = base / f"annotation-{layout}" / ANNOTATION[layout]
         fixtures.write_annotation(layout, annotation, rows)
     fx = build_fixture(layout, base / layout, annotation, render=render, size=size)
     return fx.root
@@ -82,15 +86,20 @@ OVERRIDES: dict[str, list[str]] = {
     **{f"reddy2019-fusenet-{f}-smic": ["--size", "16", "--set", "train.report_epochs=[1, 1]"]
        for f in ("intermediate", "late")},
     **{f"joshi2021-{m}-samm-{t}": [*JOSHI, "--set", "folds=2", "--set", "repeats=1"]
-       for m in ("3dcnn", "cnn-lstm", "convlstm") for t in ("binary", "7")},
+       for m in ("3dcnn", "cnn-lstm") for t in ("binary", "7")},
+    **{f"joshi2021-convlstm-samm-{t}": ["--size", "16", "--set", "folds=2", "--set", "repeats=1"]
+       for t in ("binary", "7")},
     "joshi2021-2dcnn-vote-samm-binary": [*JOSHI, "--set", "quota={positive: 2, negative: 6}"],
     "joshi2021-2dcnn-vote-samm-7": [*JOSHI, "--set", "quota={happiness: 2, surprise: 2, anger: 2, fear: 2, "
                                                      "disgust: 2, contempt: 2, sadness: 2}"],
-    **{f"joshi2021-{m}-cross-casme2": JOSHI for m in ("3dcnn", "cnn-lstm", "convlstm", "2dcnn-vote")},
-    "twostream-casme-6": ["--size", "16", "--set", "preprocess.frames=8", "--set", "preprocess.pad_to=8"],
-    "aouayeb2019-megc2019": ["--size", "16", "--set", "preprocess.frames=4"],
-    "ststnet-megc2019": ["--set", "preprocess.flow_size=32"],
-    "offapexnet-megc2019": ["--set", "preprocess.flow_size=32"],
+    **{f"joshi2021-{m}-cross-casme2": JOSHI for m in ("3dcnn", "cnn-lstm", "2dcnn-vote")},
+    "joshi2021-convlstm-cross-casme2": ["--size", "16"],
+    "twostream-casme-6": ["--size", "16", "--set", "preprocess.frames=12", "--set", "preprocess.pad_to=12",
+                          "--set", "train.batch_size=8"],
+    "aouayeb2019-megc2019": ["--size", "16", "--set", "preprocess.frames=4", "--set", "train.stage1_epochs=1",
+                             "--set", "model_params.hidden=64"],
+    "ststnet-megc2019": ["--set", "preprocess.flow_size=32", "--set", "preprocess.flow=farneback"],
+    "offapexnet-megc2019": ["--set", "preprocess.flow_size=32", "--set", "preprocess.flow=farneback"],
     "lbptop-megc2019": ["--size", "20", "--set", "preprocess.frames=8"],
 }
 
@@ -123,6 +132,7 @@ def _missing_keys(name: str) -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OVERRIDES))
 def test_recipe_runs_end_to_end_and_writes_its_card(name, trees, tmp_path, capsys):
     missing = _missing_keys(name)
@@ -138,7 +148,8 @@ def test_recipe_runs_end_to_end_and_writes_its_card(name, trees, tmp_path, capsy
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["recipe"]["name"] == name and config["recipe"]["profile"] == "paper"
     deviations = {d["key"]: d for d in config["recipe"]["deviations"]}
-    assert set(deviations) <= _deviation_keys(OVERRIDES[name])  # only what the overrides changed
+    candidates = _deviation_keys(OVERRIDES[name])  # only what the overrides changed (a mapping: its keys)
+    assert all(k in candidates or k.split(".")[0] in candidates for k in deviations), (deviations, candidates)
     assert all(d["recipe"] != d["run"] for d in deviations.values())
     if recipe.base["train"]["epochs"] != 1:
         assert deviations["train.epochs"] == {"key": "train.epochs", "recipe": recipe.base["train"]["epochs"], "run": 1}

@@ -14,8 +14,11 @@ KEYS = ("uf1", "uar", "accuracy")
 
 
 def _policy(m: dict[str, Any]) -> str:
-    leaks = leaks_of(m)
-    return m["epoch_policy"]["name"] + (f" (LEAKY: {', '.join(x['switch'] for x in leaks)})" if leaks else "")
+    return m["epoch_policy"]["name"] + (" (LEAKY)" if leaks_of(m) else "")
+
+
+def _leaks(m: dict[str, Any]) -> str:
+    return ", ".join(x["switch"] for x in leaks_of(m)) or "-"
 
 
 def _recipe(config: dict[str, Any]) -> str:
@@ -33,6 +36,7 @@ def compare_runs(a: Path, b: Path) -> dict[str, Any]:
     rows = [["model / dataset / protocol", f"{ma['model']} / {ma['dataset']} / {ma['protocol']}",
              f"{mb['model']} / {mb['dataset']} / {mb['protocol']}"],
             ["epoch policy", _policy(ma), _policy(mb)],
+            ["leaks", _leaks(ma), _leaks(mb)],
             ["recipe", _recipe(ra["config"]), _recipe(rb["config"])],
             ["clips / subjects / seeds", f"{ma['n_clips']} / {ma['n_subjects']} / {len(ma['seeds'])}",
              f"{mb['n_clips']} / {mb['n_subjects']} / {len(mb['seeds'])}"]]
