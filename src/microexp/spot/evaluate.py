@@ -17,7 +17,8 @@ The learned spotter's threshold is fitted on out-of-fold score curves: the train
 halves (seeded), each half scored by a network trained on the other half; the fold's network is then trained on
 all its training subjects. (Fitting it on the network's own training videos would pick a threshold for curves
 sharper than a new subject's.) MDMD's curves do not depend on the training data, so its threshold is fitted on
-the training videos' curves directly.
+the training videos' curves directly. ``threshold="in-sample"`` keeps the former rule for the learned spotter
+(its threshold fitted on the curves of the network trained on those very videos; leak-free, but biased).
 ``threshold="test-peek"`` is the LEAKY recipe of published spotting code (threshold tuned on the test subject); it
 exists only to reproduce such numbers and is marked in the run.
 
