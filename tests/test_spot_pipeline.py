@@ -218,6 +218,16 @@ def test_a_video_file_is_streamed_like_its_frame_folder(lv30, tmp_path):
     assert not a.valid[6][:6].any() and a.valid[6][6:-6].all() and not a.valid[6][-6:].any()  # t-k, t+k exist
 
 
+def test_the_in_sample_threshold_rule_is_kept_as_an_option(lv30, capsys):
+    r = evaluate_spotting(SpotConfig(dataset="samm_lv", root=str(lv30), crop=48, method="learned", epochs=2,
+                                     types=("micro",), threshold="in-sample"))
+    assert not r.metrics["leaky"] and r.metrics["threshold_policy"] == "in-sample"
+    assert all(set(f["types"]["micro"]) == {"type", "k", "before", "after", "threshold"} for f in r.folds)
+    assert main(["evaluate", "--task", "spot", "--dataset", "samm_lv", "--root", str(lv30), "--set",
+                 "threshold=test-peek"]) == 2
+    assert "use --epoch-policy test-peek" in capsys.readouterr().err
+
+
 def test_test_peek_threshold_is_marked_leaky(lv30, runs):
     r = evaluate_spotting(SpotConfig(dataset="samm_lv", root=str(lv30), fps=30.0, crop=48, method="mdmd",
                                      threshold="test-peek"))

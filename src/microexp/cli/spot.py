@@ -40,7 +40,8 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
     extra: dict[str, object] = {}
     for item in getattr(args, "overrides", []) or []:  # --set fps=30 | face=none | recognise=RUN2 | ...
         key, _, value = item.partition("=")
-        kinds = {"fps": float, "crop": int, "grid": int, "face": str, "seed": int, "epochs": int, "recognise": str}
+        kinds = {"fps": float, "crop": int, "grid": int, "face": str, "seed": int, "epochs": int, "recognise": str,
+                 "threshold": str}
         if key not in kinds or not value:
             raise ConfigError(f"--set {item!r}: with --task spot, KEY is one of {', '.join(kinds)}")
         try:
@@ -51,6 +52,8 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
                         method=args.method or "mdmd", protocol=args.protocol or "loso", folds=args.folds or 5,
                         control=args.control or "none", threshold="test-peek" if policy == "test-peek" else "train",
                         epochs=args.epochs or 12)
+    if extra.get("threshold") == "test-peek":
+        raise ConfigError("--set threshold=test-peek: use --epoch-policy test-peek (the leaky switch, named)")
     for key, value in extra.items():
         setattr(config, key, value)
     if getattr(args, "recognise", None):

@@ -17,7 +17,8 @@ The learned spotter's threshold is fitted on out-of-fold score curves: the train
 halves (seeded), each half scored by a network trained on the other half; the fold's network is then trained on
 all its training subjects. (Fitting it on the network's own training videos would pick a threshold for curves
 sharper than a new subject's.) MDMD's curves do not depend on the training data, so its threshold is fitted on
-the training videos' curves directly.
+the training videos' curves directly. ``threshold="in-sample"`` keeps the former rule for the learned spotter
+(its threshold fitted on the curves of the network trained on those very videos; leak-free, but biased).
 ``threshold="test-peek"`` is the LEAKY recipe of published spotting code (threshold tuned on the test subject); it
 exists only to reproduce such numbers and is marked in the run.
 
@@ -57,7 +58,9 @@ from microexp.spot.metrics import Spot, score
 from microexp.spot.outputs import megc_log, spots_json, str_csv
 
 PREDICTION_DRAWS = 50  # shuffles of the predictions: chance level and p-value (smallest p: 1/51)
-THRESHOLDS = {"train": "fitted on the training subjects of each fold",
+THRESHOLDS = {"train": "fitted on the training subjects of each fold (learned: on out-of-fold curves)",
+              "in-sample": "fitted on the training subjects of each fold, on the curves of the network trained on "
+                           "them (learned spotter: scores its own training videos, so biased; the former rule)",
               "test-peek": "LEAKY: threshold tuned on the test subject (reproduces published numbers only)"}
 
 
@@ -278,7 +281,9 @@ def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
                 else:
                     spotter = _fit_spotter(data, feats, train_keys, truth, t, p.k, config)
                     test_curves = [_learned_curve(data, k, feats[k], spotter) for k in test_keys]
-                    if config.threshold != "test-peek":
+                    if config.threshold == "in-sample":
+                        train_curves = [_learned_curve(data, k, feats[k], spotter) for k in train_keys]
+                    elif config.threshold != "test-peek":
                         train_curves, halves = _out_of_fold_curves(data, feats, train_keys, truth, t, p.k, config)
                 if config.threshold == "test-peek":  # LEAKY on purpose: only to reproduce published numbers
                     th = fit_threshold(test_curves, [i for i in gt_used if i.subject in test_subjects], p)
@@ -369,8 +374,10 @@ def _save_final_models(out: Path, data: SpotData, feats: dict[tuple[str, str], V
             p = TypeParams(t, min(computed, key=lambda k: abs(k - p.k)), p.before, p.after)
         if config.method == "learned":
             keys = sorted(feats)
-            states[t] = _fit_spotter(data, feats, keys, gt, t, p.k, config).state()
-            curves, _ = _out_of_fold_curves(data, feats, keys, gt, t, p.k, config)
+            sp = _fit_spotter(data, feats, keys, gt, t, p.k, config)
+            states[t] = sp.state()
+            curves = [_learned_curve(data, key, feats[key], sp) for key in keys] if config.threshold == "in-sample" \
+                else _out_of_fold_curves(data, feats, keys, gt, t, p.k, config)[0]
         else:
             curves = [_curve(data, key, f, mdmd_curve(f, p.k)) for key, f in feats.items()]
         th = fit_threshold(curves, gt, p)
