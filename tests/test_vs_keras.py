@@ -10,7 +10,7 @@ import importlib.util
 
 import pytest
 
-from microexp import benchvs
+from microexp import benchvs, timing
 from microexp.cli import main
 
 HAVE_TF = importlib.util.find_spec("tensorflow") is not None and importlib.util.find_spec("keras") is not None
@@ -47,9 +47,9 @@ def test_vs_keras_alternates_and_reports_each_ratio(one_torch_thread) -> None:
 
 def test_alternate_times_in_turn() -> None:
     calls: list[str] = []
-    times = benchvs.alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    times = timing.alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
     assert calls == ["a", "b"] * 4 and [len(v) for v in times.values()] == [3, 3]
-    s = benchvs.summarise({"a": [1.0, 3.0, 2.0], "b": [4.0, 4.0, 4.0]}, 8, "b")
+    s = timing.summarise({"a": [1.0, 3.0, 2.0], "b": [4.0, 4.0, 4.0]}, 8, "b")
     assert s["clips_per_s"] == {"a": 4.0, "b": 2.0} and s["ratios"] == {"a": 2.0, "b": 1.0}
 
 

@@ -14,41 +14,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from microexp.errors import ConfigError
+from microexp.timing import alternate, summarise
 
 MODELS = ("stcnn", "fusenet-intermediate", "fusenet-late")
 INSTALL = "pip install -r benchmarks/requirements.txt (tensorflow-cpu 2.21, keras 3)"
-
-
-def alternate(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call of each function, timed in turn within every repeat (A, B, C, A, B, C, ...)."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
-def summarise(times: dict[str, list[float]], batch: int, base: str) -> dict[str, Any]:
-    """Median seconds, clips/s and ms per call of each variant, and its speed ratio to ``base`` (> 1: faster)."""
-    med = {k: statistics.median(v) for k, v in times.items()}
-    return {"batch": batch,
-            "clips_per_s": {k: round(batch / t, 2) for k, t in med.items()},
-            "ms": {k: round(t * 1000, 2) for k, t in med.items()},
-            "ratios": {k: round(med[base] / t, 3) for k, t in med.items()},
-            "seconds": {k: [round(s, 4) for s in v] for k, v in times.items()}}
 
 
 def benchmarks_dir() -> Path:

@@ -134,8 +134,8 @@ def bench_precision(quick: bool = False, repeats: int = 5, warmup: int = 2, forc
     JSON says so) unless ``force``. ``quick``: tiny sizes, figures not meaningful."""
     import torch
 
-    from microexp.benchvs import alternate, summarise
     from microexp.models.stcnn import MicroExpSTCNN
+    from microexp.timing import alternate, summarise
 
     support = cpu_support()
     out: dict[str, Any] = {"precision": "bf16", "cpu": support, "quick": quick}
