@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from torch import nn
 
 from microexp import __version__
 from microexp.runtime import tune_allocator
+from microexp.timing import median_time, peak_rss_mb  # noqa: F401 - importable from here as before
 
 FLOP_FORMULA = (
     "conv = 2*N*C_out*T'*H'*W'*C_in*kT*kH*kW (valid conv output T'=T-kT+1, ...); "
@@ -35,24 +33,6 @@ PERFORMED_FORMULA = (
     "max-pool indices, 2*N*C_out*(T'//p)*(H'//p)*(W'//p)*C_in*kT*kH*kW (an upper bound: outputs the ReLU blocked "
     "cost nothing) + 3*dense; the arithmetic the fast path does, as opposed to the direct-convolution count."
 )
-
-
-def median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, list[float]]:
-    """The median seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones, and every time."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 ** 2 if platform.system() == "Darwin" else 1024), 1)
 
 
 def cpu_model() -> str:

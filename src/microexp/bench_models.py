@@ -49,7 +49,7 @@ REDUCED = {"twostream": {"batch": 2, "repeats": 2, "warmup": 1,
 
 
 def _median(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
-    from microexp.bench import median_time
+    from microexp.timing import median_time
 
     return median_time(fn, repeats, warmup)[0]
 
@@ -58,7 +58,7 @@ def memory_gbs(mb: int = 512, repeats: int = 5, warmup: int = 2) -> dict[str, An
     """Measured read bandwidth: ``torch.sum`` over a preallocated fp32 tensor of ``mb`` MB on all torch threads
     (one read of every byte, no write), median of at least 5 runs after at least 2 warm-ups."""
     x = torch.ones(mb * 2**20 // 4)
-    from microexp.bench import median_time
+    from microexp.timing import median_time
 
     t, times = median_time(lambda: x.sum(), max(repeats, 5), max(warmup, 2))
     return {"mb": mb, "seconds": t, "gbs": round(x.numel() * 4 / t / 1e9, 1),
@@ -83,7 +83,7 @@ def model_peak_rss_mb() -> float:
             return round(int(m.group(1)) / 1024, 1)
     except OSError:
         pass
-    from microexp.bench import peak_rss_mb as process_peak
+    from microexp.timing import peak_rss_mb as process_peak
 
     return process_peak()
 

@@ -18,8 +18,25 @@ import yaml
 
 from microexp.errors import ConfigError
 from microexp.precision import check_name as check_precision
-from microexp.runs import CHECKPOINT_DTYPES, checkpoint_policy
 from microexp.typed import coerce_fields, load_yaml
+
+# save_checkpoints: all = every seed's fold models; predict = what predict / explain / export use by default (the
+# lowest seed's fold models); none. checkpoint_dtype: how floating-point weights are stored.
+CHECKPOINT_POLICIES = ("all", "predict", "none")
+CHECKPOINT_DTYPES = ("fp32", "bf16", "fp16")
+
+
+def checkpoint_policy(value: Any) -> str:
+    """``save_checkpoints`` as one of :data:`CHECKPOINT_POLICIES` (true = all, false = none, as before)."""
+    if isinstance(value, bool):
+        return "all" if value else "none"
+    text = str(value).strip().lower()
+    text = {"true": "all", "yes": "all", "false": "none", "no": "none"}.get(text, text)
+    if text not in CHECKPOINT_POLICIES:
+        raise ConfigError(f"save_checkpoints={value!r} is not one of {', '.join(CHECKPOINT_POLICIES)} "
+                          "(true = all, false = none)")
+    return text
+
 
 EPOCH_POLICIES = {
     "fixed": "trained for a fixed number of epochs; the last epoch is scored",

@@ -29,6 +29,14 @@ from typing import Any
 
 import yaml
 
+from microexp.config import (  # noqa: F401 - the checkpoint names are re-exported
+    CHECKPOINT_DTYPES,
+    CHECKPOINT_POLICIES,
+    EPOCH_POLICIES,
+    LEAKY_POLICIES,
+    REPRODUCE,
+    checkpoint_policy,
+)
 from microexp.errors import ConfigError, DataError, first_line
 from microexp.fileio import output_errors, write_atomic
 
@@ -43,10 +51,6 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_KEYS = ("model", "state_dict", "preprocess", "classes")
 CHECKPOINT_SUFFIX = ".safetensors"
 LEGACY_SUFFIX = ".pt"  # runs made before safetensors: read, never written
-# save_checkpoints: all = every seed's fold models; predict = what predict / explain / export use by default (the
-# lowest seed's fold models); none. checkpoint_dtype: how floating-point weights are stored.
-CHECKPOINT_POLICIES = ("all", "predict", "none")
-CHECKPOINT_DTYPES = ("fp32", "bf16", "fp16")
 SPOTTER = "spotter.json"  # what a spotting run (microexp.spot) fitted on all its subjects
 SPOTTER_NETS = "spotter" + CHECKPOINT_SUFFIX  # the learned spotter's networks (older runs: spotter.pt)
 
@@ -158,18 +162,6 @@ class Checkpoint:
     name: str  # file stem, e.g. seed0-sub01
     fold: str
     data: dict[str, Any]
-
-
-def checkpoint_policy(value: Any) -> str:
-    """``save_checkpoints`` as one of :data:`CHECKPOINT_POLICIES` (true = all, false = none, as before)."""
-    if isinstance(value, bool):
-        return "all" if value else "none"
-    text = str(value).strip().lower()
-    text = {"true": "all", "yes": "all", "false": "none", "no": "none"}.get(text, text)
-    if text not in CHECKPOINT_POLICIES:
-        raise ConfigError(f"save_checkpoints={value!r} is not one of {', '.join(CHECKPOINT_POLICIES)} "
-                          "(true = all, false = none)")
-    return text
 
 
 def keeps_checkpoint(config: Any, seed: int) -> bool:
@@ -352,7 +344,6 @@ def leaks(config: Any) -> list[dict[str, str]]:
     """The one list of what makes a run LEAKY (test data influencing training or the epoch choice): a leaky epoch
     policy (``test-peek``, ``whole-set``) and every ``reproduce`` switch, each as ``{switch, description}``.
     ``config`` is a :class:`~microexp.config.RunConfig` or a run's ``config.yaml`` as a dict."""
-    from microexp.config import EPOCH_POLICIES, LEAKY_POLICIES, REPRODUCE
 
     if isinstance(config, dict):
         policy = (config.get("train") or {}).get("epoch_policy", "fixed")
