@@ -317,3 +317,26 @@ def test_tracked_landmarks_on_a_real_video_stay_within_the_detectors_own_jitter(
     assert len(off) >= 110
     # measured: 0.34 px mean, 1.2 px at most (eye distance 21 px); the detector itself jumps ~1 px a frame
     assert np.mean(off) < 0.6 and max(off) < 2.0 and np.mean(off) < np.mean(jitter)
+
+
+def test_streamed_video_gives_the_windows_of_its_decoded_png_frames(tmp_path: Path) -> None:
+    """The web page classifies a video's decoded PNG frames; ``predict VIDEO`` streams: the same inputs."""
+    from microexp.predict import open_input
+    from microexp.predict.video import png_gray
+
+    frames = _moving_frames(24)
+    avi = _write_avi(tmp_path / "colour.avi", frames)
+    for f in [*frames[:3], np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)]:
+        cv2.imwrite(str(tmp_path / "one.png"), f)
+        assert np.array_equal(png_gray(f), cv2.imread(str(tmp_path / "one.png"), cv2.IMREAD_GRAYSCALE))
+    streamed, decoded = Recorder(_crop_config(), 8), Recorder(_crop_config(), 8)
+    streamed.predict(avi, window=8, stride=4)
+    src = open_input(avi)
+    try:
+        decoded.predict(Path(src.frames[0]).parent, window=8, stride=4, fps=src.fps)
+    finally:
+        src.close()
+    assert len(streamed.windows) == len(decoded.windows) == len(window_starts(24, 8, 4))
+    for (a, b, x), (c, d, y) in zip(streamed.windows, decoded.windows, strict=True):
+        assert (a, b) == (c, d)
+        np.testing.assert_array_equal(x["clip"], y["clip"])

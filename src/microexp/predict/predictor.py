@@ -20,7 +20,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -29,7 +28,7 @@ from microexp.errors import ConfigError, DataError, PreprocessError, first_line
 from microexp.predict.ensemble import ensemble_class, member_class
 from microexp.predict.faces import NO_FACE, StreamFaces
 from microexp.predict.results import Prediction, PredictionResult
-from microexp.predict.video import DEFAULT_FPS, FrameStream, check_fps, open_stream
+from microexp.predict.video import DEFAULT_FPS, FrameStream, check_fps, open_stream, png_gray, png_gray_exact
 from microexp.predict.windows import FrameRing, check_span, find_gaps, merge_segments, min_window, parse_span
 from microexp.preprocess.config import PreprocessConfig
 from microexp.runs import SPOTTER, Checkpoint, is_spotting_run, read_checkpoints
@@ -145,6 +144,7 @@ class Predictor:
         ring = FrameRing(w)
         # the pipeline reads frames with OpenCV's gray conversion unless the run keeps colour or the seed's quirk
         gray_files = self.preprocess.gray == "correct" and getattr(self.preprocess, "color", "gray") == "gray"
+        png_exact: bool | None = None
         faces = StreamFaces(w) if self.preprocess.face != "none" else None
         windows = _Batches(self, batch_size)
         n = 0
@@ -160,10 +160,17 @@ class Predictor:
                         gray = read_gray(path, self.preprocess.gray) if faces is not None else None
                     elif gray_files:
                         assert frame is not None
-                        # a gray run's frames are kept as gray files: a third of the bytes, and the tracker's
-                        # gray is exactly what the pipeline will read
-                        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-                        path = ring.push(pos, gray)
+                        # a gray run's frames are kept as gray files (a third of the bytes, and the tracker's
+                        # gray is what the pipeline reads), converted as reading the colour PNG frames of a
+                        # decoded video gives them (the former path, still the web page's): same predictions
+                        if frame.ndim == 3 and png_exact is None:
+                            png_exact = png_gray_exact(frame)
+                        if frame.ndim == 2 or png_exact:
+                            gray = png_gray(frame) if frame.ndim == 3 else frame
+                            path = ring.push(pos, gray)
+                        else:  # an OpenCV build whose PNG gray differs: colour PNG files, slower but the same
+                            path = ring.push(pos, frame, suffix=".png")
+                            gray = read_gray(path, self.preprocess.gray) if faces is not None else None
                     else:
                         assert frame is not None
                         path = ring.push(pos, frame)

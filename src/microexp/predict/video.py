@@ -225,6 +225,23 @@ def as_bgr(frame: np.ndarray, index: int = 0, source: str = "<frames>") -> np.nd
     return img
 
 
+def png_gray(bgr: np.ndarray) -> np.ndarray:
+    """A BGR frame as gray exactly as OpenCV reads it back from a colour PNG file with IMREAD_GRAYSCALE (libpng's
+    fixed-point ITU-R 601 weights, truncated; gray pixels unchanged): the gray of a decoded video's frames before
+    streaming, kept so that predictions do not change with it."""
+    b, g, r = (bgr[..., i].astype(np.uint32) for i in range(3))
+    out = ((9797 * r + 19234 * g + 3737 * b) >> 15).astype(np.uint8)
+    same = (r == g) & (g == b)
+    out[same] = bgr[..., 2][same]
+    return out
+
+
+def png_gray_exact(bgr: np.ndarray) -> bool:
+    """Whether :func:`png_gray` gives this OpenCV build's PNG gray for ``bgr`` (checked once per stream)."""
+    ok, data = cv2.imencode(".png", bgr, _PNG)
+    return bool(ok) and np.array_equal(cv2.imdecode(data, cv2.IMREAD_GRAYSCALE), png_gray(bgr))
+
+
 def open_arrays(frames: np.ndarray | Sequence[np.ndarray], source: str = "<frames>") -> FrameStream:
     """Frames given as arrays (T, H, W) gray or (T, H, W, 3) RGB as a stream (see :func:`as_bgr`)."""
     if len(frames) == 0:

@@ -101,17 +101,19 @@ class FrameRing:
         self._held: OrderedDict[int, tuple[Path, bool]] = OrderedDict()  # position -> (file, written by us)
         self.peak = 0
 
-    def push(self, position: int, frame: np.ndarray | None = None, path: Path | None = None) -> Path:
-        """Hold frame ``position``: its existing file ``path``, or ``frame`` (uint8 BGR or gray) written out."""
+    def push(self, position: int, frame: np.ndarray | None = None, path: Path | None = None,
+             suffix: str = ".bmp") -> Path:
+        """Hold frame ``position``: its existing file ``path``, or ``frame`` (uint8 BGR or gray) written out
+        (as ``suffix``: BMP, or PNG where only PNG's own gray decoding gives the frame's gray)."""
         owned = path is None
         if path is None:
             import cv2
 
             if self._tmp is None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="microexp-stream-")
-            path = Path(self._tmp.name) / f"frame_{position:07d}.bmp"
+            path = Path(self._tmp.name) / f"frame_{position:07d}{suffix}"
             assert frame is not None
-            if not cv2.imwrite(str(path), frame):
+            if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_PNG_COMPRESSION, 1] if suffix == ".png" else []):
                 raise DataError(f"{path}: cannot write a frame file (disk full or folder gone?)")
         self._held[position] = (path, owned)
         while len(self._held) > self.capacity:
