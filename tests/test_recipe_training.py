@@ -291,24 +291,30 @@ def test_reuse_model_across_folds_trains_one_model_object(blob_tree: Path) -> No
 
 @pytest.fixture
 def fake_augment(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """A stand-in ``microexp.train.augment``: each clip plus one brightened copy; records the batch sizes."""
+    """A stand-in ``microexp.train.augment``: every row plus one brightened copy; records the rows it was given."""
     calls: list[int] = []
 
-    def apply(name, inputs, y, rng):  # noqa: ANN001, ANN202
-        assert name == "joshi3d" and isinstance(rng, np.random.Generator)
+    def augment_set(name, inputs, y, classes, rng, value_range, with_source=False):  # noqa: ANN001, ANN202
+        assert name == "joshi3d" and isinstance(rng, np.random.Generator) and value_range == (-1.0, 1.0)
         calls.append(len(y))
-        return {k: torch.cat([v, v + 1]) for k, v in inputs.items()}, torch.cat([y, y])
+        out = {k: torch.cat([v, v + 1]) for k, v in inputs.items()}
+        y2 = np.concatenate([np.asarray(y), np.asarray(y)])
+        source = np.concatenate([np.arange(len(y)), np.arange(len(y))])
+        return (out, y2, source) if with_source else (out, y2)
 
-    monkeypatch.setitem(sys.modules, "microexp.train.augment", types.SimpleNamespace(apply=apply))
+    stand_in = types.SimpleNamespace(augment_set=augment_set, value_range=lambda normalise: (-1.0, 1.0))
+    monkeypatch.setitem(sys.modules, "microexp.train.augment", stand_in)
+    monkeypatch.setattr("microexp.train.augment", stand_in, raising=False)
     return calls
 
 
-def test_augment_is_applied_to_each_training_batch(blob_tree: Path, fake_augment: list[int]) -> None:
+def test_augment_enlarges_the_training_rows_only(blob_tree: Path, fake_augment: list[int]) -> None:
     config = tiny_config(blob_tree, protocol="holdout", **{"train.epochs": 2, "train.augment": "joshi3d",
                                                            "train.batch_size": 8})
     result = evaluate(config, **QUIET)
     n_train = 72 - len(result.predictions)
-    assert fake_augment == ([8] * (n_train // 8) + ([n_train % 8] if n_train % 8 else [])) * 2
+    assert fake_augment == [n_train]  # once per fold, on its training rows; the test rows are scored as they are
+    assert len(result.predictions) == 72 - n_train
     assert result.metrics["leaks"] == [] and result.metrics["training"]["augment"] == "joshi3d"
 
 
@@ -316,7 +322,7 @@ def test_augment_before_split_doubles_the_clip_set_and_is_leaky(blob_tree: Path,
     config = tiny_config(blob_tree, reproduce="[augment-before-split]", **{"train.epochs": 1,
                                                                            "train.augment": "joshi3d"})
     result = evaluate(config, **QUIET)
-    assert fake_augment == [1] * 72  # once per clip before the split, never again per batch
+    assert fake_augment == [72]  # once over the whole clip set before the split, never again per fold
     assert result.metrics["n_clips"] == 144 and len(result.predictions) == 144
     assert [x["switch"] for x in result.metrics["leaks"]] == ["augment-before-split"]
 

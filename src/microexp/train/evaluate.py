@@ -129,7 +129,8 @@ def reproduce_data(ctx: RunContext) -> RunContext:
         rows, labels = smic_surprise_duplication(ctx.y, ctx.classes)
         ctx = _take_rows(ctx, rows, labels)
     if "augment-before-split" in c.reproduce:
-        rows, inputs, labels = augment_before_split(c.train.augment, ctx.inputs, ctx.y, c.seeds[0])
+        rows, inputs, labels = augment_before_split(c.train.augment, ctx.inputs, ctx.y, c.seeds[0], ctx.classes,
+                                                    ctx.preprocess.normalise)
         ctx = _take_rows(ctx, rows, labels, inputs)
     return ctx
 

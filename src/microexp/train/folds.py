@@ -101,6 +101,9 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
     else:
         fit_idx, val_idx = fold.train, None
     inputs = ctx.inputs
+    if cfg.augment != "none":  # the seed's composition: the training rows plus their class-wise augmented copies
+        inputs, y, fit_idx = augment_training_rows(ctx, inputs, y, fit_idx, seed)
+        cfg = dataclasses.replace(cfg, augment="none")
     normaliser = None
     if ctx.preprocess.normalise == "global":  # fitted on the rows the model trains on, saved for inference
         norm = GlobalNormaliser().fit(inputs, fit_idx)
@@ -155,6 +158,25 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
     if ctx.out is not None:
         save_fold_output(ctx.out, output)
     return output
+
+
+def augment_training_rows(ctx: RunContext, inputs: dict[str, torch.Tensor], y: np.ndarray, fit_idx: np.ndarray,
+                          seed: int) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
+    """``train.augment`` on the rows the model trains on only (never validation or test rows): the augmented
+    copies (:func:`microexp.train.augment.augment_set`) are appended after the clip set and join ``fit_idx``."""
+    from microexp.train import augment
+
+    rng = np.random.default_rng(seed + 104729)
+    name = ctx.config.train.augment
+    out, labels = augment.augment_set(name, {k: v[torch.as_tensor(fit_idx)] for k, v in inputs.items()},
+                                      y[fit_idx], ctx.classes, rng,
+                                      value_range=augment.value_range(ctx.preprocess.normalise))
+    n, added = len(y), len(labels) - len(fit_idx)
+    if added == 0:
+        return inputs, y, fit_idx
+    grown = {k: torch.cat([v, out[k][len(fit_idx):].to(v.dtype)]) for k, v in inputs.items()}
+    return (grown, np.concatenate([y, np.asarray(labels)[len(fit_idx):]]),
+            np.concatenate([fit_idx, np.arange(n, n + added)]))
 
 
 def _rows(inputs: dict[str, torch.Tensor], idx: np.ndarray) -> dict[str, np.ndarray]:

@@ -4,7 +4,6 @@ validation, test-peek, whole-set)."""
 from __future__ import annotations
 
 import copy
-import importlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,10 +123,8 @@ def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, 
     scheduler = plateau_scheduler(opt, cfg) if cfg.scheduler == "plateau" else None
     if scheduler is not None and cfg.scheduler_monitor == "val_loss" and (val_idx is None or len(val_idx) == 0):
         raise ValueError("train.scheduler_monitor=val_loss needs the validation indices")
-    augment = None
-    if cfg.augment != "none":
-        augment = importlib.import_module("microexp.train.augment").apply  # imported only when asked for
-        aug_rng = np.random.default_rng(seed)  # one stream per fold seed: the same batches get the same copies
+    if cfg.augment != "none":  # run_fold enlarges the training rows once (microexp.train.folds.augment_training_rows)
+        raise ValueError("fit: train.augment is applied by run_fold before training, not per batch")
     report = range(cfg.report_epochs[0], cfg.report_epochs[1] + 1) if cfg.report_epochs else range(0)
     if report and (test_idx is None or len(test_idx) == 0):
         raise ValueError("train.report_epochs needs the test indices")
@@ -146,14 +143,8 @@ def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, 
         total, correct, seen = 0.0, 0, 0
         for start in range(0, len(order), cfg.batch_size):
             rows = order[start:start + cfg.batch_size]
-            if augment is None:
-                batch = _batch(inputs, rows, device)
-                target = y.index_select(0, rows).to(device)
-            else:
-                cpu_batch, cpu_target = augment(cfg.augment, _batch(inputs, rows, torch.device("cpu")),
-                                                y.index_select(0, rows), aug_rng)
-                batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
-                target = cpu_target.to(device)
+            batch = _batch(inputs, rows, device)
+            target = y.index_select(0, rows).to(device)
             opt.zero_grad(set_to_none=True)
             with prec.autocast(cfg.precision, device):
                 logits = model(**batch)

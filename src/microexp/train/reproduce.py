@@ -5,8 +5,6 @@ streams and subjects are taken in the same order. :func:`microexp.runs.leaks` li
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,27 +31,12 @@ def smic_surprise_duplication(y: np.ndarray, classes: list[str]) -> tuple[np.nda
     return rows, labels
 
 
-Augment = Callable[[str, dict[str, torch.Tensor], torch.Tensor, np.random.Generator], Any]
-
-
 def augment_before_split(name: str, inputs: dict[str, torch.Tensor], y: np.ndarray, seed: int,
-                         apply: Augment | None = None) -> tuple[np.ndarray, dict[str, torch.Tensor], np.ndarray]:
-    """Joshi 2021 (``main.py``): the augmentation ``name`` applied to every clip once, before the split, so the
-    copies of a test clip can be in training. Each clip goes through ``microexp.train.augment.apply`` as a batch
-    of one; every row that comes back (the clip and/or its copies, as the augmentation decides) keeps that clip's
-    record and subject. Returns (source row of each new row, new streams, new labels)."""
-    if apply is None:
-        apply = importlib.import_module("microexp.train.augment").apply
-    rng = np.random.default_rng(seed)
-    rows: list[int] = []
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in inputs}
-    labels: list[torch.Tensor] = []
-    y_t = torch.as_tensor(np.asarray(y))
-    for i in range(len(y)):
-        batch, target = apply(name, {k: v[i:i + 1] for k, v in inputs.items()}, y_t[i:i + 1], rng)
-        rows += [i] * len(target)
-        for k in parts:
-            parts[k].append(batch[k])
-        labels.append(torch.as_tensor(target))
-    return (np.asarray(rows, dtype=int), {k: torch.cat(v) for k, v in parts.items()},
-            torch.cat(labels).numpy().astype(np.asarray(y).dtype))
+                         classes: list[str], normalise: str) -> tuple[np.ndarray, dict[str, torch.Tensor], np.ndarray]:
+    """Joshi 2021 (``main.py``): the seed's augmented copies (:func:`microexp.train.augment.augment_set`) made
+    for every clip once, before the split, so the copies of a test clip can be in training. Every copy keeps its
+    clip's record and subject. Returns (source row of each new row, new streams, new labels)."""
+    augment = importlib.import_module("microexp.train.augment")
+    out, labels, source = augment.augment_set(name, inputs, np.asarray(y), classes, np.random.default_rng(seed),
+                                              value_range=augment.value_range(normalise), with_source=True)
+    return np.asarray(source, dtype=int), out, np.asarray(labels).astype(np.asarray(y).dtype)
