@@ -128,3 +128,31 @@ def test_frames_vote_refuses_augmenting_normalised_values():
         TRAINERS.get("frames-vote").fit(_ValueModel(), {"clip": torch.zeros(2, 1, 9, 2, 2)}, torch.zeros(2),
                                         np.array([0, 1]), cfg, 0, 3,
                                         preprocess=PreprocessConfig(normalise="minus1to1"))
+
+
+def test_predict_scores_a_frames_vote_checkpoint_by_its_vote_shares():
+    """predict / export / serve score a frames-vote model as evaluation does: vote shares, not the forward."""
+    import torch
+
+    from microexp.predict.ensemble import member_class
+    from microexp.train.vote import FramesVoteTrainer
+
+    torch.manual_seed(0)
+
+    class TwoFrame(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(4, 3))
+
+        def frame_logits(self, clip: torch.Tensor) -> torch.Tensor:  # (N, 1, T, 2, 2) -> (N, T, 3)
+            return clip.flatten(3).squeeze(1) @ self.w
+
+        def forward(self, clip: torch.Tensor) -> torch.Tensor:
+            return torch.log_softmax(self.frame_logits(clip), -1).mean(1)
+
+    model = TwoFrame()
+    x = torch.randn(5, 1, 9, 2, 2)
+    voted = member_class()(model, ["clip"], None, vote=True)(x).detach().numpy()
+    expected = FramesVoteTrainer().predict_proba(model, {"clip": x}, np.arange(5), 4, torch.device("cpu"))
+    np.testing.assert_allclose(voted, expected, atol=1e-6)
+    assert set(np.round(voted.ravel() * 9).tolist()) <= set(range(10))  # shares in ninths: a vote, not a mean

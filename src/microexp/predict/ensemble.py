@@ -22,9 +22,10 @@ def _build() -> None:
         with the run's fitted global normalisation (if any) folded in."""
 
         def __init__(self, model: torch.nn.Module, streams: Sequence[str],
-                     normaliser: dict[str, dict[str, float]] | None) -> None:
+                     normaliser: dict[str, dict[str, float]] | None, vote: bool = False) -> None:
             super().__init__()
             self.model = model.eval()
+            self.vote = vote  # a frames-vote model: a clip's probabilities are its frames' vote shares
             self.streams = list(streams)
             self.normaliser = GlobalNormaliser.from_dict(normaliser) if normaliser else None
 
@@ -32,7 +33,13 @@ def _build() -> None:
             kw = {}
             for name, x in zip(self.streams, inputs, strict=True):
                 kw[name] = self.normaliser.apply(name, x) if self.normaliser is not None else x
-            return torch.softmax(self.model(**kw).float(), dim=1)
+            if not self.vote:
+                return torch.softmax(self.model(**kw).float(), dim=1)
+            # as microexp.train.vote scores it in evaluation (frame_classes -> vote_shares), in torch for export
+            probs = torch.softmax(self.model.frame_logits(**kw).float(), dim=-1)
+            k = probs.shape[-1]
+            frame = (probs[..., 0] <= 0.5).long() if k == 2 else probs.argmax(dim=-1)
+            return torch.nn.functional.one_hot(frame, k).float().mean(dim=1)
 
     class Ensemble(torch.nn.Module):
         """Mean class probabilities of several members (the ONNX export of an ensemble)."""

@@ -296,7 +296,7 @@ class TorchPredictor(Predictor):
         except RuntimeError as exc:
             raise DataError(f"{ckpt.path}: weights do not fit model {d['model']!r}: {first_line(exc)}") from None
         member = member_class()(model, self.streams, d.get("normaliser") if self.preprocess.normalise == "global"
-                                else None).to(self.device).eval()
+                                else None, vote=d.get("trainer", spec.trainer) == "frames-vote").to(self.device).eval()
         if len(self.checkpoints) <= 8:
             self._members[ckpt.name] = member
         return member
