@@ -190,6 +190,10 @@ def run_bench(repeats: int = 5, warmup: int = 2, quick: bool = False, threads: i
     result["models"] = bench_models(models, quick, repeats, warmup, mm["best_gflops"], bw["best_gbs"], log)
     log("video stream ...")
     result["stream"] = stream_fps(quick)
+    log("bf16 against fp32 ...")
+    from microexp.precision import bench_precision
+
+    result["precision"] = bench_precision(quick, repeats, warmup, log=log)
     log("preprocessing ...")
     result["preprocess"] = bench_preprocessing(4 if quick else 16, quick)
     log("spotting ...")
@@ -222,6 +226,17 @@ def summary(r: dict[str, Any]) -> str:
               *(f"spotting {s['size']} at {s['fps']:g} fps: {s['frames_per_s']:.1f} frames/s "
                 f"({s['real_time_factor']:.2f}x real time)" for s in r.get("spotting", [])),
               f"peak RSS: {r['peak_rss_mb']} MB"]
+    st = r.get("stream", {})
+    if "frames_per_s" in st:
+        lines.insert(-1, f"predict stream {st['video']}: {st['frames_per_s']} frames/s ({st['realtime']}x real time, "
+                         f"{st['face_detections']} face detection(s))")
+    pr = r.get("precision", {})
+    if "speedup_vs_fp32_fast" in pr:
+        s = pr["speedup_vs_fp32_fast"]
+        lines.insert(-1, f"bf16 / fp32 fast path: train {s['train']}x, batch {s['infer_batch']}x, "
+                         f"batch 1 {s['infer_single']}x")
+    elif pr:
+        lines.insert(-1, f"bf16: {pr.get('note', 'not measured')}")
     if "memory" in r:
         lines.insert(2, f"memory read bandwidth: {r['memory']['gbs']} GB/s")
     lines += model_table(r.get("models", []))

@@ -227,11 +227,7 @@ def bench_models(names: list[str] | None, quick: bool, repeats: int, warmup: int
 
 
 def stream_fps(quick: bool) -> dict[str, Any]:
-    """Frames/s of the streamed video predictor end to end (640x480, 30 fps), from
-    ``microexp.predict.bench.stream_fps`` where this build has it."""
-    try:
-        from microexp.predict.bench import stream_fps as measure  # type: ignore[import-not-found]
-    except ImportError:
-        # MERGE: the stream helper's microexp.predict.bench.stream_fps(quick) -> dict lands here
-        return {"skipped": "microexp.predict.bench.stream_fps is not in this build"}
+    """Frames/s of the streamed video predictor end to end (640x480, 30 fps; :mod:`microexp.predict.bench`)."""
+    from microexp.predict.bench import stream_fps as measure
+
     return {"source": "microexp.predict.bench.stream_fps", **measure(quick)}
