@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from microexp import __version__, runs
-from microexp.config import EPOCH_POLICIES, RENAMED, RunConfig, config_diff
+from microexp.config import EPOCH_POLICIES, RENAMED, RunConfig, checkpoint_policy, config_diff
 from microexp.data.records import ClipSet, Exclusion
 from microexp.data.registry import load_dataset
 from microexp.errors import ConfigError, DataError
@@ -172,6 +172,10 @@ def _with_new_defaults(saved: dict[str, Any]) -> dict[str, Any]:
             out["train"] = {**value, **out["train"]}
         elif key not in out and old_names.get(key) not in out:
             out[key] = value
+    if "save_checkpoints" in out:  # true / false before the all | predict | none policy
+        out["save_checkpoints"] = checkpoint_policy(out["save_checkpoints"])
+    if isinstance(out.get("preprocess"), dict):  # a preprocessing key added since: the field's own default
+        out["preprocess"] = {**PreprocessConfig().to_dict(), **out["preprocess"]}
     return out
 
 
