@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from _real import CASME_SQ, GT, SAMM, need
+from _real import CASME2, CASME_SQ, GT, SAMM, need
 from microexp import recipes
-from microexp.data import casme_sq, megc2019, samm
+from microexp.data import casme2, casme_sq, megc2019, samm
 from microexp.data.classes import get as get_protocol
 from microexp.models import registry as model_registry
 
@@ -18,7 +18,7 @@ ISSUE_15 = (["reddy2019-stcnn-casme2sq", "reddy2019-stcnn-smic"]
             + [f"reddy2019-fusenet-{f}-{d}" for f in ("intermediate", "late") for d in ("casme2sq", "smic")]
             + [f"joshi2021-{m}-samm-{t}" for m in ("3dcnn", "cnn-lstm", "convlstm", "2dcnn-vote") for t in ("binary", "7")]
             + [f"joshi2021-{m}-cross-casme2" for m in ("3dcnn", "cnn-lstm", "convlstm", "2dcnn-vote")]
-            + ["twostream-casme-6", "aouayeb2019-megc2019", "ststnet-megc2019", "offapexnet-megc2019",
+            + ["twostream-casme-6", "twostream-casme2-6", "aouayeb2019-megc2019", "ststnet-megc2019", "offapexnet-megc2019",
                "lbptop-megc2019"])
 
 # ------------------------------------------------------------------------------------------ the seeds' values
@@ -86,6 +86,14 @@ SEEDS: dict[str, dict[str, Any]] = {
        for m in ("3dcnn", "cnn-lstm", "convlstm", "2dcnn-vote")},
     "twostream-casme-6": {
         "dataset": "casme", "classes": "casme-6", "model": "twostream",
+        "preprocess.streams": [("clip", "face", [32, 32], "raw"), ("saliency", "face", [32, 32], "saliency")],
+        "preprocess.frames": 150, "preprocess.pad_to": 152, "preprocess.temporal": "interpolate_pad",
+        "preprocess.saliency": "positive", "preprocess.resize": "linear", "preprocess.color": "gray",
+        "preprocess.normalise": "none", "protocol": "holdout", "test_size": 0.1, "subject_aware": False,
+        "stratify": False, "train.optimizer": "sgd", "train.lr": 0.01, "train.momentum": 0.0, "train.batch_size": 1,
+        "train.epochs": 20, "train.scheduler": "none", "train.epoch_policy": "fixed", "reproduce": []},
+    "twostream-casme2-6": {
+        "dataset": "casme2", "classes": "casme2-6", "model": "twostream",
         "preprocess.streams": [("clip", "face", [32, 32], "raw"), ("saliency", "face", [32, 32], "saliency")],
         "preprocess.frames": 150, "preprocess.pad_to": 152, "preprocess.temporal": "interpolate_pad",
         "preprocess.saliency": "positive", "preprocess.resize": "linear", "preprocess.color": "gray",
@@ -230,6 +238,8 @@ def test_class_counts_on_the_real_annotation_files():
     sq = casme_sq.read_annotation(need(CASME_SQ)).rows
     # the seed's own 206-clip cut (76/94/36) cannot be rebuilt from the annotation (docs/datasets.md): 357 spans
     assert _counts("casme_sq-seed", sq) == {"angry": 102, "happy": 167, "disgust": 88}
+    assert _counts("casme2-6", casme2.read_annotation(need(CASME2))) == {
+        "disgust": 63, "fear": 2, "happiness": 32, "repression": 27, "sadness": 4, "surprise": 28}  # 156 clips
     samm_rows = samm.read_annotation(need(SAMM))
     assert _counts("samm-binary", samm_rows) == {"positive": 26, "negative": 92}  # Joshi: 26 : 92
     assert _counts("samm-7", samm_rows) == {"happiness": 26, "surprise": 15, "anger": 57, "fear": 8, "disgust": 9,

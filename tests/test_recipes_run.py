@@ -62,7 +62,7 @@ def trees(tmp_path_factory) -> dict[str, Path]:
         "samm": _tree(base, "samm", _rows("samm", samm7, ["006", "007", "011"], 3), faces, FACE),
         "casme": _tree(base, "casme", _rows("casme", ["disgust", "fear", "happiness", "repression", "sadness",
                                                       "surprise"], ["01", "02", "03"], 2), placeholder_renderer, 32),
-        "casme2": _tree(base, "casme2", _rows("casme2", ["happiness", "disgust", "repression", "surprise"],
+        "casme2": _tree(base, "casme2", _rows("casme2", ["happiness", "disgust", "repression", "surprise", "sadness", "fear"],
                                               ["01", "02", "03"], 2), faces, FACE),
     }
     megc = base / "megc2019"  # the three releases under one root; no GT file: the composite is derived
@@ -94,6 +94,8 @@ OVERRIDES: dict[str, list[str]] = {
     **{f"joshi2021-{m}-cross-casme2": JOSHI for m in ("3dcnn", "cnn-lstm", "2dcnn-vote")},
     "joshi2021-convlstm-cross-casme2": ["--size", "16"],
     "twostream-casme-6": ["--size", "16", "--set", "preprocess.frames=12", "--set", "preprocess.pad_to=12",
+                          "--set", "train.batch_size=8"],
+    "twostream-casme2-6": ["--size", "16", "--set", "preprocess.frames=12", "--set", "preprocess.pad_to=12",
                           "--set", "train.batch_size=8"],
     "aouayeb2019-megc2019": ["--size", "16", "--set", "preprocess.frames=4", "--set", "train.stage1_epochs=1",
                              "--set", "model_params.hidden=64"],

@@ -123,6 +123,12 @@ PROTOCOLS = (
         "casme2-all", LABELS, {k: k for k in LABELS},
         "CASME II all 7 estimated emotions, each its own class (255 clips)."),
     ClassProtocol(
+        "casme2-6", ("disgust", "fear", "happiness", "repression", "sadness", "surprise"),
+        {"disgust": "disgust", "fear": "fear", "happiness": "happiness", "repression": "repression",
+         "sadness": "sadness", "surprise": "surprise", "others": None},
+        "CASME II 6-class of the two-stream reference code (its emotion folders, in os.listdir order sorted): "
+        "others dropped."),
+    ClassProtocol(
         "casme2-4", ("positive", "negative", "surprise", "others"),
         {"happiness": "positive", "disgust": "negative", "sadness": "negative", "fear": "negative",
          "surprise": "surprise", "others": "others", "repression": "others"},
