@@ -2,8 +2,9 @@
 §2.5).
 
 Training: every frame of a training clip is one 2D sample carrying its clip's label (the model's
-``frame_logits(**streams)`` gives (N, T, K) per-frame logits); the loop, optimiser, scheduler, epoch policy and
-augmented training copies (made by run_fold) are :func:`microexp.train.loop.fit`'s, run on the frames. The epoch policy therefore scores
+``frame_logits(**streams)`` gives (N, T, K) per-frame logits); the loop, optimiser, scheduler and epoch policy
+are :func:`microexp.train.loop.fit`'s, run on the frames (with run_fold's augmented copies among the training
+clips). The epoch policy therefore scores
 frames, as the seed's ``val_acc`` on its frame-level validation split did. Validation and test frames come from the
 clips the caller gives (``val_idx`` drawn from the training fold), so frames of one clip never straddle a split.
 
