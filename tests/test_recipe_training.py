@@ -266,10 +266,10 @@ def test_scheduler_on_val_loss_with_a_clip_level_validation_split(blob_tree: Pat
     assert result.metrics["training"]["scheduler"]["monitor"] == "val_loss"
 
 
-def _spy_trainer(models: list[int]) -> str:
+def _spy_trainer(models: list) -> str:
     class Spy(ClipTrainer):
         def fit(self, model, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
-            models.append(id(model))
+            models.append(model)  # the object itself: an id alone can be reused once a model is freed
             return super().fit(model, *args, **kwargs)
 
     name = f"spy-{id(models)}"
@@ -278,13 +278,13 @@ def _spy_trainer(models: list[int]) -> str:
 
 
 def test_reuse_model_across_folds_trains_one_model_object(blob_tree: Path) -> None:
-    fresh: list[int] = []
+    fresh: list = []
     evaluate(tiny_config(blob_tree, **{"train.epochs": 1, "train.trainer": _spy_trainer(fresh)}), **QUIET)
-    assert len(set(fresh)) == 3  # a new model per fold
-    reused: list[int] = []
+    assert len({id(m) for m in fresh}) == 3  # a new model per fold
+    reused: list = []
     result = evaluate(tiny_config(blob_tree, reproduce="[reuse-model-across-folds]",
                                   **{"train.epochs": 1, "train.trainer": _spy_trainer(reused)}), **QUIET)
-    assert len(reused) == 3 and len(set(reused)) == 1
+    assert len(reused) == 3 and len({id(m) for m in reused}) == 1
     assert [x["switch"] for x in result.metrics["leaks"]] == ["reuse-model-across-folds"]
     assert result.metrics["epoch_policy"]["leaky"] is True
 
@@ -365,3 +365,13 @@ def test_report_epochs_on_a_model_without_epochs_is_refused() -> None:
 
     with pytest.raises(ConfigError, match=r"train.report_epochs=\[1, 2\]: model lbptop-svm is not trained by epochs"):
         check_model(RunConfig.from_dict({"model": "lbptop-svm", "train": {"report_epochs": [1, 2]}}))
+
+
+def test_batch_bounds_keep_every_row_or_drop_the_keras_remainder() -> None:
+    from microexp.train.loop import batch_bounds
+
+    assert batch_bounds(35, 16) == [(0, 16), (16, 32), (32, 35)]
+    assert batch_bounds(33, 16) == [(0, 16), (16, 33)]  # a lone last row joins the batch before (batch norm)
+    assert batch_bounds(1, 16) == [(0, 1)]
+    assert batch_bounds(35, 16, drop_last=True) == [(0, 16), (16, 32)]  # Keras: steps_per_epoch = 35 // 16
+    assert batch_bounds(10, 16, drop_last=True) == [(0, 10)]  # fewer rows than a batch: one batch, not none

@@ -53,7 +53,7 @@ def _joshi(model: str, task: str) -> dict[str, Any]:
          "train.epochs": 25, "train.scheduler": "plateau", "train.scheduler_factor": 0.5,
          "train.scheduler_patience": 3, "train.min_lr": 0.0001, "train.scheduler_monitor": "val_loss",
          "train.epoch_policy": "fixed", "train.val_by": "clip", "train.val_fraction": 0.25 if vote else 0.27,
-         "train.trainer": "frames-vote" if vote else "clip",
+         "train.trainer": "frames-vote" if vote else "clip", "train.drop_last": not vote,
          "train.augment": ("none" if binary else "joshi2d") if vote else "joshi3d", "reproduce": []}
     if task == "cross-casme2":
         d.update({"dataset": "megc2019", "classes": "megc2019-binary", "protocol": "lodo", "train_datasets": ["samm"],

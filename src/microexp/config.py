@@ -101,6 +101,7 @@ class TrainConfig:
     epoch_metric: str = "uf1"  # uf1 | accuracy: what validation / test-peek / whole-set maximise (ties: lower loss)
     report_epochs: list[int] | None = None  # [first, last]: test fold scored at each, never used for choosing
     val_by: str = "subject"  # subject | clip (stratified): how the validation split is drawn from the training fold
+    drop_last: bool = False  # leave out each epoch's last partial batch (Keras steps_per_epoch = len // batch)
     augment: str = "none"  # none | joshi3d | joshi2d: class-wise copies of each fold's training rows
     precision: str = "fp32"  # fp32 | bf16 (autocast; microexp.precision)
 

@@ -40,6 +40,18 @@ def _batch(inputs: Inputs, idx: np.ndarray | torch.Tensor, device: torch.device)
     return {k: v.index_select(0, index).to(device, non_blocking=True) for k, v in inputs.items()}
 
 
+def batch_bounds(n: int, batch_size: int, drop_last: bool = False) -> list[tuple[int, int]]:
+    """(start, stop) of each training batch over ``n`` shuffled rows. ``drop_last``: the remainder is left out
+    (Keras' ``steps_per_epoch = len // batch``). Otherwise a lone last row joins the batch before it: batch
+    normalisation cannot train on one row, and no row is dropped."""
+    if drop_last and n >= batch_size:
+        return [(s, s + batch_size) for s in range(0, n - n % batch_size, batch_size)]
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 @torch.no_grad()
 def predict_proba(model: nn.Module, inputs: Inputs, idx: np.ndarray, batch_size: int = 32,
                   device: torch.device | None = None, precision: str | None = None) -> np.ndarray:
@@ -141,8 +153,8 @@ def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, 
         model.train()
         order = fit_t[torch.randperm(len(fit_t), generator=gen)]
         total, correct, seen = 0.0, 0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            rows = order[start:start + cfg.batch_size]
+        for start, stop in batch_bounds(len(order), cfg.batch_size, cfg.drop_last):
+            rows = order[start:stop]
             batch = _batch(inputs, rows, device)
             target = y.index_select(0, rows).to(device)
             opt.zero_grad(set_to_none=True)
