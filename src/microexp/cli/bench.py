@@ -30,11 +30,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(repeats=args.repeats, warmup=args.warmup, quick=args.quick, threads=args.threads,
                        log=(lambda m: None) if args.no_progress else (lambda m: print(m, flush=True)),
                        models=models)
-    print(summary(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"written to {args.json}")
-    return 0
+    return _emit(result, summary(result), args.json)
 
 
 def _vs_keras(args: argparse.Namespace) -> int:
@@ -43,10 +39,14 @@ def _vs_keras(args: argparse.Namespace) -> int:
     result = run_vs_keras(quick=args.quick, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
                           precision=args.precision,
                           log=(lambda m: None) if args.no_progress else (lambda m: print(m, flush=True)))
-    print(summary(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"written to {args.json}")
+    return _emit(result, summary(result), args.json)
+
+
+def _emit(result: dict, text: str, json_path: str | None) -> int:
+    print(text)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))
+        print(f"written to {json_path}")
     return 0
 
 
