@@ -130,6 +130,29 @@ def train_and_score(model: nn.Module, train: dict[str, np.ndarray], y_train: np.
     return float((probs.argmax(1) == y_test).mean())
 
 
+def trainer_probs(trainer: str, model: nn.Module, inputs: dict[str, torch.Tensor], y: np.ndarray,
+                  train: np.ndarray, test: np.ndarray, cfg: TrainConfig, shuffle_seed: int | None = None) -> np.ndarray:
+    """Fit ``model`` with the registered trainer on the ``train`` rows (their labels permuted with
+    ``shuffle_seed``, for the control) and return its class probabilities on the ``test`` rows."""
+    from microexp.train.trainers import TRAINERS
+
+    labels = np.asarray(y).copy()
+    if shuffle_seed is not None:
+        labels[train] = np.random.default_rng(shuffle_seed).permutation(labels[train])
+    fitter = TRAINERS.get(trainer)
+    fitter.fit(model, inputs, torch.from_numpy(labels), train, cfg, seed=0, n_classes=int(labels.max()) + 1)
+    return fitter.predict_proba(model, inputs, test, 64, torch.device("cpu"))
+
+
+def assert_learned_or_chance(probs: np.ndarray, y_test: np.ndarray, control: bool) -> None:
+    """Two balanced classes: the real labels learnt (accuracy >= 0.9), the shuffled control near chance."""
+    accuracy = float((probs.argmax(1) == np.asarray(y_test)).mean())
+    if control:
+        assert 0.25 <= accuracy <= 0.75, accuracy
+    else:
+        assert accuracy >= 0.9, accuracy
+
+
 def shuffled(y: np.ndarray, seed: int = 123) -> np.ndarray:
     """Control labels independent of the true class: within every true class the labels are spread exactly
     evenly over all classes, in random order (a plain permutation leaves chance agreement that a separable task

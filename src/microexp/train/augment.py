@@ -108,8 +108,9 @@ def value_range(normalise: str) -> tuple[float, float]:
 
 
 def check_augment(name: str, preprocess: Any) -> None:
-    """Refuse ``train.augment=name`` on tensors that are not 0-255 pixels while the training loop calls
-    :func:`apply` without a ``value_range`` (``preprocess``: the run's PreprocessConfig, or None: not checked)."""
+    """Refuse ``train.augment=name`` on tensors that are not 0-255 pixels, for callers that augment without a
+    ``value_range`` (``preprocess``: the run's PreprocessConfig, or None: not checked). ``run_fold`` passes
+    :func:`value_range` itself (:func:`microexp.train.folds.augment_training_rows`)."""
     if name == "none" or preprocess is None:
         return
     if value_range(preprocess.normalise) != PIXELS:
