@@ -19,7 +19,7 @@ from torch import nn
 
 from microexp import __version__
 from microexp.runtime import tune_allocator
-from microexp.timing import median_time, peak_rss_mb  # noqa: F401 - importable from here as before
+from microexp.timing import median_time, peak_rss_mb
 
 FLOP_FORMULA = (
     "conv = 2*N*C_out*T'*H'*W'*C_in*kT*kH*kW (valid conv output T'=T-kT+1, ...); "
