@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -68,3 +71,105 @@ def test_one_row_inference_gemv_matches_f_linear(monkeypatch: pytest.MonkeyPatch
             assert torch.equal(fastdense.linear(x, w, b), out)
     finally:
         torch.set_num_threads(before)
+
+
+def _wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small sizes through the wide layer's compiled backward: several units, a ragged last chunk and unit."""
+    monkeypatch.setattr(fastdense, "GEMV_MIN", 1000)
+    monkeypatch.setattr(fastdense, "WIDE_UNIT", 1700)
+    monkeypatch.setattr(fastdense, "CHUNK", 500)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 8, 13, 16])
+@pytest.mark.parametrize("outputs", [7, 130])
+def test_wide_backward_matches_float64_for_any_batch_and_output_count(monkeypatch: pytest.MonkeyPatch, rows: int,
+                                                                       outputs: int) -> None:
+    # batches in groups of eight rows (a short group padded with zero rows), outputs in fours and a remainder
+    _wide(monkeypatch)
+    gen = torch.Generator().manual_seed(rows * 1000 + outputs)
+    x = torch.randn(rows, 5003, generator=gen, requires_grad=True)
+    w = (torch.randn(outputs, 5003, generator=gen) * 0.05).requires_grad_()
+    b = torch.randn(outputs, generator=gen, requires_grad=True)
+    g = torch.randn(rows, outputs, generator=gen)
+    got = torch.autograd.grad(fastdense.linear(x, w, b), (x, w, b), g)
+    want = torch.autograd.grad(F.linear(x.double(), w.double(), b.double()), (x, w, b), g.double())
+    for a, ref in zip(got, want, strict=True):
+        assert a.dtype == torch.float32 and a.shape == ref.shape
+        torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+    gx, = torch.autograd.grad(fastdense.linear(x, w.detach(), b.detach()), (x,), g)  # input gradient alone
+    torch.testing.assert_close(gx, got[0], rtol=0, atol=0)
+    gw, = torch.autograd.grad(fastdense.linear(x.detach(), w, b.detach()), (w,), g)  # weight gradient alone
+    torch.testing.assert_close(gw, got[1], rtol=0, atol=0)
+
+
+def test_wide_backward_does_not_depend_on_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    _wide(monkeypatch)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(9, 6000, generator=gen, requires_grad=True)
+    w = (torch.randn(33, 6000, generator=gen) * 0.05).requires_grad_()
+    b = torch.zeros(33, requires_grad=True)
+    g = torch.randn(9, 33, generator=gen)
+    before, outs = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            outs.append(torch.autograd.grad(fastdense.linear(x, w, b), (x, w), g))
+    finally:
+        torch.set_num_threads(before)
+    for other in outs[1:]:  # bit for bit: fixed units, groups and order of summation
+        assert all(torch.equal(a, c) for a, c in zip(other, outs[0], strict=True))
+
+
+def test_weight_gradient_memory_is_reused_only_when_nothing_else_holds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    if fastdense._storage_use_count is None:
+        pytest.skip("this torch has no storage reference count: every backward takes fresh memory")
+    _wide(monkeypatch)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(4, 3000, generator=gen)
+    w = torch.nn.Parameter(torch.randn(10, 3000, generator=gen) * 0.05)
+    b = torch.nn.Parameter(torch.zeros(10))
+    opt = torch.optim.SGD([w, b], lr=0.1)
+
+    def grad_of(scale: float, w: torch.nn.Parameter) -> torch.Tensor:
+        (fastdense.linear(x * scale, w, b) ** 2).sum().backward()
+        assert w.grad is not None
+        return w.grad
+
+    first = grad_of(1.0, w)
+    value, buffer = first.clone(), fastdense._GRAD_BUFFERS[id(w)][1]
+    assert first.data_ptr() == buffer.data_ptr()  # autograd kept the buffer as .grad, without a copy
+    del first
+    opt.zero_grad(set_to_none=True)
+    second = grad_of(1.0, w)
+    assert fastdense._GRAD_BUFFERS[id(w)][1] is buffer  # the optimiser dropped the .grad: the same buffer again
+    assert second.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(second, value, rtol=0, atol=0)
+    kept = second  # a user's reference to the last gradient...
+    opt.zero_grad(set_to_none=True)
+    third = grad_of(2.0, w)
+    assert third.data_ptr() != kept.data_ptr()  # ...so the next backward writes elsewhere
+    assert fastdense._GRAD_BUFFERS[id(w)][1] is not buffer
+    del buffer
+    torch.testing.assert_close(kept, value, rtol=0, atol=0)
+    del kept, second
+    # accumulation (no zero_grad): the held .grad is added to, never overwritten by the next gradient
+    fourth = grad_of(1.0, w)
+    torch.testing.assert_close(fourth, value * 5, rtol=1e-5, atol=1e-5 * float(value.abs().max()))  # 4x + x
+    # evaluation forgets the buffer, and so does the weight's end
+    with torch.no_grad():
+        fastdense.linear(x, w, b)
+    assert id(w) not in fastdense._GRAD_BUFFERS
+    opt.zero_grad(set_to_none=True)
+    grad_of(1.0, w)
+    assert id(w) in fastdense._GRAD_BUFFERS
+    key = id(w)
+    del opt, w, fourth, third
+    assert key not in fastdense._GRAD_BUFFERS
+
+
+def test_large_gradients_ask_for_huge_pages() -> None:
+    out = fastdense.empty_huge((3, fastdense.HUGE_MIN // 4))
+    assert out.shape == (3, fastdense.HUGE_MIN // 4) and out.dtype == torch.float32 and out.is_contiguous()
+    if sys.platform.startswith("linux") and Path("/sys/kernel/mm/transparent_hugepage/enabled").exists():
+        assert fastdense._madvise is not None and fastdense.advise_huge(out)
+    assert not fastdense.advise_huge(torch.empty(10))  # below HUGE_MIN: left alone

@@ -73,6 +73,8 @@ def test_five_sgd_steps_with_momentum_end_at_the_same_parameters(kind: str, monk
     monkeypatch.setattr(fastdense, "GEMV_MIN", 1000)
     monkeypatch.setattr(fastdense, "FORWARD_BLOCK", 1500)
     monkeypatch.setattr(fastdense, "BLOCK", 700)
+    monkeypatch.setattr(fastdense, "WIDE_UNIT", 1700)  # the wide backward's kernels over ragged units and chunks
+    monkeypatch.setattr(fastdense, "CHUNK", 500)
     fast, plain = _pair(MODELS[kind], SHAPES["casme2-depth-96"], profile="paper")
     x, y = _inputs(SHAPES["casme2-depth-96"])
     start = {k: v.clone() for k, v in plain.state_dict().items()}

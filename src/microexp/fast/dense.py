@@ -2,12 +2,18 @@
 and their dropouts. Same mathematics.
 
 - ``linear``: the forward is one MKL GEMM for a narrow layer (STCNN's) and fixed column blocks summed on the
-  thread pool for one with many outputs (FuseNet's: MKL packs its transposed weights first); the backward computes the input and weight gradients together, one
-  block of 2,048 features per work unit on the thread pool of :mod:`microexp.fast.conv`, so each 177 MB
-  pass over the weights is shared by both gradients and the weight gradient is written once (MKL's K=8 GEMM for it
-  took 30 ms against 19 ms blocked, measured on 2 EPYC cores). One row without gradients (batch-1 inference) is
-  a GEMV in fixed row blocks on the same pool (:func:`microexp.fast.kernels.gemv_rows`): it is bound by reading
-  the 177 MB of weights, which MKL's GEMV did at ~28 GB/s and this at ~38 GB/s on 2 cores (measured).
+  thread pool for one with many outputs (FuseNet's: MKL packs its transposed weights first). The backward computes
+  the input and weight gradients together, one block of features per work unit on the thread pool of
+  :mod:`microexp.fast.conv`, so each pass over the weights is shared by both gradients and the weight gradient is
+  written once. For the wide layers (>= ``GEMV_MIN`` inputs) a unit runs two compiled kernels on the batch eight
+  rows at a time (:func:`microexp.fast.kernels.gemm8`, :func:`~microexp.fast.kernels.outer8`): MKL's GEMMs for
+  these M = 8 and K = 8 products ran at ~28-31 GFLOP/s on 2 EPYC cores, the kernels at ~40-50, and FuseNet's
+  Dense-1024 backward took 0.21 s against 0.48 s (measured, alternated). One row without gradients (batch-1
+  inference) is a GEMV in fixed row blocks on the same pool (:func:`microexp.fast.kernels.gemv_rows`): it is bound
+  by reading the weights, which MKL's GEMV did at ~28 GB/s and this at ~38 GB/s on 2 cores (measured).
+- The weight gradient's memory is kept and reused from one backward to the next once nothing else holds it
+  (:func:`_grad_buffer`), in huge pages where Linux gives them (:func:`empty_huge`): a fresh 708 MB gradient each
+  step cost more in page faults than the product that fills it.
 - ``dropout``: the keep-mask comes from ``torch.rand`` (``u >= p``) instead of ``bernoulli_``, which is about 4x
   slower on CPU (38 ms against 10 ms for the 2.8 M features of a batch of 8), and at p = 0.5 (STCNN's rate) from
   the bits of random 32-bit words, one generator draw per 32 features (2 ms). The same Bernoulli(1 - p) mask
@@ -16,18 +22,92 @@ and their dropouts. Same mathematics.
 
 from __future__ import annotations
 
+import ctypes
+import sys
+import weakref
 from typing import Any
 
 import torch
 
-from microexp.fast.conv import _kernels, _parallel
+from microexp.fast.conv import _SCRATCH, _kernels, _parallel
 
+HUGE_MIN = 64 * 2**20  # bytes from which a gradient buffer asks for huge pages
+_MADV_HUGEPAGE = 14  # <sys/mman.h>, Linux
+
+
+def _libc_madvise() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return fn
+
+
+_madvise = _libc_madvise()
+# the storage reference count (torch's own tests use it); without it every backward takes a fresh buffer
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+_GRAD_BUFFERS: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}  # id(weight) -> (weight, buffer)
 _SHIFTS = torch.arange(32, dtype=torch.int32)
-BLOCK = 2048  # features per backward work unit: measured best of 2,048..32,768
+BLOCK = 2048  # features per backward work unit of a narrow layer (MKL): measured best of 2,048..32,768
+WIDE_UNIT = 8192  # features per backward work unit of a wide layer (the compiled kernels)
+CHUNK = 1024  # features per kernel call: the eight batch rows' 32 KB of them stay in cache (512..2,048 measured)
 GEMV_PARTS = 4  # row blocks of a one-row product: measured best of 2..16 on 2 cores
 GEMV_MIN = 65536  # inputs below which MKL's GEMV is left to it (small layers are not memory-bound)
 BLOCKED_MIN_OUT = 512  # outputs from which the forward GEMM is blocked over columns (see _forward)
 FORWARD_BLOCK = 2048  # columns per forward work unit
+
+
+def empty_huge(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """``torch.empty(shape)`` (float32), its pages marked for transparent huge pages (Linux ``MADV_HUGEPAGE``).
+
+    A fresh 708 MB gradient is mapped by the kernel page by page on first write: 177,000 faults of 4 KB cost
+    more than the product that writes it (alloc + fill + free: 0.28 s against 0.058 s with 2 MB pages, measured
+    on 2 EPYC cores). Elsewhere, or where the kernel refuses the advice, it is a plain ``torch.empty``."""
+    out = torch.empty(shape, dtype=torch.float32)
+    advise_huge(out)
+    return out
+
+
+def advise_huge(t: torch.Tensor) -> bool:
+    """Ask the kernel for huge pages under a CPU tensor of at least ``HUGE_MIN`` bytes; whether it took the advice."""
+    nbytes = t.numel() * t.element_size()
+    if nbytes < HUGE_MIN or _madvise is None or t.device.type != "cpu":
+        return False
+    start = -(-t.data_ptr() // 4096) * 4096  # madvise wants page-aligned bounds
+    return _madvise(start, (t.data_ptr() + nbytes) // 4096 * 4096 - start, _MADV_HUGEPAGE) == 0
+
+
+def _grad_buffer(weight: torch.Tensor) -> torch.Tensor:
+    """Memory for ``weight``'s gradient: the buffer of the last backward when nothing else holds it any more (the
+    optimiser's ``zero_grad`` dropped the ``.grad`` that autograd made of it), else a fresh one, kept for the next.
+
+    A fresh 708 MB buffer costs its pages every step, and on a virtual machine much more when they come from
+    memory the previous step did not use (measured: FuseNet's backward 0.19 s reusing, 0.26 s fresh in steady
+    training and 0.52-0.78 s after a step that freed other memory). The buffer is returned as a new tensor on the
+    same memory, which autograd keeps as ``.grad`` without a copy; the storage's reference count tells when it is
+    free, so a gradient still held anywhere (accumulation, a user's reference) is never overwritten. Dropped by a
+    forward without gradients (:func:`release`), so evaluation frees it."""
+    entry = _GRAD_BUFFERS.get(id(weight))
+    buf = entry[1] if entry is not None and entry[0]() is weight else None
+    if buf is None or buf.shape != weight.shape or _storage_use_count is None or \
+            _storage_use_count(buf.untyped_storage()._cdata) != 2:  # 2: buf and the temporary storage object
+        buf = empty_huge(weight.shape)
+        if _storage_use_count is not None:
+            key = id(weight)
+            _GRAD_BUFFERS[key] = (weakref.ref(weight, lambda _r: _GRAD_BUFFERS.pop(key, None)), buf)
+    return buf.view(buf.shape)
+
+
+def release(weight: torch.Tensor | None = None) -> None:
+    """Forget the gradient buffer kept for ``weight`` (all of them: ``None``); memory still used as a ``.grad``
+    stays with it."""
+    if weight is None:
+        _GRAD_BUFFERS.clear()
+    else:
+        _GRAD_BUFFERS.pop(id(weight), None)
 
 
 class _Linear(torch.autograd.Function):
@@ -41,20 +121,56 @@ class _Linear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         want_x, want_w, want_b = ctx.needs_input_grad
         g = g.contiguous()
+        grad_x, grad_w = _backward(g, x, weight, want_x, want_w) if want_x or want_w else (None, None)
+        return grad_x, grad_w, g.sum(0) if want_b else None
+
+
+def _backward(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, want_x: bool,
+              want_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The input and weight gradients together, one block of features per work unit, so that each unit reads its
+    columns of the weights and writes those of the gradient once. A wide layer's units run the compiled kernels
+    :func:`~microexp.fast.kernels.gemm8` and :func:`~microexp.fast.kernels.outer8` on the batch eight rows at a
+    time (a short last group padded with zero rows); a narrow one's (few inputs) MKL's GEMMs."""
+    n, features = x.shape
+    grad_w = _grad_buffer(weight) if want_w else None
+    if features < GEMV_MIN:
         grad_x = torch.empty_like(x) if want_x else None
-        grad_w = torch.empty_like(weight) if want_w else None
         gt = g.t()
 
         def unit(j0: int) -> None:
-            j1 = min(x.shape[1], j0 + BLOCK)
+            j1 = min(features, j0 + BLOCK)
             if grad_x is not None:
                 torch.mm(g, weight[:, j0:j1], out=grad_x[:, j0:j1])
             if grad_w is not None:
                 torch.mm(gt, x[:, j0:j1], out=grad_w[:, j0:j1])
 
-        if want_x or want_w:
-            _parallel(unit, list(range(0, x.shape[1], BLOCK)))
-        return grad_x, grad_w, g.sum(0) if want_b else None
+        _parallel(unit, list(range(0, features, BLOCK)))
+        return grad_x, grad_w
+    kernels = _kernels()
+    x, g = x.detach().contiguous(), g.detach()
+    rows = -(-n // 8) * 8
+    if rows != n:  # zero rows add nothing to the weight gradient, and their input gradient is dropped
+        x, g = (torch.cat([t, t.new_zeros(rows - n, t.shape[1])]) for t in (x, g))
+    groups = [(g[r:r + 8].numpy(), g[r:r + 8].t().contiguous().numpy(), x[r:r + 8].numpy())
+              for r in range(0, rows, 8)]
+    grad_x = torch.empty(rows, features) if want_x else None
+    w_np = weight.detach().numpy()
+    gx_np = grad_x.numpy() if grad_x is not None else None
+    gw_np = grad_w.numpy() if grad_w is not None else None
+
+    def wide_unit(j0: int) -> None:
+        acc = _SCRATCH.get("dense_acc", (8, CHUNK)).numpy()
+        end = min(features, j0 + WIDE_UNIT)
+        for c0 in range(j0, end, CHUNK):
+            c1 = min(end, c0 + CHUNK)
+            for k, (gk, gtk, xk) in enumerate(groups):
+                if gw_np is not None:
+                    kernels.outer8(gtk, xk, c0, c1, k > 0, gw_np)  # fixed group order: deterministic sums
+                if gx_np is not None:
+                    kernels.gemm8(gk, w_np, c0, c1, acc, gx_np[8 * k:8 * k + 8])
+
+    _parallel(wide_unit, list(range(0, features, WIDE_UNIT)))
+    return (grad_x[:n] if grad_x is not None and rows != n else grad_x), grad_w
 
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -89,6 +205,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.T
     """``x @ weight.T + bias`` for a 2-D CPU float32 ``x``; the backward runs blocked on the thread pool, and one
     row without gradients (batch-1 inference) is a GEMV of our own (:func:`microexp.fast.kernels.gemv_rows`)."""
     if not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad or bias.requires_grad):
+        release(weight)  # evaluation: training has paused, so its gradient buffer need not stay
         if x.shape[0] == 1 and x.is_contiguous() and weight.is_contiguous() and weight.shape[1] >= GEMV_MIN:
             with torch.no_grad():
                 return _gemv(x.detach(), weight.detach(), bias.detach())

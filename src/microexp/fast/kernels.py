@@ -1,6 +1,7 @@
 """Compiled inner loops (numba) for the fast CPU path, where no PyTorch op does the job: ``pool_rows`` (max-pool
 with the window offset of each maximum, from a work unit's conv outputs), ``pool_weight_grad`` (below) and
-``gemv_rows`` (the batch-1 Dense layer). Each runs without the GIL, one call per work unit on the thread pool of
+``gemv_rows`` (the batch-1 Dense layer), ``outer8`` and ``gemm8`` (a wide Dense layer's backward, eight batch rows
+at a time). Each runs without the GIL, one call per work unit on the thread pool of
 :mod:`microexp.fast.conv`, and is compiled on first use and cached (``cache=True``).
 
 ``pool_weight_grad``: the weight gradient of ``max_pool3d(conv3d(x, w))`` computed from the max-pool indices.
@@ -191,3 +192,62 @@ def gemv_rows(x: np.ndarray, w: np.ndarray, r0: int, r1: int, out: np.ndarray) -
         for q in range(n):
             s += wr[q] * x[q]
         out[r] = s
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"reassoc", "contract"})
+def outer8(gt: np.ndarray, x: np.ndarray, c0: int, c1: int, accumulate: bool,
+           out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Columns ``c0 .. c1 - 1`` of a Dense layer's weight gradient from eight batch rows: ``out[o, c] (+)= sum_k
+    gt[o, k] * x[k, c]`` for every output ``o`` (gt: (O, 8), x: (8, F), out: (O, F); ``accumulate`` adds to
+    ``out`` instead of overwriting it). One pass writes each gradient element once, with the eight ``x`` rows of
+    the chunk in cache and the eight coefficients of a row in registers; MKL's GEMM for this K = 8 product ran at
+    about two thirds of the speed (measured on 2 EPYC cores). The slices keep the column index non-negative, which
+    LLVM needs to vectorise the loop (with a plain index it ran 8x slower: measured)."""
+    x0, x1, x2, x3 = x[0, c0:c1], x[1, c0:c1], x[2, c0:c1], x[3, c0:c1]
+    x4, x5, x6, x7 = x[4, c0:c1], x[5, c0:c1], x[6, c0:c1], x[7, c0:c1]
+    n = c1 - c0
+    for o in range(gt.shape[0]):
+        a0, a1, a2, a3 = gt[o, 0], gt[o, 1], gt[o, 2], gt[o, 3]
+        a4, a5, a6, a7 = gt[o, 4], gt[o, 5], gt[o, 6], gt[o, 7]
+        row = out[o, c0:c1]
+        if accumulate:
+            for f in range(n):
+                row[f] += (a0 * x0[f] + a1 * x1[f] + a2 * x2[f] + a3 * x3[f]) + (
+                    a4 * x4[f] + a5 * x5[f] + a6 * x6[f] + a7 * x7[f])
+        else:
+            for f in range(n):
+                row[f] = (a0 * x0[f] + a1 * x1[f] + a2 * x2[f] + a3 * x3[f]) + (
+                    a4 * x4[f] + a5 * x5[f] + a6 * x6[f] + a7 * x7[f])
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"reassoc", "contract"})
+def gemm8(g: np.ndarray, w: np.ndarray, c0: int, c1: int, acc: np.ndarray,
+          out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Columns ``c0 .. c1 - 1`` of a Dense layer's input gradient for eight batch rows: ``out[r, c] = sum_o g[r, o]
+    * w[o, c]`` (g: (8, O), w: (O, F), out: (8, F); acc: float32 scratch of at least (8, c1 - c0)). Four weight
+    rows at a time update two batch rows' accumulators, which stay in L1 across the whole sum over ``o``; the
+    order of summation is fixed. MKL's GEMM for this M = 8 product ran at about two thirds of the speed."""
+    n = c1 - c0
+    for r in range(8):
+        acc[r, :n] = 0.0
+    n_out = w.shape[0]
+    end4 = n_out - n_out % 4
+    for o in range(0, end4, 4):
+        w0, w1, w2, w3 = w[o, c0:c1], w[o + 1, c0:c1], w[o + 2, c0:c1], w[o + 3, c0:c1]
+        for r in range(0, 8, 2):
+            b0, b1, b2, b3 = g[r, o], g[r, o + 1], g[r, o + 2], g[r, o + 3]
+            e0, e1, e2, e3 = g[r + 1, o], g[r + 1, o + 1], g[r + 1, o + 2], g[r + 1, o + 3]
+            ar, br = acc[r, :n], acc[r + 1, :n]
+            for f in range(n):
+                p0, p1, p2, p3 = w0[f], w1[f], w2[f], w3[f]
+                ar[f] = ar[f] + b0 * p0 + b1 * p1 + b2 * p2 + b3 * p3
+                br[f] = br[f] + e0 * p0 + e1 * p1 + e2 * p2 + e3 * p3
+    for o in range(end4, n_out):
+        wo = w[o, c0:c1]
+        for r in range(8):
+            b = g[r, o]
+            ar = acc[r, :n]
+            for f in range(n):
+                ar[f] += b * wo[f]
+    for r in range(8):
+        out[r, c0:c1] = acc[r, :n]
