@@ -17,25 +17,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from microexp.models.keras import glorot_uniform_, normal_
 from microexp.models.layout import paper_to_torch
 from microexp.models.registry import ModelSpec, Shape, register
 from microexp.preprocess.config import PreprocessConfig, StreamConfig
-
-
-def keras_dense_init(layer: nn.Linear, std: float = 0.05) -> None:
-    """Keras 2.0 ``init='normal'``: N(0, 0.05) kernel, zero bias."""
-    if layer.weight.is_meta:  # meta-device builds (parameter counting) need no values; normal_ is slow there
-        return
-    nn.init.normal_(layer.weight, 0.0, std)
-    nn.init.zeros_(layer.bias)
-
-
-def glorot_init(layer: nn.Module) -> None:
-    """Keras default: glorot-uniform kernel, zero bias."""
-    if layer.weight.is_meta:
-        return
-    nn.init.xavier_uniform_(layer.weight)
-    nn.init.zeros_(layer.bias)
 
 
 def fast_path(model: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -71,9 +56,9 @@ class MicroExpSTCNN(nn.Module):
         self.fc1 = nn.Linear(feat[0] * feat[1] * feat[2] * feat[3], dense)
         self.drop2 = nn.Dropout(dropout)
         self.fc2 = nn.Linear(dense, n_classes)
-        glorot_init(self.conv)
-        keras_dense_init(self.fc1)
-        keras_dense_init(self.fc2)
+        glorot_uniform_(self.conv)
+        normal_(self.fc1, 0.05)  # Keras 2.0 init='normal': N(0, 0.05)
+        normal_(self.fc2, 0.05)
 
     def _fast_path(self, clip: torch.Tensor) -> bool:
         return fast_path(self, clip, self.conv.weight)
