@@ -176,7 +176,13 @@ def test_onnx_export_matches_pytorch(event_run: Path, event_video: Path, tmp_pat
 
 
 def test_cli_predict_table_json_csv_and_export(event_run: Path, event_video: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture) -> None:
+                                               capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from microexp.predict.predictor import Predictor
+
+    batch_sizes: list[int] = []  # what each CLI call passed on to the predictor
+    real_predict = Predictor.predict
+    monkeypatch.setattr(Predictor, "predict", lambda self, *a, **kw: batch_sizes.append(kw["batch_size"])
+                        or real_predict(self, *a, **kw))
     assert main(["predict", str(event_video), "--run", str(event_run), "--stride", "4", "--face", "none",
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -185,6 +191,14 @@ def test_cli_predict_table_json_csv_and_export(event_run: Path, event_video: Pat
                  "--no-progress"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["windows"]) == 21 and data["classes"] == ["down", "none", "up"]
+    # --batch-size changes how many windows go through the model at once, not the result
+    assert main(["predict", str(event_video), "--run", str(event_run), "--stride", "4", "--json", "--face", "none",
+                 "--batch-size", "3", "--no-progress"]) == 0
+    batched = json.loads(capsys.readouterr().out)
+    assert batch_sizes == [16, 16, 3]
+    assert [w["label"] for w in batched["windows"]] == [w["label"] for w in data["windows"]]
+    for a, b in zip(batched["windows"], data["windows"], strict=True):
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-5)
     assert {w["start_frame"]: w["label"] for w in data["windows"]}[24] == "up"
     assert main(["predict", str(event_video), "--run", str(event_run), "--fold", "fold1", "--csv", "--face", "none",
                  "--window", "16", "--stride", "8", "--no-progress"]) == 0
@@ -245,6 +259,8 @@ def test_bad_input_is_one_line_naming_it(event_run: Path, tmp_path: Path, capsys
     assert f"{zero}: empty file (0 bytes)" in _one_line_error(capsys, ["predict", str(zero), "--run", str(event_run)])
     missing = tmp_path / "nope.mov"
     assert f"{missing}: no such file" in _one_line_error(capsys, ["predict", str(missing), "--run", str(event_run)])
+    assert "--batch-size 0" in _one_line_error(capsys, ["predict", str(missing), "--run", str(event_run),
+                                                         "--batch-size", "0"])
     video = write_video(tmp_path / "v.avi", long_video_frames({}, n=20))
     bare = tmp_path / "bare-run"
     bare.mkdir()

@@ -16,8 +16,9 @@ def run(args: argparse.Namespace) -> int:
     from microexp.predict import check_options, load, load_onnx
 
     # every option checked before a model is loaded or a frame decoded
-    check_options(args.window, args.stride, args.fps, args.min_prob,
-                  names={"window": "--window", "stride": "--stride", "fps": "--fps", "min_probability": "--min-prob"})
+    check_options(args.window, args.stride, args.fps, args.min_prob, args.batch_size,
+                  names={"window": "--window", "stride": "--stride", "fps": "--fps", "min_probability": "--min-prob",
+                         "batch_size": "--batch-size"})
     if args.output is not None:
         check_output_file(args.output, "--output")
     precision_note = prec.check(args.precision, args.device, "--precision")
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     # no weight-cast cache: an ensemble's members are built anew per batch, and cached casts would pile up
     with prec.autocast(args.precision, args.device, cache=False):
         result = predictor.predict(args.input, window=args.window, stride=args.stride, fps=args.fps,
-                                   min_probability=args.min_prob, progress=not args.no_progress)
+                                   min_probability=args.min_prob, batch_size=args.batch_size,
+                                   progress=not args.no_progress)
     text = result.to_json() if args.json else result.to_csv() if args.csv else result.table()
     if result.notes and (args.json or args.csv or args.output is not None):
         for note in result.notes:  # the table shows them; with JSON/CSV or a file they also go to stderr
@@ -77,6 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                              "folder the training clips' rate)")
     p.add_argument("--min-prob", type=float, default=0.5,
                    help="a segment needs its class at or above this mean probability (default 0.5)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="windows per model call (default 16): more is faster up to the CPU's cache, and memory "
+                        "grows with it (one batch of windows is held at a time)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print windows, segments and gaps as JSON")
     fmt.add_argument("--csv", action="store_true", help="print one CSV row per window and per gap")
