@@ -201,7 +201,7 @@ def outer8(gt: np.ndarray, x: np.ndarray, c0: int, c1: int, accumulate: bool,
     gt[o, k] * x[k, c]`` for every output ``o`` (gt: (O, 8), x: (8, F), out: (O, F); ``accumulate`` adds to
     ``out`` instead of overwriting it). One pass writes each gradient element once, with the eight ``x`` rows of
     the chunk in cache and the eight coefficients of a row in registers; MKL's GEMM for this K = 8 product ran at
-    about two thirds of the speed (measured on 2 EPYC cores). The slices keep the column index non-negative, which
+    half to two thirds of the speed (measured on 2 EPYC cores). The slices keep the column index non-negative, which
     LLVM needs to vectorise the loop (with a plain index it ran 8x slower: measured)."""
     x0, x1, x2, x3 = x[0, c0:c1], x[1, c0:c1], x[2, c0:c1], x[3, c0:c1]
     x4, x5, x6, x7 = x[4, c0:c1], x[5, c0:c1], x[6, c0:c1], x[7, c0:c1]
@@ -226,7 +226,7 @@ def gemm8(g: np.ndarray, w: np.ndarray, c0: int, c1: int, acc: np.ndarray,
     """Columns ``c0 .. c1 - 1`` of a Dense layer's input gradient for eight batch rows: ``out[r, c] = sum_o g[r, o]
     * w[o, c]`` (g: (8, O), w: (O, F), out: (8, F); acc: float32 scratch of at least (8, c1 - c0)). Four weight
     rows at a time update two batch rows' accumulators, which stay in L1 across the whole sum over ``o``; the
-    order of summation is fixed. MKL's GEMM for this M = 8 product ran at about two thirds of the speed."""
+    order of summation is fixed. MKL's GEMM for this M = 8 product ran at half to two thirds of the speed."""
     n = c1 - c0
     for r in range(8):
         acc[r, :n] = 0.0
