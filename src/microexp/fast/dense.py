@@ -90,14 +90,15 @@ def _grad_buffer(weight: torch.Tensor) -> torch.Tensor:
     same memory, which autograd keeps as ``.grad`` without a copy; the storage's reference count tells when it is
     free, so a gradient still held anywhere (accumulation, a user's reference) is never overwritten. Dropped by a
     forward without gradients (:func:`release`), so evaluation frees it."""
-    entry = _GRAD_BUFFERS.get(id(weight))
+    if _storage_use_count is None:  # no way to tell when the memory is free: never reuse it
+        return empty_huge(weight.shape)
+    key = id(weight)
+    entry = _GRAD_BUFFERS.get(key)
     buf = entry[1] if entry is not None and entry[0]() is weight else None
-    if buf is None or buf.shape != weight.shape or _storage_use_count is None or \
+    if buf is None or buf.shape != weight.shape or \
             _storage_use_count(buf.untyped_storage()._cdata) != 2:  # 2: buf and the temporary storage object
         buf = empty_huge(weight.shape)
-        if _storage_use_count is not None:
-            key = id(weight)
-            _GRAD_BUFFERS[key] = (weakref.ref(weight, lambda _r: _GRAD_BUFFERS.pop(key, None)), buf)
+        _GRAD_BUFFERS[key] = (weakref.ref(weight, lambda _r: _GRAD_BUFFERS.pop(key, None)), buf)
     return buf.view(buf.shape)
 
 
