@@ -20,9 +20,9 @@ import pandas as pd
 import yaml
 
 from microexp.config import RunConfig
+from microexp.contract.values import load_yaml
 from microexp.errors import ConfigError
 from microexp.train.evaluate import check_model, evaluate
-from microexp.typed import load_yaml
 
 # Reddy et al. (IJCNN 2019) Table IX: MicroExpSTCNN validation accuracy (%) on CAS(ME)^2 by kernel
 # (rows x cols x frames), single 80/20 split with the epoch picked on that split (docs/models.md §1.11.10).
