@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import re
 import types
+from pathlib import PurePath
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
@@ -74,8 +75,11 @@ def _refuse_bool_number(value: Any, tp: Any, key: str) -> None:
 
 
 def _split_words(value: Any, tp: Any) -> Any:
-    """``"a, b"`` for a list of strings is ``["a", "b"]`` (``--set reproduce=a,b``)."""
+    """``"a, b"`` for a list of strings is ``["a", "b"]`` (``--set reproduce=a,b``); a path for a string is its
+    text."""
     plain = _plain(tp)
+    if isinstance(value, PurePath) and plain is str:
+        return str(value)
     if isinstance(value, str) and get_origin(plain) is list and get_args(plain) == (str,):
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
