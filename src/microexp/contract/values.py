@@ -99,10 +99,13 @@ class ConfigModel(BaseModel):
             raise ConfigError(error_line(exc, self.prefix)) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
+        before = self.__dict__.get(name)
         try:
             super().__setattr__(name, value)
-        except ValidationError as exc:
-            raise ConfigError(error_line(exc, self.prefix)) from None
+        except (ValidationError, ConfigError) as exc:
+            self.__dict__[name] = before  # a refused value leaves the configuration as it was
+            raise ConfigError(error_line(exc, self.prefix) if isinstance(exc, ValidationError) else str(exc)) \
+                from None
 
     @field_validator("*", mode="before")
     @classmethod
