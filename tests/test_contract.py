@@ -39,6 +39,9 @@ def test_overrides_and_diff() -> None:
     ("save_checkpoints=[1]", "save_checkpoints=[1] is not one of all, predict, none"),  # a union, unchecked before
     ("train.epochs=true", "train.epochs=True is not an integer"),
     ("train.lr=false", "train.lr=False is not a number"),
+    ("seeds=[true]", "seeds[0]=True is not an integer"),
+    ("cache=1", "cache=1 is not true or false"),
+    ("cache=t", "cache='t' is not true or false"),
     ("train.nosuch=1", "unknown option(s) ['train.nosuch']"),
     ("reproduce=nosuch", "reproduce: unknown switch 'nosuch'"),  # a comma list for a list of names
 ])

@@ -69,9 +69,26 @@ def _plain(tp: Any) -> Any:
     return tp
 
 
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
 def _refuse_bool_number(value: Any, tp: Any, key: str) -> None:
-    if isinstance(value, bool) and _plain(tp) in (int, float):  # pydantic reads true as 1: a typo, not a count
-        raise ConfigError(f"{key}={value!r} is not {'an integer' if _plain(tp) is int else 'a number'}")
+    """What pydantic's lax mode would guess and we do not: ``true`` as the number 1 (a typo, not a count), ``1``
+    or ``"t"`` as true (the words are true/yes/on/1 and false/no/off/0)."""
+    plain = _plain(tp)
+    if isinstance(value, bool) and plain in (int, float):
+        raise ConfigError(f"{key}={value!r} is not {'an integer' if plain is int else 'a number'}")
+    if plain is bool and value is not None and not isinstance(value, bool) and not (
+            isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE):
+        raise ConfigError(f"{key}={value!r} is not true or false")
+    if get_origin(plain) in (list, tuple) and isinstance(value, list | tuple):
+        args = get_args(plain)
+        for i, v in enumerate(value):
+            inner = args[0] if len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis) else \
+                (args[i] if i < len(args) else None)
+            if inner is not None:
+                _refuse_bool_number(v, inner, f"{key}[{i}]")
 
 
 def _split_words(value: Any, tp: Any) -> Any:
