@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from microexp.errors import DataError
+from microexp.fileio import write_atomic
 
 LAYOUT_VERSION = 2
 LAYOUT = "layout.json"
@@ -80,8 +81,6 @@ def layout_record(kind: str) -> dict[str, Any]:
 
 
 def write_layout(out: str | Path, kind: str) -> Path:
-    from microexp.fileio import write_atomic
-
     path = Path(out) / LAYOUT
     write_atomic(path, json.dumps(layout_record(kind)))
     return path
