@@ -30,6 +30,7 @@ from microexp.contract.layout import (  # noqa: F401 - re-exported: the run dire
     CONFIG,
     CURVES,
     EXCLUDED,
+    EXPLAIN,
     FOLDS,
     GROUND_TRUTH,
     HISTORY,
