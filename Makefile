@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.microexp-installed
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test lint bench clean venv browser
 
 venv: $(STAMP)
 
@@ -19,7 +19,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/microexp demo
 
-test: $(STAMP)
+# Debian's chromium for the browser tests (playwright drives it): installed with apt-get when missing. Where apt-get
+# is unavailable or fails, make test goes on and the browser tests skip, saying chromium is not installed.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+	     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; then :; \
+	else echo "chromium is not installed and apt-get could not install it: the browser tests will skip"; fi
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest -q
 

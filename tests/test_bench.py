@@ -49,7 +49,9 @@ def test_quick_bench_writes_every_figure(tmp_path: Path, capsys: pytest.CaptureF
     assert r["peak_rss_mb"] >= r["peak_rss_mb_after_naive"] > 0
     assert r["memory"]["gbs"] > 0 and r["memory"]["best_gbs"] >= r["memory"]["gbs"]
     _check_models(r["models"])
-    assert "stream" in r  # the streamed video figure, or the line saying this build lacks it
+    st = r["stream"]  # the streamed video predictor, end to end: 2 s of 30 fps video in the quick run
+    assert st["frames"] == 60 and st["frames_per_s"] > 0 and st["windows"] >= 1 and st["face_detections"] >= 1
+    assert f"predict stream {st['video']}: {st['frames_per_s']} frames/s" in text
     assert "fusenet-intermediate" in text and "skipped" in text  # the per-model table
     assert main(["bench", "--repeats", "0"]) == 2
 

@@ -10,9 +10,9 @@ import pytest
 
 from microexp.cli import main
 from microexp.config import RunConfig, TrainConfig
+from microexp.contract.values import load_yaml
 from microexp.errors import ConfigError
 from microexp.preprocess.config import PreprocessConfig
-from microexp.typed import load_yaml
 
 
 def test_exponent_numbers_from_set_and_yaml_are_floats(tmp_path: Path) -> None:

@@ -21,8 +21,8 @@ __all__ = ["MicroexpError", "__version__", "load"]
 
 def __getattr__(name: str) -> object:
     # lazy: ``import microexp`` stays light (no torch); ``microexp.load(RUN_DIR).predict(video)`` imports on use
-    if name == "load":  # a recognition run's predictor, or a spotting run's spotter (microexp.spot.api.load)
-        from microexp.spot.api import load
+    if name == "load":  # a recognition run's predictor, or a spotting run's spotter, by the run's layout
+        from microexp.contract.load import load
 
         return load
     raise AttributeError(f"module 'microexp' has no attribute {name!r}")

@@ -1,7 +1,9 @@
-"""Typed run configuration with YAML in/out and dotted overrides (``train.lr=0.001``).
+"""Typed run configuration with YAML in/out and dotted overrides (``train.lr=0.001``): pydantic models on the
+contract's base (:mod:`microexp.contract.values`), overrides and diffs by :mod:`microexp.contract.overrides`.
 
 Every field is coerced to its annotated type and range-checked when the configuration is built (from YAML,
-``--set`` or CLI options), so a bad value is one line naming the key and the value before any work starts.
+``--set`` or CLI options) or a field is assigned, so a bad value is one line naming the key and the value before
+any work starts.
 
 Renamed keys: ``workers`` (preprocessing processes) is now ``preprocess_workers``, apart from the CLI's Dask
 ``--workers``. An old ``config.yaml`` with ``workers:`` still loads; the value is read as ``preprocess_workers``.
@@ -10,33 +12,21 @@ Renamed keys: ``workers`` (preprocessing processes) is now ``preprocess_workers`
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
+from pydantic import Field, field_validator, model_validator
 
+from microexp.contract.checkpoints import (  # noqa: F401 - re-exported: the checkpoint settings
+    CHECKPOINT_DTYPES,
+    CHECKPOINT_POLICIES,
+    checkpoint_policy,
+)
+from microexp.contract.overrides import apply_overrides, diff
+from microexp.contract.values import ConfigModel, load_yaml
 from microexp.errors import ConfigError
 from microexp.precision import check_name as check_precision
-from microexp.typed import coerce_fields, load_yaml
-
-# save_checkpoints: all = every seed's fold models; predict = what predict / explain / export use by default (the
-# lowest seed's fold models); none. checkpoint_dtype: how floating-point weights are stored.
-CHECKPOINT_POLICIES = ("all", "predict", "none")
-CHECKPOINT_DTYPES = ("fp32", "bf16", "fp16")
-
-
-def checkpoint_policy(value: Any) -> str:
-    """``save_checkpoints`` as one of :data:`CHECKPOINT_POLICIES` (true = all, false = none, as before)."""
-    if isinstance(value, bool):
-        return "all" if value else "none"
-    text = str(value).strip().lower()
-    text = {"true": "all", "yes": "all", "false": "none", "no": "none"}.get(text, text)
-    if text not in CHECKPOINT_POLICIES:
-        raise ConfigError(f"save_checkpoints={value!r} is not one of {', '.join(CHECKPOINT_POLICIES)} "
-                          "(true = all, false = none)")
-    return text
-
 
 EPOCH_POLICIES = {
     "fixed": "trained for a fixed number of epochs; the last epoch is scored",
@@ -74,9 +64,10 @@ DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?|mps)$")
 RENAMED = {"workers": "preprocess_workers"}  # old key -> new key; old config.yaml files keep loading
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(ConfigModel):
     """Optimisation. Defaults are the reference code's: Keras ``'SGD'`` = lr 0.01, no momentum."""
+
+    prefix: ClassVar[str] = "train."
 
     epochs: int = 100
     batch_size: int = 8
@@ -105,8 +96,8 @@ class TrainConfig:
     augment: str = "none"  # none | joshi3d | joshi2d: class-wise copies of each fold's training rows
     precision: str = "fp32"  # fp32 | bf16 (autocast; microexp.precision)
 
-    def __post_init__(self) -> None:
-        coerce_fields(self, "train.")
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
         if not self.trainer or not TRAINER_NAME.match(self.trainer):
             raise ConfigError(f"train.trainer={self.trainer!r} is not a trainer name (auto, clip, frames-vote, "
                               "two-stage)")
@@ -147,6 +138,7 @@ class TrainConfig:
             if len(first_last) != 2 or not 1 <= first_last[0] <= first_last[1] <= self.epochs:
                 raise ConfigError(f"train.report_epochs={first_last} must be [first, last] with "
                                   f"1 <= first <= last <= train.epochs={self.epochs} (or null)")
+        return self
 
     @property
     def needs_validation(self) -> bool:
@@ -172,8 +164,7 @@ class TrainConfig:
             raise ConfigError("train.device='mps': MPS is not available on this machine (use --device cpu or auto)")
 
 
-@dataclass
-class RunConfig:
+class RunConfig(ConfigModel):
     """Everything that defines a run; saved as ``config.yaml`` in the run directory."""
 
     dataset: str = "synthetic"
@@ -181,8 +172,8 @@ class RunConfig:
     annotation: str | None = None
     classes: str | None = None  # class protocol; None = the dataset's default
     model: str = "stcnn"
-    model_params: dict[str, Any] = field(default_factory=dict)
-    preprocess: dict[str, Any] = field(default_factory=dict)  # overrides of the model's default preprocessing
+    model_params: dict[str, Any] = Field(default_factory=dict)
+    preprocess: dict[str, Any] = Field(default_factory=dict)  # overrides of the model's default preprocessing
     protocol: str = "loso"
     folds: int = 5  # kfold
     repeats: int = 1  # kfold: repeated with fresh shuffles (fold names r{k}-fold{i} when > 1)
@@ -190,25 +181,33 @@ class RunConfig:
     subject_aware: bool = True  # holdout, kfold: no subject in both train and test
     stratify: bool = True  # holdout, not subject-aware: False = a plain shuffled split (Reddy's code)
     shuffle: bool = True  # holdout, not subject-aware: False = the tail split, the last test_size of the clips
-    quota: dict[str, int] | None = None  # protocol quota: training clips per class, the rest test
+    quota: dict[str, Any] | None = None  # protocol quota: training clips per class, the rest test
     min_frames: int | None = None  # clips with fewer frames are excluded (listed in excluded.csv)
     max_frames: int | None = None  # clips with more frames are excluded
-    reproduce: list[str] = field(default_factory=list)  # LEAKY switches of the reference code (REPRODUCE)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    reproduce: list[str] = Field(default_factory=list)  # LEAKY switches of the reference code (REPRODUCE)
+    seeds: list[int] = Field(default_factory=lambda: [0])
     control: str = "none"  # "shuffle": also run with training labels permuted within subjects
     test_dataset: str | None = None  # lodo: the one target dataset (None = every dataset in turn)
     train_datasets: list[str] | None = None  # lodo: source datasets (None = all but the target)
-    save_checkpoints: str | bool = "all"  # all | predict | none (true = all, false = none): microexp.runs
+    save_checkpoints: str = "all"  # all | predict | none (true = all, false = none): microexp.runs
     checkpoint_dtype: str = "fp32"  # fp32 | bf16 | fp16: how checkpoint weights are stored
     cache: bool = True  # reuse preprocessed clips from the on-disk cache ($MICROEXP_CACHE, ~/.cache/microexp)
     preprocess_workers: int | None = None  # processes; None: all cores when faces are detected, else 1
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     recipe: dict[str, Any] | None = None  # evaluate --recipe: {name, version, profile, deviations} (microexp.recipes)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.train, dict):
-            self.train = _build(TrainConfig, self.train, "train")
-        coerce_fields(self)
+    @model_validator(mode="before")
+    @classmethod
+    def _old_keys(cls, d: Any) -> Any:
+        return _rename_old_keys(d) if isinstance(d, dict) else d
+
+    @field_validator("save_checkpoints", mode="before")
+    @classmethod
+    def _policy(cls, value: Any) -> str:
+        return checkpoint_policy(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"protocol {self.protocol!r} is not one of {list(PROTOCOLS)}")
         if self.control not in CONTROLS:
@@ -221,13 +220,13 @@ class RunConfig:
             raise ConfigError(f"folds={self.folds} must be at least 2")
         if not 0 < self.test_size < 1:
             raise ConfigError(f"test_size={self.test_size} must be in (0, 1)")
-        self.save_checkpoints = checkpoint_policy(self.save_checkpoints)
         if self.checkpoint_dtype not in CHECKPOINT_DTYPES:
             raise ConfigError(f"checkpoint_dtype={self.checkpoint_dtype!r} is not one of "
                               f"{', '.join(CHECKPOINT_DTYPES)}")
         if self.preprocess_workers is not None and self.preprocess_workers < 1:
             raise ConfigError(f"preprocess_workers={self.preprocess_workers} must be at least 1")
         self._check_split_keys()
+        return self
 
     def _check_split_keys(self) -> None:
         """Keys that only mean something under some protocols are refused elsewhere, so none is silently ignored."""
@@ -269,12 +268,11 @@ class RunConfig:
         if len(set(self.reproduce)) != len(self.reproduce):
             raise ConfigError(f"reproduce={self.reproduce} names a switch twice")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        return _build(cls, d, "")
+        if not isinstance(d, dict):
+            raise ConfigError(f"config must be a mapping, got {d!r}")
+        return cls(**d)
 
     def to_yaml(self, path: Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -289,45 +287,7 @@ class RunConfig:
 
     def with_overrides(self, assignments: list[str]) -> RunConfig:
         """Apply ``key.sub=value`` strings (values parsed as YAML, ``1e-3`` as a number)."""
-        d = self.to_dict()
-        for item in assignments:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} is not KEY=VALUE")
-            key, raw = item.split("=", 1)
-            key = RENAMED.get(key.strip(), key.strip())
-            target = d
-            parts = key.split(".")
-            for p in parts[:-1]:
-                if not isinstance(target.get(p), dict):
-                    target[p] = {} if p in ("model_params", "preprocess") or target.get(p) is None else target[p]
-                    if not isinstance(target[p], dict):
-                        raise ConfigError(f"override {item!r}: {p} is not a section")
-                target = target[p]
-            try:
-                target[parts[-1]] = load_yaml(raw)
-            except yaml.YAMLError:
-                raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
-        return RunConfig.from_dict(d)
-
-
-def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(d, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {d!r}")
-    if cls is RunConfig:
-        d = _rename_old_keys(d)
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown option(s) {[f'{prefix}.{u}' if prefix else u for u in unknown]}")
-    kwargs = dict(d)
-    if cls is RunConfig and isinstance(kwargs.get("train"), dict):
-        kwargs["train"] = _build(TrainConfig, kwargs["train"], "train")
-    try:
-        obj = cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"bad {prefix or 'run'} configuration: {exc}") from None
-    assert is_dataclass(obj)
-    return obj
+        return RunConfig.from_dict(apply_overrides(self.to_dict(), assignments, RENAMED))
 
 
 def _rename_old_keys(d: dict[str, Any]) -> dict[str, Any]:
@@ -342,17 +302,7 @@ def _rename_old_keys(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """Dotted keys whose values differ between two (nested) configuration dicts, as (key, a value, b value).
     Old key names (an old run's ``config.yaml``) are compared under their new names."""
-    if not prefix:
-        a, b = ({RENAMED.get(k, k) if RENAMED.get(k, k) not in d else k: v for k, v in d.items()} for d in (a, b))
-    out: list[tuple[str, Any, Any]] = []
-    for key in sorted(set(a) | set(b), key=str):
-        va, vb = a.get(key), b.get(key)
-        name = f"{prefix}{key}"
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += config_diff(va, vb, f"{name}.")
-        elif va != vb:
-            out.append((name, va, vb))
-    return out
+    return diff(a, b, renamed=RENAMED)

@@ -1,20 +1,5 @@
-"""The run directory: its layout, and the one place that writes and reads it.
-
-    RUN_DIR/config.yaml          the resolved configuration (preprocessing filled in)
-    RUN_DIR/metrics.json         pooled metrics, control, chance, epoch policy
-    RUN_DIR/predictions.csv      one row per test clip and seed
-    RUN_DIR/history.csv          learning curves per fold
-    RUN_DIR/excluded.csv         clip, reason
-    RUN_DIR/repairs.csv          clip, repair (a known error of the release, and what was done about it)
-    RUN_DIR/folds/<task>.json    each finished fold task (written atomically as it ends; resuming reads them)
-    RUN_DIR/checkpoints/seed{S}-{fold}.safetensors   torch models (``.joblib`` for scikit-learn baselines)
-    RUN_DIR/spotter.json (+ spotter.safetensors)     a spotting run's fitted spotter (microexp.spot)
-
-Checkpoints are safetensors files: the tensors, plus everything else of the checkpoint (model name, parameters,
-preprocessing, classes, normaliser, ...) as one JSON document in the file's metadata. Loading one runs no code,
-whoever made it. Floating-point tensors may be stored in bf16 or fp16 (``checkpoint_dtype``) and are read back
-as fp32. Checkpoints of older runs (``.pt``) are still read, with ``torch.load(weights_only=True)`` only: a
-pickle that would run code when unpickled is refused (:func:`load_checkpoint`).
+"""The run directory: the one place that writes and reads it (its layout: :mod:`microexp.contract.layout`;
+checkpoint files: :mod:`microexp.contract.checkpoints`; both re-exported here).
 
 torch is imported inside the checkpoint functions only, so reading a run's tables stays light.
 """
@@ -29,49 +14,55 @@ from typing import Any
 
 import yaml
 
-from microexp.config import (  # noqa: F401 - the checkpoint names are re-exported
+from microexp.config import EPOCH_POLICIES, LEAKY_POLICIES, REPRODUCE
+from microexp.contract.checkpoints import (  # noqa: F401 - re-exported: the run directory's checkpoint API
     CHECKPOINT_DTYPES,
+    CHECKPOINT_KEYS,
     CHECKPOINT_POLICIES,
-    EPOCH_POLICIES,
-    LEAKY_POLICIES,
-    REPRODUCE,
     checkpoint_policy,
+    load_checkpoint,
+    save_checkpoint,
+    save_sklearn_checkpoint,
+)
+from microexp.contract.layout import (  # noqa: F401 - re-exported: the run directory's file names
+    CHECKPOINT_SUFFIX,
+    CHECKPOINTS,
+    CONFIG,
+    CURVES,
+    EXCLUDED,
+    EXPLAIN,
+    FOLDS,
+    GROUND_TRUTH,
+    HISTORY,
+    LAYOUT,
+    LAYOUT_VERSION,
+    LEGACY_SUFFIX,
+    METRICS,
+    PREDICTIONS,
+    RECOGNITION,
+    REPAIRS,
+    SPOT_PREDICTIONS,
+    SPOTTER,
+    SPOTTER_NETS,
+    SPOTTING,
+    STR_CSV,
+    checkpoint_path,
+    file_name,
+    fold_path,
+    is_spotting_run,
+    megc_log,
+    read_layout,
+    run_kind,
+    write_layout,
 )
 from microexp.errors import ConfigError, DataError, first_line
 from microexp.fileio import output_errors, write_atomic
 
-CONFIG = "config.yaml"
-METRICS = "metrics.json"
-PREDICTIONS = "predictions.csv"
-HISTORY = "history.csv"
-EXCLUDED = "excluded.csv"
-REPAIRS = "repairs.csv"
-FOLDS = "folds"
-CHECKPOINTS = "checkpoints"
-CHECKPOINT_KEYS = ("model", "state_dict", "preprocess", "classes")
-CHECKPOINT_SUFFIX = ".safetensors"
-LEGACY_SUFFIX = ".pt"  # runs made before safetensors: read, never written
-SPOTTER = "spotter.json"  # what a spotting run (microexp.spot) fitted on all its subjects
-SPOTTER_NETS = "spotter" + CHECKPOINT_SUFFIX  # the learned spotter's networks (older runs: spotter.pt)
-
-
-# ------------------------------------------------------------------------------------------------------ paths
-def file_name(name: str) -> str:
-    """A fold or task name as a file name: dataset-qualified subjects (``casme2/sub01``) become ``casme2__sub01``."""
-    return name.replace("/", "__").replace("\\", "__")
-
-
-def checkpoint_path(out: str | Path, seed: int, fold: str) -> Path:
-    return Path(out) / CHECKPOINTS / f"seed{seed}-{file_name(fold)}{CHECKPOINT_SUFFIX}"
-
-
-def fold_path(out: str | Path, task: Any) -> Path:
-    """``folds/<task name>.json``; ``task`` is a :class:`~microexp.train.folds.FoldTask` or its name."""
-    return Path(out) / FOLDS / f"{file_name(task if isinstance(task, str) else task.name)}.json"
-
 
 # ------------------------------------------------------------------------------------------- config, metrics
 def write_config(out: str | Path, resolved: dict[str, Any]) -> Path:
+    """``config.yaml``, and ``layout.json`` (the layout version; the kind: spotting for ``task: spot``)."""
+    write_layout(out, SPOTTING if resolved.get("task") == "spot" else RECOGNITION)
     path = Path(out) / CONFIG
     write_atomic(path, yaml.safe_dump(resolved, sort_keys=False))
     return path
@@ -170,120 +161,6 @@ def keeps_checkpoint(config: Any, seed: int) -> bool:
     return policy == "all" or (policy == "predict" and seed == min(config.seeds))
 
 
-def _torch_dtype(dtype: str) -> Any:
-    import torch
-
-    if dtype not in CHECKPOINT_DTYPES:
-        raise ConfigError(f"checkpoint_dtype={dtype!r} is not one of {', '.join(CHECKPOINT_DTYPES)}")
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-
-
-def _split(data: Any, path: tuple[str, ...], tensors: dict[str, Any]) -> Any:
-    """``data`` without its tensors (JSON-able), each tensor put in ``tensors`` under its key path joined by /."""
-    import torch
-
-    if isinstance(data, dict):
-        rest = {}
-        for k, v in data.items():
-            if not isinstance(k, str) or "/" in k:
-                raise TypeError(f"checkpoint key {k!r} (keys are strings without /)")
-            if isinstance(v, torch.Tensor):
-                tensors["/".join((*path, k))] = v
-            else:
-                rest[k] = _split(v, (*path, k), tensors)
-        return rest
-    if isinstance(data, list | tuple):
-        if any(isinstance(v, torch.Tensor) for v in data):
-            raise TypeError(f"tensors in a list at {'/'.join(path)}")
-        return [_split(v, path, tensors) for v in data]
-    return data
-
-
-def save_checkpoint(path: Path, data: dict[str, Any], dtype: str = "fp32") -> Path:
-    """A safetensors checkpoint: the tensors of ``data`` (nested mappings, e.g. a ``state_dict``) with the rest of
-    ``data`` as JSON in the file's metadata; floating-point tensors stored as ``dtype`` (fp32 | bf16 | fp16)."""
-    from safetensors.torch import save_file
-
-    target = _torch_dtype(dtype)
-    tensors: dict[str, Any] = {}
-    meta = _split(data, (), tensors)
-    seen: set[int] = set()
-    for key, t in tensors.items():
-        t = t.detach().cpu()
-        if t.is_floating_point() and t.dtype != target:
-            t = t.to(target)
-        elif t.untyped_storage().data_ptr() in seen:  # safetensors refuses tensors sharing memory (tied weights)
-            t = t.clone()
-        seen.add(t.untyped_storage().data_ptr())
-        tensors[key] = t.contiguous()
-    header = json.dumps({"data": meta, "dtype": dtype, "order": list(tensors)})  # safetensors sorts its keys
-    with output_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, tmp, metadata={"format": "pt", "microexp": header})
-        tmp.replace(path)  # atomic: an interrupted run leaves no half-written checkpoint
-    return path
-
-
-def _read_safetensors(path: Path, map_location: str) -> dict[str, Any]:
-    import torch
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt", device=map_location) as fh:
-        meta = fh.metadata() or {}
-        if "microexp" not in meta:
-            raise ValueError("a safetensors file without microexp metadata")
-        header = json.loads(meta["microexp"])
-        data = header["data"]
-        for key in header.get("order") or fh.keys():  # the order the state_dict had
-            t = fh.get_tensor(key)
-            if t.is_floating_point() and t.dtype != torch.float32:
-                t = t.float()  # stored in bf16 / fp16: every consumer works in fp32
-            *parents, leaf = key.split("/")
-            node = data
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = t
-    return data
-
-
-def save_sklearn_checkpoint(path: Path, data: dict[str, Any]) -> Path:
-    import joblib
-
-    with output_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump(data, path)
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: str = "cpu",
-                    keys: Sequence[str] = CHECKPOINT_KEYS) -> dict[str, Any]:
-    """A microexp checkpoint: a safetensors file, or an older run's ``.pt`` read with ``weights_only=True``
-    (anything that is not plain data is refused); ``keys``: the entries it must hold (a recognition fold's by
-    default). A path whose file is missing is also tried with the other suffix (old runs keep working)."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        other = path.with_suffix(LEGACY_SUFFIX if path.suffix == CHECKPOINT_SUFFIX else CHECKPOINT_SUFFIX)
-        if not other.is_file():
-            raise DataError(f"{path}: no such checkpoint (was the run made with save_checkpoints: none, or "
-                            "predict, which keeps the lowest seed's only?)")
-        path = other
-    try:
-        if path.suffix == LEGACY_SUFFIX:
-            data = torch.load(path, map_location=map_location, weights_only=True)
-        else:
-            data = _read_safetensors(path, map_location)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure (or a refused global), a bad header: a bad file
-        raise DataError(f"{path}: not a readable microexp checkpoint ({type(exc).__name__}: "
-                        f"{first_line(exc) or 'no microexp metadata'})") from None
-    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
-    if missing or not isinstance(data, dict):
-        raise DataError(f"{path}: not a microexp checkpoint (missing {missing})")
-    return data
-
-
 def _fold_of(stem: str) -> str:
     return stem.split("-", 1)[1] if stem.startswith("seed") and "-" in stem else stem
 
@@ -301,10 +178,6 @@ def checkpoint_files(run_dir: str | Path) -> list[Path]:
 
 def is_checkpoint_file(path: Path) -> bool:
     return path.is_file() and path.suffix in (CHECKPOINT_SUFFIX, LEGACY_SUFFIX)
-
-
-def is_spotting_run(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / SPOTTER).is_file()
 
 
 def find_checkpoints(run_dir: str | Path, fold: str | None = None) -> list[Checkpoint]:

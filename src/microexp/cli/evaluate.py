@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("method", "recognise"):  # spotting options: refused rather than silently ignored
         if getattr(args, flag, None):
             raise ConfigError(f"--{flag} applies to --task spot only")
+    from microexp import runs
     from microexp.report.text import results_table
     from microexp.train.evaluate import evaluate
 
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         # the run's own configuration; any flags given must leave it unchanged (checked by evaluate)
         if args.out is not None and args.out != args.resume:
             raise ConfigError(f"--resume {args.resume} and --out {args.out} name different run directories")
-        saved = args.resume / "config.yaml"
+        saved = args.resume / runs.CONFIG
         if not saved.is_file():
             raise ConfigError(f"{args.resume}: nothing to resume (no config.yaml)")
         config = config_from_args(args, base=RunConfig.from_yaml(saved))

@@ -43,8 +43,8 @@ def resolve_config(model: str | None, config: Path | None, frames: int | None = 
     ``--frames`` and ``--size`` on top; checked as a whole."""
     import yaml
 
+    from microexp.contract.values import load_yaml
     from microexp.preprocess.config import PreprocessConfig
-    from microexp.typed import load_yaml
 
     base = PreprocessConfig()
     if model:

@@ -9,7 +9,9 @@ from microexp.errors import ConfigError
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.run_dir / "spotter.json").is_file():  # a spotting run: timelines (microexp.spot.report)
+    from microexp import runs
+
+    if runs.is_spotting_run(args.run_dir):  # a spotting run: timelines (microexp.spot.report)
         from microexp.spot.report import render_spot_report
 
         print(f"report written to {render_spot_report(args.run_dir, out=args.out)}")

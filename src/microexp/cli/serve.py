@@ -16,18 +16,12 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ConfigError(f"the serve extra is not installed ({exc.name} missing): pip install 'microexp[serve]'") \
             from None
+    from microexp.contract.serve import ServeOptions
     from microexp.serve.server import serve
 
-    if not args.runs.is_dir():
-        raise ConfigError(f"--runs {args.runs}: no such folder (the folder whose run directories to show)")
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port {args.port}: give 0-65535 (0 picks a free port)")
-    if args.max_upload_mb <= 0:
-        raise ConfigError(f"--max-upload-mb {args.max_upload_mb:g}: must be positive")
-    if args.workers < 1:
-        raise ConfigError(f"--workers {args.workers}: must be at least 1")
-    serve(args.runs, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, workers=args.workers,
-          announce=lambda line: print(line, flush=True))
+    options = ServeOptions(runs=args.runs, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+                           workers=args.workers)
+    serve(**options.to_dict(), announce=lambda line: print(line, flush=True))
     return 0
 
 

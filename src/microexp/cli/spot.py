@@ -29,6 +29,7 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
     """``microexp evaluate --task spot``: the spotting protocol (microexp.spot.evaluate) from evaluate's flags."""
     import time
 
+    from microexp.contract.values import coerce_value
     from microexp.spot.evaluate import SpotConfig, evaluate_spotting
 
     if not args.dataset or not args.root:
@@ -40,26 +41,23 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
     extra: dict[str, object] = {}
     for item in getattr(args, "overrides", []) or []:  # --set fps=30 | face=none | recognise=RUN2 | ...
         key, _, value = item.partition("=")
-        kinds = {"fps": float, "crop": int, "grid": int, "face": str, "seed": int, "epochs": int, "recognise": str,
-                 "threshold": str}
-        if key not in kinds or not value:
-            raise ConfigError(f"--set {item!r}: with --task spot, KEY is one of {', '.join(kinds)}")
-        try:
-            extra[key] = kinds[key](value)
-        except ValueError:
-            raise ConfigError(f"--set {item!r}: {value!r} is not a {kinds[key].__name__}") from None
-    config = SpotConfig(dataset=args.dataset, root=str(args.root), annotation=args.annotation,
-                        method=args.method or "mdmd", protocol=args.protocol or "loso", folds=args.folds or 5,
-                        control=args.control or "none", threshold="test-peek" if policy == "test-peek" else "train",
-                        epochs=args.epochs or 12)
+        if key not in SpotConfig.SETTABLE or not value:
+            raise ConfigError(f"--set {item!r}: with --task spot, KEY is one of {', '.join(SpotConfig.SETTABLE)}")
+        try:  # typed by the configuration's own field
+            extra[key] = coerce_value(value, SpotConfig.model_fields[key].annotation, key)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {item!r}: {exc}") from None
     if extra.get("threshold") == "test-peek":
         raise ConfigError("--set threshold=test-peek: use --epoch-policy test-peek (the leaky switch, named)")
-    for key, value in extra.items():
-        setattr(config, key, value)
     if getattr(args, "recognise", None):
         if "recognise" in extra and extra["recognise"] != str(args.recognise):
             raise ConfigError("--recognise and --set recognise=... name different runs; give one")
-        config.recognise = str(args.recognise)
+        extra["recognise"] = str(args.recognise)
+    config = SpotConfig(**{"dataset": args.dataset, "root": str(args.root), "annotation": args.annotation,
+                           "method": args.method or "mdmd", "protocol": args.protocol or "loso",
+                           "folds": args.folds or 5, "control": args.control or "none",
+                           "threshold": "test-peek" if policy == "test-peek" else "train",
+                           "epochs": args.epochs or 12, **extra})
     if config.recognise and not Path(config.recognise).is_dir():
         raise ConfigError(f"--recognise {config.recognise}: no such run directory")
     out = args.out or Path("runs") / f"{config.dataset}-spot-{config.method}-{config.protocol}-" \

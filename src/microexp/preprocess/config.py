@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from microexp.contract.values import coerce_fields
 from microexp.errors import ConfigError
-from microexp.typed import coerce_fields
 
 SELECTIONS = ("whole", "onset_offset", "onset_apex", "keyframes", "keyframes9")
 TEMPORAL = ("uniform", "first", "window", "tim", "interpolate_pad", "none")
@@ -207,7 +207,7 @@ class PreprocessConfig:
         (e.g. a model's default preprocessing) the file's keys override it."""
         import yaml
 
-        from microexp.typed import load_yaml
+        from microexp.contract.values import load_yaml
 
         path = Path(path)
         try:

@@ -29,11 +29,12 @@ from typing import Any
 
 import yaml
 
+from microexp.contract.overrides import diff, flatten, set_dotted  # noqa: F401 - flatten re-exported
+from microexp.contract.recipe import SOURCES, RecipeHeader  # noqa: F401 - SOURCES re-exported
 from microexp.errors import ConfigError
 
 PAPER = "paper"
 CODE = "code"
-SOURCES = ("paper", "code", "ours")
 # keys that say where the data is, not how the experiment runs: never a deviation
 NOT_RECIPE_KEYS = ("root", "annotation", "recipe", "cache", "preprocess_workers", "train.device")
 
@@ -73,16 +74,6 @@ class Recipe:
                 "why": (self.profiles.get(profile) or {}).get("why", "the published setup, leak-free")}
 
 
-def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
-    """``d["a"]["b"] = value`` for ``key="a.b"`` (sections created as needed)."""
-    parts = key.split(".")
-    for p in parts[:-1]:
-        if not isinstance(d.get(p), dict):
-            d[p] = {}
-        d = d[p]
-    d[parts[-1]] = value
-
-
 def _files() -> dict[str, Any]:
     return {f.name[:-5]: f for f in resources.files(__package__).iterdir() if f.name.endswith(".yaml")}
 
@@ -116,21 +107,14 @@ def _parse(name: str, data: Any) -> Recipe:
     if not isinstance(data, dict) or not isinstance(data.get("recipe"), dict):
         raise ConfigError(f"recipe {name}: the file needs a 'recipe:' header mapping")
     data = dict(data)
-    head = data.pop("recipe")
-    missing = [k for k in ("name", "version", "seed", "table", "published", "choices") if k not in head]
-    if missing:
-        raise ConfigError(f"recipe {name}: header lacks {missing}")
-    if head["name"] != name:
-        raise ConfigError(f"recipe {name}: header name {head['name']!r} differs from the file name")
-    for key, why in head["choices"].items():
-        if not isinstance(why, str) or why.split(":", 1)[0].strip() not in SOURCES:
-            raise ConfigError(f"recipe {name}: choice {key} must read 'paper|code|ours: reason', got {why!r}")
-    for p in head["published"]:
-        if set(p) != {"metric", "value", "leaky"}:
-            raise ConfigError(f"recipe {name}: a published entry needs exactly metric, value, leaky; got {p}")
-    profiles = head.get("profiles") or {}
-    recipe = Recipe(name, int(head["version"]), str(head["seed"]), str(head["table"]),
-                    tuple(head["published"]), dict(head["choices"]), profiles, data)
+    try:
+        head = RecipeHeader(**data.pop("recipe"))
+    except ConfigError as exc:
+        raise ConfigError(f"recipe {name}: {exc}") from None
+    if head.name != name:
+        raise ConfigError(f"recipe {name}: header name {head.name!r} differs from the file name")
+    recipe = Recipe(name, head.version, head.seed, head.table, tuple(head.published), dict(head.choices),
+                    head.profiles, data)
     for profile in recipe.profile_names:
         leaks = leaky_switches(recipe.config_dict(profile))
         if leaks and profile != CODE:
@@ -160,26 +144,7 @@ def load(name: str, profile: str = PAPER) -> tuple[Any, dict[str, Any]]:
     return config, recipe.header(profile)
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys of a nested dict (lists and the preprocessing streams stay values)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{key}."))
-        else:
-            out[key] = v
-    return out
-
-
 def deviations(recipe: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
     """Every key whose value in ``run`` differs from the recipe's (``[{key, recipe, run}]``), ignoring where the
     data lives (root, annotation) and how the machine runs it (device, cache, workers)."""
-    a, b = flatten(recipe), flatten(run)
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if any(key == k or key.startswith(k + ".") for k in NOT_RECIPE_KEYS):
-            continue
-        if a.get(key) != b.get(key):
-            out.append({"key": key, "recipe": a.get(key), "run": b.get(key)})
-    return out
+    return [{"key": k, "recipe": a, "run": b} for k, a, b in diff(recipe, run, ignore=NOT_RECIPE_KEYS)]

@@ -19,7 +19,7 @@ class OutsideRunsError(ConfigError):
     """A run path that is absolute, has ``..`` in it, or resolves outside the runs folder."""
 
 
-def resolve_run(root: Path, rel: str, need: str = "metrics.json") -> Path:
+def resolve_run(root: Path, rel: str, need: str = rundir.METRICS) -> Path:
     """The run directory ``rel`` (relative to ``root``, ``/``-separated) holding ``need``."""
     if not rel or "\\" in rel or "\x00" in rel:
         raise OutsideRunsError(f"run path {rel!r}: give a folder under the runs folder, e.g. 'demo/run'")
@@ -43,9 +43,9 @@ def find_runs(root: Path) -> list[str]:
     base = root.resolve()
     for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        if "metrics.json" in filenames and Path(dirpath) != base:
+        if rundir.METRICS in filenames and Path(dirpath) != base:
             found.append(Path(dirpath).relative_to(base).as_posix())
-            dirnames[:] = [d for d in dirnames if d not in ("checkpoints", "folds", "explain")]
+            dirnames[:] = [d for d in dirnames if d not in (rundir.CHECKPOINTS, rundir.FOLDS, rundir.EXPLAIN)]
     return sorted(found)
 
 

@@ -72,7 +72,7 @@ class Spotter:
         run_dir = Path(run_dir)
         path = run_dir / runs.SPOTTER
         if not path.is_file():
-            raise ConfigError(f"{run_dir}: not a spotting run (no spotter.json); make one with "
+            raise ConfigError(f"{run_dir}: not a spotting run (no {runs.SPOTTER}); make one with "
                               "microexp evaluate --task spot")
         body = runs.read_json(path, "run file")
         states = None
@@ -154,15 +154,6 @@ def recognise_spots(video: str | Path, spots: list[Spot], recognise: Any, fps: f
     if missing:
         raise DataError(f"{video}: frames {missing[0].onset}..{missing[0].offset} not found for recognition")
     return [replace(s, emotion=labels[i]) for i, s in enumerate(spots)]
-
-
-def load(run_dir: str | Path, **kwargs: Any) -> Any:
-    """A spotting run's :class:`Spotter`, or for a recognition run :func:`microexp.predict.load`'s predictor."""
-    if (Path(run_dir) / "spotter.json").is_file():
-        return Spotter.load(run_dir)
-    from microexp.predict import load as load_predictor
-
-    return load_predictor(run_dir, **kwargs)
 
 
 def spot(video: str | Path, run: str | Path, recognise: str | Path | None = None, fps: float | None = None

@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import model_validator
 
 from microexp import runs as rundir
+from microexp.contract.spotting import THRESHOLDS, SpotRunConfig  # noqa: F401 - THRESHOLDS re-exported
 from microexp.errors import ConfigError
 from microexp.spot.data import SpotData, load_spot_data
 from microexp.spot.detect import (
@@ -52,62 +54,34 @@ from microexp.spot.detect import (
     spots_of,
 )
 from microexp.spot.features import FeatureConfig, VideoFeatures, extract_features
-from microexp.spot.groundtruth import TYPES, Interval
+from microexp.spot.groundtruth import Interval
 from microexp.spot.methods import METHODS, LearnedSpotter, apex_target, mdmd_curve, net_inputs
 from microexp.spot.metrics import Spot, score
 from microexp.spot.outputs import megc_log, spots_json, str_csv
 
 PREDICTION_DRAWS = 50  # shuffles of the predictions: chance level and p-value (smallest p: 1/51)
-THRESHOLDS = {"train": "fitted on the training subjects of each fold (learned: on out-of-fold curves)",
-              "in-sample": "fitted on the training subjects of each fold, on the curves of the network trained on "
-                           "them (learned spotter: scores its own training videos, so biased; the former rule)",
-              "test-peek": "LEAKY: threshold tuned on the test subject (reproduces published numbers only)"}
-
 
 # features of a video folder, kept in-process: a control run or a second method reuses them
 _CACHE: dict[tuple[Any, ...], VideoFeatures] = {}
 
 
-@dataclass
-class SpotConfig:
-    dataset: str = "samm_lv"
-    root: str = ""
-    annotation: str | None = None
-    method: str = "mdmd"
-    protocol: str = "loso"
-    folds: int = 5
-    control: str = "none"  # none | shuffle
-    threshold: str = "train"  # train | test-peek (leaky)
-    epochs: int = 12
-    seed: int = 0
-    crop: int = 64
-    grid: int = 6
-    face: str = "dlib"
-    fps: float | None = None  # None: the release's frame rate (SAMM-LV 200, CAS(ME)^2 and CAS(ME)^3 30)
-    recognise: str | None = None  # a recognition run: classify every spotted interval, score STRS
-    types: tuple[str, ...] = TYPES
+class SpotConfig(SpotRunConfig):
+    """The spotting run's configuration (:class:`~microexp.contract.spotting.SpotRunConfig`) with the names of
+    this layer checked too: the method and the feature settings."""
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _spot_names(self) -> SpotConfig:
         if self.method not in METHODS:
             raise ConfigError(f"spotting method {self.method!r}: expected one of {', '.join(METHODS)}")
-        if self.protocol not in ("loso", "kfold"):
-            raise ConfigError(f"spotting protocol {self.protocol!r}: expected loso or kfold")
-        if self.control not in ("none", "shuffle"):
-            raise ConfigError(f"control {self.control!r}: expected none or shuffle")
-        if self.threshold not in THRESHOLDS:
-            raise ConfigError(f"threshold {self.threshold!r}: expected {' or '.join(THRESHOLDS)}")
-        for t in self.types:
-            if t not in TYPES:
-                raise ConfigError(f"expression type {t!r}: expected micro and/or macro")
-        FeatureConfig(crop=self.crop, grid=self.grid, face=self.face).validate()
+        self.feature_config().validate()
+        return self
+
+    def validate(self) -> None:  # type: ignore[override]  # checked when built; kept for callers that re-check
+        self._check()
+        self._spot_names()
 
     def feature_config(self) -> FeatureConfig:
         return FeatureConfig(crop=self.crop, grid=self.grid, face=self.face)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["types"] = list(self.types)
-        return d
 
 
 @dataclass
@@ -229,9 +203,7 @@ def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
 
     config.validate()
     data = load_spot_data(config.dataset, config.root, config.annotation)
-    if config.fps is not None:
-        if not config.fps > 0:
-            raise ConfigError(f"fps {config.fps}: must be positive")
+    if config.fps is not None:  # checked (positive) when the configuration was built
         data.fps = float(config.fps)
     keys = sorted(data.videos)
     groups = np.array([data.videos[k][0] for k in keys], dtype=object)
@@ -343,19 +315,19 @@ def write_run(run: SpotRun, out: Path, data: SpotData, result: Any, curves: dict
     out.mkdir(parents=True, exist_ok=True)
     rundir.write_config(out, {"task": "spot", **run.config.to_dict(), "fps": data.fps})
     rundir.write_metrics(out, run.metrics)
-    write_atomic(out / f"megc_{data.dataset}.log", megc_log(result, data.dataset))
+    write_atomic(out / rundir.megc_log(data.dataset), megc_log(result, data.dataset))
     if run.config.recognise:
-        write_atomic(out / "str.csv", str_csv(run.predictions))
-    write_atomic(out / "predictions.json", spots_json(run.predictions, folds=run.folds,
+        write_atomic(out / rundir.STR_CSV, str_csv(run.predictions))
+    write_atomic(out / rundir.SPOT_PREDICTIONS, spots_json(run.predictions, folds=run.folds,
                                                       control=[asdict(p) for p in run.control_predictions]))
     arrays: dict[str, np.ndarray] = {}
     for (video, t, what), values in curves.items():
         arrays[f"{video}|{t}|{what}"] = np.asarray(values, np.float32)
     for key, f in feats.items():
         arrays[f"{key[1]}|numbers"] = f.numbers
-    np.savez_compressed(out / "curves.npz", **arrays)
+    np.savez_compressed(out / rundir.CURVES, **arrays)
     gt_rows = [asdict(i) | {"meta": dict(i.meta)} for i in data.gt.intervals]
-    write_atomic(out / "ground_truth.json", json.dumps({"intervals": gt_rows, "spans": {
+    write_atomic(out / rundir.GROUND_TRUTH, json.dumps({"intervals": gt_rows, "spans": {
         k[1]: list(v) for k, v in data.gt.spans.items()}}, indent=1))
     return out
 

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from microexp.contract.spotting import EXPRESSION_TYPES
 from microexp.data.records import Exclusion
 from microexp.errors import ConfigError
 
-TYPES = ("micro", "macro")
+TYPES = EXPRESSION_TYPES  # the contract's list (microexp.contract.spotting)
 FPS = {"samm_lv": 200.0, "casme_sq": 30.0, "casme3": 30.0}
 DATASETS = tuple(FPS)
 

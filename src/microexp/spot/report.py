@@ -59,14 +59,14 @@ def render_spot_report(run_dir: str | Path, out: str | Path | None = None, max_v
     from microexp.spot.outputs import read_spots_json
 
     run_dir = Path(run_dir)
-    if not (run_dir / runs.METRICS).is_file() or not (run_dir / "curves.npz").is_file():
+    if not (run_dir / runs.METRICS).is_file() or not (run_dir / runs.CURVES).is_file():
         raise ConfigError(f"{run_dir}: not a spotting run ({runs.METRICS} and curves.npz expected)")
     metrics = runs.read_metrics(run_dir)
-    gt_body = runs.read_json(run_dir / "ground_truth.json", "run file")
+    gt_body = runs.read_json(run_dir / runs.GROUND_TRUTH, "run file")
     gt = [Interval(**r) for r in gt_body["intervals"]]
-    preds = read_spots_json(run_dir / "predictions.json")
+    preds = read_spots_json(run_dir / runs.SPOT_PREDICTIONS)
     result = score(gt, preds)
-    arrays = np.load(run_dir / "curves.npz")
+    arrays = np.load(run_dir / runs.CURVES)
     parts = [f"<h1>Spotting run {html.escape(run_dir.name)}</h1>"]
     if metrics.get("leaky"):
         parts.append('<p style="background:#c62828;color:white;padding:6px">LEAKY: threshold tuned on the test '
@@ -113,7 +113,7 @@ def render_spot_report(run_dir: str | Path, out: str | Path | None = None, max_v
         parts.append(f'<img src="data:image/png;base64,{png}" alt="{html.escape(video)}"><br>')
     if len(videos) > max_videos:
         parts.append(f"<p>{len(videos) - max_videos} more videos not drawn.</p>")
-    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    config = (run_dir / runs.CONFIG).read_text() if (run_dir / runs.CONFIG).is_file() else ""
     parts.append(f"<h2>Configuration</h2><pre>{html.escape(config)}</pre>")
     path = Path(out) if out else run_dir / "report.html"
     path.write_text("<!doctype html><meta charset=utf-8><title>spotting report</title><body style='font-family:"

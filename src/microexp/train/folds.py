@@ -4,7 +4,6 @@ its test fold. Executors (:mod:`microexp.train.executor`, :mod:`microexp.train.d
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +86,7 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
     LEAKY ``reproduce`` switch or epoch policy of the run says so (:func:`microexp.runs.leaks` lists them)."""
     config, cfg, fold, seed = ctx.config, ctx.config.train, task.fold, task.seed
     if "augment-before-split" in config.reproduce:  # the copies were made once before the split
-        cfg = dataclasses.replace(cfg, augment="none")
+        cfg = cfg.replace(augment="none")
     spec = model_registry.get(config.model)
     n_classes = len(ctx.classes)
     y = ctx.y
@@ -103,7 +102,7 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
     inputs = ctx.inputs
     if cfg.augment != "none":  # the seed's composition: the training rows plus their class-wise augmented copies
         inputs, y, fit_idx = augment_training_rows(ctx, inputs, y, fit_idx, seed)
-        cfg = dataclasses.replace(cfg, augment="none")
+        cfg = cfg.replace(augment="none")
     normaliser = None
     if ctx.preprocess.normalise == "global":  # fitted on the rows the model trains on, saved for inference
         norm = GlobalNormaliser().fit(inputs, fit_idx)

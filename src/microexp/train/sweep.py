@@ -19,10 +19,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from microexp import runs as rundir
 from microexp.config import RunConfig
+from microexp.contract.values import load_yaml
 from microexp.errors import ConfigError
 from microexp.train.evaluate import check_model, evaluate
-from microexp.typed import load_yaml
 
 # Reddy et al. (IJCNN 2019) Table IX: MicroExpSTCNN validation accuracy (%) on CAS(ME)^2 by kernel
 # (rows x cols x frames), single 80/20 split with the epoch picked on that split (docs/models.md §1.11.10).
@@ -98,7 +99,7 @@ def run_sweep(base: RunConfig, grid: dict[str, list[Any]], out: Path | None = No
         name = point_name(i, point)
         run_dir = out / name if out is not None else None
         log(f"[{i + 1}/{len(points)}] {name}")
-        resume = run_dir is not None and (run_dir / "config.yaml").is_file()
+        resume = run_dir is not None and (run_dir / rundir.CONFIG).is_file()
         result = evaluate_fn(config, out=run_dir, progress=progress, log=log, resume=resume)
         m = result.metrics
         row: dict[str, Any] = {"point": name, **{k: json.dumps(v) for k, v in point.items()}}

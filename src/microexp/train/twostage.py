@@ -25,7 +25,6 @@ split frames of all subjects 50/50, a leak across its LOSO stage).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -104,11 +103,7 @@ def sequence_features(model: nn.Module, inputs: Inputs, rows: np.ndarray, batch_
 
 
 def _stage1_config(cfg: TrainConfig, epochs: int, batch: int) -> TrainConfig:
-    names = {f.name for f in dataclasses.fields(cfg)}
-    changes: dict[str, Any] = {"epochs": epochs, "batch_size": batch, "epoch_policy": "fixed", "patience": None}
-    if "report_epochs" in names:
-        changes["report_epochs"] = None
-    return dataclasses.replace(cfg, **changes)
+    return cfg.replace(epochs=epochs, batch_size=batch, epoch_policy="fixed", patience=None, report_epochs=None)
 
 
 def fit_stage1(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, cfg: TrainConfig, seed: int,

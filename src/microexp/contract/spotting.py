@@ -1,0 +1,65 @@
+"""The spotting run's configuration (``microexp evaluate --task spot``), checked when it is built.
+
+The spotting layer's own names (its methods, its feature settings) are checked by the subclass it defines,
+:class:`microexp.spot.evaluate.SpotConfig`, so the contract imports no spotting code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import model_validator
+
+from microexp.contract.values import ConfigModel
+from microexp.errors import ConfigError
+
+EXPRESSION_TYPES = ("micro", "macro")
+PROTOCOLS = ("loso", "kfold")
+CONTROLS = ("none", "shuffle")
+THRESHOLDS = {"train": "fitted on the training subjects of each fold (learned: on out-of-fold curves)",
+              "in-sample": "fitted on the training subjects of each fold, on the curves of the network trained on "
+                           "them (learned spotter: scores its own training videos, so biased; the former rule)",
+              "test-peek": "LEAKY: threshold tuned on the test subject (reproduces published numbers only)"}
+
+
+class SpotRunConfig(ConfigModel):
+    """Everything that defines a spotting run; saved (with the data's frame rate) as its ``config.yaml``."""
+
+    # what ``microexp evaluate --task spot --set KEY=VALUE`` may set
+    SETTABLE: ClassVar[tuple[str, ...]] = ("fps", "crop", "grid", "face", "seed", "epochs", "recognise",
+                                           "threshold")
+
+    dataset: str = "samm_lv"
+    root: str = ""
+    annotation: str | None = None
+    method: str = "mdmd"
+    protocol: str = "loso"
+    folds: int = 5
+    control: str = "none"  # none | shuffle
+    threshold: str = "train"  # train | in-sample | test-peek (leaky)
+    epochs: int = 12
+    seed: int = 0
+    crop: int = 64
+    grid: int = 6
+    face: str = "dlib"
+    fps: float | None = None  # None: the release's frame rate (SAMM-LV 200, CAS(ME)^2 and CAS(ME)^3 30)
+    recognise: str | None = None  # a recognition run: classify every spotted interval, score STRS
+    types: tuple[str, ...] = EXPRESSION_TYPES
+
+    @model_validator(mode="after")
+    def _check(self) -> SpotRunConfig:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"spotting protocol {self.protocol!r}: expected loso or kfold")
+        if self.control not in CONTROLS:
+            raise ConfigError(f"control {self.control!r}: expected none or shuffle")
+        if self.threshold not in THRESHOLDS:
+            raise ConfigError(f"threshold {self.threshold!r}: expected {' or '.join(THRESHOLDS)}")
+        for t in self.types:
+            if t not in EXPRESSION_TYPES:
+                raise ConfigError(f"expression type {t!r}: expected micro and/or macro")
+        if self.fps is not None and not self.fps > 0:
+            raise ConfigError(f"fps {self.fps}: must be positive")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.model_dump(), "types": list(self.types)}
