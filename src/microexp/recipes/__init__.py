@@ -8,10 +8,26 @@ A recipe file is a run's ``config.yaml`` (the *paper* profile: the published set
       version: 1                          # bumped whenever a value changes
       seed: <paper title, venue, DOI>     # the experiment it reproduces
       table: <table / figure of the paper>
-      published: [{metric: accuracy, value: 0.878, leaky: "why" | null}]
-      choices: {train.batch_size: "paper: batch 8 (the code: 16)", ...}   # paper | code | ours: reason
+      published:                          # every figure the seed gives for this experiment
+      - {metric: accuracy, value: 0.878, leaky: "why" | null, where: "Table V"}
+      - {metric: accuracy, value: 0.822, std: 0.0502, epochs: [91, 100], leaky: ..., where: "Table VIII"}
+      - {metric: uf1, value: 0.8886, dataset: smic, leaky: null, where: "..."}
+      - {metric: accuracy, value: 0.66, scope: "best of the four models, model not named", leaky: ..., where: ...}
+      choices: {train.batch_size: "paper §IV-B: batch 8 (the code: 16)", ...}   # SOURCE [WHERE]: text
+      counts: {where: "Table IV", classes: {happy: 94, ...}, note: "..."}   # optional: the seed's clips per class
       profiles:                           # other profiles, as dotted overrides of the paper profile
         code: {why: "...", set: {train.batch_size: 16, ...}}
+
+**Published figures** (:data:`PUBLISHED_KEYS`): ``metric``, ``value`` and ``leaky`` (null, or why the seed's
+evaluation leaked) always; optional ``where`` (the seed's table/slide), ``std`` with ``epochs: [first, last]`` (a
+mean ± std over those epochs: compared with our ``epoch_range``), ``dataset`` (one source dataset of a composite:
+compared with our ``per_dataset`` score) and ``scope`` (what the figure is of when it is not this recipe's model
+alone, e.g. the best of several models).
+
+**Sources** (:func:`source_of`): every choice reads ``SOURCE [WHERE]: text`` with SOURCE one of
+:data:`SOURCES`: ``paper WHERE: ...`` (WHERE, the section/table/slide, is required), ``code [FILE]: ...`` (the
+file where the seed names it), ``ours: reason`` or ``ambiguous: (a) one reading; (b) another ...`` (at least two
+readings, and which one the recipe takes). WHERE holds no colon.
 
 Leaky reproduction switches (``train.epoch_policy`` test-peek / whole-set, ``reproduce``) appear only in a profile
 named ``code``; :func:`load` refuses a recipe that breaks this. ``microexp evaluate --recipe NAME[:PROFILE]`` runs a
@@ -23,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -33,9 +50,44 @@ from microexp.errors import ConfigError
 
 PAPER = "paper"
 CODE = "code"
-SOURCES = ("paper", "code", "ours")
+SOURCES = ("paper", "code", "ours", "ambiguous")
+PUBLISHED_KEYS = {"metric", "value", "leaky"}  # required; the optional ones:
+PUBLISHED_OPTIONAL = {"where", "std", "epochs", "dataset", "scope"}
+_SOURCE = re.compile(r"(paper|code|ours|ambiguous)(?: ([^:]+?))?: (\S.*)", re.DOTALL)
 # keys that say where the data is, not how the experiment runs: never a deviation
 NOT_RECIPE_KEYS = ("root", "annotation", "recipe", "cache", "preprocess_workers", "train.device")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a recipe value comes from: ``kind`` (paper | code | ours | ambiguous), ``where`` (section, table or
+    file; "" when not given) and the ``text`` after the colon."""
+
+    kind: str
+    where: str
+    text: str
+
+
+def source_of(choice: str) -> Source:
+    """Parse one choice (``"paper §IV-B: batch 8"``); a choice breaking the rules is one ConfigError line."""
+    m = _SOURCE.fullmatch(choice.strip()) if isinstance(choice, str) else None
+    if not m:
+        raise ConfigError(f"a choice must read 'SOURCE [WHERE]: text' with SOURCE one of {', '.join(SOURCES)}; "
+                          f"got {choice!r}")
+    kind, where, text = m.group(1), (m.group(2) or "").strip(), m.group(3).strip()
+    if kind == "paper" and not where:
+        raise ConfigError(f"a 'paper' choice names its section or table ('paper §IV-B: ...'); got {choice!r}")
+    if kind == "ambiguous" and not ("(a)" in text and "(b)" in text):
+        raise ConfigError(f"an 'ambiguous' choice lists its readings '(a) ...; (b) ...'; got {choice!r}")
+    return Source(kind, where, text)
+
+
+def _check_published(name: str, p: Any) -> None:
+    if not isinstance(p, dict) or not PUBLISHED_KEYS <= set(p) or set(p) - PUBLISHED_KEYS - PUBLISHED_OPTIONAL:
+        raise ConfigError(f"recipe {name}: a published entry needs {sorted(PUBLISHED_KEYS)} and may have "
+                          f"{sorted(PUBLISHED_OPTIONAL)}; got {p}")
+    if ("std" in p) != ("epochs" in p):
+        raise ConfigError(f"recipe {name}: a published mean ± std needs both std and epochs; got {p}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +102,7 @@ class Recipe:
     choices: dict[str, str]
     profiles: dict[str, dict[str, Any]]  # profile -> {why, set}; the paper profile has no overrides
     base: dict[str, Any]  # the paper profile's run configuration
+    counts: dict[str, Any] | None = None  # the seed's clips per class: {where, classes: {class: n}, note}
 
     @property
     def profile_names(self) -> list[str]:
@@ -70,6 +123,9 @@ class Recipe:
         return {"name": self.name, "version": self.version, "profile": profile, "profiles": self.profile_names,
                 "seed": self.seed, "table": self.table, "published": [dict(p) for p in self.published],
                 "choices": dict(self.choices),
+                "sources": {k: {"source": (src := source_of(v)).kind, "where": src.where}
+                            for k, v in self.choices.items()},
+                "counts": self.counts,
                 "why": (self.profiles.get(profile) or {}).get("why", "the published setup, leak-free")}
 
 
@@ -123,19 +179,31 @@ def _parse(name: str, data: Any) -> Recipe:
     if head["name"] != name:
         raise ConfigError(f"recipe {name}: header name {head['name']!r} differs from the file name")
     for key, why in head["choices"].items():
-        if not isinstance(why, str) or why.split(":", 1)[0].strip() not in SOURCES:
-            raise ConfigError(f"recipe {name}: choice {key} must read 'paper|code|ours: reason', got {why!r}")
+        try:
+            source_of(why)
+        except ConfigError as exc:
+            raise ConfigError(f"recipe {name}: choice {key}: {exc}") from None
     for p in head["published"]:
-        if set(p) != {"metric", "value", "leaky"}:
-            raise ConfigError(f"recipe {name}: a published entry needs exactly metric, value, leaky; got {p}")
+        _check_published(name, p)
     profiles = head.get("profiles") or {}
     recipe = Recipe(name, int(head["version"]), str(head["seed"]), str(head["table"]),
-                    tuple(head["published"]), dict(head["choices"]), profiles, data)
+                    tuple(head["published"]), dict(head["choices"]), profiles, data, _counts(name, head.get("counts")))
     for profile in recipe.profile_names:
         leaks = leaky_switches(recipe.config_dict(profile))
         if leaks and profile != CODE:
             raise ConfigError(f"recipe {name}: leaky switch(es) {leaks} outside the code profile ({profile})")
     return recipe
+
+
+def _counts(name: str, counts: Any) -> dict[str, Any] | None:
+    if counts is None:
+        return None
+    if (not isinstance(counts, dict) or not isinstance(counts.get("classes"), dict) or "where" not in counts
+            or set(counts) - {"where", "classes", "note"}
+            or not all(isinstance(v, int) for v in counts["classes"].values())):
+        raise ConfigError(f"recipe {name}: counts needs where and classes {{class: clips}} (and may have a note); "
+                          f"got {counts}")
+    return dict(counts)
 
 
 def leaky_switches(d: dict[str, Any]) -> list[str]:
