@@ -434,3 +434,52 @@ def test_quotas_fit_the_real_class_counts():
         assert all(counts[c] > n for c, n in quota.items()), (counts, quota)
         assert sum(counts.values()) == total
     assert sum(recipes.get("joshi2021-2dcnn-vote-samm-7").base["quota"].values()) == 90
+
+
+# ------------------------------------------------- a class too small for the split; the flagship on the real file
+
+@pytest.mark.parametrize("stratify", [True, False])
+def test_a_class_too_small_for_a_holdout_split_is_one_line(stratify):
+    from microexp.train.protocols import make_folds
+
+    y = [0] * 6 + [1] + [2] * 5
+    with pytest.raises(recipes.ConfigError) as e:
+        make_folds("holdout", y, list(range(12)), subject_aware=False, stratify=stratify,
+                   classes=["angry", "happy", "disgust"])
+    assert str(e.value) == ("holdout split: class 'happy' has 1 clip after the filters; a train/test split needs "
+                            "at least 2 of every class")
+    with pytest.raises(recipes.ConfigError, match="class 'disgust' has 0 clips"):
+        make_folds("holdout", [0, 0, 1, 1], [0, 1, 2, 3], subject_aware=False, classes=["a", "b", "disgust"])
+
+
+@pytest.mark.slow
+def test_reddy_casme2sq_runs_on_a_tree_of_the_real_coding_file(tmp_path, capsys):
+    """microexp synth --layout casme_sq --annotation <the real coding file>, then the recipe end to end (one epoch,
+    tiny sizes): the class protocol keeps 67 / 99 / 42; the literal 'more than 96 frames' is one line."""
+    import json
+
+    from microexp.cli import main
+
+    tree = tmp_path / "sq"
+    assert main(["synth", "--layout", "casme_sq", "--annotation", str(need(CASME_SQ)), "--out", str(tree),
+                 "--no-progress"]) == 0
+    out = tmp_path / "run"
+    args = ["evaluate", "--recipe", "reddy2019-stcnn-casme2sq", "--root", str(tree), "--epochs", "1", "--size", "16",
+            "--set", "preprocess.frames=17", "--set", "train.report_epochs=[1, 1]", "--no-progress", "--device", "cpu"]
+    assert main([*args, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    reasons = (out / "excluded.csv").read_text().splitlines()[1:]
+    by_protocol = [r for r in reasons if "casme_sq-reddy" in r]
+    assert len(by_protocol) == 357 - 208
+    no_face = [r for r in reasons if "no face" in r]  # the synthetic renders: dlib misses a few faces
+    assert metrics["n_clips"] + len(no_face) == 208 and len(reasons) == 357 - metrics["n_clips"]
+    assert sum(metrics["class_counts"].values()) == metrics["n_clips"]
+    assert set(metrics["class_counts"]) == {"angry", "happy", "disgust"} and min(metrics["class_counts"].values()) > 20
+    card = (out / "recipe-card.txt").read_text()
+    assert "clips per class: published [Table IV] angry 76 / happy 94 / disgust 36 = 206; ours angry " in card
+    assert "0.8220 ± 0.0502 (epochs 91-100); ours " in card
+    capsys.readouterr()
+    assert main([*args, "--set", "min_frames=97", "--out", str(tmp_path / "run97")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("microexp evaluate: error: holdout split: class 'angry' has 0 clips after the filters; a "
+                   "train/test split needs at least 2 of every class")
