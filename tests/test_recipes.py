@@ -483,3 +483,30 @@ def test_reddy_casme2sq_runs_on_a_tree_of_the_real_coding_file(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert err == ("microexp evaluate: error: holdout split: class 'angry' has 0 clips after the filters; a "
                    "train/test split needs at least 2 of every class")
+
+
+def test_the_docs_give_the_cards_figures_and_counts():
+    """docs/recipes.md gives every published figure of every card (Reddy's as percentages, Joshi's 66 %), the class
+    counts and the split; docs/models.md agrees on Table VIII, the split and the CAS(ME)^2 counts."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text, models = (docs / "recipes.md").read_text(), (docs / "models.md").read_text()
+    for name in recipes.names():
+        for p in recipes.get(name).published:
+            if name.startswith("reddy2019"):
+                shown = f"{p['value'] * 100:.2f}" + (f" ± {p['std'] * 100:.2f} %" if p.get("std") else " %")
+            elif name.startswith("joshi2021"):
+                shown = f"{p['value'] * 100:.0f} %"
+            else:
+                shown = f"{p['value']:.4f}"
+            assert shown in text, (name, p, shown)
+            if name.startswith("reddy2019") and p.get("std"):
+                assert f"{p['value'] * 100:.2f} ± {p['std'] * 100:.2f}" in models, (name, p)
+    for words in ("67 / 99 / 42 = 208", "76 / 94 / 36 = 206", "102 / 167 / 88 = 357", "70 / 51 / 43 = 164",
+                  "**not stratified**", "\"Different regions, different labels\""):
+        assert words in text, words
+    for words in ("67 / 99 / 42", "76 / 94 / 36", "whole dataset splitup with varying % of samples in different classes",
+                  "batch 244, 60 epochs", "keras-gpu 2.2.4 and tensorflow-gpu 1.12.0", "considers full face as the input"):
+        assert words in models, words
+    assert "stratified 80/20" not in models and "TF 1.14" not in models
