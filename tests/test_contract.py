@@ -71,8 +71,8 @@ def test_recipe_header_errors() -> None:
     head = RecipeHeader(**good)
     assert (head.version, head.table, head.profiles) == (2, "3", {})
     for change, message in (({"version": "x"}, "version='x' is not an integer"),
-                            ({"choices": {"k": "mine: why"}}, "choice k must read 'paper|code|ours: reason'"),
-                            ({"published": [{"metric": "uf1"}]}, "a published entry needs exactly metric, value")):
+                            ({"choices": {"k": "mine: why"}}, "choice k: a choice must read 'SOURCE \\[WHERE\\]: text'"),
+                            ({"published": [{"metric": "uf1"}]}, "a published entry needs \\['leaky', 'metric', 'value'\\]")):
         with pytest.raises(ConfigError, match=message):
             RecipeHeader(**{**good, **change})
     with pytest.raises(ConfigError, match=r"header lacks \['table'\]"):

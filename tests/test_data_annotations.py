@@ -124,6 +124,11 @@ def test_casme_sq_csv_export():
     assert classes.get("casme_sq-micro-4").apply(recs).counts() == {"positive": 8, "negative": 21, "surprise": 9,
                                                                     "others": 19}
     assert classes.get("casme_sq-seed").apply(recs).counts() == {"angry": 102, "happy": 167, "disgust": 88}
+    reddy = classes.get("casme_sq-reddy").apply(recs)  # stimulus agrees with the estimated emotion, offset coded
+    assert reddy.counts() == {"angry": 67, "happy": 99, "disgust": 42}
+    reasons = [x.reason for x in reddy.excluded]
+    assert reasons.count("offset_coded 'no' not used by casme_sq-reddy") == 44
+    assert "stimulus_emotion 'happy/surprise' not used by class protocol casme_sq-reddy" in reasons
 
 
 def test_casme3_label_file():

@@ -15,6 +15,7 @@ from microexp import recipes
 from microexp.cli import main
 from microexp.config import RunConfig
 from microexp.data._common import Row
+from microexp.report.recipe import published_label, published_value
 from microexp.synth import fixtures
 from microexp.synth.fixtures import build_fixture, placeholder_renderer, synth_renderer
 
@@ -77,11 +78,14 @@ TINY = ["train.epochs=1", "min_frames=null", "train.scheduler_monitor=train_loss
 JOSHI = ["--size", "32"]
 # the smallest overrides per recipe (beyond TINY); each becomes a recorded deviation
 OVERRIDES: dict[str, list[str]] = {
+    # the generated 7-span CAS(ME)^2 sample keeps 1 angry span under casme_sq-reddy: the stimulus classes here (the
+    # real coding file's tree runs the recipe as is: tests/test_recipes.py)
     "reddy2019-stcnn-casme2sq": ["--size", "16", "--set", "preprocess.frames=17", "--set", "test_size=0.5",
-                                 "--set", "train.report_epochs=[1, 1]"],
+                                 "--set", "train.report_epochs=[1, 1]", "--set", "classes=casme_sq-seed"],
     "reddy2019-stcnn-smic": ["--size", "16", "--set", "train.report_epochs=[1, 1]"],
     **{f"reddy2019-fusenet-{f}-casme2sq": ["--size", "16", "--set", "preprocess.frames=17", "--set", "test_size=0.5",
-                                           "--set", "train.report_epochs=[1, 1]"] for f in ("intermediate", "late")},
+                                           "--set", "train.report_epochs=[1, 1]", "--set", "classes=casme_sq-seed"]
+       for f in ("intermediate", "late")},
     **{f"reddy2019-fusenet-{f}-smic": ["--size", "16", "--set", "train.report_epochs=[1, 1]"]
        for f in ("intermediate", "late")},
     **{f"joshi2021-{m}-samm-{t}": [*JOSHI, "--set", "folds=2", "--set", "repeats=1"]
@@ -144,9 +148,13 @@ def test_recipe_runs_end_to_end_and_writes_its_card(name, trees, tmp_path, capsy
     card = (out / "recipe-card.txt").read_text()
     assert card.startswith(f"recipe {name} (version {recipe.version}, profile paper)")
     assert f"  deviations from the recipe ({len(deviations)}):" in card
-    for p in recipe.published:
-        label = f"published (leaky: {p['leaky']})" if p["leaky"] else "published"
-        assert f"{p['metric']}: {label} {p['value']:.4f}; ours " in card
+    for p in recipe.published:  # every figure the seed gives, with its table and leak, beside ours
+        assert f"{p['metric']}: {published_label(p)} {published_value(p)}; ours " in card
+        assert p["where"] in card and (not p["leaky"] or f"(leaky: {p['leaky']})" in card)
+        if p.get("epochs"):  # Table VIII's mean ± std beside ours over the same epochs
+            assert f"± {p['std']:.4f} (epochs {p['epochs'][0]}-{p['epochs'][1]}); ours " in card
+    if recipe.counts:  # the seed's clips per class beside ours
+        assert f"  clips per class: published [{recipe.counts['where']}] " in card
     assert "recipe card written to" in captured.out
 
 
@@ -265,17 +273,18 @@ def test_recipes_command_lists_and_shows(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == recipes.names()
     by_name = {line.split()[0]: line for line in lines}
-    assert by_name["reddy2019-stcnn-casme2sq"].split()[1:] == ["paper/code", "stcnn", "casme_sq", "accuracy", "0.878",
-                                                              "(leaky)"]
-    assert by_name["aouayeb2019-megc2019"].endswith("UF1 0.9022, UAR 0.9018")
+    assert by_name["reddy2019-stcnn-casme2sq"].split(maxsplit=4)[1:] == [
+        "paper/code", "stcnn", "casme_sq", "accuracy 0.878 (leaky), accuracy 0.822 ± 0.0502 (epochs 91-100) (leaky)"]
+    assert by_name["aouayeb2019-megc2019"].endswith("UF1 0.9022, UAR 0.9018, accuracy 0.9095 (+ per dataset)")
     assert by_name["twostream-casme-6"].endswith("none published")
     assert main(["recipes", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in rows] == recipes.names() and rows[0]["published"] == [
-        {"metric": "uf1", "value": 0.9022, "leaky": None}, {"metric": "uar", "value": 0.9018, "leaky": None}]
+    assert [r["name"] for r in rows] == recipes.names() and rows[0]["published"][:2] == [
+        {"metric": "uf1", "value": 0.9022, "leaky": None, "where": "Aouayeb et al. MLSP 2019 slides, Results"},
+        {"metric": "uar", "value": 0.9018, "leaky": None, "where": "Aouayeb et al. MLSP 2019 slides, Results"}]
     assert main(["recipes", "reddy2019-fusenet-late-smic:code"]) == 0
     shown = capsys.readouterr().out
-    assert shown.startswith("reddy2019-fusenet-late-smic (version 1), profile code (profiles: paper, code): the "
+    assert shown.startswith("reddy2019-fusenet-late-smic (version 2), profile code (profiles: paper, code): the "
                             "reference script")
     assert "  reproduce: code: the SMIC fusion scripts append each surprise clip twice" in shown
     assert "reproduce:\n- smic-surprise-duplication" in shown and "epoch_policy: whole-set" in shown

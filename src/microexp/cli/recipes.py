@@ -11,8 +11,15 @@ def published_text(published: list[dict[str, Any]]) -> str:
     """``accuracy 0.878 (leaky)``, ``UF1 0.902, UAR 0.902``, or ``none published``."""
     if not published:
         return "none published"
-    return ", ".join(f"{'accuracy' if p['metric'] == 'accuracy' else p['metric'].upper()} {p['value']:.4g}"
-                     + (" (leaky)" if p["leaky"] else "") for p in published)
+    def one(p: dict[str, Any]) -> str:
+        text = f"{'accuracy' if p['metric'] == 'accuracy' else p['metric'].upper()} {p['value']:.4g}"
+        if p.get("std") is not None:
+            text += f" ± {p['std']:.4g} (epochs {p['epochs'][0]}-{p['epochs'][1]})"
+        if p.get("dataset"):
+            text += f" ({p['dataset']})"
+        return text + (" (leaky)" if p["leaky"] else "")
+
+    return ", ".join(one(p) for p in published)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,10 +39,15 @@ def run(args: argparse.Namespace) -> int:
               f"{header['why']}")
         print(f"seed: {recipe.seed}")
         print(f"reproduces: {recipe.table}; published: {published_text(header['published'])}")
+        from microexp.report.recipe import published_label, published_value
+
         for p in header["published"]:
-            if p["leaky"]:
-                print(f"  {p['metric']} {p['value']}: leaky: {p['leaky']}")
-        print("choices (paper | code | ours: reason):")
+            print(f"  {p['metric']} {published_value(p)}: {published_label(p)}")
+        if header.get("counts"):
+            c = header["counts"]
+            print(f"clips per class [{c['where']}]: " + " / ".join(f"{k} {v}" for k, v in c["classes"].items())
+                  + f" = {sum(c['classes'].values())}" + (f" ({c['note']})" if c.get("note") else ""))
+        print("choices (SOURCE [WHERE]: text; SOURCE paper | code | ours | ambiguous):")
         for key, why in recipe.choices.items():
             print(f"  {key}: {why}")
         config.pop("recipe")
@@ -53,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(r["name"]) for r in rows) + 2
     for r in rows:
         print(f"{r['name']:{width}}{'/'.join(r['profiles']):12}{r['model']:22}{r['dataset']:10}"
-              f"{published_text(r['published'])}")
+              f"{published_text([p for p in r['published'] if not p.get('dataset')])}"
+              + (" (+ per dataset)" if any(p.get("dataset") for p in r["published"]) else ""))
     return 0
 
 

@@ -22,7 +22,8 @@ their 4-digit code, so ``s19/23_0502funnyerrors`` (prefix differs from the folde
 
 Offset ``0``: ``ClipRecord.offset`` is None and the clip ends at its apex (recorded in ``meta["repairs"]``).
 ``meta``: ``type`` (macro/micro), ``video_emotion`` (anger/disgust/happy, the stimulus category),
-``self_report``. 30 fps.
+``self_report``, ``stimulus_emotion`` (``happy/positive``: stimulus category / estimated emotion), ``offset_coded``
+(``yes``/``no``). 30 fps.
 """
 
 from __future__ import annotations
@@ -130,7 +131,10 @@ def read_annotation(path: Path) -> Annotation:
                   aus="" if aus.lower() == "null" else aus, fps=FPS, source=f"{path}:{i}",
                   meta={"participant": int(part), "type": cell_text(cells["type"]).lower().split("-")[0],
                         "video_emotion": m.group(1).lower(), "video": f"{m.group(1)}{m.group(2)}".lower(),
-                        "self_report": cell_text(cells["self_report"]).lower()})
+                        "self_report": cell_text(cells["self_report"]).lower(),
+                        # for casme_sq-reddy: the stimulus category beside the coders' estimated emotion
+                        "stimulus_emotion": f"{m.group(1).lower()}/{emotion}",
+                        "offset_coded": "no" if offset == 0 else "yes"})
         if len(values) > len(COLS) + 1 and "/" in cell_text(values[len(COLS) + 1]):
             row.meta["rawpic_folder"] = cell_text(values[len(COLS) + 1])  # appended column of the CSV export
         fix_apex(row, cell_text(cells["apex"]))
@@ -235,6 +239,15 @@ PROTOCOLS = (
         "names), macro and micro. The seed's own 206-sample selection (76/94/36, from clips it cut itself) cannot "
         "be reconstructed from the annotation; this gives 102/167/88 on the Updated file.",
         field="video_emotion"),
+    ClassProtocol(
+        "casme_sq-reddy", ("angry", "happy", "disgust"),
+        {**{f"{v}/{e}": None for v in ("anger", "happy", "disgust") for e in EMOTIONS},
+         "anger/negative": "angry", "happy/positive": "happy", "disgust/negative": "disgust"},
+        "CAS(ME)^2 for the Reddy et al. 2019 recipes (docs/recipes.md): the stimulus category (angry, happy, "
+        "disgust) where the coders' estimated emotion agrees with it (negative in anger*/disgust* videos, positive "
+        "in happy* videos) and the offset is coded (not 0); macro and micro. 208 = 67 + 99 + 42 on the Updated "
+        "file, the nearest the release comes to the paper's 206 = 76 + 94 + 36 (Table IV), which cannot be rebuilt.",
+        field="stimulus_emotion", where=(("offset_coded", "yes"),)),
 )
 
 SPEC = register_dataset(DatasetSpec(

@@ -8,10 +8,26 @@ A recipe file is a run's ``config.yaml`` (the *paper* profile: the published set
       version: 1                          # bumped whenever a value changes
       seed: <paper title, venue, DOI>     # the experiment it reproduces
       table: <table / figure of the paper>
-      published: [{metric: accuracy, value: 0.878, leaky: "why" | null}]
-      choices: {train.batch_size: "paper: batch 8 (the code: 16)", ...}   # paper | code | ours: reason
+      published:                          # every figure the seed gives for this experiment
+      - {metric: accuracy, value: 0.878, leaky: "why" | null, where: "Table V"}
+      - {metric: accuracy, value: 0.822, std: 0.0502, epochs: [91, 100], leaky: ..., where: "Table VIII"}
+      - {metric: uf1, value: 0.8886, dataset: smic, leaky: null, where: "..."}
+      - {metric: accuracy, value: 0.66, scope: "best of the four models, model not named", leaky: ..., where: ...}
+      choices: {train.batch_size: "paper §IV-B: batch 8 (the code: 16)", ...}   # SOURCE [WHERE]: text
+      counts: {where: "Table IV", classes: {happy: 94, ...}, note: "..."}   # optional: the seed's clips per class
       profiles:                           # other profiles, as dotted overrides of the paper profile
         code: {why: "...", set: {train.batch_size: 16, ...}}
+
+**Published figures** (:data:`PUBLISHED_KEYS`): ``metric``, ``value`` and ``leaky`` (null, or why the seed's
+evaluation leaked) always; optional ``where`` (the seed's table/slide), ``std`` with ``epochs: [first, last]`` (a
+mean ± std over those epochs: compared with our ``epoch_range``), ``dataset`` (one source dataset of a composite:
+compared with our ``per_dataset`` score) and ``scope`` (what the figure is of when it is not this recipe's model
+alone, e.g. the best of several models).
+
+**Sources** (:func:`source_of`): every choice reads ``SOURCE [WHERE]: text`` with SOURCE one of
+:data:`SOURCES`: ``paper WHERE: ...`` (WHERE, the section/table/slide, is required), ``code [FILE]: ...`` (the
+file where the seed names it), ``ours: reason`` or ``ambiguous: (a) one reading; (b) another ...`` (at least two
+readings, and which one the recipe takes). WHERE holds no colon.
 
 Leaky reproduction switches (``train.epoch_policy`` test-peek / whole-set, ``reproduce``) appear only in a profile
 named ``code``; :func:`load` refuses a recipe that breaks this. ``microexp evaluate --recipe NAME[:PROFILE]`` runs a
@@ -30,7 +46,14 @@ from typing import Any
 import yaml
 
 from microexp.contract.overrides import diff, flatten, set_dotted  # noqa: F401 - flatten re-exported
-from microexp.contract.recipe import SOURCES, RecipeHeader  # noqa: F401 - SOURCES re-exported
+from microexp.contract.recipe import (  # noqa: F401 - SOURCES, PUBLISHED_*, Source, source_of re-exported
+    PUBLISHED_KEYS,
+    PUBLISHED_OPTIONAL,
+    SOURCES,
+    RecipeHeader,
+    Source,
+    source_of,
+)
 from microexp.errors import ConfigError
 
 PAPER = "paper"
@@ -51,6 +74,7 @@ class Recipe:
     choices: dict[str, str]
     profiles: dict[str, dict[str, Any]]  # profile -> {why, set}; the paper profile has no overrides
     base: dict[str, Any]  # the paper profile's run configuration
+    counts: dict[str, Any] | None = None  # the seed's clips per class: {where, classes: {class: n}, note}
 
     @property
     def profile_names(self) -> list[str]:
@@ -71,6 +95,9 @@ class Recipe:
         return {"name": self.name, "version": self.version, "profile": profile, "profiles": self.profile_names,
                 "seed": self.seed, "table": self.table, "published": [dict(p) for p in self.published],
                 "choices": dict(self.choices),
+                "sources": {k: {"source": (src := source_of(v)).kind, "where": src.where}
+                            for k, v in self.choices.items()},
+                "counts": self.counts,
                 "why": (self.profiles.get(profile) or {}).get("why", "the published setup, leak-free")}
 
 
@@ -114,7 +141,7 @@ def _parse(name: str, data: Any) -> Recipe:
     if head.name != name:
         raise ConfigError(f"recipe {name}: header name {head.name!r} differs from the file name")
     recipe = Recipe(name, head.version, head.seed, head.table, tuple(head.published), dict(head.choices),
-                    head.profiles, data)
+                    head.profiles, data, head.counts)
     for profile in recipe.profile_names:
         leaks = leaky_switches(recipe.config_dict(profile))
         if leaks and profile != CODE:

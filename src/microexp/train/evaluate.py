@@ -288,6 +288,7 @@ def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None =
     metrics.update({
         "dataset": config.dataset, "protocol": config.protocol, "model": config.model, "classes": ctx.classes,
         "n_clips": len(ctx.records), "n_subjects": len(set(ctx.groups.tolist())), "n_excluded": len(ctx.excluded),
+        "class_counts": {c: int((np.asarray(ctx.y) == i).sum()) for i, c in enumerate(ctx.classes)},
         "n_repaired": sum(bool(r.meta.get("repairs")) for r in ctx.records),
         "n_folds": len(outputs) // len(config.seeds), "seeds": list(config.seeds),
         "epoch_policy": {"name": cfg.epoch_policy, "description": EPOCH_POLICIES[cfg.epoch_policy],

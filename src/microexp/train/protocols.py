@@ -61,6 +61,7 @@ def make_folds(protocol: str, y: np.ndarray, groups: np.ndarray, seed: int = 0, 
     if protocol == "quota":
         return [quota_split(y, classes, quota or {}, seed)]
     if protocol == "holdout":
+        _holdout_needs_two_per_class(y, classes)
         if subject_aware:
             # the stratified-group fold closest to test_size, so no subject is on both sides
             k = max(2, round(1 / test_size))
@@ -77,6 +78,17 @@ def make_folds(protocol: str, y: np.ndarray, groups: np.ndarray, seed: int = 0, 
             tr, te = np.sort(tr), np.sort(te)
         return [Fold("holdout", tr, te)]
     raise ConfigError(f"unknown protocol {protocol!r}")
+
+
+def _holdout_needs_two_per_class(y: np.ndarray, classes: list[str] | None) -> None:
+    """One line naming the class, instead of scikit-learn's traceback: a class with fewer than 2 clips cannot be on
+    both sides of a train/test split (stratified or not), so the experiment would silently change."""
+    counts = np.bincount(y.astype(int), minlength=len(classes or [])) if len(y) else np.zeros(0, int)
+    for i, n in enumerate(counts.tolist()):
+        if n < 2:
+            name = classes[i] if classes and i < len(classes) else f"index {i}"
+            raise ConfigError(f"holdout split: class {name!r} has {n} clip{'s' if n != 1 else ''} after the "
+                              f"filters; a train/test split needs at least 2 of every class")
 
 
 def _kfold(y: np.ndarray, groups: np.ndarray, seed: int, n_splits: int, repeats: int,
