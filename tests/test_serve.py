@@ -519,6 +519,23 @@ def test_requests_that_start_work_need_the_header_and_the_loopback_host(server: 
     assert status == 403 and "X-Microexp" in body["detail"]
     status, _ = server.request("GET", "/api/info", headers={"Host": "evil.example"})
     assert status == 400
+    status, body = server.request("POST", "/api/jobs/job1/saliency/interval/0")
+    assert status == 403 and "X-Microexp" in body["detail"]
+
+
+def test_bad_parameters_and_unknown_jobs_are_one_line(server: Server, videos: dict) -> None:
+    # typed parameters: FastAPI checks them, the answer names the parameter and the value
+    status, body = server.submit("synth", videos["event"], window="100ms")
+    assert (status, body["detail"]) == (422, "window '100ms': input should be a valid integer, unable to parse "
+                                             "string as an integer")
+    status, body = server.submit("synth", videos["event"], face="opencv")
+    assert (status, body["detail"]) == (422, "face 'opencv': input should be 'dlib' or 'none'")
+    status, body = server.request("POST", "/api/jobs/job999/saliency/spot/0", headers={"X-Microexp": "1"})
+    assert (status, body["detail"]) == (404, "no job 'job999'")
+    status, body = server.request("POST", "/api/jobs/job1/saliency/frame/0", headers={"X-Microexp": "1"})
+    assert status == 422 and body["detail"].startswith("kind 'frame': input should be 'interval' or 'spot'")
+    assert server.get("/api/jobs/job999/files/result.json") == (404, {"detail": "no job 'job999'"})
+    assert server.get("/favicon.ico")[0] == 204  # the browser asks for it on every page: no 404 logged
 
 
 # ---- the Runs page -------------------------------------------------------------------------------------------
@@ -612,6 +629,35 @@ def test_resolve_run_refuses_what_lies_outside(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a run directory"):
         resolve_run(root, "a")
     assert find_runs(root) == ["a/b"]
+
+
+def test_the_page_says_when_a_recognition_run_alone_labels_every_window() -> None:
+    from microexp.predict import PredictionResult
+    from microexp.serve.analyse import page_view
+
+    def result(classes: list[str], n_frames: int, window: int = 12) -> PredictionResult:
+        return PredictionResult("v.mp4", 30.0, n_frames, window, 3, classes, ["m"], [], [], [], [])
+
+    no_neutral = result(["negative", "positive", "surprise"], 1200)
+    (note,) = page_view(no_neutral, None)["notes"]
+    assert note.startswith("this run's model has no neutral class (negative/positive/surprise): it labels every "
+                           "window")
+    assert page_view(no_neutral, None)["main"] == "intervals"
+    # not said: with a spotting run (which is then the main view), for a run with a neutral class, for one clip
+    assert page_view(no_neutral, object()) == {"main": "spots", "notes": []}
+    assert page_view(result(["neutral", "positive"], 1200), None)["notes"] == []
+    assert page_view(result(["negative", "positive"], 12), None)["notes"] == []
+
+
+def test_a_spotting_runs_summary_has_its_dataset_method_and_f1_per_type(spotting: dict, tmp_path: Path) -> None:
+    from microexp.serve.runs import run_summary
+
+    shutil.copytree(spotting["run"], tmp_path / "runs" / "spot")
+    m = json.loads((spotting["run"] / "metrics.json").read_text())
+    got = run_summary(tmp_path / "runs", "spot")
+    assert (got["spotting"], got["method"], got["model"], got["dataset"]) == (True, "mdmd", "mdmd", "samm_lv")
+    assert got["f1"] == {t: m["overall"][t]["f1"] for t in ("micro", "macro", "overall")}
+    assert got["chance_f1"] == m["chance"] and got["predictable"] is False
 
 
 # ---- the command ----------------------------------------------------------------------------------------------

@@ -182,7 +182,7 @@ function drawSpotTimeline(result) {
   traces.push({ type: "heatmap", name: "class probabilities", meta: "strip",
     x: result.windows.map((w) => (w.start_time + w.end_time) / 2), y: result.classes,
     z: result.classes.map((c) => result.windows.map((w) => w.probabilities[c])), zmin: 0, zmax: 1,
-    colorscale: "Blues", showscale: false, xaxis: "x", yaxis: "y2",
+    colorscale: "Blues", reversescale: true, showscale: false, xaxis: "x", yaxis: "y2",  // dark: likely
     hovertemplate: "p(%{y}) = %{z:.2f} at %{x:.2f} s<extra>window</extra>" });
   plot(traces, { margin: { l: 80, r: 20, t: 10, b: 40 }, barmode: "overlay", showlegend: false,
     yaxis: { domain: [0.42, 1], type: "category", categoryarray: rows.length ? rows : ["none"], categoryorder: "array",
