@@ -79,7 +79,8 @@ def run_job(spec: dict[str, Any]) -> None:
         from microexp.errors import MicroexpError
 
         try:
-            summary = analyse(Path(spec["input"]), Path(spec["run"]), job_dir / "result", Progress(job_dir),
+            source = given(Path(spec["input"]), spec["uploaded"])
+            summary = analyse(source, Path(spec["run"]), job_dir / "result", Progress(job_dir),
                               spec.get("options") or {})
             status = {"state": "done", "message": summary}
         except MicroexpError as exc:  # names the input as given: the upload runs under the user's file name
@@ -89,20 +90,20 @@ def run_job(spec: dict[str, Any]) -> None:
     (job_dir / "status.json").write_text(json.dumps(status))
 
 
-def given(path: Path) -> str:
-    """The input as the command line names it: an upload by its file name (the job runs in its folder), a frame
-    folder by the path the user gave."""
-    if path.parent.name == "input" and path.is_file():
+def given(path: Path, uploaded: bool) -> str:
+    """The input as the command line names it: an upload by its file name (this process then runs in the upload's
+    folder), a frame folder by the path the user gave."""
+    if uploaded:
         os.chdir(path.parent)
         return path.name
     return str(path)
 
 
-def analyse(path: Path, run_dir: Path, out: Path, progress: Progress, options: dict[str, Any]) -> str:
+def analyse(source: str, run_dir: Path, out: Path, progress: Progress, options: dict[str, Any]) -> str:
+    """The job's work on ``source`` (see :func:`given`); returns the one-line summary the page shows."""
     import microexp
 
     out.mkdir(parents=True, exist_ok=True)
-    source = given(path)
     progress("loading the model")
     predictor = microexp.load(run_dir, face=options.get("face"))
     spotter = None
@@ -274,8 +275,8 @@ def explain_job(spec: dict[str, Any]) -> None:
     tempfile.tempdir = spec["work"]
     entry: dict[str, Any] = {"kind": kind, "index": index, "figure": None, "gif": None, "note": ""}
     try:
-        entry.update(_explain(Path(spec["input"]), Path(spec["run"]), out, kind, index, spec.get("face"),
-                              f"saliency-{kind}-{index}"))
+        entry.update(_explain(given(Path(spec["input"]), spec["uploaded"]), Path(spec["run"]), out, kind, index,
+                              spec.get("face"), f"saliency-{kind}-{index}"))
     except Exception as exc:  # noqa: BLE001 - a model without gradients etc.: the interval stays, with a note
         entry["note"] = f"no saliency: {exc}"
     tmp = out / f".saliency-{kind}-{index}.tmp"
@@ -283,12 +284,11 @@ def explain_job(spec: dict[str, Any]) -> None:
     os.replace(tmp, out / f"saliency-{kind}-{index}.json")
 
 
-def _explain(path: Path, run_dir: Path, out: Path, kind: str, index: int, face: str | None,
+def _explain(source: str, run_dir: Path, out: Path, kind: str, index: int, face: str | None,
              stem: str) -> dict[str, Any]:
     import microexp
     from microexp.explain import explain_window
 
-    source = given(path)
     result = json.loads((out / "result.json").read_text())
     predictor = microexp.load(run_dir, face=face)
     if kind == "interval":

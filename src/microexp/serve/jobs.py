@@ -134,7 +134,8 @@ class JobManager:
 
                 work = job.dir / "explain"
                 work.mkdir(exist_ok=True)
-                spec = {"result": str(job.result_dir), "input": str(job.input), "run": job.options["run_dir"],
+                spec = {"result": str(job.result_dir), "input": str(job.input), "uploaded": job.uploaded,
+                        "run": job.options["run_dir"],
                         "face": job.options.get("face"), "kind": kind, "index": index, "work": str(work)}
                 process = self._context.Process(target=explain_job, args=(spec,), name=f"microexp-{job.id}-explain",
                                                 daemon=True)
@@ -173,8 +174,8 @@ class JobManager:
                 self._changed.notify_all()
                 from microexp.serve.analyse import run_job
 
-                spec = {"dir": str(job.dir), "input": str(job.input), "name": job.name, "run": job.options["run_dir"],
-                        "options": job.options}
+                spec = {"dir": str(job.dir), "input": str(job.input), "uploaded": job.uploaded,
+                        "run": job.options["run_dir"], "options": job.options}
                 try:
                     job.process = self._context.Process(target=run_job, args=(spec,), name=f"microexp-{job.id}",
                                                         daemon=True)
