@@ -509,6 +509,17 @@ def test_a_frame_folder_on_disk_is_analysed_as_predict_reads_it(server: Server, 
     assert server.wait(job["id"])["state"] == "done"
     got = json.loads(urllib.request.urlopen(f"{server.url}/api/jobs/{job['id']}/files/result.json").read())
     assert got == json.loads(microexp.load(runs_root / "synth", face="none").predict(folder, stride=2).to_json())
+    # an interval's saliency, read from the user's folder: made on the first request, the same entry after
+    smile = next(i for i, seg in enumerate(got["segments"]) if seg["label"] == "positive")
+    url = f"/api/jobs/{job['id']}/saliency/interval/{smile}"
+    status, entry = server.request("POST", url, headers={"X-Microexp": "1"})
+    assert status == 200 and entry["label"] == "positive" and entry["note"] == "", entry
+    png = next(server.tmp.glob(f"microexp-serve-*/jobs/{job['id']}/result/{entry['figure']}"))
+    made = png.stat().st_mtime_ns
+    assert server.request("POST", url, headers={"X-Microexp": "1"}) == (200, entry)
+    assert png.stat().st_mtime_ns == made  # kept, not made again
+    assert server.request("POST", f"/api/jobs/{job['id']}/saliency/spot/0", headers={"X-Microexp": "1"}) == \
+        (409, {"detail": f"job {job['id']} has no spots"})
     assert len(list(folder.iterdir())) == 96  # the user's frames are read, never deleted
     status, body = server.submit("synth", None, folder=str(tmp_path / "missing"))
     assert status == 422 and body["detail"].startswith(f"{tmp_path / 'missing'}: no such folder")
@@ -647,6 +658,28 @@ def test_the_page_says_when_a_recognition_run_alone_labels_every_window() -> Non
     assert page_view(no_neutral, object()) == {"main": "spots", "notes": []}
     assert page_view(result(["neutral", "positive"], 1200), None)["notes"] == []
     assert page_view(result(["negative", "positive"], 12), None)["notes"] == []
+
+
+def test_each_phase_writes_its_progress_within_its_share_of_the_bar(tmp_path: Path) -> None:
+    from microexp.serve.analyse import PHASES, Progress
+
+    progress = Progress(tmp_path)
+
+    def read() -> tuple[str, float]:
+        p = json.loads((tmp_path / "progress.json").read_text())
+        return p["phase"], p["progress"]
+
+    progress("loading the model")
+    assert read() == ("loading the model", 0.0)
+    classify = progress.frames("classifying windows")
+    classify(1, 1200)
+    low, high = PHASES["classifying windows"]
+    assert read() == ("classifying windows 1/1200", pytest.approx(low + (high - low) / 1200))
+    classify(600, 1200)  # within a tenth of a second of the last write: skipped
+    assert read()[0] == "classifying windows 1/1200"
+    progress.video = "40%"
+    progress("spotting")
+    assert read() == ("spotting; video 40%", PHASES["spotting"][0])
 
 
 def test_a_spotting_runs_summary_has_its_dataset_method_and_f1_per_type(spotting: dict, tmp_path: Path) -> None:
