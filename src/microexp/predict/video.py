@@ -4,8 +4,8 @@ and frames given as arrays.
 :func:`open_stream` opens an input and yields its frames one at a time (BGR uint8); nothing is decoded ahead and
 nothing is written to disk, so memory stays bounded by what the caller keeps. :func:`iter_frames` is the same
 reader as (frame number, frame) pairs, used by ``predict`` and by spotting. :func:`read_video` / :func:`open_input`
-(a :class:`FrameSource` of frame files) remain for callers that need every frame on disk at once (the web page's
-video and saliency figures); they decode through the same reader.
+(a :class:`FrameSource` of frame files) remain for callers that need every frame on disk at once (the web app no
+longer does: it streams); they decode through the same reader.
 """
 
 from __future__ import annotations
