@@ -42,15 +42,8 @@ ALLOWED = {
     (3, "microexp.spot.data", "microexp.data._common.subdirs"),
     (3, "microexp.spot.data", "microexp.data._common.numbered_frames"),
     (3, "microexp.spot.data", "microexp.data.casme3._find_annotation"),
-    # app change (#25 item 3): explain exposes explaining one window; serve stops copying its internals
-    (2, "microexp.serve.analyse", "microexp.explain.saliency.clip_inputs"),
-    (2, "microexp.serve.analyse", "microexp.explain.saliency.load_model"),
-    (2, "microexp.serve.analyse", "microexp.explain.saliency.write_figures"),
     # not yet owned: the synthetic trees build data's private Row (data should export its row type)
     (3, "microexp.synth.fixtures", "microexp.data._common.Row"),
-    # app change (#25 item 3): serve's routers use the layout's names
-    (5, "microexp.serve.app", "'metrics.json'"),
-    (5, "microexp.serve.app", "'config.yaml'"),
 }
 RUN_FILES = ("config.yaml", "metrics.json", "predictions.csv", "history.csv", "excluded.csv", "repairs.csv",
              "layout.json", "spotter.json", "spotter.safetensors", "predictions.json", "curves.npz",

@@ -50,3 +50,47 @@ def test_event_window_gets_the_event_class(synth_run: Path) -> None:
     assert len(still) >= 14 and sum(w.label == "neutral" for w in still) >= 0.9 * len(still)
     events = {(s.label, s.start_frame // 4) for s in result.segments if s.label != "neutral"}
     assert {label for label, _ in events} == {"positive", "surprise"}
+
+
+def test_progress_callback_counts_frames_and_input_errors_name_the_input_as_given(synth_run: Path, tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch
+                                                                                 ) -> None:
+    from microexp.errors import InputError, UnusableInputError
+
+    face = load_faces(5)[4]
+    frames = render_clip(face, "6+12", n_frames=30, onset=8, apex=13, offset=18, seed=3, jitter=0.0, **RENDER).frames
+    calls: list[tuple[int, int | None]] = []
+    predictor = load(synth_run, face="none")
+    predictor.predict(frames, stride=4, progress_callback=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 30) for i in range(1, 31)]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.mp4").write_text("not a video\n")
+    with pytest.raises(InputError) as err:
+        predictor.predict("notes.mp4")
+    assert err.value.source == "notes.mp4" and str(err.value).startswith("notes.mp4: cannot read video")
+    blank = np.full((20, 64, 64), 128, np.uint8)  # decodes, shows no face
+    with pytest.raises(UnusableInputError) as err2:
+        load(synth_run, face="dlib").predict(blank, fps=30)
+    assert err2.value.source == "<frames>" and err2.value.reason.startswith("no face detected")
+
+
+def test_explain_window_averages_the_runs_checkpoints_on_one_window(synth_run: Path, tmp_path: Path) -> None:
+    import cv2
+
+    from microexp.explain import explain_window
+    from microexp.predict.windows import clip_record
+
+    face = load_faces(5)[4]
+    frames = render_clip(face, "6+12", n_frames=24, onset=6, apex=11, offset=16, seed=3, jitter=0.0, **RENDER).frames
+    paths = []
+    for i, f in enumerate(frames):
+        paths.append(tmp_path / f"f{i:03d}.png")
+        cv2.imwrite(str(paths[-1]), f)
+    predictor = load(synth_run, face="none")
+    record = clip_record(paths, 0, 30.0, "clip")
+    models: dict = {}
+    files = explain_window([c.path for c in predictor.checkpoints], record, predictor.classes.index("positive"),
+                           tmp_path / "out" / "w", "clip | positive", preprocess=predictor.preprocess.to_dict(),
+                           models=models)
+    assert [f.name for f in files] == ["w.png", "w.gif"] and all(f.stat().st_size > 1000 for f in files)
+    assert len(models) == len(predictor.checkpoints)  # loaded once, kept for the next window

@@ -36,9 +36,6 @@ from microexp.synth.longvideo import LongVideoConfig, events_of, write_layout
 from microexp.train.evaluate import evaluate
 from test_predict_synth import RENDER, synth_run  # noqa: F401 - the one tiny trained run, reused
 
-pytest.importorskip("fastapi")
-playwright_api = pytest.importorskip("playwright.sync_api")
-
 SHOTS = Path("/tmp/serve-shots")
 ROOT = Path(__file__).resolve().parents[1]
 FPS = RENDER["fps"]
@@ -90,6 +87,7 @@ def runs_root(synth_run: Path, blob_tree: Path, tmp_path_factory: pytest.TempPat
 
 class Server:
     def __init__(self, root: Path, tmp: Path, *extra: str) -> None:
+        pytest.importorskip("fastapi")  # the serve extra
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(ROOT / "src") + os.pathsep +
@@ -126,13 +124,14 @@ class Server:
                             {"X-Microexp": "1", "Content-Type": "application/octet-stream"})
 
     def wait(self, job: str, states: tuple[str, ...] = ("done", "failed", "cancelled"), limit: float = 300) -> dict:
+        """The job once it is in one of ``states``: the server answers when its state changes (no polling)."""
         deadline = time.monotonic() + limit
+        query = urllib.parse.urlencode([("wait", "50"), *(("until", s) for s in states)])
         while time.monotonic() < deadline:
-            status, body = self.get(f"/api/jobs/{job}")
+            status, body = self.get(f"/api/jobs/{job}?{query}")
             assert status == 200, body
             if body["state"] in states:
                 return body
-            time.sleep(0.3)
         raise AssertionError(f"job {job} still {body['state']} ({body['phase']})")
 
     def stop(self) -> int:
@@ -153,6 +152,8 @@ def server(runs_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Any]:
+    # here, not at the top of the module: the tests without a browser run where playwright is missing
+    playwright_api = pytest.importorskip("playwright.sync_api")
     with playwright_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
         yield b
@@ -163,6 +164,14 @@ def shot(page: Any, tmp_path: Path, name: str) -> None:
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
     shutil.copy(tmp_path / f"{name}.png", SHOTS / f"{name}.png")
+
+
+def console_errors(page: Any) -> list[str]:
+    """Every error the page logs (a failed request included) or throws; the tests assert there is none."""
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return errors
 
 
 def local_only(page: Any, server: Server) -> list[str]:
@@ -188,6 +197,7 @@ def test_analyse_page_finds_the_micro_expression_and_explains_it(server: Server,
                                                                  runs_root: Path, tmp_path: Path) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     asked = local_only(page, server)
+    errors = console_errors(page)
     page.goto(server.url + "/")
     page.wait_for_selector("#run option", state="attached")
     assert page.eval_on_selector_all("#run option", "os => os.map(o => o.value)") == ["demo/leaky", "synth"]
@@ -213,6 +223,10 @@ def test_analyse_page_finds_the_micro_expression_and_explains_it(server: Server,
                          ".reduce((n, t) => n + t.x.length, 0)")
     assert bars == len(rows)
 
+    assert page.inner_text("#notes") == ""  # the run has a neutral class: no warning
+    # saliency is made when an interval is clicked, not before
+    job = page.get_attribute("#result", "data-job")
+    assert list(server.tmp.glob(f"microexp-serve-*/jobs/{job}/result/saliency-*")) == []
     smile = next(r for r in rows if r["label"] == "positive")
     page.click(f"tr.interval[data-index='{smile['index']}']")
     page.wait_for_function("document.getElementById('saliency-img') && document.getElementById('saliency-img')"
@@ -220,13 +234,16 @@ def test_analyse_page_finds_the_micro_expression_and_explains_it(server: Server,
     page.wait_for_function(f"Math.abs(document.getElementById('video').currentTime - {smile['start']}) < 0.05")
     assert "positive" in page.inner_text("#saliency h2")
     assert page.evaluate("document.getElementById('video').duration") == pytest.approx(96 / FPS, abs=0.1)
+    assert sorted(p.name for p in server.tmp.glob(f"microexp-serve-*/jobs/{job}/result/saliency-*")) == [
+        f"saliency-interval-{smile['index']}.{x}" for x in ("gif", "json", "png")]  # that interval's, kept
     shot(page, tmp_path, "3-analyse-saliency")
 
     # a bar on the timeline is clickable too: the brow raise's (bar traces in class order)
     bar = page.locator("#timeline g.trace.bars").nth(2).locator("g.point path").first.bounding_box()
     page.mouse.click(bar["x"] + bar["width"] / 2, bar["y"] + bar["height"] / 2)
-    page.wait_for_function("document.querySelector('#saliency h2').textContent.includes('surprise')")
-    page.wait_for_function("document.getElementById('saliency-img').complete")
+    page.wait_for_function("document.querySelector('#saliency h2').textContent.includes('surprise') && "
+                           "document.getElementById('saliency-img') && document.getElementById('saliency-img').complete",
+                           timeout=120_000)
     surprise = next(r for r in rows if r["label"] == "surprise")
     assert page.evaluate("document.getElementById('video').currentTime") == pytest.approx(float(surprise["start"]),
                                                                                           abs=0.05)
@@ -240,6 +257,7 @@ def test_analyse_page_finds_the_micro_expression_and_explains_it(server: Server,
         page.click("#download-csv")
     assert Path(download.value.path()).read_text() == predict_cli(runs_root / "synth", videos["event"], "csv")
     assert asked and all(u.startswith(server.url + "/") for u in asked), [u for u in asked if server.url not in u]
+    assert errors == []
     page.close()
 
 
@@ -275,7 +293,7 @@ def test_bad_uploads_say_what_is_wrong_and_the_server_keeps_serving(server: Serv
         status, job = server.submit("synth", videos[key], face="dlib")  # the run's frames were face crops
         assert status == 201, job
         assert server.wait(job["id"])["message"] == message
-        assert list(server.tmp.glob(f"microexp-serve-*/jobs/{job['id']}/upload*")) == []  # deleted at the end
+        assert list(server.tmp.glob(f"microexp-serve-*/jobs/{job['id']}/input")) == []  # a failed job's goes
     assert server.get("/api/info")[0] == 200
 
 
@@ -337,31 +355,41 @@ def test_a_spotting_run_spots_the_micro_expression_on_the_timeline(server: Serve
         assert status == 422 and body["detail"] == ("run synth is not a spotting run (no spotter.json): choose one "
                                                     "made by microexp evaluate --task spot, or none")
 
+        errors = console_errors(page)  # from here on (the refusals above are logged as failed requests)
         page.select_option("#run", "synth")
         page.select_option("#spot-run", "spotting")
         page.select_option("#face", "none")  # face crops, for the recognition run and the spotting run alike
         page.click("#analyse")
         page.wait_for_selector("tr.spot", timeout=300_000)
         assert page.inner_text("#start-error") == ""
-        spots = page.eval_on_selector_all("tr.spot", "rs => rs.map(r => ({...r.dataset}))")
+        spots = page.eval_on_selector_all("tr.spot", "rs => rs.map(r => ({...r.dataset, cls: r.className}))")
         shot(page, tmp_path, "8-analyse-spotting")
+        # spot first: the spotted intervals are the page's list; the recognition run's segments are not shown
+        assert page.get_attribute("#result", "data-main") == "spots"
+        assert page.is_hidden("#intervals-box") and page.is_visible("#spots-table")
         micro = spotting["micro"]  # frame n of the file plays from (n - 1) / fps
         known = ((micro.onset - 1) / LONG.fps, micro.offset / LONG.fps)
         hits = [s for s in spots if s["type"] == "micro" and float(s["start"]) < known[1]
                 and float(s["end"]) > known[0]]
         assert len(hits) == 1, (known, spots)
         assert hits[0]["emotion"]  # classified by the recognition run
-        # the timeline has a row per spotted type, its bars where the table says
-        bars = page.evaluate("document.getElementById('timeline').data.filter(t => t.meta === 'spot')"
-                             ".map(t => ({name: t.name, base: t.base, x: t.x, text: t.text}))")
-        micro_row = next(b for b in bars if b["name"] == "spot: micro")
+        assert all(("blink" in s["cls"]) == (s["type"] == "blink") for s in spots)  # the spotter's blinks, marked
+        # the timeline: a row per spotted type, its bars where the table says; beneath, the per-window class
+        # probabilities as a strip (a heatmap), not as intervals
+        traces = page.evaluate("document.getElementById('timeline').data.map(t => ({type: t.type, meta: t.meta, "
+                               "name: t.name, base: t.base, x: t.x, y: t.y, text: t.text}))")
+        bars = [t for t in traces if t["meta"] == "spot"]
+        micro_row = next(b for b in bars if b["name"] == "micro")
         assert any(b < known[1] and b + w > known[0] for b, w in zip(micro_row["base"], micro_row["x"], strict=True))
-        assert {b["name"] for b in bars} == {"spot: " + t for t in {s["type"] for s in spots}}
+        assert {b["name"] for b in bars} == {s["type"] for s in spots}
         assert hits[0]["emotion"] in micro_row["text"]
+        assert [t["type"] for t in traces if t["meta"] != "spot"] == ["heatmap"]
+        assert next(t for t in traces if t["meta"] == "strip")["y"] == ["neutral", "positive", "surprise"]
 
-        # a click on the micro bar plays the video from the spot's start
-        index = page.evaluate("document.getElementById('timeline').data.filter(t => t.type === 'bar')"
-                              ".findIndex(t => t.name === 'spot: micro')")
+        # a click on the micro bar plays the video from the spot's start and explains it (made now, not before)
+        job = page.get_attribute("#result", "data-job")
+        assert list(server.tmp.glob(f"microexp-serve-*/jobs/{job}/result/saliency-*")) == []
+        index = [t["type"] for t in traces].index("bar") + next(i for i, b in enumerate(bars) if b["name"] == "micro")
         bar = page.locator("#timeline g.trace.bars").nth(index).locator("g.point path")
         k = next(i for i, (b, w) in enumerate(zip(micro_row["base"], micro_row["x"], strict=True))
                  if b < known[1] and b + w > known[0])
@@ -370,6 +398,29 @@ def test_a_spotting_run_spots_the_micro_expression_on_the_timeline(server: Serve
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.wait_for_function(f"Math.abs(document.getElementById('video').currentTime - {hits[0]['start']}) < 0.05")
         assert page.is_visible(f"tr.spot.chosen[data-index='{hits[0]['index']}']")
+        page.wait_for_function("document.getElementById('saliency-img') && document.getElementById('saliency-img')"
+                               ".complete && document.getElementById('saliency-img').naturalWidth > 100",
+                               timeout=120_000)
+        assert f"micro {hits[0]['index']}" in page.inner_text("#saliency h2")
+        shot(page, tmp_path, "9-analyse-spot-saliency")
+
+        # a blink event (as the spotter reports them) is drawn as a blink: its own grey row, not classified
+        result = next(server.tmp.glob(f"microexp-serve-*/jobs/{job}/result"))
+        placed = json.loads((result / "spot-intervals.json").read_text())
+        if not any(s["type"] == "blink" for s in placed["spots"]):  # a spotter without blink events: add one
+            placed["spots"].append({"index": len(placed["spots"]), "type": "blink", "onset": 100, "offset": 106,
+                                    "score": 0.5, "emotion": "", "first": 99, "last": 105,
+                                    "start_time": 99 / LONG.fps, "end_time": 106 / LONG.fps})
+            (result / "spot-intervals.json").write_text(json.dumps(placed))
+        page.click(f".job[data-job='{job}'] button.show")
+        page.wait_for_selector("tr.spot.blink")
+        blinks = page.eval_on_selector_all("tr.spot.blink", "rs => rs.map(r => r.lastChild.textContent)")
+        assert blinks and set(blinks) == {"blink (not an expression)"}
+        blink_row = page.evaluate("document.getElementById('timeline').data.find(t => t.name === 'blink')")
+        assert blink_row["marker"]["color"] == "#9e9e9e" and set(blink_row["text"]) == {"blink"}
+        page.click("tr.spot.blink")
+        page.wait_for_function("document.querySelector('#saliency .note').textContent.includes('a blink')")
+        shot(page, tmp_path, "10-analyse-blink")
 
         # the downloads are what `microexp spot` writes for the same file
         assert "microexp spot --run spotting --recognise synth --face none --json / --csv" in page.inner_text(
@@ -384,6 +435,21 @@ def test_a_spotting_run_spots_the_micro_expression_on_the_timeline(server: Serve
             page.click("#download-spots-csv")
         assert Path(download.value.path()).read_text() == spot_cli(runs_root / "spotting", runs_root / "synth",
                                                                    spotting["video"], "csv")
+
+        # the Runs page shows the spotting run's dataset, method and F1 per type from its metrics.json
+        m = json.loads((runs_root / "spotting" / "metrics.json").read_text())
+        page.goto(server.url + "/runs")
+        page.wait_for_selector("tr[data-run=spotting]")
+
+        def cell(key: str) -> str:
+            return page.inner_text(f"tr[data-run=spotting] td[data-key={key}]")
+
+        assert (cell("model"), cell("dataset"), cell("protocol")) == ("mdmd", "samm_lv", m["protocol"])
+        assert cell("f1") == ", ".join(f"{t} {m['overall'][t]['f1']:.3f}" for t in ("micro", "macro", "overall"))
+        assert cell("chance_f1") == ", ".join(f"{t} {v:.3f}" for t, v in m["chance"].items())
+        assert cell("uf1") == "-"
+        shot(page, tmp_path, "11-runs-spotting")
+        assert errors == []
         page.close()
     finally:
         shutil.rmtree(runs_root / "spotting")
@@ -409,9 +475,11 @@ def test_two_jobs_queue_without_mixing_results_and_a_job_can_be_cancelled(server
         want = predictor.predict(video, stride=2).to_dict()
         want["source"] = video.name
         assert got == json.loads(json.dumps(want))
-        # the upload and the decoded frames went when the job ended; the results stay for the page
+        # the temporary files went when the job ended; the results and the upload (saliency reads its frames
+        # when the page asks) stay for the page
         assert sorted(p.name for p in server.tmp.glob(f"microexp-serve-*/jobs/{job['id']}/*")) == \
-            ["progress.json", "result", "status.json"]
+            ["input", "progress.json", "result", "status.json"]
+        assert [p.name for p in server.tmp.glob(f"microexp-serve-*/jobs/{job['id']}/input/*")] == [video.name]
     # the reversed video has the brow raise first
     labels = [s["label"] for s in json.loads(urllib.request.urlopen(
         f"{server.url}/api/jobs/{first['id']}/files/result.json").read())["segments"] if s["label"] != "neutral"]
@@ -424,7 +492,7 @@ def test_two_jobs_queue_without_mixing_results_and_a_job_can_be_cancelled(server
     assert status == 200
     assert server.wait(running["id"])["state"] == "cancelled"
     left = list(server.tmp.glob(f"microexp-serve-*/jobs/{running['id']}/*"))
-    assert [p.name for p in left if p.name in ("work", "result") or p.name.startswith("upload")] == []
+    assert [p.name for p in left if p.name in ("work", "result", "input")] == []
     assert server.get(f"/api/jobs/{running['id']}/files/result.json")[0] == 409
 
 
@@ -441,6 +509,17 @@ def test_a_frame_folder_on_disk_is_analysed_as_predict_reads_it(server: Server, 
     assert server.wait(job["id"])["state"] == "done"
     got = json.loads(urllib.request.urlopen(f"{server.url}/api/jobs/{job['id']}/files/result.json").read())
     assert got == json.loads(microexp.load(runs_root / "synth", face="none").predict(folder, stride=2).to_json())
+    # an interval's saliency, read from the user's folder: made on the first request, the same entry after
+    smile = next(i for i, seg in enumerate(got["segments"]) if seg["label"] == "positive")
+    url = f"/api/jobs/{job['id']}/saliency/interval/{smile}"
+    status, entry = server.request("POST", url, headers={"X-Microexp": "1"})
+    assert status == 200 and entry["label"] == "positive" and entry["note"] == "", entry
+    png = next(server.tmp.glob(f"microexp-serve-*/jobs/{job['id']}/result/{entry['figure']}"))
+    made = png.stat().st_mtime_ns
+    assert server.request("POST", url, headers={"X-Microexp": "1"}) == (200, entry)
+    assert png.stat().st_mtime_ns == made  # kept, not made again
+    assert server.request("POST", f"/api/jobs/{job['id']}/saliency/spot/0", headers={"X-Microexp": "1"}) == \
+        (409, {"detail": f"job {job['id']} has no spots"})
     assert len(list(folder.iterdir())) == 96  # the user's frames are read, never deleted
     status, body = server.submit("synth", None, folder=str(tmp_path / "missing"))
     assert status == 422 and body["detail"].startswith(f"{tmp_path / 'missing'}: no such folder")
@@ -451,6 +530,23 @@ def test_requests_that_start_work_need_the_header_and_the_loopback_host(server: 
     assert status == 403 and "X-Microexp" in body["detail"]
     status, _ = server.request("GET", "/api/info", headers={"Host": "evil.example"})
     assert status == 400
+    status, body = server.request("POST", "/api/jobs/job1/saliency/interval/0")
+    assert status == 403 and "X-Microexp" in body["detail"]
+
+
+def test_bad_parameters_and_unknown_jobs_are_one_line(server: Server, videos: dict) -> None:
+    # typed parameters: FastAPI checks them, the answer names the parameter and the value
+    status, body = server.submit("synth", videos["event"], window="100ms")
+    assert (status, body["detail"]) == (422, "window '100ms': input should be a valid integer, unable to parse "
+                                             "string as an integer")
+    status, body = server.submit("synth", videos["event"], face="opencv")
+    assert (status, body["detail"]) == (422, "face 'opencv': input should be 'dlib' or 'none'")
+    status, body = server.request("POST", "/api/jobs/job999/saliency/spot/0", headers={"X-Microexp": "1"})
+    assert (status, body["detail"]) == (404, "no job 'job999'")
+    status, body = server.request("POST", "/api/jobs/job1/saliency/frame/0", headers={"X-Microexp": "1"})
+    assert status == 422 and body["detail"].startswith("kind 'frame': input should be 'interval' or 'spot'")
+    assert server.get("/api/jobs/job999/files/result.json") == (404, {"detail": "no job 'job999'"})
+    assert server.get("/favicon.ico")[0] == 204  # the browser asks for it on every page: no 404 logged
 
 
 # ---- the Runs page -------------------------------------------------------------------------------------------
@@ -546,6 +642,57 @@ def test_resolve_run_refuses_what_lies_outside(tmp_path: Path) -> None:
     assert find_runs(root) == ["a/b"]
 
 
+def test_the_page_says_when_a_recognition_run_alone_labels_every_window() -> None:
+    from microexp.predict import PredictionResult
+    from microexp.serve.analyse import page_view
+
+    def result(classes: list[str], n_frames: int, window: int = 12) -> PredictionResult:
+        return PredictionResult("v.mp4", 30.0, n_frames, window, 3, classes, ["m"], [], [], [], [])
+
+    no_neutral = result(["negative", "positive", "surprise"], 1200)
+    (note,) = page_view(no_neutral, None)["notes"]
+    assert note.startswith("this run's model has no neutral class (negative/positive/surprise): it labels every "
+                           "window")
+    assert page_view(no_neutral, None)["main"] == "intervals"
+    # not said: with a spotting run (which is then the main view), for a run with a neutral class, for one clip
+    assert page_view(no_neutral, object()) == {"main": "spots", "notes": []}
+    assert page_view(result(["neutral", "positive"], 1200), None)["notes"] == []
+    assert page_view(result(["negative", "positive"], 12), None)["notes"] == []
+
+
+def test_each_phase_writes_its_progress_within_its_share_of_the_bar(tmp_path: Path) -> None:
+    from microexp.serve.analyse import PHASES, Progress
+
+    progress = Progress(tmp_path)
+
+    def read() -> tuple[str, float]:
+        p = json.loads((tmp_path / "progress.json").read_text())
+        return p["phase"], p["progress"]
+
+    progress("loading the model")
+    assert read() == ("loading the model", 0.0)
+    classify = progress.frames("classifying windows")
+    classify(1, 1200)
+    low, high = PHASES["classifying windows"]
+    assert read() == ("classifying windows 1/1200", pytest.approx(low + (high - low) / 1200))
+    classify(600, 1200)  # within a tenth of a second of the last write: skipped
+    assert read()[0] == "classifying windows 1/1200"
+    progress.video = "40%"
+    progress("spotting")
+    assert read() == ("spotting; video 40%", PHASES["spotting"][0])
+
+
+def test_a_spotting_runs_summary_has_its_dataset_method_and_f1_per_type(spotting: dict, tmp_path: Path) -> None:
+    from microexp.serve.runs import run_summary
+
+    shutil.copytree(spotting["run"], tmp_path / "runs" / "spot")
+    m = json.loads((spotting["run"] / "metrics.json").read_text())
+    got = run_summary(tmp_path / "runs", "spot")
+    assert (got["spotting"], got["method"], got["model"], got["dataset"]) == (True, "mdmd", "mdmd", "samm_lv")
+    assert got["f1"] == {t: m["overall"][t]["f1"] for t in ("micro", "macro", "overall")}
+    assert got["chance_f1"] == m["chance"] and got["predictable"] is False
+
+
 # ---- the command ----------------------------------------------------------------------------------------------
 
 
@@ -594,12 +741,12 @@ def test_another_address_than_loopback_is_warned_about(tmp_path: Path, monkeypat
     assert not server.is_loopback("0.0.0.0") and not server.is_loopback("192.168.1.5")
 
 
-def test_ctrl_c_ends_the_jobs_and_leaves_no_temporary_files(server: Server, videos: dict) -> None:
-    """Last in this file: it stops the module's server (run alone, it starts one of its own through the fixture)."""
+def test_ctrl_c_ends_the_jobs_and_leaves_no_temporary_files(runs_root: Path, videos: dict, tmp_path: Path) -> None:
+    server = Server(runs_root, tmp_path / "server-tmp")  # a server of its own: it stops it
     job = server.submit("synth", videos["long"])[1]
     server.submit("synth", videos["reversed"])  # queued behind it
     server.wait(job["id"], ("running",))
-    assert list(server.tmp.glob("microexp-serve-*/jobs/*/upload*")) != []
+    assert list(server.tmp.glob("microexp-serve-*/jobs/*/input/*")) != []
     code = server.stop()
     assert code in (0, 130), server.log.read_text()
     assert server.leftovers() == []

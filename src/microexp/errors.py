@@ -36,3 +36,17 @@ class ConfigError(MicroexpError):
 
 class PreprocessError(MicroexpError):
     """A clip could not be preprocessed (no face, unreadable frame, ...)."""
+
+
+class InputError(DataError):
+    """An input to analyse (a video file, a frame folder, frames given as arrays) that cannot be read or has too
+    little in it. ``source`` names the input as the caller gave it (the message starts with it), ``reason`` says
+    what is wrong, so a caller that shows the input under another name needs no message rewriting."""
+
+    def __init__(self, source: object, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source, self.reason = str(source), reason
+
+
+class UnusableInputError(InputError, PreprocessError):
+    """An input that was read but gave no window the model can classify (no face in any, ...)."""

@@ -16,6 +16,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--repeats={args.repeats} must be >= 1")
     if args.vs_keras:
         return _vs_keras(args)
+    if args.app:
+        from microexp.serve.bench import app_vs_cli
+        from microexp.serve.bench import summary as app_summary
+
+        result = app_vs_cli(seconds=4.0 if args.quick else 40.0, repeats=args.repeats,
+                            log=(lambda m: None) if args.no_progress else (lambda m: print(m, flush=True)))
+        return _emit(result, app_summary(result), args.json)
     if args.precision != "fp32":
         raise ConfigError("--precision applies to --vs-keras only (the bench itself times bf16 against fp32)")
     models = None
@@ -68,6 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vs-keras", action="store_true",
                    help="instead: STCNN and FuseNet in microexp and in Keras (benchmarks/keras_reference.py; needs "
                         "pip install -r benchmarks/requirements.txt), alternating, with each speed ratio")
+    p.add_argument("--app", action="store_true",
+                   help="instead: the web app's job time (microexp serve, a recognition and a spotting run) against "
+                        "microexp predict + microexp spot on the same 40-s 640x480 video (--repeats rounds)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="microexp's precision in --vs-keras (default fp32; Keras runs fp32)")
     p.set_defaults(func=run)

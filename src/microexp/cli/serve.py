@@ -28,9 +28,10 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="local web app: analyse a video, browse and compare runs",
                        description="Start a local web server (127.0.0.1 unless --host says otherwise) with two "
-                                   "pages: Analyse (upload a video or name a frame folder, pick a trained run, see "
-                                   "the intervals found on a timeline under the video, with class probabilities "
-                                   "and saliency, and download predict's JSON/CSV) and Runs (every run under "
+                                   "pages: Analyse (upload a video or name a frame folder, pick a trained run and "
+                                   "a spotting run, see the spotted intervals on a timeline under the video, with "
+                                   "the class probabilities beneath and an interval's saliency on a click, and "
+                                   "download predict's and spot's JSON/CSV) and Runs (every run under "
                                    "--runs with its headline metrics, its report, and two runs compared). Nothing "
                                    "is loaded from the internet. Needs the serve extra: pip install "
                                    "'microexp[serve]'.")

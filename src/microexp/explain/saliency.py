@@ -7,11 +7,14 @@
   :func:`last_conv3d`), upsampled trilinearly to the input's (T, H, W).
 * :func:`explain_clip`: loads a run's checkpoint for the fold in which the clip was a *test* clip, preprocesses the
   clip with the checkpoint's own preprocessing, and writes a PNG frame grid and an animated GIF overlay.
+* :func:`explain_window`: one window of new frames (e.g. of a video ``predict`` classified) for a class, with
+  every checkpoint of a run averaged.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +216,53 @@ def clip_inputs(record: ClipRecord, ckpt: dict[str, Any]) -> Inputs:
     return GlobalNormaliser.from_dict(ckpt["normaliser"]).transform(out) if ckpt.get("normaliser") else out
 
 
+def gradcam_applies(model: nn.Module, inputs: Inputs) -> bool:
+    """Grad-CAM's last Conv3d can only be placed on the input of a single-stream model that has one."""
+    return len(inputs) == 1 and any(isinstance(m, nn.Conv3d) for m in model.modules())
+
+
+def display_frames(x: torch.Tensor) -> np.ndarray:
+    """What a figure shows of a stream (1, C, T, H, W): raw streams the frame, flow streams the motion magnitude."""
+    return x[0, 0].numpy() if x.shape[1] == 1 else x[0, :2].norm(dim=0).numpy()
+
+
+def frame_label(x: torch.Tensor) -> str:
+    return "frame" if x.shape[1] == 1 else "|flow|"
+
+
+def explain_window(checkpoints: Sequence[Path], record: ClipRecord, target: int, out: Path, title: str,
+                   preprocess: dict[str, Any] | None = None,
+                   models: dict[Path, tuple[nn.Module, dict[str, Any]]] | None = None) -> list[Path]:
+    """Explain one window of frames (``record``, e.g. a window of a video ``predict`` classified) for class index
+    ``target`` with every checkpoint of a run: vanilla saliency averaged over the checkpoints (as the predictor
+    averages their probabilities), Grad-CAM where it applies, on the first stream. Writes ``out``.png and .gif
+    (see :func:`write_figures`) and returns them. ``preprocess``: the preprocessing the predictor used, where it
+    differs from the checkpoints' own (a face mode chosen at load time); ``models``: a cache of loaded models
+    shared between calls."""
+    models = {} if models is None else models
+    maps: dict[str, np.ndarray] = {}
+    cams: list[np.ndarray] = []
+    inputs: Inputs = {}
+    for path in checkpoints:
+        if path not in models:
+            models[path] = load_model(path)
+        model, ckpt = models[path]
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ConfigError(f"model {ckpt['model']} has no trainable parameters: gradient saliency does not apply")
+        inputs = clip_inputs(record, {**ckpt, "preprocess": preprocess} if preprocess is not None else ckpt)
+        m, _ = vanilla_saliency(model, inputs, target)
+        for k, v in m.items():
+            maps[k] = maps.get(k, 0) + v / len(checkpoints)
+        if gradcam_applies(model, inputs):
+            cams.append(grad_cam(model, inputs, target)[0])
+    if not inputs:
+        raise ConfigError("no checkpoint to explain with")
+    cam = np.mean(cams, axis=0) if cams else None
+    stream, x = next(iter(inputs.items()))  # the first stream: the figure shows what the model looked at there
+    return write_figures(display_frames(x), maps[stream], cam, out,
+                         title + (f" | stream {stream}" if len(inputs) > 1 else ""), frame_label=frame_label(x))
+
+
 def _find_record(run_dir: Path, key: str) -> ClipRecord:
     from microexp.config import RunConfig
     from microexp.data.registry import load_dataset
@@ -253,19 +303,15 @@ def explain_clip(run_dir: Path, clip: str, fold: str | None = None, seed: int | 
     record = record or _find_record(run_dir, key)
     inputs = clip_inputs(record, ckpt)
     maps, cls = vanilla_saliency(model, inputs)
-    cam = None
-    # Grad-CAM's last Conv3d can only be placed on the input of a single-stream model
-    if gradcam and len(inputs) == 1 and any(isinstance(m, nn.Conv3d) for m in model.modules()):
-        cam, _ = grad_cam(model, inputs, cls)
+    cam = grad_cam(model, inputs, cls)[0] if gradcam and gradcam_applies(model, inputs) else None
     classes = ckpt["classes"]
     files: list[Path] = []
     for stream, x in inputs.items():
-        # raw streams show the frame; flow streams the motion magnitude
-        frames = x[0, 0].numpy() if x.shape[1] == 1 else x[0, :2].norm(dim=0).numpy()
+        frames = display_frames(x)
         title = (f"{key} | true {row['true']} | predicted {classes[cls]} | seed {int(row['seed'])} fold "
                  f"{row['fold']} (held out) | stream {stream}")
         name = _safe(key) if len(inputs) == 1 else f"{_safe(key)}-{_safe(stream)}"
         files += write_figures(frames, maps[stream], cam, (out_dir or run_dir / "explain") / name, title,
-                               n_frames=n_frames, frame_label="frame" if x.shape[1] == 1 else "|flow|")
+                               n_frames=n_frames, frame_label=frame_label(x))
     return Explanation(key, int(row["seed"]), str(row["fold"]), str(row["true"]), str(row["predicted"]), classes[cls],
                        files)

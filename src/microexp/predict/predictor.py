@@ -15,7 +15,7 @@ crops already and skips detection.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from microexp.data.records import ClipRecord
-from microexp.errors import ConfigError, DataError, PreprocessError, first_line
+from microexp.errors import (
+    ConfigError,
+    DataError,
+    InputError,
+    PreprocessError,
+    UnusableInputError,
+    first_line,
+)
 from microexp.predict.ensemble import ensemble_class, member_class
 from microexp.predict.faces import NO_FACE, StreamFaces
 from microexp.predict.results import Prediction, PredictionResult
@@ -110,7 +117,8 @@ class Predictor:
 
     def predict(self, source: str | Path | np.ndarray | Sequence[np.ndarray], *, window: str | int | None = None,
                 stride: str | int | None = None, fps: float | None = None, min_probability: float = 0.5,
-                batch_size: int = 16, progress: bool = False) -> PredictionResult:
+                batch_size: int = 16, progress: bool = False,
+                progress_callback: Callable[[int, int | None], None] | None = None) -> PredictionResult:
         """Classify a video file, a frame folder, or frames (T, H, W[, 3]) in sliding windows.
 
         window / stride: frames (``24``), milliseconds (``"100ms"``) or seconds (``"0.5s"``), above zero; the
@@ -122,18 +130,25 @@ class Predictor:
         window is preprocessed as soon as its last frame arrives and the model runs on batches of
         ``batch_size`` windows. At most one window of frames and one batch of windows are held, whatever the
         input's length (:attr:`stream_stats` says how many were).
+
+        progress: a tqdm bar on stderr; ``progress_callback(done, total)``: called after every frame with the
+        frames read so far and the frames expected (None when the container does not say), for a caller that
+        shows progress its own way. An input that cannot be read or has no usable window raises
+        :class:`~microexp.errors.InputError` naming it as given (``source``).
         """
         check_options(window, stride, fps, min_probability, batch_size)
         stream = open_stream(source)
         try:
             rate = fps or stream.fps or (DEFAULT_FPS if stream.backend in ("opencv", "pyav")
                                          else float(self.clip.get("fps") or DEFAULT_FPS))
-            return self._predict(stream, float(rate), window, stride, min_probability, batch_size, progress)
+            return self._predict(stream, float(rate), window, stride, min_probability, batch_size, progress,
+                                 progress_callback)
         finally:
             stream.close()
 
     def _predict(self, stream: FrameStream, fps: float, window: str | int | None, stride: str | int | None,
-                 min_probability: float, batch_size: int, progress: bool) -> PredictionResult:
+                 min_probability: float, batch_size: int, progress: bool,
+                 callback: Callable[[int, int | None], None] | None = None) -> PredictionResult:
         from microexp.preprocess.regions import read_gray
 
         need = min_window(self.preprocess)
@@ -179,10 +194,12 @@ class Predictor:
                         assert gray is not None
                         faces.update(pos, gray)  # the frame as the pipeline reads it: its face lookups then hit
                     n = pos + 1
+                    if callback is not None:
+                        callback(n, total)
                     if n >= w and (n - w) % s == 0:
                         windows.add(n - w, n, ring.record(n - w, n, fps, stream.source), faces)
                 if n < need:
-                    raise DataError(f"{stream.source}: {n} frame(s); this run's preprocessing needs at least {need}")
+                    raise InputError(stream.source, f"{n} frame(s); this run's preprocessing needs at least {need}")
                 notes = [*self.notes, *stream.notes()]
                 if w > n:
                     notes.append(f"window {w} frames is longer than the input's {n}: one window of all {n} frames")
@@ -203,10 +220,10 @@ class Predictor:
             if reasons == NO_FACE:
                 hint = ("; if the frames are face crops already, use face='none' (--face none)"
                         if AUTO_FACE_NOTE in self.notes else "")
-                raise PreprocessError(f"{stream.source}: no face detected in any of its {len(windows.failed)} "
-                                      f"window(s) ({n} frames){hint}")
-            raise PreprocessError(f"{stream.source}: no window could be preprocessed ({len(windows.failed)} "
-                                  f"window(s): {reasons})")
+                raise UnusableInputError(stream.source, f"no face detected in any of its {len(windows.failed)} "
+                                                        f"window(s) ({n} frames){hint}")
+            raise UnusableInputError(stream.source, f"no window could be preprocessed ({len(windows.failed)} "
+                                                    f"window(s): {reasons})")
         preds = [Prediction(a, b, a / fps, (b + 1) / fps, self.classes[int(row.argmax())],
                             {c: float(v) for c, v in zip(self.classes, row, strict=True)})
                  for (a, b), row in zip(windows.ok, windows.probabilities, strict=True)]

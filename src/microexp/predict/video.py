@@ -4,8 +4,8 @@ and frames given as arrays.
 :func:`open_stream` opens an input and yields its frames one at a time (BGR uint8); nothing is decoded ahead and
 nothing is written to disk, so memory stays bounded by what the caller keeps. :func:`iter_frames` is the same
 reader as (frame number, frame) pairs, used by ``predict`` and by spotting. :func:`read_video` / :func:`open_input`
-(a :class:`FrameSource` of frame files) remain for callers that need every frame on disk at once (the web page's
-video and saliency figures); they decode through the same reader.
+(a :class:`FrameSource` of frame files) remain for callers that need every frame on disk at once (the web app no
+longer does: it streams); they decode through the same reader.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from microexp.data.frames import IMAGE_SUFFIXES, list_frames
-from microexp.errors import ConfigError, DataError
+from microexp.errors import ConfigError, DataError, InputError
 
 DEFAULT_FPS = 30.0
 NOT_A_VIDEO = "cannot read video (not a video file, or a codec neither OpenCV nor PyAV decodes)"
@@ -180,16 +180,16 @@ def open_video(path: str | Path) -> FrameStream:
     DataError naming the file when it cannot be read or has no frames (checked by decoding its first frame)."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: no such file or folder")
+        raise InputError(path, "no such file or folder")
     if path.is_dir():
-        raise DataError(f"{path}: a folder, not a video file")
+        raise InputError(path, "a folder, not a video file")
     if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file (0 bytes), not a video")
+        raise InputError(path, "empty file (0 bytes), not a video")
     for opener in (_open_cv2, _open_av):
         stream = opener(path)
         if stream is not None:
             return stream
-    raise DataError(f"{path}: {NO_FRAMES if _opens_as_container(path) else NOT_A_VIDEO}")
+    raise InputError(path, NO_FRAMES if _opens_as_container(path) else NOT_A_VIDEO)
 
 
 def open_folder(path: str | Path, gray: bool = False) -> FrameStream:
@@ -197,14 +197,14 @@ def open_folder(path: str | Path, gray: bool = False) -> FrameStream:
     path = Path(path)
     files, numbers = list_frames(path)
     if not files:
-        raise DataError(f"{path}: folder has no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise InputError(path, f"folder has no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     flag = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
 
     def frames() -> Iterator[np.ndarray]:
         for f in files:
             img = cv2.imread(str(f), flag)
             if img is None:
-                raise DataError(f"{f}: unreadable frame image")
+                raise InputError(f, "unreadable frame image")
             yield img
 
     return FrameStream(str(path), None, None, "folder", frames(), files, numbers)
@@ -245,7 +245,7 @@ def png_gray_exact(bgr: np.ndarray) -> bool:
 def open_arrays(frames: np.ndarray | Sequence[np.ndarray], source: str = "<frames>") -> FrameStream:
     """Frames given as arrays (T, H, W) gray or (T, H, W, 3) RGB as a stream (see :func:`as_bgr`)."""
     if len(frames) == 0:
-        raise DataError(f"{source}: no frames given")
+        raise InputError(source, "no frames given")
     return FrameStream(source, None, len(frames), "arrays",
                        (as_bgr(f, i, source) for i, f in enumerate(frames)))
 
@@ -256,7 +256,7 @@ def open_stream(source: str | Path | np.ndarray | Sequence[np.ndarray], gray: bo
     if isinstance(source, str | Path):
         path = Path(source)
         if not path.exists():
-            raise DataError(f"{path}: no such file or folder")
+            raise InputError(path, "no such file or folder")
         return open_folder(path, gray) if path.is_dir() else open_video(path)
     return open_arrays(source)
 

@@ -1,10 +1,12 @@
 """Background analysis jobs of ``microexp serve``.
 
 Each job runs :func:`microexp.serve.analyse.run_job` in a process of its own (forked from a fresh forkserver,
-so no state is shared between jobs and a cancelled job is simply terminated); ``workers`` jobs run at a time, the others wait in
-submission order. Every job owns a folder under the server's temporary folder: the uploaded file and the decoded
-frames live there and are deleted when the job ends, its results (JSON, CSV, saliency figures, a playable copy
-of the video) stay until the server stops, and :meth:`JobManager.shutdown` deletes the whole folder.
+so no state is shared between jobs and a cancelled job is simply terminated); ``workers`` jobs run at a time, the
+others wait in submission order. Every job owns a folder under the server's temporary folder: its temporary files
+are deleted when the job ends; its results (JSON, CSV, a playable copy of the video, saliency figures made when
+the page asks for them) and, for a finished job, the uploaded file (the frames saliency explains are read from it)
+stay until the server stops; the upload of a failed or cancelled job goes at once. :meth:`JobManager.shutdown`
+deletes the whole folder. Waiting for a job is waiting on an event (:meth:`JobManager.wait`), not polling.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
 
 
@@ -31,7 +32,7 @@ class Job:
     run: str  # run directory relative to --runs
     dir: Path  # the job's folder; results in dir/result
     input: Path
-    uploaded: bool  # input is an uploaded file: deleted when the job ends
+    uploaded: bool  # input is an uploaded file (in dir/input): deleted when the job fails or is cancelled
     options: dict[str, Any] = field(default_factory=dict)
     state: str = "queued"
     phase: str = "waiting for a free worker"
@@ -72,6 +73,8 @@ class JobManager:
         self.jobs: dict[str, Job] = {}
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified on every change of a job's state
+        self._explaining: dict[tuple[str, str, int], threading.Lock] = {}
         self._ids = itertools.count(1)
         self._closed = False
         # forkserver: each job forks from a clean process that has torch and microexp imported already (seconds
@@ -114,6 +117,37 @@ class JobManager:
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
 
+    def wait(self, job: Job, states: tuple[str, ...] = FINAL, timeout: float | None = None) -> bool:
+        """Block until the job is in one of ``states`` (True) or ``timeout`` seconds passed (False)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: job.state in states, timeout)
+
+    def explain(self, job: Job, kind: str, index: int) -> dict[str, Any]:
+        """The saliency entry of one interval of a finished job: made once, in a process of its own, then read
+        from the job's results (several requests for the same interval wait for the one that makes it)."""
+        out = job.result_dir / f"saliency-{kind}-{index}.json"
+        with self._lock:
+            lock = self._explaining.setdefault((job.id, kind, index), threading.Lock())
+        with lock:
+            if not out.is_file():
+                from microexp.serve.analyse import explain_job
+
+                work = job.dir / "explain"
+                work.mkdir(exist_ok=True)
+                spec = {"result": str(job.result_dir), "input": str(job.input), "uploaded": job.uploaded,
+                        "run": job.options["run_dir"],
+                        "face": job.options.get("face"), "kind": kind, "index": index, "work": str(work)}
+                process = self._context.Process(target=explain_job, args=(spec,), name=f"microexp-{job.id}-explain",
+                                                daemon=True)
+                process.start()
+                process.join()
+                shutil.rmtree(work, ignore_errors=True)
+                if not out.is_file():
+                    return {"kind": kind, "index": index, "figure": None, "gif": None,
+                            "note": f"no saliency: the explaining process ended unexpectedly (exit code "
+                                    f"{process.exitcode})"}
+            return json.loads(out.read_text())
+
     def cancel(self, job_id: str) -> Job | None:
         job = self.jobs.get(job_id)
         if job is None or job.state in FINAL:
@@ -137,10 +171,11 @@ class JobManager:
                 if job.state != "queued" or self._closed:
                     continue
                 job.state, job.phase = "running", "starting"
+                self._changed.notify_all()
                 from microexp.serve.analyse import run_job
 
-                spec = {"dir": str(job.dir), "input": str(job.input), "name": job.name, "run": job.options["run_dir"],
-                        "options": job.options}
+                spec = {"dir": str(job.dir), "input": str(job.input), "uploaded": job.uploaded,
+                        "run": job.options["run_dir"], "options": job.options}
                 try:
                     job.process = self._context.Process(target=run_job, args=(spec,), name=f"microexp-{job.id}",
                                                         daemon=True)
@@ -168,12 +203,13 @@ class JobManager:
                 self._finish(job, "failed", message)
 
     def _finish(self, job: Job, state: str, message: str) -> None:
-        # the upload and the decoded frames go as soon as the job ends; results stay until the server stops.
-        # Files first, state last: whoever sees the final state finds the folder as it stays.
-        if job.uploaded:
-            job.input.unlink(missing_ok=True)
+        # temporary files go as soon as the job ends; results (and a finished job's upload, which saliency
+        # reads) stay until the server stops. Files first, state last: whoever sees the final state finds the
+        # folder as it stays. Called with the lock held.
         shutil.rmtree(job.dir / "work", ignore_errors=True)
         if state != "done":
+            if job.uploaded:
+                shutil.rmtree(job.input.parent, ignore_errors=True)
             shutil.rmtree(job.result_dir, ignore_errors=True)
         job.refresh()
         job.process = None
@@ -181,6 +217,7 @@ class JobManager:
             job.progress = 1.0
         job.phase, job.message = state, message
         job.state = state
+        self._changed.notify_all()
 
     def shutdown(self) -> None:
         """Cancel every job, stop their processes and delete the server's temporary folder."""

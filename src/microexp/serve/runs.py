@@ -19,6 +19,10 @@ class OutsideRunsError(ConfigError):
     """A run path that is absolute, has ``..`` in it, or resolves outside the runs folder."""
 
 
+class RunNotFoundError(DataError):
+    """A run path under the runs folder that is not a run directory (or lacks the file asked for)."""
+
+
 def resolve_run(root: Path, rel: str, need: str = rundir.METRICS) -> Path:
     """The run directory ``rel`` (relative to ``root``, ``/``-separated) holding ``need``."""
     if not rel or "\\" in rel or "\x00" in rel:
@@ -33,7 +37,7 @@ def resolve_run(root: Path, rel: str, need: str = rundir.METRICS) -> Path:
     if not path.is_relative_to(base):
         raise OutsideRunsError(f"run path {rel!r} leads outside the runs folder (a symlink?); refused")
     if not path.is_dir() or not (path / need).is_file():
-        raise DataError(f"run path {rel!r}: not a run directory under the runs folder (no {need})")
+        raise RunNotFoundError(f"run path {rel!r}: not a run directory under the runs folder (no {need})")
     return path
 
 
@@ -60,6 +64,8 @@ def run_summary(root: Path, rel: str) -> dict[str, Any]:
     """The headline of one run: what the Runs page shows in its table."""
     path = resolve_run(root, rel)
     m = rundir.read_metrics(path)
+    if rundir.is_spotting_run(path):
+        return spotting_summary(rel, m)
     policy = m.get("epoch_policy") or {}
     control = m.get("control") or {}
     return {"run": rel, "model": m.get("model"), "dataset": m.get("dataset"), "protocol": m.get("protocol"),
@@ -70,6 +76,26 @@ def run_summary(root: Path, rel: str) -> dict[str, Any]:
             "seeds": m.get("seeds"), "predictable": bool(rundir.checkpoint_files(path)),
             # a spotting run (microexp evaluate --task spot) spots; the page offers it in the spotting choice only
             "spotting": rundir.is_spotting_run(path)}
+
+
+def spotting_summary(rel: str, m: dict[str, Any]) -> dict[str, Any]:
+    """The headline of a spotting run (``microexp evaluate --task spot``): its dataset, method and F1 per
+    interval type pooled over its videos, with the shuffled-prediction control's where the run has one."""
+    overall = m.get("overall") or {}
+    chance = m.get("chance") or {}
+
+    def f1(block: dict[str, Any], t: str) -> float | None:
+        value = (block.get(t) or {}).get("f1")
+        return float(value) if isinstance(value, int | float) else None
+
+    types = [t for t in overall if isinstance(overall[t], dict)]
+    return {"run": rel, "spotting": True, "model": m.get("method"), "method": m.get("method"),
+            "dataset": m.get("dataset") or ", ".join(m.get("datasets") or {}) or None, "protocol": m.get("protocol"),
+            "f1": {t: f1(overall, t) for t in types},
+            "chance_f1": {t: float(v) for t, v in chance.items() if isinstance(v, int | float)},
+            "uf1": None, "uar": None, "accuracy": None, "control": None, "chance": None,
+            "epoch_policy": m.get("threshold_policy"), "leaky": bool(m.get("leaky")), "classes": None,
+            "n_clips": m.get("n_videos"), "n_subjects": m.get("n_subjects"), "seeds": None, "predictable": False}
 
 
 def list_runs(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:

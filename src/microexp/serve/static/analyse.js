@@ -6,7 +6,9 @@ let shown = null;  // id of the job whose result is on the page
 let latest = null;  // id of the job submitted last: its result is shown when it finishes
 let intervals = [];
 let spots = [];  // the spotting run's intervals (spot-intervals.json), when the job had one
-const SPOT_COLOURS = { micro: "#e6550d", macro: "#756bb1" };
+let view = null;  // view.json: what the page shows first (spots or intervals) and its notes
+let explained = {};  // saliency entries already fetched, by kind and index
+const SPOT_COLOURS = { micro: "#e6550d", macro: "#756bb1", blink: "#9e9e9e" };
 
 function setError(text) { document.getElementById("start-error").textContent = text; }
 
@@ -69,7 +71,9 @@ function renderJobs(jobs) {
   const box = document.getElementById("jobs");
   if (!jobs.length) return;
   box.replaceChildren(...jobs.slice().reverse().map((j) => {
-    const bar = el("progress", { max: "1", value: String(j.progress) });
+    // a phase that cannot count its steps (spotting) shows a moving bar
+    const bar = j.state === "running" && j.phase.startsWith("spotting") ? el("progress", { max: "1" })
+      : el("progress", { max: "1", value: String(j.progress) });
     const div = el("div", { class: "job", "data-job": j.id, "data-state": j.state },
       el("b", {}, j.name), " with ", j.run, ": ", el("span", { class: "state" }, j.state), " ", bar, " ",
       el("span", { class: "phase" }, j.state === "running" || j.state === "queued" ? j.phase : ""));
@@ -110,11 +114,14 @@ function files(job, name) { return "/api/jobs/" + job.id + "/files/" + name; }
 
 async function showResult(job) {
   shown = job.id;
-  const [result, found] = await Promise.all([api(files(job, "result.json")), api(files(job, "intervals.json"))]);
-  intervals = found;
+  const [result, found] = await Promise.all([api(files(job, "result.json")), api(files(job, "view.json"))]);
+  view = found;
   spots = job.options.spot_run ? (await api(files(job, "spot-intervals.json"))).spots : [];
+  intervals = result.segments.map((s, i) => ({ ...s, index: i }));
+  explained = {};
   document.getElementById("result").hidden = false;
   document.getElementById("result").dataset.job = job.id;
+  document.getElementById("result").dataset.main = view.main;
   document.getElementById("result-title").textContent = result.source + ": " + result.n_frames + " frames at " +
     result.fps + " fps, window " + result.window + " frames, stride " + result.stride;
   document.getElementById("downloads").replaceChildren(
@@ -128,21 +135,64 @@ async function showResult(job) {
       el("span", { class: "note" }, "(what microexp spot --run " + job.options.spot_run + " --recognise " + job.run +
         (job.options.face ? " --face " + job.options.face : "") + " --json / --csv writes)"));
   }
+  document.getElementById("notes").replaceChildren(...view.notes.map((n) => el("p", { class: "page-note" }, n)));
   const video = document.getElementById("video");
   video.src = files(job, "video.webm");
   video.onerror = () => { document.getElementById("video-note").textContent = "this browser cannot play the video"; };
-  drawTimeline(result);
+  if (view.main === "spots") drawSpotTimeline(result); else drawTimeline(result);
   drawIntervals(result);
   drawSpots(job);
+  document.getElementById("intervals-box").hidden = view.main === "spots";
   document.getElementById("saliency").replaceChildren();
 }
 
 function colour(result, label) { return PALETTE[result.classes.indexOf(label) % PALETTE.length]; }
+function spotColour(type) { return SPOT_COLOURS[type] || PALETTE[(type.length * 7) % PALETTE.length]; }
+function spotTypes() {  // every type the spotter gives, the known ones first
+  return [...new Set(["micro", "macro", "blink", ...spots.map((s) => s.type)])].filter((t) => spots.some((s) => s.type === t));
+}
+function spotClass(s) { return s.type === "blink" ? "blink" : (s.emotion || "-"); }
+
+function plot(traces, layout, result) {
+  const div = document.getElementById("timeline");
+  layout.xaxis = { title: { text: "time (s)" }, range: [0, result.n_frames / result.fps], anchor: "y2" };
+  layout.shapes = [{ type: "line", xref: "x", yref: "paper", x0: 0, x1: 0, y0: 0, y1: 1, line: { color: "#000", width: 1 } }];
+  Plotly.newPlot(div, traces, layout, { displaylogo: false, responsive: true });
+  div.on("plotly_click", (ev) => {
+    const point = ev.points.find((p) => p.customdata !== undefined);
+    if (point && point.data.meta === "spot") selectSpot(point.customdata);
+    else if (point) select(point.customdata);
+  });
+  const video = document.getElementById("video");
+  video.ontimeupdate = () => Plotly.relayout(div, { "shapes[0].x0": video.currentTime, "shapes[0].x1": video.currentTime });
+}
+
+// a spotting run: its intervals are the main rows (one per type, the recognised class on the bar); the
+// recognition run's per-window class probabilities are a strip beneath, not intervals
+function drawSpotTimeline(result) {
+  const rows = spotTypes();
+  const traces = rows.map((t) => {
+    const found = spots.filter((s) => s.type === t);
+    return { type: "bar", orientation: "h", name: t, y: found.map(() => t), meta: "spot",
+      base: found.map((s) => s.start_time), x: found.map((s) => s.end_time - s.start_time),
+      customdata: found.map((s) => s.index), text: found.map(spotClass), textposition: "inside",
+      marker: { color: spotColour(t) }, xaxis: "x", yaxis: "y",
+      hovertemplate: "%{y} from %{base:.2f} s, %{x:.2f} s long: %{text}<extra>spot %{customdata}</extra>" };
+  });
+  traces.push({ type: "heatmap", name: "class probabilities", meta: "strip",
+    x: result.windows.map((w) => (w.start_time + w.end_time) / 2), y: result.classes,
+    z: result.classes.map((c) => result.windows.map((w) => w.probabilities[c])), zmin: 0, zmax: 1,
+    colorscale: "Blues", reversescale: true, showscale: false, xaxis: "x", yaxis: "y2",  // dark: likely
+    hovertemplate: "p(%{y}) = %{z:.2f} at %{x:.2f} s<extra>window</extra>" });
+  plot(traces, { margin: { l: 80, r: 20, t: 10, b: 40 }, barmode: "overlay", showlegend: false,
+    yaxis: { domain: [0.42, 1], type: "category", categoryarray: rows.length ? rows : ["none"], categoryorder: "array",
+      title: { text: "spotted" } },
+    yaxis2: { domain: [0, 0.32], type: "category", title: { text: "p(class)" } } }, result);
+}
 
 function drawTimeline(result) {
   const traces = [];
-  const spotRows = ["micro", "macro"].filter((t) => spots.some((s) => s.type === t)).map((t) => "spot: " + t);
-  const rows = [...spotRows, ...result.classes, "gap"];
+  const rows = [...result.classes, "gap"];
   for (const label of result.classes) {
     const segs = intervals.filter((s) => s.label === label);
     traces.push({ type: "bar", orientation: "h", name: label, y: segs.map(() => label),
@@ -155,35 +205,16 @@ function drawTimeline(result) {
       base: result.gaps.map((g) => g.start_time), x: result.gaps.map((g) => g.end_time - g.start_time),
       text: result.gaps.map((g) => g.reason), marker: { color: "#bbb" }, hovertemplate: "%{text}<extra></extra>" });
   }
-  for (const row of spotRows) {  // the spotting run's intervals, a row per type, the recognised class on the bar
-    const found = spots.filter((s) => "spot: " + s.type === row);
-    traces.push({ type: "bar", orientation: "h", name: row, y: found.map(() => row), meta: "spot",
-      base: found.map((s) => s.start_time), x: found.map((s) => s.end_time - s.start_time),
-      customdata: found.map((s) => s.index), text: found.map((s) => s.emotion), textposition: "inside",
-      marker: { color: SPOT_COLOURS[found[0].type] }, xaxis: "x", yaxis: "y",
-      hovertemplate: "%{y} from %{base:.2f} s, %{x:.2f} s long: %{text}<extra>spot %{customdata}</extra>" });
-  }
   const centres = result.windows.map((w) => (w.start_time + w.end_time) / 2);
   for (const label of result.classes) {
     traces.push({ type: "scatter", mode: "lines+markers", name: "p(" + label + ")", x: centres,
       y: result.windows.map((w) => w.probabilities[label]), line: { color: colour(result, label), width: 1.5 },
       marker: { size: 4 }, xaxis: "x", yaxis: "y2", legendgroup: label, showlegend: false });
   }
-  const end = result.n_frames / result.fps;
-  const layout = { margin: { l: 80, r: 20, t: 10, b: 40 }, barmode: "overlay", showlegend: true,
-    legend: { orientation: "h", y: 1.08 }, xaxis: { title: { text: "time (s)" }, range: [0, end], anchor: "y2" },
+  plot(traces, { margin: { l: 80, r: 20, t: 10, b: 40 }, barmode: "overlay", showlegend: true,
+    legend: { orientation: "h", y: 1.08 },
     yaxis: { domain: [0.55, 1], type: "category", categoryarray: rows, categoryorder: "array" },
-    yaxis2: { domain: [0, 0.45], range: [0, 1.02], title: { text: "probability" } },
-    shapes: [{ type: "line", xref: "x", yref: "paper", x0: 0, x1: 0, y0: 0, y1: 1, line: { color: "#000", width: 1 } }] };
-  const div = document.getElementById("timeline");
-  Plotly.newPlot(div, traces, layout, { displaylogo: false, responsive: true });
-  div.on("plotly_click", (ev) => {
-    const point = ev.points.find((p) => p.customdata !== undefined);
-    if (point && point.data.meta === "spot") selectSpot(point.customdata);
-    else if (point) select(point.customdata);
-  });
-  const video = document.getElementById("video");
-  video.ontimeupdate = () => Plotly.relayout(div, { "shapes[0].x0": video.currentTime, "shapes[0].x1": video.currentTime });
+    yaxis2: { domain: [0, 0.45], range: [0, 1.02], title: { text: "probability" } } }, result);
 }
 
 function drawIntervals(result) {
@@ -197,10 +228,6 @@ function drawIntervals(result) {
         s.label), el("td", {}, s.start_frame + "-" + s.end_frame),
       el("td", {}, s.start_time.toFixed(2) + "-" + s.end_time.toFixed(2)), el("td", {}, s.probability.toFixed(2))));
   }
-  if (result.segments.length > intervals.length) {
-    table.after(el("p", { class: "note" }, "first " + intervals.length + " of " + result.segments.length +
-      " intervals explained; all are in the JSON/CSV"));
-  }
   document.getElementById("gaps").replaceChildren(...result.gaps.map((g) => el("p", { class: "note gap" },
     "gap, frames " + g.start_frame + "-" + g.end_frame + " (" + g.start_time.toFixed(2) + "-" +
     g.end_time.toFixed(2) + " s): " + g.reason)));
@@ -212,40 +239,66 @@ function drawSpots(job) {
   const table = el("table", { id: "spots-table" }, el("tr", {}, el("th", {}, "#"), el("th", { class: "l" }, "type"),
     el("th", {}, "frames"), el("th", {}, "time (s)"), el("th", {}, "score"), el("th", { class: "l" }, "class")));
   for (const s of spots) {
-    table.append(el("tr", { class: "spot", "data-index": s.index, "data-type": s.type, "data-emotion": s.emotion,
-      "data-start": s.start_time, "data-end": s.end_time, onclick: () => selectSpot(s.index) },
-      el("td", {}, s.index), el("td", { class: "l" }, el("span", { style: "color:" + SPOT_COLOURS[s.type] }, "■ "),
+    table.append(el("tr", { class: "spot" + (s.type === "blink" ? " blink" : ""), "data-index": s.index,
+      "data-type": s.type, "data-emotion": s.emotion, "data-start": s.start_time, "data-end": s.end_time,
+      onclick: () => selectSpot(s.index) },
+      el("td", {}, s.index), el("td", { class: "l" }, el("span", { style: "color:" + spotColour(s.type) }, "■ "),
         s.type), el("td", {}, s.onset + "-" + s.offset),
       el("td", {}, s.start_time.toFixed(2) + "-" + s.end_time.toFixed(2)), el("td", {}, s.score.toFixed(3)),
-      el("td", { class: "l" }, s.emotion || "-")));
+      el("td", { class: "l" }, s.type === "blink" ? "blink (not an expression)" : (s.emotion || "-"))));
   }
   box.replaceChildren(el("h2", {}, "Spotted intervals (" + job.options.spot_run + ")"),
+    el("p", { class: "note" }, "Click one to play the video from its start and to see where the recognition run " +
+      "looked (computed on the first click). Beneath the spotted rows of the timeline: the recognition run's class " +
+      "probabilities for every window (every window gets a class; the spotting run says where something happens)."),
     spots.length ? table : el("p", { class: "note" }, "the spotting run found no interval in this video"));
 }
 
-function selectSpot(index) {  // a spot has no saliency: the video plays from its start
+function seek(time) {
+  const video = document.getElementById("video");
+  video.pause();
+  video.currentTime = time;
+}
+
+function selectSpot(index) {
   const s = spots.find((x) => x.index === index);
   if (!s) return;
   for (const row of document.querySelectorAll("tr.spot")) row.classList.toggle("chosen", Number(row.dataset.index) === index);
-  const video = document.getElementById("video");
-  video.pause();
-  video.currentTime = s.start_time;
+  seek(s.start_time);
+  const title = "Spotted " + s.type + " " + s.index + ", frames " + s.onset + "-" + s.offset;
+  if (s.type === "blink") {
+    document.getElementById("saliency").replaceChildren(el("h2", {}, title),
+      el("p", { class: "note" }, "a blink: not an expression, so not classified or explained"));
+  } else explain("spot", index, title);
 }
 
 function select(index) {
   const s = intervals.find((x) => x.index === index);
   if (!s) return;
   for (const row of document.querySelectorAll("tr.interval")) row.classList.toggle("chosen", Number(row.dataset.index) === index);
-  const video = document.getElementById("video");
-  video.pause();
-  video.currentTime = s.start_time;
+  seek(s.start_time);
+  explain("interval", index, "Interval " + s.index + ": " + s.label + ", frames " + s.start_frame + "-" + s.end_frame);
+}
+
+async function explain(kind, index, heading) {  // saliency is made on the first click, then kept by the server
   const job = { id: document.getElementById("result").dataset.job };
   const box = document.getElementById("saliency");
-  const title = el("h2", {}, "Interval " + s.index + ": " + s.label + ", frames " + s.start_frame + "-" + s.end_frame +
-    " (window " + s.window[0] + "-" + s.window[1] + " explained)");
+  const key = kind + index;
+  box.dataset.want = key;
+  box.replaceChildren(el("h2", {}, heading), el("p", { class: "note", id: "saliency-wait" }, "computing the saliency..."));
+  let s;
+  try {
+    s = explained[key] || await api("/api/jobs/" + job.id + "/saliency/" + kind + "/" + index, { method: "POST" });
+  } catch (err) {
+    s = { figure: null, note: err.message };
+  }
+  explained[key] = s;
+  if (box.dataset.want !== key) return;  // another interval was clicked meanwhile
+  const title = el("h2", {}, heading + (s.window ? " (" + s.label + "; window " + s.window[0] + "-" + s.window[1] +
+    " explained)" : ""));
   if (s.figure) {
     box.replaceChildren(title, el("div", { class: "row figures" },
-      el("img", { id: "saliency-img", src: files(job, s.figure), alt: "saliency of interval " + s.index }),
+      el("img", { id: "saliency-img", src: files(job, s.figure), alt: "saliency of " + kind + " " + index }),
       el("img", { id: "saliency-gif", src: files(job, s.gif), alt: "saliency overlay, animated", style: "width:180px" })),
       el("p", { class: "note" }, "Rows: the model's input frames, vanilla-gradient saliency of the class, its top decile, " +
         "and Grad-CAM where the model has a 3D convolution; averaged over the run's checkpoints."));

@@ -1,9 +1,17 @@
 // Runs page: every run under --runs with its headline metrics and report; two runs compared side by side.
 "use strict";
-const COLUMNS = [["model", "model"], ["dataset", "dataset"], ["protocol", "protocol"], ["uf1", "UF1"], ["uar", "UAR"],
-  ["control_uf1", "control UF1"], ["control_uar", "control UAR"], ["epoch_policy", "epoch policy"]];
+// a spotting run shows its method as the model, F1 per interval type, and its shuffled-prediction control's
+const COLUMNS = [["model", "model / method"], ["dataset", "dataset"], ["protocol", "protocol"], ["uf1", "UF1"],
+  ["uar", "UAR"], ["control_uf1", "control UF1"], ["control_uar", "control UAR"], ["f1", "spotting F1"],
+  ["chance_f1", "shuffled F1"], ["epoch_policy", "epoch / threshold policy"]];
+
+function perType(values) {  // {micro: 0.41, macro: 0.19, overall: 0.34} as "micro 0.410, macro 0.190, overall 0.340"
+  const parts = Object.entries(values || {}).filter(([, v]) => v !== null && v !== undefined);
+  return parts.length ? parts.map(([t, v]) => t + " " + v.toFixed(3)).join(", ") : "-";
+}
 
 function cell(run, key) {
+  if (key === "f1" || key === "chance_f1") return perType(run[key]);
   if (key === "uf1" || key === "uar") return fmt(run[key]);
   if (key === "control_uf1" || key === "control_uar") return run.control ? fmt(run.control[key.slice(8)]) : "-";
   return run[key] === null || run[key] === undefined ? "-" : String(run[key]);
