@@ -40,6 +40,7 @@ import cv2
 from microexp.data._common import Row, build_records, image_files, numbered_frames, subdirs
 from microexp.data.aus import parse_aus_cell
 from microexp.data.frames import MAX_MISSING_SHARE, describe_missing
+from microexp.data.objective import disagreements
 from microexp.data.records import ClipRecord
 from microexp.data.registry import annotation_mismatch, dataset_names, get_dataset, parse_labels
 from microexp.errors import ConfigError, MicroexpError
@@ -217,6 +218,9 @@ def check_dataset(name: str, root: Path, annotation: Path | None = None, read_im
         notes = [x for x in r.meta.get("repairs", []) if "has no file" not in x and not x.startswith("missing frames")]
         if notes:
             report.notes.append(f"repaired {r.subject}/{r.clip_id}: {'; '.join(notes)}")
+    for key, column, rule, aus in disagreements(report.records):
+        report.notes.append(f"objective class {column} in the annotation, {rule} by the AU rule of Davison et al. "
+                            f"2018: {key} (AUs {aus!r}; the objective-class protocols use the rule)")
     if not report.records:
         report.hints += hints(name, root)
     return report
