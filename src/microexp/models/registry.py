@@ -38,6 +38,9 @@ class ModelSpec:
     classes: int = 3
     # how it is trained: a name in microexp.train.trainers.TRAINERS ("clip": one sample per clip)
     trainer: str = "clip"
+    # what the model reads: "frames" (the preprocessed streams) or "aus" (the clip's annotated AU codes,
+    # microexp.train.au; e.g. the emotion-from-AU baseline)
+    reads: str = "frames"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -67,6 +70,7 @@ BUILTIN = (
     "microexp.models.ststnet",
     "microexp.models.offapexnet",
     "microexp.baselines.lbptop",  # non-torch baseline (kind="sklearn")
+    "microexp.baselines.au_emotion",  # emotion from annotated AUs (kind="sklearn", reads="aus")
 )
 MODELS: Registry[ModelSpec] = Registry("model", builtin=BUILTIN)
 
