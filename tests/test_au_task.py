@@ -1,4 +1,4 @@
-"""AU detection (`evaluate --task au`, microexp.train.au) and emotion from AUs (model au-emotion): AU sets chosen
+"""AU detection (`evaluate --task au`, microexp.train.au) and emotion from AUs (model sklearn-aus): AU sets chosen
 from training folds only, metrics as MEB reports them, the shuffled control at chance, LOSO and LODO, and the
 end-to-end run on a CASME II tree made from the real coding file."""
 
@@ -123,7 +123,7 @@ def test_lodo_over_two_datasets_holds_each_out(au_synth: Path, one_torch_thread)
 
 def test_emotion_from_aus_under_loso_with_control(au_synth: Path, tmp_path: Path, capsys) -> None:
     """The synthetic classes are drawn from disjoint AU sets: the AUs determine the class, the control does not."""
-    config = RunConfig(dataset="plain", root=str(au_synth), model="au-emotion", protocol="loso", control="shuffle",
+    config = RunConfig(dataset="plain", root=str(au_synth), model="sklearn-aus", protocol="loso", control="shuffle",
                        model_params={"classifier": "logistic"})
     m = evaluate_emotion_from_aus(config, out=tmp_path / "run", log=lambda _m: None).metrics
     assert m["n_clips"] == 72 and m["n_folds"] == 6
@@ -131,8 +131,8 @@ def test_emotion_from_aus_under_loso_with_control(au_synth: Path, tmp_path: Path
     assert m["control"]["uar"] < 0.6
     assert (tmp_path / "run" / "predictions.csv").is_file()
     # through the ordinary CLI: the model is listed and evaluate dispatches on what it reads
-    assert main(["models"]) == 0 and "au-emotion" in capsys.readouterr().out
-    code = main(["evaluate", "--dataset", "plain", "--root", str(au_synth), "--model", "au-emotion",
+    assert main(["models"]) == 0 and "sklearn-aus" in capsys.readouterr().out
+    code = main(["evaluate", "--dataset", "plain", "--root", str(au_synth), "--model", "sklearn-aus",
                  "--set", "model_params={classifier: tree}", "--out", str(tmp_path / "cli"), "--no-progress"])
     assert code == 0 and "UF1" in capsys.readouterr().out
 

@@ -51,11 +51,17 @@ def build_au_emotion(n_classes: int, input_shapes: Any = None, classifier: str =
         return AUEmotionClassifier(LogisticRegression(max_iter=2000))
     if classifier == "tree":
         return AUEmotionClassifier(DecisionTreeClassifier(random_state=seed))
-    raise ConfigError(f"au-emotion classifier={classifier!r} is not one of {list(CLASSIFIERS)}")
+    raise ConfigError(f"sklearn-aus classifier={classifier!r} is not one of {list(CLASSIFIERS)}")
+
+
+def _evaluate(config: Any, out: Any, clips: Any, log: Any) -> Any:
+    from microexp.train.au import evaluate_emotion_from_aus
+
+    return evaluate_emotion_from_aus(config, out, clips, log)
 
 
 register(ModelSpec(
-    name="au-emotion",
+    name="sklearn-aus",
     builder=build_au_emotion,  # type: ignore[arg-type]
     preprocess=PreprocessConfig(),
     source="MEB (Varanka et al., TAFFC 2024): emotion predicted from the annotated AUs (gradient boosting)",
@@ -63,4 +69,5 @@ register(ModelSpec(
                 "(kind=sklearn, reads aus)",
     kind="sklearn",
     reads="aus",
+    evaluator=_evaluate,
 ))

@@ -41,6 +41,9 @@ class ModelSpec:
     # what the model reads: "frames" (the preprocessed streams) or "aus" (the clip's annotated AU codes,
     # microexp.train.au; e.g. the emotion-from-AU baseline)
     reads: str = "frames"
+    # a model that is not trained on frames runs its own evaluation: fn(config, out, clips, log) -> a result with
+    # run_dir, metrics, predictions, history (train.evaluate.evaluate hands the run to it)
+    evaluator: Callable[..., Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

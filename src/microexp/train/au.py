@@ -18,7 +18,7 @@ Protocols: ``loso`` inside one dataset and ``lodo`` (MEB's cross-dataset protoco
 several datasets loaded together (``dataset: casme2,samm`` with ``root: A,B``); clips without AU codes (SMIC) or
 with no certain code are excluded with the reason.
 
-**Emotion from AUs** (model ``au-emotion``, :mod:`microexp.baselines.au_emotion`): a scikit-learn classifier on the
+**Emotion from AUs** (model ``sklearn-aus``, :mod:`microexp.baselines.au_emotion`): a scikit-learn classifier on the
 multi-hot of each clip's annotated AUs predicts its class under the run's class protocol and protocol, scored with
 the same UF1/UAR as every recognition run, with the shuffled-label control.
 """
@@ -383,7 +383,7 @@ def au_features(records: list[ClipRecord]) -> np.ndarray:
 def evaluate_emotion_from_aus(config: RunConfig, out: Path | None = None, clips: ClipSet | None = None,
                               log: Callable[[str], None] = print) -> AUResult:
     """A clip's class under the run's class protocol predicted from its annotated AUs alone (model
-    ``au-emotion``), under the run's protocol, scored as every recognition run (UF1, UAR, accuracy, pooled)."""
+    ``sklearn-aus``), under the run's protocol, scored as every recognition run (UF1, UAR, accuracy, pooled)."""
     started = time.time()
     spec = model_registry.get(config.model)
     if config.train.epoch_policy != "fixed" or config.reproduce:
