@@ -70,3 +70,18 @@ def test_data_list_shows_objective_protocols(capsys):
     out = capsys.readouterr().out
     for name in ("casme2-objective ", "casme2-objective-7", "samm-objective ", "samm-objective-7"):
         assert name in out
+
+
+@pytest.mark.slow
+def test_data_check_names_unreadable_au_pieces_and_objective_disagreements(tmp_path):
+    from microexp.data.check import check_dataset
+    from microexp.synth.fixtures import build_fixture, placeholder_renderer
+
+    fx = build_fixture("samm", tmp_path / "samm", annotation=need(SAMM), render=placeholder_renderer, size=8)
+    report = check_dataset("samm", fx.root, read_images=False)
+    au_notes = [n for n in report.notes if n.startswith("AU code not understood")]
+    assert len(au_notes) == 1 and "'soft focus'" in au_notes[0] and "SAMM_Micro_FACS_Codes_v2.xlsx:" in au_notes[0]
+    objective = [n for n in report.notes if n.startswith("objective class")]
+    assert len(objective) == 15
+    assert any("samm/026/026_2_3" in n and "III in the annotation, VII by the AU rule" in n for n in objective)
+    assert "soft focus" in report.text(limit=500)
