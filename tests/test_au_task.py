@@ -157,3 +157,25 @@ def test_au_run_on_a_casme2_tree_made_from_the_real_coding_file(tmp_path: Path, 
     # per-AU clip counts of the real file (tests/test_aus.py): AU4 125, AU12 39, AU7 38, AU1 28, AU17 26, AU2 25
     assert {a: s["support"] for a, s in m["per_au"].items()} == {"AU1": 28, "AU2": 25, "AU4": 125, "AU7": 38,
                                                                   "AU12": 39, "AU17": 26}
+
+
+def test_report_and_compare_handle_au_runs(au_synth: Path, tmp_path: Path, capsys, one_torch_thread) -> None:
+    runs = []
+    for name, n in (("a", 5), ("b", 10)):
+        config = RunConfig(dataset="plain", root=str(au_synth), model="ststnet", protocol="kfold", folds=2,
+                           control="shuffle", preprocess=FAST,
+                           train=TrainConfig(epochs=1, batch_size=8, optimizer="adam", lr=0.01))
+        evaluate_au(config, AUTask(min_positive=n), out=tmp_path / name, log=lambda _m: None)
+        runs.append(tmp_path / name)
+    assert main(["report", str(runs[0])]) == 0
+    html = (runs[0] / "report.html").read_text()
+    assert "AU detection: ststnet" in html and "per-AU bars" in html and "control F1" in html and "AU4" in html
+    assert main(["compare", str(runs[0]), str(runs[1])]) == 0
+    out = capsys.readouterr().out
+    assert "mean f1" in out and "shuffle control mean f1" in out and "AU4 F1" in out and "AU min positive" in out
+    recognition = tmp_path / "rec"
+    main(["evaluate", "--dataset", "plain", "--root", str(au_synth), "--model", "sklearn-aus",
+          "--set", "model_params={classifier: tree}", "--out", str(recognition), "--no-progress"])
+    capsys.readouterr()
+    assert main(["compare", str(runs[0]), str(recognition)]) == 2
+    assert "compare two runs of the same task" in capsys.readouterr().err
