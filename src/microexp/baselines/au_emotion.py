@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -27,30 +28,46 @@ CLASSIFIERS = ("gradient-boosting", "logistic", "tree")
 
 
 class AUEmotionClassifier:
-    """A scikit-learn classifier on AU multi-hot rows (``fit(x, y)``, ``predict(x)``)."""
+    """A scikit-learn classifier on AU multi-hot rows. ``x`` is an (N, 100) array or, as for every ``sklearn``
+    model, a dict with one stream (``{"aus": x}``), flattened per row. ``predict_proba`` has one column per class
+    index 0..n_classes-1 (a class absent from the training rows gets probability 0)."""
 
-    def __init__(self, estimator: BaseEstimator) -> None:
+    def __init__(self, estimator: BaseEstimator, n_classes: int) -> None:
         self.estimator = estimator
+        self.n_classes = n_classes
 
     def n_features(self) -> int:
         return 100
 
+    @staticmethod
+    def _rows(x: Any) -> np.ndarray:
+        if isinstance(x, dict):
+            (x,) = x.values()
+        x = np.asarray(x, dtype=np.float32)
+        return x.reshape(len(x), -1)
+
     def fit(self, x: Any, y: Any) -> AUEmotionClassifier:
-        self.estimator.fit(x, y)
+        self.estimator.fit(self._rows(x), np.asarray(y))
         return self
 
-    def predict(self, x: Any) -> Any:
-        return self.estimator.predict(x)
+    def predict(self, x: Any) -> np.ndarray:
+        return np.asarray(self.estimator.predict(self._rows(x)))
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        p = self.estimator.predict_proba(self._rows(x))
+        out = np.zeros((len(p), self.n_classes), np.float64)
+        out[:, np.asarray(self.estimator.classes_, dtype=int)] = p
+        return out
 
 
 def build_au_emotion(n_classes: int, input_shapes: Any = None, classifier: str = "gradient-boosting",
                      seed: int = 0) -> AUEmotionClassifier:
     if classifier == "gradient-boosting":
-        return AUEmotionClassifier(GradientBoostingClassifier(random_state=seed))
+        return AUEmotionClassifier(GradientBoostingClassifier(random_state=seed), n_classes)
     if classifier == "logistic":
-        return AUEmotionClassifier(LogisticRegression(max_iter=2000))
+        return AUEmotionClassifier(LogisticRegression(max_iter=2000), n_classes)
     if classifier == "tree":
-        return AUEmotionClassifier(DecisionTreeClassifier(random_state=seed))
+        return AUEmotionClassifier(DecisionTreeClassifier(random_state=seed), n_classes)
     raise ConfigError(f"sklearn-aus classifier={classifier!r} is not one of {list(CLASSIFIERS)}")
 
 

@@ -411,8 +411,8 @@ def evaluate_emotion_from_aus(config: RunConfig, out: Path | None = None, clips:
                 if control:
                     labels = y[shuffle_within_groups(fold.train, groups, np.random.default_rng(seed))]
                 estimator = spec.build(len(clips.classes), None, **{**config.model_params, "seed": seed})
-                estimator.fit(x[fold.train], labels)
-                guess = estimator.predict(x[fold.test])
+                estimator.fit({"aus": x[fold.train]}, labels)
+                guess = estimator.predict({"aus": x[fold.test]})
                 true += y[fold.test].tolist()
                 pred += np.asarray(guess, dtype=int).tolist()
                 subj += groups[fold.test].tolist()
@@ -423,7 +423,8 @@ def evaluate_emotion_from_aus(config: RunConfig, out: Path | None = None, clips:
                         rows_out.append({"seed": seed, "fold": fold.name, "dataset": r.dataset, "subject": r.subject,
                                          "clip": r.clip_id, "aus": r.aus, "true": r.label,
                                          "predicted": clips.classes[int(g)]})
-            m = compute_metrics(true, pred, clips.classes, subjects=subj, datasets=dss)
+            m = compute_metrics(true, pred, clips.classes, subjects=subj, datasets=dss,
+                                per_dataset=True if config.protocol in ("megc2019", "lodo") else None)
             (control_seed if control else per_seed).append({"seed": seed, **m})
     metrics: dict[str, Any] = {k: v for k, v in per_seed[0].items() if k != "seed"}
     metrics["per_seed"] = per_seed
