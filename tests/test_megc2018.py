@@ -65,3 +65,11 @@ def test_real_coding_files_give_the_composite(tmp_path: Path) -> None:
         ("casme2", "I"): 30, ("casme2", "II"): 18, ("casme2", "III"): 93, ("casme2", "IV"): 13, ("casme2", "V"): 18,
         ("samm", "I"): 18, ("samm", "II"): 13, ("samm", "III"): 18, ("samm", "IV"): 6, ("samm", "V"): 5}
     assert len(clips) == 232 and len({r.subject for r in clips}) == 45  # subjects with a clip of class I-V
+
+
+def test_data_check_of_the_composite_checks_both_releases(composite_tree: Path) -> None:
+    from microexp.data.check import check_dataset
+
+    report = check_dataset("megc2018", composite_tree, read_images=False)
+    assert report.ok, report.text()
+    assert {r.dataset for r in report.records} == {"casme2", "samm"}

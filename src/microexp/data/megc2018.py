@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -27,7 +28,7 @@ from microexp.data.classes import ClassProtocol
 from microexp.data.objective import CLASSES, record_class
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
-from microexp.errors import DataError
+from microexp.errors import DataError, MicroexpError
 
 NAME = "megc2018"
 SOURCES = ("casme2", "samm")
@@ -91,6 +92,29 @@ def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], 
     return records, excluded
 
 
+def check(root: Path, annotation: Path | None, read_images: bool, report: Any) -> Any:
+    """``data check`` of the composite: each release checked as its own dataset, then the composite loaded."""
+    from microexp.data.check import Problem, check_dataset
+
+    try:
+        sources = find_sources(root)
+    except MicroexpError as exc:
+        report.problems.append(Problem("layout", str(root), str(exc)))
+        return report
+    for ds, (src, ann) in sources.items():
+        sub = check_dataset(ds, src, ann, read_images)
+        report.problems += [Problem(p.kind, f"[{ds}] {p.where}", p.detail) for p in sub.problems]
+        report.notes += [f"[{ds}] {n}" for n in sub.notes]
+        report.hints += [f"[{ds}] {h}" for h in sub.hints]
+    try:
+        records, excluded = load(root, annotation)
+    except MicroexpError as exc:
+        report.problems.append(Problem("annotation", str(root), str(exc)))
+        return report
+    report.records, report.rows = records, len(records) + len(excluded)
+    return report
+
+
 PROTOCOLS = (
     ClassProtocol("megc2018-objective", CLASSES[:5], {c: (c if c in CLASSES[:5] else None) for c in CLASSES},
                   "MEGC 2018: objective classes I-V of CASME II + SAMM by the AU rule of Davison et al. 2018; VI and "
@@ -101,4 +125,4 @@ PROTOCOLS = (
 
 SPEC = register_dataset(DatasetSpec(
     NAME, load, "megc2018-objective", "MEGC 2018 composite: CASME II + SAMM in objective classes I-V (from AUs); "
-    "root holds the two releases or is a .yaml naming them", protocols=PROTOCOLS, labels=CLASSES))
+    "root holds the two releases or is a .yaml naming them", protocols=PROTOCOLS, labels=CLASSES, check=check))
