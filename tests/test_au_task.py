@@ -179,3 +179,21 @@ def test_report_and_compare_handle_au_runs(au_synth: Path, tmp_path: Path, capsy
     capsys.readouterr()
     assert main(["compare", str(runs[0]), str(recognition)]) == 2
     assert "compare two runs of the same task" in capsys.readouterr().err
+
+
+def test_cli_lodo_over_two_releases(tmp_path: Path, capsys, one_torch_thread) -> None:
+    """MEB's cross-dataset protocol through the CLI: CASME II and SAMM fixture trees, each held out in turn."""
+    from microexp.synth.fixtures import build_fixture, placeholder_renderer
+
+    c2 = build_fixture("casme2", tmp_path / "CASME2", render=placeholder_renderer, size=16).root
+    sm = build_fixture("samm", tmp_path / "SAMM", render=placeholder_renderer, size=16).root
+    out = tmp_path / "run"
+    code = main(["evaluate", "--task", "au", "--dataset", "casme2,samm", "--root", f"{c2},{sm}", "--model", "ststnet",
+                 "--protocol", "lodo", "--epochs", "1", "--au-min-positive", "2", "--set", "preprocess.flow=farneback",
+                 "--set", "preprocess.flow_size=32", "--out", str(out), "--no-progress"])
+    assert code == 0 and "protocol lodo (2 folds" in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["au"]["chosen_per_fold"]) == {"casme2", "samm"} and set(m["per_dataset"]) == {"casme2", "samm"}
+    assert main(["evaluate", "--task", "au", "--dataset", "casme2,samm", "--root", str(c2), "--model", "ststnet",
+                 "--protocol", "lodo", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "one root per dataset" in capsys.readouterr().err
