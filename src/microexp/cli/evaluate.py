@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{flag} applies to --task spot only")
     if args.task == "au":
         return _run_au(args)
-    if args.au_min_positive is not None or args.au_no_pos_weight:
+    if getattr(args, "au_min_positive", None) is not None or getattr(args, "au_no_pos_weight", False):
         raise ConfigError("--au-min-positive and --au-no-pos-weight apply to --task au only")
     from microexp.report.text import results_table
     from microexp.train.evaluate import evaluate
