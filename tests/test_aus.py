@@ -71,7 +71,9 @@ def _counts(rows, certain_only=False):
 # The expected per-AU clip counts below were computed once, independently of the parser: each file's AU column
 # read raw with pandas (read_excel / read_csv, the header rows skipped by hand), every run of digits in a cell taken
 # as an AU number (re.findall(r"\d+")) after deleting the pieces listed as unparsed, one count per clip and AU.
-# "certain" drops the alternatives of an "or" and SAMM's ref(...) codes, counted by hand from the same cells.
+# "certain" drops the alternatives of an "or" and SAMM's ref(...) codes; each difference was checked by reading
+# those cells (SAMM AU12: "(R6 or R12)+R15" twice, "L12 or L14", "R12 or R14", "A/L12"; CAS(ME)^2: "10or11" twice,
+# "14or23").
 
 def test_casme2_au_counts():
     counts, unparsed = _counts(casme2.read_annotation(need(CASME2)))
