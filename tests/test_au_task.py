@@ -179,6 +179,10 @@ def test_report_and_compare_handle_au_runs(au_synth: Path, tmp_path: Path, capsy
     capsys.readouterr()
     assert main(["compare", str(runs[0]), str(recognition)]) == 2
     assert "compare two runs of the same task" in capsys.readouterr().err
+    from microexp.predict.predictor import load
+
+    with pytest.raises(ConfigError, match="is an AU-detection run"):  # no model kept for predict (yet)
+        load(runs[0])
 
 
 def test_cli_lodo_over_two_releases(tmp_path: Path, capsys, one_torch_thread) -> None:
