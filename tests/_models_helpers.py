@@ -26,6 +26,7 @@ PARAMETERS: dict[str, int | None] = {
     "ststnet": 1_683,  # one 28x28 u, v, strain field, 3 classes
     "offapexnet": 2_664_475,  # one 28x28 u, v field, 3 classes
     "lbptop-svm": None,  # LBP-TOP features + LinearSVC (kind="sklearn")
+    "sklearn-aus": None,  # emotion from the annotated AUs (kind="sklearn", reads the AU multi-hot)
 }
 
 # The smallest inputs (and hparams) each model builds and runs on, for the real-valued contract checks.
@@ -42,6 +43,7 @@ SMALL_INPUTS: dict[str, tuple[dict[str, tuple[int, int, int, int]], dict]] = {
     "ststnet": ({"flow": (3, 1, 28, 28)}, {}),
     "offapexnet": ({"flow": (2, 1, 28, 28)}, {}),
     "lbptop-svm": ({"clip": (1, 8, 16, 16)}, {"grid": (2, 2)}),
+    "sklearn-aus": ({"aus": (1, 1, 1, 100)}, {"classifier": "tree"}),
 }
 
 

@@ -59,7 +59,9 @@ def _face_region(face, size=(64, 64), grow=0.25):
         (None, ""),
         ("43+99+AU61", ""),  # no rule for these: ignored, no crash
         ("R12+12", "12"),  # both-sided absorbs a one-sided duplicate
-        ("4 / L10?", "4+L10"),
+        ("4+L10?", "4+L10"),  # SAMM's "?" (unclear offset): drawn
+        ("4 / L10", ""),  # alternatives ("/" = or): not drawn, not AU positives either
+        ("(R6 or R12)+R15+ref(7)", "R15"),
     ],
 )
 def test_parse_aus(codes, expected):

@@ -123,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("method", "recognise"):  # spotting options: refused rather than silently ignored
         if getattr(args, flag, None):
             raise ConfigError(f"--{flag} applies to --task spot only")
+    if args.task == "au":
+        return _run_au(args)
+    if getattr(args, "au_min_positive", None) is not None or getattr(args, "au_no_pos_weight", False):
+        raise ConfigError("--au-min-positive and --au-no-pos-weight apply to --task au only")
     from microexp import runs
     from microexp.report.text import results_table
     from microexp.train.evaluate import evaluate
@@ -153,6 +157,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_au(args: argparse.Namespace) -> int:
+    """``--task au``: multi-label AU detection (microexp.train.au)."""
+    from microexp.train.au import AUTask, au_table, evaluate_au
+
+    if args.resume is not None:
+        raise ConfigError("--resume applies to recognition runs; rerun --task au into a new --out")
+    config = config_from_args(args)
+    task = AUTask(min_positive=5 if args.au_min_positive is None else args.au_min_positive,
+                  pos_weight=not args.au_no_pos_weight)
+    out = args.out or Path("runs") / f"{config.dataset.replace(',', '+')}-{config.model}-au-{config.protocol}-" \
+                                     f"{time.strftime('%Y%m%d-%H%M%S')}"
+    result = evaluate_au(config, task, out=out, progress=not args.no_progress)
+    print(au_table(result.metrics))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="train and score a model under a protocol",
                        description="Train and score a model on a dataset under a leak-free protocol.")
@@ -160,8 +180,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="dataset root folder")
     p.add_argument("--annotation", help="annotation file (default: the one in the dataset's standard place)")
     p.add_argument("--classes", help="class protocol (default: the dataset's default)")
-    p.add_argument("--task", choices=["recognise", "spot"], default="recognise",
-                   help="recognise (default) | spot: find expression intervals in long videos (samm_lv, casme_sq, casme3)")
+    p.add_argument("--task", choices=["recognise", "spot", "au"], default="recognise",
+                   help="recognise (default) | spot: find expression intervals in long videos (samm_lv, casme_sq, "
+                        "casme3) | au: multi-label action-unit detection (--dataset a,b --root A,B for --protocol "
+                        "lodo over several datasets)")
+    p.add_argument("--au-min-positive", type=int, metavar="N",
+                   help="--task au: detect the AUs with at least N positive clips in each training fold (default 5)")
+    p.add_argument("--au-no-pos-weight", action="store_true",
+                   help="--task au: no positive-class weights in the binary cross-entropy")
     p.add_argument("--method", choices=["mdmd", "learned"], help="--task spot: mdmd (default, training-free) | learned")
     p.add_argument("--recognise", type=Path, metavar="RUN",
                    help="--task spot: classify every spotted interval with this recognition run and score STRS")

@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # the registry imports torch: only when the command runs
 
 
 def _inputs(spec: ModelSpec) -> str:
+    if spec.reads == "aus":
+        return "aus:100 (annotated AU codes)"
     return " ".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in spec.input_shapes().items())
 
 

@@ -13,6 +13,7 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "microexp.data.casme": ("casme",),
     "microexp.data.casme3": ("casme3", "casme3_mm"),
     "microexp.data.megc2019": ("megc2019",),
+    "microexp.data.megc2018": ("megc2018",),
 }
 MODULES = tuple(DATASETS)
 NAMES = tuple(sorted(name for names in DATASETS.values() for name in names))

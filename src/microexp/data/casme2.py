@@ -37,6 +37,7 @@ from microexp.data._common import (
     two_level_folders,
 )
 from microexp.data.classes import ClassProtocol
+from microexp.data.objective import objective_protocols
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
 from microexp.errors import AnnotationError
@@ -140,6 +141,7 @@ PROTOCOLS = (
          "others": None, "sadness": None, "fear": None},
         "CASME II with the MEGC2019 3-class mapping: negative = disgust + repression; positive = happiness; "
         "surprise; others, sadness and fear dropped (the composite itself is dataset 'megc2019')."),
+    *objective_protocols("casme2", "CASME II"),
 )
 
 SPEC = register_dataset(DatasetSpec(

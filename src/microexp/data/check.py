@@ -12,6 +12,7 @@ records would use. It reports clips per class and per subject and names every pr
 * ``unreadable image`` — a frame file OpenCV cannot decode (without ``read_images``: whose header cannot be read);
 * ``frame size`` — a frame whose size differs from the clip's first frame (read from the image headers);
 * ``unknown label`` — an emotion the dataset's labels (or the ``labels`` declared) do not include;
+* notes name every piece of an AU cell that is no AU code (file and row; docs/action-units.md);
 * ``annotation`` / ``layout`` — the annotation file could not be read (file, row and column named) or the tree
   was not recognised.
 
@@ -37,7 +38,9 @@ from pathlib import Path
 import cv2
 
 from microexp.data._common import Row, build_records, image_files, numbered_frames, subdirs
+from microexp.data.aus import parse_aus_cell
 from microexp.data.frames import MAX_MISSING_SHARE, describe_missing
+from microexp.data.objective import disagreements
 from microexp.data.records import ClipRecord
 from microexp.data.registry import annotation_mismatch, dataset_names, get_dataset, parse_labels
 from microexp.errors import ConfigError, MicroexpError
@@ -182,6 +185,8 @@ def check_dataset(name: str, root: Path, annotation: Path | None = None, read_im
         if labels_ is not None and row.emotion not in labels_:
             report.problems.append(Problem("unknown label", f"{row.subject}/{row.clip_id}",
                                            f"{row.emotion!r} is not one of {list(labels_)} ({row.source})"))
+        for piece in parse_aus_cell(row.aus).unparsed:
+            report.notes.append(f"AU code not understood, left out of the clip's AUs: {piece!r} ({row.source})")
         if row.invalid:
             report.notes.append(f"left out {row.subject}/{row.clip_id}: {row.invalid}")
             continue
@@ -213,6 +218,9 @@ def check_dataset(name: str, root: Path, annotation: Path | None = None, read_im
         notes = [x for x in r.meta.get("repairs", []) if "has no file" not in x and not x.startswith("missing frames")]
         if notes:
             report.notes.append(f"repaired {r.subject}/{r.clip_id}: {'; '.join(notes)}")
+    for key, column, rule, aus in disagreements(report.records):
+        report.notes.append(f"objective class {column} in the annotation, {rule} by the AU rule of Davison et al. "
+                            f"2018: {key} (AUs {aus!r}; the objective-class protocols use the rule)")
     if not report.records:
         report.hints += hints(name, root)
     return report

@@ -8,8 +8,9 @@ Dataset-specific protocols belong to their dataset's spec (:class:`~microexp.dat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 from microexp.data.builtin import MODULES
 from microexp.data.records import ClipRecord, ClipSet, Exclusion
@@ -23,7 +24,8 @@ def normalise_label(label: str) -> str:
 @dataclass(frozen=True)
 class ClassProtocol:
     """``field``: the record's ``emotion`` (default) or a ``meta`` key to map; ``where``: (meta key, value) pairs
-    a record must match to be used (e.g. ``(("type", "micro"),)``)."""
+    a record must match to be used (e.g. ``(("type", "micro"),)``); ``derive``: a function of the record giving
+    the value to map instead (the objective classes: a class from the clip's AU codes), ``field`` then names it."""
 
     name: str
     classes: tuple[str, ...]
@@ -31,6 +33,7 @@ class ClassProtocol:
     description: str = ""
     field: str = "emotion"
     where: tuple[tuple[str, str], ...] = ()
+    derive: Callable[[ClipRecord], str] | None = dc_field(default=None, compare=False)
 
     def map(self, emotion: str) -> str | None:
         """Class of a raw emotion; ``None`` if excluded. Raises KeyError when the label is unknown."""
@@ -47,7 +50,10 @@ class ClassProtocol:
             if bad:
                 dropped.append(Exclusion(rec.key, f"{bad[0][0]} {rec.meta.get(bad[0][0])!r} not used by {self.name}"))
                 continue
-            value = rec.emotion if self.field == "emotion" else str(rec.meta.get(self.field, ""))
+            if self.derive is not None:
+                value = self.derive(rec)
+            else:
+                value = rec.emotion if self.field == "emotion" else str(rec.meta.get(self.field, ""))
             try:
                 cls = self.map(value)
             except KeyError:

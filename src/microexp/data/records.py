@@ -14,6 +14,8 @@ from typing import Any, overload
 
 import numpy as np
 
+from microexp.data.aus import AUCode, parse_aus_cell
+
 
 @dataclass(frozen=True)
 class ClipRecord:
@@ -23,6 +25,8 @@ class ClipRecord:
     indices the dataset uses for them (so ``onset``/``apex``/``offset`` index into ``frame_numbers``, not into
     positions). ``emotion`` is the label as the annotation spells it (normalised for case/spelling only);
     ``label`` is the class under the active class protocol (equal to ``emotion`` until a protocol is applied).
+    ``aus`` is the annotation's AU cell as written; ``au_codes`` its parsed codes and ``au_unparsed`` the pieces
+    of it that are no AU code (both filled from ``aus`` by :func:`microexp.data.aus.parse_aus_cell`).
     """
 
     dataset: str
@@ -39,10 +43,16 @@ class ClipRecord:
     label: str | None = None
     source: str = ""
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    au_codes: tuple[AUCode, ...] = field(default=(), compare=False)
+    au_unparsed: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if len(self.frames) != len(self.frame_numbers):
             raise ValueError(f"{self.key}: {len(self.frames)} frames but {len(self.frame_numbers)} frame numbers")
+        if self.aus and not self.au_codes and not self.au_unparsed:
+            parsed = parse_aus_cell(self.aus)
+            object.__setattr__(self, "au_codes", parsed.codes)
+            object.__setattr__(self, "au_unparsed", parsed.unparsed)
         if self.label is None:
             object.__setattr__(self, "label", self.emotion)
 

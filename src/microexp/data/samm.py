@@ -45,6 +45,7 @@ from microexp.data._common import (
     two_level_folders,
 )
 from microexp.data.classes import ClassProtocol
+from microexp.data.objective import objective_protocols
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
 from microexp.errors import AnnotationError
@@ -152,6 +153,7 @@ PROTOCOLS = (
         "positive = happiness; surprise; other dropped (92/26/15 = 133 clips, 28 subjects)."),
     ClassProtocol(
         "samm-all", LABELS, {k: k for k in LABELS}, "SAMM all 8 estimated emotions, each its own class (159 clips)."),
+    *objective_protocols("samm", "SAMM"),
 )
 
 SPEC = register_dataset(DatasetSpec(

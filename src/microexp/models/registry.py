@@ -38,6 +38,12 @@ class ModelSpec:
     classes: int = 3
     # how it is trained: a name in microexp.train.trainers.TRAINERS ("clip": one sample per clip)
     trainer: str = "clip"
+    # what the model reads: "frames" (the preprocessed streams) or "aus" (the clip's annotated AU codes,
+    # microexp.train.au; e.g. the emotion-from-AU baseline)
+    reads: str = "frames"
+    # a model that is not trained on frames runs its own evaluation: fn(config, out, clips, log) -> a result with
+    # run_dir, metrics, predictions, history (train.evaluate.evaluate hands the run to it)
+    evaluator: Callable[..., Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -67,6 +73,7 @@ BUILTIN = (
     "microexp.models.ststnet",
     "microexp.models.offapexnet",
     "microexp.baselines.lbptop",  # non-torch baseline (kind="sklearn")
+    "microexp.baselines.au_emotion",  # emotion from annotated AUs (kind="sklearn", reads="aus")
 )
 MODELS: Registry[ModelSpec] = Registry("model", builtin=BUILTIN)
 

@@ -14,6 +14,7 @@ crops already and skips detection.
 
 from __future__ import annotations
 
+import json
 import numbers
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -350,6 +351,10 @@ def load(run_dir: str | Path, fold: str | None = None, device: str = "cpu", face
     if is_spotting_run(run_dir):
         raise ConfigError(f"{run_dir} is a spotting run (it has {SPOTTER}): it finds intervals in long videos; "
                           f"use microexp spot VIDEO --run {run_dir} (Python: microexp.load(run).spot(video))")
+    metrics = Path(run_dir) / "metrics.json"
+    if metrics.is_file() and json.loads(metrics.read_text(encoding="utf-8")).get("task") == "au":
+        raise ConfigError(f"{run_dir} is an AU-detection run (evaluate --task au): it keeps no model to predict "
+                          f"with yet; its per-AU scores are in {metrics} and `microexp report {run_dir}`")
     tune_allocator()
     predictor = TorchPredictor(read_checkpoints(Path(run_dir), fold), device)
     predictor.choose_face(face)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from microexp.config import config_diff
+from microexp.errors import ConfigError
 from microexp.fileio import check_output_file, output_errors
 from microexp.report.html import STYLE, _e, _fmt, _table, leaks_of
 from microexp.runs import load_run
@@ -33,6 +34,12 @@ def compare_runs(a: Path, b: Path) -> dict[str, Any]:
     """Headline rows (label, value in A, value in B) and the configuration keys that differ."""
     ra, rb = load_run(a), load_run(b)
     ma, mb = ra["metrics"], rb["metrics"]
+    if (ma.get("task") == "au") != (mb.get("task") == "au"):
+        raise ConfigError(f"{a if ma.get('task') == 'au' else b} is an AU-detection run and the other a recognition "
+                          "run: compare two runs of the same task")
+    if ma.get("task") == "au":
+        return {"a": str(a), "b": str(b), "rows": _au_rows(ma, mb),
+                "config_diff": config_diff(ra["config"], rb["config"])}
     rows = [["model / dataset / protocol", f"{ma['model']} / {ma['dataset']} / {ma['protocol']}",
              f"{mb['model']} / {mb['dataset']} / {mb['protocol']}"],
             ["epoch policy", _policy(ma), _policy(mb)],
@@ -53,6 +60,28 @@ def compare_runs(a: Path, b: Path) -> dict[str, Any]:
             rows.append([f"{d} {k}", _fmt((ma.get("per_dataset") or {}).get(d, {}), k),
                          _fmt((mb.get("per_dataset") or {}).get(d, {}), k)])
     return {"a": str(a), "b": str(b), "rows": rows, "config_diff": config_diff(ra["config"], rb["config"])}
+
+
+def _au_rows(ma: dict[str, Any], mb: dict[str, Any]) -> list[list[str]]:
+    """Headline rows of two AU-detection runs: means, control, chance and the F1 of every AU either reports."""
+    def num(m: dict[str, Any], key: str) -> str:
+        return "-" if m.get(key) is None else f"{m[key]:.3f}"
+
+    rows = [["model / dataset / protocol", f"{ma['model']} / {ma['dataset']} / {ma['protocol']}",
+             f"{mb['model']} / {mb['dataset']} / {mb['protocol']}"],
+            ["clips / subjects / seeds", f"{ma['n_clips']} / {ma['n_subjects']} / {len(ma['seeds'])}",
+             f"{mb['n_clips']} / {mb['n_subjects']} / {len(mb['seeds'])}"],
+            ["AU min positive", str(ma["au"]["min_positive"]), str(mb["au"]["min_positive"])]]
+    for key in ("mean_f1", "mean_macro_f1", "mean_precision", "mean_recall"):
+        rows.append([key.replace("_", " "), num(ma, key), num(mb, key)])
+    for key in ("mean_f1", "mean_macro_f1"):
+        rows.append([f"shuffle control {key.replace('_', ' ')}", num(ma.get("control") or {}, key),
+                     num(mb.get("control") or {}, key)])
+        rows.append([f"chance {key.replace('_', ' ')}", num(ma["chance"], key), num(mb["chance"], key)])
+    names = sorted(set(ma["per_au"]) | set(mb["per_au"]), key=lambda n: int(n[2:]))
+    for n in names:
+        rows.append([f"{n} F1", num(ma["per_au"].get(n, {}), "f1"), num(mb["per_au"].get(n, {}), "f1")])
+    return rows
 
 
 def compare_text(c: dict[str, Any]) -> str:

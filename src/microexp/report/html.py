@@ -125,6 +125,8 @@ def render_report(run_dir: Path, out: Path | None = None, saliency: int = 2,
     run = load_run(run_dir)
     path = check_output_file(Path(out) if out else Path(run_dir) / "report.html", "report")
     m, cfg = run["metrics"], run["config"]
+    if m.get("task") == "au":
+        return _write(path, f"microexp AU run: {m['model']} on {m['dataset']} ({m['protocol']})", au_sections(run))
     parts = [f"<h1>{_e(m['model'])} on {_e(m['dataset'])}: protocol {_e(m['protocol'])}</h1>",
              "<h2>Epoch policy</h2>", epoch_policy_section(m)]
     card = recipe_card(cfg, m)
@@ -173,9 +175,54 @@ def render_report(run_dir: Path, out: Path | None = None, saliency: int = 2,
     parts += ["<h2>Saliency examples</h2>", saliency_section(run, saliency, log)]
     parts += ["<h2>Configuration</h2>", f"<pre>{_e(yaml.safe_dump(cfg, sort_keys=False))}</pre>",
               f"<p class='note'>microexp {_e(m.get('microexp_version'))}; {_e(m.get('seconds'))} s.</p>"]
-    title = f"microexp run: {m['model']} on {m['dataset']} ({m['protocol']})"
+    return _write(path, f"microexp run: {m['model']} on {m['dataset']} ({m['protocol']})", parts)
+
+
+def _write(path: Path, title: str, parts: list[str]) -> Path:
     doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
     with output_errors(path):
         path.write_text(doc, encoding="utf-8")
     return path
+
+
+def au_sections(run: dict[str, Any]) -> list[str]:
+    """The report of an AU-detection run (microexp.train.au): per-AU metrics and bars against the shuffled control
+    and chance."""
+    m, cfg = run["metrics"], run["config"]
+    control = (m.get("control") or {}).get("per_au", {})
+    chance = m["chance"]["per_au_f1"]
+    au = m["au"]
+    parts = [f"<h1>AU detection: {_e(m['model'])} on {_e(m['dataset'])}, protocol {_e(m['protocol'])}</h1>",
+             f"<p>{m['n_clips']} clips, {m['n_subjects']} subjects, {m['n_folds']} fold(s), seed(s) {_e(m['seeds'])}. "
+             f"In each fold the AUs with at least {au['min_positive']} positive training clips; positives are "
+             f"{_e(au['positives'])}. Sigmoid outputs, threshold {au['threshold']}, the last of "
+             f"{m['epoch_policy']['epochs']} epochs; metrics on the pooled predictions of all folds.</p>"]
+    rows = [[name, f"{v['f1']:.3f}", f"{v['macro_f1']:.3f}", f"{v['precision']:.3f}", f"{v['recall']:.3f}",
+             v["support"], f"{control[name]['f1']:.3f}" if name in control else "-", f"{chance.get(name, 0):.3f}"]
+            for name, v in m["per_au"].items()]
+    rows.append(["mean", f"{m['mean_f1']:.3f}", f"{m['mean_macro_f1']:.3f}", f"{m['mean_precision']:.3f}",
+                 f"{m['mean_recall']:.3f}", "", f"{m['control']['mean_f1']:.3f}" if m.get("control") else "-",
+                 f"{m['chance']['mean_f1']:.3f}"])
+    parts += ["<h2>Per AU</h2>", _table(["AU", "F1", "macro F1", "precision", "recall", "support", "control F1",
+                                         "chance F1"], rows)]
+    groups = {name: {"f1": v["f1"], "control_f1": control.get(name, {}).get("f1", float("nan")),
+                     "chance_f1": chance.get(name, 0.0)} for name, v in m["per_au"].items()}
+    parts.append(_img(plots.bars(groups, ("f1", "control_f1", "chance_f1"),
+                                 "F1 per AU: the run, its shuffled control and chance"), "per-AU bars"))
+    if m.get("per_dataset"):
+        parts += ["<h2>Per dataset</h2>", _table(["dataset", "mean F1", "mean macro F1", "clips"],
+                                                 [[d, f"{v['mean_f1']:.3f}", f"{v['mean_macro_f1']:.3f}", v["n"]]
+                                                  for d, v in m["per_dataset"].items()])]
+    parts += ["<h2>AUs chosen per fold</h2>",
+              _table(["fold", "AUs"], [[f, ", ".join(a)] for f, a in au["chosen_per_fold"].items()], left=2)]
+    excluded = run["excluded"]
+    parts.append(f"<p>{len(excluded)} clip(s) excluded.</p>")
+    if not excluded.empty:
+        parts.append(_table(["clip", "reason"], excluded.head(200).values.tolist(), left=2))
+    if m.get("au_unparsed"):
+        parts += ["<h2>AU codes not understood</h2>", "<ul>" + "".join(f"<li>{_e(x)}</li>" for x in m["au_unparsed"])
+                  + "</ul>"]
+    parts += ["<h2>Configuration</h2>", f"<pre>{_e(yaml.safe_dump(cfg, sort_keys=False))}</pre>",
+              f"<p class='note'>microexp {_e(m.get('microexp_version'))}; {_e(m.get('seconds'))} s.</p>"]
+    return parts

@@ -1,4 +1,4 @@
-"""Action units: parsing AU code strings as datasets write them, and AU -> landmark displacement rules.
+"""Action units the generator draws (parsed by microexp.data.aus), and AU -> landmark displacement rules.
 
 Displacements follow docs/synthetic.md §7.2, ported to the iBUG 68 points (0-based) and extended to AU5, AU7,
 AU9, AU10, AU14, AU17 and AU20. They are given at intensity 1 in units of the inter-ocular distance (IOD) in a
@@ -9,10 +9,9 @@ right/left in a non-mirrored frontal picture); L = indices 22-26, 42-47, 54, 64;
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import numpy as np
+
+from microexp.data.aus import AUCode, parse_aus_cell
 
 # Each rule: (points on the R side, points on the L side, up, outward), in IOD at intensity 1. A "point" is a
 # landmark index or a tuple of indices whose mean is a virtual point (iBUG 68 has no cheek points).
@@ -51,51 +50,28 @@ _RULES: dict[int, list[tuple[list[_Pt], list[_Pt], float, float]]] = {
 }
 SUPPORTED = tuple(sorted(_RULES))
 
-_CODE = re.compile(r"^(?:AU)?\s*([LRBU])?\s*(?:AU)?\s*(\d+)\s*([A-E])?$", re.IGNORECASE)
+AU = AUCode  # the generator draws the one AU type of microexp.data.aus (side "" = both sides)
 
 
-@dataclass(frozen=True, order=True)
-class AU:
-    """One action unit: number, side ("B" both, "L", "R")."""
+def parse_aus(codes: object) -> list[AUCode]:
+    """The AUs of an annotation cell the generator draws: :func:`microexp.data.aus.parse_aus_cell`'s *certain*
+    codes (alternatives of an "or" and ``ref(...)`` are not drawn, as they are not AU-detection positives) that
+    have a displacement rule, as side ``L``/``R`` or both sides (``""``; asymmetric, top/bottom lip and
+    unspecified unilateral codes are drawn on both sides), intensity letters dropped.
 
-    number: int
-    side: str = "B"
-
-    def __str__(self) -> str:
-        return f"{'' if self.side == 'B' else self.side}{self.number}"
-
-
-def parse_aus(codes: str | None) -> list[AU]:
-    """Parse an AU string as datasets write it: ``"4+7"``, ``"AU4+AU7"``, ``"L12+R14"``, ``"A1B"``,
-    ``"1+2+4"``.
-
-    ``None``, ``""``, ``"NULL"``/``"none"``/``"-"`` mean no AU. Intensity letters (``12C``), ``?`` and codes
-    without a displacement rule are ignored (no error: annotations carry many AUs the generator does not
-    draw). Duplicates collapse; a both-sided AU absorbs its one-sided variants.
+    ``"4+7"``, ``"AU4+AU7"``, ``"L12+R14"``, ``"A1B"``, ``"12C+6"``; ``None``, ``""`` and ``"NULL"`` mean no AU.
+    Duplicates collapse; a both-sided AU absorbs its one-sided variants.
     """
-    if codes is None:
-        return []
-    text = str(codes).strip()
-    if text.upper() in ("", "NULL", "NONE", "NAN", "-", "/"):
-        return []
-    found: dict[tuple[int, str], AU] = {}
-    for raw in re.split(r"[+,;/&\s]+", text):
-        token = raw.strip().strip("?()")
-        if token.upper().startswith("A") and not token.upper().startswith("AU"):
-            token = token[1:]  # "A1B": SAMM-style prefix
-        m = _CODE.match(token)
-        if not m:
-            continue
-        side = (m.group(1) or "B").upper()
-        side = "B" if side in ("B", "U") else side
-        number = int(m.group(2))
-        if number in _RULES:
-            found[number, side] = AU(number, side)
-    out = [au for au in found.values() if au.side == "B" or (au.number, "B") not in found]
+    found: dict[tuple[int, str], AUCode] = {}
+    for code in parse_aus_cell(codes).codes:
+        if code.certain and code.number in _RULES:
+            side = code.side if code.side in ("L", "R") else ""
+            found[code.number, side] = AUCode(code.number, side)
+    out = [au for au in found.values() if au.side == "" or (au.number, "") not in found]
     return sorted(out)
 
 
-def format_aus(aus: list[AU]) -> str:
+def format_aus(aus: list[AUCode]) -> str:
     """Canonical string (``"6+12"``, ``"L12+R14"``; empty for none)."""
     return "+".join(str(a) for a in aus)
 
@@ -114,7 +90,7 @@ def face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.
     return ex, up, iod, (right_eye + left_eye) / 2
 
 
-def au_controls(landmarks: np.ndarray, aus: list[AU]) -> tuple[np.ndarray, np.ndarray, set[int]]:
+def au_controls(landmarks: np.ndarray, aus: list[AUCode]) -> tuple[np.ndarray, np.ndarray, set[int]]:
     """Control points (K, 2), their displacements in pixels at intensity 1 (K, 2), and the moving landmark
     ids.
 

@@ -156,13 +156,13 @@ def unit_field(face: Face, aus: str, size: tuple[int, int]) -> np.ndarray:
     ex, _, iod, centre = face_axes(lm)
     yy, xx = np.mgrid[0 : size[0], 0 : size[1]].astype(np.float64)
     across = ((xx - centre[0]) * ex[0] + (yy - centre[1]) * ex[1]) / iod  # > 0 on the subject's left
-    for side in ("B", "L", "R"):
+    for side in ("", "L", "R"):  # "": both sides
         group = [a for a in parsed if a.side == side]
         if not group:
             continue
         src, disp, moving = au_controls(lm, group)
         part = _tps_field(src, disp, moving, lm, anchors, feather)
-        if side != "B":  # a one-sided AU must not drag the other half along (TPS spreads across the midline)
+        if side:  # a one-sided AU must not drag the other half along (TPS spreads across the midline)
             sign = 1.0 if side == "L" else -1.0
             part = part * (1.0 / (1.0 + np.exp(-sign * across / 0.04)))[..., None].astype(np.float32)
         out += part

@@ -271,6 +271,10 @@ def evaluate(config: RunConfig, out: Path | None = None, clips: ClipSet | None =
 
     With ``out``, every finished fold is saved under ``out/folds``; ``resume=True`` continues a killed run there.
     """
+    own = model_registry.get(config.model).evaluator
+    if own is not None:  # a model that reads no frames (e.g. emotion from the annotated AUs) runs its own loop
+        result = own(config, out, clips, log)
+        return RunResult(result.run_dir, result.metrics, result.predictions, result.history)
     started = time.time()
     check_model(config)  # fail on an unknown model or bad hyper-parameters before any loading
     config.train.check_device()  # and on a GPU this machine lacks
