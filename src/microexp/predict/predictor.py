@@ -39,7 +39,7 @@ from microexp.predict.results import Prediction, PredictionResult
 from microexp.predict.video import DEFAULT_FPS, FrameStream, check_fps, open_stream, png_gray, png_gray_exact
 from microexp.predict.windows import FrameRing, check_span, find_gaps, merge_segments, min_window, parse_span
 from microexp.preprocess.config import PreprocessConfig
-from microexp.runs import SPOTTER, Checkpoint, is_spotting_run, read_checkpoints
+from microexp.runs import METRICS, SPOTTER, Checkpoint, is_spotting_run, read_checkpoints
 from microexp.runtime import tune_allocator
 
 FACES = ("dlib", "none")
@@ -351,7 +351,7 @@ def load(run_dir: str | Path, fold: str | None = None, device: str = "cpu", face
     if is_spotting_run(run_dir):
         raise ConfigError(f"{run_dir} is a spotting run (it has {SPOTTER}): it finds intervals in long videos; "
                           f"use microexp spot VIDEO --run {run_dir} (Python: microexp.load(run).spot(video))")
-    metrics = Path(run_dir) / "metrics.json"
+    metrics = Path(run_dir) / METRICS
     if metrics.is_file() and json.loads(metrics.read_text(encoding="utf-8")).get("task") == "au":
         raise ConfigError(f"{run_dir} is an AU-detection run (evaluate --task au): it keeps no model to predict "
                           f"with yet; its per-AU scores are in {metrics} and `microexp report {run_dir}`")
