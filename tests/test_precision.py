@@ -53,7 +53,7 @@ def test_emulated_bf16_gets_a_note_and_native_none(monkeypatch: pytest.MonkeyPat
     assert prec.check("bf16", "cpu") is None
 
 
-def test_autocast_computes_in_bf16_and_the_fast_path_steps_aside() -> None:
+def test_autocast_computes_in_bf16_and_the_fast_path_runs_it() -> None:
     from microexp.fast.conv import usable
 
     torch.manual_seed(0)
@@ -62,8 +62,10 @@ def test_autocast_computes_in_bf16_and_the_fast_path_steps_aside() -> None:
     with torch.no_grad():
         ref = model(clip=x)  # fp32, fast path
         with prec.autocast("bf16"):
-            assert not usable(x, model.conv.weight)
+            assert usable(x, model.conv.weight)  # the fast path runs bf16 itself (fp32 master weights)
             low = model(clip=x)
+        with prec.autocast("bf16"), torch.autocast("cpu", dtype=torch.float16):
+            assert not usable(x, model.conv.weight)  # any other autocast: the plain layers
         with prec.autocast("fp32"):
             assert usable(x, model.conv.weight)
     assert ref.dtype == torch.float32 and low.dtype == torch.bfloat16
