@@ -47,6 +47,7 @@ REPEATS = 3  # alternated timed runs per candidate (after one warm-up run each)
 _lock = threading.RLock()
 _memory: dict[str, str] = {}
 _forced: list[dict[str, str] | str] = []
+_retune = False  # set by retune(): measure again instead of reading the file cache
 decisions: dict[str, dict[str, Any]] = {}  # this process's choices, for the bench: key -> record
 log: Callable[[str], None] = lambda m: print(f"microexp: {m}", file=sys.stderr, flush=True)  # noqa: E731
 
@@ -180,7 +181,7 @@ def choose(op: str, train: bool, shapes: tuple[tuple[int, ...], ...],
     with _lock:
         if k in _memory:
             return _memory[k]
-        record = _load().get(k)
+        record = None if _retune else _load().get(k)
         if not (isinstance(record, dict) and record.get("winner") in CANDIDATES[op][precision]):
             names = CANDIDATES[op][precision]
             log(f"tuning {op} ({what or shapes}, {'training' if train else 'inference'}, {precision}) for this "
@@ -199,6 +200,14 @@ def choose(op: str, train: bool, shapes: tuple[tuple[int, ...], ...],
         decisions[k] = dict(record, op=op, mode="train" if train else "infer", precision=precision,
                             shapes=[list(s) for s in shapes])
         return record["winner"]
+
+
+def retune(on: bool = True) -> None:
+    """Measure every op again the first time this process meets it (``microexp bench --retune``), replacing
+    the cached choices."""
+    global _retune
+    _retune = on
+    clear_memory()
 
 
 def clear_memory() -> None:

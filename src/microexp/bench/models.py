@@ -49,7 +49,7 @@ REDUCED = {"twostream": {"batch": 2, "repeats": 2, "warmup": 1,
 
 
 def _median(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
-    from microexp.timing import median_time
+    from microexp.bench.timing import median_time
 
     return median_time(fn, repeats, warmup)[0]
 
@@ -58,7 +58,7 @@ def memory_gbs(mb: int = 512, repeats: int = 5, warmup: int = 2) -> dict[str, An
     """Measured read bandwidth: ``torch.sum`` over a preallocated fp32 tensor of ``mb`` MB on all torch threads
     (one read of every byte, no write), median of at least 5 runs after at least 2 warm-ups."""
     x = torch.ones(mb * 2**20 // 4)
-    from microexp.timing import median_time
+    from microexp.bench.timing import median_time
 
     t, times = median_time(lambda: x.sum(), max(repeats, 5), max(warmup, 2))
     return {"mb": mb, "seconds": t, "gbs": round(x.numel() * 4 / t / 1e9, 1),
@@ -83,7 +83,7 @@ def model_peak_rss_mb() -> float:
             return round(int(m.group(1)) / 1024, 1)
     except OSError:
         pass
-    from microexp.timing import peak_rss_mb as process_peak
+    from microexp.bench.timing import peak_rss_mb as process_peak
 
     return process_peak()
 
@@ -229,7 +229,7 @@ def bench_models(names: list[str] | None, quick: bool, repeats: int, warmup: int
 
 
 def stream_fps(quick: bool) -> dict[str, Any]:
-    """Frames/s of the streamed video predictor end to end (640x480, 30 fps; :mod:`microexp.predict.bench`)."""
-    from microexp.predict.bench import stream_fps as measure
+    """Frames/s of the streamed video predictor end to end (640x480, 30 fps; :mod:`microexp.bench.stream`)."""
+    from microexp.bench.stream import stream_fps as measure
 
-    return {"source": "microexp.predict.bench.stream_fps", **measure(quick)}
+    return {"source": "microexp.bench.stream.stream_fps", **measure(quick)}

@@ -1,159 +1,45 @@
 """``microexp bench``: how fast this machine trains and runs MicroExpSTCNN (in detail) and every registered model
-(:mod:`microexp.bench_models`: speed, memory, roofline fraction), preprocesses clips, spots and multiplies
+(:mod:`microexp.bench.models`: speed, memory, roofline fraction), preprocesses clips, spots and multiplies
 matrices, in one process and one run. See docs/bench.md for how to read it.
 
 Every figure is the median of ``repeats`` timed runs after warm-up runs. FLOPs are direct-convolution counts
-(:func:`stcnn_flops`), so "fraction of peak" compares a model step with this machine's measured fp32 GEMM rate.
+(:func:`microexp.bench.stcnn.stcnn_flops`), so "fraction of peak" compares a model step with this machine's measured fp32 GEMM rate.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from microexp import __version__
-from microexp.runtime import tune_allocator
-from microexp.timing import median_time, peak_rss_mb
-
-FLOP_FORMULA = (
-    "conv = 2*N*C_out*T'*H'*W'*C_in*kT*kH*kW (valid conv output T'=T-kT+1, ...); "
-    "dense = 2*N*(F*D + D*K) for Dense-D on F features and K classes; "
-    "inference = conv + dense; training step = 2*conv (forward + weight gradient; the clip needs no input "
-    "gradient) + 3*dense (forward + input and weight gradients). Pooling, ReLU, dropout, loss and the "
-    "optimiser are not counted. fraction_of_peak divides this count by the step time, for both paths."
+from microexp.bench.machine import machine_facts, matmul_gflops
+from microexp.bench.stcnn import (
+    FLOP_FORMULA,
+    PERFORMED_FORMULA,
+    bench_inference,
+    bench_training,
+    fast_path_flops,
+    stcnn_flops,
 )
-PERFORMED_FORMULA = (
-    "fast path only: conv over the outputs that pooling uses (T'' = (T'//p)*p, ...) + weight gradient from the "
-    "max-pool indices, 2*N*C_out*(T'//p)*(H'//p)*(W'//p)*C_in*kT*kH*kW (an upper bound: outputs the ReLU blocked "
-    "cost nothing) + 3*dense; the arithmetic the fast path does, as opposed to the direct-convolution count."
-)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_facts() -> dict[str, Any]:
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "mkl": torch.backends.mkl.is_available(),
-            "mkldnn": torch.backends.mkldnn.is_available(), "python": platform.python_version(),
-            "platform": platform.platform(), "microexp": __version__,
-            "malloc": tune_allocator(), "thp_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"), "numba": _numba_version(),
-            "load_average_at_start": [round(v, 2) for v in os.getloadavg()]}
-
-
-def _numba_version() -> str:
-    try:
-        import numba
-    except ImportError:
-        return "missing"
-    return str(numba.__version__)
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 5, warmup: int = 2) -> dict[str, Any]:
-    """Measured fp32 GEMM rate: torch.mm of two n x n matrices into a preallocated output, 2*n^3 FLOPs, all torch
-    threads, median of at least 10 runs after at least 3 warm-ups (a fresh output would add its allocation and
-    page faults to the GEMM: measured 130 against 175 GFLOP/s here)."""
-    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
-    t, times = median_time(lambda: torch.mm(a, b, out=c), max(repeats, 10), max(warmup, 3))
-    return {"n": n, "seconds": t, "gflops": round(2 * n ** 3 / t / 1e9, 1),
-            "best_gflops": round(2 * n ** 3 / min(times) / 1e9, 1)}
-
-
-def stcnn_flops(model: Any, batch: int) -> dict[str, int]:
-    """Direct-convolution FLOPs of one MicroExpSTCNN step on ``batch`` clips (see FLOP_FORMULA)."""
-    c, t, h, w = model.input_shape
-    cout, cin, kt, kh, kw = model.conv.weight.shape
-    conv = 2 * batch * cout * (t - kt + 1) * (h - kh + 1) * (w - kw + 1) * cin * kt * kh * kw
-    dense = 2 * batch * (model.fc1.in_features * model.fc1.out_features
-                         + model.fc2.in_features * model.fc2.out_features)
-    return {"conv": conv, "dense": dense, "inference": conv + dense, "train_step": 2 * conv + 3 * dense}
-
-
-def fast_path_flops(model: Any, batch: int) -> dict[str, int]:
-    """FLOPs the fast CPU path performs for one step on ``batch`` clips (see PERFORMED_FORMULA)."""
-    c, t, h, w = model.input_shape
-    cout, cin, kt, kh, kw = model.conv.weight.shape
-    p = model.pool.kernel_size
-    tp, hp, wp = (t - kt + 1) // p, (h - kh + 1) // p, (w - kw + 1) // p
-    taps = cin * kt * kh * kw
-    conv = 2 * batch * cout * tp * hp * wp * p ** 3 * taps
-    weight_grad = 2 * batch * cout * tp * hp * wp * taps
-    dense = stcnn_flops(model, batch)["dense"]
-    return {"conv": conv, "weight_grad": weight_grad, "dense": dense, "inference": conv + dense,
-            "train_step": conv + weight_grad + 3 * dense}
-
-
-def bench_training(model: Any, batch: int, repeats: int, warmup: int, peak: float) -> dict[str, Any]:
-    """One SGD step as the training loop does it: zero_grad, forward, cross-entropy, backward, step."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, *model.input_shape, generator=gen)
-    y = torch.randint(0, model.fc2.out_features, (batch,), generator=gen)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(clip=x), y).backward()
-        opt.step()
-
-    t, times = median_time(step, repeats, warmup)
-    return {"batch": batch, "seconds_per_step": round(t, 4), "clips_per_s": round(batch / t, 2),
-            **_rates(model, batch, "train_step", t, peak), "step_seconds": [round(v, 4) for v in times]}
-
-
-def _rates(model: Any, batch: int, key: str, seconds: float, peak: float) -> dict[str, Any]:
-    """GFLOP/s and fraction of peak by the direct-convolution count; for the fast path also by what it performs."""
-    flops = stcnn_flops(model, batch)[key]
-    out = {"gflops": round(flops / seconds / 1e9, 1), "fraction_of_peak": round(flops / seconds / 1e9 / peak, 3)}
-    if model.fast:
-        done = fast_path_flops(model, batch)[key]
-        out |= {"performed_gflops": round(done / seconds / 1e9, 1),
-                "performed_fraction_of_peak": round(done / seconds / 1e9 / peak, 3)}
-    return out
-
-
-def bench_inference(model: Any, batch: int, repeats: int, warmup: int, peak: float) -> dict[str, Any]:
-    x = torch.randn(batch, *model.input_shape, generator=torch.Generator().manual_seed(1))
-    model.eval()
-
-    def run() -> None:
-        with torch.no_grad():
-            model(clip=x)
-
-    t, _ = median_time(run, repeats, warmup)
-    return {"batch": batch, "repeats": repeats, "latency_ms": round(t * 1000, 2), "clips_per_s": round(batch / t, 2),
-            **_rates(model, batch, "inference", t, peak)}
+from microexp.bench.timing import peak_rss_mb, spread
 
 
 def bench_preprocessing(n_clips: int, quick: bool) -> dict[str, Any]:
-    """The preprocessing benchmark (:func:`microexp.preprocess.bench.bench_preprocess`): face detection and
+    """The preprocessing benchmark (:func:`microexp.bench.preprocess.bench_preprocess`): face detection and
     alignment on a tree of real face photographs, then the same from the cache."""
-    from microexp.preprocess.bench import bench_preprocess
+    from microexp.bench.preprocess import bench_preprocess
 
     out = bench_preprocess(n_clips=n_clips, **({"size": 32} if quick else {}))
-    return {"source": "microexp.preprocess.bench.bench_preprocess", **out}
+    return {"source": "microexp.bench.preprocess.bench_preprocess", **out}
 
 
 def run_bench(repeats: int = 5, warmup: int = 2, quick: bool = False, threads: int | None = None,
               log: Callable[[str], None] = lambda _m: None, models: list[str] | None = None) -> dict[str, Any]:
     """Everything ``microexp bench`` reports, as a JSON-ready dict. ``models``: the registered models to time
     (default all of them)."""
-    from microexp.bench_models import BYTES_FORMULA, ROOFLINE_FORMULA, bench_models, memory_gbs, stream_fps
+    from microexp.bench.models import BYTES_FORMULA, ROOFLINE_FORMULA, bench_models, memory_gbs, stream_fps
     from microexp.models.stcnn import MicroExpSTCNN
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -191,17 +77,20 @@ def run_bench(repeats: int = 5, warmup: int = 2, quick: bool = False, threads: i
     log("video stream ...")
     result["stream"] = stream_fps(quick)
     log("bf16 against fp32 ...")
-    from microexp.precision import bench_precision
+    from microexp.bench.precision import bench_precision
 
     result["precision"] = bench_precision(quick, repeats, warmup, log=log)
     log("preprocessing ...")
     result["preprocess"] = bench_preprocessing(4 if quick else 16, quick)
     log("spotting ...")
-    from microexp.spot.bench import bench_spotting
+    from microexp.bench.spotting import bench_spotting
 
     # the whole streamed spotting path (decode, face detection, crop, flow, MDMD) on a 640x480 video
     result["spotting"] = bench_spotting(seconds=1.0 if quick else 10.0,
                                         size=(120, 160) if quick else (480, 640))
+    from microexp.bench.tuning import tuned_choices
+
+    result["tuned"] = tuned_choices()
     result["peak_rss_mb"] = peak_rss_mb()
     result["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     return result
@@ -232,14 +121,17 @@ def summary(r: dict[str, Any]) -> str:
                          f"{st['face_detections']} face detection(s))")
     pr = r.get("precision", {})
     if "speedup_vs_fp32_fast" in pr:
-        s = pr["speedup_vs_fp32_fast"]
-        lines.insert(-1, f"bf16 / fp32 fast path: train {s['train']}x, batch {s['infer_batch']}x, "
-                         f"batch 1 {s['infer_single']}x")
+        lines.insert(-1, "bf16 / fp32 fast path (median, min-max of the alternated repeats): "
+                         + ", ".join(f"{k} {spread(pr[k], 'bf16')}" for k in ("train", "infer_batch", "infer_single"))
+                         + (f" [{pr['note']}]" if "note" in pr else ""))
     elif pr:
         lines.insert(-1, f"bf16: {pr.get('note', 'not measured')}")
     if "memory" in r:
         lines.insert(2, f"memory read bandwidth: {r['memory']['gbs']} GB/s")
     lines += model_table(r.get("models", []))
+    from microexp.bench.tuning import lines as tuned_lines
+
+    lines += tuned_lines(r.get("tuned", {}))
     return "\n".join(lines)
 
 
