@@ -48,7 +48,11 @@ def test_quick_bench_writes_every_figure(tmp_path: Path, capsys: pytest.CaptureF
     assert r["preprocess"]["frames_per_s"] > 0 and r["preprocess"]["source"]
     assert [s["fps"] for s in r["spotting"]] == [30.0, 200.0] and all(s["frames_per_s"] > 0 for s in r["spotting"])
     assert "spotting 160x120 at 30 fps" in text
-    assert r["peak_rss_mb"] >= r["peak_rss_mb_after_naive"] > 0
+    assert r["peak_rss_mb"] >= r["peak_rss_mb_after_stcnn"] > 0
+    lo, hi = r["train_speedup_range"]  # the fast / plain ratio of each alternated repeat: one repeat here
+    assert lo == hi and abs(r["train_speedup"] - lo) <= 0.02
+    assert len(r["train_fast"]["step_seconds"]) == len(r["train_naive"]["step_seconds"]) == 1
+    assert r["infer_fast"]["single"]["repeats"] == 5 and "latency_ms_range" in r["infer_fast"]["single"]
     assert r["memory"]["gbs"] > 0 and r["memory"]["best_gbs"] >= r["memory"]["gbs"]
     _check_models(r["models"])
     assert "stream" in r  # the streamed video figure, or the line saying this build lacks it

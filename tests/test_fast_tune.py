@@ -20,7 +20,7 @@ SHAPE = (1, 21, 14, 14)
 
 def _model(fast: bool) -> MicroExpSTCNN:
     torch.manual_seed(0)
-    return MicroExpSTCNN(3, SHAPE, kernel=(3, 3, 5), filters=6, dense=16, dropout=0.0, fast=fast)
+    return MicroExpSTCNN(3, SHAPE, kernel=(3, 3, 5), filters=16, dense=16, dropout=0.0, fast=fast)
 
 
 def _step(model: MicroExpSTCNN, x: torch.Tensor, y: torch.Tensor, precision: str) -> tuple[torch.Tensor, ...]:
@@ -161,3 +161,21 @@ def test_the_tuner_times_the_real_op_without_touching_the_model(tmp_path: Path, 
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5)
     tune.clear_memory()
     assert conv.usable(x, model.conv.weight)
+
+
+def test_the_pooling_pass_reads_bf16_exactly_as_its_float32_widening() -> None:
+    from microexp.fast import kernels
+
+    gen = torch.Generator().manual_seed(3)
+    pool, wp, c = 3, 4, 32
+    out = torch.randn(6, 9, 12, c, generator=gen).to(torch.bfloat16)  # (rows, tu, wu, C): 2 pooled rows
+    bias = torch.randn(c, generator=gen).numpy()
+    res = {}
+    for name, arr in (("bf16", out.view(torch.int16)), ("fp32", out.float())):
+        pre, idx = torch.zeros(c, 3, 2 * wp), torch.zeros(c, 3, 2 * wp, dtype=torch.uint8)
+        best, arg = torch.empty(wp * c + 16), torch.empty(wp * c + 16, dtype=torch.int32)
+        kernels.pool_rows(arr.numpy(), 0, pool, wp, bias, pre.numpy(), idx.numpy(), True, best.numpy(), arg.numpy())
+        res[name] = (pre, idx)
+    assert torch.equal(res["bf16"][0], res["fp32"][0]) and torch.equal(res["bf16"][1], res["fp32"][1])
+    ref = torch.nn.functional.max_pool3d(out.float().permute(3, 1, 0, 2)[None], pool)[0]  # (C, tp, hp, wp)
+    assert torch.equal(res["bf16"][0].view(c, 3, 2, wp), ref + torch.from_numpy(bias).view(c, 1, 1, 1))

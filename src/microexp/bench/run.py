@@ -18,8 +18,7 @@ from microexp.bench.machine import machine_facts, matmul_gflops
 from microexp.bench.stcnn import (
     FLOP_FORMULA,
     PERFORMED_FORMULA,
-    bench_inference,
-    bench_training,
+    bench_paths,
     fast_path_flops,
     stcnn_flops,
 )
@@ -62,17 +61,9 @@ def run_bench(repeats: int = 5, warmup: int = 2, quick: bool = False, threads: i
     result["model"] = {"name": "stcnn", "input": list(shape), "parameters": sum(p.numel() for p in model.parameters()),
                        "flops_per_clip": flops,
                        "fast_path_flops_per_clip": {k: v // batch for k, v in fast_path_flops(model, batch).items()}}
-    for path, fast in (("naive", False), ("fast", True)):
-        model.fast = fast
-        log(f"stcnn training steps ({path}) ...")
-        train = bench_training(model, batch, repeats, warmup, peak)
-        log(f"stcnn inference ({path}) ...")
-        result[f"train_{path}"] = train
-        result[f"infer_{path}"] = {"batch": bench_inference(model, batch, repeats, warmup, peak),
-                                   # one clip takes ~20 ms: more repeats steady its median on a drifting machine
-                                   "single": bench_inference(model, 1, 5 * repeats, warmup, peak)}
-        result[f"peak_rss_mb_after_{path}"] = peak_rss_mb()
-    result["train_speedup"] = round(result["train_fast"]["clips_per_s"] / result["train_naive"]["clips_per_s"], 2)
+    log("stcnn: plain layers and fast path, alternated: training steps, batch and batch-1 inference ...")
+    result |= bench_paths(model, batch, repeats, warmup, peak)
+    result["peak_rss_mb_after_stcnn"] = peak_rss_mb()
     result["models"] = bench_models(models, quick, repeats, warmup, mm["best_gflops"], bw["best_gbs"], log)
     log("video stream ...")
     result["stream"] = stream_fps(quick)
@@ -110,7 +101,8 @@ def summary(r: dict[str, Any]) -> str:
                      f"{t['gflops']:6.1f} GFLOP/s = {t['fraction_of_peak']:.0%} of peak{done} | "
                      f"infer batch {ib['batch']}: {ib['clips_per_s']:7.2f} clips/s | batch 1: {i1['latency_ms']:.1f} ms")
     p = r["preprocess"]
-    lines += [f"  training speed-up fast/naive: {r['train_speedup']}x",
+    lo, hi = r.get("train_speedup_range", [r["train_speedup"]] * 2)
+    lines += [f"  training speed-up fast/naive: {r['train_speedup']}x ({lo}-{hi} over the alternated repeats)",
               f"preprocess: {p['frames_per_s']} frames/s ({p['frames']} frames in {p['seconds']} s)",
               *(f"spotting {s['size']} at {s['fps']:g} fps: {s['frames_per_s']:.1f} frames/s "
                 f"({s['real_time_factor']:.2f}x real time)" for s in r.get("spotting", [])),

@@ -3,12 +3,13 @@ counts (the direct-convolution count and what the fast path performs) and rates 
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import torch
 from torch import nn
 
-from microexp.bench.timing import median_time
+from microexp.bench.timing import alternate
 
 FLOP_FORMULA = (
     "conv = 2*N*C_out*T'*H'*W'*C_in*kT*kH*kW (valid conv output T'=T-kT+1, ...); "
@@ -48,25 +49,6 @@ def fast_path_flops(model: Any, batch: int) -> dict[str, int]:
             "train_step": conv + weight_grad + 3 * dense}
 
 
-def bench_training(model: Any, batch: int, repeats: int, warmup: int, peak: float) -> dict[str, Any]:
-    """One SGD step as the training loop does it: zero_grad, forward, cross-entropy, backward, step."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, *model.input_shape, generator=gen)
-    y = torch.randint(0, model.fc2.out_features, (batch,), generator=gen)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(clip=x), y).backward()
-        opt.step()
-
-    t, times = median_time(step, repeats, warmup)
-    return {"batch": batch, "seconds_per_step": round(t, 4), "clips_per_s": round(batch / t, 2),
-            **_rates(model, batch, "train_step", t, peak), "step_seconds": [round(v, 4) for v in times]}
-
-
 def _rates(model: Any, batch: int, key: str, seconds: float, peak: float) -> dict[str, Any]:
     """GFLOP/s and fraction of peak by the direct-convolution count; for the fast path also by what it performs."""
     flops = stcnn_flops(model, batch)[key]
@@ -78,16 +60,59 @@ def _rates(model: Any, batch: int, key: str, seconds: float, peak: float) -> dic
     return out
 
 
-def bench_inference(model: Any, batch: int, repeats: int, warmup: int, peak: float) -> dict[str, Any]:
-    x = torch.randn(batch, *model.input_shape, generator=torch.Generator().manual_seed(1))
-    model.eval()
+def bench_paths(model: Any, batch: int, repeats: int, warmup: int, peak: float) -> dict[str, Any]:
+    """The plain layers (``naive``) and the fast path, **alternated** within every repeat (naive, fast, naive,
+    fast, ...): training steps, batch-``batch`` inference and batch-1 latency (5 x ``repeats`` runs). Each figure
+    keeps every time (``step_seconds``/``seconds``) and its min-max; ``speedup_range`` is the min-max of the
+    per-repeat fast / naive ratios."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, *model.input_shape, generator=gen)
+    y = torch.randint(0, model.fc2.out_features, (batch,), generator=gen)
+    x1 = x[:1].clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = nn.CrossEntropyLoss()
+    warmup = max(1, warmup)  # the first fast call at a shape may tune it (microexp.fast.tune): never timed
 
-    def run() -> None:
-        with torch.no_grad():
-            model(clip=x)
+    def step(fast: bool) -> Any:
+        def run() -> None:
+            model.fast = fast
+            model.train()
+            loss_fn(model(clip=x), y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)  # each step frees its own gradients, not the other path's
+        return run
 
-    t, _ = median_time(run, repeats, warmup)
-    return {"batch": batch, "repeats": repeats, "latency_ms": round(t * 1000, 2), "clips_per_s": round(batch / t, 2),
-            **_rates(model, batch, "inference", t, peak)}
+    def infer(fast: bool, inp: torch.Tensor) -> Any:
+        def run() -> None:
+            model.fast = fast
+            model.eval()
+            with torch.no_grad():
+                model(clip=inp)
+        return run
+
+    out: dict[str, Any] = {}
+    train = alternate({"naive": step(False), "fast": step(True)}, repeats, warmup)
+    batch_t = alternate({"naive": infer(False, x), "fast": infer(True, x)}, repeats, warmup)
+    single = alternate({"naive": infer(False, x1), "fast": infer(True, x1)}, 5 * repeats, warmup)
+    for path in ("naive", "fast"):
+        model.fast = path == "fast"
+        t = statistics.median(train[path])
+        out[f"train_{path}"] = {"batch": batch, "seconds_per_step": round(t, 4), "clips_per_s": round(batch / t, 2),
+                                "clips_per_s_range": [round(batch / max(train[path]), 2),
+                                                      round(batch / min(train[path]), 2)],
+                                **_rates(model, batch, "train_step", t, peak),
+                                "step_seconds": [round(v, 4) for v in train[path]]}
+        out[f"infer_{path}"] = {k: _infer_figure(model, n, times[path], peak)
+                                for k, n, times in (("batch", batch, batch_t), ("single", 1, single))}
+    model.fast = True
+    ratios = [a / b for a, b in zip(train["naive"], train["fast"], strict=True)]
+    out["train_speedup"] = round(out["train_fast"]["clips_per_s"] / out["train_naive"]["clips_per_s"], 2)
+    out["train_speedup_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+    return out
 
 
+def _infer_figure(model: Any, batch: int, times: list[float], peak: float) -> dict[str, Any]:
+    t = statistics.median(times)
+    return {"batch": batch, "repeats": len(times), "latency_ms": round(t * 1000, 2),
+            "latency_ms_range": [round(min(times) * 1000, 2), round(max(times) * 1000, 2)],
+            "clips_per_s": round(batch / t, 2), **_rates(model, batch, "inference", t, peak)}

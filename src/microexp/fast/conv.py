@@ -149,7 +149,10 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
         conv = F.conv2d(buf.permute(0, 3, 1, 2), w2)  # (rows, C, tu, wu), channels-last like its input
         best = _SCRATCH.get("best", (wp * cout + kernels.LANES,))
         arg = _SCRATCH.get("arg", (wp * cout + kernels.LANES,), torch.int32)
-        kernels.pool_rows(conv.permute(0, 2, 3, 1).to(torch.float32, memory_format=torch.contiguous_format).numpy(), r0, pool, wp, bias_np, pre_np[i],
+        cl = conv.permute(0, 2, 3, 1).contiguous()  # oneDNN's output is channels-last already: no copy
+        # bf16 outputs go to the pooling pass as they are (its 16-lane loads widen them), saving a conversion pass
+        cl = cl.view(torch.int16) if cl.dtype == torch.bfloat16 and cout % kernels.LANES == 0 else cl.float()
+        kernels.pool_rows(cl.numpy(), r0, pool, wp, bias_np, pre_np[i],
                           idx_np[i if indices is not None else 0], indices is not None, best.numpy(), arg.numpy())
 
     _parallel(unit, _row_units(n, hp))
