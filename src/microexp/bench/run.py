@@ -129,16 +129,17 @@ def summary(r: dict[str, Any]) -> str:
 
 def model_table(models: list[dict[str, Any]]) -> list[str]:
     """One line per model: training clips/s (and fast/plain), batch-N clips/s, batch-1 ms, roofline fractions."""
-    lines = ["model                  params  train clips/s (roofline)  fast/plain  infer clips/s (roofline)  "
+    lines = ["model                  params  train clips/s (roofline)  fast/plain (min-max)  infer clips/s (roofline)  "
              "batch-1 ms (roofline)  peak RSS"] if models else []
     for m in models:
         if "skipped" in m:
             lines.append(f"{m['name']:20s}  skipped: {m['skipped']}")
             continue
         t, ib, i1 = m["train"], m["infer_batch"], m["latency_batch1"]
-        ratio = f"{m['train_speedup']:.2f}x" if "train_speedup" in m else "-"
+        ratio = (f"{m['train_speedup']:.2f}x ({m['train_speedup_range'][0]:.1f}-{m['train_speedup_range'][1]:.1f})"
+                 if "train_speedup" in m else "-")
         lines.append(f"{m['name']:20s} {m['parameters'] / 1e6:6.1f}M  {t['clips_per_s']:9.2f} "
-                     f"({t['roofline']['fraction']:.0%} {t['roofline']['bound'][:3]})  {ratio:>10s}  "
+                     f"({t['roofline']['fraction']:.0%} {t['roofline']['bound'][:3]})  {ratio:>18s}  "
                      f"{ib['clips_per_s']:9.2f} b{ib['batch']} ({ib['roofline']['fraction']:.0%})  "
                      f"{i1['latency_ms']:10.1f} ({i1['roofline']['fraction']:.0%})  {m['peak_rss_mb']:.0f} MB"
                      + (f"  [{m['reduced']}]" if "reduced" in m else ""))

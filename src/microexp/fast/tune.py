@@ -24,6 +24,7 @@ suite sets it); ``op=candidate[,op=candidate]`` or a bare candidate name forces 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -62,6 +63,12 @@ def cache_path() -> Path:
 
 def machine() -> dict[str, Any]:
     """What a choice depends on besides the op: CPU model, its flags, torch version, thread count."""
+    return {**_cpu(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+@functools.cache
+def _cpu() -> dict[str, str]:
+    """The CPU model and a digest of its flags, read once per process (every forward asks)."""
     model, flags = "", ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -73,8 +80,7 @@ def machine() -> dict[str, Any]:
         import platform
 
         model = platform.processor() or platform.machine()
-    return {"cpu": model, "flags_sha1": hashlib.sha1(flags.encode()).hexdigest()[:12],
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    return {"cpu": model, "flags_sha1": hashlib.sha1(flags.encode()).hexdigest()[:12]}
 
 
 def precision_now() -> str:
