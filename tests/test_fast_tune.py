@@ -89,6 +89,7 @@ def test_bf16_inference_keeps_one_bf16_copy_of_the_weights_until_they_change() -
 def test_choices_are_measured_once_stored_under_the_machine_key_and_reused(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("MICROEXP_TUNE_CACHE", str(tmp_path / "tune.json"))
     monkeypatch.delenv("MICROEXP_TUNE")
+    monkeypatch.setattr(tune, "LOAD_PER_CORE", 1e9)  # stored whatever this shared machine's load
     tune.clear_memory()
     lines: list[str] = []
     monkeypatch.setattr(tune, "log", lines.append)
@@ -117,10 +118,17 @@ def test_choices_are_measured_once_stored_under_the_machine_key_and_reused(tmp_p
     assert tune.choose("conv_relu_pool", True, shapes, make) == "fused"
     assert calls == {c: 1 + tune.REPEATS for c in sleep}
     assert tune.decisions[k]["winner"] == "fused"
-    # another shape is another key
+    # another shape is another key; leaving the default takes a confirmation round of the two
     sleep.update(fused=0.03)
     assert tune.choose("conv_relu_pool", True, ((1, 1, 96, 64, 64), shapes[1]), make) == "plain"
+    assert calls == {"fused": 2 * (1 + tune.REPEATS) + 1 + tune.CONFIRM_REPEATS, "onednn_cl": 2 * (1 + tune.REPEATS),
+                     "plain": 2 * (1 + tune.REPEATS) + 1 + tune.CONFIRM_REPEATS}
     assert len(json.loads((tmp_path / "tune.json").read_text())) == 2
+    # measured on an overloaded machine: used by this process, not written to the cache
+    monkeypatch.setattr(tune, "LOAD_PER_CORE", 0.0)
+    assert tune.choose("conv_relu_pool", False, shapes, make) == "plain"
+    assert len(json.loads((tmp_path / "tune.json").read_text())) == 2 and "kept for this process only" in lines[-1]
+    assert tune.choose("conv_relu_pool", False, shapes, make) == "plain"  # remembered in memory
     tune.clear_memory()
 
 

@@ -13,9 +13,11 @@ Which wins depends on the CPU (AVX2, AVX-512, AVX-512 BF16, AMX), the torch buil
 an op meets a shape on a machine each candidate is timed there (alternated, a few runs; a second or two, with one
 progress line on stderr) and the fastest kept. ``plain`` is always a candidate, so the choice is never slower than
 the plain layers as measured; today's default (``fused`` / ``fast``) is kept unless another candidate beats it by
-more than ``MARGIN``. Choices are stored in the user cache (``$MICROEXP_TUNE_CACHE``, else
-``$XDG_CACHE_HOME/microexp/tune.json``) under a key of the CPU model, its flags, the torch version, the thread
-count, the op, train or inference, the precision and the shapes, and reused from then on.
+more than ``MARGIN``, confirmed by ``CONFIRM_REPEATS`` more alternated runs of the two. A choice measured while the
+machine is overloaded (load average above ``LOAD_PER_CORE`` per core) holds for the process only; the others are
+stored in the user cache (``$MICROEXP_TUNE_CACHE``, else ``$XDG_CACHE_HOME/microexp/tune.json``) under a key of
+the CPU model, its flags, the torch version, the thread count, the op, train or inference, the precision and the
+shapes, and reused from then on.
 
 ``MICROEXP_TUNE`` (or :func:`force`) overrides: ``off`` takes the defaults without timing anything (the test
 suite sets it); ``op=candidate[,op=candidate]`` or a bare candidate name forces one (for tests and comparisons).
@@ -45,6 +47,8 @@ CANDIDATES: dict[str, dict[str, tuple[str, ...]]] = {
 DEFAULTS = {"conv_relu_pool": "fused", "linear": "fast"}  # today's path: kept unless beaten by more than MARGIN
 MARGIN = 0.05
 REPEATS = 3  # alternated timed runs per candidate (after one warm-up run each)
+CONFIRM_REPEATS = 5  # more runs of the default and a challenger before leaving the default
+LOAD_PER_CORE = 2.0  # a choice measured at a higher 1-minute load per core is not written to the cache
 _lock = threading.RLock()
 _memory: dict[str, str] = {}
 _forced: list[dict[str, str] | str] = []
@@ -192,16 +196,27 @@ def choose(op: str, train: bool, shapes: tuple[tuple[int, ...], ...],
             names = CANDIDATES[op][precision]
             log(f"tuning {op} ({what or shapes}, {'training' if train else 'inference'}, {precision}) for this "
                 f"CPU: timing {', '.join(names)} ...")
+            fns = {c: make(c) for c in names}
             with torch.autocast("cpu", enabled=False):
-                times = measure({c: make(c) for c in names})
-            winner = pick(times, DEFAULTS[op])
+                times = measure(fns)
+                winner = pick(times, DEFAULTS[op])
+                if winner != DEFAULTS[op]:  # leaving today's path: confirm against it with more runs
+                    again = measure({c: fns[c] for c in (DEFAULTS[op], winner)}, CONFIRM_REPEATS)
+                    for c, v in again.items():
+                        times[c] += v
+                    winner = pick({c: times[c] for c in again}, DEFAULTS[op])
             med = {c: statistics.median(v) for c, v in times.items()}
+            load = os.getloadavg()[0]
+            keep = load <= LOAD_PER_CORE * (os.cpu_count() or 1)
             record = {"winner": winner, "seconds": {c: round(v, 5) for c, v in med.items()},
                       "speedup_vs_plain": round(med["plain"] / med[winner], 3),
                       "speedup_vs_default": round(med[DEFAULTS[op]] / med[winner], 3),
-                      "load_average": round(os.getloadavg()[0], 2), "measured": time.strftime("%Y-%m-%d %H:%M")}
-            log(f"tuned {op}: {winner} ({', '.join(f'{c} {1000 * v:.1f} ms' for c, v in med.items())})")
-            _store(k, record)
+                      "load_average": round(load, 2), "cached": keep,
+                      "measured": time.strftime("%Y-%m-%d %H:%M")}
+            log(f"tuned {op}: {winner} ({', '.join(f'{c} {1000 * v:.1f} ms' for c, v in med.items())})"
+                + ("" if keep else f"; load {load:.1f}: kept for this process only"))
+            if keep:
+                _store(k, record)
         _memory[k] = record["winner"]
         decisions[k] = dict(record, op=op, mode="train" if train else "infer", precision=precision,
                             shapes=[list(s) for s in shapes])
