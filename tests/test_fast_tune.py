@@ -136,6 +136,7 @@ def test_pick_keeps_the_default_unless_clearly_beaten() -> None:
     assert tune.pick({"fused": [1.0], "onednn_cl": [0.97], "plain": [2.0]}, "fused") == "fused"
     assert tune.pick({"fused": [1.0], "onednn_cl": [0.9], "plain": [2.0]}, "fused") == "onednn_cl"
     assert tune.pick({"fused": [3.0], "onednn_cl": [2.5], "plain": [2.0]}, "fused") == "plain"
+    assert tune.pick({"fast": [1.02], "bf16": [1.1], "plain": [1.0]}, "fast") == "plain"  # never slower than plain
     assert all("plain" in c for op in tune.CANDIDATES.values() for c in op.values())
 
 

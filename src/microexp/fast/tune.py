@@ -13,7 +13,7 @@ Which wins depends on the CPU (AVX2, AVX-512, AVX-512 BF16, AMX), the torch buil
 an op meets a shape on a machine each candidate is timed there (alternated, a few runs; a second or two, with one
 progress line on stderr) and the fastest kept. ``plain`` is always a candidate, so the choice is never slower than
 the plain layers as measured; today's default (``fused`` / ``fast``) is kept unless another candidate beats it by
-more than ``MARGIN``, confirmed by ``CONFIRM_REPEATS`` more alternated runs of the two. A choice measured while the
+more than ``MARGIN`` (or it is slower than ``plain``), confirmed by ``CONFIRM_REPEATS`` more alternated runs of the two. A choice measured while the
 machine is overloaded (load average above ``LOAD_PER_CORE`` per core) holds for the process only; the others are
 stored in the user cache (``$MICROEXP_TUNE_CACHE``, else ``$XDG_CACHE_HOME/microexp/tune.json``) under a key of
 the CPU model, its flags, the torch version, the thread count, the op, train or inference, the precision and the
@@ -29,6 +29,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -173,10 +174,12 @@ def measure(fns: dict[str, Callable[[], Any]], repeats: int = REPEATS) -> dict[s
 
 
 def pick(times: dict[str, list[float]], default: str) -> str:
-    """The fastest median, except that ``default`` stays unless beaten by more than ``MARGIN``."""
+    """The fastest median, except that ``default`` stays unless beaten by more than ``MARGIN``; never a candidate
+    slower than ``plain`` as measured."""
     med = {k: statistics.median(v) for k, v in times.items()}
     best = min(med, key=med.__getitem__)
-    return default if default in med and med[best] > med[default] * (1 - MARGIN) else best
+    keep = default in med and med[best] > med[default] * (1 - MARGIN) and med[default] <= med.get("plain", math.inf)
+    return default if keep else best
 
 
 def choose(op: str, train: bool, shapes: tuple[tuple[int, ...], ...],
