@@ -34,6 +34,11 @@ def bench_preprocessing(n_clips: int, quick: bool) -> dict[str, Any]:
     return {"source": "microexp.bench.preprocess.bench_preprocess", **out}
 
 
+# Further sections of the run, after spotting: (JSON key, progress label, function(quick) -> JSON-ready dict).
+# A part of microexp with a figure of its own appends one entry here (its module imported by this one).
+SECTIONS: list[tuple[str, str, Callable[[bool], dict[str, Any]]]] = []
+
+
 def run_bench(repeats: int = 5, warmup: int = 2, quick: bool = False, threads: int | None = None,
               log: Callable[[str], None] = lambda _m: None, models: list[str] | None = None) -> dict[str, Any]:
     """Everything ``microexp bench`` reports, as a JSON-ready dict. ``models``: the registered models to time
@@ -79,6 +84,9 @@ def run_bench(repeats: int = 5, warmup: int = 2, quick: bool = False, threads: i
     # the whole streamed spotting path (decode, face detection, crop, flow, MDMD) on a 640x480 video
     result["spotting"] = bench_spotting(seconds=1.0 if quick else 10.0,
                                         size=(120, 160) if quick else (480, 640))
+    for key, label, fn in SECTIONS:  # further figures registered by other parts of microexp
+        log(f"{label} ...")
+        result[key] = fn(quick)
     from microexp.bench.tuning import tuned_choices
 
     result["tuned"] = tuned_choices()
