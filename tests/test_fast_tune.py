@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from microexp import precision as prec
+from microexp.errors import ConfigError
 from microexp.fast import conv, dense, tune
 from microexp.models.stcnn import MicroExpSTCNN
 
@@ -154,7 +155,7 @@ def test_the_environment_variable_forces_or_switches_off(monkeypatch) -> None:  
     monkeypatch.setenv("MICROEXP_TUNE", "off")
     assert tune.forced("conv_relu_pool", "bf16") == "fused" and tune.forced("linear", "fp32") == "fast"
     monkeypatch.setenv("MICROEXP_TUNE", "linear=bf16")
-    with pytest.raises(ValueError, match="linear has no candidate 'bf16' for fp32"):
+    with pytest.raises(ConfigError, match="linear has no candidate 'bf16' for fp32"):
         tune.forced("linear", "fp32")
 
 

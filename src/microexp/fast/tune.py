@@ -41,6 +41,8 @@ from typing import Any
 
 import torch
 
+from microexp.errors import ConfigError
+
 CANDIDATES: dict[str, dict[str, tuple[str, ...]]] = {
     "conv_relu_pool": {"fp32": ("fused", "onednn_cl", "plain"), "bf16": ("fused", "onednn_cl", "plain")},
     "linear": {"fp32": ("fast", "plain"), "bf16": ("fast", "bf16", "plain")},
@@ -116,7 +118,7 @@ def forced(op: str, precision: str) -> str | None:
         if cand is None:
             continue
         if cand not in CANDIDATES[op][precision]:
-            raise ValueError(f"MICROEXP_TUNE: {op} has no candidate {cand!r} for {precision} "
+            raise ConfigError(f"MICROEXP_TUNE: {op} has no candidate {cand!r} for {precision} "
                              f"(one of {list(CANDIDATES[op][precision])})")
         return cand
     return None
