@@ -1,5 +1,5 @@
 """Ground truth for the face tests: landmarks of the two real photographs of
-:func:`microexp.preprocess.bench.sample_faces` (astronaut, grace_hopper)."""
+:func:`microexp.bench.preprocess.sample_faces` (astronaut, grace_hopper)."""
 
 # Hand-measured (on 3x zoomed views) pupil centres and mouth centre, (x, y) pixels of the original photographs.
 FACE_TRUTH = {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from microexp.bench import fast_path_flops, stcnn_flops
+from microexp.bench.stcnn import fast_path_flops, stcnn_flops
 from microexp.cli import main
 from microexp.models.stcnn import MicroExpSTCNN
 
@@ -43,10 +43,16 @@ def test_quick_bench_writes_every_figure(tmp_path: Path, capsys: pytest.CaptureF
         assert r[f"infer_{path}"]["batch"]["batch"] == 2
         assert ("performed_fraction_of_peak" in r[f"train_{path}"]) == (path == "fast")
     assert r["machine"]["omp_wait_policy"] and r["machine"]["numba"] != "missing"
+    assert isinstance(r["machine"]["cpu_flags"], list) and isinstance(r["machine"]["bf16_native"], bool)
+    assert r["tuned"]["mode"] == "off" and "tuned fast path: none timed (MICROEXP_TUNE=off)" in text
     assert r["preprocess"]["frames_per_s"] > 0 and r["preprocess"]["source"]
     assert [s["fps"] for s in r["spotting"]] == [30.0, 200.0] and all(s["frames_per_s"] > 0 for s in r["spotting"])
     assert "spotting 160x120 at 30 fps" in text
-    assert r["peak_rss_mb"] >= r["peak_rss_mb_after_naive"] > 0
+    assert r["peak_rss_mb"] >= r["peak_rss_mb_after_stcnn"] > 0
+    lo, hi = r["train_speedup_range"]  # the fast / plain ratio of each alternated repeat: one repeat here
+    assert lo == hi and abs(r["train_speedup"] - lo) <= 0.02
+    assert len(r["train_fast"]["step_seconds"]) == len(r["train_naive"]["step_seconds"]) == 1
+    assert r["infer_fast"]["single"]["repeats"] == 5 and "latency_ms_range" in r["infer_fast"]["single"]
     assert r["memory"]["gbs"] > 0 and r["memory"]["best_gbs"] >= r["memory"]["gbs"]
     _check_models(r["models"])
     st = r["stream"]  # the streamed video predictor, end to end: 2 s of 30 fps video in the quick run
@@ -94,7 +100,7 @@ def test_bench_models_flag_times_only_the_named_models_and_rejects_unknown_ones(
 
 
 def test_flop_count_of_fusenet_is_its_two_convolutions_and_dense_layers() -> None:
-    from microexp.bench_models import count_flops
+    from microexp.bench.models import count_flops
     from microexp.models.fusenet import IntermediateFuseNet
 
     shape = (1, 18, 32, 32)
@@ -106,3 +112,29 @@ def test_flop_count_of_fusenet_is_its_two_convolutions_and_dense_layers() -> Non
     # backward: the convs' weight gradients only (the clips need no gradient), both gradients of every Dense
     assert f["train_step"] == 4 * conv + 3 * dense
     assert model.fast  # counted on the plain layers, the flag restored
+
+
+def test_bench_records_and_prints_the_tuned_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from microexp.bench.tuning import lines, tuned_choices
+    from microexp.fast import tune
+
+    monkeypatch.setenv("MICROEXP_TUNE_CACHE", str(tmp_path / "tune.json"))
+    monkeypatch.delenv("MICROEXP_TUNE")
+    monkeypatch.setattr(tune, "log", lambda m: None)
+    tune.clear_memory()
+    model = MicroExpSTCNN(3, (1, 20, 16, 16), filters=4, dense=8).eval()
+    import torch
+
+    with torch.no_grad():
+        model(clip=torch.randn(2, 1, 20, 16, 16))
+    t = tuned_choices()
+    assert t["mode"] == "measured" and t["machine"]["torch"] == torch.__version__
+    ops = sorted(c["op"] for c in t["choices"])
+    assert ops == ["conv_relu_pool", "linear"]
+    for c in t["choices"]:
+        assert c["winner"] in tune.CANDIDATES[c["op"]]["fp32"] and c["speedup_vs_plain"] >= 0.9
+        assert set(c["seconds"]) == set(tune.CANDIDATES[c["op"]]["fp32"])
+    text = lines(t)
+    assert text[0].startswith("tuned fast path (measured") and len(text) == 3
+    assert "conv_relu_pool infer fp32 2x1x20x16x16" in text[1] and "x plain" in text[1]
+    tune.clear_memory()

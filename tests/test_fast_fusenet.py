@@ -80,7 +80,9 @@ def test_five_sgd_steps_with_momentum_end_at_the_same_parameters(kind: str, monk
     start = {k: v.clone() for k, v in plain.state_dict().items()}
     for model in (fast, plain):
         model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        # lr 0.01: at 0.05 the loss diverged (1.5 -> 11), which amplified one max-pool tie that AVX-512 rounding
+        # broke the other way into a 1.6 % conv-weight difference on an AVX-512 host; converging, both agree to 1e-6
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         for _ in range(5):
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(**x), y).backward()

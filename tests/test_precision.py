@@ -53,7 +53,7 @@ def test_emulated_bf16_gets_a_note_and_native_none(monkeypatch: pytest.MonkeyPat
     assert prec.check("bf16", "cpu") is None
 
 
-def test_autocast_computes_in_bf16_and_the_fast_path_steps_aside() -> None:
+def test_autocast_computes_in_bf16_and_the_fast_path_runs_it() -> None:
     from microexp.fast.conv import usable
 
     torch.manual_seed(0)
@@ -62,8 +62,10 @@ def test_autocast_computes_in_bf16_and_the_fast_path_steps_aside() -> None:
     with torch.no_grad():
         ref = model(clip=x)  # fp32, fast path
         with prec.autocast("bf16"):
-            assert not usable(x, model.conv.weight)
+            assert usable(x, model.conv.weight)  # the fast path runs bf16 itself (fp32 master weights)
             low = model(clip=x)
+        with prec.autocast("bf16"), torch.autocast("cpu", dtype=torch.float16):
+            assert not usable(x, model.conv.weight)  # any other autocast: the plain layers
         with prec.autocast("fp32"):
             assert usable(x, model.conv.weight)
     assert ref.dtype == torch.float32 and low.dtype == torch.bfloat16
@@ -117,18 +119,26 @@ def test_training_in_bf16_learns_and_scores_in_bf16(trained) -> None:
 
 
 def test_bench_precision_says_when_the_cpu_lacks_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prec, "cpu_support", lambda cpuinfo=None: {"native": False, "flags": [], "how": "x"})
-    out = prec.bench_precision(quick=True)
+    from microexp.bench import precision as bench_prec
+
+    monkeypatch.setattr(bench_prec, "cpu_support", lambda cpuinfo=None: {"native": False, "flags": [], "how": "x"})
+    out = bench_prec.bench_precision(quick=True)
     assert out["supported"] is False and out["precision"] == "bf16" and "no bf16 instructions" in out["note"]
     assert "train" not in out
 
 
 def test_bench_precision_measures_every_variant(one_torch_thread) -> None:
-    out = prec.bench_precision(quick=True, repeats=1, warmup=1, force=True)
-    assert set(out["train"]["clips_per_s"]) == {"fp32_fast", "fp32_plain", "bf16"}
-    assert set(out["infer_single"]["ms"]) == {"fp32_fast", "bf16", "bf16_weights"}
+    from microexp.bench.precision import bench_precision
+
+    out = bench_precision(quick=True, repeats=2, warmup=1, force=True)
+    assert set(out["train"]["clips_per_s"]) == {"fp32_fast", "bf16", "bf16_plain"}
+    assert set(out["infer_single"]["ms"]) == {"fp32_fast", "bf16", "bf16_plain"}
     assert out["train"]["ratios"]["fp32_fast"] == 1.0 and out["infer_batch"]["batch"] == 2
-    assert set(out["speedup_vs_fp32_fast"]) == {"train", "infer_batch", "infer_single"}
+    assert out["train"]["ratio_range"]["fp32_fast"] == [1.0, 1.0] and out["train"]["repeats"] == 2
+    for k in ("train", "infer_batch", "infer_single"):  # every figure with its spread
+        lo, hi = out["speedup_range"][k]
+        assert lo <= hi and out["speedup_vs_fp32_fast"][k] == out[k]["ratios"]["bf16"]
+        assert all(a <= b for a, b in out[k]["ms_range"].values())
 
 
 def test_predict_cli_precision(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -41,7 +41,7 @@ def _write_avi(path: Path, frames: np.ndarray, fps: float = 30.0) -> Path:
 
 def _face_canvas(dx: float, dy: float, rng: np.random.Generator, shift: int = 0) -> np.ndarray:
     """A gray 320x400 frame with a real face (the astronaut) near (60 + shift + dx, 40 + dy), sensor noise."""
-    from microexp.preprocess.bench import cropped_face
+    from microexp.bench.preprocess import cropped_face
 
     face = cv2.cvtColor(cropped_face("astronaut", (240, 200)), cv2.COLOR_BGR2GRAY)
     m = np.float32([[1, 0, 60 + shift + dx], [0, 1, 40 + dy]])
@@ -290,7 +290,7 @@ def test_predict_tracks_the_face_and_turns_a_faceless_stretch_into_a_gap() -> No
 
 # ---------------------------------------------------------------------------------------------------- bench
 def test_stream_bench_runs_the_full_path() -> None:
-    from microexp.predict.bench import stream_fps
+    from microexp.bench.stream import stream_fps
 
     r = stream_fps(quick=True, batch_size=4)
     assert r["frames"] == 60 and r["window"] == 15 and r["stride"] == 3

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from microexp.bench.preprocess import cropped_face
 from microexp.data.records import ClipRecord, ClipSet
 from microexp.preprocess import face as face_mod
-from microexp.preprocess.bench import cropped_face
 from microexp.preprocess.cache import MAGIC, ClipCache
 from microexp.preprocess.config import PreprocessConfig, StreamConfig
 from microexp.preprocess.pipeline import preprocess_set

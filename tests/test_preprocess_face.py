@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from _faces import FACE_TRUTH
+from microexp.bench.preprocess import sample_faces
 from microexp.data.records import ClipRecord, ClipSet
 from microexp.preprocess import align as al
-from microexp.preprocess.bench import sample_faces
 from microexp.preprocess.config import PreprocessConfig, StreamConfig
 from microexp.preprocess.face import find_face, predictor_path
 from microexp.preprocess.pipeline import preprocess_clip, preprocess_set

@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from microexp.bench.preprocess import cropped_face, sample_faces
 from microexp.data.records import ClipRecord
 from microexp.preprocess import align as al
 from microexp.preprocess import regions as rg
-from microexp.preprocess.bench import cropped_face, sample_faces
 from microexp.preprocess.config import PreprocessConfig, StreamConfig
 from microexp.preprocess.flow import compute_flow, optical_strain, resize_flow
 from microexp.preprocess.pipeline import clip_geometry, preprocess_clip

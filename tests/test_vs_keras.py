@@ -10,7 +10,8 @@ import importlib.util
 
 import pytest
 
-from microexp import benchvs, timing
+from microexp.bench import keras as benchvs
+from microexp.bench import timing
 from microexp.cli import main
 
 HAVE_TF = importlib.util.find_spec("tensorflow") is not None and importlib.util.find_spec("keras") is not None

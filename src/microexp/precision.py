@@ -1,13 +1,16 @@
 """Numeric precision of training and inference, in one place: ``fp32`` (the default) or ``bf16``.
 
 bf16 runs the model's matrix products and convolutions in bfloat16 under ``torch.autocast`` (fp32 master weights,
-fp32 loss and softmax), on CPU or CUDA. It pays on CPUs with bf16 instructions, AVX-512 BF16 (``avx512_bf16``) or
-AMX (``amx_bf16``): read from /proc/cpuinfo, and from oneDNN's own check when that file is absent. Elsewhere
-bf16 runs emulated (the same bf16 rounding of each product's inputs, several times slower than fp32; measured
-0.06-0.28x on AVX2): allowed, with one note on stderr, so that a configuration means the same on every machine. A CUDA device without bf16 is refused with one line.
+fp32 loss and softmax), on CPU or CUDA. On CPU the fast path (:mod:`microexp.fast`) takes the autocast region as its
+cue and runs bf16 itself: its convolution work units in bf16 from the fp32 master weights, the wide Dense layers
+by whichever candidate the autotuner (:mod:`microexp.fast.tune`) measured fastest (bf16 weights kept between
+inference calls, or fp32), float32 between layers; the rest of the model runs under autocast.
 
-The fast CPU path (:mod:`microexp.fast`) is fp32 arithmetic; under autocast the models take their plain layers
-(``microexp.fast.conv.usable`` is false while autocast is on), which oneDNN runs in bf16.
+It pays on CPUs with bf16 instructions, AVX-512 BF16 (``avx512_bf16``) or AMX (``amx_bf16``): read from
+/proc/cpuinfo, and from oneDNN's own check when that file is absent. Elsewhere bf16 runs emulated (the same bf16
+rounding of each product's inputs, several times slower than fp32; measured 0.06-0.28x on AVX2): allowed, with one
+note on stderr, so that a configuration means the same on every machine. A CUDA device without bf16 is refused
+with one line.
 
 A model trained by :func:`microexp.train.loop.fit` remembers its precision (:func:`tag`), so that scoring it
 (``predict_proba``) uses the precision it was trained in unless told otherwise.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,72 +123,3 @@ def cast_weights(model: Any, precision: str) -> Any:
     import torch
 
     return model.to(torch.bfloat16) if check_name(precision) == "bf16" else model
-
-
-# --- bench -------------------------------------------------------------------------------------------------------
-
-def bench_precision(quick: bool = False, repeats: int = 5, warmup: int = 2, force: bool = False,
-                    log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
-    """bf16 against fp32 for MicroExpSTCNN: training step (batch 8), batch-8 inference and batch-1 latency.
-
-    Variants are timed in alternating order within each repeat (ratios only mean something measured so). fp32
-    runs the fast CPU path and, for reference, the plain layers; bf16 runs the plain layers under autocast, and for
-    inference also with the weights stored in bf16. Where the CPU lacks bf16 instructions nothing is timed (the
-    JSON says so) unless ``force``. ``quick``: tiny sizes, figures not meaningful."""
-    import torch
-
-    from microexp.models.stcnn import MicroExpSTCNN
-    from microexp.timing import alternate, summarise
-
-    support = cpu_support()
-    out: dict[str, Any] = {"precision": "bf16", "cpu": support, "quick": quick}
-    if not support["native"] and not force:
-        out["supported"] = False
-        out["note"] = "this CPU has no bf16 instructions (AVX-512 BF16 or AMX): no bf16 speed-up to measure"
-        return out
-    out["supported"] = bool(support["native"])
-    shape, batch = ((1, 20, 32, 32), 2) if quick else ((1, 96, 64, 64), 8)
-    torch.manual_seed(0)
-    model = MicroExpSTCNN(3, shape)
-    gen = torch.Generator().manual_seed(0)
-    x, y = torch.randn(batch, *shape, generator=gen), torch.randint(0, 3, (batch,), generator=gen)
-    x1 = x[:1].clone()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    frozen = cast_weights(MicroExpSTCNN(3, shape, fast=False), "bf16").eval()
-
-    def train(fast: bool, precision: str) -> Callable[[], None]:
-        def step() -> None:
-            model.fast = fast
-            model.train()
-            opt.zero_grad(set_to_none=True)
-            with autocast(precision):
-                loss = loss_fn(model(clip=x).float(), y)
-            loss.backward()
-            opt.step()
-        return step
-
-    def infer(inp: torch.Tensor, fast: bool, precision: str, weights_bf16: bool = False) -> Callable[[], None]:
-        def run() -> None:
-            net = frozen if weights_bf16 else model
-            net.eval()
-            if not weights_bf16:
-                model.fast = fast
-            with torch.no_grad(), autocast(precision):
-                net(clip=inp)
-        return run
-
-    log("bf16 vs fp32: training steps ...")
-    out["train"] = summarise(alternate({"fp32_fast": train(True, "fp32"), "fp32_plain": train(False, "fp32"),
-                                        "bf16": train(False, "bf16")}, repeats, warmup), batch, "fp32_fast")
-    for name, inp, n in (("infer_batch", x, batch), ("infer_single", x1, 1)):
-        log(f"bf16 vs fp32: {name} ...")
-        out[name] = summarise(alternate({"fp32_fast": infer(inp, True, "fp32"), "bf16": infer(inp, False, "bf16"),
-                                         "bf16_weights": infer(inp, False, "bf16", True)},
-                                        repeats * (5 if n == 1 else 1), warmup), n, "fp32_fast")
-    model.fast = True
-    out["speedup_vs_fp32_fast"] = {"train": out["train"]["ratios"]["bf16"],
-                                   "infer_batch": max(out["infer_batch"]["ratios"][k] for k in ("bf16", "bf16_weights")),
-                                   "infer_single": max(out["infer_single"]["ratios"][k]
-                                                       for k in ("bf16", "bf16_weights"))}
-    return out

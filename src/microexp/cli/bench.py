@@ -14,6 +14,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats={args.repeats} must be >= 1")
+    if args.retune:
+        from microexp.fast import tune
+
+        tune.retune()
     if args.vs_keras:
         return _vs_keras(args)
     if args.app:
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _vs_keras(args: argparse.Namespace) -> int:
-    from microexp.benchvs import run_vs_keras, summary
+    from microexp.bench.keras import run_vs_keras, summary
 
     result = run_vs_keras(quick=args.quick, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
                           precision=args.precision,
@@ -70,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--models", help="comma-separated registered models to time (default: every one)")
+    p.add_argument("--retune", action="store_true",
+                   help="time the fast path's candidate implementations again instead of reusing the choices "
+                        "cached for this machine (see MICROEXP_TUNE in docs/bench.md)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for tests (figures are not meaningful)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     p.add_argument("--vs-keras", action="store_true",

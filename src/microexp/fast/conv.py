@@ -118,7 +118,7 @@ def _row_units(n: int, hp: int) -> list[tuple[int, int, int]]:
 
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
-             want_indices: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+             want_indices: bool, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled maxima with the bias, (N, C, tp, hp*wp) (the model's layout): for training pre-activation, with the
     window offset of each maximum (same layout, uint8); for inference after the ReLU.
 
@@ -132,8 +132,8 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     n, cin, cols = x.shape[0], x.shape[1], hp * wp
     t_in, w_in = tu + kt - 1, wu + kw - 1  # only the conv outputs that pooling uses are computed
     # (C_out, C_in, kt, kh, kw) -> (C_out, (c, u), kt, kw): the kernel rows become input channels
-    w2 = weight.permute(0, 1, 3, 2, 4).reshape(cout, cin * kh, kt, kw)
-    pre = torch.empty(n, cout, tp, cols, dtype=x.dtype)
+    w2 = weight.detach().permute(0, 1, 3, 2, 4).reshape(cout, cin * kh, kt, kw).to(dtype)
+    pre = torch.empty(n, cout, tp, cols, dtype=torch.float32)
     indices = torch.empty(n, cout, tp, cols, dtype=torch.uint8) if want_indices else None
     pre_np, bias_np = pre.numpy(), bias.detach().contiguous().numpy()
     idx_np = (indices if indices is not None else torch.empty(1, 1, 1, 1, dtype=torch.uint8)).numpy()
@@ -144,12 +144,15 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
         rows = (r1 - r0) * pool
         taps = x[i].as_strided((rows, t_in, w_in, cin, kh), (s[3], s[2], s[4], s[1], s[3]),
                                x[i].storage_offset() + r0 * pool * s[3])
-        buf = _SCRATCH.get("rows", (rows, t_in, w_in, cin * kh))
+        buf = _SCRATCH.get("rows", (rows, t_in, w_in, cin * kh), dtype)
         buf.view(taps.shape).copy_(taps)
         conv = F.conv2d(buf.permute(0, 3, 1, 2), w2)  # (rows, C, tu, wu), channels-last like its input
         best = _SCRATCH.get("best", (wp * cout + kernels.LANES,))
         arg = _SCRATCH.get("arg", (wp * cout + kernels.LANES,), torch.int32)
-        kernels.pool_rows(conv.permute(0, 2, 3, 1).contiguous().numpy(), r0, pool, wp, bias_np, pre_np[i],
+        cl = conv.permute(0, 2, 3, 1).contiguous()  # oneDNN's output is channels-last already: no copy
+        # bf16 outputs go to the pooling pass as they are (its 16-lane loads widen them), saving a conversion pass
+        cl = cl.view(torch.int16) if cl.dtype == torch.bfloat16 and cout % kernels.LANES == 0 else cl.float()
+        kernels.pool_rows(cl.numpy(), r0, pool, wp, bias_np, pre_np[i],
                           idx_np[i if indices is not None else 0], indices is not None, best.numpy(), arg.numpy())
 
     _parallel(unit, _row_units(n, hp))
@@ -182,8 +185,9 @@ def _weight_grad(x: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g
 
 class _ConvReluPool(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int) -> torch.Tensor:
-        pre, indices = _forward(x, weight, bias, pool, want_indices=True)
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
+                dtype: torch.dtype) -> torch.Tensor:
+        pre, indices = _forward(x, weight, bias, pool, want_indices=True, dtype=dtype)
         ctx.save_for_backward(x, weight, indices, pre > 0)
         ctx.pool = pool
         hp, wp = _geometry(x, weight, pool)[5:7]
@@ -194,29 +198,87 @@ class _ConvReluPool(torch.autograd.Function):
         x, weight, indices, mask = ctx.saved_tensors
         if ctx.needs_input_grad[0]:
             raise RuntimeError("conv_relu_pool: the fast path does not compute an input gradient")
-        g = (grad_out.reshape(mask.shape) * mask).contiguous()
+        g = (grad_out.float().reshape(mask.shape) * mask).contiguous()
         grad_b = g.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
-        grad_w = _weight_grad(x, weight, indices, g, ctx.pool) if ctx.needs_input_grad[1] else None
-        return None, grad_w, grad_b, None
+        grad_w = _weight_grad(x, weight.detach().float(), indices, g, ctx.pool) if ctx.needs_input_grad[1] else None
+        return None, grad_w, grad_b, None, None
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the fast path applies: CPU float32, 5-D input that needs no gradient, and not while tracing for
-    TorchScript/ONNX export (the thread-pool kernels are opaque to the tracer, which would bake in constants)."""
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.is_autocast_enabled(x.device.type):
-        return False  # autocast (bf16): the plain layers, which oneDNN runs in bf16
+    """Whether the fast path applies: CPU float32, 5-D input that needs no gradient, not while tracing for
+    TorchScript/ONNX export (the thread-pool kernels are opaque to the tracer, which would bake in constants), and
+    no autocast other than CPU bf16 (the ``bf16`` precision, which the fast path runs itself)."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return False
+    if torch.is_autocast_enabled(x.device.type) and not (x.device.type == "cpu" and _tune().precision_now() == "bf16"):
+        return False
     return (x.device.type == "cpu" and weight.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and x.dim() == 5 and not x.requires_grad)
 
 
-def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int) -> torch.Tensor:
-    """``max_pool3d(relu(conv3d(x, weight, bias)), pool)`` (stride = pool, no padding), fast on CPU."""
-    if not usable(x, weight):
-        return F.max_pool3d(torch.relu(F.conv3d(x, weight, bias)), pool)
-    x = x.contiguous()
-    if torch.is_grad_enabled() and (weight.requires_grad or bias.requires_grad):
-        return _ConvReluPool.apply(x, weight, bias, pool)
+def _tune() -> Any:
+    from microexp.fast import tune
+
+    return tune
+
+
+def _plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, dtype: torch.dtype) -> torch.Tensor:
+    """The PyTorch layers (in ``dtype``, as autocast would run them); float32 out."""
+    out = F.max_pool3d(torch.relu(F.conv3d(x.to(dtype), weight.to(dtype), bias.to(dtype))), pool)
+    return out.float()
+
+
+def _onednn_cl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
+               dtype: torch.dtype) -> torch.Tensor:
+    """The PyTorch layers on channels-last (NDHWC) input and weights, in ``dtype``: oneDNN's own conv3d kernels for
+    that layout (native bf16 ones where the CPU has them); float32 out, in the usual layout."""
+    cl = torch.channels_last_3d
+    out = F.max_pool3d(torch.relu(F.conv3d(x.to(dtype, memory_format=cl), weight.to(dtype, memory_format=cl),
+                                           bias.to(dtype))), pool)
+    return out.to(torch.float32, memory_format=torch.contiguous_format)
+
+
+def _run(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, dtype: torch.dtype,
+         train: bool) -> torch.Tensor:
+    if how == "plain":
+        return _plain(x, weight, bias, pool, dtype)
+    if how == "onednn_cl":
+        return _onednn_cl(x, weight, bias, pool, dtype)
+    if train:
+        return _ConvReluPool.apply(x, weight, bias, pool, dtype)
     with torch.no_grad():
         hp, wp = _geometry(x, weight, pool)[5:7]
-        out = _forward(x, weight, bias, pool, want_indices=False)[0]  # ReLU applied by the pooling pass
+        out = _forward(x, weight, bias, pool, want_indices=False, dtype=dtype)[0]  # ReLU applied by the pooling pass
         return out.view(x.shape[0], -1, out.shape[2], hp, wp)
+
+
+def _trial(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, dtype: torch.dtype,
+           train: bool) -> Callable[[], None]:
+    """One run of candidate ``how`` for the tuner: forward, and for training the backward to the weights (on
+    detached leaves, so the model's own gradients are untouched)."""
+    w, b = weight.detach().requires_grad_(train), bias.detach().requires_grad_(train)
+
+    def run() -> None:
+        with torch.set_grad_enabled(train):
+            out = _run(how, x, w, b, pool, dtype, train)
+            if train:
+                out.backward(torch.ones_like(out))
+                w.grad = b.grad = None
+    return run
+
+
+def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int) -> torch.Tensor:
+    """``max_pool3d(relu(conv3d(x, weight, bias)), pool)`` (stride = pool, no padding), fast on CPU: the
+    implementation measured fastest for this shape on this machine (:mod:`microexp.fast.tune`), in bf16 inside a
+    CPU bf16 autocast region (float32 out either way)."""
+    if not usable(x, weight):
+        return F.max_pool3d(torch.relu(F.conv3d(x, weight, bias)), pool)
+    tune = _tune()
+    x = x.contiguous()
+    dtype = torch.bfloat16 if tune.precision_now() == "bf16" else torch.float32
+    train = torch.is_grad_enabled() and (weight.requires_grad or bias.requires_grad)
+    how = tune.choose("conv_relu_pool", train, (tuple(x.shape), tuple(weight.shape), (pool,)),
+                      lambda c: _trial(c, x, weight, bias, pool, dtype, train),
+                      what=f"clips {'x'.join(map(str, x.shape))}, {weight.shape[0]} filters")
+    with torch.autocast("cpu", enabled=False):
+        return _run(how, x, weight, bias, pool, dtype, train)

@@ -202,10 +202,8 @@ def _gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Te
     return (out + bias).unsqueeze(0)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``x @ weight.T + bias`` for a 2-D CPU float32 ``x``; the backward runs blocked on the thread pool, and one
-    row without gradients (batch-1 inference) is a GEMV of our own (:func:`microexp.fast.kernels.gemv_rows`)."""
-    if not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad or bias.requires_grad):
+def _fast(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, train: bool) -> torch.Tensor:
+    if not train:
         release(weight)  # evaluation: training has paused, so its gradient buffer need not stay
         if x.shape[0] == 1 and x.is_contiguous() and weight.is_contiguous() and weight.shape[1] >= GEMV_MIN:
             with torch.no_grad():
@@ -213,6 +211,70 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.T
         with torch.no_grad():
             return _forward(x.detach(), weight.detach(), bias.detach())
     return _Linear.apply(x, weight, bias)
+
+
+_BF16: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}  # id(weight) -> (weight, version, copy)
+
+
+def bf16_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A bf16 copy of ``weight`` kept until the weight changes (its version counter moves) or dies: inference
+    streams half the bytes and does not re-cast the weights at every call."""
+    key = id(weight)
+    entry = _BF16.get(key)
+    if entry is not None and entry[0]() is weight and entry[1] == weight._version:
+        return entry[2]
+    copy = weight.detach().to(torch.bfloat16)
+    _BF16[key] = (weakref.ref(weight, lambda _r: _BF16.pop(key, None)), weight._version, copy)
+    return copy
+
+
+def _run(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, train: bool,
+         precision: str) -> torch.Tensor:
+    if how == "fast":
+        return _fast(x.float(), weight, bias, train)
+    if how == "bf16":
+        if not train:
+            with torch.no_grad():
+                return torch.addmm(bias.detach().to(torch.bfloat16), x.detach().to(torch.bfloat16),
+                                   bf16_weight(weight).t()).float()
+        return torch.nn.functional.linear(x.to(torch.bfloat16), weight.to(torch.bfloat16),
+                                          bias.to(torch.bfloat16)).float()
+    if precision == "bf16":  # plain, as autocast runs it
+        return torch.nn.functional.linear(x.to(torch.bfloat16), weight.to(torch.bfloat16),
+                                          bias.to(torch.bfloat16)).float()
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+def _trial(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, train: bool,
+           precision: str) -> Any:
+    """One run of candidate ``how`` for the tuner, on detached leaves (the model's gradients are untouched)."""
+    xs = x.detach().requires_grad_(train and x.requires_grad)
+    w, b = weight.detach().requires_grad_(train), bias.detach().requires_grad_(train)
+
+    def run() -> None:
+        with torch.set_grad_enabled(train):
+            out = _run(how, xs, w, b, train, precision)
+            if train:
+                out.backward(torch.ones_like(out))
+                xs.grad = w.grad = b.grad = None
+                release(w)
+    return run
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T + bias`` for a 2-D CPU ``x``, by the implementation measured fastest for this shape on this
+    machine (:mod:`microexp.fast.tune`): ``fast`` (the backward blocked on the thread pool, and one row without
+    gradients a GEMV of our own, :func:`microexp.fast.kernels.gemv_rows`), ``bf16`` (bf16 precision only: bf16
+    weights and input, float32 out) or ``plain``."""
+    from microexp.fast import tune
+
+    precision = tune.precision_now()
+    train = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad)
+    how = tune.choose("linear", train, (tuple(x.shape), tuple(weight.shape)),
+                      lambda c: _trial(c, x, weight, bias, train, precision),
+                      what=f"{x.shape[0]} x {weight.shape[1]} -> {weight.shape[0]}")
+    with torch.autocast("cpu", enabled=False):
+        return _run(how, x, weight, bias, train, precision)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

@@ -96,7 +96,7 @@ def pool_weight_grad(xt: np.ndarray, g: np.ndarray, idx: np.ndarray, a0: int, a1
 @intrinsic
 def window_max16(typingctx, src, base, offsets, best, best_off, arg):  # type: ignore[no-untyped-def]
     """16 lanes of a max-pool window: ``best[best_off:+16]`` = the maximum over q of ``src[base + offsets[q]:+16]``
-    (float32) and ``arg[best_off:+16]`` = the first q that holds it (int32; strict compares, so the first maximum
+    (float32, or bfloat16 given as its int16 bits, widened exactly to float32) and ``arg[best_off:+16]`` = the first q that holds it (int32; strict compares, so the first maximum
     wins ties, as in ``torch.nn.MaxPool3d``). The running maximum stays in registers across the window."""
     sig = types.void(src, base, offsets, best, best_off, arg)
 
@@ -106,10 +106,17 @@ def window_max16(typingctx, src, base, offsets, best, best_off, arg):  # type: i
         offs_arr = context.make_array(signature.args[2])(context, builder, offs)
         vec, ivec = ir.VectorType(ir.FloatType(), LANES), ir.VectorType(ir.IntType(32), LANES)
 
+        bf16 = isinstance(signature.args[0].dtype, types.Integer)  # int16 bits of bfloat16 values
+
         def load_at(q):  # type: ignore[no-untyped-def]
             off = builder.load(builder.gep(offs_arr.data, [q]))
             ptr = builder.gep(src_data, [builder.add(s_base, off)])
-            return builder.load(builder.bitcast(ptr, vec.as_pointer()), align=4)
+            if not bf16:
+                return builder.load(builder.bitcast(ptr, vec.as_pointer()), align=4)
+            # bf16 is the top half of a float32: widen the 16 bits, shift them up, read the lanes as float32
+            raw = builder.load(builder.bitcast(ptr, ir.VectorType(ir.IntType(16), LANES).as_pointer()), align=2)
+            wide = builder.shl(builder.zext(raw, ivec), ir.Constant(ivec, [16] * LANES))
+            return builder.bitcast(wide, vec)
 
         intp = s_base.type
         best_slot = cgutils.alloca_once_value(builder, load_at(intp(0)))  # promoted to registers by LLVM
@@ -134,7 +141,7 @@ def pool_rows(conv: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, p
     """Max-pool one work unit's conv outputs (pooled rows ``r0 ..``) into ``pre`` (+ bias), and the window offset
     of each maximum, in (t, h, w) order, into ``idx``; without ``want_idx``, ``relu(pre)`` and no offsets.
 
-    conv: (rows, tu, wu, C) float32, channels innermost; pre: (C, tp, hp*wp) float32; idx: (C, tp, hp*wp) uint8;
+    conv: (rows, tu, wu, C) float32, channels innermost (or bfloat16 as int16 bits, for C a multiple of 16); pre: (C, tp, hp*wp) float32; idx: (C, tp, hp*wp) uint8;
     best, arg: float32/int32 scratch of at least wp*C + 16. A window's C channels are contiguous at each of its
     offsets, so 16 channels at a time take the maximum over the window in registers (:func:`window_max16`).
     """

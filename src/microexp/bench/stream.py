@@ -1,7 +1,7 @@
 """Streaming prediction benchmark: frames per second end to end (decode, face detection and tracking, each
 window's preprocessing, a full-size STCNN) on a 640x480 30 fps video of a real face.
 
-The video is made from scikit-image's astronaut photograph (:func:`microexp.preprocess.bench.cropped_face`),
+The video is made from scikit-image's astronaut photograph (:func:`microexp.bench.preprocess.cropped_face`),
 placed on a 640x480 frame with a slow head drift and sensor noise, and written as MPEG-4 before the clock starts.
 The model is an untrained STCNN (64x64 face crops, 96 frames: Reddy et al.'s input) behind the same predictor
 loop as a trained run; untrained weights cost the same time. ``microexp bench`` calls :func:`stream_fps`.
@@ -29,7 +29,7 @@ WINDOW_S = 0.5  # window: half a second (a micro-expression lasts under 0.5 s), 
 def write_face_video(path: Path, seconds: float, seed: int = 0) -> int:
     """A 640x480 30 fps MPEG-4 video of a real face drifting slowly (a few pixels) with sensor noise; returns
     the number of frames written."""
-    from microexp.preprocess.bench import cropped_face
+    from microexp.bench.preprocess import cropped_face
 
     rng = np.random.default_rng(seed)
     face = cropped_face("astronaut", (280, 240))

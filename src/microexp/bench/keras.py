@@ -19,8 +19,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from microexp.bench.timing import alternate, spread, summarise
 from microexp.errors import ConfigError
-from microexp.timing import alternate, summarise
 
 MODELS = ("stcnn", "fusenet-intermediate", "fusenet-late")
 INSTALL = "pip install -r benchmarks/requirements.txt (tensorflow-cpu 2.21, keras 3)"
@@ -29,7 +29,7 @@ INSTALL = "pip install -r benchmarks/requirements.txt (tensorflow-cpu 2.21, kera
 def benchmarks_dir() -> Path:
     """The repository's ``benchmarks/`` folder (``MICROEXP_BENCHMARKS`` overrides)."""
     env = os.environ.get("MICROEXP_BENCHMARKS")
-    here = Path(env) if env else Path(__file__).resolve().parents[2] / "benchmarks"
+    here = Path(env) if env else Path(__file__).resolve().parents[3] / "benchmarks"
     if not (here / "keras_reference.py").is_file():
         raise ConfigError(f"--vs-keras: no Keras references at {here}/keras_reference.py; they live in the "
                           "benchmarks/ folder of a microexp source checkout (or set MICROEXP_BENCHMARKS)")
@@ -86,6 +86,7 @@ def bench_model(name: str, quick: bool, repeats: int, warmup: int, precision: st
     torch_model, keras_model = build_pair(name, quick)
     streams = shapes(name, quick)
     batch = 2 if quick else 8
+    warmup = max(1, warmup)  # the first call at a shape may tune microexp's fast path: never timed
     rng = np.random.default_rng(0)
     xs = {k: rng.standard_normal((batch, *s)).astype(np.float32) for k, s in streams.items()}
     y = np.arange(batch) % 3
@@ -138,7 +139,8 @@ def run_vs_keras(models: tuple[str, ...] = MODELS, quick: bool = False, repeats:
     import torch
 
     from microexp import precision as prec
-    from microexp.bench import machine_facts
+    from microexp.bench.machine import machine_facts
+    from microexp.bench.tuning import tuned_choices
 
     prec.note_once(prec.check(precision, "cpu", "--precision"))
     unknown = [m for m in models if m not in MODELS]
@@ -152,6 +154,7 @@ def run_vs_keras(models: tuple[str, ...] = MODELS, quick: bool = False, repeats:
                            "repeats": repeats, "warmup": warmup, "precision": precision,
                            "order": "alternating within each repeat: microexp, keras",
                            "models": [bench_model(m, quick, repeats, warmup, precision, log) for m in models]}
+    out["tuned"] = tuned_choices()
     out["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     return out
 
@@ -171,5 +174,7 @@ def summary(r: dict[str, Any]) -> str:
             vals = f["ms"] if unit == "ms" else f["clips_per_s"]
             label = f"{what} {f['batch']}" if key != "infer_single" else what
             lines.append(f"    {label:14s} microexp {vals['microexp']:8.2f} {unit:7s} keras {vals['keras']:8.2f} "
-                         f"{unit:7s} ratio {f['ratios']['microexp']:.2f}x")
-    return "\n".join(lines)
+                         f"{unit:7s} ratio {spread(f, 'microexp')}")
+    from microexp.bench.tuning import lines as tuned_lines
+
+    return "\n".join(lines + tuned_lines(r.get("tuned", {})))

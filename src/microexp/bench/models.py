@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from microexp.bench.timing import median_time
+
 BYTES_FORMULA = (
     "fp32 weight and input traffic only: inference = 4*P (every weight read once per batch) + input bytes; "
     "training step = 6*4*P (weights read by the forward and by the backward, gradient written, SGD reads weights "
@@ -48,18 +50,10 @@ REDUCED = {"twostream": {"batch": 2, "repeats": 2, "warmup": 1,
                          "why": "compute-bound (about 245 GFLOP a clip forward): batch 2 and 2 timed runs"}}
 
 
-def _median(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
-    from microexp.timing import median_time
-
-    return median_time(fn, repeats, warmup)[0]
-
-
 def memory_gbs(mb: int = 512, repeats: int = 5, warmup: int = 2) -> dict[str, Any]:
     """Measured read bandwidth: ``torch.sum`` over a preallocated fp32 tensor of ``mb`` MB on all torch threads
     (one read of every byte, no write), median of at least 5 runs after at least 2 warm-ups."""
     x = torch.ones(mb * 2**20 // 4)
-    from microexp.timing import median_time
-
     t, times = median_time(lambda: x.sum(), max(repeats, 5), max(warmup, 2))
     return {"mb": mb, "seconds": t, "gbs": round(x.numel() * 4 / t / 1e9, 1),
             "best_gbs": round(x.numel() * 4 / min(times) / 1e9, 1), "method": "torch.sum, read only"}
@@ -83,7 +77,7 @@ def model_peak_rss_mb() -> float:
             return round(int(m.group(1)) / 1024, 1)
     except OSError:
         pass
-    from microexp.timing import peak_rss_mb as process_peak
+    from microexp.bench.timing import peak_rss_mb as process_peak
 
     return process_peak()
 
@@ -130,23 +124,31 @@ def _step_fn(model: nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor) -> C
     return step
 
 
-def _alternated_training(model: nn.Module, step: Callable[[], None], repeats: int,
-                         warmup: int) -> tuple[float, float]:
-    """Median step seconds of the fast path and of the plain layers, timed alternately (ABAB, then BABA...) so
-    that a machine whose speed drifts under other load treats both alike."""
+def _alternated(model: nn.Module, fn: Callable[[], None], repeats: int,
+                warmup: int) -> tuple[list[float], list[float]]:
+    """Seconds of each call of ``fn`` on the fast path and on the plain layers, timed alternately (ABAB, then
+    BABA...) so that a machine whose speed drifts under other load treats both alike."""
     times: dict[bool, list[float]] = {True: [], False: []}
     for fast in (True, False):
         model.fast = fast
-        for _ in range(warmup):
-            step()
+        for _ in range(max(1, warmup)):  # the first fast call at a shape may tune it: never timed
+            fn()
     for r in range(repeats):
         for fast in ((True, False) if r % 2 == 0 else (False, True)):
             model.fast = fast
             t0 = time.perf_counter()
-            step()
+            fn()
             times[fast].append(time.perf_counter() - t0)
     model.fast = True
-    return statistics.median(times[True]), statistics.median(times[False])
+    return times[True], times[False]
+
+
+def _speedup(fast: list[float], plain: list[float]) -> dict[str, Any]:
+    """fast / plain speed: the ratio of the medians, and the min-max of the per-repeat ratios (each repeat's two
+    calls ran back to back)."""
+    per = [p / f for f, p in zip(fast, plain, strict=True)]
+    return {"speedup": round(statistics.median(plain) / statistics.median(fast), 2),
+            "speedup_range": [round(min(per), 2), round(max(per), 2)]}
 
 
 def _roofline(flops: int, nbytes: int, seconds: float, peak_gflops: float, gbs: float) -> dict[str, Any]:
@@ -189,16 +191,19 @@ def bench_model(name: str, quick: bool, repeats: int, warmup: int, peak_gflops: 
     x, y = _inputs(shapes, batch, 0), torch.arange(batch) % spec.classes
     model.train()
     step = _step_fn(model, x, y)
-    if hasattr(model, "fast"):  # the fast CPU path and the plain layers, alternated in this run
-        t, t_plain = _alternated_training(model, step, repeats, warmup)
+    fast_path = hasattr(model, "fast")  # the fast CPU path and the plain layers, alternated in this run
+    if fast_path:
+        times, plain = _alternated(model, step, repeats, warmup)
+        t, t_plain = statistics.median(times), statistics.median(plain)
         out["train_plain"] = {"clips_per_s": round(batch / t_plain, 2), "seconds_per_step": round(t_plain, 4)}
+        sp = _speedup(times, plain)
+        out["train_speedup"], out["train_speedup_range"] = sp["speedup"], sp["speedup_range"]
     else:
-        t = _median(step, repeats, warmup)
+        t, times = median_time(step, repeats, warmup)
     train_bytes = 24 * params + batch * input_bytes
     out["train"] = {"clips_per_s": round(batch / t, 2), "seconds_per_step": round(t, 4),
+                    "clips_per_s_range": [round(batch / max(times), 2), round(batch / min(times), 2)],
                     "roofline": _roofline(batch * flops["train_step"], train_bytes, t, peak_gflops, gbs)}
-    if "train_plain" in out:
-        out["train_speedup"] = round(out["train"]["clips_per_s"] / out["train_plain"]["clips_per_s"], 2)
     model.eval()
     for key, n, reps in (("infer_batch", batch, repeats), ("latency_batch1", 1, 3 * repeats)):
         xi = _inputs(shapes, n, 1)
@@ -207,10 +212,17 @@ def bench_model(name: str, quick: bool, repeats: int, warmup: int, peak_gflops: 
             with torch.no_grad():
                 model(**xi)
 
-        ti = _median(run, reps, warmup)
+        if fast_path:
+            times, plain = _alternated(model, run, reps, warmup)
+            ti = statistics.median(times)
+        else:
+            ti, times = median_time(run, reps, warmup)
         out[key] = {"batch": n, "clips_per_s": round(n / ti, 2), "latency_ms": round(ti * 1000, 2),
+                    "latency_ms_range": [round(min(times) * 1000, 2), round(max(times) * 1000, 2)],
                     "roofline": _roofline(n * flops["inference"], 4 * params + n * input_bytes, ti, peak_gflops,
                                           gbs)}
+        if fast_path:
+            out[key] |= {"plain_latency_ms": round(statistics.median(plain) * 1000, 2), **_speedup(times, plain)}
     out["peak_rss_mb"] = model_peak_rss_mb()
     out["peak_rss_scope"] = "this model (clear_refs)" if scoped else "process so far"
     return out
@@ -229,7 +241,7 @@ def bench_models(names: list[str] | None, quick: bool, repeats: int, warmup: int
 
 
 def stream_fps(quick: bool) -> dict[str, Any]:
-    """Frames/s of the streamed video predictor end to end (640x480, 30 fps; :mod:`microexp.predict.bench`)."""
-    from microexp.predict.bench import stream_fps as measure
+    """Frames/s of the streamed video predictor end to end (640x480, 30 fps; :mod:`microexp.bench.stream`)."""
+    from microexp.bench.stream import stream_fps as measure
 
-    return {"source": "microexp.predict.bench.stream_fps", **measure(quick)}
+    return {"source": "microexp.bench.stream.stream_fps", **measure(quick)}

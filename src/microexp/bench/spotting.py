@@ -1,7 +1,7 @@
 """Spotting speed: frames per second of the whole streamed path (decode, dlib face detection every 0.5 s, face
 crop, DIS flow for the micro and macro windows, MDMD scores) on a synthetic 640x480 video at 30 and at 200 fps.
 
-``python -m microexp.spot.bench [--seconds S]`` prints one line per frame rate; :func:`bench_spotting` returns
+``python -m microexp.bench.spotting [--seconds S]`` prints one line per frame rate; :func:`bench_spotting` returns
 the figures (for ``microexp bench``)."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def bench_spotting(seconds: float = 10.0, fps_list: tuple[float, ...] = (30.0, 2
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m microexp.spot.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m microexp.bench.spotting", description=__doc__)
     p.add_argument("--seconds", type=float, default=10.0, help="video length in seconds (default 10)")
     args = p.parse_args(argv)
     for r in bench_spotting(args.seconds):
