@@ -21,8 +21,8 @@ def run(args: argparse.Namespace) -> int:
     if args.vs_keras:
         return _vs_keras(args)
     if args.app:
-        from microexp.serve.bench import app_vs_cli
-        from microexp.serve.bench import summary as app_summary
+        from microexp.bench.app import app_vs_cli
+        from microexp.bench.app import summary as app_summary
 
         result = app_vs_cli(seconds=4.0 if args.quick else 40.0, repeats=args.repeats,
                             log=(lambda m: None) if args.no_progress else (lambda m: print(m, flush=True)))

@@ -108,7 +108,7 @@ class _Server:
 def app_vs_cli(seconds: float = 40.0, repeats: int = 1, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The app's job time against the command line's (medians of ``repeats`` alternating runs, after one
     untimed job that starts the app's worker)."""
-    from microexp.predict.bench import FPS, HEIGHT, WIDTH, write_face_video
+    from microexp.bench.stream import FPS, HEIGHT, WIDTH, write_face_video
 
     with tempfile.TemporaryDirectory(prefix="microexp-bench-app-") as d:
         tmp = Path(d)
