@@ -166,6 +166,10 @@ def test_spotting_a_new_video_with_a_run(runs, lv30, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "subject,video,onset,offset,emotion" and len(lines) == len(result.spots) + 1
     assert json.loads(result.to_json())["spots"][0]["type"] in ("micro", "macro")
+    for bad in ("-3", "0"):  # one line naming the option, as predict's --fps (0 used to mean "the video's rate")
+        assert main(["spot", str(video), "--run", str(run), "--fps", bad]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"microexp spot: error: --fps {float(bad)!r}: a frame rate must be a number > 0"]
 
 
 def test_a_learned_spotter_with_a_malicious_pickle_is_refused(runs, tmp_path):
@@ -189,7 +193,7 @@ def test_a_learned_spotter_with_a_malicious_pickle_is_refused(runs, tmp_path):
     states = load_checkpoint(evil / "spotter.safetensors", keys=("micro", "macro"))
     (evil / "spotter.safetensors").unlink()
     torch.save(states, evil / "spotter.pt")
-    assert microexp.load(evil).nets["micro"].k == states["micro"]["k"]  # the legacy file still loads
+    assert microexp.load(evil).models["micro"].k == states["micro"]["k"]  # the legacy file still loads
     torch.save({**states, "payload": Evil()}, evil / "spotter.pt")
     with pytest.raises(DataError, match="spotter.pt: not a readable microexp checkpoint"):
         microexp.load(evil)

@@ -161,7 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", help="class protocol (default: the dataset's default)")
     p.add_argument("--task", choices=["recognise", "spot"], default="recognise",
                    help="recognise (default) | spot: find expression intervals in long videos (samm_lv, casme_sq, casme3)")
-    p.add_argument("--method", choices=["mdmd", "learned"], help="--task spot: mdmd (default, training-free) | learned")
+    p.add_argument("--method", help="--task spot: a spotting method, mdmd (default, training-free) | learned")
     p.add_argument("--recognise", type=Path, metavar="RUN",
                    help="--task spot: classify every spotted interval with this recognition run and score STRS")
     add_run_options(p)

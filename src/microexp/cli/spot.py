@@ -15,7 +15,7 @@ def run(args: argparse.Namespace) -> int:
 
     spotter = Spotter.load(args.run)
     result = spotter.spot(args.video, fps=args.fps, recognise=args.recognise, subject=args.subject or "",
-                          face=args.face)
+                          face=args.face, fps_name="--fps")
     if args.json:
         print(result.to_json())
     elif args.csv:
@@ -41,7 +41,7 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
     for item in getattr(args, "overrides", []) or []:  # --set fps=30 | face=none | recognise=RUN2 | ...
         key, _, value = item.partition("=")
         kinds = {"fps": float, "crop": int, "grid": int, "face": str, "seed": int, "epochs": int, "recognise": str,
-                 "threshold": str}
+                 "threshold": str, "blinks": str}
         if key not in kinds or not value:
             raise ConfigError(f"--set {item!r}: with --task spot, KEY is one of {', '.join(kinds)}")
         try:
@@ -95,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("video", type=Path, metavar="VIDEO", help="video file or folder of numbered frames")
     p.add_argument("--run", type=Path, required=True, help="spotting run directory (microexp evaluate --task spot)")
     p.add_argument("--recognise", type=Path, metavar="RUN2", help="recognition run to classify each interval")
-    p.add_argument("--fps", type=float, help="frame rate (default: the video's, else the run's)")
+    p.add_argument("--fps", type=float, help="frame rate, > 0 (default: the video's, else the run's)")
     p.add_argument("--subject", help="subject name for the CSV")
     p.add_argument("--face", choices=["dlib", "none"], help="face detection (none: frames are face crops)")
     g = p.add_mutually_exclusive_group()

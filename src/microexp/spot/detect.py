@@ -49,7 +49,7 @@ def fit_shape(train: Sequence[Interval], type: str, fps: float) -> TypeParams:
     ivs = [i for i in train if i.type == type]
     if ivs:
         mean_len = float(np.mean([i.length for i in ivs]))
-        before = float(np.mean([(i.apex if i.apex is not None else (i.onset + i.offset) // 2) - i.onset for i in ivs]))
+        before = float(np.mean([i.peak - i.onset for i in ivs]))
     else:
         mean_len = (0.4 if type == "micro" else 1.5) * fps
         before = mean_len / 3
@@ -73,6 +73,7 @@ class Curve:
     video: str
     numbers: np.ndarray
     score: np.ndarray
+    veto: np.ndarray | None = None  # positions where a peak is not an expression (blinks): no spot there
 
 
 def spots_of(curve: Curve, params: TypeParams, threshold: float | None = None) -> list[Spot]:
@@ -87,6 +88,8 @@ def spots_of(curve: Curve, params: TypeParams, threshold: float | None = None) -
     first, last = int(curve.numbers[0]), int(curve.numbers[-1])
     out = []
     for p in peaks - 1:
+        if curve.veto is not None and curve.veto[p]:
+            continue  # the peak of a blink: it still keeps other peaks k away, as one movement
         apex = int(curve.numbers[p])
         out.append(Spot(curve.dataset, curve.subject, curve.video, max(first, apex - params.before),
                         min(last, apex + params.after), params.type, float(curve.score[p])))
@@ -109,6 +112,15 @@ def fit_threshold(curves: Sequence[Curve], gt: Sequence[Interval], params: TypeP
     return best
 
 
+def random_shift(onset: int, offset: int, span: tuple[int, int] | None, rng: np.random.Generator) -> int:
+    """How far to move the interval ``onset..offset`` to a uniformly random place of its video's frames
+    ``span`` (same length; 0 where it does not fit or the span is unknown): the one rule of both controls."""
+    if span is None:
+        return 0
+    room = span[1] - (offset - onset + 1) + 1 - span[0]
+    return span[0] + int(rng.integers(0, room + 1)) - onset if room >= 0 else 0
+
+
 def shuffle_intervals(gt: Sequence[Interval], spans: Mapping[tuple[str, str], tuple[int, int]],
                       rng: np.random.Generator) -> list[Interval]:
     """The shuffled-interval control: each interval moved to a random place of its video (same length and apex
@@ -117,26 +129,15 @@ def shuffle_intervals(gt: Sequence[Interval], spans: Mapping[tuple[str, str], tu
 
     out = []
     for iv in gt:
-        first, last = spans.get(iv.key, (iv.onset, iv.offset))
-        room = last - iv.length + 1 - first
-        onset = first + int(rng.integers(0, room + 1)) if room >= 0 else iv.onset
-        shift = onset - iv.onset
+        shift = random_shift(iv.onset, iv.offset, spans.get(iv.key), rng)
         out.append(replace(iv, onset=iv.onset + shift, offset=iv.offset + shift,
                            apex=None if iv.apex is None else iv.apex + shift))
     return out
 
 
-def chance_f1(gt: Sequence[Interval], preds: Sequence[Spot], spans: Mapping[tuple[str, str], tuple[int, int]],
-              rng: np.random.Generator, draws: int = 20, type: str | None = None) -> float:
-    """Expected F1 of the same predictions placed at random within their videos (same lengths): the chance
-    level a control must score near."""
-    f1 = shuffled_prediction_f1(gt, preds, spans, rng, draws, type)
-    return float(np.mean(f1)) if len(f1) else 0.0
-
-
 def shuffled_prediction_f1(gt: Sequence[Interval], preds: Sequence[Spot],
                            spans: Mapping[tuple[str, str], tuple[int, int]], rng: np.random.Generator,
-                           draws: int = 20, type: str | None = None) -> np.ndarray:
+                           draws: int, type: str | None = None) -> np.ndarray:
     """The F1 of each of ``draws`` shuffles of the predictions: every predicted interval moved to a random place
     of its video (same length, same video)."""
     from dataclasses import replace
@@ -145,10 +146,7 @@ def shuffled_prediction_f1(gt: Sequence[Interval], preds: Sequence[Spot],
     for _ in range(draws):
         moved = []
         for p in preds:
-            first, last = spans.get(p.key, (p.onset, p.offset))
-            n = p.offset - p.onset + 1
-            room = last - n + 1 - first
-            on = first + int(rng.integers(0, room + 1)) if room >= 0 else p.onset
-            moved.append(replace(p, onset=on, offset=on + n - 1))
+            shift = random_shift(p.onset, p.offset, spans.get(p.key), rng)
+            moved.append(replace(p, onset=p.onset + shift, offset=p.offset + shift))
         f1.append(score(gt, moved).get(type=type).f1)
     return np.array(f1, np.float64)

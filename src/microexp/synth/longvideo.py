@@ -170,6 +170,21 @@ def _blinks(rng: np.random.Generator, n: int, fps: float, every_s: float) -> np.
     return b.astype(np.float32)
 
 
+def blink_envelope(video: LongVideo, config: LongVideoConfig) -> np.ndarray:
+    """The eyelid closure (0..1) of every frame of ``video``, as :func:`render_video` draws it (its generator's
+    first draws): the blinks' ground truth."""
+    rng = np.random.default_rng(np.random.SeedSequence([video.seed, 0x5E1F]))
+    return _blinks(rng, video.n_frames, video.fps, config.blink_every_s)
+
+
+def blink_intervals(envelope: np.ndarray, floor: float = 0.02) -> list[tuple[int, int]]:
+    """(first, last) 1-based frames of every blink of a closure envelope (closure above ``floor``)."""
+    on = np.concatenate([[False], envelope > floor, [False]])
+    starts = np.flatnonzero(~on[:-1] & on[1:])
+    ends = np.flatnonzero(on[:-1] & ~on[1:])
+    return [(int(a) + 1, int(b)) for a, b in zip(starts, ends, strict=True)]
+
+
 def render_video(video: LongVideo, config: LongVideoConfig, write: Callable[[int, np.ndarray], None]) -> None:
     """Render ``video`` frame by frame, calling ``write(frame_index_1based, uint8 gray frame)``."""
     faces = load_faces(config.n_subjects)
@@ -308,8 +323,8 @@ def events_of(config: LongVideoConfig) -> list[tuple[int, int, list[Event]]]:
     return [(v.subject_index, v.video_index, list(v.events)) for v in plan(config)]
 
 
-__all__ = ["LAYOUTS", "Event", "LongVideo", "LongVideoConfig", "envelope", "events_of", "plan",
-           "render_video", "write_layout"]
+__all__ = ["LAYOUTS", "Event", "LongVideo", "LongVideoConfig", "blink_envelope", "blink_intervals", "envelope",
+           "events_of", "plan", "render_video", "write_layout"]
 
 
 def run_cli(args: Any) -> int:
