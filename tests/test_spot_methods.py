@@ -78,3 +78,24 @@ def test_subject_folds_need_no_labels_and_never_split_a_subject():
         group_folds("loso", np.array(["a", "a"], dtype=object))
     with pytest.raises(ConfigError, match="grouped protocol 'holdout'"):
         group_folds("holdout", groups)
+
+
+def test_macro_windows_at_several_scales_and_their_merge():
+    from microexp.spot.detect import fit_scales, merge_scales, scale_key
+    from microexp.spot.metrics import Spot
+
+    train = [Interval("d", "s", "v", 100 * i, 100 * i + n - 1, "macro", 100 * i + n // 3) for i, n in
+             enumerate((20, 24, 30, 60, 70, 80))]
+    one = fit_scales(train, "macro", 30.0, 1)
+    two = fit_scales(train, "macro", 30.0, 2)
+    assert len(one) == 1 and len(two) == 2
+    assert two[0].k < one[0].k < two[1].k  # a short and a long window around the mean one
+    assert two[1].before + two[1].after > 2 * (two[0].before + two[0].after)
+    assert fit_scales(train[:3], "macro", 30.0, 2) == fit_scales(train[:3], "macro", 30.0, 1)  # too few: one
+    assert [scale_key("macro", i) for i in range(2)] == ["macro", "macro@1"]
+    a = [Spot("d", "s", "v", 10, 30, "macro", 1.0), Spot("d", "s", "v", 200, 220, "macro", 1.0)]
+    b = [Spot("d", "s", "v", 5, 60, "macro", 2.0), Spot("d", "s", "v", 400, 470, "macro", 2.0)]
+    merged = merge_scales([a, b], [[0.5, 0.1], [1.5, 0.2]])
+    # the overlapping pair keeps the one further above its threshold; the others stay
+    assert [(s.onset, s.offset) for s in merged] == [(5, 60), (200, 220), (400, 470)]
+    assert merge_scales([a, b], [[2.0, 0.1], [1.5, 0.2]])[0].onset == 10

@@ -18,7 +18,7 @@ import numpy as np
 from microexp import runs
 from microexp.errors import ConfigError, DataError
 from microexp.spot.blinks import Blink, blink_mask, blinks_of
-from microexp.spot.detect import Curve, TypeParams, spots_of
+from microexp.spot.detect import Curve, TypeParams, margins, merge_scales, scale_key, spots_of
 from microexp.spot.features import FeatureConfig, extract_features, iter_frames, video_fps
 from microexp.spot.methods import get_spot_method
 from microexp.spot.metrics import Spot, megc_class
@@ -75,11 +75,15 @@ class Spotter:
         self.method = body["method"]
         self.dataset = str(body.get("dataset", "input"))
         self.fps = float(body["fps"])
-        self.params = {t: TypeParams(**p) for t, p in body["types"].items()}
+        self.params = {t: TypeParams(**p) for t, p in body["types"].items()}  # the first window scale of each type
+        # every window scale of each type (runs before multi-scale windows: one per type)
+        self.scales = {t: [TypeParams(**d) for d in (body.get("scales") or {}).get(t, [body["types"][t]])]
+                       for t in body["types"]}
         self.features = FeatureConfig(**body["features"])
         self.blinks = str(body.get("blinks", "ignore"))  # runs made before blinks were separated: as they were
         spot_method = get_spot_method(self.method)
-        self.models = {t: spot_method.from_state((states or {}).get(t)) for t in self.params}
+        self.models = {scale_key(t, i): spot_method.from_state((states or {}).get(scale_key(t, i)))
+                       for t, ps in self.scales.items() for i in range(len(ps))}
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Spotter:
@@ -95,7 +99,9 @@ class Spotter:
             if not nets.is_file() and not nets.with_suffix(runs.LEGACY_SUFFIX).is_file():
                 raise ConfigError(f"{run_dir}: {nets.name} (the {body['method']} spotter's networks) is missing")
             # the one safe checkpoint policy: a run someone sent you cannot run code when loaded
-            states = runs.load_checkpoint(nets, keys=tuple(body["types"]))
+            keys = [scale_key(t, i) for t in body["types"]
+                    for i in range(len((body.get("scales") or {}).get(t, [None])))]
+            states = runs.load_checkpoint(nets, keys=tuple(keys))
         return cls(run_dir, body, states)
 
     def spot(self, video: str | Path, fps: float | None = None, recognise: Any = None,
@@ -106,23 +112,26 @@ class Spotter:
 
         given = check_fps(fps, fps_name)  # 0 or negative: one line, as predict's (0 used to mean "the video's")
         fps = given if given is not None else video_fps(video, self.fps)
-        if abs(fps - self.fps) / self.fps > 0.2:
-            # k and the interval shape are in frames: rescale them to this video's frame rate
-            r = fps / self.fps
-            params = {t: TypeParams(t, max(1, round(p.k * r)), round(p.before * r), round(p.after * r), p.threshold)
-                      for t, p in self.params.items()}
-        else:
-            params = self.params
+        r = fps / self.fps if abs(fps - self.fps) / self.fps > 0.2 else 1.0
+        # k and the interval shape are in frames: rescaled to this video's frame rate
+        scales = {t: [TypeParams(t, max(1, round(p.k * r)), round(p.before * r), round(p.after * r), p.threshold)
+                      for p in ps] for t, ps in self.scales.items()}
         config = self.features if face is None else FeatureConfig(**{**asdict(self.features), "face": face})
-        feats = extract_features(video, tuple(p.k for p in params.values()), fps, config)
+        feats = extract_features(video, tuple(p.k for ps in scales.values() for p in ps), fps, config)
         name = Path(video).stem if Path(video).is_file() else Path(video).name
         spots, curves = [], {}
         spot_method = get_spot_method(self.method)
-        for t, p in params.items():
-            values = spot_method.curve(self.models[t], feats, p.k)
-            curves[t] = values.tolist()
-            veto = blink_mask(feats) if self.blinks == "separate" else None
-            spots += spots_of(Curve(self.dataset, subject, name, feats.numbers, values, veto), p)
+        veto = blink_mask(feats) if self.blinks == "separate" else None
+        for t, ps in scales.items():
+            found, margin = [], []
+            for i, p in enumerate(ps):
+                values = spot_method.curve(self.models[scale_key(t, i)], feats, p.k)
+                if i == 0:
+                    curves[t] = values.tolist()
+                curve = Curve(self.dataset, subject, name, feats.numbers, values, veto)
+                found.append(spots_of(curve, p))
+                margin.append(margins(curve, found[-1], p.threshold))
+            spots += found[0] if len(found) == 1 else merge_scales(found, margin)
         spots.sort(key=lambda s: (s.onset, s.type))
         if recognise is not None and spots:
             spots = recognise_spots(video, spots, recognise, fps, face)

@@ -57,6 +57,57 @@ def fit_shape(train: Sequence[Interval], type: str, fps: float) -> TypeParams:
     return TypeParams(type, snap_k((mean_len + 1) / 2), int(round(before)), int(round(after)))
 
 
+def fit_scales(train: Sequence[Interval], type: str, fps: float, scales: int = 1) -> list[TypeParams]:
+    """One :class:`TypeParams` per window scale. ``scales`` 1: the mean shape (:func:`fit_shape`). More: the
+    training lengths' quantiles spread evenly (2 scales: the 25th and 75th percentile), each with its own k and
+    the mean onset-to-apex share of the length; scales whose k coincide are merged. Long expressions need long
+    windows: MDMD's head-to-tail difference cancels over a hold longer than k, and an interval of the mean length
+    misses the long and the short ones (IoU < 0.5)."""
+    mean = fit_shape(train, type, fps)
+    ivs = [i for i in train if i.type == type]
+    if scales <= 1 or len(ivs) < 2 * scales:
+        return [mean]
+    lengths = np.array([i.length for i in ivs], np.float64)
+    share = float(np.mean([(i.peak - i.onset) / max(i.length - 1, 1) for i in ivs]))
+    out: list[TypeParams] = []
+    for q in np.linspace(0.25, 0.75, scales):
+        length = float(np.quantile(lengths, q))
+        before = int(round(share * (length - 1)))
+        p = TypeParams(type, snap_k((length + 1) / 2), before, max(int(round(length - 1 - before)), 0))
+        if all(o.k != p.k for o in out):
+            out.append(p)
+    return out
+
+
+def scale_key(type: str, index: int) -> str:
+    """The name of a window scale's model in a saved spotter: the type for the first scale, ``type@i`` after."""
+    return type if index == 0 else f"{type}@{index}"
+
+
+def merge_scales(spots: Sequence[Sequence[Spot]], margins: Sequence[Sequence[float]], min_iou: float = 0.3
+                 ) -> list[Spot]:
+    """The spots of several window scales of one type as one list: where spots of different scales overlap
+    (IoU >= ``min_iou``) the one furthest above its own threshold (``margins``: per spot, its score minus the
+    threshold over the spread of its curve) is kept."""
+    from microexp.spot.metrics import iou
+
+    ranked = sorted(((m, i, s) for i, (ss, ms) in enumerate(zip(spots, margins, strict=True))
+                     for s, m in zip(ss, ms, strict=True)), key=lambda x: -x[0])
+    kept: list[tuple[int, Spot]] = []
+    for _, i, s in ranked:
+        if all(j == i or o.key != s.key or iou((o.onset, o.offset), (s.onset, s.offset)) < min_iou for j, o in kept):
+            kept.append((i, s))
+    return sorted((s for _, s in kept), key=lambda s: (s.key, s.onset))
+
+
+def margins(curve: Curve, found: Sequence[Spot], threshold: float) -> list[float]:
+    """How far above the threshold each spot's peak is, in units of the curve's spread (comparable across
+    scales)."""
+    finite = curve.score[np.isfinite(curve.score)]
+    spread = float(finite.std()) if len(finite) > 1 else 1.0
+    return [(s.score - threshold) / (spread or 1.0) for s in found]
+
+
 def smooth(x: np.ndarray, width: int) -> np.ndarray:
     if width <= 1 or len(x) == 0:
         return x

@@ -46,8 +46,11 @@ from microexp.spot.data import SpotData, load_spot_data
 from microexp.spot.detect import (
     Curve,
     TypeParams,
-    fit_shape,
+    fit_scales,
     fit_threshold,
+    margins,
+    merge_scales,
+    scale_key,
     shuffle_intervals,
     shuffled_prediction_f1,
     spots_of,
@@ -90,6 +93,7 @@ class SpotConfig:
     recognise: str | None = None  # a recognition run: classify every spotted interval, score STRS
     types: tuple[str, ...] = TYPES
     blinks: str = "separate"  # separate: no expression spotted on a blink (spot.blinks) | ignore: the former rule
+    macro_scales: int = 2  # window scales of the macro spotter (1: the former single mean-length window)
 
     def validate(self) -> None:
         if self.method not in spot_method_names():
@@ -98,6 +102,8 @@ class SpotConfig:
             raise ConfigError(f"spotting protocol {self.protocol!r}: expected loso or kfold")
         if self.control not in ("none", "shuffle"):
             raise ConfigError(f"control {self.control!r}: expected none or shuffle")
+        if not 1 <= self.macro_scales <= 4:
+            raise ConfigError(f"macro_scales {self.macro_scales}: expected 1 to 4")
         if self.blinks not in BLINK_RULES:
             raise ConfigError(f"blinks {self.blinks!r}: expected {' or '.join(BLINK_RULES)}")
         if self.threshold not in THRESHOLDS:
@@ -158,7 +164,7 @@ class _Context:
     keys: list[tuple[str, str]]
     groups: np.ndarray
     folds: list[Fold]
-    fold_params: list[dict[str, TypeParams]]
+    fold_params: list[dict[str, list[TypeParams]]]  # per fold, per type: one entry per window scale
 
     def subject(self, key: tuple[str, str]) -> str:
         return self.data.videos[key][0]
@@ -175,8 +181,8 @@ class _Context:
         return self.method.fit(videos, type, k, FitOptions(self.config.epochs, self.config.seed))
 
 
-def _fold_params(train_gt: list[Interval], types: tuple[str, ...], fps: float) -> dict[str, TypeParams]:
-    return {t: fit_shape(train_gt, t, fps) for t in types}
+def _fold_params(train_gt: list[Interval], config: SpotConfig, fps: float) -> dict[str, list[TypeParams]]:
+    return {t: fit_scales(train_gt, t, fps, config.macro_scales if t == "macro" else 1) for t in config.types}
 
 
 def inner_halves(subjects: set[str], seed: int) -> list[list[str]] | None:
@@ -258,9 +264,9 @@ def _context(config: SpotConfig, progress: Callable[[str], None] | None
     folds = group_folds(config.protocol, groups, seed=config.seed, n_splits=config.folds)
     gt_all = data.gt.intervals
     # every fold's k is fitted on its training subjects; the flow is computed once for the union of them
-    fold_params = [_fold_params([i for i in gt_all if i.subject in set(groups[f.train].tolist())], config.types,
+    fold_params = [_fold_params([i for i in gt_all if i.subject in set(groups[f.train].tolist())], config,
                                 data.fps) for f in folds]
-    feats, failed = _features(data, {p.k for fp in fold_params for p in fp.values()}, config, progress)
+    feats, failed = _features(data, {p.k for fp in fold_params for ps in fp.values() for p in ps}, config, progress)
     excluded = list(data.gt.excluded)
     for video, reason in failed:
         excluded += [Exclusion(f"{i.dataset}/{i.subject}/{i.id}", f"video {video} not scored: {reason}")
@@ -289,21 +295,31 @@ def _run_folds(ctx: _Context, train_truth: list[Interval], gt_used: list[Interva
         truth = [i for i in train_truth if i.subject in train_subjects]
         info: dict[str, Any] = {"fold": f.name, "test_subjects": sorted(test_subjects), "types": {}}
         for t in config.types:
-            p = params[t]
-            model = ctx.fit(train_keys, truth, t, p.k)
-            test_curves = [ctx.curve(key, model, p.k) for key in test_keys]
-            halves = None
-            if config.threshold == "test-peek":  # LEAKY on purpose: only to reproduce published numbers
-                th = fit_threshold(test_curves, [i for i in gt_used if i.subject in test_subjects], p)
-            else:
-                train_curves, halves = _threshold_curves(ctx, model, train_keys, truth, t, p.k)
-                th = fit_threshold(train_curves, truth, p)
-            fitted = TypeParams(t, p.k, p.before, p.after, th)
-            info["types"][t] = fitted.to_dict() | ({"threshold_fitted_on": halves} if halves else {})
-            for c in test_curves:
-                preds.extend(spots_of(c, fitted))
-                curves_out[(c.video, t, "score")] = c.score
-                curves_out[(c.video, t, "threshold")] = np.array([th])
+            found: list[list[Spot]] = []
+            margin: list[list[float]] = []
+            scale_info = []
+            for si, p in enumerate(params[t]):
+                model = ctx.fit(train_keys, truth, t, p.k)
+                test_curves = [ctx.curve(key, model, p.k) for key in test_keys]
+                halves = None
+                if config.threshold == "test-peek":  # LEAKY on purpose: only to reproduce published numbers
+                    th = fit_threshold(test_curves, [i for i in gt_used if i.subject in test_subjects], p)
+                else:
+                    train_curves, halves = _threshold_curves(ctx, model, train_keys, truth, t, p.k)
+                    th = fit_threshold(train_curves, truth, p)
+                fitted = TypeParams(t, p.k, p.before, p.after, th)
+                scale_info.append(fitted.to_dict() | ({"threshold_fitted_on": halves} if halves else {}))
+                found.append([])
+                margin.append([])
+                for c in test_curves:
+                    spots = spots_of(c, fitted)
+                    found[-1] += spots
+                    margin[-1] += margins(c, spots, th)
+                    if si == 0:  # the report draws the first scale's curve
+                        curves_out[(c.video, t, "score")] = c.score
+                        curves_out[(c.video, t, "threshold")] = np.array([th])
+            preds.extend(found[0] if len(found) == 1 else merge_scales(found, margin))
+            info["types"][t] = scale_info[0] | ({"scales": scale_info} if len(scale_info) > 1 else {})
         fold_info.append(info)
     return preds, fold_info, curves_out
 
@@ -393,23 +409,27 @@ def _save_final_models(out: Path, ctx: _Context, gt: list[Interval]) -> None:
     """The spotter fitted on every subject (k, interval shape, threshold and, for a trained method, its models),
     for spotting new videos: ``spotter.json`` (+ ``spotter.safetensors`` with the models' tensors)."""
     config, data, feats = ctx.config, ctx.data, ctx.feats
-    params, states = {}, {}
+    params, scales, states = {}, {}, {}
     computed = set(next(iter(feats.values())).ks) if feats else set()
     keys = sorted(feats)
     for t in config.types:
-        p = fit_shape(gt, t, data.fps)
-        if p.k not in computed:
-            # the all-subject k differs from every fold's: use the nearest computed one rather than recompute
-            p = TypeParams(t, min(computed, key=lambda k: abs(k - p.k)), p.before, p.after)
-        model = ctx.fit(keys, gt, t, p.k)
-        state = ctx.method.state(model)
-        if state is not None:
-            states[t] = state
-        curves = _threshold_curves(ctx, model, keys, gt, t, p.k)[0]
-        th = fit_threshold(curves, gt, p)
-        params[t] = TypeParams(t, p.k, p.before, p.after, th).to_dict()
+        fitted = []
+        for si, p in enumerate(fit_scales(gt, t, data.fps, config.macro_scales if t == "macro" else 1)):
+            if p.k not in computed:
+                # the all-subject k differs from every fold's: use the nearest computed one rather than recompute
+                p = TypeParams(t, min(computed, key=lambda k: abs(k - p.k)), p.before, p.after)
+            model = ctx.fit(keys, gt, t, p.k)
+            state = ctx.method.state(model)
+            if state is not None:
+                states[scale_key(t, si)] = state
+            curves = _threshold_curves(ctx, model, keys, gt, t, p.k)[0]
+            th = fit_threshold(curves, gt, p)
+            fitted.append(TypeParams(t, p.k, p.before, p.after, th).to_dict())
+        params[t] = fitted[0]
+        if len(fitted) > 1:
+            scales[t] = fitted
     body = {"method": config.method, "dataset": data.dataset, "fps": data.fps, "types": params,
-            "features": asdict(config.feature_config()), "blinks": config.blinks}
+            "features": asdict(config.feature_config()), "blinks": config.blinks, "scales": scales}
     rundir.write_json(out / rundir.SPOTTER, body, indent=1)
     if states:
         rundir.save_checkpoint(out / rundir.SPOTTER_NETS, states)

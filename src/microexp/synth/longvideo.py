@@ -221,8 +221,8 @@ def render_video(video: LongVideo, config: LongVideoConfig, write: Callable[[int
         write(i + 1, np.clip(np.round(out), 0, 255).astype(np.uint8))
 
 
-def _imwrite(path: Path, frame: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+def _imwrite(path: Path, frame: np.ndarray, quality: int = 95) -> None:
+    if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, quality]):
         raise DataError(f"{path}: could not write frame")
 
 
@@ -236,18 +236,25 @@ MICRO_HEADER = ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex F
 SAMM_EMOTION = {"negative": "Anger", "positive": "Happiness", "surprise": "Surprise"}
 
 
-def write_samm_lv(config: LongVideoConfig, out: Path, progress: Callable[[int], None] | None = None) -> Path:
+Render = Callable[[Any, Callable[[int, np.ndarray], None]], None]  # (video, write frame) -> None
+
+
+def write_samm_lv(config: LongVideoConfig, out: Path, progress: Callable[[int], None] | None = None,
+                  videos: list[Any] | None = None, render: Render | None = None, quality: int = 95) -> Path:
     """``out/SAMM_LongVideos_V2_Release.csv`` + ``out/SAMM_Micro_FACS_Codes_v2.csv`` (the micro sheet the
-    emotion join reads) + ``out/SAMM_longvideos/<sss>_<v>/<sss>_<v>_0001.jpg``."""
+    emotion join reads) + ``out/SAMM_longvideos/<sss>_<v>/<sss>_<v>_0001.jpg``. ``videos`` and ``render``: another
+    generator's timelines and renderer (:mod:`microexp.synth.bumps`), written in the same layout."""
     out = Path(out)
     rows, micro = [], []
-    for video in plan(config):
+    if render is None:
+        def render(video: Any, write: Callable[[int, np.ndarray], None]) -> None:
+            render_video(video, config, write)
+    for video in plan(config) if videos is None else videos:
         subject = f"{video.subject_index + 1:03d}"
         name = f"{subject}_{video.video_index + 1}"
         folder = out / "SAMM_longvideos" / name
         folder.mkdir(parents=True, exist_ok=True)
-        render_video(video, config, lambda i, f, folder=folder, name=name: _imwrite(folder / f"{name}_{i:04d}.jpg",
-                                                                                   f))
+        render(video, lambda i, f, folder=folder, name=name: _imwrite(folder / f"{name}_{i:04d}.jpg", f, quality))
         for k, ev in enumerate(video.events, 1):
             fn = f"{name}_{k}"
             kind = "Macro" if ev.type == "macro" else "Micro - 1/2"
@@ -315,6 +322,13 @@ def write_layout(layout: str, config: LongVideoConfig, out: Path,
         raise ConfigError(f"unknown long-video layout {layout!r} (known: {', '.join(LAYOUTS)})")
     out = write_samm_lv(config, out, progress) if layout == "samm_lv" else write_casme_sq_long(config, out, progress)
     (Path(out) / FPS_FILE).write_text(f"{config.fps:g}\n")
+    if layout == "samm_lv":  # the blinks' ground truth, as the second renderer writes it (spot.transfer reads it)
+        import json
+
+        body = {f"{v.subject_index + 1:03d}_{v.video_index + 1}": {
+            "blinks": [(a, b, 1.0) for a, b in blink_intervals(blink_envelope(v, config))], "turns": [], "talk": []}
+            for v in plan(config)}
+        (Path(out) / "distractors.json").write_text(json.dumps({"renderer": "tps", "videos": body}, indent=1))
     return out
 
 
