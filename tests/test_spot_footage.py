@@ -83,3 +83,28 @@ def test_blinks_reach_the_json_csv_and_table():
     assert r.to_csv().splitlines()[1:] == ["s1,clip,40,52,", "s1,clip,100,108,blink"]
     table = r.table().splitlines()
     assert "1 spotted interval(s), 1 blink(s)" in table[0] and table[2].startswith("  blink frames 100-108")
+
+
+def test_the_cnn_detector_finds_the_turned_faces_hog_misses():
+    """On a head turn of the second renderer (30 degrees of yaw) HOG loses the face; dlib-mmod (HOG, then dlib's
+    MMOD CNN detector) finds it in every one of those frames."""
+    from microexp.preprocess.face import get_backend
+    from microexp.synth.bumps import render_bump_video
+
+    config = BumpConfig(n_subjects=6, videos_per_subject=2, n_frames=600, fps=30, size=64, micro_per_video=3,
+                        macro_per_video=1, neutral_videos=1, seed=21)  # the cross-renderer set of docs/spotting.md
+    video = next(v for v in plan_bumps(config) if (v.subject_index, v.video_index) == (5, 1))
+    assert (386, 468, -29.59) in video.distractors.turns
+    import cv2
+
+    frames: dict[int, np.ndarray] = {}
+
+    def keep(i: int, frame: np.ndarray) -> None:  # as written to disk (JPEG quality 85)
+        if 401 <= i <= 405:
+            frames[i] = cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1], 0)
+
+    render_bump_video(video, config, keep)
+    hog, mmod = get_backend("dlib"), get_backend("dlib-mmod")
+    assert [hog.detect(frames[i]) for i in range(401, 406)] == [None] * 5
+    found = [mmod.detect(frames[i]) for i in range(401, 406)]
+    assert all(f is not None and f.landmarks.shape == (68, 2) for f in found)

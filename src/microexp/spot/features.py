@@ -36,20 +36,23 @@ N_BINS = 8  # flow directions of the main-direction analysis
 REGIONS = ("eyes", "brows", "mouth")  # face regions whose mean flow magnitude is kept per frame (blinks)
 
 
+FACE_MODES = ("dlib", "dlib-mmod", "none")  # dlib-mmod: dlib's CNN detector where HOG finds no face
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     crop: int = 64  # face crop side (pixels) the flow is computed on
     grid: int = 6  # blocks per side
     flow_size: int = 16  # side of the small flow maps kept for the learned spotter
-    face: str = "dlib"  # dlib | none
+    face: str = "dlib"  # dlib | dlib-mmod | none
     redetect_s: float = 0.5
     lost_s: float = 1.0
     tolerance: float = 0.08  # box kept while the detection moves less than this fraction of its side
     keep_maps: bool = True
 
     def validate(self) -> None:
-        if self.face not in ("dlib", "none"):
-            raise ConfigError(f"face {self.face!r}: expected dlib or none")
+        if self.face not in FACE_MODES:
+            raise ConfigError(f"face {self.face!r}: expected {', '.join(FACE_MODES)}")
         if self.crop < 16 or self.grid < 1 or self.crop // self.grid < 2:
             raise ConfigError(f"crop {self.crop} / grid {self.grid}: need crop >= 16 and >= 2 pixels per block")
 
@@ -143,7 +146,7 @@ class _FaceTracker:
             from microexp.preprocess.face import NoFaceError, find_face
 
             try:
-                face = find_face(gray)
+                face = find_face(gray, backend=self.config.face)
             except NoFaceError:
                 face = None
             if face is not None:
