@@ -363,3 +363,21 @@ def test_synth_cli_writes_a_long_video_layout(tmp_path, capsys):
     assert (out / "fps.txt").read_text() == "30\n" and data.fps == 30.0 and "fps.txt" in said
     assert main(["synth", "--layout", "samm_lv", "--out", str(tmp_path / "x"), "--frames", "40"]) == 2
     assert "cannot hold" in capsys.readouterr().err
+
+
+def test_cross_renderer_figures_on_the_second_renderer(runs, tmp_path):
+    """The small version of docs/spotting.md's cross-renderer table: the learned spotter trained on the first
+    renderer, applied as saved to the second renderer's videos (other faces, other deformation model)."""
+    from microexp.spot.transfer import summary, transfer
+    from microexp.synth.bumps import BumpConfig, write_bump_layout
+
+    root = write_bump_layout(BumpConfig(n_subjects=2, videos_per_subject=1, n_frames=420, fps=30.0, size=48,
+                                        micro_per_video=2, macro_per_video=1, seed=4), tmp_path / "b")
+    r = transfer(runs["learned"].out, "samm_lv", root)
+    micro = r["overall"]["micro"]
+    assert micro["tp"] + micro["fn"] == 4 and r["overall"]["macro"]["tp"] + r["overall"]["macro"]["fn"] == 2
+    # better placed than its own predictions moved at random
+    assert micro["f1"] > r["shuffled_predictions"]["micro"]["f1"]
+    b = r["blinks"]
+    assert b["n"] >= 2 and 0 <= b["reported_as_expression"] <= b["n"] and r["false_alarms_per_minute"] >= 0
+    assert "blinks:" in summary(r) and r["blink_rule"] == "ignore"  # the test run was made with blinks=ignore

@@ -41,7 +41,7 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
     for item in getattr(args, "overrides", []) or []:  # --set fps=30 | face=none | recognise=RUN2 | ...
         key, _, value = item.partition("=")
         kinds = {"fps": float, "crop": int, "grid": int, "face": str, "seed": int, "epochs": int, "recognise": str,
-                 "threshold": str, "blinks": str}
+                 "threshold": str, "blinks": str, "macro_scales": int}
         if key not in kinds or not value:
             raise ConfigError(f"--set {item!r}: with --task spot, KEY is one of {', '.join(kinds)}")
         try:
