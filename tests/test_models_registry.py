@@ -82,8 +82,8 @@ def test_model_spec_rejects_an_unknown_kind_and_fewer_than_two_classes() -> None
 
 
 def test_face_backends_register_once_and_unknown_names_list_the_known_ones() -> None:
-    assert face.FACE_BACKENDS.names() == ["dlib"]
+    assert face.FACE_BACKENDS.names() == ["dlib", "dlib-mmod"]
     with pytest.raises(ConfigError, match="face backend 'dlib' is registered twice"):
         face.register_backend("dlib", face.DlibBackend)
-    with pytest.raises(ConfigError, match=r"unknown face backend 'mediapipe' \(known: dlib\)"):
+    with pytest.raises(ConfigError, match=r"unknown face backend 'mediapipe' \(known: dlib, dlib-mmod\)"):
         face.get_backend("mediapipe")

@@ -188,7 +188,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--task au: detect the AUs with at least N positive clips in each training fold (default 5)")
     p.add_argument("--au-no-pos-weight", action="store_true",
                    help="--task au: no positive-class weights in the binary cross-entropy")
-    p.add_argument("--method", choices=["mdmd", "learned"], help="--task spot: mdmd (default, training-free) | learned")
+    p.add_argument("--method", help="--task spot: a spotting method, mdmd (default, training-free) | learned")
     p.add_argument("--recognise", type=Path, metavar="RUN",
                    help="--task spot: classify every spotted interval with this recognition run and score STRS")
     add_run_options(p)

@@ -15,7 +15,7 @@ def run(args: argparse.Namespace) -> int:
 
     spotter = Spotter.load(args.run)
     result = spotter.spot(args.video, fps=args.fps, recognise=args.recognise, subject=args.subject or "",
-                          face=args.face)
+                          face=args.face, fps_name="--fps")
     if args.json:
         print(result.to_json())
     elif args.csv:
@@ -93,9 +93,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("video", type=Path, metavar="VIDEO", help="video file or folder of numbered frames")
     p.add_argument("--run", type=Path, required=True, help="spotting run directory (microexp evaluate --task spot)")
     p.add_argument("--recognise", type=Path, metavar="RUN2", help="recognition run to classify each interval")
-    p.add_argument("--fps", type=float, help="frame rate (default: the video's, else the run's)")
+    p.add_argument("--fps", type=float, help="frame rate, > 0 (default: the video's, else the run's)")
     p.add_argument("--subject", help="subject name for the CSV")
-    p.add_argument("--face", choices=["dlib", "none"], help="face detection (none: frames are face crops)")
+    p.add_argument("--face", choices=["dlib", "dlib-mmod", "none"],
+                   help="face detection (dlib-mmod: dlib's CNN detector where HOG finds none, e.g. turned heads; "
+                        "none: frames are face crops)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="microexp's JSON")
     g.add_argument("--csv", action="store_true", help="the spot-then-recognise CSV (subject,video,onset,offset,emotion)")

@@ -16,6 +16,8 @@ from microexp.errors import ConfigError
 EXPRESSION_TYPES = ("micro", "macro")
 PROTOCOLS = ("loso", "kfold")
 CONTROLS = ("none", "shuffle")
+BLINK_RULES = ("separate", "ignore")
+MACRO_SCALES = (1, 4)  # the macro spotter's window scales, least and most
 THRESHOLDS = {"train": "fitted on the training subjects of each fold (learned: on out-of-fold curves)",
               "in-sample": "fitted on the training subjects of each fold, on the curves of the network trained on "
                            "them (learned spotter: scores its own training videos, so biased; the former rule)",
@@ -27,7 +29,7 @@ class SpotRunConfig(ConfigModel):
 
     # what ``microexp evaluate --task spot --set KEY=VALUE`` may set
     SETTABLE: ClassVar[tuple[str, ...]] = ("fps", "crop", "grid", "face", "seed", "epochs", "recognise",
-                                           "threshold")
+                                           "threshold", "blinks", "macro_scales")
 
     dataset: str = "samm_lv"
     root: str = ""
@@ -45,6 +47,8 @@ class SpotRunConfig(ConfigModel):
     fps: float | None = None  # None: the release's frame rate (SAMM-LV 200, CAS(ME)^2 and CAS(ME)^3 30)
     recognise: str | None = None  # a recognition run: classify every spotted interval, score STRS
     types: tuple[str, ...] = EXPRESSION_TYPES
+    blinks: str = "separate"  # separate: no expression spotted on a blink (spot.blinks) | ignore: the former rule
+    macro_scales: int = 2  # window scales of the macro spotter (1: the former single mean-length window)
 
     @model_validator(mode="after")
     def _check(self) -> SpotRunConfig:
@@ -57,6 +61,10 @@ class SpotRunConfig(ConfigModel):
         for t in self.types:
             if t not in EXPRESSION_TYPES:
                 raise ConfigError(f"expression type {t!r}: expected micro and/or macro")
+        if not MACRO_SCALES[0] <= self.macro_scales <= MACRO_SCALES[1]:
+            raise ConfigError(f"macro_scales {self.macro_scales}: expected {MACRO_SCALES[0]} to {MACRO_SCALES[1]}")
+        if self.blinks not in BLINK_RULES:
+            raise ConfigError(f"blinks {self.blinks!r}: expected {' or '.join(BLINK_RULES)}")
         if self.fps is not None and not self.fps > 0:
             raise ConfigError(f"fps {self.fps}: must be positive")
         return self

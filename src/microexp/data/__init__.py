@@ -12,7 +12,8 @@ from typing import Any
 _LAZY = {"ClipRecord": "microexp.data.records", "ClipSet": "microexp.data.records",
          "Exclusion": "microexp.data.records", "DatasetSpec": "microexp.data.registry",
          "dataset_names": "microexp.data.registry", "get_dataset": "microexp.data.registry",
-         "load_dataset": "microexp.data.registry", "register_dataset": "microexp.data.registry"}
+         "load_dataset": "microexp.data.registry", "register_dataset": "microexp.data.registry",
+         "Row": "microexp.data._common"}  # one parsed annotation row (the synthetic trees are built from rows)
 
 __all__ = sorted(_LAZY)
 

@@ -150,14 +150,15 @@ def place(rows: list[Row], tree: Path, kind: str) -> list[Row]:
     return rows
 
 
-def _find_annotation(root: Path, tree: Path, patterns: tuple[str, ...]) -> Path | None:
+def find_annotation(root: Path, tree: Path, patterns: tuple[str, ...]) -> Path | None:
+    """The first file matching ``patterns`` in the release's annotation folders (None when there is none)."""
     folders = [root / d for d in ANNOTATION_DIRS] + [tree.parent, tree.parent.parent]
     return find_file(folders, patterns)
 
 
 def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], list[Exclusion]]:
     tree, kind = find_tree(root)
-    ann = annotation or _find_annotation(Path(root), tree, LABEL_PATTERNS)
+    ann = annotation or find_annotation(Path(root), tree, LABEL_PATTERNS)
     if ann is None:
         raise DataError(f"{root}: no cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx found (looked in the root and "
                         "annotation/partA); pass --annotation FILE")
@@ -168,7 +169,7 @@ def load_macro_micro(root: Path, annotation: Path | None = None) -> tuple[list[C
     tree, kind = find_tree(root)
     if kind != "full":
         raise DataError(f"{root}: macro-expressions need the full Part A tree (spNO.<k>/<video>/color/)")
-    ann = annotation or _find_annotation(Path(root), tree, MM_PATTERNS)
+    ann = annotation or find_annotation(Path(root), tree, MM_PATTERNS)
     if ann is None:
         raise DataError(f"{root}: no CAS(ME)3_part_A_v2.xls found; pass --annotation FILE")
     return build_records("casme3_mm", tree, place(read_macro_micro(Path(ann)), tree, kind))
@@ -178,7 +179,7 @@ def make_scan(mm: bool) -> Callable[[Path, Path | None], Scan]:
     def scan(root: Path, annotation: Path | None) -> Scan:
         tree, kind = find_tree(root)
         patterns = MM_PATTERNS if mm else LABEL_PATTERNS
-        ann = annotation or _find_annotation(Path(root), tree, patterns)
+        ann = annotation or find_annotation(Path(root), tree, patterns)
         if ann is None:
             raise ConfigError(f"{root}: no CAS(ME)^3 annotation found (annotation/partA/{patterns[0]}); "
                               "pass --annotation FILE")

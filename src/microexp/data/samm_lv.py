@@ -84,19 +84,26 @@ def read_annotation(path: Path) -> list[Row]:
         if not subj.isdigit():
             raise AnnotationError(f"subject {subj!r} is not a subject number", file=path, row=line, column="Subject")
         video = clip.rsplit("_", 1)[0]
+        kind = expression_type(cell_text(cells["type"]), path, line)
         row = Row(subject=f"{int(subj):03d}", clip_id=clip,
-                  emotion=expression_type(cell_text(cells["type"]), path, line),
+                  emotion=kind,  # the samm_lv-type class protocol's label; spotting reads row_type()
                   onset=int_cell(cells["onset"], path, line, "Onset"),
                   apex=int_cell(cells["apex"], path, line, "Apex", sentinels={"-1": None, "": None}),
                   offset=int_cell(cells["offset"], path, line, "Offset"),
                   folder=Path(video), aus=cell_text(cells.get("aus")), fps=FPS, source=f"{path}:{line}", span=True,
-                  meta={"video": video, "type": cell_text(cells["type"])})
+                  meta={"video": video, "type": cell_text(cells["type"]), "expression_type": kind})
         if "notes" in cells and cell_text(cells["notes"]):
             row.meta["notes"] = cell_text(cells["notes"])
         fix_apex(row, cell_text(cells["apex"]))
         rows.append(row)
     _dedupe(rows)
     return checked_rows(rows, path, table.header_row)
+
+
+def row_type(row: Row) -> str:
+    """The expression type of a row, ``macro`` or ``micro`` (also its ``emotion``, for the class protocol)."""
+    return str(row.meta.get("expression_type") or expression_type(str(row.meta.get("type", "")), Path(row.source),
+                                                                  0))
 
 
 def _dedupe(rows: list[Row]) -> None:

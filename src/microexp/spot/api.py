@@ -17,9 +17,10 @@ import numpy as np
 
 from microexp import runs
 from microexp.errors import ConfigError, DataError
-from microexp.spot.detect import Curve, TypeParams, spots_of
+from microexp.spot.blinks import Blink, blink_mask, blinks_of
+from microexp.spot.detect import Curve, TypeParams, margins, merge_scales, scale_key, spots_of
 from microexp.spot.features import FeatureConfig, extract_features, iter_frames, video_fps
-from microexp.spot.methods import LearnedSpotter, mdmd_curve, net_inputs
+from microexp.spot.methods import get_spot_method
 from microexp.spot.metrics import Spot, megc_class
 from microexp.spot.outputs import str_csv
 
@@ -32,24 +33,35 @@ class SpotResult:
     spots: list[Spot]
     gaps: list[tuple[int, int, str]] = field(default_factory=list)
     curves: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    blinks: list[Blink] = field(default_factory=list)
+    subject: str = ""
+    name: str = ""  # the video's name in the CSV
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "fps": self.fps, "n_frames": self.n_frames,
                 "spots": [asdict(s) | {"onset_s": s.onset / self.fps, "offset_s": s.offset / self.fps}
                           for s in self.spots],
+                "blinks": [b.to_dict() | {"onset_s": b.onset / self.fps, "offset_s": b.offset / self.fps}
+                           for b in self.blinks],
                 "gaps": [{"first_frame": a, "last_frame": b, "reason": r} for a, b, r in self.gaps]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
 
     def to_csv(self) -> str:
-        return str_csv(self.spots)
+        """The spot-then-recognise CSV; blinks are rows too, with ``blink`` as their emotion."""
+        blinks = [Spot("input", self.subject, self.name, b.onset, b.offset, "blink", b.score, "blink")
+                  for b in self.blinks]
+        return str_csv(self.spots + blinks)
 
     def table(self) -> str:
-        lines = [f"{self.source}: {self.n_frames} frames at {self.fps:g} fps, {len(self.spots)} spotted interval(s)"]
-        for s in self.spots:
-            lines.append(f"  {s.type:<5} frames {s.onset}-{s.offset} ({s.onset / self.fps:.2f}-"
-                         f"{s.offset / self.fps:.2f} s) score {s.score:.3f}" + (f" {s.emotion}" if s.emotion else ""))
+        lines = [f"{self.source}: {self.n_frames} frames at {self.fps:g} fps, {len(self.spots)} spotted interval(s), "
+                 f"{len(self.blinks)} blink(s)"]
+        events = [(s.onset, s.offset, s.type, s.score, s.emotion) for s in self.spots]
+        events += [(b.onset, b.offset, "blink", b.score, "") for b in self.blinks]
+        for onset, offset, kind, value, emotion in sorted(events):
+            lines.append(f"  {kind:<5} frames {onset}-{offset} ({onset / self.fps:.2f}-"
+                         f"{offset / self.fps:.2f} s) score {value:.3f}" + (f" {emotion}" if emotion else ""))
         for a, b, r in self.gaps:
             lines.append(f"  gap frames {a}-{b}: {r}")
         return "\n".join(lines)
@@ -63,9 +75,15 @@ class Spotter:
         self.method = body["method"]
         self.dataset = str(body.get("dataset", "input"))
         self.fps = float(body["fps"])
-        self.params = {t: TypeParams(**p) for t, p in body["types"].items()}
+        self.params = {t: TypeParams(**p) for t, p in body["types"].items()}  # the first window scale of each type
+        # every window scale of each type (runs before multi-scale windows: one per type)
+        self.scales = {t: [TypeParams(**d) for d in (body.get("scales") or {}).get(t, [body["types"][t]])]
+                       for t in body["types"]}
         self.features = FeatureConfig(**body["features"])
-        self.nets = {t: LearnedSpotter.from_state(s) for t, s in (states or {}).items()}
+        self.blinks = str(body.get("blinks", "ignore"))  # runs made before blinks were separated: as they were
+        spot_method = get_spot_method(self.method)
+        self.models = {scale_key(t, i): spot_method.from_state((states or {}).get(scale_key(t, i)))
+                       for t, ps in self.scales.items() for i in range(len(ps))}
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Spotter:
@@ -76,44 +94,48 @@ class Spotter:
                               "microexp evaluate --task spot")
         body = runs.read_json(path, "run file")
         states = None
-        if body["method"] == "learned":
+        if get_spot_method(str(body["method"])).trained:
             nets = run_dir / runs.SPOTTER_NETS
             if not nets.is_file() and not nets.with_suffix(runs.LEGACY_SUFFIX).is_file():
-                raise ConfigError(f"{run_dir}: {nets.name} (the learned spotter's networks) is missing")
+                raise ConfigError(f"{run_dir}: {nets.name} (the {body['method']} spotter's networks) is missing")
             # the one safe checkpoint policy: a run someone sent you cannot run code when loaded
-            states = runs.load_checkpoint(nets, keys=tuple(body["types"]))
+            keys = [scale_key(t, i) for t in body["types"]
+                    for i in range(len((body.get("scales") or {}).get(t, [None])))]
+            states = runs.load_checkpoint(nets, keys=tuple(keys))
         return cls(run_dir, body, states)
 
     def spot(self, video: str | Path, fps: float | None = None, recognise: Any = None,
-             subject: str = "", face: str | None = None) -> SpotResult:
+             subject: str = "", face: str | None = None, fps_name: str = "fps") -> SpotResult:
         """Spot micro- and macro-expressions in a video file or frame folder; ``recognise``: a recognition run
         directory or a loaded predictor, to classify every spotted interval."""
-        fps = float(fps) if fps else video_fps(video, self.fps)
-        if abs(fps - self.fps) / self.fps > 0.2:
-            # k and the interval shape are in frames: rescale them to this video's frame rate
-            r = fps / self.fps
-            params = {t: TypeParams(t, max(1, round(p.k * r)), round(p.before * r), round(p.after * r), p.threshold)
-                      for t, p in self.params.items()}
-        else:
-            params = self.params
+        from microexp.predict.video import check_fps
+
+        given = check_fps(fps, fps_name)  # 0 or negative: one line, as predict's (0 used to mean "the video's")
+        fps = given if given is not None else video_fps(video, self.fps)
+        r = fps / self.fps if abs(fps - self.fps) / self.fps > 0.2 else 1.0
+        # k and the interval shape are in frames: rescaled to this video's frame rate
+        scales = {t: [TypeParams(t, max(1, round(p.k * r)), round(p.before * r), round(p.after * r), p.threshold)
+                      for p in ps] for t, ps in self.scales.items()}
         config = self.features if face is None else FeatureConfig(**{**asdict(self.features), "face": face})
-        feats = extract_features(video, tuple(p.k for p in params.values()), fps, config)
+        feats = extract_features(video, tuple(p.k for ps in scales.values() for p in ps), fps, config)
         name = Path(video).stem if Path(video).is_file() else Path(video).name
         spots, curves = [], {}
-        for t, p in params.items():
-            if self.method == "learned":
-                net = self.nets[t]
-                if net.k != p.k:
-                    net = LearnedSpotter.from_state({**net.state(), "k": p.k})
-                values = net.predict(*net_inputs(feats, p.k))
-            else:
-                values = mdmd_curve(feats, p.k)
-            curves[t] = values.tolist()
-            spots += spots_of(Curve(self.dataset, subject, name, feats.numbers, values), p)
+        spot_method = get_spot_method(self.method)
+        veto = blink_mask(feats) if self.blinks == "separate" else None
+        for t, ps in scales.items():
+            found, margin = [], []
+            for i, p in enumerate(ps):
+                values = spot_method.curve(self.models[scale_key(t, i)], feats, p.k)
+                if i == 0:
+                    curves[t] = values.tolist()
+                curve = Curve(self.dataset, subject, name, feats.numbers, values, veto)
+                found.append(spots_of(curve, p))
+                margin.append(margins(curve, found[-1], p.threshold))
+            spots += found[0] if len(found) == 1 else merge_scales(found, margin)
         spots.sort(key=lambda s: (s.onset, s.type))
         if recognise is not None and spots:
             spots = recognise_spots(video, spots, recognise, fps, face)
-        return SpotResult(str(video), fps, feats.n_frames, spots, feats.gaps, curves)
+        return SpotResult(str(video), fps, feats.n_frames, spots, feats.gaps, curves, blinks_of(feats), subject, name)
 
 
 def recognise_spots(video: str | Path, spots: list[Spot], recognise: Any, fps: float,
@@ -154,8 +176,3 @@ def recognise_spots(video: str | Path, spots: list[Spot], recognise: Any, fps: f
     if missing:
         raise DataError(f"{video}: frames {missing[0].onset}..{missing[0].offset} not found for recognition")
     return [replace(s, emotion=labels[i]) for i, s in enumerate(spots)]
-
-
-def spot(video: str | Path, run: str | Path, recognise: str | Path | None = None, fps: float | None = None
-         ) -> SpotResult:
-    return Spotter.load(run).spot(video, fps=fps, recognise=recognise)

@@ -36,7 +36,7 @@ class SpotData:
 def _samm_lv(root: Path, annotation: Path | None) -> tuple[GroundTruth, dict[tuple[str, str], tuple[str, Path]],
                                                            Path]:
     from microexp.data import samm, samm_lv
-    from microexp.data._common import find_file, subdirs
+    from microexp.data.folders import find_file, subdirs
     from microexp.spot.groundtruth import samm_lv_intervals
 
     tree, ann = samm_lv.resolve(root, annotation)
@@ -54,7 +54,7 @@ def _samm_lv(root: Path, annotation: Path | None) -> tuple[GroundTruth, dict[tup
 def _casme_sq(root: Path, annotation: Path | None) -> tuple[GroundTruth, dict[tuple[str, str], tuple[str, Path]],
                                                             Path]:
     from microexp.data import casme_sq
-    from microexp.data._common import subdirs
+    from microexp.data.folders import subdirs
     from microexp.spot.groundtruth import casme_sq_intervals
 
     tree, ann = casme_sq.resolve(root, annotation)
@@ -71,16 +71,16 @@ def _casme_sq(root: Path, annotation: Path | None) -> tuple[GroundTruth, dict[tu
 def _casme3(root: Path, annotation: Path | None) -> tuple[GroundTruth, dict[tuple[str, str], tuple[str, Path]],
                                                           Path]:
     from microexp.data import casme3
-    from microexp.data._common import subdirs
+    from microexp.data.folders import subdirs
     from microexp.spot.groundtruth import casme3_intervals
 
     tree, kind = casme3.find_tree(root)
     if kind != "full":
         raise DataError(f"{root}: spotting needs the full Part A tree (spNO.<k>/<video>/color/), not ME clips")
-    ann = annotation or casme3._find_annotation(Path(root), tree, casme3.MM_PATTERNS)
+    ann = annotation or casme3.find_annotation(Path(root), tree, casme3.MM_PATTERNS)
     if ann is None:
         raise DataError(f"{root}: no CAS(ME)3_part_A_v2.xls found; pass --annotation FILE")
-    labels = casme3._find_annotation(Path(root), tree, casme3.LABEL_PATTERNS)
+    labels = casme3.find_annotation(Path(root), tree, casme3.LABEL_PATTERNS)
     gt = casme3_intervals(Path(ann), labels)
     videos = {}
     for s in subdirs(tree):
@@ -116,7 +116,7 @@ def release_fps(dataset: str, root: Path, annotation: Path | None) -> tuple[floa
 
 def load_spot_data(dataset: str, root: str | Path, annotation: str | Path | None = None) -> SpotData:
     """Ground truth and video folders of a long-video data set; see the module docstring for what is excluded."""
-    from microexp.data._common import numbered_frames
+    from microexp.data.folders import numbered_frames
 
     check_dataset(dataset)
     loader = {"samm_lv": _samm_lv, "casme_sq": _casme_sq, "casme3": _casme3}[dataset]

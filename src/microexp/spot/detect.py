@@ -49,12 +49,63 @@ def fit_shape(train: Sequence[Interval], type: str, fps: float) -> TypeParams:
     ivs = [i for i in train if i.type == type]
     if ivs:
         mean_len = float(np.mean([i.length for i in ivs]))
-        before = float(np.mean([(i.apex if i.apex is not None else (i.onset + i.offset) // 2) - i.onset for i in ivs]))
+        before = float(np.mean([i.peak - i.onset for i in ivs]))
     else:
         mean_len = (0.4 if type == "micro" else 1.5) * fps
         before = mean_len / 3
     after = max(mean_len - 1 - before, 0.0)
     return TypeParams(type, snap_k((mean_len + 1) / 2), int(round(before)), int(round(after)))
+
+
+def fit_scales(train: Sequence[Interval], type: str, fps: float, scales: int = 1) -> list[TypeParams]:
+    """One :class:`TypeParams` per window scale. ``scales`` 1: the mean shape (:func:`fit_shape`). More: the
+    training lengths' quantiles spread evenly (2 scales: the 25th and 75th percentile), each with its own k and
+    the mean onset-to-apex share of the length; scales whose k coincide are merged. Long expressions need long
+    windows: MDMD's head-to-tail difference cancels over a hold longer than k, and an interval of the mean length
+    misses the long and the short ones (IoU < 0.5)."""
+    mean = fit_shape(train, type, fps)
+    ivs = [i for i in train if i.type == type]
+    if scales <= 1 or len(ivs) < 2 * scales:
+        return [mean]
+    lengths = np.array([i.length for i in ivs], np.float64)
+    share = float(np.mean([(i.peak - i.onset) / max(i.length - 1, 1) for i in ivs]))
+    out: list[TypeParams] = []
+    for q in np.linspace(0.25, 0.75, scales):
+        length = float(np.quantile(lengths, q))
+        before = int(round(share * (length - 1)))
+        p = TypeParams(type, snap_k((length + 1) / 2), before, max(int(round(length - 1 - before)), 0))
+        if all(o.k != p.k for o in out):
+            out.append(p)
+    return out
+
+
+def scale_key(type: str, index: int) -> str:
+    """The name of a window scale's model in a saved spotter: the type for the first scale, ``type@i`` after."""
+    return type if index == 0 else f"{type}@{index}"
+
+
+def merge_scales(spots: Sequence[Sequence[Spot]], margins: Sequence[Sequence[float]], min_iou: float = 0.3
+                 ) -> list[Spot]:
+    """The spots of several window scales of one type as one list: where spots of different scales overlap
+    (IoU >= ``min_iou``) the one furthest above its own threshold (``margins``: per spot, its score minus the
+    threshold over the spread of its curve) is kept."""
+    from microexp.spot.metrics import iou
+
+    ranked = sorted(((m, i, s) for i, (ss, ms) in enumerate(zip(spots, margins, strict=True))
+                     for s, m in zip(ss, ms, strict=True)), key=lambda x: -x[0])
+    kept: list[tuple[int, Spot]] = []
+    for _, i, s in ranked:
+        if all(j == i or o.key != s.key or iou((o.onset, o.offset), (s.onset, s.offset)) < min_iou for j, o in kept):
+            kept.append((i, s))
+    return sorted((s for _, s in kept), key=lambda s: (s.key, s.onset))
+
+
+def margins(curve: Curve, found: Sequence[Spot], threshold: float) -> list[float]:
+    """How far above the threshold each spot's peak is, in units of the curve's spread (comparable across
+    scales)."""
+    finite = curve.score[np.isfinite(curve.score)]
+    spread = float(finite.std()) if len(finite) > 1 else 1.0
+    return [(s.score - threshold) / (spread or 1.0) for s in found]
 
 
 def smooth(x: np.ndarray, width: int) -> np.ndarray:
@@ -73,6 +124,7 @@ class Curve:
     video: str
     numbers: np.ndarray
     score: np.ndarray
+    veto: np.ndarray | None = None  # positions where a peak is not an expression (blinks): no spot there
 
 
 def spots_of(curve: Curve, params: TypeParams, threshold: float | None = None) -> list[Spot]:
@@ -87,6 +139,8 @@ def spots_of(curve: Curve, params: TypeParams, threshold: float | None = None) -
     first, last = int(curve.numbers[0]), int(curve.numbers[-1])
     out = []
     for p in peaks - 1:
+        if curve.veto is not None and curve.veto[p]:
+            continue  # the peak of a blink: it still keeps other peaks k away, as one movement
         apex = int(curve.numbers[p])
         out.append(Spot(curve.dataset, curve.subject, curve.video, max(first, apex - params.before),
                         min(last, apex + params.after), params.type, float(curve.score[p])))
@@ -109,6 +163,15 @@ def fit_threshold(curves: Sequence[Curve], gt: Sequence[Interval], params: TypeP
     return best
 
 
+def random_shift(onset: int, offset: int, span: tuple[int, int] | None, rng: np.random.Generator) -> int:
+    """How far to move the interval ``onset..offset`` to a uniformly random place of its video's frames
+    ``span`` (same length; 0 where it does not fit or the span is unknown): the one rule of both controls."""
+    if span is None:
+        return 0
+    room = span[1] - (offset - onset + 1) + 1 - span[0]
+    return span[0] + int(rng.integers(0, room + 1)) - onset if room >= 0 else 0
+
+
 def shuffle_intervals(gt: Sequence[Interval], spans: Mapping[tuple[str, str], tuple[int, int]],
                       rng: np.random.Generator) -> list[Interval]:
     """The shuffled-interval control: each interval moved to a random place of its video (same length and apex
@@ -117,26 +180,15 @@ def shuffle_intervals(gt: Sequence[Interval], spans: Mapping[tuple[str, str], tu
 
     out = []
     for iv in gt:
-        first, last = spans.get(iv.key, (iv.onset, iv.offset))
-        room = last - iv.length + 1 - first
-        onset = first + int(rng.integers(0, room + 1)) if room >= 0 else iv.onset
-        shift = onset - iv.onset
+        shift = random_shift(iv.onset, iv.offset, spans.get(iv.key), rng)
         out.append(replace(iv, onset=iv.onset + shift, offset=iv.offset + shift,
                            apex=None if iv.apex is None else iv.apex + shift))
     return out
 
 
-def chance_f1(gt: Sequence[Interval], preds: Sequence[Spot], spans: Mapping[tuple[str, str], tuple[int, int]],
-              rng: np.random.Generator, draws: int = 20, type: str | None = None) -> float:
-    """Expected F1 of the same predictions placed at random within their videos (same lengths): the chance
-    level a control must score near."""
-    f1 = shuffled_prediction_f1(gt, preds, spans, rng, draws, type)
-    return float(np.mean(f1)) if len(f1) else 0.0
-
-
 def shuffled_prediction_f1(gt: Sequence[Interval], preds: Sequence[Spot],
                            spans: Mapping[tuple[str, str], tuple[int, int]], rng: np.random.Generator,
-                           draws: int = 20, type: str | None = None) -> np.ndarray:
+                           draws: int, type: str | None = None) -> np.ndarray:
     """The F1 of each of ``draws`` shuffles of the predictions: every predicted interval moved to a random place
     of its video (same length, same video)."""
     from dataclasses import replace
@@ -145,10 +197,7 @@ def shuffled_prediction_f1(gt: Sequence[Interval], preds: Sequence[Spot],
     for _ in range(draws):
         moved = []
         for p in preds:
-            first, last = spans.get(p.key, (p.onset, p.offset))
-            n = p.offset - p.onset + 1
-            room = last - n + 1 - first
-            on = first + int(rng.integers(0, room + 1)) if room >= 0 else p.onset
-            moved.append(replace(p, onset=on, offset=on + n - 1))
+            shift = random_shift(p.onset, p.offset, spans.get(p.key), rng)
+            moved.append(replace(p, onset=p.onset + shift, offset=p.offset + shift))
         f1.append(score(gt, moved).get(type=type).f1)
     return np.array(f1, np.float64)

@@ -41,21 +41,25 @@ from pydantic import model_validator
 
 from microexp import runs as rundir
 from microexp.contract.spotting import THRESHOLDS, SpotRunConfig  # noqa: F401 - THRESHOLDS re-exported
+from microexp.data.splits import Fold, group_folds
 from microexp.errors import ConfigError
+from microexp.spot.blinks import blink_mask, blinks_of
 from microexp.spot.data import SpotData, load_spot_data
 from microexp.spot.detect import (
     Curve,
     TypeParams,
-    chance_f1,
-    fit_shape,
+    fit_scales,
     fit_threshold,
+    margins,
+    merge_scales,
+    scale_key,
     shuffle_intervals,
     shuffled_prediction_f1,
     spots_of,
 )
 from microexp.spot.features import FeatureConfig, VideoFeatures, extract_features
 from microexp.spot.groundtruth import Interval
-from microexp.spot.methods import METHODS, LearnedSpotter, apex_target, mdmd_curve, net_inputs
+from microexp.spot.methods import FitOptions, SpotMethod, get_spot_method, spot_method_names
 from microexp.spot.metrics import Spot, score
 from microexp.spot.outputs import megc_log, spots_json, str_csv
 
@@ -71,8 +75,8 @@ class SpotConfig(SpotRunConfig):
 
     @model_validator(mode="after")
     def _spot_names(self) -> SpotConfig:
-        if self.method not in METHODS:
-            raise ConfigError(f"spotting method {self.method!r}: expected one of {', '.join(METHODS)}")
+        if self.method not in spot_method_names():
+            raise ConfigError(f"spotting method {self.method!r}: expected one of {', '.join(spot_method_names())}")
         self.feature_config().validate()
         return self
 
@@ -92,6 +96,7 @@ class SpotRun:
     control_predictions: list[Spot] = field(default_factory=list)
     folds: list[dict[str, Any]] = field(default_factory=list)
     out: Path | None = None
+    blinks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # video -> its blink events
 
 
 def _features(data: SpotData, ks: set[int], config: SpotConfig, progress: Callable[[str], None] | None
@@ -114,28 +119,36 @@ def _features(data: SpotData, ks: set[int], config: SpotConfig, progress: Callab
     return feats, failed
 
 
-def _curve(data: SpotData, key: tuple[str, str], feat: VideoFeatures, values: np.ndarray) -> Curve:
-    return Curve(data.dataset, data.videos[key][0], key[1], feat.numbers, values)
+@dataclass
+class _Context:
+    """What every fold of one evaluation shares: the data, the features, the method and the folds."""
+
+    config: SpotConfig
+    data: SpotData
+    feats: dict[tuple[str, str], VideoFeatures]
+    method: SpotMethod
+    keys: list[tuple[str, str]]
+    groups: np.ndarray
+    folds: list[Fold]
+    fold_params: list[dict[str, list[TypeParams]]]  # per fold, per type: one entry per window scale
+
+    def subject(self, key: tuple[str, str]) -> str:
+        return self.data.videos[key][0]
+
+    def curve(self, key: tuple[str, str], model: Any, k: int) -> Curve:
+        """The method's curve of one video; no peak on its blinks (spot.blinks) becomes a spot."""
+        feat = self.feats[key]
+        veto = blink_mask(feat) if self.config.blinks == "separate" else None
+        return Curve(self.data.dataset, self.subject(key), key[1], feat.numbers, self.method.curve(model, feat, k),
+                     veto)
+
+    def fit(self, keys: list[tuple[str, str]], truth: list[Interval], type: str, k: int) -> Any:
+        videos = [(self.feats[key], [i for i in truth if i.key == key]) for key in keys]
+        return self.method.fit(videos, type, k, FitOptions(self.config.epochs, self.config.seed))
 
 
-def _fold_params(train_gt: list[Interval], types: tuple[str, ...], fps: float) -> dict[str, TypeParams]:
-    return {t: fit_shape(train_gt, t, fps) for t in types}
-
-
-def _fit_spotter(data: SpotData, feats: dict[tuple[str, str], VideoFeatures], keys: list[tuple[str, str]],
-                 truth: list[Interval], type: str, k: int, config: SpotConfig) -> LearnedSpotter:
-    spotter = LearnedSpotter(k, epochs=config.epochs, seed=config.seed)
-    xs, ys = [], []
-    for key in keys:
-        x, ok = net_inputs(feats[key], k)
-        y = apex_target(feats[key].numbers, [i for i in truth if i.key == key], type, k)
-        xs.append(x[ok])
-        ys.append(y[ok])
-    return spotter.fit(xs, ys)
-
-
-def _learned_curve(data: SpotData, key: tuple[str, str], feat: VideoFeatures, spotter: LearnedSpotter) -> Curve:
-    return _curve(data, key, feat, spotter.predict(*net_inputs(feat, spotter.k)))
+def _fold_params(train_gt: list[Interval], config: SpotConfig, fps: float) -> dict[str, list[TypeParams]]:
+    return {t: fit_scales(train_gt, t, fps, config.macro_scales if t == "macro" else 1) for t in config.types}
 
 
 def inner_halves(subjects: set[str], seed: int) -> list[list[str]] | None:
@@ -148,21 +161,28 @@ def inner_halves(subjects: set[str], seed: int) -> list[list[str]] | None:
     return [sorted(shuffled[0::2]), sorted(shuffled[1::2])]
 
 
-def _out_of_fold_curves(data: SpotData, feats: dict[tuple[str, str], VideoFeatures], keys: list[tuple[str, str]],
-                        truth: list[Interval], type: str, k: int, config: SpotConfig
+def _out_of_fold_curves(ctx: _Context, keys: list[tuple[str, str]], truth: list[Interval], type: str, k: int
                         ) -> tuple[list[Curve], list[list[str]] | None]:
-    """The learned spotter's curves of the training videos, each from a network that did not train on its
-    subject (inner 2-fold split of the training subjects); in-sample curves when there is one subject only."""
-    halves = inner_halves({data.videos[key][0] for key in keys}, config.seed)
+    """A trained method's curves of the training videos, each from a model that did not train on its subject
+    (inner 2-fold split of the training subjects); in-sample curves when there is one subject only."""
+    halves = inner_halves({ctx.subject(key) for key in keys}, ctx.config.seed)
     if halves is None:
-        sp = _fit_spotter(data, feats, keys, truth, type, k, config)
-        return [_learned_curve(data, key, feats[key], sp) for key in keys], None
+        model = ctx.fit(keys, truth, type, k)
+        return [ctx.curve(key, model, k) for key in keys], None
     curves = []
     for held in halves:
-        fit_keys = [key for key in keys if data.videos[key][0] not in held]
-        sp = _fit_spotter(data, feats, fit_keys, truth, type, k, config)
-        curves += [_learned_curve(data, key, feats[key], sp) for key in keys if data.videos[key][0] in held]
+        model = ctx.fit([key for key in keys if ctx.subject(key) not in held], truth, type, k)
+        curves += [ctx.curve(key, model, k) for key in keys if ctx.subject(key) in held]
     return curves, halves
+
+
+def _threshold_curves(ctx: _Context, model: Any, keys: list[tuple[str, str]], truth: list[Interval], type: str,
+                      k: int) -> tuple[list[Curve], list[list[str]] | None]:
+    """The training videos' curves the threshold is fitted on: out-of-fold for a trained method (unless the
+    in-sample rule is asked for), the method's own curves for a training-free one."""
+    if ctx.method.trained and ctx.config.threshold != "in-sample":
+        return _out_of_fold_curves(ctx, keys, truth, type, k)
+    return [ctx.curve(key, model, k) for key in keys], None
 
 
 def prediction_control(gt: list[Interval], preds: list[Spot], spans: Any, result: Any, types: tuple[str, ...],
@@ -194,82 +214,104 @@ def _recognise(data: SpotData, preds: list[Spot], recogniser: Any) -> list[Spot]
     return out
 
 
-def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
-                      progress: Callable[[str], None] | None = None, recogniser: Any = None) -> SpotRun:
-    """Run the protocol, score, and write the run directory when ``out`` is given. With ``config.recognise``
-    (a recognition run directory; ``recogniser``: an already loaded predictor) every spotted interval is classified
-    and STRS is scored; the recognition run must not have seen the test subjects (train it on another data set)."""
-    from microexp.train.protocols import make_folds
+def _context(config: SpotConfig, progress: Callable[[str], None] | None
+             ) -> tuple[_Context, list[Any], list[Interval]]:
+    """Data, folds, per-fold shapes and the features (computed once for the union of the folds' k); the
+    exclusions and the ground truth of the videos that could be scored."""
+    from microexp.data.records import Exclusion
 
-    config.validate()
     data = load_spot_data(config.dataset, config.root, config.annotation)
     if config.fps is not None:  # checked (positive) when the configuration was built
         data.fps = float(config.fps)
     keys = sorted(data.videos)
     groups = np.array([data.videos[k][0] for k in keys], dtype=object)
-    folds = make_folds(config.protocol, np.zeros(len(keys), np.int64), groups, seed=config.seed,
-                       n_splits=config.folds)
+    folds = group_folds(config.protocol, groups, seed=config.seed, n_splits=config.folds)
     gt_all = data.gt.intervals
     # every fold's k is fitted on its training subjects; the flow is computed once for the union of them
-    fold_params = []
-    for f in folds:
-        train_subjects = set(groups[f.train].tolist())
-        fold_params.append(_fold_params([i for i in gt_all if i.subject in train_subjects], config.types, data.fps))
-    ks = {p.k for fp in fold_params for p in fp.values()}
-    feats, failed = _features(data, ks, config, progress)
-    from microexp.data.records import Exclusion
-
+    fold_params = [_fold_params([i for i in gt_all if i.subject in set(groups[f.train].tolist())], config,
+                                data.fps) for f in folds]
+    feats, failed = _features(data, {p.k for fp in fold_params for ps in fp.values() for p in ps}, config, progress)
     excluded = list(data.gt.excluded)
     for video, reason in failed:
         excluded += [Exclusion(f"{i.dataset}/{i.subject}/{i.id}", f"video {video} not scored: {reason}")
                      for i in gt_all if i.video == video]
     bad_videos = {v for v, _ in failed}
     gt_used = [i for i in gt_all if i.video not in bad_videos]
-    rng = np.random.default_rng(config.seed)
-    runs = [("main", gt_used)]
-    if config.control == "shuffle":
-        runs.append(("control", shuffle_intervals(gt_used, data.gt.spans, rng)))
-    results: dict[str, tuple[list[Spot], list[dict[str, Any]], dict[tuple[str, str, str], np.ndarray]]] = {}
-    for name, train_truth in runs:
-        preds: list[Spot] = []
-        fold_info = []
-        curves_out: dict[tuple[str, str, str], np.ndarray] = {}
-        for f, params in zip(folds, fold_params, strict=True):
-            train_keys = [keys[i] for i in f.train if keys[i] in feats]
-            test_keys = [keys[i] for i in f.test if keys[i] in feats]
-            train_subjects = set(groups[f.train].tolist())
-            test_subjects = set(groups[f.test].tolist())
-            truth = [i for i in train_truth if i.subject in train_subjects]
-            info: dict[str, Any] = {"fold": f.name, "test_subjects": sorted(test_subjects), "types": {}}
-            for t in config.types:
-                p = params[t]
+    ctx = _Context(config, data, feats, get_spot_method(config.method), keys, groups, folds, fold_params)
+    return ctx, excluded, gt_used
+
+
+Curves = dict[tuple[str, str, str], np.ndarray]
+
+
+def _run_folds(ctx: _Context, train_truth: list[Interval], gt_used: list[Interval]
+               ) -> tuple[list[Spot], list[dict[str, Any]], Curves]:
+    """Every fold: fit on its training subjects (with ``train_truth``), spot its test subject's videos."""
+    config = ctx.config
+    preds: list[Spot] = []
+    fold_info = []
+    curves_out: Curves = {}
+    for f, params in zip(ctx.folds, ctx.fold_params, strict=True):
+        train_keys = [ctx.keys[i] for i in f.train if ctx.keys[i] in ctx.feats]
+        test_keys = [ctx.keys[i] for i in f.test if ctx.keys[i] in ctx.feats]
+        train_subjects = set(ctx.groups[f.train].tolist())
+        test_subjects = set(ctx.groups[f.test].tolist())
+        truth = [i for i in train_truth if i.subject in train_subjects]
+        info: dict[str, Any] = {"fold": f.name, "test_subjects": sorted(test_subjects), "types": {}}
+        for t in config.types:
+            found: list[list[Spot]] = []
+            margin: list[list[float]] = []
+            scale_info = []
+            for si, p in enumerate(params[t]):
+                model = ctx.fit(train_keys, truth, t, p.k)
+                test_curves = [ctx.curve(key, model, p.k) for key in test_keys]
                 halves = None
-                if config.method == "mdmd":
-                    def curve_of(key: tuple[str, str], k: int = p.k) -> Curve:
-                        return _curve(data, key, feats[key], mdmd_curve(feats[key], k))
-                    test_curves = [curve_of(k) for k in test_keys]
-                    if config.threshold != "test-peek":
-                        train_curves = [curve_of(k) for k in train_keys]
-                else:
-                    spotter = _fit_spotter(data, feats, train_keys, truth, t, p.k, config)
-                    test_curves = [_learned_curve(data, k, feats[k], spotter) for k in test_keys]
-                    if config.threshold == "in-sample":
-                        train_curves = [_learned_curve(data, k, feats[k], spotter) for k in train_keys]
-                    elif config.threshold != "test-peek":
-                        train_curves, halves = _out_of_fold_curves(data, feats, train_keys, truth, t, p.k, config)
                 if config.threshold == "test-peek":  # LEAKY on purpose: only to reproduce published numbers
                     th = fit_threshold(test_curves, [i for i in gt_used if i.subject in test_subjects], p)
                 else:
+                    train_curves, halves = _threshold_curves(ctx, model, train_keys, truth, t, p.k)
                     th = fit_threshold(train_curves, truth, p)
                 fitted = TypeParams(t, p.k, p.before, p.after, th)
-                info["types"][t] = fitted.to_dict() | ({"threshold_fitted_on": halves} if halves else {})
+                scale_info.append(fitted.to_dict() | ({"threshold_fitted_on": halves} if halves else {}))
+                found.append([])
+                margin.append([])
                 for c in test_curves:
-                    preds.extend(spots_of(c, fitted))
-                    curves_out[(c.video, t, "score")] = c.score
-                    curves_out[(c.video, t, "threshold")] = np.array([th])
-            fold_info.append(info)
-        results[name] = (preds, fold_info, curves_out)
-    preds, fold_info, curves = results["main"]
+                    spots = spots_of(c, fitted)
+                    found[-1] += spots
+                    margin[-1] += margins(c, spots, th)
+                    if si == 0:  # the report draws the first scale's curve
+                        curves_out[(c.video, t, "score")] = c.score
+                        curves_out[(c.video, t, "threshold")] = np.array([th])
+            preds.extend(found[0] if len(found) == 1 else merge_scales(found, margin))
+            info["types"][t] = scale_info[0] | ({"scales": scale_info} if len(scale_info) > 1 else {})
+        fold_info.append(info)
+    return preds, fold_info, curves_out
+
+
+def _control_metrics(ctx: _Context, gt_used: list[Interval], control_preds: list[Spot],
+                     rng: np.random.Generator) -> dict[str, Any]:
+    c = score(gt_used, control_preds)
+    chance = prediction_control(gt_used, control_preds, ctx.data.gt.spans, c, ctx.config.types, rng)
+    out = {**c.to_dict(), "kind": "shuffled training intervals", "chance": {t: v["f1"] for t, v in chance.items()}}
+    if not ctx.method.trained:
+        out["note"] = (f"{ctx.config.method.upper()} is training-free (only k, the interval shape and the threshold "
+                       "are fitted): this control cannot reach chance; see shuffled_predictions")
+    return out
+
+
+def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
+                      progress: Callable[[str], None] | None = None, recogniser: Any = None) -> SpotRun:
+    """Run the protocol, score, and write the run directory when ``out`` is given. With ``config.recognise``
+    (a recognition run directory; ``recogniser``: an already loaded predictor) every spotted interval is classified
+    and STRS is scored; the recognition run must not have seen the test subjects (train it on another data set)."""
+    config.validate()
+    ctx, excluded, gt_used = _context(config, progress)
+    data = ctx.data
+    rng = np.random.default_rng(config.seed)
+    preds, fold_info, curves = _run_folds(ctx, gt_used, gt_used)
+    control_preds: list[Spot] = []
+    if config.control == "shuffle":
+        control_preds = _run_folds(ctx, shuffle_intervals(gt_used, data.gt.spans, rng), gt_used)[0]
     if config.recognise:
         preds = _recognise(data, preds, config.recognise if recogniser is None else recogniser)
     result = score(gt_used, preds)
@@ -278,16 +320,8 @@ def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
                                "threshold_policy": config.threshold, "leaky": config.threshold == "test-peek",
                                **result.to_dict(), "chance": {t: v["f1"] for t, v in shuffled.items()},
                                "shuffled_predictions": shuffled}
-    control_preds: list[Spot] = []
-    if "control" in results:
-        control_preds = results["control"][0]
-        c = score(gt_used, control_preds)
-        metrics["control"] = {**c.to_dict(), "kind": "shuffled training intervals", "chance": {
-            ("overall" if t is None else t): chance_f1(gt_used, control_preds, data.gt.spans, rng, type=t)
-            for t in (*config.types, None)}}
-        if config.method == "mdmd":
-            metrics["control"]["note"] = ("MDMD is training-free (only k, the interval shape and the threshold are "
-                                          "fitted): this control cannot reach chance; see shuffled_predictions")
+    if config.control == "shuffle":
+        metrics["control"] = _control_metrics(ctx, gt_used, control_preds, rng)
     if config.recognise:
         from microexp.spot.metrics import strs
 
@@ -296,13 +330,15 @@ def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
         metrics["recognition_run"] = config.recognise
     metrics["excluded"] = [asdict(e) for e in excluded]
     metrics["notes"] = list(data.gt.notes)
-    metrics["gaps"] = {k[1]: [list(g) for g in f.gaps] for k, f in feats.items() if f.gaps}
-    metrics["n_videos"] = len(feats)
-    metrics["n_subjects"] = len(set(groups.tolist()))
-    run = SpotRun(config, metrics, preds, control_preds, fold_info)
+    metrics["gaps"] = {k[1]: [list(g) for g in f.gaps] for k, f in ctx.feats.items() if f.gaps}
+    blinks = {k[1]: [b.to_dict() for b in blinks_of(f)] for k, f in sorted(ctx.feats.items())}
+    metrics["blinks"] = sum(len(v) for v in blinks.values())
+    metrics["n_videos"] = len(ctx.feats)
+    metrics["n_subjects"] = len(set(ctx.groups.tolist()))
+    run = SpotRun(config, metrics, preds, control_preds, fold_info, blinks=blinks)
     if out is not None:
-        run.out = write_run(run, Path(out), data, result, curves, feats)
-        _save_final_models(run.out, data, feats, gt_used, config)
+        run.out = write_run(run, Path(out), data, result, curves, ctx.feats)
+        _save_final_models(run.out, ctx, gt_used)
     return run
 
 
@@ -319,7 +355,8 @@ def write_run(run: SpotRun, out: Path, data: SpotData, result: Any, curves: dict
     if run.config.recognise:
         write_atomic(out / rundir.STR_CSV, str_csv(run.predictions))
     write_atomic(out / rundir.SPOT_PREDICTIONS, spots_json(run.predictions, folds=run.folds,
-                                                      control=[asdict(p) for p in run.control_predictions]))
+                                                      control=[asdict(p) for p in run.control_predictions],
+                                                      blinks=run.blinks))
     arrays: dict[str, np.ndarray] = {}
     for (video, t, what), values in curves.items():
         arrays[f"{video}|{t}|{what}"] = np.asarray(values, np.float32)
@@ -332,30 +369,31 @@ def write_run(run: SpotRun, out: Path, data: SpotData, result: Any, curves: dict
     return out
 
 
-def _save_final_models(out: Path, data: SpotData, feats: dict[tuple[str, str], VideoFeatures],
-                       gt: list[Interval], config: SpotConfig) -> None:
-    """The spotter fitted on every subject (k, interval shape, threshold and, when learned, the network), for
-    spotting new videos: ``spotter.json`` (+ ``spotter.safetensors`` with the networks)."""
-
-    params, states = {}, {}
+def _save_final_models(out: Path, ctx: _Context, gt: list[Interval]) -> None:
+    """The spotter fitted on every subject (k, interval shape, threshold and, for a trained method, its models),
+    for spotting new videos: ``spotter.json`` (+ ``spotter.safetensors`` with the models' tensors)."""
+    config, data, feats = ctx.config, ctx.data, ctx.feats
+    params, scales, states = {}, {}, {}
     computed = set(next(iter(feats.values())).ks) if feats else set()
+    keys = sorted(feats)
     for t in config.types:
-        p = fit_shape(gt, t, data.fps)
-        if p.k not in computed:
-            # the all-subject k differs from every fold's: use the nearest computed one rather than recompute
-            p = TypeParams(t, min(computed, key=lambda k: abs(k - p.k)), p.before, p.after)
-        if config.method == "learned":
-            keys = sorted(feats)
-            sp = _fit_spotter(data, feats, keys, gt, t, p.k, config)
-            states[t] = sp.state()
-            curves = [_learned_curve(data, key, feats[key], sp) for key in keys] if config.threshold == "in-sample" \
-                else _out_of_fold_curves(data, feats, keys, gt, t, p.k, config)[0]
-        else:
-            curves = [_curve(data, key, f, mdmd_curve(f, p.k)) for key, f in feats.items()]
-        th = fit_threshold(curves, gt, p)
-        params[t] = TypeParams(t, p.k, p.before, p.after, th).to_dict()
+        fitted = []
+        for si, p in enumerate(fit_scales(gt, t, data.fps, config.macro_scales if t == "macro" else 1)):
+            if p.k not in computed:
+                # the all-subject k differs from every fold's: use the nearest computed one rather than recompute
+                p = TypeParams(t, min(computed, key=lambda k: abs(k - p.k)), p.before, p.after)
+            model = ctx.fit(keys, gt, t, p.k)
+            state = ctx.method.state(model)
+            if state is not None:
+                states[scale_key(t, si)] = state
+            curves = _threshold_curves(ctx, model, keys, gt, t, p.k)[0]
+            th = fit_threshold(curves, gt, p)
+            fitted.append(TypeParams(t, p.k, p.before, p.after, th).to_dict())
+        params[t] = fitted[0]
+        if len(fitted) > 1:
+            scales[t] = fitted
     body = {"method": config.method, "dataset": data.dataset, "fps": data.fps, "types": params,
-            "features": asdict(config.feature_config())}
+            "features": asdict(config.feature_config()), "blinks": config.blinks, "scales": scales}
     rundir.write_json(out / rundir.SPOTTER, body, indent=1)
     if states:
         rundir.save_checkpoint(out / rundir.SPOTTER_NETS, states)

@@ -29,10 +29,14 @@ from microexp.errors import ConfigError
 # frame) of a frame folder (its numbers) or a video file (numbered from 1); re-exported for spotting's callers
 from microexp.predict.video import iter_frames, video_fps
 
-__all__ = ["FeatureConfig", "VideoFeatures", "extract_features", "flow", "iter_frames", "main_direction",
-           "small_map", "video_fps"]
+__all__ = ["REGIONS", "FeatureConfig", "VideoFeatures", "extract_features", "flow", "iter_frames", "main_direction",
+           "region_masks", "small_map", "video_fps"]
 
 N_BINS = 8  # flow directions of the main-direction analysis
+REGIONS = ("eyes", "brows", "mouth")  # face regions whose mean flow magnitude is kept per frame (blinks)
+
+
+FACE_MODES = ("dlib", "dlib-mmod", "none")  # dlib-mmod: dlib's CNN detector where HOG finds no face
 
 
 @dataclass(frozen=True)
@@ -40,15 +44,15 @@ class FeatureConfig:
     crop: int = 64  # face crop side (pixels) the flow is computed on
     grid: int = 6  # blocks per side
     flow_size: int = 16  # side of the small flow maps kept for the learned spotter
-    face: str = "dlib"  # dlib | none
+    face: str = "dlib"  # dlib | dlib-mmod | none
     redetect_s: float = 0.5
     lost_s: float = 1.0
     tolerance: float = 0.08  # box kept while the detection moves less than this fraction of its side
     keep_maps: bool = True
 
     def validate(self) -> None:
-        if self.face not in ("dlib", "none"):
-            raise ConfigError(f"face {self.face!r}: expected dlib or none")
+        if self.face not in FACE_MODES:
+            raise ConfigError(f"face {self.face!r}: expected {', '.join(FACE_MODES)}")
         if self.crop < 16 or self.grid < 1 or self.crop // self.grid < 2:
             raise ConfigError(f"crop {self.crop} / grid {self.grid}: need crop >= 16 and >= 2 pixels per block")
 
@@ -93,6 +97,30 @@ def small_map(f: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA).transpose(2, 0, 1).astype(np.float16)
 
 
+def region_masks(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(len(REGIONS), size, size) bool masks of a ``size`` crop from its 68 landmarks (crop pixels): ``eyes`` the
+    boxes of the two eyes (lids included), ``brows`` the band of the eyebrows and the forehead above them, kept
+    clear of the eyes, ``mouth`` the mouth and the cheeks beside it. Flow spreads a few pixels around a moving
+    lid, so the brow band stops a quarter of an eye distance above the eye boxes."""
+    lm = np.asarray(landmarks, np.float64)
+    iod = max(float(np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0))), 2.0)
+    yy, xx = np.mgrid[0:size, 0:size]
+
+    def box(pts: np.ndarray, dx: float, up: float, down: float) -> np.ndarray:
+        (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+        return (xx >= x0 - dx) & (xx <= x1 + dx) & (yy >= y0 - up) & (yy <= y1 + down)
+
+    eyes = box(lm[36:42], 0.2 * iod, 0.3 * iod, 0.25 * iod) | box(lm[42:48], 0.2 * iod, 0.3 * iod, 0.25 * iod)
+    eye_top = min(lm[36:48, 1].min() - 0.3 * iod, lm[17:27, 1].max())
+    brows = box(lm[17:27], 0.1 * iod, 0.4 * iod, 0.0) & (yy < eye_top - 0.25 * iod)
+    mouth = box(lm[48:68], 0.35 * iod, 0.2 * iod, 0.25 * iod) & ~eyes
+    masks = np.stack([eyes, brows, mouth])
+    for m in masks:  # a region squeezed to nothing (a tiny or odd crop): its nearest pixel still counts
+        if not m.any():
+            m[min(size - 1, max(0, int(yy.mean()))), size // 2] = True
+    return masks
+
+
 # ------------------------------------------------------------------------------------------------------ face
 class _FaceTracker:
     def __init__(self, config: FeatureConfig, fps: float) -> None:
@@ -102,6 +130,7 @@ class _FaceTracker:
         self.box: tuple[float, float, float, float] | None = None
         self.box_id = 0
         self.last_seen = -10**9
+        self.masks: np.ndarray | None = None  # region masks of the crop (REGIONS), from the box's landmarks
 
     def update(self, i: int, gray: np.ndarray) -> bool:
         """Whether frame position ``i`` has a usable face box (detecting when due)."""
@@ -109,6 +138,7 @@ class _FaceTracker:
             if self.box is None:
                 h, w = gray.shape
                 self.box = (0.0, 0.0, float(w), float(h))
+                self.masks = self._masks(_frame_landmarks(gray), self.config.crop)
             self.last_seen = i
             return True
         if i % self.every == 0:  # also while no face is known: a faceless stretch costs one detection per step
@@ -116,7 +146,7 @@ class _FaceTracker:
             from microexp.preprocess.face import NoFaceError, find_face
 
             try:
-                face = find_face(gray)
+                face = find_face(gray, backend=self.config.face)
             except NoFaceError:
                 face = None
             if face is not None:
@@ -124,6 +154,7 @@ class _FaceTracker:
                 if self.box is None or self._moved(box):
                     self.box = box
                     self.box_id += 1
+                    self.masks = self._masks(face.landmarks, self.config.crop)
                 self.last_seen = i
         return self.box is not None and i - self.last_seen <= self.lost
 
@@ -133,11 +164,31 @@ class _FaceTracker:
         d = max(abs(a - b) for a, b in zip(box, self.box, strict=True))
         return d > self.config.tolerance * side
 
+    def _masks(self, landmarks: np.ndarray, size: int) -> np.ndarray:
+        assert self.box is not None
+        x0, y0, x1, y1 = self.box
+        pts = (np.asarray(landmarks, np.float64) - [x0, y0]) * [size / (x1 - x0), size / (y1 - y0)]
+        return region_masks(pts, size)
+
     def crop(self, gray: np.ndarray, size: int) -> np.ndarray:
         from microexp.preprocess.align import extract, identity
 
         assert self.box is not None
         return extract(gray, identity(), self.box, (size, size)).astype(np.uint8)
+
+
+def _frame_landmarks(gray: np.ndarray) -> np.ndarray:
+    """The 68 landmarks of a frame that is a face crop already (the whole frame as the face box)."""
+    from microexp.preprocess.face import get_backend
+
+    h, w = gray.shape
+    return get_backend("dlib").landmarks(gray, (0.0, 0.0, float(w - 1), float(h - 1)))
+
+
+def region_motion(f: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Mean flow magnitude inside each region mask."""
+    mag = np.hypot(f[..., 0], f[..., 1])
+    return np.array([mag[m].mean() for m in masks], np.float32)
 
 
 # --------------------------------------------------------------------------------------------------- features
@@ -147,7 +198,9 @@ class VideoFeatures:
 
     Position t (0-based, frame number ``numbers[t]``): ``head[k][t]`` = block magnitudes of flow(t - k -> t),
     ``span[k][t]`` = of flow(t - k -> t + k) (MDMD's head-to-tail frame), ``maps[k][t]`` = small map of flow(t - k
-    -> t); ``valid[k][t]`` False where a frame is missing (ends, face gaps, crop box changes)."""
+    -> t); ``regions[k][t]`` = mean flow magnitude of flow(t - k -> t) in each face region of :data:`REGIONS`
+    (eyes, brows, mouth: what tells a blink from an expression); ``valid[k][t]`` False where a frame is missing
+    (ends, face gaps, crop box changes)."""
 
     source: str
     fps: float
@@ -158,6 +211,7 @@ class VideoFeatures:
     valid: dict[int, np.ndarray]
     maps: dict[int, np.ndarray] = field(default_factory=dict)
     gaps: list[tuple[int, int, str]] = field(default_factory=list)  # (first frame, last frame, reason)
+    regions: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
@@ -180,6 +234,8 @@ def extract_features(source: str | Path, ks: tuple[int, ...], fps: float, config
     head: dict[int, list[np.ndarray]] = {k: [] for k in ks}
     span: dict[int, dict[int, np.ndarray]] = {k: {} for k in ks}
     maps: dict[int, list[np.ndarray]] = {k: [] for k in ks}
+    regions: dict[int, list[np.ndarray]] = {k: [] for k in ks}
+    zreg = np.zeros(len(REGIONS), np.float32)
     ok_head: dict[int, list[bool]] = {k: [] for k in ks}
     zero = np.zeros(g2, np.float32)
     zmap = np.zeros((2, config.flow_size, config.flow_size), np.float16)
@@ -198,10 +254,13 @@ def extract_features(source: str | Path, ks: tuple[int, ...], fps: float, config
                 assert prev is not None
                 f = flow(prev, cur)
                 head[k].append(main_direction(f, config.grid))
+                assert tracker.masks is not None
+                regions[k].append(region_motion(f, tracker.masks))
                 if config.keep_maps:
                     maps[k].append(small_map(f, config.flow_size))
             else:
                 head[k].append(zero)
+                regions[k].append(zreg)
                 if config.keep_maps:
                     maps[k].append(zmap)
             ok_head[k].append(ok)
@@ -236,4 +295,5 @@ def extract_features(source: str | Path, ks: tuple[int, ...], fps: float, config
             t += 1
     return VideoFeatures(str(source), fps, np.array(numbers, np.int64), ks,
                          {k: np.stack(head[k]) if n else np.zeros((0, g2), np.float32) for k in ks}, out_span, valid,
-                         {k: np.stack(maps[k]) for k in ks} if config.keep_maps and n else {}, gaps)
+                         {k: np.stack(maps[k]) for k in ks} if config.keep_maps and n else {}, gaps,
+                         {k: np.stack(regions[k]) if n else np.zeros((0, len(REGIONS)), np.float32) for k in ks})

@@ -57,6 +57,11 @@ class Interval:
     def key(self) -> tuple[str, str]:
         return self.dataset, self.video
 
+    @property
+    def peak(self) -> int:
+        """The apex, or the middle frame where the release has none."""
+        return self.apex if self.apex is not None else (self.onset + self.offset) // 2
+
 
 @dataclass
 class GroundTruth:
@@ -88,17 +93,6 @@ class GroundTruth:
         for iv in self.intervals:
             out[iv.type] += 1
         return out
-
-    def summary(self) -> str:
-        c = self.counts()
-        return (f"{len(self.intervals)} intervals ({c['macro']} macro, {c['micro']} micro) in {len(self.videos)} "
-                f"videos of {len(self.subjects)} subjects; {len(self.excluded)} excluded, {len(self.unjoined)} "
-                f"without emotion join, {len(self.notes)} notes")
-
-    def merged(self, other: GroundTruth) -> GroundTruth:
-        return GroundTruth(self.intervals + other.intervals, self.excluded + other.excluded,
-                           self.unjoined + other.unjoined, self.notes + other.notes,
-                           {**self.videos, **other.videos}, {**self.spans, **other.spans})
 
     def check_bounds(self) -> GroundTruth:
         """Intervals outside their video's frames (when the frame count is known) become exclusions."""
@@ -164,10 +158,10 @@ def samm_lv_intervals(annotation: Path, micro_sheet: Path | None = None) -> Grou
     if micro_sheet is not None:
         unjoined = [f"samm_lv {r.clip_id} ({r.source}): no row with Filename {r.clip_id.split('@')[0]} in "
                     f"{Path(micro_sheet).name}" for r in rows
-                    if r.emotion == "micro" and r.clip_id.split("@")[0] not in emotion]
+                    if samm_lv.row_type(r) == "micro" and r.clip_id.split("@")[0] not in emotion]
     ivs, exc, notes = _from_rows(
-        "samm_lv", rows, lambda r: r.meta["video"], lambda r: r.emotion,
-        lambda r: emotion.get(r.clip_id.split("@")[0], "") if r.emotion == "micro" else "")
+        "samm_lv", rows, lambda r: r.meta["video"], samm_lv.row_type,
+        lambda r: emotion.get(r.clip_id.split("@")[0], "") if samm_lv.row_type(r) == "micro" else "")
     return GroundTruth(ivs, exc, unjoined, notes + overlaps(ivs))
 
 

@@ -1,4 +1,4 @@
-"""The two spotters, both turning :class:`~microexp.spot.features.VideoFeatures` into a per-frame score curve.
+"""The spotting methods, each turning :class:`~microexp.spot.features.VideoFeatures` into a per-frame score curve.
 
 - ``mdmd``: training-free main directional maximal difference (after Wang et al., "Main directional maximal
   difference analysis for spotting facial movements from long-term videos", Neurocomputing 2017,
@@ -10,19 +10,70 @@
   three-stream CNN for macro- and micro-expression spotting from long videos", ICIP 2021,
   doi:10.1109/ICIP42928.2021.9506349): the flow maps current-k -> current and current -> current+k, a small CNN
   regressing an apex-proximity score (1 at an apex, falling linearly to 0 at k frames), smoothed over k/2 frames.
+
+They are registered in :data:`SPOT_METHODS` (``get_spot_method(name)``), as recognition models are in the model
+registry: a :class:`SpotMethod` says whether its curve is fitted on training videos (``trained``), fits a model
+for one expression type and window k, scores a video with it, and saves / restores that model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from microexp.registry import Registry
 from microexp.spot.features import VideoFeatures
 from microexp.spot.groundtruth import Interval
 
-METHODS = ("mdmd", "learned")
+
+@dataclass(frozen=True)
+class FitOptions:
+    """What a trained method may use from the spotting configuration."""
+
+    epochs: int = 12
+    seed: int = 0
+
+
+class SpotMethod:
+    """One spotting method. ``fit`` gets the training videos' features with their intervals (all types; the
+    method keeps those of ``type``) and returns a model (None for a training-free method); ``curve`` scores one
+    video with it: a float64 array over the video's positions, NaN where not scored."""
+
+    name: str = ""
+    description: str = ""
+    trained: bool = False  # False: the curve does not depend on the training videos (only k, shape, threshold)
+
+    def fit(self, videos: Sequence[tuple[VideoFeatures, Sequence[Interval]]], type: str, k: int,
+            options: FitOptions) -> Any:
+        return None
+
+    def curve(self, model: Any, feat: VideoFeatures, k: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def state(self, model: Any) -> dict[str, Any] | None:
+        """What to save of a fitted model (tensors and numbers only); None when there is nothing."""
+        return None
+
+    def from_state(self, state: dict[str, Any] | None) -> Any:
+        return None
+
+
+SPOT_METHODS: Registry[SpotMethod] = Registry("spotting method")
+
+
+def register_spot_method(method: SpotMethod) -> SpotMethod:
+    return SPOT_METHODS.add(method.name, method)
+
+
+def get_spot_method(name: str) -> SpotMethod:
+    return SPOT_METHODS.get(name)
+
+
+def spot_method_names() -> list[str]:
+    return SPOT_METHODS.names()
 
 
 def mdmd_curve(feat: VideoFeatures, k: int) -> np.ndarray:
@@ -52,8 +103,7 @@ def apex_target(numbers: np.ndarray, intervals: Sequence[Interval], type: str, k
     for iv in intervals:
         if iv.type != type:
             continue
-        apex = iv.apex if iv.apex is not None else (iv.onset + iv.offset) // 2
-        y = np.maximum(y, np.clip(1.0 - np.abs(numbers - apex) / max(k, 1), 0.0, 1.0).astype(np.float32))
+        y = np.maximum(y, np.clip(1.0 - np.abs(numbers - iv.peak) / max(k, 1), 0.0, 1.0).astype(np.float32))
     return y
 
 
@@ -144,3 +194,48 @@ class LearnedSpotter:
         s.model.load_state_dict(state["state_dict"])
         s.model.eval()
         return s
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+class MDMD(SpotMethod):
+    name = "mdmd"
+    description = "main directional maximal difference of the flow (training-free)"
+    trained = False
+
+    def curve(self, model: Any, feat: VideoFeatures, k: int) -> np.ndarray:
+        return mdmd_curve(feat, k)
+
+
+class Learned(SpotMethod):
+    name = "learned"
+    description = "shallow optical-flow CNN regressing apex proximity (SOFTNet style)"
+    trained = True
+
+    def fit(self, videos: Sequence[tuple[VideoFeatures, Sequence[Interval]]], type: str, k: int,
+            options: FitOptions) -> LearnedSpotter:
+        xs, ys = [], []
+        for feat, truth in videos:
+            x, ok = net_inputs(feat, k)
+            y = apex_target(feat.numbers, truth, type, k)
+            xs.append(x[ok])
+            ys.append(y[ok])
+        return LearnedSpotter(k, epochs=options.epochs, seed=options.seed).fit(xs, ys)
+
+    def curve(self, model: LearnedSpotter, feat: VideoFeatures, k: int) -> np.ndarray:
+        if model.k != k:  # a video of another frame rate: the same network, smoothed over the rescaled window
+            model = LearnedSpotter.from_state({**model.state(), "k": k})
+        return model.predict(*net_inputs(feat, k))
+
+    def state(self, model: LearnedSpotter) -> dict[str, Any]:
+        return model.state()
+
+    def from_state(self, state: dict[str, Any] | None) -> LearnedSpotter:
+        if state is None:
+            from microexp.errors import ConfigError
+
+            raise ConfigError("the learned spotter needs its saved networks")
+        return LearnedSpotter.from_state(state)
+
+
+register_spot_method(MDMD())
+register_spot_method(Learned())

@@ -14,13 +14,13 @@ import numpy as np
 
 from microexp.errors import ConfigError
 
-COLOURS = {"TP": "#2e7d32", "FN": "#c62828", "FP": "#ef6c00", "GT": "#1565c0"}
+COLOURS = {"TP": "#2e7d32", "FN": "#c62828", "FP": "#ef6c00", "GT": "#1565c0", "blink": "#757575"}
 
 
 def timeline_png(video: str, numbers: np.ndarray, curves: dict[str, tuple[np.ndarray, float]],
-                 rows: list[dict[str, Any]]) -> bytes:
+                 rows: list[dict[str, Any]], blinks: list[dict[str, Any]] | None = None) -> bytes:
     """One video's timeline: score curves (one per type) with their thresholds, then ground truth and predictions
-    as bars, coloured by outcome."""
+    as bars, coloured by outcome, and the blinks (spot.blinks) in a grey lane of their own."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,9 +42,11 @@ def timeline_png(video: str, numbers: np.ndarray, curves: dict[str, tuple[np.nda
             colour = COLOURS["TP"] if r["outcome"] == "TP" else COLOURS["FP"]
             a, b = r["pred"]
             bars.broken_barh([(a, b - a + 1)], (lanes[(r["type"], "pred")] - 0.4, 0.8), color=colour, alpha=0.7)
-    bars.set_yticks([3, 2, 1, 0], ["micro GT", "micro pred", "macro GT", "macro pred"], fontsize=7)
-    bars.set_ylim(-0.6, 3.6)
-    bars.set_xlabel("frame (green hit, red miss, orange false positive)", fontsize=8)
+    for b in blinks or []:
+        bars.broken_barh([(b["onset"], b["offset"] - b["onset"] + 1)], (-1.4, 0.8), color=COLOURS["blink"])
+    bars.set_yticks([3, 2, 1, 0, -1], ["micro GT", "micro pred", "macro GT", "macro pred", "blinks"], fontsize=7)
+    bars.set_ylim(-1.6, 3.6)
+    bars.set_xlabel("frame (green hit, red miss, orange false positive, grey blink)", fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
@@ -67,6 +69,7 @@ def render_spot_report(run_dir: str | Path, out: str | Path | None = None, max_v
     preds = read_spots_json(run_dir / runs.SPOT_PREDICTIONS)
     result = score(gt, preds)
     arrays = np.load(run_dir / runs.CURVES)
+    blinks = runs.read_json(run_dir / runs.SPOT_PREDICTIONS, "run file").get("blinks", {})  # older runs: none
     parts = [f"<h1>Spotting run {html.escape(run_dir.name)}</h1>"]
     if metrics.get("leaky"):
         parts.append('<p style="background:#c62828;color:white;padding:6px">LEAKY: threshold tuned on the test '
@@ -109,7 +112,7 @@ def render_spot_report(run_dir: str | Path, out: str | Path | None = None, max_v
                 curves[t] = (arrays[f"{video}|{t}|score"], float(arrays[f"{video}|{t}|threshold"][0]))
         rows = [{"type": r.type, "gt": r.gt, "pred": r.pred, "outcome": r.outcome} for r in result.rows
                 if r.video == video]
-        png = base64.b64encode(timeline_png(video, numbers, curves, rows)).decode()
+        png = base64.b64encode(timeline_png(video, numbers, curves, rows, blinks.get(video, []))).decode()
         parts.append(f'<img src="data:image/png;base64,{png}" alt="{html.escape(video)}"><br>')
     if len(videos) > max_videos:
         parts.append(f"<p>{len(videos) - max_videos} more videos not drawn.</p>")

@@ -133,7 +133,8 @@ def _hopper() -> Face:
 
 
 @lru_cache(maxsize=LFW_FACES)
-def _lfw_face(index: int) -> Face:
+def lfw_face(index: int) -> Face:
+    """The LFW subset crop ``index`` (0..99) as a base face."""
     crop = _lfw()[index]
     pts = _lfw_dlib(index)
     how = "dlib"
@@ -150,5 +151,5 @@ def load_faces(n: int) -> list[Face]:
     """The first ``n`` base faces: astronaut, Grace Hopper, then LFW subset crops in index order."""
     if not 1 <= n <= max_faces():
         raise ConfigError(f"number of subjects must be 1..{max_faces()}, got {n}")
-    makers = [_astronaut, _hopper] + [lambda i=i: _lfw_face(i) for i in range(LFW_FACES)]
+    makers = [_astronaut, _hopper] + [lambda i=i: lfw_face(i) for i in range(LFW_FACES)]
     return [make() for make in makers[:n]]

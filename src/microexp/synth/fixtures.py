@@ -43,8 +43,7 @@ import cv2
 import numpy as np
 import openpyxl
 
-from microexp.data import casme, casme2, casme3, casme_sq, megc2019, samm
-from microexp.data._common import Row
+from microexp.data import Row, casme, casme2, casme3, casme_sq, megc2019, samm
 from microexp.errors import ConfigError, DataError
 from microexp.registry import Registry
 

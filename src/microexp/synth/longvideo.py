@@ -170,6 +170,21 @@ def _blinks(rng: np.random.Generator, n: int, fps: float, every_s: float) -> np.
     return b.astype(np.float32)
 
 
+def blink_envelope(video: LongVideo, config: LongVideoConfig) -> np.ndarray:
+    """The eyelid closure (0..1) of every frame of ``video``, as :func:`render_video` draws it (its generator's
+    first draws): the blinks' ground truth."""
+    rng = np.random.default_rng(np.random.SeedSequence([video.seed, 0x5E1F]))
+    return _blinks(rng, video.n_frames, video.fps, config.blink_every_s)
+
+
+def blink_intervals(envelope: np.ndarray, floor: float = 0.02) -> list[tuple[int, int]]:
+    """(first, last) 1-based frames of every blink of a closure envelope (closure above ``floor``)."""
+    on = np.concatenate([[False], envelope > floor, [False]])
+    starts = np.flatnonzero(~on[:-1] & on[1:])
+    ends = np.flatnonzero(on[:-1] & ~on[1:])
+    return [(int(a) + 1, int(b)) for a, b in zip(starts, ends, strict=True)]
+
+
 def render_video(video: LongVideo, config: LongVideoConfig, write: Callable[[int, np.ndarray], None]) -> None:
     """Render ``video`` frame by frame, calling ``write(frame_index_1based, uint8 gray frame)``."""
     faces = load_faces(config.n_subjects)
@@ -206,8 +221,8 @@ def render_video(video: LongVideo, config: LongVideoConfig, write: Callable[[int
         write(i + 1, np.clip(np.round(out), 0, 255).astype(np.uint8))
 
 
-def _imwrite(path: Path, frame: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+def _imwrite(path: Path, frame: np.ndarray, quality: int = 95) -> None:
+    if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, quality]):
         raise DataError(f"{path}: could not write frame")
 
 
@@ -221,18 +236,25 @@ MICRO_HEADER = ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex F
 SAMM_EMOTION = {"negative": "Anger", "positive": "Happiness", "surprise": "Surprise"}
 
 
-def write_samm_lv(config: LongVideoConfig, out: Path, progress: Callable[[int], None] | None = None) -> Path:
+Render = Callable[[Any, Callable[[int, np.ndarray], None]], None]  # (video, write frame) -> None
+
+
+def write_samm_lv(config: LongVideoConfig, out: Path, progress: Callable[[int], None] | None = None,
+                  videos: list[Any] | None = None, render: Render | None = None, quality: int = 95) -> Path:
     """``out/SAMM_LongVideos_V2_Release.csv`` + ``out/SAMM_Micro_FACS_Codes_v2.csv`` (the micro sheet the
-    emotion join reads) + ``out/SAMM_longvideos/<sss>_<v>/<sss>_<v>_0001.jpg``."""
+    emotion join reads) + ``out/SAMM_longvideos/<sss>_<v>/<sss>_<v>_0001.jpg``. ``videos`` and ``render``: another
+    generator's timelines and renderer (:mod:`microexp.synth.bumps`), written in the same layout."""
     out = Path(out)
     rows, micro = [], []
-    for video in plan(config):
+    if render is None:
+        def render(video: Any, write: Callable[[int, np.ndarray], None]) -> None:
+            render_video(video, config, write)
+    for video in plan(config) if videos is None else videos:
         subject = f"{video.subject_index + 1:03d}"
         name = f"{subject}_{video.video_index + 1}"
         folder = out / "SAMM_longvideos" / name
         folder.mkdir(parents=True, exist_ok=True)
-        render_video(video, config, lambda i, f, folder=folder, name=name: _imwrite(folder / f"{name}_{i:04d}.jpg",
-                                                                                   f))
+        render(video, lambda i, f, folder=folder, name=name: _imwrite(folder / f"{name}_{i:04d}.jpg", f, quality))
         for k, ev in enumerate(video.events, 1):
             fn = f"{name}_{k}"
             kind = "Macro" if ev.type == "macro" else "Micro - 1/2"
@@ -300,6 +322,13 @@ def write_layout(layout: str, config: LongVideoConfig, out: Path,
         raise ConfigError(f"unknown long-video layout {layout!r} (known: {', '.join(LAYOUTS)})")
     out = write_samm_lv(config, out, progress) if layout == "samm_lv" else write_casme_sq_long(config, out, progress)
     (Path(out) / FPS_FILE).write_text(f"{config.fps:g}\n")
+    if layout == "samm_lv":  # the blinks' ground truth, as the second renderer writes it (spot.transfer reads it)
+        import json
+
+        body = {f"{v.subject_index + 1:03d}_{v.video_index + 1}": {
+            "blinks": [(a, b, 1.0) for a, b in blink_intervals(blink_envelope(v, config))], "turns": [], "talk": []}
+            for v in plan(config)}
+        (Path(out) / "distractors.json").write_text(json.dumps({"renderer": "tps", "videos": body}, indent=1))
     return out
 
 
@@ -308,8 +337,8 @@ def events_of(config: LongVideoConfig) -> list[tuple[int, int, list[Event]]]:
     return [(v.subject_index, v.video_index, list(v.events)) for v in plan(config)]
 
 
-__all__ = ["LAYOUTS", "Event", "LongVideo", "LongVideoConfig", "envelope", "events_of", "plan",
-           "render_video", "write_layout"]
+__all__ = ["LAYOUTS", "Event", "LongVideo", "LongVideoConfig", "blink_envelope", "blink_intervals", "envelope",
+           "events_of", "plan", "render_video", "write_layout"]
 
 
 def run_cli(args: Any) -> int:
