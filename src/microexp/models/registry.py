@@ -66,6 +66,8 @@ BUILTIN = (
     "microexp.models.regional",
     "microexp.models.ststnet",
     "microexp.models.offapexnet",
+    "microexp.models.htnet",
+    "microexp.models.mmnet",
     "microexp.baselines.lbptop",  # non-torch baseline (kind="sklearn")
 )
 MODELS: Registry[ModelSpec] = Registry("model", builtin=BUILTIN)
