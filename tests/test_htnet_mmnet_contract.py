@@ -37,10 +37,19 @@ def test_predict_spot_export_and_explain(name: str, synth_root: Path, tmp_path: 
     from microexp.explain.saliency import explain_clip
 
     preprocess, params = TINY[name]
+    weights = tmp_path / "backbone.safetensors"
+    if name == "mmnet":  # a local pretrained file initialises the run; predict and explain never need it again
+        from safetensors.torch import save_file
+
+        from microexp.models.mmnet import MMNet
+
+        save_file(MMNet(3, (3, 2, 32, 32)).main_branch.state_dict(), str(weights))
+        params = {**params, "pretrained": str(weights)}
     out = tmp_path / "run"
     config = RunConfig(dataset="plain", root=str(synth_root), protocol="holdout", test_size=0.25, model=name,
                        preprocess=preprocess, model_params=params, train={"epochs": 1, "batch_size": 4})
     evaluate(config, out=out, progress=False, log=lambda _m: None)
+    weights.unlink(missing_ok=True)
     predictions = pd.read_csv(out / "predictions.csv")
     assert len(predictions) == 3  # one held-out subject, one clip per class
     row = predictions.iloc[0]
