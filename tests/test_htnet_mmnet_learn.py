@@ -44,3 +44,28 @@ def test_htnet_learns_the_demo_set_and_its_shuffled_control_does_not(demo_set: P
              {"flow": "farneback", "flow_size": 56}, {"dim": 16, "heads": 2, "block_repeats": [1, 1, 1]},
              {"epochs": 15, "batch_size": 16, "optimizer": "adam", "lr": 1e-3})
     _learned_and_control_at_chance(m, 0.6)
+
+
+@pytest.mark.slow
+def test_mmnet_learns_onset_apex_motion_and_its_shuffled_control_does_not() -> None:
+    """MMNet at 16x16 on onset/apex pairs (a blob that starts at a class-specific place and moves along the class's
+    direction, on noise; 3 channels): well above chance, and chance with class-independent labels."""
+    import numpy as np
+    import torch
+
+    from _models_helpers import blob_clips, shuffled, train_and_score
+    from microexp.models.mmnet import MMNet
+
+    def task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        x, y = blob_clips(n, 3, (2, 16, 16), seed=seed)  # (N, 1, 2, 16, 16): onset, apex
+        return np.repeat(x, 3, axis=1), y
+
+    (x_train, y_train), (x_test, y_test) = task(54, 0), task(27, 1)
+    scores = []
+    for labels in (y_train, shuffled(y_train)):
+        torch.manual_seed(0)
+        model = MMNet(3, (3, 2, 16, 16), unused_layers=False)
+        scores.append(train_and_score(model, {"clip": x_train}, labels, {"clip": x_test}, y_test, epochs=12,
+                                      lr=3e-3, batch=8))
+    learned, control = scores  # measured: 0.89 and 0.33 (27 test clips, chance 1/3)
+    assert learned >= 0.7 and control <= 0.5, scores
