@@ -139,3 +139,31 @@ def test_a_weight_file_that_does_not_fit_is_refused_in_one_line(tmp_path: Path) 
             MMNet(5, (3, 2, 32, 32), pretrained=str(path))
         assert str(err.value).startswith(f"model_params.pretrained={path}: ") and message in str(err.value)
         assert "\n" not in str(err.value)
+
+
+def test_adamw_with_the_exponential_decay_held_after_scheduler_epochs() -> None:
+    """MMNet's schedule: the rate times the factor after each of the first ``scheduler_epochs`` epochs, then held;
+    AdamW decays the weights even where the gradient is zero (decoupled weight decay)."""
+    from microexp.config import TrainConfig
+    from microexp.train.loop import fit
+
+    class Probe(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+            self.idle = nn.Parameter(torch.ones(3))  # in the loss with zero gradient
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) + 0.0 * self.idle.sum()
+
+    x = torch.randn(8, 4)
+    y = torch.arange(8) % 2
+    cfg = TrainConfig(epochs=4, batch_size=8, optimizer="adamw", lr=0.1, weight_decay=0.5, scheduler="exponential",
+                      scheduler_factor=0.5, scheduler_epochs=2, device="cpu")
+    model = Probe()
+    result = fit(model, {"x": x}, y, np.arange(8), cfg, seed=0, n_classes=2)
+    assert [h["lr"] for h in result.history] == pytest.approx([0.1, 0.05, 0.025, 0.025])
+    # decoupled decay: idle *= (1 - lr * wd) each step, whatever the (zero) gradient
+    assert model.idle.detach() == pytest.approx(torch.full((3,), (1 - 0.05) * (1 - 0.025) * (1 - 0.0125) ** 2))
+    with pytest.raises(ConfigError, match="scheduler_epochs"):
+        TrainConfig(scheduler="exponential", scheduler_epochs=0)
