@@ -25,6 +25,8 @@ PARAMETERS: dict[str, int | None] = {
     "regional-lstm": 4_703_971,  # six regions x 64 frames, 3 classes
     "ststnet": 1_683,  # one 28x28 u, v, strain field, 3 classes
     "offapexnet": 2_664_475,  # one 28x28 u, v field, 3 classes
+    "htnet": 139_582_982,  # four 14x14 areas of a 28x28 u, v, strain field, 3 classes (tests/test_htnet.py)
+    "mmnet": 9_970_947,  # onset + apex 224x224 RGB, 5 classes, the authors' unused layers included (test_mmnet.py)
     "lbptop-svm": None,  # LBP-TOP features + LinearSVC (kind="sklearn")
     "sklearn-aus": None,  # emotion from the annotated AUs (kind="sklearn", reads the AU multi-hot)
 }
@@ -42,6 +44,8 @@ SMALL_INPUTS: dict[str, tuple[dict[str, tuple[int, int, int, int]], dict]] = {
     "regional-lstm": ({f"roi{i}": (1, 3, 13, 17) for i in range(1, 7)}, {}),
     "ststnet": ({"flow": (3, 1, 28, 28)}, {}),
     "offapexnet": ({"flow": (2, 1, 28, 28)}, {}),
+    "htnet": ({"flow": (3, 1, 28, 28)}, {"dim": 8, "heads": 2, "block_repeats": (1, 1, 1)}),
+    "mmnet": ({"clip": (3, 2, 32, 32)}, {}),
     "lbptop-svm": ({"clip": (1, 8, 16, 16)}, {"grid": (2, 2)}),
     "sklearn-aus": ({"aus": (1, 1, 1, 100)}, {"classifier": "tree"}),
 }

@@ -63,7 +63,8 @@ def trees(tmp_path_factory) -> dict[str, Path]:
         "samm": _tree(base, "samm", _rows("samm", samm7, ["006", "007", "011"], 3), faces, FACE),
         "casme": _tree(base, "casme", _rows("casme", ["disgust", "fear", "happiness", "repression", "sadness",
                                                       "surprise"], ["01", "02", "03"], 2), placeholder_renderer, 32),
-        "casme2": _tree(base, "casme2", _rows("casme2", ["happiness", "disgust", "repression", "surprise", "sadness", "fear"],
+        "casme2": _tree(base, "casme2", _rows("casme2", ["happiness", "disgust", "repression", "surprise", "sadness", "fear",
+                                                        "others"],
                                               ["01", "02", "03"], 2), faces, FACE),
     }
     megc = base / "megc2019"  # the three releases under one root; no GT file: the composite is derived
@@ -106,6 +107,9 @@ OVERRIDES: dict[str, list[str]] = {
     "ststnet-megc2019": ["--set", "preprocess.flow_size=32", "--set", "preprocess.flow=farneback"],
     "offapexnet-megc2019": ["--set", "preprocess.flow_size=32", "--set", "preprocess.flow=farneback"],
     "lbptop-megc2019": ["--size", "20", "--set", "preprocess.frames=8"],
+    "htnet-megc2019": ["--set", "preprocess.flow_size=32", "--set", "preprocess.flow=farneback", "--set",
+                       "model_params.dim=8", "--set", "model_params.block_repeats=[1, 1, 1]"],
+    "mmnet-casme2-5": ["--size", "32", "--set", "train.batch_size=8", "--set", "train.scheduler_epochs=1"],
 }
 
 
@@ -297,3 +301,4 @@ def test_recipe_files_ship_as_package_data():
     text = Path(__file__).resolve().parents[1].joinpath("pyproject.toml").read_text()
     assert '"recipes/*.yaml"' in text
     assert len(recipes.names()) == len(list(Path(recipes.__file__).parent.glob("*.yaml"))) >= 23
+

@@ -35,8 +35,8 @@ EPOCH_POLICIES = {
     "whole-set": "LEAKY: epoch chosen on the whole clip set, test fold included (the FuseNet reference code)",
 }
 LEAKY_POLICIES = ("test-peek", "whole-set")
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULERS = ("none", "plateau")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("none", "plateau", "exponential")
 SCHEDULER_MONITORS = ("train_loss", "val_loss")
 EPOCH_METRICS = ("uf1", "accuracy")
 VAL_BY = ("subject", "clip")
@@ -71,7 +71,7 @@ class TrainConfig(ConfigModel):
 
     epochs: int = 100
     batch_size: int = 8
-    optimizer: str = "sgd"  # sgd | adam
+    optimizer: str = "sgd"  # sgd | adam | adamw (decoupled weight decay, MMNet)
     lr: float = 0.01
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -84,7 +84,8 @@ class TrainConfig(ConfigModel):
     device: str = "auto"  # auto | cpu | cuda
     trainer: str = "auto"  # auto = the model spec's trainer; else a name in microexp.train.trainers.TRAINERS
     # ReduceLROnPlateau with Keras' rule (mode min, cooldown 0, min_delta 1e-4 absolute), stepped once per epoch
-    scheduler: str = "none"  # none | plateau
+    scheduler: str = "none"  # none | plateau | exponential (lr *= scheduler_factor after each epoch, MMNet)
+    scheduler_epochs: int | None = None  # exponential: decay after the first N epochs only, then hold (null: all)
     scheduler_factor: float = 0.1
     scheduler_patience: int = 10
     min_lr: float = 0.0
@@ -131,6 +132,8 @@ class TrainConfig(ConfigModel):
             raise ConfigError(f"train.scheduler_factor={self.scheduler_factor} must be in (0, 1)")
         if self.scheduler_patience < 1:
             raise ConfigError(f"train.scheduler_patience={self.scheduler_patience} must be >= 1")
+        if self.scheduler_epochs is not None and self.scheduler_epochs < 1:
+            raise ConfigError(f"train.scheduler_epochs={self.scheduler_epochs} must be >= 1 (or null: every epoch)")
         if self.min_lr < 0:
             raise ConfigError(f"train.min_lr={self.min_lr} must be >= 0")
         if self.report_epochs is not None:

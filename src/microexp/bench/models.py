@@ -44,6 +44,8 @@ QUICK_SHAPES: dict[str, dict[str, tuple[int, int, int, int]]] = {
     "regional-lstm": {"roi1": (1, 8, 40, 50), "roi2": (1, 8, 40, 50), "roi3": (1, 8, 40, 60),
                       "roi4": (1, 8, 30, 30), "roi5": (1, 8, 30, 30), "roi6": (1, 8, 30, 80)},
     "twostream": {"clip": (1, 8, 8, 8), "saliency": (1, 8, 8, 8)},
+    "htnet": {"flow": (3, 1, 28, 28)},  # its real input (the 139.6 M parameters do not depend on it)
+    "mmnet": {"clip": (3, 2, 64, 64)},  # onset + apex at 64x64 instead of 224x224
 }
 # full runs: models too slow for batch 8 and --repeats steps (twostream: ~6 TFLOP per batch-8 training step)
 REDUCED = {"twostream": {"batch": 2, "repeats": 2, "warmup": 1,

@@ -72,6 +72,8 @@ BUILTIN = (
     "microexp.models.regional",
     "microexp.models.ststnet",
     "microexp.models.offapexnet",
+    "microexp.models.htnet",
+    "microexp.models.mmnet",
     "microexp.baselines.lbptop",  # non-torch baseline (kind="sklearn")
     "microexp.baselines.au_emotion",  # emotion from annotated AUs (kind="sklearn", reads="aus")
 )

@@ -15,11 +15,11 @@ from microexp.errors import ConfigError
 
 SELECTIONS = ("whole", "onset_offset", "onset_apex", "keyframes", "keyframes9")
 TEMPORAL = ("uniform", "first", "window", "tim", "interpolate_pad", "none")
-NORMALISE = ("zscore", "global", "minus1to1", "scale127", "none")
+NORMALISE = ("zscore", "global", "minus1to1", "scale127", "imagenet", "none")
 FACE = ("none", "dlib")
 ALIGN = ("none", "onset", "per-frame", "track")
 GRAY = ("correct", "code")
-REGIONS = ("face", "whole", "eyes", "mouth", "roi1", "roi2", "roi3", "roi4", "roi5", "roi6")
+REGIONS = ("face", "whole", "eyes", "mouth", "roi1", "roi2", "roi3", "roi4", "roi5", "roi6", "face_areas")
 KINDS = ("raw", "saliency", "flow", "flowstrain")
 FLOW = ("tvl1", "farneback", "dis")
 FLOW_PAIRS = ("onset_apex", "consecutive")
@@ -32,7 +32,9 @@ STRAIN_AT = ("stream", "full")
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """One model input stream. ``region``: face | whole | eyes | mouth | roi1..roi6; ``kind``: raw (C=1; 3 with
+    """One model input stream. ``region``: face | whole | eyes | mouth | roi1..roi6 | face_areas (HTNet: the face
+    with its four areas, left eye / left lip / right eye / right lip, tiled 2x2; ``extra: {face_areas: code}`` the
+    code's transposed crop); ``kind``: raw (C=1; 3 with
     ``preprocess.color: rgb``) | saliency (same) | flow (C=2: u, v) | flowstrain (C=3: u, v, strain)."""
 
     name: str = "clip"
@@ -79,7 +81,8 @@ class PreprocessConfig:
     FuseNet seed detects per frame), ``track`` (onset landmarks + per-frame rigid registration to the onset
     frame).
     normalise: ``zscore`` per clip, ``minus1to1`` per clip, ``scale127`` (fixed x/127.5 - 1 on 0-255 values, the
-    Aouayeb seed), ``global`` (the seed code's dataset-wide mean subtract / max divide: fitted on the training
+    Aouayeb seed), ``imagenet`` (x/255, then torchvision's ImageNet mean / std per R, G, B channel: MMNet),
+    ``global`` (the seed code's dataset-wide mean subtract / max divide: fitted on the training
     fold only, see :class:`~microexp.preprocess.normalise.GlobalNormaliser`), or ``none``.
     color: ``gray`` (C=1) or ``rgb``: raw and saliency streams carry the three colour channels in R, G, B order
     (C=3); faces, landmarks and flow always use gray.

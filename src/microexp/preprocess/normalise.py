@@ -1,4 +1,5 @@
-"""Value normalisation: per-clip z-score, per-clip [-1, 1], the fixed x/127.5 - 1 of the Aouayeb code, and the
+"""Value normalisation: per-clip z-score, per-clip [-1, 1], the fixed x/127.5 - 1 of the Aouayeb code, the fixed
+ImageNet per-channel statistics of MMNet's transforms, and the
 seed code's global mean-subtract / max-divide, which must be fitted on training data only
 (:class:`GlobalNormaliser`)."""
 
@@ -12,7 +13,10 @@ import numpy as np
 
 from microexp.errors import ConfigError
 
-MODES = ("zscore", "minus1to1", "scale127", "global", "none")
+MODES = ("zscore", "minus1to1", "scale127", "imagenet", "global", "none")
+# torchvision's ImageNet statistics (R, G, B) of 0-1 values: ToTensor + Normalize as MMNet's transforms
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def normalise_clip(x: np.ndarray, mode: str) -> np.ndarray:
@@ -25,6 +29,12 @@ def normalise_clip(x: np.ndarray, mode: str) -> np.ndarray:
         return (2.0 * (x - lo) / max(hi - lo, 1e-6) - 1.0).astype(np.float32)
     if mode == "scale127":
         return (x / np.float32(127.5) - np.float32(1.0)).astype(np.float32)
+    if mode == "imagenet":  # x/255 then (x - mean) / std per R, G, B channel; one gray channel: the means of both
+        c = x.shape[0]
+        mean = np.array(IMAGENET_MEAN if c == 3 else [np.mean(IMAGENET_MEAN)] * c, np.float32)
+        std = np.array(IMAGENET_STD if c == 3 else [np.mean(IMAGENET_STD)] * c, np.float32)
+        shape = (c,) + (1,) * (x.ndim - 1)
+        return ((x / np.float32(255.0) - mean.reshape(shape)) / std.reshape(shape)).astype(np.float32)
     if mode in ("global", "none"):
         return x.astype(np.float32, copy=False)
     raise ConfigError(f"unknown normalisation {mode!r} (known: {list(MODES)})")

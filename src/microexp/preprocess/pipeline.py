@@ -133,6 +133,7 @@ class _Regions:
     def __init__(self, frames: dict[int, np.ndarray], geo: ClipGeometry, roi_enlarge: bool = False,
                  how: str = "area", color: dict[int, np.ndarray] | None = None) -> None:
         self.frames, self.geo, self.roi_enlarge, self.how, self.color = frames, geo, roi_enlarge, how, color
+        self.areas_mode = "paper"  # HTNet's face areas: "paper" or the code's transposed crop ("code")
         self._memo: dict[tuple[str, tuple[int, int], int, bool], np.ndarray] = {}
         self._canvas: dict[tuple[int, bool], np.ndarray] = {}
         self._boxes: dict[tuple[str, int | None], al.Box] = {}
@@ -152,11 +153,24 @@ class _Regions:
             raise PreprocessError("colour frames were not loaded")
         return self.color[pos]
 
+    def areas(self, img: np.ndarray, pos: int, mode: str) -> np.ndarray:
+        """HTNet's four facial areas of a face-region image (C, H, W) (:func:`regions.face_areas`), placed by the
+        landmarks of frame ``pos`` in the face box."""
+        x0, y0, x1, y1 = self.box("face", pos)
+        rows, cols = img.shape[1:]
+        pts = (rg.five_points(self.geo.landmarks_at(pos)) - (x0, y0)) / (x1 - x0, y1 - y0) * (cols, rows)
+        return rg.face_areas(img, pts, mode)
+
     def get(self, region: str, size: tuple[int, int], pos: int, color: bool = False) -> np.ndarray:
         key = (region, tuple(size), pos, color)
         if key not in self._memo:
             frame = self._frame(pos, color)
-            if region == "whole":
+            if region == "face_areas":  # HTNet: the face, then its four areas tiled (raw frames; flow: below)
+                face = self.get("face", size, pos, color)
+                tiled = self.areas(np.moveaxis(face, -1, 0) if face.ndim == 3 else face[None], pos,
+                                   self.areas_mode)
+                out = np.moveaxis(tiled, 0, -1) if face.ndim == 3 else tiled[0]
+            elif region == "whole":
                 out = al.resize(frame, size, self.how).astype(np.float32)
             elif region.startswith("roi"):
                 out = rg.aouayeb_roi(self.canvas(pos, color), int(region[3:]), size, self.how)
@@ -210,6 +224,7 @@ def preprocess_clip(record: ClipRecord, config: PreprocessConfig) -> dict[str, n
         raise PreprocessError(f"frames differ in size {sorted(shapes)}")
     geo = clip_geometry(frames, ref, config)
     reg = _Regions(frames, geo, bool(dict(config.extra).get("roi_enlarge", False)), config.resize, color)
+    reg.areas_mode = str(dict(config.extra).get("face_areas", "paper"))
 
     out: dict[str, np.ndarray] = {}
     interpolated: dict[tuple[str, tuple[int, int]], np.ndarray] = {}  # streams of one region share the frames
@@ -232,6 +247,9 @@ def preprocess_clip(record: ClipRecord, config: PreprocessConfig) -> dict[str, n
         else:
             strain = stream.kind == "flowstrain"
             dims = _flow_dims(stream, config.flow_size)
+            areas = stream.region == "face_areas"  # HTNet: flow of the whole face, then its four areas tiled
+            if areas:
+                stream = StreamConfig(stream.name, "face", stream.size, stream.kind)
             if config.flow_pairs == "onset_apex":
                 pairs = [(reg.get(stream.region, dims, onset), reg.get(stream.region, dims, apex))]
             else:
@@ -245,6 +263,8 @@ def preprocess_clip(record: ClipRecord, config: PreprocessConfig) -> dict[str, n
                 pairs = list(zip(seq[:-1], seq[1:], strict=True))
             arr = np.stack([flow_stream(a, b, stream.size, config.flow, strain, config.strain_at)
                             for a, b in pairs], axis=1)
+            if areas:
+                arr = np.stack([reg.areas(arr[:, i], onset, reg.areas_mode) for i in range(arr.shape[1])], axis=1)
         arr = normalise_clip(arr.astype(np.float32), config.normalise)
         if config.pad_to is not None:
             arr = pad_frames(arr, config.stream_shape(stream.name)[1])

@@ -106,3 +106,40 @@ def aouayeb_roi(canvas: np.ndarray, k: int, size: tuple[int, int], how: str = "a
     from microexp.preprocess.align import resize
 
     return resize(canvas[y0:y1, x0:x1], size, how)
+
+
+# HTNet's four facial areas (docs/models.md "HTNet"): five points as MTCNN gives them (image-left eye, image-right
+# eye, nose tip, image-left and image-right mouth corner) from the 68 dlib landmarks
+AREA_MODES = ("paper", "code")
+
+
+def five_points(lm: np.ndarray) -> np.ndarray:
+    """(5, 2) x, y: eye centres (means of 36-41 and 42-47), nose tip (30), mouth corners (48, 54)."""
+    return np.array([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]], dtype=np.float64)
+
+
+def face_areas(img: np.ndarray, points: np.ndarray, mode: str = "paper") -> np.ndarray:
+    """Four half-size areas of ``img`` (C, H, W) tiled 2x2 into an image of the same size: top row the left eye
+    and left lip areas, bottom row the right eye and right lip areas. ``points``: :func:`five_points` in ``img``'s
+    pixels; each centre is clamped to [h/2, H - h/2] (h the area side) and truncated to an integer as the code.
+    ``paper``: the area around each named point (left eye, left mouth corner, right eye, right mouth corner).
+    ``code``: ``main_HTNet.py`` as published: points 0, 1, 3, 4 in that order, indexed (row = x, column = y), i.e.
+    the transposed position, which on a frontal face lands near the area the code's variable names say."""
+    if mode not in AREA_MODES:
+        raise PreprocessError(f"face areas: mode {mode!r} is not one of {list(AREA_MODES)}")
+    c, rows, cols = img.shape
+    if rows % 2 or cols % 2:
+        raise PreprocessError(f"face areas need an even size, got {rows}x{cols}")
+    ah, aw = rows // 2, cols // 2
+    if mode == "paper":  # (row, col) = (y, x) of left eye, left mouth corner, right eye, right mouth corner
+        centres = [(points[i, 1], points[i, 0]) for i in (0, 3, 1, 4)]
+    else:  # the code: (row, col) = (x, y) of points 0, 1, 3, 4
+        centres = [(points[i, 0], points[i, 1]) for i in (0, 1, 3, 4)]
+    tiles = []
+    for r, q in centres:
+        r = int(min(max(r, ah / 2), rows - ah / 2) - ah / 2)  # top-left corner of the area, inside the image
+        q = int(min(max(q, aw / 2), cols - aw / 2) - aw / 2)
+        tiles.append(img[:, r:r + ah, q:q + aw])
+    top = np.concatenate(tiles[:2], axis=2)
+    bottom = np.concatenate(tiles[2:], axis=2)
+    return np.concatenate([top, bottom], axis=1).astype(np.float32)

@@ -19,6 +19,9 @@ CARD_FILE = "recipe-card.txt"
 
 
 def _ours(metrics: dict[str, Any], metric: str) -> str:
+    dataset, _, name = metric.rpartition(".")  # "smic.uf1": a composite's per-dataset score
+    if dataset:
+        metrics, metric = (metrics.get("per_dataset") or {}).get(dataset) or {}, name
     if metric not in metrics:
         return "-"
     std = metrics.get(f"{metric}_std")

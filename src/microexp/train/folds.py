@@ -146,7 +146,10 @@ def run_fold(ctx: RunContext, task: FoldTask, on_epoch: Callable[[dict[str, Any]
                                  "fold": fold.name, "microexp_version": __version__})
     elif keep:
         save_checkpoint(checkpoint_path(ctx.out, seed, fold.name),
-                        {"model": config.model, "model_params": config.model_params, "state_dict": model.state_dict(),
+                        # a pretrained file only initialises: the checkpoint's weights replace it, so predict and
+                        # explain never need the file again
+                        {"model": config.model, "state_dict": model.state_dict(),
+                         "model_params": {k: v for k, v in config.model_params.items() if k != "pretrained"},
                          "preprocess": ctx.preprocess.to_dict(), "classes": ctx.classes, "seed": seed,
                          "fold": fold.name, "epoch": result.chosen_epoch, "microexp_version": __version__,
                          "trainer": trainer.name,

@@ -1,5 +1,5 @@
-"""Training loop: seeded SGD/Adam with cross-entropy, the plateau scheduler, and the epoch policy (fixed,
-validation, test-peek, whole-set)."""
+"""Training loop: seeded SGD/Adam/AdamW with cross-entropy, the plateau and exponential schedulers, and the epoch
+policy (fixed, validation, test-peek, whole-set)."""
 
 from __future__ import annotations
 
@@ -130,9 +130,13 @@ def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, 
     gen = torch.Generator().manual_seed(seed)
     if cfg.optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = plateau_scheduler(opt, cfg) if cfg.scheduler == "plateau" else None
+    decay = (torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.scheduler_factor)
+             if cfg.scheduler == "exponential" else None)
     if scheduler is not None and cfg.scheduler_monitor == "val_loss" and (val_idx is None or len(val_idx) == 0):
         raise ValueError("train.scheduler_monitor=val_loss needs the validation indices")
     if cfg.augment != "none":  # run_fold enlarges the training rows once (microexp.train.folds.augment_training_rows)
@@ -167,7 +171,7 @@ def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, 
             correct += int((logits.argmax(1) == target).sum().item())
             seen += len(target)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": total / seen, "train_accuracy": correct / seen}
-        if scheduler is not None:
+        if scheduler is not None or decay is not None:
             record["lr"] = opt.param_groups[0]["lr"]  # the rate this epoch trained with
         scored: dict[str, dict[str, float]] = {}
         if val_idx is not None and len(val_idx):
@@ -191,6 +195,8 @@ def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, 
                 since_best += 1
         if scheduler is not None:
             scheduler.step(record["train_loss"] if cfg.scheduler_monitor == "train_loss" else record["val_loss"])
+        if decay is not None and (cfg.scheduler_epochs is None or epoch <= cfg.scheduler_epochs):
+            decay.step()
         result.history.append(record)
         if on_epoch:
             on_epoch(record)
