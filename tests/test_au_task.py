@@ -264,3 +264,24 @@ def test_predict_with_an_au_run_gives_au_probabilities(au_synth: Path, au_run: P
                  "--csv", "--no-progress"]) == 0
     header = capsys.readouterr().out.splitlines()[0].split(",")
     assert [h for h in header if h.startswith("p_")] == [f"p_{a}" for a in union]
+
+
+def test_spot_recognise_with_an_au_run_gives_each_interval_its_au_probabilities(au_synth: Path, au_run: Path,
+                                                                                one_torch_thread) -> None:
+    import microexp
+    from microexp.spot.api import SpotResult, recognise_spots
+    from microexp.spot.metrics import Spot
+
+    clip = next(p for p in sorted(au_synth.glob("*/*")) if p.is_dir())
+    numbers = sorted(int(f.stem.split("_")[1]) for f in clip.glob("*.png"))  # spots name frames by file number
+    spots = [Spot("d", "s", clip.name, numbers[0], numbers[7], "micro", 0.9),
+             Spot("d", "s", clip.name, numbers[6], numbers[15], "macro", 0.8)]
+    predictor = microexp.load(au_run, face="none")
+    got = recognise_spots(clip, spots, predictor, fps=30.0)
+    for s in got:
+        assert list(s.aus) == predictor.classes and all(0.0 < p < 1.0 for p in s.aus.values())
+        assert s.emotion == ("+".join(a for a, p in s.aus.items() if p >= 0.5) or "none")
+    first = predictor.predict(clip, window=8, stride=100, fps=30.0).windows[0]  # the first spot's frames
+    assert got[0].aus == pytest.approx(first.probabilities, abs=1e-5)
+    table = SpotResult(str(clip), 30.0, 16, got).table()
+    assert f"{predictor.classes[0]} {got[0].aus[predictor.classes[0]]:.2f}" in table
