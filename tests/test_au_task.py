@@ -264,6 +264,11 @@ def test_predict_with_an_au_run_gives_au_probabilities(au_synth: Path, au_run: P
                  "--csv", "--no-progress"]) == 0
     header = capsys.readouterr().out.splitlines()[0].split(",")
     assert [h for h in header if h.startswith("p_")] == [f"p_{a}" for a in union]
+    # what takes recognition runs only refuses an AU run in one line
+    assert main(["export", str(au_run), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    assert main(["explain", str(au_run), "--clip", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "not exported yet" in err and "is an AU-detection run: saliency explains" in err
 
 
 def test_spot_recognise_with_an_au_run_gives_each_interval_its_au_probabilities(au_synth: Path, au_run: Path,

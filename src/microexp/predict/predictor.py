@@ -399,8 +399,7 @@ class AUPredictor(TorchPredictor):
         return (total / np.maximum(count, 1)).astype(np.float32)
 
     def export_module(self) -> Any:
-        raise ConfigError("export takes recognition runs; an AU-detection run's fold models detect different AU "
-                          "sets and are not exported yet")
+        raise ConfigError("export takes recognition runs: an AU-detection run's sigmoid outputs are not exported yet")
 
 
 def load(run_dir: str | Path, fold: str | None = None, device: str = "cpu", face: str | None = None) -> TorchPredictor:
