@@ -179,10 +179,14 @@ def test_report_and_compare_handle_au_runs(au_synth: Path, tmp_path: Path, capsy
     capsys.readouterr()
     assert main(["compare", str(runs[0]), str(recognition)]) == 2
     assert "compare two runs of the same task" in capsys.readouterr().err
-    from microexp.predict.predictor import load
+    import shutil
 
-    with pytest.raises(ConfigError, match="is an AU-detection run"):  # no model kept for predict (yet)
-        load(runs[0])
+    from microexp.predict.predictor import load
+    from microexp.runs import CHECKPOINTS
+
+    shutil.rmtree(runs[1] / CHECKPOINTS)  # as a run made before AU runs kept their models
+    with pytest.raises(ConfigError, match="is an AU-detection run without checkpoints"):
+        load(runs[1])
 
 
 def test_cli_lodo_over_two_releases(tmp_path: Path, capsys, one_torch_thread) -> None:
@@ -201,3 +205,88 @@ def test_cli_lodo_over_two_releases(tmp_path: Path, capsys, one_torch_thread) ->
     assert main(["evaluate", "--task", "au", "--dataset", "casme2,samm", "--root", str(c2), "--model", "ststnet",
                  "--protocol", "lodo", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
     assert "one root per dataset" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def au_run(au_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny AU run (2 folds, 1 epoch) that keeps its fold models."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the one_torch_thread fixture (function-scoped), for this module-scoped run
+    try:
+        config = RunConfig(dataset="plain", root=str(au_synth), model="ststnet", protocol="kfold", folds=2,
+                           preprocess=FAST, train=TrainConfig(epochs=1, batch_size=8, optimizer="adam", lr=0.01))
+        out = tmp_path_factory.mktemp("aurun") / "run"
+        evaluate_au(config, AUTask(min_positive=5), out=out, log=lambda _m: None)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def test_au_run_keeps_each_fold_model_with_its_au_set(au_run: Path) -> None:
+    from microexp.runs import read_checkpoints, read_metrics
+
+    chosen = read_metrics(au_run)["au"]["chosen_per_fold"]
+    ckpts = read_checkpoints(au_run)
+    assert sorted(c.fold for c in ckpts) == sorted(chosen) and len(ckpts) == 2
+    for c in ckpts:
+        assert c.data["task"] == "au" and c.data["classes"] == chosen[c.fold] and c.data["threshold"] == 0.5
+        assert c.data["clip"]["frames"] > 0
+
+
+def test_predict_with_an_au_run_gives_au_probabilities(au_synth: Path, au_run: Path, tmp_path: Path, capsys,
+                                                       one_torch_thread) -> None:
+    import microexp
+    from microexp.runs import read_metrics
+
+    chosen = read_metrics(au_run)["au"]["chosen_per_fold"]
+    union = sorted({a for aus in chosen.values() for a in aus}, key=lambda a: int(a[2:]))
+    clip = next(p for p in sorted(au_synth.glob("*/*")) if p.is_dir())  # 16 face-crop frames
+    predictor = microexp.load(au_run, face="none")
+    assert type(predictor).__name__ == "AUPredictor" and predictor.classes == union
+    result = predictor.predict(clip, window=8, stride=4)
+    assert result.task == "au" and len(result.windows) == 3
+    for w in result.windows:
+        assert set(w.probabilities) == set(union) and all(0.0 < p < 1.0 for p in w.probabilities.values())
+        assert w.label == ("+".join(a for a in union if w.probabilities[a] >= 0.5) or "none")
+    assert all(s.label in union for s in result.segments)
+    # one fold's model alone: its own AU set
+    fold = sorted(chosen)[0]
+    one = microexp.load(au_run, fold=fold, face="none")
+    assert one.classes == chosen[fold]
+    assert main(["predict", str(clip), "--run", str(au_run), "--face", "none", "--window", "8", "--stride", "4",
+                 "--json", "--no-progress"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["task"] == "au" and body["classes"] == union
+    assert body["windows"][0]["probabilities"] == pytest.approx(result.windows[0].probabilities, abs=1e-6)
+    assert main(["predict", str(clip), "--run", str(au_run), "--face", "none", "--window", "8", "--stride", "4",
+                 "--csv", "--no-progress"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split(",")
+    assert [h for h in header if h.startswith("p_")] == [f"p_{a}" for a in union]
+    # what takes recognition runs only refuses an AU run in one line
+    assert main(["export", str(au_run), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    assert main(["explain", str(au_run), "--clip", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "not exported yet" in err and "is an AU-detection run: saliency explains" in err
+
+
+def test_spot_recognise_with_an_au_run_gives_each_interval_its_au_probabilities(au_synth: Path, au_run: Path,
+                                                                                one_torch_thread) -> None:
+    import microexp
+    from microexp.spot.api import SpotResult, recognise_spots
+    from microexp.spot.metrics import Spot
+
+    clip = next(p for p in sorted(au_synth.glob("*/*")) if p.is_dir())
+    numbers = sorted(int(f.stem.split("_")[1]) for f in clip.glob("*.png"))  # spots name frames by file number
+    spots = [Spot("d", "s", clip.name, numbers[0], numbers[7], "micro", 0.9),
+             Spot("d", "s", clip.name, numbers[6], numbers[15], "macro", 0.8)]
+    predictor = microexp.load(au_run, face="none")
+    got = recognise_spots(clip, spots, predictor, fps=30.0)
+    for s in got:
+        assert list(s.aus) == predictor.classes and all(0.0 < p < 1.0 for p in s.aus.values())
+        assert s.emotion == ("+".join(a for a, p in s.aus.items() if p >= 0.5) or "none")
+    first = predictor.predict(clip, window=8, stride=100, fps=30.0).windows[0]  # the first spot's frames
+    assert got[0].aus == pytest.approx(first.probabilities, abs=1e-5)
+    table = SpotResult(str(clip), 30.0, 16, got).table()
+    assert f"{predictor.classes[0]} {got[0].aus[predictor.classes[0]]:.2f}" in table

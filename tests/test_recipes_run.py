@@ -6,6 +6,7 @@ checked with a recipe that needs nothing beyond today's configuration keys."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,14 @@ def trees(tmp_path_factory) -> dict[str, Path]:
     for name, layout in (("CASME2", "casme2"), ("SMIC", "smic"), ("SAMM", "samm")):
         (megc / name).symlink_to(out[layout].parent if layout == "smic" else out[layout], target_is_directory=True)
     out["megc2019"] = megc
+    # MEGC 2018: CASME II + SAMM, every objective class I-V in each (AUs 12, 1+2, 4, 10, 15) so that each
+    # hold-out direction trains on all five
+    megc2018 = base / "megc2018"
+    megc2018.mkdir()
+    for layout, subjects in (("casme2", ["01", "02", "03"]), ("samm", ["006", "007", "011"])):
+        rows = [replace(r, aus=("12", "1+2", "4", "10", "15")[k % 5]) for k, r in enumerate(_rows(layout, ["Other" if layout == "samm" else "others"], subjects, 10))]
+        _tree(megc2018, layout, rows, placeholder_renderer, 8)
+    out["megc2018"] = megc2018
     return out
 
 
@@ -110,6 +119,9 @@ OVERRIDES: dict[str, list[str]] = {
     "htnet-megc2019": ["--set", "preprocess.flow_size=32", "--set", "preprocess.flow=farneback", "--set",
                        "model_params.dim=8", "--set", "model_params.block_repeats=[1, 1, 1]"],
     "mmnet-casme2-5": ["--size", "32", "--set", "train.batch_size=8", "--set", "train.scheduler_epochs=1"],
+    # placeholder frames have no face for dlib to find
+    **{f"lbptop-megc2018-{e}": ["--size", "20", "--set", "preprocess.frames=8", "--set", "preprocess.face=none"]
+       for e in ("cde", "hde-casme2-samm", "hde-samm-casme2")},
 }
 
 

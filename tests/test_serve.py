@@ -407,13 +407,19 @@ def test_a_spotting_run_spots_the_micro_expression_on_the_timeline(server: Serve
         # a blink event (as the spotter reports them) is drawn as a blink: its own grey row, not classified
         result = next(server.tmp.glob(f"microexp-serve-*/jobs/{job}/result"))
         placed = json.loads((result / "spot-intervals.json").read_text())
+        assert all(s["aus"] == {} for s in placed["spots"])  # a recognition run: no AU column
+        assert page.locator("#spots-table td.aus").count() == 0
         if not any(s["type"] == "blink" for s in placed["spots"]):  # a spotter without blink events: add one
             placed["spots"].append({"index": len(placed["spots"]), "type": "blink", "onset": 100, "offset": 106,
                                     "score": 0.5, "emotion": "", "first": 99, "last": 105,
                                     "start_time": 99 / LONG.fps, "end_time": 106 / LONG.fps})
-            (result / "spot-intervals.json").write_text(json.dumps(placed))
+        # an AU run's spots carry their AU probabilities (`microexp spot --recognise AU_RUN`): shown per interval
+        placed["spots"][int(hits[0]["index"])]["aus"] = {"AU6": 0.91, "AU12": 0.724}
+        (result / "spot-intervals.json").write_text(json.dumps(placed))
         page.click(f".job[data-job='{job}'] button.show")
         page.wait_for_selector("tr.spot.blink")
+        assert page.inner_text(f"tr.spot[data-index='{hits[0]['index']}'] td.aus") == "AU6 0.91, AU12 0.72"
+        assert "AU probabilities" in page.inner_text("#spots-table tr >> nth=0")
         blinks = page.eval_on_selector_all("tr.spot.blink", "rs => rs.map(r => r.lastChild.textContent)")
         assert blinks and set(blinks) == {"blink (not an expression)"}
         blink_row = page.evaluate("document.getElementById('timeline').data.find(t => t.name === 'blink')")

@@ -287,13 +287,16 @@ def explain_clip(run_dir: Path, clip: str, fold: str | None = None, seed: int | 
     ``record`` skips reloading the dataset from the run's ``config.yaml`` (e.g. for clip sets built in code).
     """
     from microexp.fileio import check_writable_dir
-    from microexp.runs import PREDICTIONS, checkpoint_path, read_table
+    from microexp.runs import METRICS, PREDICTIONS, checkpoint_path, read_metrics, read_table
 
     run_dir = Path(run_dir)
     if n_frames < 1:
         raise ConfigError(f"n_frames={n_frames}: show at least one frame")
     if not (run_dir / PREDICTIONS).is_file():
         raise DataError(f"{run_dir}: not a finished run directory (no predictions.csv)")
+    if (run_dir / METRICS).is_file() and read_metrics(run_dir).get("task") == "au":
+        raise ConfigError(f"{run_dir} is an AU-detection run: saliency explains a recognition run's class "
+                          "(an AU run's per-AU scores: microexp report)")
     check_writable_dir(out_dir or run_dir / "explain")  # before any work: a read-only folder is one line
     row = find_test_fold(read_table(run_dir, PREDICTIONS), clip, fold, seed)
     key = f"{row['dataset']}/{row['subject']}/{row['clip_id']}"

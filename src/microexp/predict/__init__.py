@@ -18,6 +18,9 @@ Ensembles: a LOSO run holds one checkpoint per fold (and per seed). ``load`` ave
 of all of them by default (every fold model saw most subjects; averaging is the least arbitrary choice and is
 deterministic); ``fold="sub01"`` (a fold name or a checkpoint file stem) picks one.
 
+An AU-detection run (``evaluate --task au``) loads as an :class:`AUPredictor`: each window gets a probability per AU
+(sigmoids, not a distribution), its label the AUs at the run's threshold, segments per AU.
+
 A run trained on ready-made face crops detects and crops the face in the input unless ``face="none"`` says the
 input is face crops already (:mod:`microexp.predict.predictor`).
 
@@ -33,7 +36,7 @@ from __future__ import annotations
 from microexp.predict.ensemble import ensemble_class, member_class
 from microexp.predict.faces import NO_FACE, FacePresence, StreamFaces
 from microexp.predict.onnx import ONNX_OPSET, PROBABILITIES, OnnxPredictor, export_onnx, load_onnx
-from microexp.predict.predictor import Predictor, TorchPredictor, check_options, load
+from microexp.predict.predictor import AUPredictor, Predictor, TorchPredictor, check_options, load
 from microexp.predict.results import Gap, Prediction, PredictionResult, Segment
 from microexp.predict.video import (
     DEFAULT_FPS,
@@ -58,7 +61,7 @@ from microexp.predict.windows import (
 )
 from microexp.runs import Checkpoint, find_checkpoints
 
-__all__ = ["DEFAULT_FPS", "NO_FACE", "ONNX_OPSET", "PROBABILITIES", "Checkpoint", "FacePresence",
+__all__ = ["DEFAULT_FPS", "NO_FACE", "ONNX_OPSET", "PROBABILITIES", "AUPredictor", "Checkpoint", "FacePresence",
            "FrameRing", "FrameSource", "FrameStream", "StreamFaces", "Gap", "OnnxPredictor",
            "Prediction", "PredictionResult", "Predictor", "Segment", "TorchPredictor", "check_fps",
            "check_options", "check_span", "ensemble_class", "export_onnx", "find_checkpoints",

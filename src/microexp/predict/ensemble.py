@@ -22,9 +22,11 @@ def _build() -> None:
         with the run's fitted global normalisation (if any) folded in."""
 
         def __init__(self, model: torch.nn.Module, streams: Sequence[str],
-                     normaliser: dict[str, dict[str, float]] | None, vote: bool = False) -> None:
+                     normaliser: dict[str, dict[str, float]] | None, vote: bool = False,
+                     sigmoid: bool = False) -> None:
             super().__init__()
             self.model = model.eval()
+            self.sigmoid = sigmoid  # an AU-detection model: one independent probability per AU
             self.vote = vote  # a frames-vote model: a clip's probabilities are its frames' vote shares
             self.streams = list(streams)
             self.normaliser = GlobalNormaliser.from_dict(normaliser) if normaliser else None
@@ -33,6 +35,8 @@ def _build() -> None:
             kw = {}
             for name, x in zip(self.streams, inputs, strict=True):
                 kw[name] = self.normaliser.apply(name, x) if self.normaliser is not None else x
+            if self.sigmoid:
+                return torch.sigmoid(self.model(**kw).float())
             if not self.vote:
                 return torch.softmax(self.model(**kw).float(), dim=1)
             # as microexp.train.vote scores it in evaluation (frame_classes -> vote_shares), in torch for export

@@ -31,7 +31,11 @@ def export_onnx(run_dir: str | Path, out: str | Path, fold: str | None = None, o
         raise ConfigError(f"opset {opset!r}: an ONNX opset between {MIN_OPSET} and {MAX_OPSET}")
     import torch
 
-    predictor = TorchPredictor(read_checkpoints(Path(run_dir), fold))  # the run's own preprocessing, unchanged
+    checkpoints = read_checkpoints(Path(run_dir), fold)
+    if any(c.data.get("task") == "au" for c in checkpoints):
+        raise ConfigError(f"{run_dir} is an AU-detection run: export takes recognition runs (an AU run's sigmoid "
+                          "outputs are not exported yet); microexp predict --run uses it as it is")
+    predictor = TorchPredictor(checkpoints)  # the run's own preprocessing, unchanged
     module = predictor.export_module().cpu().eval()
     shapes = {s.name: _stream_shape(predictor.preprocess, s.name) for s in predictor.preprocess.streams}
     dummy = tuple(torch.zeros((1, *shapes[n]), dtype=torch.float32) for n in predictor.streams)

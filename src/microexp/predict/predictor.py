@@ -37,9 +37,17 @@ from microexp.predict.ensemble import ensemble_class, member_class
 from microexp.predict.faces import NO_FACE, StreamFaces
 from microexp.predict.results import Prediction, PredictionResult
 from microexp.predict.video import DEFAULT_FPS, FrameStream, check_fps, open_stream, png_gray, png_gray_exact
-from microexp.predict.windows import FrameRing, check_span, find_gaps, merge_segments, min_window, parse_span
+from microexp.predict.windows import (
+    FrameRing,
+    au_segments,
+    check_span,
+    find_gaps,
+    merge_segments,
+    min_window,
+    parse_span,
+)
 from microexp.preprocess.config import PreprocessConfig
-from microexp.runs import METRICS, SPOTTER, Checkpoint, is_spotting_run, read_checkpoints
+from microexp.runs import METRICS, SPOTTER, Checkpoint, checkpoint_files, is_spotting_run, read_checkpoints
 from microexp.runtime import tune_allocator
 
 FACES = ("dlib", "none")
@@ -75,6 +83,7 @@ class Predictor:
         self.clip = clip or {}
         self.models = list(models)
         self.notes: list[str] = []
+        self.task = "recognise"  # or "au": classes are AUs, each with its own probability (AUPredictor)
         self.stream_stats: dict[str, int] = {}  # of the last predict: frames, peak frames / windows held, detections
 
     @property
@@ -225,12 +234,17 @@ class Predictor:
                                                         f"window(s) ({n} frames){hint}")
             raise UnusableInputError(stream.source, f"no window could be preprocessed ({len(windows.failed)} "
                                                     f"window(s): {reasons})")
-        preds = [Prediction(a, b, a / fps, (b + 1) / fps, self.classes[int(row.argmax())],
+        preds = [Prediction(a, b, a / fps, (b + 1) / fps, self.label_of(row),
                             {c: float(v) for c, v in zip(self.classes, row, strict=True)})
                  for (a, b), row in zip(windows.ok, windows.probabilities, strict=True)]
-        return PredictionResult(stream.source, fps, n, w, s, self.classes, self.models, preds,
-                                merge_segments(preds, n, fps, self.classes, min_probability),
-                                find_gaps(preds, windows.failed, n, fps), notes)
+        segments = (au_segments(preds, n, fps, self.classes, min_probability) if self.task == "au"
+                    else merge_segments(preds, n, fps, self.classes, min_probability))
+        return PredictionResult(stream.source, fps, n, w, s, self.classes, self.models, preds, segments,
+                                find_gaps(preds, windows.failed, n, fps), notes, task=self.task)
+
+    def label_of(self, row: np.ndarray) -> str:
+        """A window's label: its most probable class."""
+        return self.classes[int(row.argmax())]
 
 
 class _Batches:
@@ -283,17 +297,23 @@ class _Batches:
 class TorchPredictor(Predictor):
     """PyTorch checkpoints of a run; several are averaged. Models are loaded one at a time per batch."""
 
+    SAME = ("model", "preprocess", "classes")  # what the averaged checkpoints must share
+
     def __init__(self, checkpoints: Sequence[Checkpoint], device: str = "cpu") -> None:
         first = checkpoints[0].data
         for c in checkpoints[1:]:
-            for key in ("model", "preprocess", "classes"):
+            for key in self.SAME:
                 if c.data[key] != first[key]:
                     raise DataError(f"{c.path}: {key} differs from {checkpoints[0].path}; cannot average them")
-        super().__init__(PreprocessConfig.from_dict(first["preprocess"]), first["classes"], first.get("clip"),
-                         [c.name for c in checkpoints])
+        super().__init__(PreprocessConfig.from_dict(first["preprocess"]), self.classes_of(checkpoints),
+                         first.get("clip"), [c.name for c in checkpoints])
         self.checkpoints = list(checkpoints)
         self.device = device
         self._members: dict[str, Any] = {}
+
+    @staticmethod
+    def classes_of(checkpoints: Sequence[Checkpoint]) -> list[str]:
+        return list(checkpoints[0].data["classes"])
 
     def member(self, ckpt: Checkpoint) -> Any:
         """The checkpoint's model as a probability module (kept in memory for small ensembles)."""
@@ -308,13 +328,14 @@ class TorchPredictor(Predictor):
         spec = registry.get(d["model"])
         if getattr(spec, "kind", "torch") != "torch":
             raise ConfigError(f"{ckpt.path}: model {d['model']!r} is kind={spec.kind!r}; predict runs torch models only")
-        model = spec.build(len(self.classes), self.preprocess, **(d.get("model_params") or {}))
+        model = spec.build(len(d["classes"]), self.preprocess, **(d.get("model_params") or {}))
         try:
             model.load_state_dict(d["state_dict"])
         except RuntimeError as exc:
             raise DataError(f"{ckpt.path}: weights do not fit model {d['model']!r}: {first_line(exc)}") from None
         member = member_class()(model, self.streams, d.get("normaliser") if self.preprocess.normalise == "global"
-                                else None, vote=d.get("trainer", spec.trainer) == "frames-vote").to(self.device).eval()
+                                else None, vote=d.get("trainer", spec.trainer) == "frames-vote",
+                                sigmoid=d.get("task") == "au").to(self.device).eval()
         if len(self.checkpoints) <= 8:
             self._members[ckpt.name] = member
         return member
@@ -340,6 +361,47 @@ class TorchPredictor(Predictor):
         return ensemble_class()(members)
 
 
+class AUPredictor(TorchPredictor):
+    """The checkpoints of an AU-detection run (``evaluate --task au``): each window gets a probability per AU
+    (the sigmoid of each output), its label the AUs at or above the run's threshold joined by ``+`` (``none``).
+    Fold models may have chosen different AU sets (each from its own training fold): the predictor's AUs are
+    their union, each AU's probability the mean over the fold models that detect it."""
+
+    SAME = ("model", "preprocess")
+
+    def __init__(self, checkpoints: Sequence[Checkpoint], device: str = "cpu") -> None:
+        super().__init__(checkpoints, device)
+        self.task = "au"
+        self.threshold = float(checkpoints[0].data.get("threshold", 0.5))
+
+    @staticmethod
+    def classes_of(checkpoints: Sequence[Checkpoint]) -> list[str]:
+        names = {a for c in checkpoints for a in c.data["classes"]}
+        return sorted(names, key=lambda a: (int(a[2:]) if a[2:].isdigit() else 10**6, a))
+
+    def label_of(self, row: np.ndarray) -> str:
+        return "+".join(a for a, p in zip(self.classes, row, strict=True) if p >= self.threshold) or "none"
+
+    def probabilities(self, inputs: dict[str, np.ndarray], batch_size: int = 16) -> np.ndarray:
+        import torch
+
+        xs = [torch.from_numpy(np.ascontiguousarray(inputs[name], dtype=np.float32)) for name in self.streams]
+        n = len(xs[0])
+        total, count = np.zeros((n, len(self.classes))), np.zeros(len(self.classes))
+        column = {a: k for k, a in enumerate(self.classes)}
+        with torch.no_grad():
+            for c in self.checkpoints:
+                member, cols = self.member(c), [column[a] for a in c.data["classes"]]
+                for i in range(0, n, batch_size):
+                    batch = [x[i:i + batch_size].to(self.device) for x in xs]
+                    total[i:i + batch_size, cols] += member(*batch).cpu().numpy()
+                count[cols] += 1
+        return (total / np.maximum(count, 1)).astype(np.float32)
+
+    def export_module(self) -> Any:
+        raise ConfigError("export takes recognition runs: an AU-detection run's sigmoid outputs are not exported yet")
+
+
 def load(run_dir: str | Path, fold: str | None = None, device: str = "cpu", face: str | None = None) -> TorchPredictor:
     """A predictor for a run directory: all its checkpoints averaged, or those of ``fold`` (a fold name such as
     ``sub01``, or a checkpoint file stem such as ``seed0-sub01``). ``run_dir`` may also be one checkpoint file.
@@ -352,10 +414,12 @@ def load(run_dir: str | Path, fold: str | None = None, device: str = "cpu", face
         raise ConfigError(f"{run_dir} is a spotting run (it has {SPOTTER}): it finds intervals in long videos; "
                           f"use microexp spot VIDEO --run {run_dir} (Python: microexp.load(run).spot(video))")
     metrics = Path(run_dir) / METRICS
-    if metrics.is_file() and json.loads(metrics.read_text(encoding="utf-8")).get("task") == "au":
-        raise ConfigError(f"{run_dir} is an AU-detection run (evaluate --task au): it keeps no model to predict "
-                          f"with yet; its per-AU scores are in {metrics} and `microexp report {run_dir}`")
+    au_run = metrics.is_file() and json.loads(metrics.read_text(encoding="utf-8")).get("task") == "au"
     tune_allocator()
-    predictor = TorchPredictor(read_checkpoints(Path(run_dir), fold), device)
+    if au_run and not checkpoint_files(run_dir):
+        raise ConfigError(f"{run_dir} is an AU-detection run without checkpoints (made before AU runs kept their "
+                          f"models, or with save_checkpoints: none): rerun evaluate --task au to predict with it")
+    checkpoints = read_checkpoints(Path(run_dir), fold)
+    predictor = (AUPredictor if checkpoints[0].data.get("task") == "au" else TorchPredictor)(checkpoints, device)
     predictor.choose_face(face)
     return predictor

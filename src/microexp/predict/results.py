@@ -59,6 +59,7 @@ class PredictionResult:
     segments: list[Segment] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the input or the options changed (shown, never silent)
+    task: str = "recognise"  # "au": classes are AUs, each window's probabilities independent (sigmoids)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +90,10 @@ class PredictionResult:
         lines = [f"{self.source}: {self.n_frames} frames at {self.fps:g} fps; window {self.window} frames, "
                  f"stride {self.stride}; model {models}"]
         lines += [f"note: {n}" for n in self.notes]
-        head = f"{'frames':>13} {'time (s)':>15}  {'predicted':<12}" + "".join(f"{c[:10]:>11}" for c in self.classes)
+        if self.task == "au":
+            lines.append("AU detection: each AU's probability on its own (sigmoid); 'AUs' lists those at or above "
+                         "the run's threshold; segments are per AU")
+        head = f"{'frames':>13} {'time (s)':>15}  {'AUs' if self.task == 'au' else 'predicted':<12}" + "".join(f"{c[:10]:>11}" for c in self.classes)
         lines += ["", head, "-" * len(head)]
         for w in self.windows:
             lines.append(f"{w.start_frame:>6}-{w.end_frame:<6} {w.start_time:>7.2f}-{w.end_time:<7.2f}  "

@@ -164,6 +164,32 @@ def merge_segments(windows: Sequence[Prediction], n_frames: int, fps: float, cla
     windows that catch the event off-centre must not dilute it."""
     if not windows:
         return []
+    frame_probs, covered = _frame_probabilities(windows, n_frames, classes)
+    top, best_p = frame_probs.argmax(1), frame_probs.max(1)
+    segments = []
+    for k, label in enumerate(classes):
+        for a, b in _runs(covered & (top == k) & (best_p >= min_probability)):
+            segments.append(Segment(a, b, a / fps, (b + 1) / fps, label, float(best_p[a:b + 1].mean())))
+    return sorted(segments, key=lambda s: s.start_frame)
+
+
+def au_segments(windows: Sequence[Prediction], n_frames: int, fps: float, aus: Sequence[str],
+                min_probability: float = 0.5) -> list[Segment]:
+    """An AU run's segments: per AU, the runs of frames whose probability of it (from the window centred nearest,
+    as :func:`merge_segments`) is at or above ``min_probability``; AUs are independent, so segments may overlap."""
+    if not windows:
+        return []
+    frame_probs, covered = _frame_probabilities(windows, n_frames, aus)
+    segments = []
+    for k, label in enumerate(aus):
+        for a, b in _runs(covered & (frame_probs[:, k] >= min_probability)):
+            segments.append(Segment(a, b, a / fps, (b + 1) / fps, label, float(frame_probs[a:b + 1, k].mean())))
+    return sorted(segments, key=lambda s: (s.start_frame, s.label))
+
+
+def _frame_probabilities(windows: Sequence[Prediction], n_frames: int, classes: Sequence[str]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """(n_frames, K) probabilities of the window centred nearest each frame, and which frames a window covers."""
     centres = np.array([(w.start_frame + w.end_frame) / 2 for w in windows])
     probs = np.array([[w.probabilities[c] for c in classes] for w in windows])
     starts = np.array([w.start_frame for w in windows])
@@ -175,12 +201,7 @@ def merge_segments(windows: Sequence[Prediction], n_frames: int, fps: float, cla
         if inside.size:
             best = inside[np.argmin(np.abs(centres[inside] - f))]
             frame_probs[f], covered[f] = probs[best], True
-    top, best_p = frame_probs.argmax(1), frame_probs.max(1)
-    segments = []
-    for k, label in enumerate(classes):
-        for a, b in _runs(covered & (top == k) & (best_p >= min_probability)):
-            segments.append(Segment(a, b, a / fps, (b + 1) / fps, label, float(best_p[a:b + 1].mean())))
-    return sorted(segments, key=lambda s: s.start_frame)
+    return frame_probs, covered
 
 
 def find_gaps(windows: Sequence[Prediction], failed: Sequence[tuple[int, int, str]], n_frames: int,

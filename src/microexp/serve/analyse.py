@@ -146,7 +146,7 @@ def page_view(result: Any, spotted: Any) -> dict[str, Any]:
     strip beneath), without one the recognition run's intervals; and the notes the page must say."""
     notes = []
     neutral = any(c.lower() in ("neutral", "none", "others") for c in result.classes)
-    if spotted is None and not neutral and result.n_frames > result.window:
+    if spotted is None and not neutral and result.n_frames > result.window and result.task != "au":
         notes.append(f"this run's model has no neutral class ({'/'.join(result.classes)}): it labels every "
                      "window with one of them, so the intervals below are not detections; choose a spotting run "
                      "to find where expressions are")
@@ -164,8 +164,8 @@ def spot_video(spotter: Any, source: str, predictor: Any, out: Path, options: di
     for i, s in enumerate(result.spots):
         first, last = position(s.onset), position(s.offset)
         placed.append({"index": i, "type": s.type, "onset": s.onset, "offset": s.offset, "score": s.score,
-                       "emotion": s.emotion, "first": first, "last": last, "start_time": first / result.fps,
-                       "end_time": (last + 1) / result.fps})
+                       "emotion": s.emotion, "aus": s.aus, "first": first, "last": last,
+                       "start_time": first / result.fps, "end_time": (last + 1) / result.fps})
     (out / "spot-intervals.json").write_text(json.dumps({"run": options.get("spot_run"), "fps": result.fps,
                                                          "spots": placed}, indent=1))
     return result
@@ -290,6 +290,8 @@ def _explain(source: str, run_dir: Path, out: Path, kind: str, index: int, face:
     from microexp.explain import explain_window
 
     result = json.loads((out / "result.json").read_text())
+    if result.get("task") == "au":  # fold models with different AU sets: no one class to explain
+        raise ValueError("saliency explains a recognition run's class; this is an AU-detection run")
     predictor = microexp.load(run_dir, face=face)
     if kind == "interval":
         seg = result["segments"][index]

@@ -57,11 +57,12 @@ class SpotResult:
     def table(self) -> str:
         lines = [f"{self.source}: {self.n_frames} frames at {self.fps:g} fps, {len(self.spots)} spotted interval(s), "
                  f"{len(self.blinks)} blink(s)"]
-        events = [(s.onset, s.offset, s.type, s.score, s.emotion) for s in self.spots]
-        events += [(b.onset, b.offset, "blink", b.score, "") for b in self.blinks]
-        for onset, offset, kind, value, emotion in sorted(events):
+        events = [(s.onset, s.offset, s.type, s.score, s.emotion, s.aus) for s in self.spots]
+        events += [(b.onset, b.offset, "blink", b.score, "", {}) for b in self.blinks]
+        for onset, offset, kind, value, emotion, aus in sorted(events, key=lambda e: e[:5]):
             lines.append(f"  {kind:<5} frames {onset}-{offset} ({onset / self.fps:.2f}-"
-                         f"{offset / self.fps:.2f} s) score {value:.3f}" + (f" {emotion}" if emotion else ""))
+                         f"{offset / self.fps:.2f} s) score {value:.3f}" + (f" {emotion}" if emotion else "")
+                         + ("" if not aus else " (" + ", ".join(f"{a} {p:.2f}" for a, p in aus.items()) + ")"))
         for a, b, r in self.gaps:
             lines.append(f"  gap frames {a}-{b}: {r}")
         return "\n".join(lines)
@@ -141,8 +142,9 @@ class Spotter:
 def recognise_spots(video: str | Path, spots: list[Spot], recognise: Any, fps: float,
                     face: str | None = None) -> list[Spot]:
     """Each spot with the class a recognition run gives its frames (mapped to negative / positive / surprise where
-    the run's classes allow); ``face`` as for the spotting (``none``: the frames are face crops) when ``recognise``
-    is a run directory."""
+    the run's classes allow); with an AU-detection run, each spot's AU probabilities (``aus``) and as its class the
+    AUs at or above the run's threshold (``AU4+AU12``, ``none``). ``face`` as for the spotting (``none``: the frames
+    are face crops) when ``recognise`` is a run directory."""
     from dataclasses import replace
 
     from microexp.errors import MicroexpError
@@ -153,6 +155,8 @@ def recognise_spots(video: str | Path, spots: list[Spot], recognise: Any, fps: f
 
         predictor = load_predictor(recognise, face=face)
     labels: dict[int, str] = {}
+    aus: dict[int, dict[str, float]] = {}
+    au_run = getattr(predictor, "task", "recognise") == "au"
     held: dict[int, list[np.ndarray]] = {}  # frames of the spots that are open at the current frame, only
 
     def classify(i: int) -> None:
@@ -160,9 +164,11 @@ def recognise_spots(video: str | Path, spots: list[Spot], recognise: Any, fps: f
         try:
             r = predictor.predict(np.stack(frames), window=len(frames), stride=len(frames), fps=fps)
             label = r.windows[0].label if r.windows else ""
+            if au_run and r.windows:
+                aus[i] = r.windows[0].probabilities
         except MicroexpError as exc:  # no face, interval shorter than the run needs, ...: named, not dropped
             label = f"unrecognised ({exc})"
-        labels[i] = megc_class(label) or label
+        labels[i] = label if au_run else megc_class(label) or label
 
     for n, img in iter_frames(video):  # one pass for all spots
         for i, s in enumerate(spots):
@@ -175,4 +181,4 @@ def recognise_spots(video: str | Path, spots: list[Spot], recognise: Any, fps: f
     missing = [s for i, s in enumerate(spots) if i not in labels]
     if missing:
         raise DataError(f"{video}: frames {missing[0].onset}..{missing[0].offset} not found for recognition")
-    return [replace(s, emotion=labels[i]) for i, s in enumerate(spots)]
+    return [replace(s, emotion=labels[i], aus=aus.get(i, {})) for i, s in enumerate(spots)]

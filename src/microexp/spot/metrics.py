@@ -46,6 +46,7 @@ class Spot:
     type: str  # micro | macro
     score: float = 0.0
     emotion: str = ""
+    aus: dict[str, float] = field(default_factory=dict, hash=False)  # recognised by an AU run: p per AU
 
     @property
     def key(self) -> tuple[str, str]:

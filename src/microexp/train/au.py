@@ -7,7 +7,9 @@ that did not choose an AU predicts it absent. A registered torch model is built 
 published body unchanged, only the width of its last layer) and trained with binary cross-entropy on the sigmoid of
 each output (``pos_weight``: negatives/positives of the training clips per AU, optional), for a fixed number of
 epochs; a clip is positive for an AU when its probability reaches ``threshold`` (fixed, 0.5). Nothing is chosen on
-the test fold. Metrics are MEB's (Varanka et al., "Data leakage and evaluation issues in micro-expression
+the test fold. Each fold's model is kept as a checkpoint of the run (``save_checkpoints`` as for recognition runs)
+with its AU set as its ``classes`` and ``task: au``: ``microexp predict --run`` / :func:`microexp.load` then give
+each window's AU probabilities (:class:`microexp.predict.predictor.AUPredictor`). Metrics are MEB's (Varanka et al., "Data leakage and evaluation issues in micro-expression
 analysis", IEEE TAFFC 15(1), 2024, doi:10.1109/TAFFC.2023.3265063): on the predictions of all folds pooled, per AU
 the F1 of the positive class, precision, recall and support, and the macro F1 (mean of the positive- and
 negative-class F1, MEB's headline), then their means over the AUs. The control trains on AU sets shuffled within
@@ -45,6 +47,8 @@ from microexp.data.registry import load_dataset
 from microexp.errors import ConfigError, DataError
 from microexp.fileio import check_writable_dir
 from microexp.models import registry as model_registry
+from microexp.preprocess.normalise import GlobalNormaliser
+from microexp.train.folds import clip_length
 from microexp.train.loop import batch_bounds, resolve_device, set_seed
 from microexp.train.metrics import compute_metrics
 from microexp.train.protocols import Fold, make_folds
@@ -275,11 +279,23 @@ def evaluate_au(config: RunConfig, task: AUTask | None = None, out: Path | None 
                 if task.pos_weight:
                     pos = y[fold.train].sum(0)
                     weight = torch.from_numpy(((len(fold.train) - pos) / np.maximum(pos, 1)).astype(np.float32))
+                inputs, normaliser = ctx.inputs, None
+                if ctx.preprocess.normalise == "global":  # fitted on the training rows, saved for predict
+                    norm = GlobalNormaliser().fit(inputs, fold.train)
+                    inputs, normaliser = norm.transform(inputs), norm.to_dict()
                 set_seed(seed)
                 model = spec.build(len(numbers), ctx.preprocess, **config.model_params).to(device)
-                hist = fit_multilabel(model, ctx.inputs, targets, fold.train, config, seed, weight)
+                hist = fit_multilabel(model, inputs, targets, fold.train, config, seed, weight)
                 history += [{"seed": seed, "fold": fold.name, "control": control, **h} for h in hist]
-                probs = predict_sigmoid(model, ctx.inputs, fold.test, config.train.batch_size * 4)
+                probs = predict_sigmoid(model, inputs, fold.test, config.train.batch_size * 4)
+                if out is not None and not control and runs.keeps_checkpoint(config, seed):
+                    runs.save_checkpoint(runs.checkpoint_path(out, seed, fold.name), {
+                        "task": "au", "model": config.model, "model_params": config.model_params,
+                        "state_dict": model.state_dict(), "preprocess": ctx.preprocess.to_dict(),
+                        "classes": fold_aus[fold.name], "threshold": task.threshold, "seed": seed,
+                        "fold": fold.name, "epoch": config.train.epochs, "microexp_version": __version__,
+                        "normaliser": normaliser, "clip": clip_length([records[i] for i in fold.train])},
+                        dtype=config.checkpoint_dtype)
                 for j, i in enumerate(fold.test):
                     probs_all[int(i)] = (fold.name, dict(zip(numbers, probs[j].tolist(), strict=True)))
             reported = sorted({n for _, p in probs_all.values() for n in p})

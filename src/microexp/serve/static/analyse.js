@@ -236,8 +236,11 @@ function drawIntervals(result) {
 function drawSpots(job) {
   const box = document.getElementById("spots");
   if (!job.options.spot_run) { box.replaceChildren(); return; }
+  const withAus = spots.some((s) => s.aus && Object.keys(s.aus).length);  // the recognition run is an AU run
   const table = el("table", { id: "spots-table" }, el("tr", {}, el("th", {}, "#"), el("th", { class: "l" }, "type"),
-    el("th", {}, "frames"), el("th", {}, "time (s)"), el("th", {}, "score"), el("th", { class: "l" }, "class")));
+    el("th", {}, "frames"), el("th", {}, "time (s)"), el("th", {}, "score"),
+    ...(withAus ? [el("th", { class: "l" }, "AU probabilities")] : []), el("th", { class: "l" }, "class")));
+  const auText = (s) => Object.entries(s.aus || {}).map(([a, p]) => a + " " + p.toFixed(2)).join(", ") || "-";
   for (const s of spots) {
     table.append(el("tr", { class: "spot" + (s.type === "blink" ? " blink" : ""), "data-index": s.index,
       "data-type": s.type, "data-emotion": s.emotion, "data-start": s.start_time, "data-end": s.end_time,
@@ -245,6 +248,7 @@ function drawSpots(job) {
       el("td", {}, s.index), el("td", { class: "l" }, el("span", { style: "color:" + spotColour(s.type) }, "■ "),
         s.type), el("td", {}, s.onset + "-" + s.offset),
       el("td", {}, s.start_time.toFixed(2) + "-" + s.end_time.toFixed(2)), el("td", {}, s.score.toFixed(3)),
+      ...(withAus ? [el("td", { class: "l aus" }, auText(s))] : []),
       el("td", { class: "l" }, s.type === "blink" ? "blink (not an expression)" : (s.emotion || "-"))));
   }
   box.replaceChildren(el("h2", {}, "Spotted intervals (" + job.options.spot_run + ")"),
