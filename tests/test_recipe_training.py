@@ -164,7 +164,7 @@ def test_leaks_lists_policies_and_every_reproduce_switch() -> None:
 # ---- bad values: one line naming key and value ------------------------------------------------------------------
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("train.scheduler=cosine", "train.scheduler='cosine' is not one of ['none', 'plateau']"),
+    ("train.scheduler=cosine", "train.scheduler='cosine' is not one of ['none', 'plateau', 'exponential']"),
     ("train.scheduler_factor=1.5", "train.scheduler_factor=1.5 must be in (0, 1)"),
     ("train.scheduler_patience=0", "train.scheduler_patience=0 must be >= 1"),
     ("train.scheduler_monitor=test_loss", "train.scheduler_monitor='test_loss' is not one of"),

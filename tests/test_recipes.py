@@ -185,6 +185,35 @@ def test_the_issue_list_is_shipped_and_every_recipe_has_a_seed_row():
     assert set(SEEDS) == set(recipes.names()), "a recipe without its row in SEEDS (or a row without a recipe)"
 
 
+# ------------------------------------------------- HTNet and MMNet (issue 27)
+# Their recipes value for value against main_HTNet.py / CASME2_5.py (docs/models.md "HTNet", "MMNet"); the rows join
+# SEEDS / PUBLISHED here, before the tests parametrised over them are defined.
+SEEDS["htnet-megc2019"] = {
+    **MEGC, "model": "htnet", "model_params.patch_size": 7, "model_params.dim": 256, "model_params.heads": 3,
+    "model_params.num_hierarchies": 3, "model_params.block_repeats": [2, 2, 10], "model_params.mlp_mult": 4,
+    "model_params.dropout": 0.0,
+    "preprocess.streams": [("flow", "face_areas", [28, 28], "flowstrain")], "preprocess.frames": 1,
+    "preprocess.selection": "onset_apex", "preprocess.flow": "tvl1", "preprocess.strain_at": "full",
+    "preprocess.face": "none", "preprocess.normalise": "none", "train.optimizer": "adam", "train.lr": 5e-5,
+    "train.weight_decay": 0.0, "train.batch_size": 256, "train.epochs": 800, "train.scheduler": "none",
+    "train.epoch_policy": "fixed",
+    "code": {"train.epoch_policy": "test-peek", "train.epoch_metric": "accuracy", "preprocess.extra.face_areas": "code"}}
+SEEDS["mmnet-casme2-5"] = {
+    "dataset": "casme2", "classes": "casme2-5", "protocol": "loso", "model": "mmnet", "model_params": {},
+    "reproduce": [], "preprocess.streams": [("clip", "face", [224, 224], "raw")], "preprocess.frames": 2,
+    "preprocess.selection": "onset_apex", "preprocess.temporal": "uniform", "preprocess.color": "rgb",
+    "preprocess.normalise": "imagenet", "preprocess.face": "none", "train.optimizer": "adamw", "train.lr": 0.0008,
+    "train.weight_decay": 0.6, "train.batch_size": 32, "train.epochs": 74, "train.scheduler": "exponential",
+    "train.scheduler_factor": 0.987, "train.scheduler_epochs": 50, "train.augment": "none",
+    "train.epoch_policy": "fixed",
+    "code": {"train.epoch_policy": "test-peek", "train.epoch_metric": "uf1"}}
+PUBLISHED["htnet-megc2019"] = [("uf1", 0.8603, True, {}), ("uar", 0.8475, True, {}),
+                               ("uf1", 0.8049, True, {"dataset": "smic"}), ("uf1", 0.9532, True, {"dataset": "casme2"}),
+                               ("uf1", 0.8131, True, {"dataset": "samm"})]
+PUBLISHED["mmnet-casme2-5"] = [("uf1", 0.8676, True, {})]
+
+
+
 @pytest.mark.parametrize("name", sorted(SEEDS))
 def test_recipe_values_match_the_seed(name):
     expected = dict(SEEDS[name])
@@ -537,33 +566,6 @@ def test_the_docs_give_the_cards_figures_and_counts():
     assert "stratified 80/20" not in models and "TF 1.14" not in models
 
 
-# ============================================================ HTNet and MMNet (issue 27; appended block, models helper)
-# Their recipes value for value against main_HTNet.py / CASME2_5.py (docs/models.md "HTNet", "MMNet"); the rows join
-# SEEDS / PUBLISHED so that the tests above cover them too.
-SEEDS["htnet-megc2019"] = {
-    **MEGC, "model": "htnet", "model_params.patch_size": 7, "model_params.dim": 256, "model_params.heads": 3,
-    "model_params.num_hierarchies": 3, "model_params.block_repeats": [2, 2, 10], "model_params.mlp_mult": 4,
-    "model_params.dropout": 0.0,
-    "preprocess.streams": [("flow", "face_areas", [28, 28], "flowstrain")], "preprocess.frames": 1,
-    "preprocess.selection": "onset_apex", "preprocess.flow": "tvl1", "preprocess.strain_at": "full",
-    "preprocess.face": "none", "preprocess.normalise": "none", "train.optimizer": "adam", "train.lr": 5e-5,
-    "train.weight_decay": 0.0, "train.batch_size": 256, "train.epochs": 800, "train.scheduler": "none",
-    "train.epoch_policy": "fixed",
-    "code": {"train.epoch_policy": "test-peek", "train.epoch_metric": "accuracy", "preprocess.extra.face_areas": "code"}}
-SEEDS["mmnet-casme2-5"] = {
-    "dataset": "casme2", "classes": "casme2-5", "protocol": "loso", "model": "mmnet", "model_params": {},
-    "reproduce": [], "preprocess.streams": [("clip", "face", [224, 224], "raw")], "preprocess.frames": 2,
-    "preprocess.selection": "onset_apex", "preprocess.temporal": "uniform", "preprocess.color": "rgb",
-    "preprocess.normalise": "imagenet", "preprocess.face": "none", "train.optimizer": "adamw", "train.lr": 0.0008,
-    "train.weight_decay": 0.6, "train.batch_size": 32, "train.epochs": 74, "train.scheduler": "exponential",
-    "train.scheduler_factor": 0.987, "train.scheduler_epochs": 50, "train.augment": "none",
-    "train.epoch_policy": "fixed",
-    "code": {"train.epoch_policy": "test-peek", "train.epoch_metric": "uf1"}}
-PUBLISHED["htnet-megc2019"] = [("uf1", 0.8603, True), ("uar", 0.8475, True), ("smic.uf1", 0.8049, True),
-                               ("casme2.uf1", 0.9532, True), ("samm.uf1", 0.8131, True)]
-PUBLISHED["mmnet-casme2-5"] = [("uf1", 0.8676, True)]
-
-
 def test_htnet_and_mmnet_recipes_build_the_authors_models():
     """The recipes' models are the authors' configurations: HTNet's 139.6 M parameters (3 classes), MMNet's
     9.97 M (5 classes, its unused layers included), and the MMNet class order is the casme2-5 protocol's."""
@@ -574,7 +576,7 @@ def test_htnet_and_mmnet_recipes_build_the_authors_models():
         config, _ = recipes.load(f"{name}:code")
         assert config.train.epoch_policy == "test-peek"  # the leak, behind the code profile only
         assert recipes.load(name)[0].train.epoch_policy == "fixed"
-# ============================================================ end of the HTNet / MMNet block
+
 
 
 @pytest.mark.parametrize("name", ["lbptop-megc2018-cde", "lbptop-megc2018-hde-casme2-samm",

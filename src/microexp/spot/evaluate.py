@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import model_validator
 
 from microexp import runs as rundir
-from microexp.contract.spotting import THRESHOLDS, SpotRunConfig  # noqa: F401 - THRESHOLDS re-exported
+from microexp.contract.spotting import BLINK_RULES, THRESHOLDS, SpotRunConfig  # noqa: F401 - re-exported
 from microexp.data.splits import Fold, group_folds
 from microexp.errors import ConfigError
 from microexp.spot.blinks import blink_mask, blinks_of
