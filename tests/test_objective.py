@@ -85,3 +85,57 @@ def test_data_check_names_unreadable_au_pieces_and_objective_disagreements(tmp_p
     assert len(objective) == 15
     assert any("samm/026/026_2_3" in n and "III in the annotation, VII by the AU rule" in n for n in objective)
     assert "soft focus" in report.text(limit=500)
+
+
+# Table 9 of Merghani, Davison and Yap's review (arXiv:1805.02397), "Each class represents AUs that can be linked to
+# emotion", as printed (its "A23" is AU23): the rule table must be this table, entry by entry.
+TABLE_9 = {
+    "I": "AU6, AU12, AU6+AU12, AU6+AU7+AU12, AU7+AU12",
+    "II": "AU1+AU2, AU5, AU25, AU1+AU2+AU25, AU25+AU26, AU5+AU24",
+    "III": "A23, AU4, AU4+AU7, AU4+AU5, AU4+AU5+AU7, AU17+AU24, AU4+AU6+AU7, AU4+AU38",
+    "IV": "AU10, AU9, AU4+AU9, AU4+AU40, AU4+AU5+AU40, AU4+AU7+AU9, AU4 +AU9+AU17, AU4+AU7+AU10, AU4+AU5+AU7+AU9, "
+          "AU7+AU10",
+    "V": "AU1, AU15, AU1+AU4, AU6+AU15, AU15+AU17",
+    "VI": "AU1+AU2+AU4, AU20",
+}
+
+
+def test_rule_table_is_the_published_table_entry_by_entry():
+    from microexp.data.objective import RULES
+
+    def combos(cell):
+        return tuple(frozenset(int(p.strip().lstrip("AU")) for p in c.split("+")) for c in cell.split(","))
+
+    assert RULES == {cls: combos(cell) for cls, cell in TABLE_9.items()}
+
+
+# Published clip counts (the MEGC 2018 summary's own table could not be read): Guo et al., "Extended local binary
+# patterns for efficient and robust spontaneous facial micro-expression recognition", arXiv:1907.09160, §IV-A (SAMM's
+# seven objective classes) and §IV-D(2) (the MEGC 2018 composite in classes I-V: 253 clips, 185 from CASME II and 68
+# from SAMM, 47 subjects).
+PUBLISHED_SAMM = {"I": 24, "II": 13, "III": 20, "IV": 8, "V": 3, "VI": 7, "VII": 84}
+PUBLISHED_COMPOSITE = {"casme2": 185, "samm": 68, "clips": 253, "subjects": 47}
+
+
+def test_counts_beside_the_published_ones():
+    """docs/action-units.md, 'Published counts': the published SAMM counts are its coders' column, which no
+    exact-set reading of Table 9 gives; CASME II's 185 is neither our rule's nor the 20190701 file's column."""
+    cas = as_records(casme2.read_annotation(need(CASME2)), "casme2")
+    sam = as_records(samm.read_annotation(need(SAMM)), "samm")
+
+    def composite(recs, by):  # (clips, subjects) in classes I-V
+        kept = [r for r in recs if by(r) in CLASSES[:5]]
+        return len(kept), len({r.subject for r in kept})
+
+    # SAMM: the coding file's own column reproduces every published class; the rule only class II
+    assert Counter(column_class(r) for r in sam) == PUBLISHED_SAMM
+    rule = Counter(record_class(r) for r in sam)
+    assert {c: rule[c] - PUBLISHED_SAMM[c] for c in CLASSES} == {"I": -6, "II": 0, "III": -2, "IV": -2, "V": 2,
+                                                                 "VI": -3, "VII": 11}
+    # the composite: SAMM's 68 clips, and with CASME II's 26 subjects its 47, are the column's (21 SAMM subjects)
+    assert composite(sam, column_class) == (PUBLISHED_COMPOSITE["samm"], 21)
+    assert composite(cas, column_class)[1] + 21 == PUBLISHED_COMPOSITE["subjects"]
+    assert composite(sam, record_class) == (60, 19)
+    # CASME II: 185 published; the rule gives 172 and the 20190701 file's column 174 (another coding-file version)
+    assert composite(cas, record_class) == (172, 26) and composite(cas, column_class) == (174, 26)
+    assert PUBLISHED_COMPOSITE["casme2"] + PUBLISHED_COMPOSITE["samm"] == PUBLISHED_COMPOSITE["clips"]

@@ -11,6 +11,8 @@ class whose listed combination equals the clip's set of AU numbers, else VII. Th
 ``Objective Classes`` column and SAMM's agree with this rule on most clips, not all (:func:`disagreements`; the
 counts are in docs/action-units.md and tests/test_objective.py): the coders' column is kept in
 ``meta["objective_class"]`` and the class protocols use the rule, so a clip's class is reproducible from its AUs.
+The published SAMM counts are its coders' column, not the rule's; docs/action-units.md ("Published counts") sets
+them beside ours, with the cause of each difference.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from microexp.data.records import ClipRecord
 
 CLASSES = ("I", "II", "III", "IV", "V", "VI", "VII")
 
-# The table of Davison et al. 2018 (also Table 9 of Merghani, Davison and Yap's review, arXiv:1805.02397):
-# class -> the AU combinations it is made of. Its "A23" in class III is AU23.
+# The table of Davison et al. 2018 (also Table 9 of Merghani, Davison and Yap's review, arXiv:1805.02397), entry by
+# entry in its order (tests/test_objective.py compares the printed table): class -> the AU combinations it is made
+# of. Its "A23" in class III is AU23.
 RULES: dict[str, tuple[frozenset[int], ...]] = {
     "I": tuple(map(frozenset, ({6}, {12}, {6, 12}, {6, 7, 12}, {7, 12}))),
     "II": tuple(map(frozenset, ({1, 2}, {5}, {25}, {1, 2, 25}, {25, 26}, {5, 24}))),
