@@ -15,16 +15,9 @@ from typing import Any
 
 def alternate(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, list[float]]:
     """Seconds per call of each function, timed in turn within every repeat (A, B, C, A, B, C, ...)."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
+    from microexp.fast.tune import measure  # the autotuner's timing loop: one loop for both
+
+    return measure(fns, repeats, warmup)
 
 
 def summarise(times: dict[str, list[float]], batch: int, base: str) -> dict[str, Any]:

@@ -11,13 +11,11 @@ def published_text(published: list[dict[str, Any]]) -> str:
     """``accuracy 0.878 (leaky)``, ``UF1 0.902, UAR 0.902``, or ``none published``."""
     if not published:
         return "none published"
+    from microexp.report.recipe import published_value
+
     def one(p: dict[str, Any]) -> str:
-        text = f"{'accuracy' if p['metric'] == 'accuracy' else p['metric'].upper()} {p['value']:.4g}"
-        if p.get("std") is not None:
-            text += f" ± {p['std']:.4g} (epochs {p['epochs'][0]}-{p['epochs'][1]})"
-        if p.get("dataset"):
-            text += f" ({p['dataset']})"
-        return text + (" (leaky)" if p["leaky"] else "")
+        metric = "accuracy" if p["metric"] == "accuracy" else p["metric"].upper()
+        return f"{metric} {published_value(p, '.4g')}" + (" (leaky)" if p["leaky"] else "")
 
     return ", ".join(one(p) for p in published)
 

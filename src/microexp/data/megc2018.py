@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 
 from microexp.data import casme2, samm
-from microexp.data._common import subdirs
 from microexp.data.classes import ClassProtocol
+from microexp.data.megc2019 import find_releases, spec_path
 from microexp.data.objective import CLASSES, record_class
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
@@ -54,23 +54,14 @@ def find_sources(root: Path) -> dict[str, tuple[Path, Path | None]]:
             raise DataError(f"{root}: expected a mapping with keys {list(SOURCES)} (the two releases' roots)")
 
         def rel(value: object) -> Path:
-            p = Path(str(value)).expanduser()
-            return p if p.is_absolute() else root.parent / p
+            return spec_path(root, value)
 
         return {k: (rel(spec[k]), rel(spec[f"{k}_annotation"]) if spec.get(f"{k}_annotation") else None)
                 for k in SOURCES}
     if not root.is_dir():
         raise DataError(f"{root}: not a folder or a .yaml/.json file naming the casme2 and samm roots")
-    found: dict[str, Path] = {}
-    for child in [*subdirs(root), *(g for c in subdirs(root) for g in subdirs(c))]:
-        kind = _detect(child)
-        if kind and kind not in found:
-            found[kind] = child
-    missing = [k for k in SOURCES if k not in found]
-    if missing:
-        raise DataError(f"{root}: could not find the {', '.join(missing)} release(s) below it (found: "
-                        f"{ {k: str(v) for k, v in found.items()} }); put both releases under one folder or pass a "
-                        ".yaml file mapping casme2 and samm to their roots")
+    found = find_releases(root, SOURCES, _detect, "put both releases under one folder or pass a .yaml file "
+                                                  "mapping casme2 and samm to their roots")
     return {k: (found[k], None) for k in SOURCES}
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,24 +179,37 @@ def find_sources(root: Path, gt: Path | None = None) -> Sources:
             raise ConfigError(f"{root}: missing key(s) {missing} (the roots of casme2, smic and samm)")
 
         def rel(value: object) -> Path:
-            p = Path(str(value)).expanduser()
-            return p if p.is_absolute() else root.parent / p
+            return spec_path(root, value)
 
         anns = {k: (rel(spec[f"{k}_annotation"]) if spec.get(f"{k}_annotation") else None) for k in SOURCES}
         return Sources({k: rel(spec[k]) for k in SOURCES}, anns, gt or (rel(spec["gt"]) if spec.get("gt") else None))
     if not root.is_dir():
         raise DataError(f"{root}: not a folder or a .yaml/.json file naming the casme2, smic and samm roots")
+    found = find_releases(root, SOURCES, _detect, "put the three releases under one folder or pass a .yaml file "
+                                                  "mapping casme2, smic and samm to their roots")
+    return Sources(found, dict.fromkeys(SOURCES), gt or find_file([root], GT_PATTERNS))
+
+
+def spec_path(spec_file: Path, value: object) -> Path:
+    """A path written in a composite's .yaml/.json file: absolute, or relative to that file's folder."""
+    p = Path(str(value)).expanduser()
+    return p if p.is_absolute() else spec_file.parent / p
+
+
+def find_releases(root: Path, kinds: Sequence[str], detect: Callable[[Path], str | None], advice: str
+                  ) -> dict[str, Path]:
+    """The folder of each release below ``root`` (its children and grandchildren), told apart by ``detect``; a
+    release not found is one DataError line ending in ``advice``."""
     found: dict[str, Path] = {}
     for child in [*subdirs(root), *(g for c in subdirs(root) for g in subdirs(c))]:
-        kind = _detect(child)
+        kind = detect(child)
         if kind and kind not in found:
             found[kind] = child
-    missing = [k for k in SOURCES if k not in found]
+    missing = [k for k in kinds if k not in found]
     if missing:
         raise DataError(f"{root}: could not find the {', '.join(missing)} release(s) below it (found: "
-                        f"{ {k: str(v) for k, v in found.items()} }); put the three releases under one folder or "
-                        "pass a .yaml file mapping casme2, smic and samm to their roots")
-    return Sources(found, dict.fromkeys(SOURCES), gt or find_file([root], GT_PATTERNS))
+                        f"{ {k: str(v) for k, v in found.items()} }); {advice}")
+    return found
 
 
 def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], list[Exclusion]]:

@@ -162,10 +162,12 @@ def _store(k: str, record: dict[str, Any]) -> None:
         pass  # a read-only cache: the choice holds for this process only
 
 
-def measure(fns: dict[str, Callable[[], Any]], repeats: int = REPEATS) -> dict[str, list[float]]:
-    """Seconds of each function, one warm-up each, then ``repeats`` rounds timed in turn (A, B, C, A, B, C ...)."""
-    for fn in fns.values():
-        fn()
+def measure(fns: dict[str, Callable[[], Any]], repeats: int = REPEATS, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each function: ``warmup`` untimed rounds, then ``repeats`` rounds timed in turn (A, B, C, A, B, C
+    ...), so that a machine that slows down or speeds up shifts them alike. The bench times with it too."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():

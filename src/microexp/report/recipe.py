@@ -46,11 +46,11 @@ def _ours_for(metrics: dict[str, Any], p: dict[str, Any]) -> str:
     return _ours(metrics, p["metric"])
 
 
-def published_value(p: dict[str, Any]) -> str:
-    """``0.8220 ± 0.0502 (epochs 91-100)``, ``0.8886 (smic)`` or ``0.8780``."""
-    text = f"{p['value']:.4f}"
+def published_value(p: dict[str, Any], digits: str = ".4f") -> str:
+    """``0.8220 ± 0.0502 (epochs 91-100)``, ``0.8886 (smic)`` or ``0.8780`` (``digits``: the number format)."""
+    text = f"{p['value']:{digits}}"
     if p.get("std") is not None:
-        text += f" ± {p['std']:.4f} (epochs {p['epochs'][0]}-{p['epochs'][1]})"
+        text += f" ± {p['std']:{digits}} (epochs {p['epochs'][0]}-{p['epochs'][1]})"
     if p.get("dataset"):
         text += f" ({p['dataset']})"
     return text
