@@ -17,6 +17,15 @@ from microexp.errors import ConfigError
 _UMASK_LOCK = threading.Lock()
 
 
+def user_cache_dir(env: str, name: str) -> Path:
+    """``$ENV`` if set, else ``$XDG_CACHE_HOME/microexp/NAME`` (``~/.cache/microexp/NAME``): one of microexp's
+    caches on this machine."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "microexp" / name
+
+
 def current_umask() -> int:
     """The process umask (Linux: read from /proc without changing it; elsewhere set and restored under a lock)."""
     try:

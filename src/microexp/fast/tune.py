@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from microexp.errors import ConfigError
+from microexp.fileio import user_cache_dir
 
 CANDIDATES: dict[str, dict[str, tuple[str, ...]]] = {
     "conv_relu_pool": {"fp32": ("fused", "onednn_cl", "plain"), "bf16": ("fused", "onednn_cl", "plain")},
@@ -61,11 +62,8 @@ log: Callable[[str], None] = lambda m: print(f"microexp: {m}", file=sys.stderr, 
 
 
 def cache_path() -> Path:
-    env = os.environ.get("MICROEXP_TUNE_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "microexp" / "tune.json"
+    """``$MICROEXP_TUNE_CACHE``, else ``~/.cache/microexp/tune.json``."""
+    return user_cache_dir("MICROEXP_TUNE_CACHE", "tune.json")
 
 
 def machine() -> dict[str, Any]:

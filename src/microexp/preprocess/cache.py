@@ -24,7 +24,7 @@ import numpy as np
 from microexp import __version__
 from microexp.data.records import ClipRecord
 from microexp.errors import ConfigError
-from microexp.fileio import check_writable_dir, write_atomic
+from microexp.fileio import check_writable_dir, user_cache_dir, write_atomic
 from microexp.preprocess.config import PreprocessConfig
 
 MAGIC = b"MXPC1\n"
@@ -35,11 +35,7 @@ _EXCLUDED = "__excluded__"
 
 def default_cache_dir() -> Path:
     """``$MICROEXP_CACHE``, else ``$XDG_CACHE_HOME/microexp/preprocess`` (``~/.cache/microexp/preprocess``)."""
-    env = os.environ.get("MICROEXP_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "microexp" / "preprocess"
+    return user_cache_dir("MICROEXP_CACHE", "preprocess")
 
 
 def config_digest(config: PreprocessConfig) -> str:
