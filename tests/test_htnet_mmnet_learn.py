@@ -46,24 +46,17 @@ def test_htnet_learns_the_demo_set_and_its_shuffled_control_does_not(demo_set: P
     _learned_and_control_at_chance(m, 0.6)
 
 
-@pytest.fixture(scope="module")
-def clean_demo_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo set without head jitter and at AU intensity 3 (flicker, noise and blinks kept): 54 clips, 64x64."""
-    clips = generate(SynthConfig(n_subjects=9, clips_per_class=2, seed=0, jitter=0.0, intensity=3.0))
-    return write_plain(clips, tmp_path_factory.mktemp("clean_demo"))
-
-
 @pytest.mark.slow
-def test_mmnet_learns_the_demo_set_and_its_shuffled_control_does_not(clean_demo_set: Path, tmp_path: Path) -> None:
-    """MMNet (the authors' layers, without the never-called ones) on onset/apex RGB face crops at 48x48, ImageNet-
-    normalised, through the ordinary evaluate path: subject-grouped 3-fold CV of the demo generator's faces with no
-    head jitter and AU intensity 3 (the default demo set, at 32x32 and 10 epochs, stayed at chance: 0.40 vs 0.32)."""
-    m = _run(clean_demo_set, tmp_path / "mmnet", "mmnet",
+def test_mmnet_learns_the_demo_set_and_its_shuffled_control_does_not(demo_set: Path, tmp_path: Path) -> None:
+    """MMNet (the authors' layers, without the never-called ones) on onset/apex RGB face crops of the default demo
+    set, scaled to 48x48 and ImageNet-normalised, through the ordinary evaluate path (subject-grouped 3-fold CV)."""
+    m = _run(demo_set, tmp_path / "mmnet", "mmnet",
              {"streams": [{"name": "clip", "region": "face", "size": [48, 48], "kind": "raw"}]},
-             {"unused_layers": False}, {"epochs": 10, "batch_size": 8, "optimizer": "adam", "lr": 1e-3})
-    # measured (1 thread): UAR 0.78, control 0.20 (generator seed 1, 12 epochs: 0.80 / 0.19; 32x32, 12 epochs: 0.65 /
-    # 0.31); ~60 s on a 2-core machine at load 3
-    _learned_and_control_at_chance(m, 0.6)
+             {"unused_layers": False}, {"epochs": 12, "batch_size": 8, "optimizer": "adam", "lr": 1e-3})
+    # measured (1 thread): UAR 0.69, control 0.30. Same set, 10 epochs: 0.63 / 0.26 (generator seed 1: 0.65 / 0.30);
+    # at 32x32, 10 epochs, near chance (0.40 / 0.32); no head jitter + intensity 3: 0.78 / 0.20. Floor 0.55 = 30/54
+    # clips, binomial p 6e-4 against 1/3.
+    _learned_and_control_at_chance(m, 0.55)
 
 
 @pytest.mark.slow
