@@ -108,3 +108,25 @@ def test_the_cnn_detector_finds_the_turned_faces_hog_misses():
     assert [hog.detect(frames[i]) for i in range(401, 406)] == [None] * 5
     found = [mmod.detect(frames[i]) for i in range(401, 406)]
     assert all(f is not None and f.landmarks.shape == (68, 2) for f in found)
+
+
+def test_synth_cli_writes_the_second_renderer_and_refuses_it_elsewhere(tmp_path, capsys):
+    """`microexp synth --layout samm_lv --renderer bumps`: the second renderer's tree, its distractors and frame rate;
+    any other layout with --renderer bumps is one line."""
+    import json
+
+    from microexp.cli import main
+    from microexp.spot.data import load_spot_data
+
+    out = tmp_path / "B"
+    assert main(["synth", "--layout", "samm_lv", "--renderer", "bumps", "--subjects", "1", "--videos", "1",
+                 "--frames", "400", "--fps", "30", "--size", "48", "--seed", "3", "--no-progress",
+                 "--out", str(out)]) == 0
+    assert "second renderer: bumps" in capsys.readouterr().out
+    distractors = json.loads((out / "distractors.json").read_text())
+    assert distractors["renderer"] == "bumps" and distractors["config"]["n_frames"] == 400
+    data = load_spot_data("samm_lv", out)
+    assert data.fps == 30 and len(data.videos) == 2  # one video with expressions, one neutral
+    assert main(["synth", "--layout", "casme_sq-long", "--renderer", "bumps", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "--renderer bumps writes the samm_lv layout only (got --layout casme_sq-long)")

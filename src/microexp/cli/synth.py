@@ -45,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--videos", type=int, default=2, help="samm_lv|casme_sq-long: long videos per subject (default 2; "
                    "--frames is then frames per video, default 10 s)")
+    p.add_argument("--renderer", choices=["tps", "bumps"], default="tps",
+                   help="samm_lv: tps (default: thin-plate-spline action units) | bumps (the second, independent "
+                        "renderer: landmark-anchored displacement bumps, other faces, blinks of varied speed, head "
+                        "turns and talking; for testing a spotter on footage its training renderer did not make)")
     p.set_defaults(func=run)
 
 
@@ -71,6 +75,8 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.size < 16:
         raise ConfigError(f"--size {args.size} is too small (>= 16)")
+    if args.renderer != "tps" and args.layout != "samm_lv":
+        raise ConfigError(f"--renderer {args.renderer} writes the samm_lv layout only (got --layout {args.layout})")
     if args.layout in LONG_LAYOUTS:
         ignored = [f"--{k.replace('_', '-')}" for k in ("clips_per_class", "intensity") if getattr(args, k) is not None]
         if ignored:

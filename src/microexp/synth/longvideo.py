@@ -354,21 +354,31 @@ def run_cli(args: Any) -> int:
     frames = int(args.frames) if args.frames is not None else int(round(10 * fps))
     classes = d.classes if args.classes is None else tuple(c.strip() for c in str(args.classes).split(",")
                                                            if c.strip())
-    config = LongVideoConfig(n_subjects=d.n_subjects if args.subjects is None else args.subjects,
-                             videos_per_subject=args.videos,
-                             n_frames=frames, fps=fps, size=args.size, classes=classes,
-                             seed=args.seed, neutral_videos=1)
-    config.validate()
-    videos = plan(config)
+    common = {"n_subjects": d.n_subjects if args.subjects is None else args.subjects,
+              "videos_per_subject": args.videos, "n_frames": frames, "fps": fps, "size": args.size,
+              "classes": classes, "seed": args.seed, "neutral_videos": 1}
     start = time.perf_counter()
-    with tqdm(total=len(videos), desc="synth", unit="video",
-              disable=args.no_progress) as bar:
-        out = write_layout(args.layout, config, args.out, progress=bar.update)
+    if getattr(args, "renderer", "tps") == "bumps":  # the second renderer (microexp.synth.bumps), samm_lv only
+        from microexp.synth.bumps import BumpConfig, plan_bumps, write_bump_layout
+
+        bump = BumpConfig(**common)
+        bump.validate()
+        videos = plan_bumps(bump)
+        with tqdm(total=len(videos), desc="synth (bumps)", unit="video", disable=args.no_progress) as bar:
+            out = write_bump_layout(bump, args.out, progress=bar.update)
+        config = bump.as_longvideo()
+    else:
+        config = LongVideoConfig(**common)
+        config.validate()
+        videos = plan(config)
+        with tqdm(total=len(videos), desc="synth", unit="video", disable=args.no_progress) as bar:
+            out = write_layout(args.layout, config, args.out, progress=bar.update)
     n_micro = sum(e.type == "micro" for v in videos for e in v.events)
     n_macro = sum(e.type == "macro" for v in videos for e in v.events)
     dataset = "samm_lv" if args.layout == "samm_lv" else "casme_sq"
     print(f"wrote {len(videos)} long videos ({config.n_subjects} subjects, {frames} frames {config.size}x"
           f"{config.size} at {fps:g} fps; {n_micro} micro + {n_macro} macro expressions, one neutral video) to "
-          f"{out} [{args.layout}] in {time.perf_counter() - start:.1f} s; spot with: microexp evaluate --task spot "
+          f"{out} [{args.layout}{', second renderer: bumps' if getattr(args, 'renderer', 'tps') == 'bumps' else ''}] in "
+          f"{time.perf_counter() - start:.1f} s; spot with: microexp evaluate --task spot "
           f"--dataset {dataset} --root {out} (its frame rate is in {out}/fps.txt)")
     return 0
