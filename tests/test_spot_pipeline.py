@@ -157,8 +157,10 @@ def test_spotting_a_new_video_with_a_run(runs, lv30, capsys):
     run = runs["learned"].out
     spotter = microexp.load(run)
     video = lv30 / "SAMM_longvideos" / "002_1"
-    result = spotter.spot(video)
+    calls: list[tuple[int, int | None]] = []
+    result = spotter.spot(video, progress_callback=lambda done, total: calls.append((done, total)))
     assert result.n_frames == 300 and result.fps == 30.0 and result.spots
+    assert calls == [(i, None) for i in range(1, 301)]  # after every frame (the app's spotting progress)
     data = load_spot_data("samm_lv", lv30)
     from microexp.spot.metrics import score
 

@@ -125,7 +125,9 @@ def analyse(source: str, run_dir: Path, out: Path, progress: Progress, options: 
         spotted = None
         if spotter is not None:
             progress("spotting")
-            spotted = spot_video(spotter, source, predictor, out, options)
+            frames, n = progress.frames("spotting"), result.n_frames  # the stream's length, known from predict
+            spotted = spot_video(spotter, source, predictor, out, options,
+                                 progress_callback=lambda done, _total: frames(done, n))
         video.finish()
     finally:
         video.stop()
@@ -153,10 +155,11 @@ def page_view(result: Any, spotted: Any) -> dict[str, Any]:
     return {"main": "spots" if spotted is not None else "intervals", "notes": notes}
 
 
-def spot_video(spotter: Any, source: str, predictor: Any, out: Path, options: dict[str, Any]) -> Any:
+def spot_video(spotter: Any, source: str, predictor: Any, out: Path, options: dict[str, Any],
+               progress_callback: Callable[[int, int | None], None] | None = None) -> Any:
     """The spotting run on the input, as ``microexp spot`` reads it, each spot classified by the recognition
     run; writes spots.json / spots.csv and spot-intervals.json (each spot's place in the video)."""
-    result = spotter.spot(source, recognise=predictor, face=options.get("face"))
+    result = spotter.spot(source, recognise=predictor, face=options.get("face"), progress_callback=progress_callback)
     (out / "spots.json").write_text(result.to_json() + "\n")  # print() ends the CLI's output with a newline
     (out / "spots.csv").write_text(result.to_csv())
     position = frame_positions(Path(source))

@@ -9,6 +9,7 @@ interval is held) and classified by :meth:`microexp.predict.Predictor.predict` o
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,12 @@ class Spotter:
         return cls(run_dir, body, states)
 
     def spot(self, video: str | Path, fps: float | None = None, recognise: Any = None,
-             subject: str = "", face: str | None = None, fps_name: str = "fps") -> SpotResult:
+             subject: str = "", face: str | None = None, fps_name: str = "fps",
+             progress_callback: Callable[[int, int | None], None] | None = None) -> SpotResult:
         """Spot micro- and macro-expressions in a video file or frame folder; ``recognise``: a recognition run
-        directory or a loaded predictor, to classify every spotted interval."""
+        directory or a loaded predictor, to classify every spotted interval; ``progress_callback(done, total)``:
+        called after every frame read, as :meth:`microexp.predict.Predictor.predict`'s (total: None, the stream's
+        length is not known before it ends)."""
         from microexp.predict.video import check_fps
 
         given = check_fps(fps, fps_name)  # 0 or negative: one line, as predict's (0 used to mean "the video's")
@@ -118,7 +122,8 @@ class Spotter:
         scales = {t: [TypeParams(t, max(1, round(p.k * r)), round(p.before * r), round(p.after * r), p.threshold)
                       for p in ps] for t, ps in self.scales.items()}
         config = self.features if face is None else FeatureConfig(**{**asdict(self.features), "face": face})
-        feats = extract_features(video, tuple(p.k for ps in scales.values() for p in ps), fps, config)
+        feats = extract_features(video, tuple(p.k for ps in scales.values() for p in ps), fps, config,
+                                 progress=None if progress_callback is None else lambda n: progress_callback(n, None))
         name = Path(video).stem if Path(video).is_file() else Path(video).name
         spots, curves = [], {}
         spot_method = get_spot_method(self.method)

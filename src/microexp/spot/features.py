@@ -16,6 +16,7 @@ crop. ``face="none"``: the frames are face crops already.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -218,9 +219,10 @@ class VideoFeatures:
         return len(self.numbers)
 
 
-def extract_features(source: str | Path, ks: tuple[int, ...], fps: float, config: FeatureConfig | None = None
-                     ) -> VideoFeatures:
-    """Stream ``source`` once and compute the features for every k in ``ks``."""
+def extract_features(source: str | Path, ks: tuple[int, ...], fps: float, config: FeatureConfig | None = None,
+                     progress: Callable[[int], None] | None = None) -> VideoFeatures:
+    """Stream ``source`` once and compute the features for every k in ``ks``; ``progress(frames done)`` after every
+    frame."""
     config = config or FeatureConfig()
     config.validate()
     ks = tuple(sorted(set(int(k) for k in ks)))
@@ -270,6 +272,8 @@ def extract_features(source: str | Path, ks: tuple[int, ...], fps: float, config
                 first = ring[-1 - 2 * k][0]
                 assert first is not None
                 span[k][i - k] = main_direction(flow(first, cur), config.grid)
+        if progress is not None:
+            progress(i + 1)
     n = len(numbers)
     out_span, valid = {}, {}
     for k in ks:
