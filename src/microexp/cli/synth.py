@@ -85,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
         from microexp.synth.longvideo import run_cli
 
         prepare_out(args.out, args.overwrite)
+        if args.renderer == "bumps":  # the second, independent renderer (samm_lv only)
+            from microexp.synth.bumps import BumpConfig, plan_bumps, write_bump_layout
+
+            return run_cli(args, (BumpConfig, plan_bumps, write_bump_layout, "bumps"))
         return run_cli(args)
     if args.layout != "plain":
         return _dataset_layout(args)

@@ -25,7 +25,7 @@ exists only to reproduce such numbers and is marked in the run.
 The run directory: ``config.yaml``, ``metrics.json``, ``megc_<dataset>.log`` (the MEGC spotting log),
 ``predictions.json`` (every predicted interval, per-fold parameters, exclusions), ``curves.npz`` (score curves
 for the report's timeline) and, for the learned spotter, ``spotter.safetensors`` (models fitted on all subjects, for
-:func:`microexp.spot.api.spot`).
+:meth:`microexp.spot.api.Spotter.spot`, through ``microexp.load(RUN)``).
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def prediction_control(gt: list[Interval], preds: list[Spot], spans: Any, result
 
 def _recognise(data: SpotData, preds: list[Spot], recogniser: Any) -> list[Spot]:
     """Every prediction with the class the recognition run gives its frames (one streamed pass per video)."""
-    from microexp.spot.api import recognise_spots
+    from microexp.spot.recognise import recognise_spots
 
     if isinstance(recogniser, str | Path):
         from microexp.predict import load as load_predictor

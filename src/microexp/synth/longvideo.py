@@ -341,8 +341,10 @@ __all__ = ["LAYOUTS", "Event", "LongVideo", "LongVideoConfig", "blink_envelope",
            "events_of", "plan", "render_video", "write_layout"]
 
 
-def run_cli(args: Any) -> int:
-    """``microexp synth --layout samm_lv|casme_sq-long``: ``--frames`` (frames per video) defaults to 10 s."""
+def run_cli(args: Any, renderer: tuple[Any, Any, Any, str] | None = None) -> int:
+    """``microexp synth --layout samm_lv|casme_sq-long``: ``--frames`` (frames per video) defaults to 10 s.
+    ``renderer``: (config class, planner, writer(config, out, progress), name) of another long-video renderer
+    writing the same layout (``--renderer bumps``: :mod:`microexp.synth.bumps`); default this module's."""
     import time
 
     from tqdm import tqdm
@@ -354,31 +356,23 @@ def run_cli(args: Any) -> int:
     frames = int(args.frames) if args.frames is not None else int(round(10 * fps))
     classes = d.classes if args.classes is None else tuple(c.strip() for c in str(args.classes).split(",")
                                                            if c.strip())
-    common = {"n_subjects": d.n_subjects if args.subjects is None else args.subjects,
-              "videos_per_subject": args.videos, "n_frames": frames, "fps": fps, "size": args.size,
-              "classes": classes, "seed": args.seed, "neutral_videos": 1}
+    make, planner, writer, name = renderer or (
+        LongVideoConfig, plan, lambda c, out, progress: write_layout(args.layout, c, out, progress), "")
+    config = make(n_subjects=d.n_subjects if args.subjects is None else args.subjects,
+                  videos_per_subject=args.videos, n_frames=frames, fps=fps, size=args.size, classes=classes,
+                  seed=args.seed, neutral_videos=1)
+    config.validate()
+    videos = planner(config)
     start = time.perf_counter()
-    if getattr(args, "renderer", "tps") == "bumps":  # the second renderer (microexp.synth.bumps), samm_lv only
-        from microexp.synth.bumps import BumpConfig, plan_bumps, write_bump_layout
-
-        bump = BumpConfig(**common)
-        bump.validate()
-        videos = plan_bumps(bump)
-        with tqdm(total=len(videos), desc="synth (bumps)", unit="video", disable=args.no_progress) as bar:
-            out = write_bump_layout(bump, args.out, progress=bar.update)
-        config = bump.as_longvideo()
-    else:
-        config = LongVideoConfig(**common)
-        config.validate()
-        videos = plan(config)
-        with tqdm(total=len(videos), desc="synth", unit="video", disable=args.no_progress) as bar:
-            out = write_layout(args.layout, config, args.out, progress=bar.update)
+    with tqdm(total=len(videos), desc=f"synth{f' ({name})' if name else ''}", unit="video",
+              disable=args.no_progress) as bar:
+        out = writer(config, args.out, bar.update)
     n_micro = sum(e.type == "micro" for v in videos for e in v.events)
     n_macro = sum(e.type == "macro" for v in videos for e in v.events)
     dataset = "samm_lv" if args.layout == "samm_lv" else "casme_sq"
     print(f"wrote {len(videos)} long videos ({config.n_subjects} subjects, {frames} frames {config.size}x"
           f"{config.size} at {fps:g} fps; {n_micro} micro + {n_macro} macro expressions, one neutral video) to "
-          f"{out} [{args.layout}{', second renderer: bumps' if getattr(args, 'renderer', 'tps') == 'bumps' else ''}] in "
+          f"{out} [{args.layout}{f', second renderer: {name}' if name else ''}] in "
           f"{time.perf_counter() - start:.1f} s; spot with: microexp evaluate --task spot "
           f"--dataset {dataset} --root {out} (its frame rate is in {out}/fps.txt)")
     return 0
