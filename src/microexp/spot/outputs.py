@@ -14,7 +14,6 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from microexp.spot.metrics import Spot, SpotScore
@@ -64,6 +63,6 @@ def spots_json(preds: Sequence[Spot], metrics: dict[str, Any] | None = None, **e
     return json.dumps(body, indent=1)
 
 
-def read_spots_json(path: Path) -> list[Spot]:
-    body = json.loads(Path(path).read_text())
+def spots_of_json(body: dict) -> list[Spot]:
+    """The predicted intervals of a run's ``predictions.json`` body (as :func:`spots_json` writes it)."""
     return [Spot(**p) for p in body["predictions"]]

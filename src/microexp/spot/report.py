@@ -58,7 +58,7 @@ def render_spot_report(run_dir: str | Path, out: str | Path | None = None, max_v
     from microexp import runs
     from microexp.spot.groundtruth import Interval
     from microexp.spot.metrics import score
-    from microexp.spot.outputs import read_spots_json
+    from microexp.spot.outputs import spots_of_json
 
     run_dir = Path(run_dir)
     if not (run_dir / runs.METRICS).is_file() or not (run_dir / runs.CURVES).is_file():
@@ -66,10 +66,11 @@ def render_spot_report(run_dir: str | Path, out: str | Path | None = None, max_v
     metrics = runs.read_metrics(run_dir)
     gt_body = runs.read_json(run_dir / runs.GROUND_TRUTH, "run file")
     gt = [Interval(**r) for r in gt_body["intervals"]]
-    preds = read_spots_json(run_dir / runs.SPOT_PREDICTIONS)
+    body = runs.read_json(run_dir / runs.SPOT_PREDICTIONS, "run file")  # read once: spots and blinks
+    preds = spots_of_json(body)
     result = score(gt, preds)
     arrays = np.load(run_dir / runs.CURVES)
-    blinks = runs.read_json(run_dir / runs.SPOT_PREDICTIONS, "run file").get("blinks", {})  # older runs: none
+    blinks = body.get("blinks", {})  # older runs: none
     parts = [f"<h1>Spotting run {html.escape(run_dir.name)}</h1>"]
     if metrics.get("leaky"):
         parts.append('<p style="background:#c62828;color:white;padding:6px">LEAKY: threshold tuned on the test '
