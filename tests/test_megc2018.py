@@ -1,4 +1,4 @@
-"""The MEGC 2018 composite (CASME II + SAMM in objective classes I-V from AUs): loading from a folder holding both
+"""The MEGC 2018 composite (CASME II + SAMM in objective classes I-V, the coders' columns or the AU rule): loading from a folder holding both
 releases, composite LOSO and hold-out-database evaluation on fixture trees, and the real coding files' counts."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from _real import CASME2, SAMM, need
 from microexp.config import RunConfig
-from microexp.data.objective import record_class
+from microexp.data.objective import coded_class, record_class
 from microexp.data.registry import load_dataset
 from microexp.errors import DataError
 from microexp.synth.fixtures import build_fixture, placeholder_renderer
@@ -30,7 +30,8 @@ def test_composite_loads_both_releases_in_objective_classes(composite_tree: Path
     assert clips.classes == ("I", "II", "III", "IV", "V")
     assert {r.dataset for r in clips} == {"casme2", "samm"}
     assert all(r.subject.startswith(f"{r.dataset}_") for r in clips)
-    assert all(r.label == record_class(r) and r.meta["source_emotion"] for r in clips)
+    # a generated coding file's objective-class column is the AU rule's class
+    assert all(r.label == coded_class(r) == record_class(r) and r.meta["source_emotion"] for r in clips)
     assert all("not used by class protocol megc2018-objective" in e.reason for e in clips.excluded
                if "objective class" in e.reason)
     with pytest.raises(DataError, match="could not find the samm release"):
@@ -59,12 +60,19 @@ def test_composite_and_holdout_database_evaluation(composite_tree: Path, protoco
 def test_real_coding_files_give_the_composite(tmp_path: Path) -> None:
     build_fixture("casme2", tmp_path / "CASME2", annotation=need(CASME2), render=placeholder_renderer, size=8)
     build_fixture("samm", tmp_path / "SAMM", annotation=need(SAMM), render=placeholder_renderer, size=8)
+    # the coders' columns (tests/test_objective.py): CASME II I-V 30/18/93/15/18 (174), SAMM 24/13/20/8/3 (68, the
+    # published SAMM count), 47 subjects as published (the published composite has 185 CASME II clips: another coding)
     clips = load_dataset("megc2018", tmp_path)
-    # rule counts of tests/test_objective.py: CASME II I-V 30/18/93/13/18 (172), SAMM 18/13/18/6/5 (60)
     assert Counter((r.dataset, r.label) for r in clips) == {
+        ("casme2", "I"): 30, ("casme2", "II"): 18, ("casme2", "III"): 93, ("casme2", "IV"): 15, ("casme2", "V"): 18,
+        ("samm", "I"): 24, ("samm", "II"): 13, ("samm", "III"): 20, ("samm", "IV"): 8, ("samm", "V"): 3}
+    assert len(clips) == 242 and len({r.subject for r in clips}) == 47  # subjects with a clip of class I-V
+    # by the AU rule: CASME II 30/18/93/13/18 (172), SAMM 18/13/18/6/5 (60)
+    rule = load_dataset("megc2018", tmp_path, classes="megc2018-objective-rule")
+    assert Counter((r.dataset, r.label) for r in rule) == {
         ("casme2", "I"): 30, ("casme2", "II"): 18, ("casme2", "III"): 93, ("casme2", "IV"): 13, ("casme2", "V"): 18,
         ("samm", "I"): 18, ("samm", "II"): 13, ("samm", "III"): 18, ("samm", "IV"): 6, ("samm", "V"): 5}
-    assert len(clips) == 232 and len({r.subject for r in clips}) == 45  # subjects with a clip of class I-V
+    assert len(rule) == 232 and len({r.subject for r in rule}) == 45
 
 
 def test_data_check_of_the_composite_checks_both_releases(composite_tree: Path) -> None:

@@ -43,11 +43,18 @@ def test_casme2_objective_classes():
     # the column follows the rule on 253 of 255 clips; the two others code AU10 with AU4 (+AU7+AU9) as class IV
     assert disagreements(recs) == [("casme2/sub03/EP07_04", "IV", "VII", "4+L10"),
                                    ("casme2/sub11/EP13_02f", "IV", "VII", "4+7+9+10")]
+    # the default protocols take the coders' column (as MEGC 2018 did); -rule the AU rule
     five = classes.get("casme2-objective").apply(recs)
-    assert five.classes == CLASSES[:5] and len(five) == 172
-    assert five.counts() == {"I": 30, "II": 18, "III": 93, "IV": 13, "V": 18}
-    assert sum("objective class 'VII' not used" in e.reason for e in five.excluded) == 81
+    assert five.classes == CLASSES[:5] and len(five) == 174
+    assert five.counts() == {"I": 30, "II": 18, "III": 93, "IV": 15, "V": 18}
+    assert sum("objective class 'VII' not used" in e.reason for e in five.excluded) == 79
     assert len(classes.get("casme2-objective-7").apply(recs)) == 255
+    rule = classes.get("casme2-objective-rule").apply(recs)
+    assert rule.classes == CLASSES[:5] and len(rule) == 172
+    assert rule.counts() == {"I": 30, "II": 18, "III": 93, "IV": 13, "V": 18}
+    assert sum("objective class 'VII' not used" in e.reason for e in rule.excluded) == 81
+    assert classes.get("casme2-objective-rule-7").apply(recs).counts() == {
+        "I": 30, "II": 18, "III": 93, "IV": 13, "V": 18, "VI": 2, "VII": 81}
 
 
 def test_samm_objective_classes():
@@ -62,13 +69,28 @@ def test_samm_objective_classes():
     assert Counter((col, rule) for _, col, rule, _ in found) == {
         ("I", "VII"): 6, ("VI", "VII"): 3, ("IV", "VII"): 2, ("III", "VII"): 2, ("VII", "V"): 2}
     assert ("samm/026/026_2_3", "III", "VII", "4B+7B+43E") in found
-    assert classes.get("samm-objective").apply(recs).counts() == {"I": 18, "II": 13, "III": 18, "IV": 6, "V": 5}
+    assert classes.get("samm-objective").apply(recs).counts() == {"I": 24, "II": 13, "III": 20, "IV": 8, "V": 3}
+    assert classes.get("samm-objective-7").apply(recs).counts() == {"I": 24, "II": 13, "III": 20, "IV": 8, "V": 3,
+                                                                    "VI": 7, "VII": 84}
+    assert classes.get("samm-objective-rule").apply(recs).counts() == {"I": 18, "II": 13, "III": 18, "IV": 6, "V": 5}
+
+
+def test_a_clip_without_the_coders_class_is_excluded_by_name_from_the_default_protocol():
+    coded = ClipRecord("samm", "006", "006_1_2", "Anger", (), (), aus="4+7", meta={"objective_class": "3"})
+    uncoded = ClipRecord("samm", "006", "006_1_3", "Anger", (), (), aus="4+7")
+    got = classes.get("samm-objective").apply([coded, uncoded])
+    assert got.counts() == {"I": 0, "II": 0, "III": 1, "IV": 0, "V": 0}
+    assert [(e.clip, e.reason) for e in got.excluded] == [
+        ("samm/006/006_1_3", "objective class 'not coded' not used by class protocol samm-objective")]
+    assert classes.get("samm-objective-rule").apply([coded, uncoded]).counts()["III"] == 2
 
 
 def test_data_list_shows_objective_protocols(capsys):
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
-    for name in ("casme2-objective ", "casme2-objective-7", "samm-objective ", "samm-objective-7"):
+    for name in ("casme2-objective ", "casme2-objective-7 ", "samm-objective ", "samm-objective-7 ",
+                 "casme2-objective-rule ", "casme2-objective-rule-7 ", "samm-objective-rule ", "samm-objective-rule-7 ",
+                 "megc2018-objective ", "megc2018-objective-rule "):
         assert name in out
 
 
@@ -83,7 +105,9 @@ def test_data_check_names_unreadable_au_pieces_and_objective_disagreements(tmp_p
     assert len(au_notes) == 1 and "'soft focus'" in au_notes[0] and "SAMM_Micro_FACS_Codes_v2.xlsx:" in au_notes[0]
     objective = [n for n in report.notes if n.startswith("objective class")]
     assert len(objective) == 15
-    assert any("samm/026/026_2_3" in n and "III in the annotation, VII by the AU rule" in n for n in objective)
+    assert any("samm/026/026_2_3" in n and "III in the annotation, VII by the AU rule" in n
+               and n.endswith("samm-objective uses the annotation's class, samm-objective-rule the rule's)")
+               for n in objective)
     assert "soft focus" in report.text(limit=500)
 
 
@@ -109,33 +133,37 @@ def test_rule_table_is_the_published_table_entry_by_entry():
     assert RULES == {cls: combos(cell) for cls, cell in TABLE_9.items()}
 
 
-# Published clip counts (the MEGC 2018 summary's own table could not be read): Guo et al., "Extended local binary
-# patterns for efficient and robust spontaneous facial micro-expression recognition", arXiv:1907.09160, §IV-A (SAMM's
-# seven objective classes) and §IV-D(2) (the MEGC 2018 composite in classes I-V: 253 clips, 185 from CASME II and 68
-# from SAMM, 47 subjects).
+# Published clip counts. The MEGC 2018 summary's own count table and the Journal of Imaging paper's could not be read
+# here (only the openings of their pages are stored); a later paper reports them in its text: Guo et al., "Extended
+# local binary patterns for efficient and robust spontaneous facial micro-expression recognition", IEEE Access 7
+# (2019), arXiv:1907.09160, §IV-A (SAMM's seven objective classes) and §IV-D(2) (the MEGC 2018 composite in classes
+# I-V: 253 clips, 185 from CASME II and 68 from SAMM, 47 subjects).
 PUBLISHED_SAMM = {"I": 24, "II": 13, "III": 20, "IV": 8, "V": 3, "VI": 7, "VII": 84}
 PUBLISHED_COMPOSITE = {"casme2": 185, "samm": 68, "clips": 253, "subjects": 47}
 
 
 def test_counts_beside_the_published_ones():
-    """docs/action-units.md, 'Published counts': the published SAMM counts are its coders' column, which no
-    exact-set reading of Table 9 gives; CASME II's 185 is neither our rule's nor the 20190701 file's column."""
+    """docs/action-units.md, 'Published counts': the default protocols (the coders' columns) reproduce every
+    published SAMM count; CASME II's 185 comes from another coding of the release than the file we hold."""
     cas = as_records(casme2.read_annotation(need(CASME2)), "casme2")
     sam = as_records(samm.read_annotation(need(SAMM)), "samm")
 
-    def composite(recs, by):  # (clips, subjects) in classes I-V
-        kept = [r for r in recs if by(r) in CLASSES[:5]]
-        return len(kept), len({r.subject for r in kept})
+    def kept(protocol, recs):  # (clips, subjects)
+        got = classes.get(protocol).apply(recs)
+        return len(got), len({r.subject for r in got.records})
 
-    # SAMM: the coding file's own column reproduces every published class; the rule only class II
-    assert Counter(column_class(r) for r in sam) == PUBLISHED_SAMM
-    rule = Counter(record_class(r) for r in sam)
+    # SAMM: the default protocol reproduces the published counts class for class, and the composite's 68 clips
+    assert classes.get("samm-objective-7").apply(sam).counts() == PUBLISHED_SAMM
+    assert kept("samm-objective", sam) == (PUBLISHED_COMPOSITE["samm"], 21)
+    # the rule differs from the published SAMM classes on exactly the 15 clips data check names
+    rule = classes.get("samm-objective-rule-7").apply(sam).counts()
     assert {c: rule[c] - PUBLISHED_SAMM[c] for c in CLASSES} == {"I": -6, "II": 0, "III": -2, "IV": -2, "V": 2,
                                                                  "VI": -3, "VII": 11}
-    # the composite: SAMM's 68 clips, and with CASME II's 26 subjects its 47, are the column's (21 SAMM subjects)
-    assert composite(sam, column_class) == (PUBLISHED_COMPOSITE["samm"], 21)
-    assert composite(cas, column_class)[1] + 21 == PUBLISHED_COMPOSITE["subjects"]
-    assert composite(sam, record_class) == (60, 19)
-    # CASME II: 185 published; the rule gives 172 and the 20190701 file's column 174 (another coding-file version)
-    assert composite(cas, record_class) == (172, 26) and composite(cas, column_class) == (174, 26)
+    assert len(disagreements(sam)) == 15
+    assert kept("samm-objective-rule", sam) == (60, 19)
+    # the composite's 47 subjects: CASME II's 26 and the 21 SAMM subjects of the default protocol
+    assert kept("casme2-objective", cas)[1] + 21 == PUBLISHED_COMPOSITE["subjects"]
+    # CASME II: 185 published, 174 here (11 clips fewer; the file's column, 20190701 copy), 172 by the rule
+    assert kept("casme2-objective", cas) == (174, 26) and kept("casme2-objective-rule", cas) == (172, 26)
+    assert PUBLISHED_COMPOSITE["casme2"] - kept("casme2-objective", cas)[0] == 11
     assert PUBLISHED_COMPOSITE["casme2"] + PUBLISHED_COMPOSITE["samm"] == PUBLISHED_COMPOSITE["clips"]

@@ -45,7 +45,8 @@ def _list(args: argparse.Namespace) -> int:
         spec = get_dataset(name)
         print(f"  {name:10s} default classes {spec.default_classes or 'all'}: {spec.description}")
     print("class protocols:")
+    width = max(map(len, classes.names()))
     for name in classes.names():
-        print(f"  {name:18s} {', '.join(classes.get(name).classes)}")
-    print("  all                every annotated label is a class (the default of plain and synthetic)")
+        print(f"  {name:{width}s} {', '.join(classes.get(name).classes)}")
+    print(f"  {'all':{width}s} every annotated label is a class (the default of plain and synthetic)")
     return 0

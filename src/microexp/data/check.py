@@ -37,6 +37,7 @@ from pathlib import Path
 
 import cv2
 
+from microexp.data import classes as class_protocols
 from microexp.data._common import Row, build_records, image_files, numbered_frames, subdirs
 from microexp.data.aus import parse_aus_cell
 from microexp.data.frames import MAX_MISSING_SHARE, describe_missing
@@ -218,9 +219,11 @@ def check_dataset(name: str, root: Path, annotation: Path | None = None, read_im
         notes = [x for x in r.meta.get("repairs", []) if "has no file" not in x and not x.startswith("missing frames")]
         if notes:
             report.notes.append(f"repaired {r.subject}/{r.clip_id}: {'; '.join(notes)}")
+    uses = (f"; {name}-objective uses the annotation's class, {name}-objective-rule the rule's"
+            if f"{name}-objective" in class_protocols.names() else "")
     for key, column, rule, aus in disagreements(report.records):
         report.notes.append(f"objective class {column} in the annotation, {rule} by the AU rule of Davison et al. "
-                            f"2018: {key} (AUs {aus!r}; the objective-class protocols use the rule)")
+                            f"2018: {key} (AUs {aus!r}{uses})")
     if not report.records:
         report.hints += hints(name, root)
     return report

@@ -8,9 +8,11 @@ the other; protocol ``lodo`` with ``train_datasets``/``test_dataset``).
 
 ``root`` is a folder holding the two releases as delivered (found by their layout in any sub-folder, as
 ``megc2019``), or a ``.yaml``/``.json`` file mapping ``casme2`` and ``samm`` to their roots (relative to the file),
-optionally with ``casme2_annotation`` and ``samm_annotation``. Each clip's ``emotion`` is its objective class by the
-AU rule (:mod:`microexp.data.objective`), ``meta["source_emotion"]`` the dataset's estimated emotion and
-``meta["objective_class"]`` the coders' own column where the file has one. Subjects are prefixed with the dataset
+optionally with ``casme2_annotation`` and ``samm_annotation``. Each clip's ``emotion`` is its objective class as the
+coding file's own column gives it (MEGC 2018 took the coders' classes; ``not coded`` where the file has none),
+``meta["source_emotion"]`` the dataset's estimated emotion. Protocols ``megc2018-objective`` (I-V) and ``-7`` use
+that class; ``megc2018-objective-rule`` and ``-rule-7`` derive it from the clip's AUs by the rule
+(:mod:`microexp.data.objective`). Subjects are prefixed with the dataset
 (``casme2_sub01``, ``samm_006``) so LOSO groups stay unique.
 """
 
@@ -25,7 +27,7 @@ import yaml
 from microexp.data import casme2, samm
 from microexp.data.classes import ClassProtocol
 from microexp.data.megc2019 import find_releases, spec_path
-from microexp.data.objective import CLASSES, record_class
+from microexp.data.objective import CLASSES, NOT_CODED, coded_class, record_class
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
 from microexp.errors import DataError, MicroexpError
@@ -77,7 +79,7 @@ def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], 
         for r in recs:
             meta = dict(r.meta, source_emotion=r.emotion, source_subject=r.subject)
             records.append(ClipRecord(dataset=ds, subject=f"{ds}_{r.subject}", clip_id=r.clip_id,
-                                      emotion=record_class(r), frames=r.frames, frame_numbers=r.frame_numbers,
+                                      emotion=coded_class(r), frames=r.frames, frame_numbers=r.frame_numbers,
                                       onset=r.onset, apex=r.apex, offset=r.offset, fps=r.fps, aus=r.aus,
                                       source=r.source, meta=meta))
     return records, excluded
@@ -106,14 +108,21 @@ def check(root: Path, annotation: Path | None, read_images: bool, report: Any) -
     return report
 
 
+FIVE = {c: (c if c in CLASSES[:5] else None) for c in CLASSES}
 PROTOCOLS = (
-    ClassProtocol("megc2018-objective", CLASSES[:5], {c: (c if c in CLASSES[:5] else None) for c in CLASSES},
-                  "MEGC 2018: objective classes I-V of CASME II + SAMM by the AU rule of Davison et al. 2018; VI and "
-                  "VII dropped"),
-    ClassProtocol("megc2018-objective-7", CLASSES, {c: c for c in CLASSES},
-                  "CASME II + SAMM in the objective classes I-VII by the AU rule"),
+    ClassProtocol("megc2018-objective", CLASSES[:5], {**FIVE, NOT_CODED: None},
+                  "MEGC 2018: objective classes I-V of CASME II + SAMM from the coding files' own objective-class "
+                  "columns (as the challenge took them); VI and VII dropped"),
+    ClassProtocol("megc2018-objective-7", CLASSES, {**{c: c for c in CLASSES}, NOT_CODED: None},
+                  "CASME II + SAMM in the objective classes I-VII from the coding files' own columns"),
+    ClassProtocol("megc2018-objective-rule", CLASSES[:5], FIVE,
+                  "CASME II + SAMM in objective classes I-V from each clip's AU codes by the rule of Davison et al. "
+                  "2018; VI and VII dropped", field="objective class", derive=record_class),
+    ClassProtocol("megc2018-objective-rule-7", CLASSES, {c: c for c in CLASSES},
+                  "CASME II + SAMM in the objective classes I-VII by the AU rule", field="objective class",
+                  derive=record_class),
 )
 
 SPEC = register_dataset(DatasetSpec(
-    NAME, load, "megc2018-objective", "MEGC 2018 composite: CASME II + SAMM in objective classes I-V (from AUs); "
-    "root holds the two releases or is a .yaml naming them", protocols=PROTOCOLS, labels=CLASSES, check=check))
+    NAME, load, "megc2018-objective", "MEGC 2018 composite: CASME II + SAMM in objective classes I-V (the coders' columns); "
+    "root holds the two releases or is a .yaml naming them", protocols=PROTOCOLS, labels=(*CLASSES, NOT_CODED), check=check))

@@ -7,12 +7,13 @@ grand challenge 2018 summary", FG 2018, doi:10.1109/FG.2018.00106) scored recogn
 and SAMM.
 
 :func:`objective_class` applies the paper's table to a clip's *certain* AU codes (side and intensity ignored): the
-class whose listed combination equals the clip's set of AU numbers, else VII. The CASME II coding file's own
-``Objective Classes`` column and SAMM's agree with this rule on most clips, not all (:func:`disagreements`; the
-counts are in docs/action-units.md and tests/test_objective.py): the coders' column is kept in
-``meta["objective_class"]`` and the class protocols use the rule, so a clip's class is reproducible from its AUs.
-The published SAMM counts are its coders' column, not the rule's; docs/action-units.md ("Published counts") sets
-them beside ours, with the cause of each difference.
+class whose listed combination equals the clip's set of AU numbers, else VII. The coding files of CASME II and SAMM
+carry the coders' own ``Objective Classes`` column (kept in ``meta["objective_class"]``); it agrees with the rule on
+most clips, not all (:func:`disagreements`; ``data check`` names each one). MEGC 2018 took the coders' column: the
+published SAMM counts are that column class for class, which no mechanical reading of the table gives. So the
+default protocols ``<dataset>-objective`` (I-V) and ``-objective-7`` (I-VII) use the annotation's column, and
+``<dataset>-objective-rule`` / ``-objective-rule-7`` derive each clip's class from its AUs by the rule. The published
+counts beside ours, with the cause of each difference: docs/action-units.md ("Published counts").
 """
 
 from __future__ import annotations
@@ -70,16 +71,31 @@ def disagreements(records: Iterable[ClipRecord]) -> list[tuple[str, str, str, st
     return out
 
 
+#: the class a clip gets from a protocol on the coders' column when its annotation has none (excluded, with reason)
+NOT_CODED = "not coded"
+
+
+def coded_class(record: ClipRecord) -> str:
+    """The annotation's own objective class, or :data:`NOT_CODED`."""
+    return column_class(record) or NOT_CODED
+
+
 def objective_protocols(dataset: str, title: str) -> tuple[ClassProtocol, ...]:
-    """``<dataset>-objective`` (classes I-V, MEGC 2018) and ``<dataset>-objective-7`` (I-VII) by the AU rule."""
+    """``<dataset>-objective`` (classes I-V, MEGC 2018) and ``-objective-7`` (I-VII) from the annotation's own
+    objective-class column; ``-objective-rule`` and ``-objective-rule-7`` from the clip's AU codes by the rule."""
     five = {c: (c if c in CLASSES[:5] else None) for c in CLASSES}
+    seven = {c: c for c in CLASSES}
+    coded = "from the coding file's own objective-class column (as MEGC 2018 took them)"
+    rule = "from the clip's AU codes by the rule of Davison et al. 2018"
     return (
-        ClassProtocol(
-            f"{dataset}-objective", CLASSES[:5], five,
-            f"{title} objective classes I-V from the clip's AU codes by the rule of Davison et al. 2018 (the MEGC "
-            "2018 classes); VI and VII dropped", field="objective class", derive=record_class),
-        ClassProtocol(
-            f"{dataset}-objective-7", CLASSES, {c: c for c in CLASSES},
-            f"{title} objective classes I-VII from the clip's AU codes by the rule of Davison et al. 2018",
-            field="objective class", derive=record_class),
+        ClassProtocol(f"{dataset}-objective", CLASSES[:5], {**five, NOT_CODED: None},
+                      f"{title} objective classes I-V (MEGC 2018) {coded}; VI and VII dropped",
+                      field="objective class", derive=coded_class),
+        ClassProtocol(f"{dataset}-objective-7", CLASSES, {**seven, NOT_CODED: None},
+                      f"{title} objective classes I-VII {coded}", field="objective class", derive=coded_class),
+        ClassProtocol(f"{dataset}-objective-rule", CLASSES[:5], five,
+                      f"{title} objective classes I-V {rule}; VI and VII dropped", field="objective class",
+                      derive=record_class),
+        ClassProtocol(f"{dataset}-objective-rule-7", CLASSES, seven, f"{title} objective classes I-VII {rule}",
+                      field="objective class", derive=record_class),
     )

@@ -44,6 +44,8 @@ import numpy as np
 import openpyxl
 
 from microexp.data import Row, casme, casme2, casme3, casme_sq, megc2019, samm
+from microexp.data.aus import au_numbers, parse_aus_cell
+from microexp.data.objective import CLASSES, objective_class
 from microexp.errors import ConfigError, DataError
 from microexp.registry import Registry
 
@@ -159,6 +161,12 @@ def _aus_cell(aus: str) -> int | str:
     return int(aus) if aus.isdigit() else aus
 
 
+def _objective_cell(aus: str) -> int:
+    """The coders' objective-class column of a generated row: the class (as a numeral, as the releases write it)
+    that the AU rule gives, so that both objective-class protocols see the same classes."""
+    return CLASSES.index(objective_class(au_numbers(parse_aus_cell(aus).codes))) + 1
+
+
 def _casme2_rows() -> list[Row]:
     spec = [("01", "EP02_01f", 46, 59, 86, "12", "happiness"), ("01", "EP19_05f", 396, 416, 446, "4+7+L10", "disgust"),
             ("02", "EP01_11f", 46, 91, 96, "15", "repression"), ("03", "EP01_2", 21, 30, 44, "1+2", "surprise"),
@@ -177,7 +185,7 @@ def _write_casme2_annotation(path: Path, rows: Sequence[Row]) -> None:
     for r in rows:
         subject = r.subject[3:] if r.subject.startswith("sub") else r.subject  # text '01', as in the release
         ws.append([subject, r.clip_id, None, r.onset, "/" if r.apex is None else r.apex, r.offset, None,
-                   _aus_cell(r.aus), r.emotion, 7])
+                   _aus_cell(r.aus), r.emotion, _objective_cell(r.aus)])
     wb.create_sheet("Sheet2")
     wb.create_sheet("Sheet3")
     wb.save(path)
@@ -209,7 +217,7 @@ def _write_samm_annotation(path: Path, rows: Sequence[Row]) -> None:
     for r in rows:
         assert r.onset is not None and r.offset is not None
         ws.append([r.subject, r.clip_id, int(r.meta.get("inducement", 1)), r.onset, r.apex, r.offset,
-                   r.offset - r.onset + 1, "Micro - 1/2", _aus_cell(r.aus), r.emotion, 7, None])
+                   r.offset - r.onset + 1, "Micro - 1/2", _aus_cell(r.aus), r.emotion, _objective_cell(r.aus), None])
     wb.save(path)
 
 
