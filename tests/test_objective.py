@@ -167,3 +167,46 @@ def test_counts_beside_the_published_ones():
     assert kept("casme2-objective", cas) == (174, 26) and kept("casme2-objective-rule", cas) == (172, 26)
     assert PUBLISHED_COMPOSITE["casme2"] - kept("casme2-objective", cas)[0] == 11
     assert PUBLISHED_COMPOSITE["casme2"] + PUBLISHED_COMPOSITE["samm"] == PUBLISHED_COMPOSITE["clips"]
+
+
+def write_objective_file(path, rows):
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    wb.active.title = "Sheet1"
+    wb.active.append(["Subject", "Filename", "Objective Class"])
+    for row in rows:
+        wb.active.append(list(row))
+    wb.save(path)
+
+
+def test_the_releases_objective_class_file_gives_casme2_its_classes(tmp_path):
+    """CASME2-ObjectiveClasses.xlsx (the release's file of the classes MEGC 2018 used) replaces the coding file's
+    own column for the default protocols; the rule's protocols do not read it; a clip it leaves out is excluded by
+    name, and data check says where the classes come from."""
+    from microexp.data.aus import au_numbers, parse_aus_cell
+    from microexp.data.check import check_dataset
+    from microexp.data.registry import load_dataset
+    from microexp.errors import AnnotationError
+    from microexp.synth.fixtures import build_fixture, placeholder_renderer
+
+    fx = build_fixture("casme2", tmp_path / "c2", render=placeholder_renderer, size=8)
+    rows = fx.rows
+    rule = Counter(objective_class(au_numbers(parse_aus_cell(r.aus).codes)) for r in rows)
+    # the coding file's column (the rule's class, generated) before the file is there
+    assert load_dataset("casme2", fx.root, classes="casme2-objective-7").counts() == {c: rule[c] for c in CLASSES}
+    # the file lists every clip but the first, in classes 1..7 in turn (not the rule's)
+    listed = [(r.subject[3:], r.clip_id, i % 7 + 1) for i, r in enumerate(rows[1:])]
+    write_objective_file(fx.annotation.parent / "CASME2-ObjectiveClasses.xlsx", listed)
+    got = load_dataset("casme2", fx.root, classes="casme2-objective-7")
+    assert got.counts() == Counter(CLASSES[i % 7] for i in range(len(rows) - 1))
+    first = f"casme2/{rows[0].subject}/{rows[0].clip_id}"
+    assert [e.reason for e in got.excluded if e.clip == first] == [
+        "objective class 'not coded' not used by class protocol casme2-objective-7"]
+    assert load_dataset("casme2", fx.root, classes="casme2-objective-rule-7").counts() == {c: rule[c] for c in CLASSES}
+    report = check_dataset("casme2", fx.root, read_images=False)
+    assert (f"objective classes from CASME2-ObjectiveClasses.xlsx (in place of the coding file's own column): "
+            f"{len(rows) - 1} of {len(rows)} clips listed") in report.notes
+    write_objective_file(fx.annotation.parent / "CASME2-ObjectiveClasses.xlsx", [*listed, ("01", "EP02_01f", 9)])
+    with pytest.raises(AnnotationError, match=r"CASME2-ObjectiveClasses.xlsx.*row 11.*objective class 1-7"):
+        load_dataset("casme2", fx.root, classes="casme2-objective")

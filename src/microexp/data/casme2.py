@@ -11,6 +11,10 @@ Layout (as delivered; nothing to rename)::
 tree, its parent and the release root unless given (the newest date-stamped ``CASME2-coding-*.xlsx`` first). Each clip folder holds frames onset..offset named with the
 absolute, unpadded frame index; ``ClipRecord.frames`` is the whole folder in numeric order. 200 fps.
 
+The release's ``CASME2-ObjectiveClasses.xlsx`` (``Subject, Filename, Objective Class``), found beside the coding file
+or the tree, gives each clip's objective class (``meta["objective_class"]``, the classes MEGC 2018 used) in place
+of the coding file's own ``Objective Classes`` column (which some copies carry); a clip it does not list has none.
+
 Quirks handled: ``Subject`` as text ``'01'`` or int ``1``; ``/`` apex (middle frame used, recorded in
 ``meta["repairs"]``); AU cells as int or text; blank-named columns; stray non-image files in clip folders.
 """
@@ -58,6 +62,10 @@ COLUMNS = {
     "objective": ("Objective Classes", "Objective Class"),
 }
 REQUIRED = ("subject", "filename", "onset", "apex", "offset", "emotion")
+#: the release's objective-class file (MEGC 2018's CASME II classes)
+OBJECTIVE_FILE = "CASME2-ObjectiveClasses.xlsx"
+OBJECTIVE_COLUMNS = {"subject": ("Subject",), "filename": ("Filename", "File name"),
+                     "objective": ("Objective Class", "Objective Classes")}
 LABELS = ("happiness", "disgust", "repression", "surprise", "others", "sadness", "fear")
 SUBJECT = r"sub\d+"
 looks_like_tree = looks_like_subject_tree(SUBJECT)
@@ -92,6 +100,44 @@ def read_annotation(path: Path) -> list[Row]:
     return checked_rows(rows, path, table.header_row)
 
 
+def read_objective_classes(path: Path) -> dict[tuple[str, str], str]:
+    """(subject folder, clip) -> objective class (``1``..``7``) of the release's ``CASME2-ObjectiveClasses.xlsx``."""
+    path = Path(path)
+    table = locate_header(read_sheet(path, 0), path, OBJECTIVE_COLUMNS, ("subject", "filename", "objective"))
+    out: dict[tuple[str, str], str] = {}
+    for line, cells in table.rows:
+        clip, value = cell_text(cells["filename"]), cell_text(cells["objective"])
+        if value.endswith(".0"):
+            value = value[:-2]
+        if not clip or value.upper() not in {*map(str, range(1, 8)), "I", "II", "III", "IV", "V", "VI", "VII"}:
+            raise AnnotationError(f"expected a Filename and an objective class 1-7, got {clip!r} and {value!r}",
+                                  file=path, row=line)
+        key = (subject_folder(cells["subject"], path, line), clip)
+        if key in out:
+            raise AnnotationError(f"{key[0]}/{clip} listed twice", file=path, row=line)
+        out[key] = value
+    return out
+
+
+def with_objective_file(rows: list[Row], folders: list[Path]) -> list[Row]:
+    """The rows with the objective classes of the release's ``CASME2-ObjectiveClasses.xlsx`` when one lies in
+    ``folders`` (it replaces the coding file's own column; a clip it does not list gets none)."""
+    found = find_file(folders, (OBJECTIVE_FILE,))
+    if found is None:
+        return rows
+    classes = read_objective_classes(found)
+    for r in rows:
+        r.meta.pop("objective_class", None)
+        if (r.subject, r.clip_id) in classes:
+            r.meta["objective_class"] = classes[r.subject, r.clip_id]
+        r.meta["objective_source"] = found.name
+    return rows
+
+
+def _rows(tree: Path, ann: Path) -> list[Row]:
+    return with_objective_file(read_annotation(ann), [ann.parent, tree, tree.parent])
+
+
 def resolve(root: Path, annotation: Path | None) -> tuple[Path, Path]:
     """(frame tree, annotation file) for a user-given root."""
     return resolve_tree(root, annotation, TREES, looks_like_tree, ANNOTATION_PATTERNS,
@@ -100,12 +146,12 @@ def resolve(root: Path, annotation: Path | None) -> tuple[Path, Path]:
 
 def load(root: Path, annotation: Path | None = None) -> tuple[list[ClipRecord], list[Exclusion]]:
     tree, ann = resolve(root, annotation)
-    return build_records(NAME, tree, read_annotation(ann))
+    return build_records(NAME, tree, _rows(tree, ann))
 
 
 def scan(root: Path, annotation: Path | None) -> Scan:
     tree, ann = resolve(root, annotation)
-    return Scan(tree, ann, read_annotation(ann), two_level_folders(tree, SUBJECT))
+    return Scan(tree, ann, _rows(tree, ann), two_level_folders(tree, SUBJECT))
 
 
 def looks_like_release(folder: Path) -> bool:
