@@ -41,6 +41,7 @@ def test_composite_loads_both_releases_in_objective_classes(composite_tree: Path
 @pytest.mark.parametrize(("protocol", "extra", "folds"), [
     ("megc2019", {}, None),  # composite evaluation: LOSO over the subjects of both datasets
     ("lodo", {"train_datasets": ["casme2"], "test_dataset": "samm"}, 1),  # hold-out database
+    ("lodo", {"train_datasets": ["samm"], "test_dataset": "casme2"}, 1),  # the generated SAMM sample has all of I-V
 ])
 def test_composite_and_holdout_database_evaluation(composite_tree: Path, protocol: str, extra: dict,
                                                    folds: int | None) -> None:
@@ -50,7 +51,7 @@ def test_composite_and_holdout_database_evaluation(composite_tree: Path, protoco
                        model_params={"classifier": "tree"}, **extra)
     m = evaluate(config, progress=False, log=lambda _m: None).metrics
     if folds:
-        assert m["n_folds"] == folds and list(m["per_dataset"]) == ["samm"]
+        assert m["n_folds"] == folds and list(m["per_dataset"]) == [extra["test_dataset"]]
     else:
         assert set(m["per_dataset"]) == {"casme2", "samm"}
     assert m["uar"] > m["chance"]["uar"]
