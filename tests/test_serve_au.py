@@ -50,8 +50,8 @@ def run_aus(au_run: Path) -> list[str]:  # noqa: F811
 
 
 @pytest.mark.slow
-def test_an_app_job_with_an_au_run_gives_au_probabilities_per_window(server: Server, au_synth: Path,  # noqa: F811
-                                                                     au_run: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_an_app_job_with_an_au_run_gives_au_probabilities_per_window(
+        server: Server, au_synth: Path, au_run: Path, tmp_path: Path) -> None:  # noqa: F811
     import microexp
 
     clip = next(p for p in sorted(au_synth.glob("*/*")) if p.is_dir())  # 16 synthetic face-crop frames
@@ -74,8 +74,8 @@ def test_an_app_job_with_an_au_run_gives_au_probabilities_per_window(server: Ser
 
 
 @pytest.mark.slow
-def test_an_app_job_with_a_spotting_run_and_an_au_run_gives_each_spot_its_aus(server: Server, au_run: Path,  # noqa: F811
-                                                                             spotting: dict) -> None:  # noqa: F811
+def test_an_app_job_with_a_spotting_run_and_an_au_run_gives_each_spot_its_aus(
+        server: Server, au_run: Path, spotting: dict) -> None:  # noqa: F811
     body = run_job(server, spotting["video"], spot_run="spotting")
     assert "spotting run spotting" in body["message"]
     placed = file(server, body["id"], "spot-intervals.json")["spots"]

@@ -223,7 +223,8 @@ def check_dataset(name: str, root: Path, annotation: Path | None = None, read_im
             if f"{name}-objective" in class_protocols.names() else "")
     sources = sorted({str(r.meta["objective_source"]) for r in report.records if r.meta.get("objective_source")})
     for src in sources:
-        listed = sum(1 for r in report.records if r.meta.get("objective_source") == src and r.meta.get("objective_class"))
+        listed = sum(1 for r in report.records
+                     if r.meta.get("objective_source") == src and r.meta.get("objective_class"))
         report.notes.append(f"objective classes from {src} (in place of the coding file's own column): {listed} of "
                             f"{len(report.records)} clips listed")
     for key, column, rule, aus in disagreements(report.records):

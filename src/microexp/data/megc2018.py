@@ -124,5 +124,6 @@ PROTOCOLS = (
 )
 
 SPEC = register_dataset(DatasetSpec(
-    NAME, load, "megc2018-objective", "MEGC 2018 composite: CASME II + SAMM in objective classes I-V (the coders' columns); "
-    "root holds the two releases or is a .yaml naming them", protocols=PROTOCOLS, labels=(*CLASSES, NOT_CODED), check=check))
+    NAME, load, "megc2018-objective", "MEGC 2018 composite: CASME II + SAMM in objective classes I-V (the coders' "
+    "columns); root holds the two releases or is a .yaml naming them", protocols=PROTOCOLS,
+    labels=(*CLASSES, NOT_CODED), check=check))
