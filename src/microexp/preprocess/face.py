@@ -28,9 +28,12 @@ MOUTH = slice(48, 68)
 
 # Detection runs on a copy downscaled so that its longer side is at most this (speed); landmarks use full res.
 DETECT_MAX_SIDE = 640
-# The CNN (MMOD) detector searches the region around a lost face scaled so that the face is about this side
-# (it was trained on faces of about 80 px; smaller ones need an upsampled, 4x costlier image).
-MMOD_FACE_SIDE = 100
+# The CNN (MMOD) detector searches the region around a lost face scaled so that the face is about this side: the
+# second renderer's 50-pixel faces are not found at their size, at 80 px they all are (a larger scale costs more)
+MMOD_FACE_SIDE = 80
+# A whole frame up to this side is upsampled for the CNN (small faces); a larger one is searched as it is (the CNN
+# on an upsampled 640x480 frame takes seconds)
+MMOD_UPSAMPLE_MAX_SIDE = 320
 
 
 class NoFaceError(PreprocessError):
@@ -79,8 +82,10 @@ def predictor_path(name: str = "shape_predictor_68_face_landmarks.dat") -> Path:
 class DlibBackend:
     """dlib HOG detector + 68-point shape predictor; with ``mmod`` (backend ``dlib-mmod``) dlib's CNN (MMOD)
     detector, shipped in ``face_recognition_models``, is tried where HOG finds no face. HOG is made for
-    near-frontal faces; on the second synthetic renderer's head turns (10-30 degrees of yaw, 64-pixel faces)
-    HOG found a face in 0.905 of the frames, MMOD in all, at about 17 times HOG's time per call (docs/spotting.md)."""
+    near-frontal faces; on the second synthetic renderer's head turns (10-30 degrees of yaw, 64-pixel frames) HOG
+    found a face in 0.909 of the frames, the CNN in all, at 10 to 25 times HOG's time per call. The face tracker
+    (:mod:`microexp.preprocess.track`) calls the CNN only where HOG and tracking both lost the face, near its last
+    box (:meth:`detect_cnn`); figures in docs/spotting.md, "Face tracking"."""
 
     name = "dlib"
 
@@ -120,14 +125,15 @@ class DlibBackend:
     def detect_cnn(self, gray: np.ndarray, near: tuple[float, float, float, float] | None = None) -> Face | None:
         """The CNN (MMOD) detector's best face (backend ``dlib-mmod`` only). ``near``: a box where the face was
         last seen; only the region around it (twice its side) is searched, scaled so that the face is about
-        :data:`MMOD_FACE_SIDE` pixels (the CNN's cost grows with the pixels it sees)."""
+        :data:`MMOD_FACE_SIDE` pixels (the CNN's cost grows with the pixels it sees: tens of milliseconds there,
+        seconds on an upsampled 640x480 frame)."""
         if self._mmod is None:
             raise PreprocessError("the CNN face detector is loaded by the dlib-mmod backend only")
         gray = np.ascontiguousarray(gray, dtype=np.uint8)
         if near is None:
             small, scale = self._small(gray)
             x0 = y0 = 0
-            found = self._mmod(small, self.max_upsample)
+            found = self._mmod(small, self.max_upsample if max(small.shape) <= MMOD_UPSAMPLE_MAX_SIDE else 0)
         else:
             h, w = gray.shape
             side = max(near[2] - near[0], near[3] - near[1], 8.0)
