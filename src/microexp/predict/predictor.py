@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from microexp.contract.faces import FACE_MODES, check_face
+from microexp.contract.faces import check_face
 from microexp.data.records import ClipRecord
 from microexp.errors import (
     ConfigError,
@@ -51,7 +51,6 @@ from microexp.preprocess.config import PreprocessConfig
 from microexp.runs import METRICS, SPOTTER, Checkpoint, checkpoint_files, is_spotting_run, read_checkpoints
 from microexp.runtime import tune_allocator
 
-FACES = FACE_MODES  # the detector choices (microexp.contract.faces)
 AUTO_FACE_NOTE = ("the run was trained on face crops; faces are detected and cropped in the input (dlib), frames "
                   "without one are gaps (face='none', on the command line --face none: the input frames are face "
                   "crops already)")
@@ -86,7 +85,7 @@ class Predictor:
         self.notes: list[str] = []
         self.task = "recognise"  # or "au": classes are AUs, each with its own probability (AUPredictor)
         self.stream_stats: dict[str, int] = {}  # of the last predict: frames, peak frames / windows held, detections
-        self.detector = "dlib"  # the face tracker's detector (FACE_MODES) when the input's faces are detected
+        self.detector = "dlib"  # the face tracker's detector (microexp.contract.faces) when faces are detected
 
     @property
     def streams(self) -> list[str]:
