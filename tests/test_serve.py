@@ -546,7 +546,7 @@ def test_bad_parameters_and_unknown_jobs_are_one_line(server: Server, videos: di
     assert (status, body["detail"]) == (422, "window '100ms': input should be a valid integer, unable to parse "
                                              "string as an integer")
     status, body = server.submit("synth", videos["event"], face="opencv")
-    assert (status, body["detail"]) == (422, "face 'opencv': input should be 'dlib' or 'none'")
+    assert (status, body["detail"]) == (422, "face 'opencv': expected one of dlib, dlib-mmod, none")  # JobOptions
     status, body = server.request("POST", "/api/jobs/job999/saliency/spot/0", headers={"X-Microexp": "1"})
     assert (status, body["detail"]) == (404, "no job 'job999'")
     status, body = server.request("POST", "/api/jobs/job1/saliency/frame/0", headers={"X-Microexp": "1"})

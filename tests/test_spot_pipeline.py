@@ -130,7 +130,11 @@ def test_choices_are_fitted_per_fold_on_training_subjects(runs):
     assert [f["test_subjects"] for f in r.folds] == [["001"], ["002"], ["003"], ["004"]]
     for f in r.folds:
         micro, macro = f["types"]["micro"], f["types"]["macro"]
-        assert micro["k"] < macro["k"] and micro["threshold"] < macro["threshold"]
+        assert micro["k"] < macro["k"] and micro["threshold"] > 0 and macro["threshold"] > 0
+    # each fold's own training subjects, its own thresholds. (Micro's is not always below macro's: the face tracker
+    # holds subject 001's 48-pixel face through HOG's misses, a blink included, and the fold fitted on those frames
+    # sets micro 0.75 against macro 0.53.)
+    assert len({f["types"]["micro"]["threshold"] for f in r.folds}) == len(r.folds)
     assert not r.metrics["leaky"] and r.metrics["threshold_policy"] == "train"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from microexp.contract.faces import FACE_MODES
 from microexp.errors import ConfigError
 
 
@@ -68,10 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold", help="use this fold's checkpoint(s) only (fold name, e.g. sub01, or file stem)")
     p.add_argument("--ensemble", action="store_true",
                    help="average the probabilities of all checkpoints (the default; stated for clarity)")
-    p.add_argument("--face", choices=["dlib", "none"],
+    p.add_argument("--face", choices=FACE_MODES,
                    help="dlib = detect and crop the face (the default, also for a run trained on ready-made face "
-                        "crops: frames without a face become gaps); none = the input frames are face crops "
-                        "already, classify them as they are")
+                        "crops: frames without a face become gaps); dlib-mmod = the same, with dlib's CNN detector "
+                        "where HOG and tracking lose the face (turned heads); none = the input frames are face "
+                        "crops already, classify them as they are")
     p.add_argument("--window", help="window length: frames (24), ms (300ms) or s (0.3s); "
                                     "default: the training clips' median duration at the input's fps")
     p.add_argument("--stride", help="step between windows: frames, ms or s (default: a quarter window)")

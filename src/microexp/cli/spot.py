@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from microexp.contract.faces import FACE_HELP, FACE_MODES
 from microexp.errors import ConfigError
 
 
@@ -95,9 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recognise", type=Path, metavar="RUN2", help="recognition run to classify each interval")
     p.add_argument("--fps", type=float, help="frame rate, > 0 (default: the video's, else the run's)")
     p.add_argument("--subject", help="subject name for the CSV")
-    p.add_argument("--face", choices=["dlib", "dlib-mmod", "none"],
-                   help="face detection (dlib-mmod: dlib's CNN detector where HOG finds none, e.g. turned heads; "
-                        "none: frames are face crops)")
+    p.add_argument("--face", choices=FACE_MODES, help=FACE_HELP)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="microexp's JSON")
     g.add_argument("--csv", action="store_true", help="the spot-then-recognise CSV (subject,video,onset,offset,emotion)")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import model_validator
 
+from microexp.contract.faces import check_face
 from microexp.contract.values import ConfigModel
 from microexp.errors import ConfigError
 
@@ -34,4 +35,23 @@ class ServeOptions(ConfigModel):
             raise ConfigError(f"--max-upload-mb {self.max_upload_mb:g}: must be positive")
         if self.workers < 1:
             raise ConfigError(f"--workers {self.workers}: must be at least 1")
+        return self
+
+
+class JobOptions(ConfigModel):
+    """An analysis job's options (the web app's form): ``window`` / ``stride`` in frames (None: the run's),
+    ``face`` the face detector (:data:`~microexp.contract.faces.FACE_MODES`; None: the run's own mode)."""
+
+    window: int | None = None
+    stride: int | None = None
+    face: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> JobOptions:
+        for name in ("window", "stride"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} {value}: at least 1 frame")
+        if self.face is not None:
+            check_face(self.face)
         return self

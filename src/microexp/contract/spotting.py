@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import model_validator
 
+from microexp.contract.faces import check_face
 from microexp.contract.values import ConfigModel
 from microexp.errors import ConfigError
 
@@ -67,6 +68,7 @@ class SpotRunConfig(ConfigModel):
             raise ConfigError(f"blinks {self.blinks!r}: expected {' or '.join(BLINK_RULES)}")
         if self.fps is not None and not self.fps > 0:
             raise ConfigError(f"fps {self.fps}: must be positive")
+        check_face(self.face)
         return self
 
     def to_dict(self) -> dict[str, Any]:

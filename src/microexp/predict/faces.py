@@ -10,20 +10,22 @@ import numpy as np
 
 from microexp.predict.video import FrameSource
 from microexp.preprocess.face import Face, FaceBackend, get_backend, using_backend
-from microexp.preprocess.track import FaceTracker, TrackConfig, TrackedBackend
+from microexp.preprocess.track import FaceTracker, TrackConfig, TrackedBackend, face_tracker
 
 NO_FACE = "no face detected"
 
 
 class StreamFaces:
-    """The face of each streamed frame: detected once and tracked (:class:`~microexp.preprocess.track.FaceTracker`).
-    Inside :meth:`active`, the preprocessing pipeline's face lookups of these frames answer from the tracker, so
-    a window is not detected again. Remembers the last ``capacity`` frames (the window)."""
+    """The face of each streamed frame: detected once and tracked (:class:`~microexp.preprocess.track.FaceTracker`,
+    the tracker spotting uses too), with ``detector`` (:data:`~microexp.contract.faces.FACE_MODES` but ``none``) or
+    a given ``backend``. Inside :meth:`active`, the preprocessing pipeline's face lookups of these frames answer
+    from the tracker, so a window is not detected again. Remembers the last ``capacity`` frames (the window)."""
 
-    def __init__(self, capacity: int, backend: FaceBackend | None = None, config: TrackConfig | None = None) -> None:
-        inner = backend or get_backend()
-        self.tracker = FaceTracker(inner, config)
-        self.backend = TrackedBackend(inner, capacity)
+    def __init__(self, capacity: int, backend: FaceBackend | None = None, config: TrackConfig | None = None,
+                 detector: str = "dlib") -> None:
+        self.tracker = FaceTracker(backend, config) if backend is not None else face_tracker(detector, config)
+        # stands in for the pipeline's detector (its name: "dlib"); dlib-mmod's CNN is the tracker's fallback
+        self.backend = TrackedBackend(self.tracker.backend, capacity)
         self.capacity = capacity
         self._has: OrderedDict[int, bool] = OrderedDict()
 

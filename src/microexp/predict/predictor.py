@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from microexp.contract.faces import check_face
 from microexp.data.records import ClipRecord
 from microexp.errors import (
     ConfigError,
@@ -50,7 +51,6 @@ from microexp.preprocess.config import PreprocessConfig
 from microexp.runs import METRICS, SPOTTER, Checkpoint, checkpoint_files, is_spotting_run, read_checkpoints
 from microexp.runtime import tune_allocator
 
-FACES = ("dlib", "none")
 AUTO_FACE_NOTE = ("the run was trained on face crops; faces are detected and cropped in the input (dlib), frames "
                   "without one are gaps (face='none', on the command line --face none: the input frames are face "
                   "crops already)")
@@ -85,6 +85,7 @@ class Predictor:
         self.notes: list[str] = []
         self.task = "recognise"  # or "au": classes are AUs, each with its own probability (AUPredictor)
         self.stream_stats: dict[str, int] = {}  # of the last predict: frames, peak frames / windows held, detections
+        self.detector = "dlib"  # the face tracker's detector (microexp.contract.faces) when faces are detected
 
     @property
     def streams(self) -> list[str]:
@@ -95,9 +96,12 @@ class Predictor:
         raise NotImplementedError  # pragma: no cover - implemented by the backends
 
     def override_face(self, face: str) -> None:
-        """Use another face mode than the run's (see :func:`load`); alignment is dropped without landmarks."""
-        if face not in FACES:
-            raise ConfigError(f"face {face!r}: one of {', '.join(FACES)}")
+        """Use another face mode than the run's (see :func:`load`); alignment is dropped without landmarks.
+        ``dlib-mmod``: faces found and cropped as with ``dlib`` (same landmarks), the tracker's detector adding
+        dlib's CNN where HOG and tracking lose the face."""
+        check_face(face)
+        self.detector = face
+        face = "none" if face == "none" else "dlib"  # the preprocessing's face mode: landmarks or none
         align = self.preprocess.align if face != "none" else "none"
         self.preprocess = PreprocessConfig.from_dict({**self.preprocess.to_dict(), "face": face, "align": align})
 
@@ -170,7 +174,7 @@ class Predictor:
         # the pipeline reads frames with OpenCV's gray conversion unless the run keeps colour or the seed's quirk
         gray_files = self.preprocess.gray == "correct" and getattr(self.preprocess, "color", "gray") == "gray"
         png_exact: bool | None = None
-        faces = StreamFaces(w) if self.preprocess.face != "none" else None
+        faces = StreamFaces(w, detector=self.detector) if self.preprocess.face != "none" else None
         windows = _Batches(self, batch_size)
         n = 0
         total = len(stream.paths) if stream.paths is not None else stream.declared
@@ -224,7 +228,8 @@ class Predictor:
         self.stream_stats = {"frames": n, "window": w, "peak_frames": ring.peak, "peak_windows": windows.peak,
                              "batch_size": batch_size,
                              "face_detections": faces.tracker.detections if faces is not None else 0,
-                             "face_lookups_missed": faces.backend.misses if faces is not None else 0}
+                             "face_lookups_missed": faces.backend.misses if faces is not None else 0,
+                             "face_fallbacks": faces.tracker.fallbacks if faces is not None else 0}
         if not windows.ok:
             reasons = "; ".join(dict.fromkeys(r for _, _, r in windows.failed))
             if reasons == NO_FACE:

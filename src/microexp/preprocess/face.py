@@ -28,6 +28,12 @@ MOUTH = slice(48, 68)
 
 # Detection runs on a copy downscaled so that its longer side is at most this (speed); landmarks use full res.
 DETECT_MAX_SIDE = 640
+# The CNN (MMOD) detector searches the region around a lost face scaled so that the face is about this side: the
+# second renderer's 50-pixel faces are not found at their size, at 80 px they all are (a larger scale costs more)
+MMOD_FACE_SIDE = 80
+# A whole frame up to this side is upsampled for the CNN (small faces); a larger one is searched as it is (the CNN
+# on an upsampled 640x480 frame takes seconds)
+MMOD_UPSAMPLE_MAX_SIDE = 320
 
 
 class NoFaceError(PreprocessError):
@@ -76,8 +82,10 @@ def predictor_path(name: str = "shape_predictor_68_face_landmarks.dat") -> Path:
 class DlibBackend:
     """dlib HOG detector + 68-point shape predictor; with ``mmod`` (backend ``dlib-mmod``) dlib's CNN (MMOD)
     detector, shipped in ``face_recognition_models``, is tried where HOG finds no face. HOG is made for
-    near-frontal faces; on the second synthetic renderer's head turns (10-30 degrees of yaw, 64-pixel faces)
-    HOG found a face in 0.905 of the frames, MMOD in all, at about 17 times HOG's time per call (docs/spotting.md)."""
+    near-frontal faces; on the second synthetic renderer's head turns (10-30 degrees of yaw, 64-pixel frames) HOG
+    found a face in 0.909 of the frames, the CNN in all, at 10 to 25 times HOG's time per call. The face tracker
+    (:mod:`microexp.preprocess.track`) calls the CNN only where HOG and tracking both lost the face, near its last
+    box (:meth:`detect_cnn`); figures in docs/spotting.md, "Face tracking"."""
 
     name = "dlib"
 
@@ -95,11 +103,16 @@ class DlibBackend:
             self.name = "dlib-mmod"
 
     def detect(self, gray: np.ndarray) -> Face | None:
+        """HOG; with ``mmod``, the CNN detector on the whole frame where HOG finds nothing."""
+        face = self.detect_hog(gray)
+        if face is None and self._mmod is not None:  # a turned head, a tilted one: the CNN detector
+            face = self.detect_cnn(gray)
+        return face
+
+    def detect_hog(self, gray: np.ndarray) -> Face | None:
+        """The HOG detector's best face (upsampling up to ``max_upsample`` times while it finds none)."""
         gray = np.ascontiguousarray(gray, dtype=np.uint8)
-        h, w = gray.shape
-        scale = min(1.0, self.detect_max_side / max(h, w))
-        small = gray if scale == 1.0 else cv2.resize(gray, (round(w * scale), round(h * scale)),
-                                                      interpolation=cv2.INTER_AREA)
+        small, scale = self._small(gray)
         for upsample in range(self.max_upsample + 1):
             rects, scores, _ = self._detector.run(small, upsample, 0.0)
             if len(rects):
@@ -107,14 +120,43 @@ class DlibBackend:
                 r = rects[best]
                 box = (r.left() / scale, r.top() / scale, r.right() / scale, r.bottom() / scale)
                 return Face(box, float(scores[best]), self.landmarks(gray, box))
-        if self._mmod is not None:  # HOG found nothing (a turned head, a tilted one): the CNN detector
-            found = self._mmod(small, self.max_upsample)
-            if len(found):
-                d = max(found, key=lambda d: d.confidence)
-                r = d.rect
-                box = (r.left() / scale, r.top() / scale, r.right() / scale, r.bottom() / scale)
-                return Face(box, float(d.confidence), self.landmarks(gray, box))
         return None
+
+    def detect_cnn(self, gray: np.ndarray, near: tuple[float, float, float, float] | None = None) -> Face | None:
+        """The CNN (MMOD) detector's best face (backend ``dlib-mmod`` only). ``near``: a box where the face was
+        last seen; only the region around it (twice its side) is searched, scaled so that the face is about
+        :data:`MMOD_FACE_SIDE` pixels (the CNN's cost grows with the pixels it sees: tens of milliseconds there,
+        seconds on an upsampled 640x480 frame)."""
+        if self._mmod is None:
+            raise PreprocessError("the CNN face detector is loaded by the dlib-mmod backend only")
+        gray = np.ascontiguousarray(gray, dtype=np.uint8)
+        if near is None:
+            small, scale = self._small(gray)
+            x0 = y0 = 0
+            found = self._mmod(small, self.max_upsample if max(small.shape) <= MMOD_UPSAMPLE_MAX_SIDE else 0)
+        else:
+            h, w = gray.shape
+            side = max(near[2] - near[0], near[3] - near[1], 8.0)
+            cx, cy = (near[0] + near[2]) / 2, (near[1] + near[3]) / 2
+            x0, y0 = max(int(cx - side), 0), max(int(cy - side), 0)
+            x1, y1 = min(int(cx + side) + 1, w), min(int(cy + side) + 1, h)
+            scale = MMOD_FACE_SIDE / side
+            small = cv2.resize(gray[y0:y1, x0:x1], (max(round((x1 - x0) * scale), 1), max(round((y1 - y0) * scale), 1)),
+                               interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            found = self._mmod(small, 0)
+        if not len(found):
+            return None
+        r = max(found, key=lambda d: d.confidence).rect
+        box = (x0 + r.left() / scale, y0 + r.top() / scale, x0 + r.right() / scale, y0 + r.bottom() / scale)
+        return Face(box, float(max(d.confidence for d in found)), self.landmarks(gray, box))
+
+    def _small(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
+        """The frame downscaled so that its longer side is at most ``detect_max_side``, and the scale."""
+        h, w = gray.shape
+        scale = min(1.0, self.detect_max_side / max(h, w))
+        small = gray if scale == 1.0 else cv2.resize(gray, (round(w * scale), round(h * scale)),
+                                                      interpolation=cv2.INTER_AREA)
+        return small, scale
 
     def landmarks(self, gray: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
         gray = np.ascontiguousarray(gray, dtype=np.uint8)

@@ -29,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from microexp import runs as rundir
+from microexp.contract.serve import JobOptions
 from microexp.errors import ConfigError, MicroexpError
 from microexp.serve.jobs import FINAL, Job, JobManager
 from microexp.serve.runs import OutsideRunsError, RunNotFoundError, list_runs, resolve_run, run_summary
@@ -183,11 +184,12 @@ jobs_api = APIRouter(prefix="/api/jobs")
 @jobs_api.post("", status_code=201, dependencies=GUARDED)
 async def submit(request: Request, s: State, run: str, name: str = "", folder: str = "",
                  window: Annotated[int | None, Query(ge=1)] = None, stride: Annotated[int | None, Query(ge=1)] = None,
-                 face: Literal["dlib", "none"] | None = None, spot_run: str = "") -> dict[str, Any]:
+                 face: str | None = None, spot_run: str = "") -> dict[str, Any]:
     """A job on an uploaded video (the request body) or a frame folder on this machine. window / stride: frames
-    (default: the run's)."""
+    (default: the run's); face: dlib, dlib-mmod or none (default: the run's)."""
+    job_options = JobOptions(window=window, stride=stride, face=face)  # checked before any upload is read
     options = check_runs(s, run, spot_run)
-    options.update({"window": window, "stride": stride, "face": face})
+    options.update(job_options.model_dump())
     job_id, job_dir = s.jobs.new_job_dir()
     try:
         if folder:

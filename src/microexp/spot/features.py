@@ -5,10 +5,12 @@ Frames are read one at a time (a frame folder or a video file, never decoded to 
 last ``2 k + 1`` frames are held, so memory is bounded by the window whatever the video's length. What is kept per
 frame is a few hundred numbers.
 
-Face: detected (dlib, :func:`microexp.preprocess.face.find_face`) every ``redetect_s`` seconds; the crop box (the
-canonical box of :func:`microexp.preprocess.align.face_box` around the eyes) stays fixed while the face stays
-inside its tolerance, so no crop jump is mistaken for motion; pairs straddling a box change are left out. When no
-face is found for more than ``lost_s`` seconds, the frames up to the next detection are a *gap* (no features, no
+Face: the one face tracker of predict, spot and the web app (:class:`microexp.preprocess.track.FaceTracker`,
+detector ``face``: dlib, dlib-mmod or none), tracking the face from frame to frame and detecting again every
+``redetect_s`` seconds; the crop box (the canonical box of :func:`microexp.preprocess.align.face_box` around the
+eyes) is set by a detection and stays fixed while later detections stay inside its tolerance, so no crop jump is
+mistaken for motion; pairs straddling a box change are left out. Frames where the tracker has no face (it lost it,
+or followed it for more than ``lost_s`` seconds without a detection confirming it) are a *gap* (no features, no
 spots there), listed with its frame range. Residual head motion is removed by subtracting the median flow of the
 crop. ``face="none"``: the frames are face crops already.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from microexp.contract.faces import check_face
 from microexp.errors import ConfigError
 
 # frames: the one streaming reader of predict and spotting (OpenCV, PyAV as fallback), (frame number, gray uint8
@@ -37,23 +40,19 @@ N_BINS = 8  # flow directions of the main-direction analysis
 REGIONS = ("eyes", "brows", "mouth")  # face regions whose mean flow magnitude is kept per frame (blinks)
 
 
-FACE_MODES = ("dlib", "dlib-mmod", "none")  # dlib-mmod: dlib's CNN detector where HOG finds no face
-
-
 @dataclass(frozen=True)
 class FeatureConfig:
     crop: int = 64  # face crop side (pixels) the flow is computed on
     grid: int = 6  # blocks per side
     flow_size: int = 16  # side of the small flow maps kept for the learned spotter
-    face: str = "dlib"  # dlib | dlib-mmod | none
-    redetect_s: float = 0.5
-    lost_s: float = 1.0
+    face: str = "dlib"  # the face tracker's detector: dlib | dlib-mmod | none (microexp.contract.faces)
+    redetect_s: float = 0.5  # the tracker detects again this often while it follows the face
+    lost_s: float = 1.0  # a face followed this long without a detection finding it is dropped (a gap)
     tolerance: float = 0.08  # box kept while the detection moves less than this fraction of its side
     keep_maps: bool = True
 
     def validate(self) -> None:
-        if self.face not in FACE_MODES:
-            raise ConfigError(f"face {self.face!r}: expected {', '.join(FACE_MODES)}")
+        check_face(self.face)
         if self.crop < 16 or self.grid < 1 or self.crop // self.grid < 2:
             raise ConfigError(f"crop {self.crop} / grid {self.grid}: need crop >= 16 and >= 2 pixels per block")
 
@@ -123,41 +122,43 @@ def region_masks(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------ face
-class _FaceTracker:
+class _FaceCrop:
+    """The face crop of each frame: the face from the one face tracker (:func:`microexp.preprocess.track.face_tracker`,
+    the tracker of predict and the web app), detecting again every ``redetect_s``; the crop box set from a
+    detection's eyes and kept while later detections stay within ``tolerance`` (a crop that follows every
+    landmark jitter would show as motion). A face tracking follows but no detection confirms for more than
+    ``lost_s`` is dropped."""
+
     def __init__(self, config: FeatureConfig, fps: float) -> None:
+        from microexp.preprocess.track import TrackConfig, face_tracker
+
         self.config = config
-        self.every = max(1, int(round(config.redetect_s * fps)))
-        self.lost = max(1, int(round(config.lost_s * fps)))
+        every = max(1, int(round(config.redetect_s * fps)))
+        # while no face is known, a detection every third of a re-detection step: a gap ends near the face's return
+        self.tracker = face_tracker(config.face, TrackConfig(redetect=every, retry=max(1, round(every / 3)),
+                                                             confirm=max(1, int(round(config.lost_s * fps)))))
         self.box: tuple[float, float, float, float] | None = None
         self.box_id = 0
-        self.last_seen = -10**9
         self.masks: np.ndarray | None = None  # region masks of the crop (REGIONS), from the box's landmarks
 
-    def update(self, i: int, gray: np.ndarray) -> bool:
-        """Whether frame position ``i`` has a usable face box (detecting when due)."""
-        if self.config.face == "none":
-            if self.box is None:
+    def update(self, gray: np.ndarray) -> bool:
+        """Whether this frame (the next of the stream) has a face, and so a usable crop box."""
+        face = self.tracker.update(gray)
+        if face is None:
+            return False
+        if self.tracker.detected:
+            if self.config.face == "none":  # frames are face crops: the whole frame
                 h, w = gray.shape
-                self.box = (0.0, 0.0, float(w), float(h))
-                self.masks = self._masks(_frame_landmarks(gray), self.config.crop)
-            self.last_seen = i
-            return True
-        if i % self.every == 0:  # also while no face is known: a faceless stretch costs one detection per step
-            from microexp.preprocess.align import face_box
-            from microexp.preprocess.face import NoFaceError, find_face
+                box = (0.0, 0.0, float(w), float(h))
+            else:
+                from microexp.preprocess.align import face_box
 
-            try:
-                face = find_face(gray, backend=self.config.face)
-            except NoFaceError:
-                face = None
-            if face is not None:
                 box = face_box(*face.eyes)
-                if self.box is None or self._moved(box):
-                    self.box = box
-                    self.box_id += 1
-                    self.masks = self._masks(face.landmarks, self.config.crop)
-                self.last_seen = i
-        return self.box is not None and i - self.last_seen <= self.lost
+            if self.box is None or self._moved(box):
+                self.box = box
+                self.box_id += 1
+                self.masks = self._masks(face.landmarks, self.config.crop)
+        return self.box is not None
 
     def _moved(self, box: tuple[float, float, float, float]) -> bool:
         assert self.box is not None
@@ -176,14 +177,6 @@ class _FaceTracker:
 
         assert self.box is not None
         return extract(gray, identity(), self.box, (size, size)).astype(np.uint8)
-
-
-def _frame_landmarks(gray: np.ndarray) -> np.ndarray:
-    """The 68 landmarks of a frame that is a face crop already (the whole frame as the face box)."""
-    from microexp.preprocess.face import get_backend
-
-    h, w = gray.shape
-    return get_backend("dlib").landmarks(gray, (0.0, 0.0, float(w - 1), float(h - 1)))
 
 
 def region_motion(f: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -230,7 +223,7 @@ def extract_features(source: str | Path, ks: tuple[int, ...], fps: float, config
         raise ConfigError(f"window lengths {ks}: need at least one k >= 1")
     kmax = ks[-1]
     g2 = config.grid * config.grid
-    tracker = _FaceTracker(config, fps)
+    tracker = _FaceCrop(config, fps)
     ring: deque[tuple[np.ndarray | None, int]] = deque(maxlen=2 * kmax + 1)  # (crop or None, box id)
     numbers: list[int] = []
     head: dict[int, list[np.ndarray]] = {k: [] for k in ks}
@@ -244,7 +237,7 @@ def extract_features(source: str | Path, ks: tuple[int, ...], fps: float, config
     face_ok: list[bool] = []
     for i, (number, gray) in enumerate(iter_frames(source)):
         numbers.append(number)
-        has = tracker.update(i, gray)
+        has = tracker.update(gray)
         face_ok.append(has)
         ring.append((tracker.crop(gray, config.crop) if has else None, tracker.box_id))
         cur, cur_id = ring[-1]

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from microexp.contract.faces import FACE_HELP, FACE_MODES
 from microexp.spot.groundtruth import TYPES, Interval
 from microexp.spot.metrics import Spot, score
 
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", type=Path, help="spotting run directory (microexp evaluate --task spot)")
     p.add_argument("--dataset", default="samm_lv")
     p.add_argument("--root", type=Path, required=True)
-    p.add_argument("--face", choices=["dlib", "dlib-mmod", "none"])
+    p.add_argument("--face", choices=FACE_MODES, help=FACE_HELP)
     p.add_argument("--blinks", choices=["separate", "ignore"], help="override the run's blink rule")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args(argv)
