@@ -68,6 +68,7 @@ def trees(tmp_path_factory) -> dict[str, Path]:
                                                         "others"],
                                               ["01", "02", "03"], 2), faces, FACE),
     }
+    out["casme3"] = build_fixture("casme3", base / "casme3", render=placeholder_renderer, size=16).root  # its sample
     megc = base / "megc2019"  # the three releases under one root; no GT file: the composite is derived
     megc.mkdir()
     for name, layout in (("CASME2", "casme2"), ("SMIC", "smic"), ("SAMM", "samm")):
@@ -119,6 +120,10 @@ OVERRIDES: dict[str, list[str]] = {
     "htnet-megc2019": ["--set", "preprocess.flow_size=32", "--set", "preprocess.flow=farneback", "--set",
                        "model_params.dim=8", "--set", "model_params.block_repeats=[1, 1, 1]"],
     "mmnet-casme2-5": ["--size", "32", "--set", "train.batch_size=8", "--set", "train.scheduler_epochs=1"],
+    # the tiny trees' frames are the faces (placeholder frames have none for dlib to find)
+    "htnet-casme3": ["--set", "preprocess.face=none", "--set", "model_params.dim=8", "--set",
+                     "model_params.block_repeats=[1, 1, 1]"],
+    "mmnet-samm-5": ["--size", "16", "--set", "train.scheduler_epochs=1", "--set", "preprocess.face=none"],
     # placeholder frames have no face for dlib to find
     **{f"lbptop-megc2018-{e}": ["--size", "20", "--set", "preprocess.frames=8", "--set", "preprocess.face=none"]
        for e in ("cde", "hde-casme2-samm", "hde-samm-casme2")},
