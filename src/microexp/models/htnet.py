@@ -46,7 +46,7 @@ class ChannelLayerNorm(nn.Module):
 
     def tokens(self, t: torch.Tensor) -> torch.Tensor:
         """The same normalisation of tokens (..., C)."""
-        return F.layer_norm(t, (t.shape[-1],), self.g.view(-1), self.b.view(-1), self.eps)
+        return F.layer_norm(t, (self.g.shape[1],), self.g.view(-1), self.b.view(-1), self.eps)  # static: ONNX
 
 
 def _linear(conv: nn.Conv2d, t: torch.Tensor) -> torch.Tensor:
