@@ -170,7 +170,8 @@ def test_adamw_with_the_exponential_decay_held_after_scheduler_epochs() -> None:
 
 
 def test_channels_last_fast_path_matches_the_default_layout() -> None:
-    """fast (channels-last main branch) and fast=False: the same outputs and gradients, training and inference."""
+    """fast (channels-last main branch in inference) and fast=False: the same outputs (and, in training, where both
+    keep the default layout, the same gradients)."""
     torch.manual_seed(0)
     model = MMNet(5, (3, 2, 32, 32)).double().train()
     assert model.fast  # the default
@@ -193,3 +194,10 @@ def test_channels_last_fast_path_matches_the_default_layout() -> None:
         a = model(clip=x)
         model.fast = False
         assert torch.allclose(a, model(clip=x), atol=1e-9)
+        model.fast = True  # the layout really changes on the fast path
+        seen = []
+        hook = model.main_branch.conv1.register_forward_hook(
+            lambda _m, inp, _out: seen.append(inp[0].is_contiguous(memory_format=torch.channels_last)))
+        model(clip=x)
+        hook.remove()
+        assert seen == [True]
