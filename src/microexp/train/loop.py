@@ -113,7 +113,7 @@ def plateau_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.opt
 # Adam / AdamW over at least this many parameters take PyTorch's fused step (one kernel over all tensors): HTNet's
 # 139.6 M parameters, AdamW step 0.33 s -> 0.09 s, Adam 2.2-3.1 s -> 0.8-1.5 s on a loaded 2-core host (AVX-512,
 # torch 2.13; docs/models.md "HTNet"). Smaller models keep the per-tensor loop: the fused kernel rounds differently,
-# and over a small run that moves results other tests pin (MMNet's 16x16 learnability test: 0.93 -> 0.63).
+# and over a small run that moves results other tests pin (MMNet's 16x16 learnability test: 0.89 -> 0.81).
 FUSED_ADAM_MIN_PARAMS = 50_000_000
 
 
