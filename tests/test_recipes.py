@@ -286,6 +286,13 @@ SOURCES = [
      "LSTM+FCL Network trained with 244 batch size and 60 epoch"),
     ("aouayeb2019-megc2019", "train.stage1_batch_size", "paper", "slides Network Settings",
      "CNNs trained with 64 batch size & 100 epochs"),
+    # issue 27: what the authors' scripts say, and where they say nothing
+    ("htnet-casme3", "preprocess.flow", "code", "HTNet_for_three_datasets_confusion_matrix.py get_whole_u_v_os",
+     "Farneback (0.5, 3, 15, 3, 5, 1.2, 0)"),
+    ("htnet-casme3", "preprocess.streams", "ambiguous", "", "no face-area crop"),
+    ("mmnet-casme2-3", "model_params", "ambiguous", "", "which PyTorch refuses to build"),
+    ("mmnet-casme2-3", "train.epochs", "code", "CASME2_3.py", "99 (range(1, 100))"),
+    ("mmnet-samm-5", "dataset", "ours", "", "the authors publish no SAMM script"),
 ]
 
 
