@@ -43,8 +43,9 @@ def casme2_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_class_protocol_of_another_dataset_is_refused(casme2_tree: Path, capsys) -> None:
     with pytest.raises(ConfigError, match=r"class protocol 'samm-5' belongs to dataset samm, not casme2 "
-                                          r"\(use one of: casme2-5, casme2-all, casme2-6, casme2-4, casme2-3, casme2-objective, "
-                                          r"casme2-objective-7, casme2-objective-rule, casme2-objective-rule-7, all\)"):
+                                          r"\(use one of: casme2-5, casme2-all, casme2-6, casme2-4, casme2-3, casme2-3-mmnet, "
+                                          r"casme2-objective, casme2-objective-7, casme2-objective-rule, "
+                                          r"casme2-objective-rule-7, all\)"):
         load_dataset("casme2", casme2_tree, classes="samm-5")
     err = _one_line(capsys, ["evaluate", "--dataset", "casme2", "--root", str(casme2_tree), "--classes", "samm-5",
                              "--epochs", "1", "--no-progress"])

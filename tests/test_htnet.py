@@ -139,3 +139,67 @@ def test_face_areas_region_through_the_pipeline(tmp_path: Path) -> None:
     assert float(np.median(whole[0])) > 0.3  # the face moved 2 px right at 112: about 0.5 px at 28
     with pytest.raises(ConfigError, match="region"):
         StreamConfig("flow", "areas", (28, 28), "flowstrain")
+
+
+def _outputs_and_grads(model: torch.nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor, fast: bool):
+    model.fast = fast
+    model.zero_grad(set_to_none=True)
+    out = model(**x)
+    torch.nn.functional.cross_entropy(out, y).backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("size", [28, 56])  # one patch per block (published), and 2x2 patches per block
+def test_token_fast_path_matches_the_convolution_layers(size: int) -> None:
+    """fast (tokens, F.linear, F.layer_norm) and the code's 1x1 convolutions: the same outputs and gradients."""
+    torch.manual_seed(0)
+    model = HTNet(3, (3, 1, size, size), dim=24, heads=3, block_repeats=(1, 1, 2)).double().train()
+    assert model.fast  # the default
+    x, y = {"flow": torch.randn(4, 3, 1, size, size, dtype=torch.float64)}, torch.tensor([0, 1, 2, 0])
+    out_fast, g_fast = _outputs_and_grads(model, x, y, True)
+    out_plain, g_plain = _outputs_and_grads(model, x, y, False)
+    assert torch.allclose(out_fast, out_plain, atol=1e-10)
+    assert g_fast.keys() == g_plain.keys()
+    scale = max(g.abs().max().item() for g in g_plain.values())
+    for name, g in g_plain.items():  # absolute: the last level's position embedding has an exactly-zero gradient
+        assert torch.allclose(g_fast[name], g, rtol=1e-7, atol=1e-9 * scale), name
+    model.eval()
+    with torch.no_grad():
+        model.fast = True
+        a = model(**x)
+        model.fast = False
+        assert torch.allclose(a, model(**x), atol=1e-10)
+
+
+def test_large_models_take_the_fused_adam_step_with_the_same_update() -> None:
+    """train.loop.make_optimizer: Adam / AdamW fused from FUSED_ADAM_MIN_PARAMS parameters (the per-tensor loop below
+    it); three steps of each land on the same weights within float rounding."""
+    from microexp.config import TrainConfig
+    from microexp.train import loop
+
+    torch.manual_seed(0)
+    small = torch.nn.Linear(8, 3)
+    for name in ("adam", "adamw"):
+        cfg = TrainConfig(optimizer=name, lr=1e-2, weight_decay=0.1)
+        assert not loop.make_optimizer(small, cfg).defaults["fused"]
+        big = HTNet(3, (3, 1, 28, 28), dim=8, heads=2, block_repeats=(1, 1, 1))
+        twin = HTNet(3, (3, 1, 28, 28), dim=8, heads=2, block_repeats=(1, 1, 1))
+        twin.load_state_dict(big.state_dict())
+        old = loop.FUSED_ADAM_MIN_PARAMS
+        loop.FUSED_ADAM_MIN_PARAMS = count_parameters(big)
+        try:
+            fused = loop.make_optimizer(big, cfg)
+        finally:
+            loop.FUSED_ADAM_MIN_PARAMS = old
+        plain = loop.make_optimizer(twin, cfg)
+        assert fused.defaults["fused"] and not plain.defaults["fused"]
+        gen = torch.Generator().manual_seed(1)
+        grads = [[torch.randn(p.shape, generator=gen) for p in big.parameters()] for _ in range(3)]
+        for model, opt in ((big, fused), (twin, plain)):  # the same gradients: the optimizers alone compared
+            for step in grads:
+                for p, g in zip(model.parameters(), step, strict=True):
+                    p.grad = g.clone()
+                opt.step()
+        for (n, a), b in zip(big.named_parameters(), twin.parameters(), strict=True):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (name, n)
+        assert not torch.equal(big.fc.weight, HTNet(3, (3, 1, 28, 28), dim=8, heads=2, block_repeats=(1, 1, 1)).fc.weight)

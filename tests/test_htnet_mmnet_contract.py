@@ -1,6 +1,7 @@
 """HTNet and MMNet do what every registered model does: a tiny run trained through ``evaluate`` on synthetic clips
-predicts on a frame sequence (the path ``predict`` and ``spot --recognise`` use), exports to ONNX with the same
-probabilities as PyTorch, and ``explain`` writes its saliency figures for a held-out clip."""
+predicts on a frame sequence (the path ``predict`` and ``spot --recognise`` use), analyses it as the web app's job
+does, exports to ONNX with the same probabilities as PyTorch, and ``explain`` writes its saliency figures for a
+held-out clip."""
 
 from __future__ import annotations
 
@@ -62,6 +63,13 @@ def test_predict_spot_export_and_explain(name: str, synth_root: Path, tmp_path: 
     frames = np.stack([cv2.imread(str(f)) for f in sorted(clip_dir.iterdir())])
     whole = predictor.predict(frames, window=len(frames), stride=len(frames), fps=30.0)
     assert [w.label for w in whole.windows] == [result.windows[0].label]
+    # the web app: its job analyses the frame folder with the run (microexp serve's analyse, without the server)
+    from microexp.serve.analyse import Progress, analyse
+
+    job = tmp_path / "job"
+    job.mkdir()
+    summary = analyse(str(clip_dir), out, job / "out", Progress(job), {"face": "none", "window": 16})
+    assert summary.startswith("1 window(s)") and (job / "out" / "result.json").is_file()
     # export: ONNX gives PyTorch's probabilities on the same preprocessed inputs
     onnx_file = export_onnx(out, tmp_path / "model.onnx")
     rng = np.random.default_rng(0)

@@ -167,3 +167,37 @@ def test_adamw_with_the_exponential_decay_held_after_scheduler_epochs() -> None:
     assert model.idle.detach() == pytest.approx(torch.full((3,), (1 - 0.05) * (1 - 0.025) * (1 - 0.0125) ** 2))
     with pytest.raises(ConfigError, match="scheduler_epochs"):
         TrainConfig(scheduler="exponential", scheduler_epochs=0)
+
+
+def test_channels_last_fast_path_matches_the_default_layout() -> None:
+    """fast (channels-last main branch in inference) and fast=False: the same outputs (and, in training, where both
+    keep the default layout, the same gradients)."""
+    torch.manual_seed(0)
+    model = MMNet(5, (3, 2, 32, 32)).double().train()
+    assert model.fast  # the default
+    x, y = torch.randn(4, 3, 2, 32, 32, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
+    got = {}
+    for fast in (True, False):
+        model.fast = fast
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same batch-norm statistics and dropout draws
+        out = model(clip=x)
+        nn.functional.cross_entropy(out, y).backward()
+        got[fast] = (out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert torch.allclose(got[True][0], got[False][0], atol=1e-9)
+    assert got[True][1].keys() == got[False][1].keys()
+    for name, g in got[False][1].items():
+        assert torch.allclose(got[True][1][name], g, rtol=1e-6, atol=1e-9), name
+    model.eval()
+    with torch.no_grad():
+        model.fast = True
+        a = model(clip=x)
+        model.fast = False
+        assert torch.allclose(a, model(clip=x), atol=1e-9)
+        model.fast = True  # the layout really changes on the fast path
+        seen = []
+        hook = model.main_branch.conv1.register_forward_hook(
+            lambda _m, inp, _out: seen.append(inp[0].is_contiguous(memory_format=torch.channels_last)))
+        model(clip=x)
+        hook.remove()
+        assert seen == [True]

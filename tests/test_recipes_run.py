@@ -68,6 +68,11 @@ def trees(tmp_path_factory) -> dict[str, Path]:
                                                         "others"],
                                               ["01", "02", "03"], 2), faces, FACE),
     }
+    (base / "samm5").mkdir()  # SAMM's five classes of samm-5 (the tree above has no 'Other' clip)
+    out["mmnet-samm-5"] = _tree(base / "samm5", "samm", _rows("samm", ["Anger", "Contempt", "Happiness", "Surprise",
+                                                                       "Other"], ["006", "007", "011"], 2),
+                                placeholder_renderer, 16)
+    out["casme3"] = build_fixture("casme3", base / "casme3", render=placeholder_renderer, size=16).root  # its sample
     megc = base / "megc2019"  # the three releases under one root; no GT file: the composite is derived
     megc.mkdir()
     for name, layout in (("CASME2", "casme2"), ("SMIC", "smic"), ("SAMM", "samm")):
@@ -119,6 +124,11 @@ OVERRIDES: dict[str, list[str]] = {
     "htnet-megc2019": ["--set", "preprocess.flow_size=32", "--set", "preprocess.flow=farneback", "--set",
                        "model_params.dim=8", "--set", "model_params.block_repeats=[1, 1, 1]"],
     "mmnet-casme2-5": ["--size", "32", "--set", "train.batch_size=8", "--set", "train.scheduler_epochs=1"],
+    # the tiny trees' frames are the faces (placeholder frames have none for dlib to find)
+    "htnet-casme3": ["--set", "preprocess.face=none", "--set", "model_params.dim=8", "--set",
+                     "model_params.block_repeats=[1, 1, 1]"],
+    "mmnet-casme2-3": ["--size", "32", "--set", "train.batch_size=8", "--set", "train.scheduler_epochs=1"],
+    "mmnet-samm-5": ["--size", "16", "--set", "train.scheduler_epochs=1", "--set", "preprocess.face=none"],
     # placeholder frames have no face for dlib to find
     **{f"lbptop-megc2018-{e}": ["--size", "20", "--set", "preprocess.frames=8", "--set", "preprocess.face=none"]
        for e in ("cde", "hde-casme2-samm", "hde-samm-casme2")},
@@ -148,7 +158,8 @@ def test_recipe_runs_end_to_end_and_writes_its_card(name, trees, tmp_path, capsy
     recipe = recipes.get(name)
     out = tmp_path / "run"
     args = _sets(OVERRIDES[name])
-    rc = main(["evaluate", "--recipe", name, "--root", str(trees[recipe.base["dataset"]]), "--out", str(out),
+    tree = trees.get(name, trees[recipe.base["dataset"]])  # a recipe's own tree where its classes need one
+    rc = main(["evaluate", "--recipe", name, "--root", str(tree), "--out", str(out),
                "--no-progress", "--no-cache", "--device", "cpu", "--preprocess-workers", "1", *args])
     captured = capsys.readouterr()
     assert rc == 0, captured.err

@@ -187,6 +187,12 @@ PROTOCOLS = (
          "others": None, "sadness": None, "fear": None},
         "CASME II with the MEGC2019 3-class mapping: negative = disgust + repression; positive = happiness; "
         "surprise; others, sadness and fear dropped (the composite itself is dataset 'megc2019')."),
+    ClassProtocol(
+        "casme2-3-mmnet", ("positive", "surprise", "negative"),
+        {"happiness": "positive", "surprise": "surprise", "repression": "negative", "disgust": "negative",
+         "fear": "negative", "sadness": "negative", "others": None},
+        "CASME II 3-class of MMNet's CASME2_3.py (its label order): positive = happiness; surprise; negative = "
+        "repression + disgust + fear + sadness; others dropped (32 / 28 / 96 = 156 clips)."),
     *objective_protocols("casme2", "CASME II"),
 )
 

@@ -12,11 +12,18 @@ heads 3 (-> 6 -> 12; head width ``dim // heads``: 85, so the inner width is 255)
 dropout: 139,582,982 parameters for 3 classes. With a 28x28 input and patch 7 every block holds one patch, so the
 attention of the published configuration never mixes positions (a quirk of the code noted in docs/models.md);
 positions meet only in the aggregation convolutions. PyTorch default initialisation, as the code.
+
+``fast`` (default on): the transformers run on tokens, (N, positions, C), their 1x1 convolutions as the matrix
+products they are (``F.linear`` on the same weights) and the channel LayerNorm as ``F.layer_norm``: the same
+mathematics and parameters, but oneDNN's 1x1 convolution on the published model's 1x1 maps took ~85 % of a CPU
+training step (its backward above all; docs/models.md "HTNet", speed). ``fast=False`` runs the layers as the code
+does (tests/test_htnet.py checks that both agree).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from microexp.models.registry import ModelSpec, Shape, register
@@ -37,6 +44,15 @@ class ChannelLayerNorm(nn.Module):
         mean = torch.mean(x, dim=1, keepdim=True)
         return (x - mean) / (var + self.eps).sqrt() * self.g + self.b
 
+    def tokens(self, t: torch.Tensor) -> torch.Tensor:
+        """The same normalisation of tokens (..., C)."""
+        return F.layer_norm(t, (self.g.shape[1],), self.g.view(-1), self.b.view(-1), self.eps)  # static: ONNX
+
+
+def _linear(conv: nn.Conv2d, t: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution applied to tokens (..., C_in): its weight as a (C_out, C_in) matrix."""
+    return F.linear(t, conv.weight.view(conv.out_channels, -1), conv.bias)
+
 
 class _PreNorm(nn.Module):
     def __init__(self, dim: int, fn: nn.Module):
@@ -52,6 +68,10 @@ class _FeedForward(nn.Sequential):
     def __init__(self, dim: int, mult: int, dropout: float):
         super().__init__(nn.Conv2d(dim, dim * mult, 1), nn.GELU(), nn.Dropout(dropout),
                          nn.Conv2d(dim * mult, dim, 1), nn.Dropout(dropout))
+
+    def tokens(self, t: torch.Tensor) -> torch.Tensor:
+        up, gelu, drop1, down, drop2 = self
+        return drop2(_linear(down, drop1(gelu(_linear(up, t)))))
 
 
 class _Attention(nn.Module):
@@ -74,6 +94,15 @@ class _Attention(nn.Module):
         out = (attn @ v).transpose(2, 3).reshape(b, self.heads * self.dim_head, h, w)
         return self.to_out(out)
 
+    def tokens(self, t: torch.Tensor) -> torch.Tensor:
+        """The same attention on tokens (N, L, C); channels are ordered head by head, as above."""
+        n, length, _ = t.shape
+        q, k, v = (z.reshape(n, length, self.heads, self.dim_head).transpose(1, 2)
+                   for z in _linear(self.to_qkv, t).chunk(3, dim=-1))
+        attn = self.dropout(torch.softmax(q @ k.transpose(2, 3) * self.scale, dim=-1))
+        out = (attn @ v).transpose(1, 2).reshape(n, length, self.heads * self.dim_head)
+        return self.to_out[1](_linear(self.to_out[0], out))
+
 
 class _Transformer(nn.Module):
     def __init__(self, dim: int, seq_len: int, depth: int, heads: int, mlp_mult: int, dropout: float):
@@ -83,13 +112,19 @@ class _Transformer(nn.Module):
             nn.ModuleList([_PreNorm(dim, _Attention(dim, heads, dropout)),
                            _PreNorm(dim, _FeedForward(dim, mlp_mult, dropout))]) for _ in range(depth)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
+    def forward(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        n, c, h, w = x.shape
         x = x + self.pos_emb[:h * w].reshape(1, 1, h, w)
+        if not fast:
+            for attn, ff in self.layers:  # type: ignore[misc]
+                x = attn(x) + x
+                x = ff(x) + x
+            return x
+        t = x.flatten(2).transpose(1, 2)  # (N, positions, C)
         for attn, ff in self.layers:  # type: ignore[misc]
-            x = attn(x) + x
-            x = ff(x) + x
-        return x
+            t = attn.fn.tokens(attn.norm.tokens(t)) + t
+            t = ff.fn.tokens(ff.norm.tokens(t)) + t
+        return t.transpose(1, 2).reshape(n, c, h, w)
 
 
 def _aggregate(dim: int, dim_out: int) -> nn.Sequential:
@@ -113,8 +148,9 @@ def _from_blocks(x: torch.Tensor, n: int) -> torch.Tensor:
 class HTNet(nn.Module):
     def __init__(self, n_classes: int = 3, input_shape: Shape = (3, 1, 28, 28), patch_size: int = 7, dim: int = 256,
                  heads: int = 3, num_hierarchies: int = 3, block_repeats: tuple[int, ...] | list[int] = (2, 2, 10),
-                 mlp_mult: int = 4, dropout: float = 0.0):
+                 mlp_mult: int = 4, dropout: float = 0.0, fast: bool = True):
         super().__init__()
+        self.fast = fast  # the token path (module doc); False: the 1x1 convolutions as the code runs them
         c, t, h, w = input_shape
         if t != 1:
             raise ValueError(f"HTNet reads one onset->apex flow field (T=1), got input {input_shape}")
@@ -154,7 +190,7 @@ class HTNet(nn.Module):
         x = self.patch_embed(self.patches(flow[:, :, 0]))
         for level, transformer, aggregate in zip(self.levels, self.transformers, self.aggregates, strict=True):
             n = 2 ** level
-            x = aggregate(_from_blocks(transformer(_to_blocks(x, n)), n))
+            x = aggregate(_from_blocks(transformer(_to_blocks(x, n), self.fast), n))
         return self.fc(self.norm(x).mean(dim=(2, 3)))
 
 
