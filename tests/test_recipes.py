@@ -223,7 +223,6 @@ PUBLISHED["htnet-megc2019"] = [("uf1", 0.8603, True, {}), ("uar", 0.8475, True, 
                                # Table 2's per-dataset UARs
                                ("uar", 0.7905, True, {"dataset": "smic"}), ("uar", 0.9516, True, {"dataset": "casme2"}),
                                ("uar", 0.8124, True, {"dataset": "samm"})]
-PUBLISHED["mmnet-casme2-5"] = [("uf1", 0.8676, True, {})]
 
 
 
