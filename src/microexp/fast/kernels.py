@@ -258,3 +258,55 @@ def gemm8(g: np.ndarray, w: np.ndarray, c0: int, c1: int, acc: np.ndarray,
                 ar[f] += b * wo[f]
     for r in range(8):
         out[r, c0:c1] = acc[r, :n]
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"reassoc", "contract"})
+def rows8_dot(x: np.ndarray, w: np.ndarray, c0: int, c1: int, out: np.ndarray) -> None:  # pragma: no cover
+    """Columns ``c0 .. c1 - 1`` of a Dense layer's forward for groups of eight batch rows, as a partial sum:
+    ``out[o, g, r] = sum_{c0 <= c < c1} w[o, c] * x[g, r, c]`` (x: (G, 8, F), w: (O, F), out: (O, G, 8)).
+
+    Two weight rows at a time against the eight batch rows of each group: sixteen running sums, each vectorised
+    over the columns (reassociation), with each weight row's piece (64 KB for a 16,384-column chunk) read once
+    from memory in one contiguous run and kept in cache for the further groups; the groups' rows stay in L2. At
+    M = 8 the product is bound by reading the weights, which MKL's GEMM for ``x @ w.T`` did at a third to half
+    of the rate this reaches on 2 AVX-512 cores (measured). The order of summation is fixed."""
+    n_out, groups = w.shape[0], x.shape[0]
+    for o in range(0, n_out - n_out % 2, 2):
+        wa, wb = w[o, c0:c1], w[o + 1, c0:c1]
+        for g in range(groups):
+            x0, x1, x2, x3 = x[g, 0, c0:c1], x[g, 1, c0:c1], x[g, 2, c0:c1], x[g, 3, c0:c1]
+            x4, x5, x6, x7 = x[g, 4, c0:c1], x[g, 5, c0:c1], x[g, 6, c0:c1], x[g, 7, c0:c1]
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0.0)
+            b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = np.float32(0.0)
+            for f in range(c1 - c0):
+                p, q = wa[f], wb[f]
+                y0, y1, y2, y3, y4, y5, y6, y7 = x0[f], x1[f], x2[f], x3[f], x4[f], x5[f], x6[f], x7[f]
+                a0 += p * y0
+                a1 += p * y1
+                a2 += p * y2
+                a3 += p * y3
+                a4 += p * y4
+                a5 += p * y5
+                a6 += p * y6
+                a7 += p * y7
+                b0 += q * y0
+                b1 += q * y1
+                b2 += q * y2
+                b3 += q * y3
+                b4 += q * y4
+                b5 += q * y5
+                b6 += q * y6
+                b7 += q * y7
+            oa, ob = out[o, g], out[o + 1, g]
+            oa[0], oa[1], oa[2], oa[3], oa[4], oa[5], oa[6], oa[7] = a0, a1, a2, a3, a4, a5, a6, a7
+            ob[0], ob[1], ob[2], ob[3], ob[4], ob[5], ob[6], ob[7] = b0, b1, b2, b3, b4, b5, b6, b7
+    if n_out % 2:
+        o = n_out - 1
+        wa = w[o, c0:c1]
+        for g in range(groups):
+            for r in range(8):
+                xr = x[g, r, c0:c1]
+                s = np.float32(0.0)
+                for f in range(c1 - c0):
+                    s += wa[f] * xr[f]
+                out[o, g, r] = s

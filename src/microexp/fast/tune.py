@@ -5,7 +5,8 @@ The fast path's ops have several implementations (*candidates*) with the same ma
 - ``conv_relu_pool``: ``fused`` (:mod:`microexp.fast.conv`: oneDNN conv2d work units + compiled pooling, in bf16
   for the ``bf16`` precision), ``onednn_cl`` (PyTorch's conv3d -> ReLU -> max-pool in channels-last memory, which
   oneDNN runs with its own kernels, bf16 ones for ``bf16``) and ``plain`` (the PyTorch layers as they are).
-- ``linear`` (the wide Dense layers): ``fast`` (:mod:`microexp.fast.dense`, fp32 arithmetic), ``bf16`` (weights
+- ``linear`` (the wide Dense layers): ``fast`` (:mod:`microexp.fast.dense`, fp32 arithmetic), ``stream`` (its
+  forward streamed over the weights for a few batch rows, MKL's backward; fp32 arithmetic), ``bf16`` (weights
   and input in bf16, the weights' bf16 copy kept between calls that do not train; ``bf16`` precision only) and
   ``plain`` (``torch.nn.functional.linear``).
 
@@ -46,7 +47,7 @@ from microexp.fileio import user_cache_dir
 
 CANDIDATES: dict[str, dict[str, tuple[str, ...]]] = {
     "conv_relu_pool": {"fp32": ("fused", "onednn_cl", "plain"), "bf16": ("fused", "onednn_cl", "plain")},
-    "linear": {"fp32": ("fast", "plain"), "bf16": ("fast", "bf16", "plain")},
+    "linear": {"fp32": ("fast", "stream", "plain"), "bf16": ("fast", "bf16", "stream", "plain")},
 }
 DEFAULTS = {"conv_relu_pool": "fused", "linear": "fast"}  # today's path: kept unless beaten by more than MARGIN
 MARGIN = 0.05
