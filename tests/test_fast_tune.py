@@ -193,3 +193,27 @@ def test_the_pooling_pass_reads_bf16_exactly_as_its_float32_widening() -> None:
     assert torch.equal(res["bf16"][0], res["fp32"][0]) and torch.equal(res["bf16"][1], res["fp32"][1])
     ref = torch.nn.functional.max_pool3d(out.float().permute(3, 1, 0, 2)[None], pool)[0]  # (C, tp, hp, wp)
     assert torch.equal(res["bf16"][0].view(c, 3, 2, wp), ref + torch.from_numpy(bias).view(c, 1, 1, 1))
+
+
+def test_a_cached_choice_is_timed_again_when_the_op_gains_a_candidate(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MICROEXP_TUNE_CACHE", str(tmp_path / "tune.json"))
+    monkeypatch.delenv("MICROEXP_TUNE")
+    monkeypatch.setattr(tune, "LOAD_PER_CORE", 1e9)
+    monkeypatch.setattr(tune, "log", lambda m: None)
+    tune.clear_memory()
+    shapes = ((8, 345600), (128, 345600))
+    k = tune.key("linear", False, "fp32", shapes)
+    # a record from before the 'stream' candidate existed: its winner is still a candidate, but it never met stream
+    (tmp_path / "tune.json").write_text(json.dumps({k: {"winner": "fast", "seconds": {"fast": 1.0, "plain": 1.1}}}))
+    timed: list[str] = []
+
+    def make(c: str):  # type: ignore[no-untyped-def]
+        def run() -> None:
+            timed.append(c)
+            import time
+            time.sleep({"fast": 0.02, "stream": 0.0, "plain": 0.02}[c])
+        return run
+
+    assert tune.choose("linear", False, shapes, make) == "stream" and set(timed) == {"fast", "stream", "plain"}
+    assert set(json.loads((tmp_path / "tune.json").read_text())[k]["seconds"]) == {"fast", "stream", "plain"}
+    tune.clear_memory()

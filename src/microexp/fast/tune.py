@@ -18,7 +18,7 @@ more than ``MARGIN`` (or it is slower than ``plain``), confirmed by ``CONFIRM_RE
 machine is overloaded (load average above ``LOAD_PER_CORE`` per core) holds for the process only; the others are
 stored in the user cache (``$MICROEXP_TUNE_CACHE``, else ``$XDG_CACHE_HOME/microexp/tune.json``) under a key of
 the CPU model, its flags, the torch version, the thread count, the op, train or inference, the precision and the
-shapes, and reused from then on.
+shapes, and reused from then on (until the op gains or loses a candidate: then it is timed again).
 
 ``MICROEXP_TUNE`` (or :func:`force`) overrides: ``off`` takes the defaults without timing anything (the test
 suite sets it); ``op=candidate[,op=candidate]`` or a bare candidate name forces one (for tests and comparisons).
@@ -198,7 +198,8 @@ def choose(op: str, train: bool, shapes: tuple[tuple[int, ...], ...],
         if k in _memory:
             return _memory[k]
         record = None if _retune else _load().get(k)
-        if not (isinstance(record, dict) and record.get("winner") in CANDIDATES[op][precision]):
+        if not (isinstance(record, dict) and record.get("winner") in CANDIDATES[op][precision]
+                and set(record.get("seconds", ())) == set(CANDIDATES[op][precision])):  # a new candidate: again
             names = CANDIDATES[op][precision]
             log(f"tuning {op} ({what or shapes}, {'training' if train else 'inference'}, {precision}) for this "
                 f"CPU: timing {', '.join(names)} ...")
