@@ -95,7 +95,7 @@ def test_choices_are_measured_once_stored_under_the_machine_key_and_reused(tmp_p
     lines: list[str] = []
     monkeypatch.setattr(tune, "log", lines.append)
     calls: dict[str, int] = {}
-    sleep = {"fused": 0.0, "onednn_cl": 0.02, "plain": 0.01}
+    sleep = {"fused": 0.0, "fused1": 0.03, "fused4": 0.03, "onednn_cl": 0.02, "plain": 0.01}
 
     def make(c: str):  # type: ignore[no-untyped-def]
         def run() -> None:
@@ -123,6 +123,7 @@ def test_choices_are_measured_once_stored_under_the_machine_key_and_reused(tmp_p
     sleep.update(fused=0.03)
     assert tune.choose("conv_relu_pool", True, ((1, 1, 96, 64, 64), shapes[1]), make) == "plain"
     assert calls == {"fused": 2 * (1 + tune.REPEATS) + 1 + tune.CONFIRM_REPEATS, "onednn_cl": 2 * (1 + tune.REPEATS),
+                     "fused1": 2 * (1 + tune.REPEATS), "fused4": 2 * (1 + tune.REPEATS),
                      "plain": 2 * (1 + tune.REPEATS) + 1 + tune.CONFIRM_REPEATS}
     # a challenger other than plain: the confirmation round times the default, it and plain
     sleep.update(fused=0.03, onednn_cl=0.0, plain=0.015)
