@@ -199,3 +199,18 @@ def test_the_streamed_forward_and_its_backward_equal_f_linear(monkeypatch: pytes
     for got, want in zip(torch.autograd.grad(out, (x, w, b), g), torch.autograd.grad(ref, (x, w, b), g.double()),
                          strict=True):
         torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_streamed_forward_does_not_depend_on_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastdense, "STREAM_CHUNK", 256)  # fixed chunks, partial sums added in a fixed order
+    gen = torch.Generator().manual_seed(8)
+    x, w, b = torch.randn(8, 3000, generator=gen), torch.randn(9, 3000, generator=gen), torch.randn(9, generator=gen)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            outs.append(fastdense._stream_forward(x, w, b))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])

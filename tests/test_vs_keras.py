@@ -94,3 +94,14 @@ def test_goals_reads_each_done_when_figure_from_one_alternated_run() -> None:
     assert plain["ratio"] == 4.0 and plain["met"] and plain["range"] == [2.0, 4.0]  # fast over plain: plain / fast
     bf16 = next(g for g in rows if g["what"] == "microexp_bf16 / microexp" and g["figure"] == "train")
     assert bf16["ratio"] == 1.25 and not bf16["met"]
+
+
+def test_goals_says_in_one_line_what_it_needs(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    assert main(["bench", "--goals", "--precision", "bf16", "--quick", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == ("microexp bench: error: --goals times fp32, bf16 and the plain layers "
+                                               "itself; leave --precision out")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(benchvs.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    assert main(["bench", "--goals", "--quick", "--no-progress"]) == 2
+    assert "--vs-keras needs TensorFlow and Keras" in capsys.readouterr().err
