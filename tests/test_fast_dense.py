@@ -184,6 +184,7 @@ def test_the_streamed_forward_and_its_backward_equal_f_linear(monkeypatch: pytes
     from microexp.fast import tune
 
     monkeypatch.setattr(fastdense, "STREAM_CHUNK", 384)
+    monkeypatch.setattr(fastdense, "STREAM_GX_CHUNK", 300)
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(n, 1000, generator=gen, requires_grad=True)
     w = (torch.randn(outs, 1000, generator=gen) * 0.05).requires_grad_()
@@ -201,7 +202,7 @@ def test_the_streamed_forward_and_its_backward_equal_f_linear(monkeypatch: pytes
         torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
 
 
-def test_the_streamed_forward_does_not_depend_on_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_streamed_products_do_not_depend_on_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastdense, "STREAM_CHUNK", 256)  # fixed chunks, partial sums added in a fixed order
     gen = torch.Generator().manual_seed(8)
     x, w, b = torch.randn(8, 3000, generator=gen), torch.randn(9, 3000, generator=gen), torch.randn(9, generator=gen)
@@ -210,7 +211,7 @@ def test_the_streamed_forward_does_not_depend_on_the_thread_count(monkeypatch: p
     try:
         for n in (1, 2, 3):
             torch.set_num_threads(n)
-            outs.append(fastdense._stream_forward(x, w, b))
+            outs.append((fastdense._stream_forward(x, w, b), fastdense._stream_grad_input(x[:, :9], w)))
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    assert all(torch.equal(a, b_) for other in outs[1:] for a, b_ in zip(outs[0], other, strict=True))

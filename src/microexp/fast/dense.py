@@ -60,6 +60,7 @@ BLOCKED_MIN_OUT = 512  # outputs from which the forward GEMM is blocked over col
 FORWARD_BLOCK = 2048  # columns per forward work unit
 STREAM_CHUNK = 16384  # columns per work unit of the streamed forward: 64 KB weight-row pieces (4,096..32,768 measured)
 STREAM_MAX_ROWS = 32  # batch rows up to which the streamed forward applies (beyond, the product is compute-bound)
+STREAM_GX_CHUNK = 2048  # columns per work unit of the streamed input gradient (2,048..16,384 measured)
 
 
 def empty_huge(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
@@ -236,9 +237,30 @@ def _stream_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -
     return parts.sum(0).view(weight.shape[0], rows)[:, :n].t().add(bias)
 
 
+def _stream_grad_input(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``g @ weight`` for a few rows (at most ``STREAM_MAX_ROWS``; more take MKL's GEMM): fixed chunks of
+    ``STREAM_GX_CHUNK`` columns on the thread pool (:func:`microexp.fast.kernels.rows8_axpy`, the rows eight at a
+    time, a short last group padded with zeros); each chunk is summed whole by one unit, so the result does not
+    depend on the thread count."""
+    n, n_out = g.shape
+    if n > STREAM_MAX_ROWS:
+        return torch.mm(g, weight)
+    kernels = _kernels()
+    rows = -(-n // 8) * 8
+    gp = g if rows == n else torch.cat([g, g.new_zeros(rows - n, n_out)])
+    gt = gp.t().contiguous().view(n_out, rows // 8, 8).numpy()
+    features = weight.shape[1]
+    out = torch.empty(rows // 8, 8, features)
+    os_, ws = out.numpy(), weight.contiguous().numpy()
+    _parallel(lambda c0: kernels.rows8_axpy(gt, ws, c0, min(features, c0 + STREAM_GX_CHUNK), os_),
+              list(range(0, features, STREAM_GX_CHUNK)))
+    return out.view(rows, features)[:n]
+
+
 class _StreamLinear(torch.autograd.Function):
-    """The streamed forward (:func:`_stream_forward`); the backward's two products are MKL's GEMMs, the weight
-    gradient written into the buffer kept from the last step (:func:`_grad_buffer`)."""
+    """The streamed forward (:func:`_stream_forward`) and input gradient (:func:`_stream_grad_input`); the weight
+    gradient is MKL's GEMM (it runs at the write bandwidth here), written into the buffer kept from the last step
+    (:func:`_grad_buffer`)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -250,7 +272,7 @@ class _StreamLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         want_x, want_w, want_b = ctx.needs_input_grad
         g = g.contiguous()
-        grad_x = torch.mm(g, weight) if want_x else None
+        grad_x = _stream_grad_input(g, weight.detach()) if want_x else None
         grad_w = torch.mm(g.t(), x, out=_grad_buffer(weight)) if want_w else None
         return grad_x, grad_w, g.sum(0) if want_b else None
 
