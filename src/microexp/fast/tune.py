@@ -15,7 +15,8 @@ Which wins depends on the CPU (AVX2, AVX-512, AVX-512 BF16, AMX), the torch buil
 an op meets a shape on a machine each candidate is timed there (alternated, a few runs; a second or two, with one
 progress line on stderr) and the fastest kept. ``plain`` is always a candidate, so the choice is never slower than
 the plain layers as measured; today's default (``fused`` / ``fast``) is kept unless another candidate beats it by
-more than ``MARGIN`` (or it is slower than ``plain``), confirmed by ``CONFIRM_REPEATS`` more alternated runs of the two and ``plain``. A choice measured while the
+more than ``MARGIN`` (or it is slower than ``plain``), confirmed by ``CONFIRM_REPEATS`` more alternated runs of it,
+``plain`` and every candidate that beat it by the margin. A choice measured while the
 machine is overloaded (load average above ``LOAD_PER_CORE`` per core) holds for the process only; the others are
 stored in the user cache (``$MICROEXP_TUNE_CACHE``, else ``$XDG_CACHE_HOME/microexp/tune.json``) under a key of
 the CPU model, its flags, the torch version, the thread count, the op, train or inference, the precision and the
@@ -209,8 +210,11 @@ def choose(op: str, train: bool, shapes: tuple[tuple[int, ...], ...],
             with torch.autocast("cpu", enabled=False):
                 times = measure(fns)
                 winner = pick(times, DEFAULTS[op])
-                if winner != DEFAULTS[op]:  # leaving today's path: confirm against it (and plain) with more runs
-                    again = measure({c: fns[c] for c in dict.fromkeys((DEFAULTS[op], winner, "plain"))},
+                if winner != DEFAULTS[op]:  # leaving today's path: confirm against it (and plain) with more runs,
+                    # every candidate that beat it by the margin (a lucky first round must not hide a better one)
+                    first = {c: statistics.median(v) for c, v in times.items()}
+                    rivals = [c for c in names if first[c] < first[DEFAULTS[op]] * (1 - MARGIN)]
+                    again = measure({c: fns[c] for c in dict.fromkeys((DEFAULTS[op], winner, *rivals, "plain"))},
                                     CONFIRM_REPEATS)
                     for c, v in again.items():
                         times[c] += v
