@@ -183,8 +183,9 @@ def _weight_grad(x: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g
     tp, wp = g.shape[2], _geometry(x, weight, pool)[6]
     lanes = kernels.LANES * -(-kt // kernels.LANES)
     # (N, C_in, H, W, T + pad): each patch row's kt frames contiguous; the pad keeps the last lane loads inside
-    xt = torch.zeros(n, cin, h, w, t + lanes - kt, dtype=x.dtype)
+    xt = torch.empty(n, cin, h, w, t + lanes - kt, dtype=x.dtype)
     xt[..., :t].copy_(x.permute(0, 1, 3, 4, 2))
+    xt[..., t:].zero_()  # only the pad: zeroing all of it first was a second pass over the clip
     xs, gs, ids = xt.numpy(), g.numpy(), indices.numpy()
 
     def unit(job: tuple[int, int, int]) -> torch.Tensor:
