@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CHUNK_FRAMES = 6  # conv frames per weight-gradient work unit (2 pooled frames at pool 3)
+CHUNK_FRAMES = 27  # conv frames per weight-gradient work unit (9 pooled frames at pool 3; 6-81 measured, 27 best balanced)
 ROWS_PER_UNIT = 2  # pooled rows per forward work unit: 6 x 81 x 60 x 32 conv outputs (3.7 MB) for STCNN; 1-4 measured
 
 
