@@ -173,3 +173,45 @@ def test_large_gradients_ask_for_huge_pages() -> None:
     if sys.platform.startswith("linux") and Path("/sys/kernel/mm/transparent_hugepage/enabled").exists():
         assert fastdense._madvise is not None and fastdense.advise_huge(out)
     assert not fastdense.advise_huge(torch.empty(10))  # below HUGE_MIN: left alone
+
+
+@pytest.mark.parametrize("n", [1, 5, 8, 13, 40], ids=["one-row", "padded", "one-group", "two-groups", "mkl"])
+@pytest.mark.parametrize("outs", [7, 16], ids=["odd-outputs", "even-outputs"])
+def test_the_streamed_forward_and_its_backward_equal_f_linear(monkeypatch: pytest.MonkeyPatch, n: int,
+                                                              outs: int) -> None:
+    """``stream``: chunks of columns (a ragged last one), rows eight at a time (padded), an odd last weight row,
+    and above ``STREAM_MAX_ROWS`` rows MKL's GEMM; forward, all three gradients, and inference."""
+    from microexp.fast import tune
+
+    monkeypatch.setattr(fastdense, "STREAM_CHUNK", 384)
+    monkeypatch.setattr(fastdense, "STREAM_GX_CHUNK", 300)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(n, 1000, generator=gen, requires_grad=True)
+    w = (torch.randn(outs, 1000, generator=gen) * 0.05).requires_grad_()
+    b = torch.randn(outs, generator=gen, requires_grad=True)
+    g = torch.randn(n, outs, generator=gen)
+    with tune.force("linear=stream"):
+        out = fastdense.linear(x, w, b)
+        with torch.no_grad():
+            infer = fastdense.linear(x, w, b)
+    ref = F.linear(x.double(), w.double(), b.double())
+    torch.testing.assert_close(out, ref.float(), rtol=1e-5, atol=1e-5)
+    assert torch.equal(infer, out.detach())
+    for got, want in zip(torch.autograd.grad(out, (x, w, b), g), torch.autograd.grad(ref, (x, w, b), g.double()),
+                         strict=True):
+        torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_streamed_products_do_not_depend_on_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastdense, "STREAM_CHUNK", 256)  # fixed chunks, partial sums added in a fixed order
+    gen = torch.Generator().manual_seed(8)
+    x, w, b = torch.randn(8, 3000, generator=gen), torch.randn(9, 3000, generator=gen), torch.randn(9, generator=gen)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            outs.append((fastdense._stream_forward(x, w, b), fastdense._stream_grad_input(x[:, :9], w)))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b_) for other in outs[1:] for a, b_ in zip(outs[0], other, strict=True))

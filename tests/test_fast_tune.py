@@ -95,7 +95,7 @@ def test_choices_are_measured_once_stored_under_the_machine_key_and_reused(tmp_p
     lines: list[str] = []
     monkeypatch.setattr(tune, "log", lines.append)
     calls: dict[str, int] = {}
-    sleep = {"fused": 0.0, "onednn_cl": 0.02, "plain": 0.01}
+    sleep = {"fused": 0.0, "fused1": 0.03, "fused4": 0.03, "onednn_cl": 0.02, "plain": 0.01}
 
     def make(c: str):  # type: ignore[no-untyped-def]
         def run() -> None:
@@ -122,12 +122,14 @@ def test_choices_are_measured_once_stored_under_the_machine_key_and_reused(tmp_p
     # another shape is another key; leaving the default takes a confirmation round of the two
     sleep.update(fused=0.03)
     assert tune.choose("conv_relu_pool", True, ((1, 1, 96, 64, 64), shapes[1]), make) == "plain"
-    assert calls == {"fused": 2 * (1 + tune.REPEATS) + 1 + tune.CONFIRM_REPEATS, "onednn_cl": 2 * (1 + tune.REPEATS),
-                     "plain": 2 * (1 + tune.REPEATS) + 1 + tune.CONFIRM_REPEATS}
+    confirm = 2 * (1 + tune.REPEATS) + 1 + tune.CONFIRM_REPEATS  # onednn_cl also beat fused: confirmed too
+    assert calls == {"fused": confirm, "onednn_cl": confirm, "fused1": 2 * (1 + tune.REPEATS),
+                     "fused4": 2 * (1 + tune.REPEATS), "plain": confirm}
     # a challenger other than plain: the confirmation round times the default, it and plain
     sleep.update(fused=0.03, onednn_cl=0.0, plain=0.015)
     assert tune.choose("conv_relu_pool", True, ((2, 1, 96, 64, 64), shapes[1]), make) == "onednn_cl"
     assert calls["plain"] == 3 * (1 + tune.REPEATS) + 2 * (1 + tune.CONFIRM_REPEATS)
+    assert calls["fused1"] == calls["fused4"] == 3 * (1 + tune.REPEATS)  # never better than fused: not confirmed
     assert len(json.loads((tmp_path / "tune.json").read_text())) == 3
     # measured on an overloaded machine: used by this process, not written to the cache
     monkeypatch.setattr(tune, "LOAD_PER_CORE", 0.0)
@@ -193,3 +195,50 @@ def test_the_pooling_pass_reads_bf16_exactly_as_its_float32_widening() -> None:
     assert torch.equal(res["bf16"][0], res["fp32"][0]) and torch.equal(res["bf16"][1], res["fp32"][1])
     ref = torch.nn.functional.max_pool3d(out.float().permute(3, 1, 0, 2)[None], pool)[0]  # (C, tp, hp, wp)
     assert torch.equal(res["bf16"][0].view(c, 3, 2, wp), ref + torch.from_numpy(bias).view(c, 1, 1, 1))
+
+
+def test_a_cached_choice_is_timed_again_when_the_op_gains_a_candidate(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MICROEXP_TUNE_CACHE", str(tmp_path / "tune.json"))
+    monkeypatch.delenv("MICROEXP_TUNE")
+    monkeypatch.setattr(tune, "LOAD_PER_CORE", 1e9)
+    monkeypatch.setattr(tune, "log", lambda m: None)
+    tune.clear_memory()
+    shapes = ((8, 345600), (128, 345600))
+    k = tune.key("linear", False, "fp32", shapes)
+    # a record from before the 'stream' candidate existed: its winner is still a candidate, but it never met stream
+    (tmp_path / "tune.json").write_text(json.dumps({k: {"winner": "fast", "seconds": {"fast": 1.0, "plain": 1.1}}}))
+    timed: list[str] = []
+
+    def make(c: str):  # type: ignore[no-untyped-def]
+        def run() -> None:
+            timed.append(c)
+            import time
+            time.sleep({"fast": 0.02, "stream": 0.0, "plain": 0.02}[c])
+        return run
+
+    assert tune.choose("linear", False, shapes, make) == "stream" and set(timed) == {"fast", "stream", "plain"}
+    assert set(json.loads((tmp_path / "tune.json").read_text())[k]["seconds"]) == {"fast", "stream", "plain"}
+    tune.clear_memory()
+
+
+def test_a_lucky_first_round_does_not_hide_a_better_candidate(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """fused1 looks fastest in the first round only; fused4 also beat the default there: both are confirmed, and
+    fused4, fastest over all the runs, is chosen (not the default, as when only the first-round winner was)."""
+    import time
+
+    monkeypatch.setenv("MICROEXP_TUNE_CACHE", str(tmp_path / "tune.json"))
+    monkeypatch.delenv("MICROEXP_TUNE")
+    monkeypatch.setattr(tune, "log", lambda m: None)
+    tune.clear_memory()
+    calls = {"fused1": 0}
+
+    def make(c: str):  # type: ignore[no-untyped-def]
+        def run() -> None:
+            if c == "fused1":
+                calls["fused1"] += 1
+            lucky = c == "fused1" and calls["fused1"] <= 1 + tune.REPEATS
+            time.sleep(0.0 if lucky else {"fused": 0.03, "fused1": 0.05, "fused4": 0.01}.get(c, 0.06))
+        return run
+
+    assert tune.choose("conv_relu_pool", False, ((3, 1, 30, 30, 30), (4, 1, 5, 3, 3), (3,)), make) == "fused4"
+    tune.clear_memory()

@@ -69,3 +69,39 @@ def test_without_the_benchmarks_folder_one_line(monkeypatch: pytest.MonkeyPatch,
     assert main(["bench", "--vs-keras", "--quick", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"microexp bench: error: --vs-keras: no Keras references at {tmp_path}")
+
+
+def test_goals_reads_each_done_when_figure_from_one_alternated_run() -> None:
+    """``--goals``: microexp fp32, bf16 and plain against Keras in one alternation; each of issue #28's figures is
+    the median ratio with its per-repeat range, against its goal."""
+    t = {"microexp": [1.0, 1.0, 2.0], "microexp_bf16": [0.5, 0.8, 1.0], "microexp_plain": [3.0, 4.0, 4.0],
+         "keras": [3.0, 2.0, 4.0]}
+    assert timing.pair_ratio(t, "microexp_bf16", "microexp") == {"ratio": 1.25, "range": [1.25, 2.0]}
+
+    def fig() -> dict:
+        s = timing.summarise(t, 8, "keras")
+        s["between"] = {f"{k}/microexp": timing.pair_ratio(t, k, "microexp") for k in ("microexp_bf16", "microexp_plain")}
+        return s
+
+    r = {"models": [{"model": m, "train": fig(), "infer_batch": fig(), "infer_single": fig()}
+                    for m in benchvs.GOALS_MODELS]}
+    rows = benchvs.goals(r)
+    assert len(rows) == len(benchvs.GOALS)
+    first = rows[0]
+    assert (first["model"], first["figure"], first["what"], first["goal"]) == ("stcnn", "train", "microexp / keras", 2.5)
+    assert first["ratio"] == 3.0 and first["range"] == [2.0, 3.0] and first["met"]
+    plain = next(g for g in rows if g["what"] == "microexp / microexp_plain")
+    assert plain["ratio"] == 4.0 and plain["met"] and plain["range"] == [2.0, 4.0]  # fast over plain: plain / fast
+    bf16 = next(g for g in rows if g["what"] == "microexp_bf16 / microexp" and g["figure"] == "train")
+    assert bf16["ratio"] == 1.25 and not bf16["met"]
+
+
+def test_goals_says_in_one_line_what_it_needs(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    assert main(["bench", "--goals", "--precision", "bf16", "--quick", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == ("microexp bench: error: --goals times fp32, bf16 and the plain layers "
+                                               "itself; leave --precision out")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(benchvs.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    assert main(["bench", "--goals", "--quick", "--no-progress"]) == 2
+    assert "--vs-keras needs TensorFlow and Keras" in capsys.readouterr().err

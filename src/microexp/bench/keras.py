@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from microexp.bench.timing import alternate, spread, summarise
+from microexp.bench.timing import alternate, pair_ratio, spread, summarise
 from microexp.errors import ConfigError
 
 MODELS = ("stcnn", "fusenet-intermediate", "fusenet-late")
@@ -75,8 +75,14 @@ def parameter_counts(name: str, quick: bool = False) -> dict[str, int]:
     return {"microexp": sum(p.numel() for p in torch_model.parameters()), "keras": int(keras_model.count_params())}
 
 
+VARIANTS = {"bf16": (True, "bf16"), "plain": (False, "fp32")}  # extra microexp variants: (fast path, precision)
+
+
 def bench_model(name: str, quick: bool, repeats: int, warmup: int, precision: str = "fp32",
-                log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+                log: Callable[[str], None] = lambda _m: None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``microexp`` (the fast path in ``precision``) against ``keras``, and each ``extra`` variant of microexp
+    (``bf16``: the fast path in bf16, ``plain``: the plain layers in fp32, as ``microexp_bf16`` /
+    ``microexp_plain``) in the same alternation, so that every ratio between them comes from one run."""
     import numpy as np
     import torch
 
@@ -100,20 +106,35 @@ def bench_model(name: str, quick: bool, repeats: int, warmup: int, precision: st
     ref.compile_sgd(keras_model)
     kstep, kinfer = ref.train_step(keras_model, kx, y, 3), ref.infer(keras_model)
 
-    def train() -> None:
-        torch_model.train()
-        opt.zero_grad(set_to_none=True)
-        with prec.autocast(precision):
-            loss = loss_fn(torch_model(**tx).float(), ty)
-        loss.backward()
-        opt.step()
+    variants = {"microexp": (True, precision), **{f"microexp_{v}": VARIANTS[v] for v in extra}}
 
-    def infer(inputs: dict[str, torch.Tensor]) -> Callable[[], None]:
+    def train(fast: bool, precision: str) -> Callable[[], None]:
+        def step() -> None:
+            torch_model.fast = fast
+            torch_model.train()
+            opt.zero_grad(set_to_none=True)
+            with prec.autocast(precision):
+                loss = loss_fn(torch_model(**tx).float(), ty)
+            loss.backward()
+            opt.step()
+        return step
+
+    def infer(inputs: dict[str, torch.Tensor], fast: bool, precision: str) -> Callable[[], None]:
         def run() -> None:
+            torch_model.fast = fast
             torch_model.eval()
             with torch.no_grad(), prec.autocast(precision):
                 torch_model(**inputs)
         return run
+
+    def timed(make: Callable[..., Callable[[], None]], keras_fn: Callable[[], Any], n: int, clips: int,
+              *args: Any) -> dict[str, Any]:
+        fns = {k: make(*args, *v) for k, v in variants.items()}
+        times = alternate({**fns, "keras": keras_fn}, n, warmup)
+        torch_model.fast = True
+        result = summarise(times, clips, "keras")
+        result["between"] = {f"{k}/microexp": pair_ratio(times, k, "microexp") for k in fns if k != "microexp"}
+        return result
 
     counts = {"microexp": sum(p.numel() for p in torch_model.parameters()),
               "keras": int(keras_model.count_params())}
@@ -121,21 +142,20 @@ def bench_model(name: str, quick: bool, repeats: int, warmup: int, precision: st
                            "precision": precision, "parameters": counts,
                            "parameters_equal": counts["microexp"] == counts["keras"]}
     log(f"{name}: training steps, microexp and keras alternating ...")
-    out["train"] = summarise(alternate({"microexp": train, "keras": kstep}, repeats, warmup), batch, "keras")
+    out["train"] = timed(train, kstep, repeats, batch)
     log(f"{name}: batch-{batch} inference ...")
-    out["infer_batch"] = summarise(alternate({"microexp": infer(tx), "keras": lambda: kinfer(kx)}, repeats, warmup),
-                                   batch, "keras")
+    out["infer_batch"] = timed(infer, lambda: kinfer(kx), repeats, batch, tx)
     log(f"{name}: batch-1 latency ...")
-    out["infer_single"] = summarise(alternate({"microexp": infer(t1), "keras": lambda: kinfer(k1)},
-                                              repeats * 3, warmup), 1, "keras")
+    out["infer_single"] = timed(infer, lambda: kinfer(k1), repeats * 3, 1, t1)
     out["ratio_microexp_to_keras"] = {k: out[k]["ratios"]["microexp"] for k in ("train", "infer_batch", "infer_single")}
     return out
 
 
 def run_vs_keras(models: tuple[str, ...] = MODELS, quick: bool = False, repeats: int = 5, warmup: int = 2,
                  threads: int | None = None, precision: str = "fp32",
-                 log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
-    """Every model of ``models`` in microexp and Keras, alternating; JSON-ready."""
+                 log: Callable[[str], None] = lambda _m: None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every model of ``models`` in microexp and Keras (and the ``extra`` microexp variants), alternating;
+    JSON-ready."""
     import torch
 
     from microexp import precision as prec
@@ -143,6 +163,8 @@ def run_vs_keras(models: tuple[str, ...] = MODELS, quick: bool = False, repeats:
     from microexp.bench.tuning import tuned_choices
 
     prec.note_once(prec.check(precision, "cpu", "--precision"))
+    if "bf16" in extra:
+        prec.note_once(prec.check("bf16", "cpu", "--goals"))
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ConfigError(f"--vs-keras compares {list(MODELS)}, not {unknown}")
@@ -153,10 +175,46 @@ def run_vs_keras(models: tuple[str, ...] = MODELS, quick: bool = False, repeats:
     out: dict[str, Any] = {"machine": machine_facts(), "keras": ref.versions(), "threads": n, "quick": quick,
                            "repeats": repeats, "warmup": warmup, "precision": precision,
                            "order": "alternating within each repeat: microexp, keras",
-                           "models": [bench_model(m, quick, repeats, warmup, precision, log) for m in models]}
+                           "extra": list(extra),
+                           "models": [bench_model(m, quick, repeats, warmup, precision, log, extra) for m in models]}
     out["tuned"] = tuned_choices()
     out["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    if set(extra) >= {"bf16", "plain"}:
+        out["goals"] = goals(out)
     return out
+
+
+# Issue #28's done-when figures: (model, figure, variant, against, goal); "keras" ratios are microexp / Keras fp32
+GOALS = (("stcnn", "train", "microexp", "keras", 2.5), ("stcnn", "infer_batch", "microexp", "keras", 1.25),
+         ("stcnn", "infer_single", "microexp", "keras", 1.25),
+         ("fusenet-intermediate", "train", "microexp", "keras", 2.5),
+         ("fusenet-intermediate", "infer_batch", "microexp", "keras", 1.25),
+         ("fusenet-intermediate", "train", "microexp", "microexp_plain", 3.0),
+         ("stcnn", "train", "microexp_bf16", "microexp", 1.5),
+         ("stcnn", "infer_batch", "microexp_bf16", "microexp", 1.5),
+         ("stcnn", "infer_batch", "microexp_bf16", "keras", 2.0))
+GOALS_MODELS = ("stcnn", "fusenet-intermediate")
+
+
+def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each done-when figure of issue #28 that this run measured: median ratio, per-repeat range, goal, met."""
+    by = {b["model"]: b for b in r["models"]}
+    rows = []
+    for model, fig, a, b, goal in GOALS:
+        if model not in by or (a != "microexp" and a not in by[model][fig]["ratios"]) or \
+                (b != "keras" and b not in by[model][fig]["ratios"]):
+            continue
+        f = by[model][fig]
+        if b == "keras":
+            ratio, rng = f["ratios"][a], f["ratio_range"][a]
+        elif a == "microexp":  # the fast path over a variant: the inverse of that variant's ratio to it
+            v = f["between"][f"{b}/microexp"]
+            ratio, rng = round(1 / v["ratio"], 3), [round(1 / v["range"][1], 3), round(1 / v["range"][0], 3)]
+        else:
+            ratio, rng = f["between"][f"{a}/{b}"]["ratio"], f["between"][f"{a}/{b}"]["range"]
+        rows.append({"model": model, "figure": fig, "what": f"{a} / {b}", "ratio": ratio, "range": rng,
+                     "goal": goal, "met": ratio >= goal})
+    return rows
 
 
 def summary(r: dict[str, Any]) -> str:
@@ -175,6 +233,14 @@ def summary(r: dict[str, Any]) -> str:
             label = f"{what} {f['batch']}" if key != "infer_single" else what
             lines.append(f"    {label:14s} microexp {vals['microexp']:8.2f} {unit:7s} keras {vals['keras']:8.2f} "
                          f"{unit:7s} ratio {spread(f, 'microexp')}")
+            for k, v in f.get("between", {}).items():
+                lines.append(f"    {'':14s} {k.split('/')[0]:8s} {vals[k.split('/')[0]]:8.2f} {unit:7s} "
+                             f"{spread(f, k.split('/')[0])} of keras, {v['ratio']:.2f}x "
+                             f"({v['range'][0]:.2f}-{v['range'][1]:.2f}) of microexp")
+    if r.get("goals"):
+        lines.append("issue #28 goals (median ratio, min-max over the alternated repeats):")
+        lines += [f"  {g['model']:21s} {g['figure']:12s} {g['what']:26s} {g['ratio']:5.2f}x ({g['range'][0]:.2f}-"
+                  f"{g['range'][1]:.2f})  goal {g['goal']}x  {'met' if g['met'] else 'NOT met'}" for g in r["goals"]]
     from microexp.bench.tuning import lines as tuned_lines
 
     return "\n".join(lines + tuned_lines(r.get("tuned", {})))

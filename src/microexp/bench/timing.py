@@ -36,6 +36,14 @@ def summarise(times: dict[str, list[float]], batch: int, base: str) -> dict[str,
             "seconds": {k: [round(s, 4) for s in v] for k, v in times.items()}}
 
 
+def pair_ratio(times: dict[str, list[float]], a: str, b: str) -> dict[str, Any]:
+    """Speed of ``a`` over ``b`` (> 1: ``a`` faster) from the same alternated run: the ratio of the medians and the
+    min-max of the per-repeat ratios."""
+    per = [tb / ta for ta, tb in zip(times[a], times[b], strict=True)]
+    return {"ratio": round(statistics.median(times[b]) / statistics.median(times[a]), 3),
+            "range": [round(min(per), 3), round(max(per), 3)]}
+
+
 def spread(s: dict[str, Any], key: str) -> str:
     """``1.42x (1.30-1.55)``: a variant's median ratio and the range of its per-repeat ratios."""
     lo, hi = s["ratio_range"][key]

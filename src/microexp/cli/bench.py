@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
         from microexp.fast import tune
 
         tune.retune()
-    if args.vs_keras:
+    if args.vs_keras or args.goals:
         return _vs_keras(args)
     if args.app:
         from microexp.bench.app import app_vs_cli
@@ -45,11 +45,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _vs_keras(args: argparse.Namespace) -> int:
-    from microexp.bench.keras import run_vs_keras, summary
+    from microexp.bench.keras import GOALS_MODELS, MODELS, run_vs_keras, summary
 
-    result = run_vs_keras(quick=args.quick, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
-                          precision=args.precision,
-                          log=(lambda m: None) if args.no_progress else (lambda m: print(m, flush=True)))
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else \
+        (GOALS_MODELS if args.goals else MODELS)
+    if args.goals and args.precision != "fp32":
+        raise ConfigError("--goals times fp32, bf16 and the plain layers itself; leave --precision out")
+    result = run_vs_keras(models=models, quick=args.quick, repeats=args.repeats, warmup=args.warmup,
+                          threads=args.threads, precision=args.precision,
+                          log=(lambda m: None) if args.no_progress else (lambda m: print(m, flush=True)),
+                          extra=("bf16", "plain") if args.goals else ())
     return _emit(result, summary(result), args.json)
 
 
@@ -73,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per figure (default 5; the median is kept)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    p.add_argument("--models", help="comma-separated registered models to time (default: every one)")
+    p.add_argument("--models", help="comma-separated registered models to time (default: every one; with "
+                                    "--vs-keras: of stcnn, fusenet-intermediate, fusenet-late)")
     p.add_argument("--retune", action="store_true",
                    help="time the fast path's candidate implementations again instead of reusing the choices "
                         "cached for this machine (see MICROEXP_TUNE in docs/bench.md)")
@@ -82,6 +88,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vs-keras", action="store_true",
                    help="instead: STCNN and FuseNet in microexp and in Keras (benchmarks/keras_reference.py; needs "
                         "pip install -r benchmarks/requirements.txt), alternating, with each speed ratio")
+    p.add_argument("--goals", action="store_true",
+                   help="instead: issue #28's done-when figures in one alternated run: STCNN and "
+                        "FuseNet-intermediate in microexp fp32, microexp bf16, the plain layers and Keras fp32 "
+                        "(TensorFlow needed), each ratio with its spread and its goal")
     p.add_argument("--app", action="store_true",
                    help="instead: the web app's job time (microexp serve, a recognition and a spotting run) against "
                         "microexp predict + microexp spot on the same 40-s 640x480 video (--repeats rounds)")

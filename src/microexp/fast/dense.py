@@ -58,6 +58,9 @@ GEMV_PARTS = 4  # row blocks of a one-row product: measured best of 2..16 on 2 c
 GEMV_MIN = 65536  # inputs below which MKL's GEMV is left to it (small layers are not memory-bound)
 BLOCKED_MIN_OUT = 512  # outputs from which the forward GEMM is blocked over columns (see _forward)
 FORWARD_BLOCK = 2048  # columns per forward work unit
+STREAM_CHUNK = 16384  # columns per work unit of the streamed forward: 64 KB weight-row pieces (4,096..32,768 measured)
+STREAM_MAX_ROWS = 32  # batch rows up to which the streamed forward applies (beyond, the product is compute-bound)
+STREAM_GX_CHUNK = 2048  # columns per work unit of the streamed input gradient (2,048..16,384 measured)
 
 
 def empty_huge(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
@@ -213,6 +216,75 @@ def _fast(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, train: bool
     return _Linear.apply(x, weight, bias)
 
 
+def _stream_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T + bias`` for a few rows (at most ``STREAM_MAX_ROWS``; more take MKL's GEMM), bound by
+    reading the weights: fixed chunks of ``STREAM_CHUNK`` columns on the thread pool, each reading its pieces of
+    the weight rows once in contiguous runs for every batch row (:func:`microexp.fast.kernels.rows8_dot`, the rows
+    eight at a time, a short last group padded with zeros), the chunks' partial sums added in a fixed order (the
+    result does not depend on the thread count)."""
+    n, features = x.shape
+    if n > STREAM_MAX_ROWS:
+        return torch.addmm(bias, x, weight.t())
+    kernels = _kernels()
+    rows = -(-n // 8) * 8
+    xg = x.contiguous() if rows == n else torch.cat([x, x.new_zeros(rows - n, features)])
+    xs, ws = xg.view(rows // 8, 8, features).numpy(), weight.contiguous().numpy()
+    starts = list(range(0, features, STREAM_CHUNK))
+    parts = torch.empty(len(starts), weight.shape[0], rows // 8, 8)
+    ps = parts.numpy()
+    _parallel(lambda k: kernels.rows8_dot(xs, ws, starts[k], min(features, starts[k] + STREAM_CHUNK), ps[k]),
+              list(range(len(starts))))
+    return parts.sum(0).view(weight.shape[0], rows)[:, :n].t().add(bias)
+
+
+def _stream_grad_input(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``g @ weight`` for a few rows (at most ``STREAM_MAX_ROWS``; more take MKL's GEMM): fixed chunks of
+    ``STREAM_GX_CHUNK`` columns on the thread pool (:func:`microexp.fast.kernels.rows8_axpy`, the rows eight at a
+    time, a short last group padded with zeros); each chunk is summed whole by one unit, so the result does not
+    depend on the thread count."""
+    n, n_out = g.shape
+    if n > STREAM_MAX_ROWS:
+        return torch.mm(g, weight)
+    kernels = _kernels()
+    rows = -(-n // 8) * 8
+    gp = g if rows == n else torch.cat([g, g.new_zeros(rows - n, n_out)])
+    gt = gp.t().contiguous().view(n_out, rows // 8, 8).numpy()
+    features = weight.shape[1]
+    out = torch.empty(rows // 8, 8, features)
+    os_, ws = out.numpy(), weight.contiguous().numpy()
+    _parallel(lambda c0: kernels.rows8_axpy(gt, ws, c0, min(features, c0 + STREAM_GX_CHUNK), os_),
+              list(range(0, features, STREAM_GX_CHUNK)))
+    return out.view(rows, features)[:n]
+
+
+class _StreamLinear(torch.autograd.Function):
+    """The streamed forward (:func:`_stream_forward`) and input gradient (:func:`_stream_grad_input`); the weight
+    gradient is MKL's GEMM (it runs at the write bandwidth here), written into the buffer kept from the last step
+    (:func:`_grad_buffer`)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return _stream_forward(x.detach(), weight.detach(), bias.detach())
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        want_x, want_w, want_b = ctx.needs_input_grad
+        g = g.contiguous()
+        grad_x = _stream_grad_input(g, weight.detach()) if want_x else None
+        grad_w = torch.mm(g.t(), x, out=_grad_buffer(weight)) if want_w else None
+        return grad_x, grad_w, g.sum(0) if want_b else None
+
+
+def _stream(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, train: bool) -> torch.Tensor:
+    if train:
+        return _StreamLinear.apply(x, weight, bias)
+    release(weight)
+    with torch.no_grad():
+        return _stream_forward(x.detach(), weight.detach(), bias.detach())
+
+
 _BF16: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}  # id(weight) -> (weight, version, copy)
 
 
@@ -232,6 +304,8 @@ def _run(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, tr
          precision: str) -> torch.Tensor:
     if how == "fast":
         return _fast(x.float(), weight, bias, train)
+    if how == "stream":
+        return _stream(x.float(), weight, bias, train)
     if how == "bf16":
         if not train:
             with torch.no_grad():
@@ -264,7 +338,8 @@ def _trial(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T + bias`` for a 2-D CPU ``x``, by the implementation measured fastest for this shape on this
     machine (:mod:`microexp.fast.tune`): ``fast`` (the backward blocked on the thread pool, and one row without
-    gradients a GEMV of our own, :func:`microexp.fast.kernels.gemv_rows`), ``bf16`` (bf16 precision only: bf16
+    gradients a GEMV of our own, :func:`microexp.fast.kernels.gemv_rows`), ``stream`` (the forward streamed over
+    the weights by :func:`microexp.fast.kernels.rows8_dot`, MKL's backward), ``bf16`` (bf16 precision only: bf16
     weights and input, float32 out) or ``plain``."""
     from microexp.fast import tune
 

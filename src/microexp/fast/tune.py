@@ -2,10 +2,12 @@
 
 The fast path's ops have several implementations (*candidates*) with the same mathematics:
 
-- ``conv_relu_pool``: ``fused`` (:mod:`microexp.fast.conv`: oneDNN conv2d work units + compiled pooling, in bf16
-  for the ``bf16`` precision), ``onednn_cl`` (PyTorch's conv3d -> ReLU -> max-pool in channels-last memory, which
+- ``conv_relu_pool``: ``fused`` (:mod:`microexp.fast.conv`: oneDNN conv2d work units of 2 pooled rows + compiled
+  pooling, in bf16 for the ``bf16`` precision), ``fused1`` / ``fused4`` (the same with 1 or 4 pooled rows a unit:
+  smaller units balance the threads at batch 1, larger ones give oneDNN longer products), ``onednn_cl`` (PyTorch's conv3d -> ReLU -> max-pool in channels-last memory, which
   oneDNN runs with its own kernels, bf16 ones for ``bf16``) and ``plain`` (the PyTorch layers as they are).
-- ``linear`` (the wide Dense layers): ``fast`` (:mod:`microexp.fast.dense`, fp32 arithmetic), ``bf16`` (weights
+- ``linear`` (the wide Dense layers): ``fast`` (:mod:`microexp.fast.dense`, fp32 arithmetic), ``stream`` (its
+  forward streamed over the weights for a few batch rows, MKL's backward; fp32 arithmetic), ``bf16`` (weights
   and input in bf16, the weights' bf16 copy kept between calls that do not train; ``bf16`` precision only) and
   ``plain`` (``torch.nn.functional.linear``).
 
@@ -13,11 +15,12 @@ Which wins depends on the CPU (AVX2, AVX-512, AVX-512 BF16, AMX), the torch buil
 an op meets a shape on a machine each candidate is timed there (alternated, a few runs; a second or two, with one
 progress line on stderr) and the fastest kept. ``plain`` is always a candidate, so the choice is never slower than
 the plain layers as measured; today's default (``fused`` / ``fast``) is kept unless another candidate beats it by
-more than ``MARGIN`` (or it is slower than ``plain``), confirmed by ``CONFIRM_REPEATS`` more alternated runs of the two and ``plain``. A choice measured while the
+more than ``MARGIN`` (or it is slower than ``plain``), confirmed by ``CONFIRM_REPEATS`` more alternated runs of it,
+``plain`` and every candidate that beat it by the margin. A choice measured while the
 machine is overloaded (load average above ``LOAD_PER_CORE`` per core) holds for the process only; the others are
 stored in the user cache (``$MICROEXP_TUNE_CACHE``, else ``$XDG_CACHE_HOME/microexp/tune.json``) under a key of
 the CPU model, its flags, the torch version, the thread count, the op, train or inference, the precision and the
-shapes, and reused from then on.
+shapes, and reused from then on (until the op gains or loses a candidate: then it is timed again).
 
 ``MICROEXP_TUNE`` (or :func:`force`) overrides: ``off`` takes the defaults without timing anything (the test
 suite sets it); ``op=candidate[,op=candidate]`` or a bare candidate name forces one (for tests and comparisons).
@@ -45,8 +48,9 @@ from microexp.errors import ConfigError
 from microexp.fileio import user_cache_dir
 
 CANDIDATES: dict[str, dict[str, tuple[str, ...]]] = {
-    "conv_relu_pool": {"fp32": ("fused", "onednn_cl", "plain"), "bf16": ("fused", "onednn_cl", "plain")},
-    "linear": {"fp32": ("fast", "plain"), "bf16": ("fast", "bf16", "plain")},
+    "conv_relu_pool": {"fp32": ("fused", "fused1", "fused4", "onednn_cl", "plain"),
+                       "bf16": ("fused", "fused1", "fused4", "onednn_cl", "plain")},
+    "linear": {"fp32": ("fast", "stream", "plain"), "bf16": ("fast", "bf16", "stream", "plain")},
 }
 DEFAULTS = {"conv_relu_pool": "fused", "linear": "fast"}  # today's path: kept unless beaten by more than MARGIN
 MARGIN = 0.05
@@ -197,7 +201,8 @@ def choose(op: str, train: bool, shapes: tuple[tuple[int, ...], ...],
         if k in _memory:
             return _memory[k]
         record = None if _retune else _load().get(k)
-        if not (isinstance(record, dict) and record.get("winner") in CANDIDATES[op][precision]):
+        if not (isinstance(record, dict) and record.get("winner") in CANDIDATES[op][precision]
+                and set(record.get("seconds", ())) == set(CANDIDATES[op][precision])):  # a new candidate: again
             names = CANDIDATES[op][precision]
             log(f"tuning {op} ({what or shapes}, {'training' if train else 'inference'}, {precision}) for this "
                 f"CPU: timing {', '.join(names)} ...")
@@ -205,8 +210,11 @@ def choose(op: str, train: bool, shapes: tuple[tuple[int, ...], ...],
             with torch.autocast("cpu", enabled=False):
                 times = measure(fns)
                 winner = pick(times, DEFAULTS[op])
-                if winner != DEFAULTS[op]:  # leaving today's path: confirm against it (and plain) with more runs
-                    again = measure({c: fns[c] for c in dict.fromkeys((DEFAULTS[op], winner, "plain"))},
+                if winner != DEFAULTS[op]:  # leaving today's path: confirm against it (and plain) with more runs,
+                    # every candidate that beat it by the margin (a lucky first round must not hide a better one)
+                    first = {c: statistics.median(v) for c, v in times.items()}
+                    rivals = [c for c in names if first[c] < first[DEFAULTS[op]] * (1 - MARGIN)]
+                    again = measure({c: fns[c] for c in dict.fromkeys((DEFAULTS[op], winner, *rivals, "plain"))},
                                     CONFIRM_REPEATS)
                     for c, v in again.items():
                         times[c] += v
