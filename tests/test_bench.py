@@ -76,12 +76,16 @@ def _check_models(models: list[dict]) -> None:
         for key in ("train", "infer_batch", "latency_batch1"):
             fig, roof = m[key], m[key]["roofline"]
             assert fig["clips_per_s"] > 0, (m["name"], key)
-            assert 0 < roof["fraction"] <= 1.5, (m["name"], key, roof)
+            # the fraction is the roofline time over the measured one (no bound on it: the ceilings are measured
+            # under the machine's current load, so a loaded host reads above 1)
+            seconds = fig["seconds_per_step"] if key == "train" else fig["latency_ms"] / 1000
+            roof_s = max(roof["compute_seconds"], roof["memory_seconds"])
+            assert roof["fraction"] > 0 and roof["fraction"] == pytest.approx(roof_s / seconds, rel=0.02, abs=2e-3)
             assert roof["bound"] == ("compute" if roof["compute_seconds"] >= roof["memory_seconds"] else "memory")
         assert m["infer_batch"]["batch"] == 2 and m["latency_batch1"]["batch"] == 1
         assert m["peak_rss_mb"] > 0
-        # the Reddy models time their plain layers in the same run; the others have no fast path
-        assert ("train_speedup" in m) == m["name"].startswith(("stcnn", "fusenet")), m["name"]
+        # models with a fast path (the Reddy models, HTNet, MMNet) time their plain layers in the same run
+        assert ("train_speedup" in m) == m["name"].startswith(("stcnn", "fusenet", "htnet", "mmnet")), m["name"]
     two = next(m for m in models if m["name"] == "twostream")
     assert two["input"]["clip"] == [1, 8, 8, 8] and "152x32x32" in two["reduced"]  # says it is reduced
 
