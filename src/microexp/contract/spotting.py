@@ -18,6 +18,8 @@ EXPRESSION_TYPES = ("micro", "macro")
 PROTOCOLS = ("loso", "kfold")
 CONTROLS = ("none", "shuffle")
 BLINK_RULES = ("separate", "ignore")
+LONG_EVENTS = ("chained", "direct")
+OVERLAPS = ("one-type", "both")  # a micro and a macro spot on one movement (spot.detect.one_type)  # the learned macro spotter's inputs and target (spot.methods)
 MACRO_SCALES = (1, 4)  # the macro spotter's window scales, least and most
 THRESHOLDS = {"train": "fitted on the training subjects of each fold (learned: on out-of-fold curves)",
               "in-sample": "fitted on the training subjects of each fold, on the curves of the network trained on "
@@ -30,7 +32,8 @@ class SpotRunConfig(ConfigModel):
 
     # what ``microexp evaluate --task spot --set KEY=VALUE`` may set
     SETTABLE: ClassVar[tuple[str, ...]] = ("fps", "crop", "grid", "face", "seed", "epochs", "recognise",
-                                           "threshold", "blinks", "macro_scales")
+                                           "threshold", "blinks", "macro_scales", "long_events",
+                                           "overlap")
 
     dataset: str = "samm_lv"
     root: str = ""
@@ -50,6 +53,10 @@ class SpotRunConfig(ConfigModel):
     types: tuple[str, ...] = EXPRESSION_TYPES
     blinks: str = "separate"  # separate: no expression spotted on a blink (spot.blinks) | ignore: the former rule
     macro_scales: int = 2  # window scales of the macro spotter (1: the former single mean-length window)
+    # learned macro spotter: chained short flows and the interval's middle as target | direct: the k-frame flows
+    # and the apex (the former)
+    long_events: str = "chained"
+    overlap: str = "one-type"  # a micro and a macro spot on one movement: the stronger one | both: the former
 
     @model_validator(mode="after")
     def _check(self) -> SpotRunConfig:
@@ -64,6 +71,10 @@ class SpotRunConfig(ConfigModel):
                 raise ConfigError(f"expression type {t!r}: expected micro and/or macro")
         if not MACRO_SCALES[0] <= self.macro_scales <= MACRO_SCALES[1]:
             raise ConfigError(f"macro_scales {self.macro_scales}: expected {MACRO_SCALES[0]} to {MACRO_SCALES[1]}")
+        if self.overlap not in OVERLAPS:
+            raise ConfigError(f"overlap {self.overlap!r}: expected {' or '.join(OVERLAPS)}")
+        if self.long_events not in LONG_EVENTS:
+            raise ConfigError(f"long_events {self.long_events!r}: expected {' or '.join(LONG_EVENTS)}")
         if self.blinks not in BLINK_RULES:
             raise ConfigError(f"blinks {self.blinks!r}: expected {' or '.join(BLINK_RULES)}")
         if self.fps is not None and not self.fps > 0:

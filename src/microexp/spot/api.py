@@ -17,7 +17,15 @@ from typing import Any
 from microexp import runs
 from microexp.errors import ConfigError
 from microexp.spot.blinks import Blink, blink_mask, blinks_of
-from microexp.spot.detect import Curve, TypeParams, margins, merge_scales, scale_key, spots_of
+from microexp.spot.detect import (
+    Curve,
+    TypeParams,
+    margins,
+    merge_scales_margins,
+    one_type,
+    scale_key,
+    spots_of,
+)
 from microexp.spot.features import FeatureConfig, extract_features, video_fps
 from microexp.spot.methods import get_spot_method
 from microexp.spot.metrics import Spot
@@ -82,6 +90,8 @@ class Spotter:
                        for t in body["types"]}
         self.features = FeatureConfig(**body["features"])
         self.blinks = str(body.get("blinks", "ignore"))  # runs made before blinks were separated: as they were
+        self.long_events = str(body.get("long_events", "direct"))  # runs made before chained long events: direct
+        self.overlap = str(body.get("overlap", "both"))  # runs made before one-type spots: both kept
         spot_method = get_spot_method(self.method)
         self.models = {scale_key(t, i): spot_method.from_state((states or {}).get(scale_key(t, i)))
                        for t, ps in self.scales.items() for i in range(len(ps))}
@@ -121,12 +131,15 @@ class Spotter:
         scales = {t: [TypeParams(t, max(1, round(p.k * r)), round(p.before * r), round(p.after * r), p.threshold)
                       for p in ps] for t, ps in self.scales.items()}
         config = self.features if face is None else FeatureConfig(**{**asdict(self.features), "face": face})
-        feats = extract_features(video, tuple(p.k for ps in scales.values() for p in ps), fps, config,
+        spot_method = get_spot_method(self.method)
+        ks = {k for t, ps in scales.items() for p in ps for k in spot_method.feature_ks(t, p.k, self.long_events)}
+        feats = extract_features(video, tuple(sorted(ks)), fps, config,
                                  progress=None if progress_callback is None else lambda n: progress_callback(n, None))
         name = Path(video).stem if Path(video).is_file() else Path(video).name
         spots, curves = [], {}
-        spot_method = get_spot_method(self.method)
-        veto = blink_mask(feats) if self.blinks == "separate" else None
+        spot_margins: list[float] = []
+        blink_k = min(p.k for ps in scales.values() for p in ps)  # a chained window's step does not count
+        veto = blink_mask(feats, blink_k) if self.blinks == "separate" else None
         for t, ps in scales.items():
             found, margin = [], []
             for i, p in enumerate(ps):
@@ -136,8 +149,13 @@ class Spotter:
                 curve = Curve(self.dataset, subject, name, feats.numbers, values, veto)
                 found.append(spots_of(curve, p))
                 margin.append(margins(curve, found[-1], p.threshold))
-            spots += found[0] if len(found) == 1 else merge_scales(found, margin)
+            merged, merged_margin = merge_scales_margins(found, margin)
+            spots += merged
+            spot_margins += merged_margin
+        if self.overlap == "one-type":
+            spots = one_type(spots, spot_margins)
         spots.sort(key=lambda s: (s.onset, s.type))
         if recognise is not None and spots:
             spots = recognise_spots(video, spots, recognise, fps, face)
-        return SpotResult(str(video), fps, feats.n_frames, spots, feats.gaps, curves, blinks_of(feats), subject, name)
+        return SpotResult(str(video), fps, feats.n_frames, spots, feats.gaps, curves, blinks_of(feats, blink_k),
+                          subject, name)

@@ -82,9 +82,11 @@ def _segments(active: np.ndarray, join: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out]
 
 
-def blink_segments(feat: VideoFeatures) -> list[tuple[int, int, float]]:
-    """(first position, last position, peak eye z) of every eye movement that no other region moves with."""
-    k = min(feat.ks)
+def blink_segments(feat: VideoFeatures, k: int | None = None) -> list[tuple[int, int, float]]:
+    """(first position, last position, peak eye z) of every eye movement that no other region moves with, at
+    window ``k`` (default the smallest the features hold; the spotters pass their smallest window, not a chained
+    window's short step)."""
+    k = min(feat.ks) if k is None else k
     z = region_z(feat, k)
     eye, brow, mouth = (z[:, REGIONS.index(r)] for r in ("eyes", "brows", "mouth"))
     out = []
@@ -96,21 +98,21 @@ def blink_segments(feat: VideoFeatures) -> list[tuple[int, int, float]]:
     return out
 
 
-def blinks_of(feat: VideoFeatures) -> list[Blink]:
+def blinks_of(feat: VideoFeatures, k: int | None = None) -> list[Blink]:
     """The blinks of a video, in its frame numbers. Flow(t - k -> t) moves from the first frame of a blink until
     k - 1 frames after its last, so the event is the segment shifted back accordingly."""
-    k = min(feat.ks)
+    k = min(feat.ks) if k is None else k
     out = []
-    for a, b, peak in blink_segments(feat):
+    for a, b, peak in blink_segments(feat, k):
         onset = int(feat.numbers[a]) - 1
         out.append(Blink(max(onset, int(feat.numbers[0])), max(onset, int(feat.numbers[b]) - k + 1), peak))
     return out
 
 
-def blink_mask(feat: VideoFeatures) -> np.ndarray:
+def blink_mask(feat: VideoFeatures, k: int | None = None) -> np.ndarray:
     """Positions where an expression peak would be a blink: every blink segment widened by k on each side."""
-    k = min(feat.ks)
+    k = min(feat.ks) if k is None else k
     mask = np.zeros(feat.n_frames, bool)
-    for a, b, _ in blink_segments(feat):
+    for a, b, _ in blink_segments(feat, k):
         mask[max(0, a - k):b + k + 1] = True
     return mask

@@ -79,6 +79,12 @@ def fit_scales(train: Sequence[Interval], type: str, fps: float, scales: int = 1
     return out
 
 
+def centred(p: TypeParams) -> TypeParams:
+    """The same window and interval length, the interval centred on the peak."""
+    length = p.before + p.after
+    return TypeParams(p.type, p.k, length // 2, length - length // 2, p.threshold)
+
+
 def scale_key(type: str, index: int) -> str:
     """The name of a window scale's model in a saved spotter: the type for the first scale, ``type@i`` after."""
     return type if index == 0 else f"{type}@{index}"
@@ -89,15 +95,41 @@ def merge_scales(spots: Sequence[Sequence[Spot]], margins: Sequence[Sequence[flo
     """The spots of several window scales of one type as one list: where spots of different scales overlap
     (IoU >= ``min_iou``) the one furthest above its own threshold (``margins``: per spot, its score minus the
     threshold over the spread of its curve) is kept."""
+    return merge_scales_margins(spots, margins, min_iou)[0]
+
+
+def merge_scales_margins(spots: Sequence[Sequence[Spot]], margins: Sequence[Sequence[float]],
+                         min_iou: float = 0.3) -> tuple[list[Spot], list[float]]:
+    """:func:`merge_scales` with the margin of every kept spot."""
     from microexp.spot.metrics import iou
 
     ranked = sorted(((m, i, s) for i, (ss, ms) in enumerate(zip(spots, margins, strict=True))
                      for s, m in zip(ss, ms, strict=True)), key=lambda x: -x[0])
-    kept: list[tuple[int, Spot]] = []
-    for _, i, s in ranked:
-        if all(j == i or o.key != s.key or iou((o.onset, o.offset), (s.onset, s.offset)) < min_iou for j, o in kept):
-            kept.append((i, s))
-    return sorted((s for _, s in kept), key=lambda s: (s.key, s.onset))
+    kept: list[tuple[int, Spot, float]] = []
+    for m, i, s in ranked:
+        if all(j == i or o.key != s.key or iou((o.onset, o.offset), (s.onset, s.offset)) < min_iou
+               for j, o, _ in kept):
+            kept.append((i, s, m))
+    kept.sort(key=lambda x: (x[1].key, x[1].onset))
+    return [s for _, s, _ in kept], [m for _, _, m in kept]
+
+
+def one_type(spots: Sequence[Spot], margin: Sequence[float], min_share: float = 0.5) -> list[Spot]:
+    """Spots of all types of one video set as one list where a micro and a macro spot that cover one movement
+    (they share at least ``min_share`` of the shorter one's frames) become the one furthest above its own
+    threshold (``margin``: as :func:`margins`). One facial movement is one event; without this a micro-expression
+    that also lifts the macro curve above its threshold is a false macro alarm, and a macro onset a micro one."""
+    ranked = sorted(zip(margin, range(len(spots)), spots, strict=True), key=lambda x: (-x[0], x[1]))
+    kept: list[Spot] = []
+    for _, _, sp in ranked:
+        if all(o.key != sp.key or o.type == sp.type or _shared(o, sp) < min_share for o in kept):
+            kept.append(sp)
+    return sorted(kept, key=lambda s: (s.key, s.onset, s.type))
+
+
+def _shared(a: Spot, b: Spot) -> float:
+    inter = min(a.offset, b.offset) - max(a.onset, b.onset) + 1
+    return max(inter, 0) / min(a.offset - a.onset + 1, b.offset - b.onset + 1)
 
 
 def margins(curve: Curve, found: Sequence[Spot], threshold: float) -> list[float]:

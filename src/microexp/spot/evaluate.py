@@ -48,10 +48,12 @@ from microexp.spot.data import SpotData, load_spot_data
 from microexp.spot.detect import (
     Curve,
     TypeParams,
+    centred,
     fit_scales,
     fit_threshold,
     margins,
-    merge_scales,
+    merge_scales_margins,
+    one_type,
     scale_key,
     shuffle_intervals,
     shuffled_prediction_f1,
@@ -132,23 +134,41 @@ class _Context:
     folds: list[Fold]
     fold_params: list[dict[str, list[TypeParams]]]  # per fold, per type: one entry per window scale
 
+    @property
+    def blink_k(self) -> int:
+        """The blink rule's window: the smallest window of the folds (a chained window's step does not count)."""
+        return min(p.k for fp in self.fold_params for ps in fp.values() for p in ps)
+
     def subject(self, key: tuple[str, str]) -> str:
         return self.data.videos[key][0]
 
     def curve(self, key: tuple[str, str], model: Any, k: int) -> Curve:
         """The method's curve of one video; no peak on its blinks (spot.blinks) becomes a spot."""
         feat = self.feats[key]
-        veto = blink_mask(feat) if self.config.blinks == "separate" else None
+        veto = blink_mask(feat, self.blink_k) if self.config.blinks == "separate" else None
         return Curve(self.data.dataset, self.subject(key), key[1], feat.numbers, self.method.curve(model, feat, k),
                      veto)
 
     def fit(self, keys: list[tuple[str, str]], truth: list[Interval], type: str, k: int) -> Any:
         videos = [(self.feats[key], [i for i in truth if i.key == key]) for key in keys]
-        return self.method.fit(videos, type, k, FitOptions(self.config.epochs, self.config.seed))
+        return self.method.fit(videos, type, k, FitOptions(self.config.epochs, self.config.seed,
+                                                           self.config.long_events))
 
 
 def _fold_params(train_gt: list[Interval], config: SpotConfig, fps: float) -> dict[str, list[TypeParams]]:
-    return {t: fit_scales(train_gt, t, fps, config.macro_scales if t == "macro" else 1) for t in config.types}
+    method = get_spot_method(config.method)
+    out = {}
+    for t in config.types:
+        ps = fit_scales(train_gt, t, fps, config.macro_scales if t == "macro" else 1)
+        # a window chained from short steps is aimed at the interval's middle: its interval is centred there
+        out[t] = [centred(p) if len(method.feature_ks(t, p.k, config.long_events)) > 1 else p for p in ps]
+    return out
+
+
+def _feature_ks(config: SpotConfig, params: list[TypeParams]) -> set[int]:
+    """The flow windows the features need for these window scales (a chained window needs its step too)."""
+    method = get_spot_method(config.method)
+    return {k for p in params for k in method.feature_ks(p.type, p.k, config.long_events)}
 
 
 def inner_halves(subjects: set[str], seed: int) -> list[list[str]] | None:
@@ -230,7 +250,8 @@ def _context(config: SpotConfig, progress: Callable[[str], None] | None
     # every fold's k is fitted on its training subjects; the flow is computed once for the union of them
     fold_params = [_fold_params([i for i in gt_all if i.subject in set(groups[f.train].tolist())], config,
                                 data.fps) for f in folds]
-    feats, failed = _features(data, {p.k for fp in fold_params for ps in fp.values() for p in ps}, config, progress)
+    feats, failed = _features(data, _feature_ks(config, [p for fp in fold_params for ps in fp.values() for p in ps]),
+                              config, progress)
     excluded = list(data.gt.excluded)
     for video, reason in failed:
         excluded += [Exclusion(f"{i.dataset}/{i.subject}/{i.id}", f"video {video} not scored: {reason}")
@@ -258,6 +279,8 @@ def _run_folds(ctx: _Context, train_truth: list[Interval], gt_used: list[Interva
         test_subjects = set(ctx.groups[f.test].tolist())
         truth = [i for i in train_truth if i.subject in train_subjects]
         info: dict[str, Any] = {"fold": f.name, "test_subjects": sorted(test_subjects), "types": {}}
+        fold_spots: list[Spot] = []
+        fold_margins: list[float] = []
         for t in config.types:
             found: list[list[Spot]] = []
             margin: list[list[float]] = []
@@ -282,8 +305,11 @@ def _run_folds(ctx: _Context, train_truth: list[Interval], gt_used: list[Interva
                     if si == 0:  # the report draws the first scale's curve
                         curves_out[(c.video, t, "score")] = c.score
                         curves_out[(c.video, t, "threshold")] = np.array([th])
-            preds.extend(found[0] if len(found) == 1 else merge_scales(found, margin))
+            merged, merged_margin = merge_scales_margins(found, margin)
+            fold_spots += merged
+            fold_margins += merged_margin
             info["types"][t] = scale_info[0] | ({"scales": scale_info} if len(scale_info) > 1 else {})
+        preds.extend(one_type(fold_spots, fold_margins) if config.overlap == "one-type" else fold_spots)
         fold_info.append(info)
     return preds, fold_info, curves_out
 
@@ -331,7 +357,7 @@ def evaluate_spotting(config: SpotConfig, out: str | Path | None = None,
     metrics["excluded"] = [asdict(e) for e in excluded]
     metrics["notes"] = list(data.gt.notes)
     metrics["gaps"] = {k[1]: [list(g) for g in f.gaps] for k, f in ctx.feats.items() if f.gaps}
-    blinks = {k[1]: [b.to_dict() for b in blinks_of(f)] for k, f in sorted(ctx.feats.items())}
+    blinks = {k[1]: [b.to_dict() for b in blinks_of(f, ctx.blink_k)] for k, f in sorted(ctx.feats.items())}
     metrics["blinks"] = sum(len(v) for v in blinks.values())
     metrics["n_videos"] = len(ctx.feats)
     metrics["n_subjects"] = len(set(ctx.groups.tolist()))
@@ -378,10 +404,11 @@ def _save_final_models(out: Path, ctx: _Context, gt: list[Interval]) -> None:
     keys = sorted(feats)
     for t in config.types:
         fitted = []
-        for si, p in enumerate(fit_scales(gt, t, data.fps, config.macro_scales if t == "macro" else 1)):
-            if p.k not in computed:
+        for si, p in enumerate(_fold_params(gt, config, data.fps)[t]):
+            if not _feature_ks(config, [p]) <= computed:
                 # the all-subject k differs from every fold's: use the nearest computed one rather than recompute
-                p = TypeParams(t, min(computed, key=lambda k: abs(k - p.k)), p.before, p.after)
+                usable = [k for k in computed if _feature_ks(config, [TypeParams(t, k, 0, 0)]) <= computed]
+                p = TypeParams(t, min(usable, key=lambda k: abs(k - p.k)), p.before, p.after)
             model = ctx.fit(keys, gt, t, p.k)
             state = ctx.method.state(model)
             if state is not None:
@@ -393,7 +420,8 @@ def _save_final_models(out: Path, ctx: _Context, gt: list[Interval]) -> None:
         if len(fitted) > 1:
             scales[t] = fitted
     body = {"method": config.method, "dataset": data.dataset, "fps": data.fps, "types": params,
-            "features": asdict(config.feature_config()), "blinks": config.blinks, "scales": scales}
+            "features": asdict(config.feature_config()), "blinks": config.blinks, "scales": scales,
+            "long_events": config.long_events, "overlap": config.overlap}
     rundir.write_json(out / rundir.SPOTTER, body, indent=1)
     if states:
         rundir.save_checkpoint(out / rundir.SPOTTER_NETS, states)

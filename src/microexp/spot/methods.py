@@ -35,6 +35,10 @@ class FitOptions:
 
     epochs: int = 12
     seed: int = 0
+    long_events: str = "chained"  # macro input and target: chained | direct (the former; see LONG_EVENTS)
+
+
+LONG_EVENTS = ("chained", "direct")
 
 
 class SpotMethod:
@@ -52,6 +56,10 @@ class SpotMethod:
 
     def curve(self, model: Any, feat: VideoFeatures, k: int) -> np.ndarray:
         raise NotImplementedError
+
+    def feature_ks(self, type: str, k: int, long_events: str) -> tuple[int, ...]:
+        """The flow windows the features must hold for this type's window k."""
+        return (k,)
 
     def state(self, model: Any) -> dict[str, Any] | None:
         """What to save of a fitted model (tensors and numbers only); None when there is nothing."""
@@ -97,6 +105,69 @@ def net_inputs(feat: VideoFeatures, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([maps, nxt], axis=1), ok & ok_next
 
 
+CHAIN_MIN_K = 9  # windows this long or longer are chained from short steps (chained long events)
+
+
+def chain_step(k: int) -> int:
+    """The short flow window a long window of ``k`` frames is chained from (k itself below CHAIN_MIN_K)."""
+    if k < CHAIN_MIN_K:
+        return k
+    from microexp.spot.detect import snap_k
+
+    return snap_k(k / 3)
+
+
+def chained_inputs(feat: VideoFeatures, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`net_inputs` for a long window, built from the flow maps of ``s = chain_step(k)`` frames:
+    the sum of the n = round(k / s) maps ending at t, t - s, ... (about flow t - n s -> t) and of the n maps ending
+    at t + s, ..., t + n s (about t -> t + n s). A crop-box change invalidates only the one short step across it
+    (its map is left out and the sum rescaled), where a direct k-frame flow loses every position within k of it;
+    a position needs at least half of the steps of each side."""
+    s = chain_step(k)
+    n = max(1, int(round(k / s)))
+    maps = feat.maps[s].astype(np.float32)
+    ok = feat.valid[s]
+    m = np.where(ok[:, None, None, None], maps, 0.0).astype(np.float32)
+    t_n = len(m)
+
+    def shifted(a: np.ndarray, by: int) -> np.ndarray:  # out[t] = a[t + by], zero outside
+        out = np.zeros_like(a)
+        if abs(by) < t_n:
+            if by >= 0:
+                out[: t_n - by] = a[by:]
+            else:
+                out[-by:] = a[: t_n + by]
+        return out
+
+    back, fwd = np.zeros_like(m), np.zeros_like(m)
+    nb, nf = np.zeros(t_n, np.float32), np.zeros(t_n, np.float32)
+    okf = ok.astype(np.float32)
+    for j in range(n):
+        back += shifted(m, -j * s)
+        nb += shifted(okf, -j * s)
+        fwd += shifted(m, (j + 1) * s)
+        nf += shifted(okf, (j + 1) * s)
+    need = n / 2
+    good = (nb >= need) & (nf >= need)
+    back *= (n / np.maximum(nb, 1))[:, None, None, None]
+    fwd *= (n / np.maximum(nf, 1))[:, None, None, None]
+    return np.concatenate([back, fwd], axis=1), good
+
+
+def centre_target(numbers: np.ndarray, intervals: Sequence[Interval], type: str, k: int) -> np.ndarray:
+    """1 at the middle of each interval of ``type``, falling linearly to 0 at k frames from it. With k about half
+    the interval's length, the flows t - k -> t and t -> t + k at the middle see the face go into the expression
+    and come back out, whatever the hold; at the apex of a held expression (the end of its rise) the second one
+    sees the hold and, depending on its length, part of the fall."""
+    y = np.zeros(len(numbers), np.float32)
+    for iv in intervals:
+        if iv.type != type:
+            continue
+        mid = (iv.onset + iv.offset) / 2
+        y = np.maximum(y, np.clip(1.0 - np.abs(numbers - mid) / max(k, 1), 0.0, 1.0).astype(np.float32))
+    return y
+
+
 def apex_target(numbers: np.ndarray, intervals: Sequence[Interval], type: str, k: int) -> np.ndarray:
     """1 at the apex of each interval of ``type``, falling linearly to 0 at k frames from it."""
     y = np.zeros(len(numbers), np.float32)
@@ -119,10 +190,16 @@ def _net(channels: int) -> Any:
 class LearnedSpotter:
     """One small CNN per expression type; ``fit`` on training videos only."""
 
-    def __init__(self, k: int, epochs: int = 12, seed: int = 0, batch: int = 128, lr: float = 3e-3) -> None:
+    def __init__(self, k: int, epochs: int = 12, seed: int = 0, batch: int = 128, lr: float = 3e-3,
+                 chained: bool = False) -> None:
         self.k, self.epochs, self.seed, self.batch, self.lr = k, epochs, seed, batch, lr
+        self.chained = chained  # inputs from chained short flows (chained_inputs) instead of the k-frame flows
         self.model: Any = None
         self.scale = 1.0
+
+    def inputs(self, feat: VideoFeatures, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        k = self.k if k is None else k
+        return chained_inputs(feat, k) if self.chained else net_inputs(feat, k)
 
     def fit(self, xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> LearnedSpotter:
         import torch
@@ -184,16 +261,33 @@ class LearnedSpotter:
         return s
 
     def state(self) -> dict[str, Any]:
-        return {"k": self.k, "scale": self.scale, "state_dict": self.model.state_dict()}
+        return {"k": self.k, "scale": self.scale, "chained": int(self.chained), "state_dict": self.model.state_dict()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> LearnedSpotter:
-        s = cls(int(state["k"]))
+        s = cls(int(state["k"]), chained=bool(int(state.get("chained", 0))))  # saved before chaining: direct
         s.scale = float(state["scale"])
         s.model = _net(4)
         s.model.load_state_dict(state["state_dict"])
         s.model.eval()
         return s
+
+
+def per_video_z(s: np.ndarray) -> np.ndarray:
+    """A curve as robust z-scores of its own video (median and MAD of its scored positions; most of a long video is
+    neutral, so they describe its neutral stretches)."""
+    finite = s[np.isfinite(s)]
+    if len(finite) < 2:
+        return s
+    med = float(np.median(finite))
+    mad = float(np.median(np.abs(finite - med))) * 1.4826
+    return (s - med) / max(mad, 1e-6)
+
+
+def long_events_chained(type: str, k: int, long_events: str) -> bool:
+    """Whether the learned spotter chains this window from short steps and targets the interval's middle:
+    macro-expressions with ``long_events="chained"`` and a window of at least CHAIN_MIN_K frames."""
+    return type == "macro" and long_events == "chained" and k >= CHAIN_MIN_K
 
 
 # ---------------------------------------------------------------------------------------------------- registry
@@ -213,18 +307,26 @@ class Learned(SpotMethod):
 
     def fit(self, videos: Sequence[tuple[VideoFeatures, Sequence[Interval]]], type: str, k: int,
             options: FitOptions) -> LearnedSpotter:
+        chained = long_events_chained(type, k, options.long_events)
+        spotter = LearnedSpotter(k, epochs=options.epochs, seed=options.seed, chained=chained)
+        target = centre_target if chained else apex_target
         xs, ys = [], []
         for feat, truth in videos:
-            x, ok = net_inputs(feat, k)
-            y = apex_target(feat.numbers, truth, type, k)
+            x, ok = spotter.inputs(feat)
+            y = target(feat.numbers, truth, type, k)
             xs.append(x[ok])
             ys.append(y[ok])
-        return LearnedSpotter(k, epochs=options.epochs, seed=options.seed).fit(xs, ys)
+        return spotter.fit(xs, ys)
+
+    def feature_ks(self, type: str, k: int, long_events: str) -> tuple[int, ...]:
+        return (k, chain_step(k)) if long_events_chained(type, k, long_events) else (k,)
 
     def curve(self, model: LearnedSpotter, feat: VideoFeatures, k: int) -> np.ndarray:
         if model.k != k:  # a video of another frame rate: the same network, smoothed over the rescaled window
             model = LearnedSpotter.from_state({**model.state(), "k": k})
-        return model.predict(*net_inputs(feat, k))
+        s = model.predict(*model.inputs(feat))
+        # chained: in robust z-scores of the video, so one threshold fits networks trained on other subjects
+        return per_video_z(s) if model.chained else s
 
     def state(self, model: LearnedSpotter) -> dict[str, Any]:
         return model.state()

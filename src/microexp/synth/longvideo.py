@@ -10,8 +10,9 @@ similarity and flicker/noise model. What is new here is the timeline of a long v
   mains flicker and slow illumination drift, sensor noise;
 - micro-expressions: AU set of the class, rise and fall drawn from the CASME II priors (about 150 ms each),
   intensity ``micro_intensity`` (subtle);
-- macro-expressions: the same AU sets at ``macro_intensity`` with rise and fall of 0.25-0.6 s and a hold of
-  0.2-1 s at the apex;
+- macro-expressions: the same AU sets at ``macro_intensity``, 0.5-2.3 s long, lengths spread as the real
+  CAS(ME)^2 macro-expressions' (median 1.2 s), rise and fall each 25-45 % of it, held at the apex in between
+  (``macro_timing="uniform"``: the former rise and fall of 0.25-0.6 s and hold of 0.2-1 s);
 - events never overlap and sit at least 0.5 s apart and away from the ends of the video.
 
 Frames are rendered and written one at a time (memory bounded by one frame whatever the length). Deterministic:
@@ -56,6 +57,7 @@ class LongVideoConfig:
     noise: float = 2.0
     neutral_videos: int = 0  # extra videos per dataset with no expression at all (spotting false alarms)
     seed: int = 0
+    macro_timing: str = "varied"  # varied: lengths spread as real ones (_macro_timing) | uniform: the former
 
     def validate(self) -> None:
         if not 1 <= self.n_subjects <= max_faces():
@@ -66,6 +68,8 @@ class LongVideoConfig:
         for c in self.classes:
             if c not in CLASS_AUS:
                 raise ConfigError(f"unknown synthetic class {c!r}; known: {sorted(CLASS_AUS)}")
+        if self.macro_timing not in MACRO_TIMINGS:
+            raise ConfigError(f"macro_timing {self.macro_timing!r}: expected {' or '.join(MACRO_TIMINGS)}")
         need = (self.micro_per_video + self.macro_per_video) * (2.8 * self.fps) + self.fps
         if self.n_frames < need:
             raise ConfigError(f"{self.n_frames} frames at {self.fps:g} fps cannot hold {self.micro_per_video} micro "
@@ -103,6 +107,29 @@ def _ms(rng: np.random.Generator, prior: tuple[float, float, float], fps: float)
     return max(2, int(round(ms * fps / 1000.0)))
 
 
+# macro-expression length (s): lognormal, median and spread of the macro lengths of the CAS(ME)^2 annotation
+# (median 1.18 s, quartiles 0.80-1.73 s), clipped to 0.5-2.3 s (the event budget of LongVideoConfig.validate)
+MACRO_LENGTH_S = (1.2, 0.45, 0.5, 2.3)
+MACRO_TIMINGS = ("varied", "uniform")
+
+
+def _macro_timing(rng: np.random.Generator, config: LongVideoConfig) -> tuple[int, int, int]:
+    """(rise, hold, fall) frames of one macro-expression. ``varied``: the whole length from
+    :data:`MACRO_LENGTH_S`, rise and fall each 25-45 % of it, the rest held. ``uniform`` (the former): rise and fall
+    0.25-0.6 s, hold 0.2-1 s, drawn independently (lengths 0.7-2.2 s bunched around 1.45 s: a spotter trained on
+    them sees little of the real spread). Both draw three numbers, so the rest of the plan is the same."""
+    fps = config.fps
+    if config.macro_timing == "uniform":
+        rise = max(3, int(round(rng.uniform(0.25, 0.6) * fps)))
+        fall = max(3, int(round(rng.uniform(0.25, 0.6) * fps)))
+        return rise, int(round(rng.uniform(0.2, 1.0) * fps)), fall
+    median, sigma, lo, hi = MACRO_LENGTH_S
+    length = float(np.clip(np.exp(rng.normal(np.log(median), sigma)), lo, hi)) * fps
+    rise = max(3, int(round(rng.uniform(0.25, 0.45) * length)))
+    fall = max(3, int(round(rng.uniform(0.25, 0.45) * length)))
+    return rise, max(0, int(round(length)) - rise - fall), fall
+
+
 def plan(config: LongVideoConfig) -> list[LongVideo]:
     """The timeline of every video (no pixels): events with type, class, AUs and timing."""
     config.validate()
@@ -119,9 +146,7 @@ def plan(config: LongVideoConfig) -> list[LongVideo]:
                     rise, fall, hold = _ms(rng, RISE_MS, config.fps), _ms(rng, FALL_MS, config.fps), 0
                     intensity = config.micro_intensity * float(np.exp(rng.normal(0, 0.15)))
                 else:
-                    rise = max(3, int(round(rng.uniform(0.25, 0.6) * config.fps)))
-                    fall = max(3, int(round(rng.uniform(0.25, 0.6) * config.fps)))
-                    hold = int(round(rng.uniform(0.2, 1.0) * config.fps))
+                    rise, hold, fall = _macro_timing(rng, config)
                     intensity = config.macro_intensity * float(np.exp(rng.normal(0, 0.15)))
                 label = config.classes[int(rng.integers(len(config.classes)))]
                 choices = CLASS_AUS[label]
