@@ -142,3 +142,21 @@ def test_bench_records_and_prints_the_tuned_choices(tmp_path: Path, monkeypatch:
     assert text[0].startswith("tuned fast path (measured") and len(text) == 3
     assert "conv_relu_pool infer fp32 2x1x20x16x16" in text[1] and "x plain" in text[1]
     tune.clear_memory()
+
+
+@pytest.mark.slow
+def test_bench_app_times_the_app_job_against_predict_and_spot(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """bench --app (issue #23 item 5): one app job (upload to results, a recognition and a spotting run) against
+    `microexp predict` + `microexp spot` on the same video, each a fresh process; --quick uses a 4-s video."""
+    out = tmp_path / "app.json"
+    assert main(["bench", "--app", "--quick", "--repeats", "1", "--json", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    r = json.loads(out.read_text())
+    assert r["video"] == {"seconds": 4.0, "frames": 120, "width": 640, "height": 480, "fps": 30.0}
+    assert r["face"] == "dlib" and r["repeats"] == 1
+    assert r["cli_predict_s"] > 0 and r["cli_spot_s"] > 0 and r["app_job_s"] > 0
+    assert r["cli_s"] == pytest.approx(r["cli_predict_s"] + r["cli_spot_s"])
+    assert r["ratio"] == pytest.approx(r["app_job_s"] / r["cli_s"])
+    assert len(r["rounds"]["cli"]) == len(r["rounds"]["app"]) == 1
+    assert "ratio app / command line" in text and "120 frames" in text
