@@ -125,11 +125,56 @@ def test_one_movement_is_one_type_the_stronger_one():
     assert len(one_type([micro, _spot(105, 115, "micro")], [2.0, 1.0])) == 2
 
 
+def test_one_movement_is_one_spot_of_its_type():
+    # one held expression, two overlapping macro spots (its rise and its fall): one-spot keeps the stronger
+    rise, fall = _spot(100, 140, "macro"), _spot(125, 165, "macro")
+    assert one_type([rise, fall], [1.0, 2.0]) == [rise, fall]
+    assert one_type([rise, fall], [1.0, 2.0], same_type=True) == [fall]
+    assert one_type([rise, fall], [3.0, 2.0], same_type=True) == [rise]
+    # touching is not sharing a frame; another video is another movement
+    after = _spot(141, 180, "macro")
+    assert one_type([rise, after], [1.0, 2.0], same_type=True) == [rise, after]
+    assert len(one_type([rise, _spot(125, 165, "macro", video="w")], [1.0, 2.0], same_type=True)) == 2
+    # the micro / macro rule is unchanged under it
+    micro, macro = _spot(100, 110, "micro"), _spot(90, 130, "macro")
+    assert one_type([micro, macro, fall], [2.0, 1.0, 0.5], same_type=True) == [micro, fall]
+
+
 def test_the_former_behaviour_stays_by_name():
     c = SpotConfig(root="x", long_events="direct", overlap="both")
     assert (c.long_events, c.overlap) == ("direct", "both")
-    assert (SpotConfig(root="x").long_events, SpotConfig(root="x").overlap) == ("chained", "one-type")
+    assert (SpotConfig(root="x").long_events, SpotConfig(root="x").overlap) == ("chained", "one-spot")
     with pytest.raises(ConfigError, match="long_events 'nope': expected chained or direct"):
         SpotConfig(root="x", long_events="nope")
-    with pytest.raises(ConfigError, match="overlap 'x': expected one-type or both"):
+    with pytest.raises(ConfigError, match="overlap 'x': expected one-spot or one-type or both"):
         SpotConfig(root="x", overlap="x")
+
+
+def _regions(n: int, k: int, moves: dict[str, tuple[int, int]]) -> VideoFeatures:
+    """Features with region motion only: neutral noise, and each named region (eyes, brows, mouth) moving
+    strongly over its positions."""
+    from microexp.spot.features import REGIONS
+
+    rng = np.random.default_rng(0)
+    r = 1.0 + 0.1 * rng.standard_normal((n, len(REGIONS)))
+    for name, (a, b) in moves.items():
+        r[a:b + 1, REGIONS.index(name)] += 5.0
+    return VideoFeatures("v", 30.0, np.arange(1, n + 1), (k,), {}, {}, {k: np.ones(n, bool)}, regions={k: r})
+
+
+def test_a_spot_that_is_a_blink_and_nothing_else_is_not_reported():
+    from microexp.spot.blinks import blink_segments, drop_lone_blinks
+
+    blink = _regions(300, 6, {"eyes": (100, 104)})
+    assert [(a, b) for a, b, _ in blink_segments(blink)] == [(100, 104)]
+    # a macro spot whose peak lies beside the blink but whose interval reaches over it: the blink is all it holds
+    over, away = _spot(79, 118, "macro"), _spot(150, 189, "macro")
+    assert drop_lone_blinks(blink, [over, away]) == [away]
+    # the same spot with the mouth moving in it is an expression with a blink in it: kept
+    with_mouth = _regions(300, 6, {"eyes": (100, 104), "mouth": (112, 118)})
+    assert drop_lone_blinks(with_mouth, [over, away]) == [over, away]
+    # eye motion together with the brows is not a blink: nothing to drop
+    brow_raise = _regions(300, 6, {"eyes": (100, 104), "brows": (100, 104)})
+    assert drop_lone_blinks(brow_raise, [over]) == [over]
+    # by name, not the default (docs/spotting.md: it costs the first renderer's brow raises)
+    assert SpotConfig(root="x").blinks == "separate" and SpotConfig(root="x", blinks="spans").blinks == "spans"

@@ -386,10 +386,13 @@ def test_cross_renderer_figures_on_the_second_renderer(runs, tmp_path):
     assert micro["tp"] + micro["fn"] == 4 and r["overall"]["macro"]["tp"] + r["overall"]["macro"]["fn"] == 2
     # better placed than its own predictions moved at random
     assert micro["f1"] > r["shuffled_predictions"]["micro"]["f1"]
-    # the macro-expressions too: both found, F1 at the goal's 0.5 (with the former direct k-frame windows and both
-    # types kept, --set long_events=direct overlap=both: 1 of 2 found among 8 macro predictions, F1 0.20)
+    # the macro-expressions too: both found, F1 above the goal's 0.5 (with the former direct k-frame windows and
+    # both types kept, --set long_events=direct overlap=both: 1 of 2 found among 8 macro predictions, F1 0.20).
+    # One spot per movement: 2 macro and 8 micro predictions; with overlap=one-type (two overlapping spots of one
+    # type both kept) 5 and 12, macro F1 0.57, micro 0.375
     macro = r["overall"]["macro"]
-    assert macro["tp"] == 2 and macro["f1"] >= 0.5
+    assert macro["tp"] == 2 and macro["f1"] >= 0.8
+    assert micro["n_pred"] <= 10
     b = r["blinks"]
     assert b["n"] >= 2 and 0 <= b["reported_as_expression"] <= b["n"] and r["false_alarms_per_minute"] >= 0
     assert "blinks:" in summary(r) and r["blink_rule"] == "ignore"  # the test run was made with blinks=ignore

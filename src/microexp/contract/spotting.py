@@ -17,9 +17,9 @@ from microexp.errors import ConfigError
 EXPRESSION_TYPES = ("micro", "macro")
 PROTOCOLS = ("loso", "kfold")
 CONTROLS = ("none", "shuffle")
-BLINK_RULES = ("separate", "ignore")
+BLINK_RULES = ("separate", "spans", "ignore")
 LONG_EVENTS = ("chained", "direct")
-OVERLAPS = ("one-type", "both")  # a micro and a macro spot on one movement (spot.detect.one_type)  # the learned macro spotter's inputs and target (spot.methods)
+OVERLAPS = ("one-spot", "one-type", "both")  # spots on one movement (spot.detect.one_type)  # the learned macro spotter's inputs and target (spot.methods)
 MACRO_SCALES = (1, 4)  # the macro spotter's window scales, least and most
 THRESHOLDS = {"train": "fitted on the training subjects of each fold (learned: on out-of-fold curves)",
               "in-sample": "fitted on the training subjects of each fold, on the curves of the network trained on "
@@ -51,12 +51,16 @@ class SpotRunConfig(ConfigModel):
     fps: float | None = None  # None: the release's frame rate (SAMM-LV 200, CAS(ME)^2 and CAS(ME)^3 30)
     recognise: str | None = None  # a recognition run: classify every spotted interval, score STRS
     types: tuple[str, ...] = EXPRESSION_TYPES
-    blinks: str = "separate"  # separate: no expression spotted on a blink (spot.blinks) | ignore: the former rule
+    # separate: no expression spotted on a blink (spot.blinks) | spans: nor one that covers a blink with no other
+    # region moving in it | ignore: the former rule
+    blinks: str = "separate"
     macro_scales: int = 2  # window scales of the macro spotter (1: the former single mean-length window)
     # learned macro spotter: chained short flows and the interval's middle as target | direct: the k-frame flows
     # and the apex (the former)
     long_events: str = "chained"
-    overlap: str = "one-type"  # a micro and a macro spot on one movement: the stronger one | both: the former
+    # one-spot: spots that share frames (a micro and a macro one sharing half, or two of one type) are one
+    # movement, the stronger one is kept | one-type: micro against macro only (the former) | both: none
+    overlap: str = "one-spot"
 
     @model_validator(mode="after")
     def _check(self) -> SpotRunConfig:

@@ -16,7 +16,7 @@ from typing import Any
 
 from microexp import runs
 from microexp.errors import ConfigError
-from microexp.spot.blinks import Blink, blink_mask, blinks_of
+from microexp.spot.blinks import Blink, blink_mask, blinks_of, drop_lone_blinks
 from microexp.spot.detect import (
     Curve,
     TypeParams,
@@ -139,7 +139,7 @@ class Spotter:
         spots, curves = [], {}
         spot_margins: list[float] = []
         blink_k = min(p.k for ps in scales.values() for p in ps)  # a chained window's step does not count
-        veto = blink_mask(feats, blink_k) if self.blinks == "separate" else None
+        veto = blink_mask(feats, blink_k) if self.blinks != "ignore" else None
         for t, ps in scales.items():
             found, margin = [], []
             for i, p in enumerate(ps):
@@ -152,8 +152,10 @@ class Spotter:
             merged, merged_margin = merge_scales_margins(found, margin)
             spots += merged
             spot_margins += merged_margin
-        if self.overlap == "one-type":
-            spots = one_type(spots, spot_margins)
+        if self.overlap != "both":
+            spots = one_type(spots, spot_margins, same_type=self.overlap == "one-spot")
+        if self.blinks == "spans":
+            spots = drop_lone_blinks(feats, spots, blink_k)
         spots.sort(key=lambda s: (s.onset, s.type))
         if recognise is not None and spots:
             spots = recognise_spots(video, spots, recognise, fps, face)

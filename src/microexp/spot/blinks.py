@@ -17,6 +17,12 @@ motion is turned into a robust z-score (median and MAD over the scored frames: m
   for every spotting method. The blink's peak still counts as a peak, so it keeps the spotter from placing a
   second peak on its flank. An eye movement with the brows or the mouth moving is not a blink and stays
   open to the spotters.
+- ``blinks="spans"`` (not the default): nor is a spot, wherever its peak, that covers a blink while no other
+  region moves anywhere in it (brow z below :data:`BROW_Z`, mouth z below :data:`MOUTH_Z` over its frames:
+  :func:`drop_lone_blinks`); applied to the final spots of every method (after the window scales and types are
+  merged), not in the threshold fitting. A long (macro) interval reaches over a blink beside its peak. Not the
+  default because on the first renderer a brow raise moves the eye region more than the brow band, so it costs
+  true macro-expressions (docs/spotting.md).
 
 The rule (lid motion alone is a blink; motion of another region is an expression) is the observation behind
 landmark blink detectors such as the eye aspect ratio of Soukupová and Čech, "Real-time eye blink detection
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from microexp.spot.features import REGIONS, VideoFeatures
+from microexp.spot.metrics import Spot
 
 EYE_Z = 6.0  # eye motion above the video's neutral level (robust z)
 BROW_Z = 12.0  # brow band moving with it: not a blink
@@ -116,3 +123,21 @@ def blink_mask(feat: VideoFeatures, k: int | None = None) -> np.ndarray:
     for a, b, _ in blink_segments(feat, k):
         mask[max(0, a - k):b + k + 1] = True
     return mask
+
+
+def drop_lone_blinks(feat: VideoFeatures, spots: list[Spot], k: int | None = None) -> list[Spot]:
+    """``spots`` of this video without those that cover a blink while no other region moves in them: brow z
+    below :data:`BROW_Z` and mouth z below :data:`MOUTH_Z` over every position of the spot's frames."""
+    k = min(feat.ks) if k is None else k
+    segments = blink_segments(feat, k)
+    if not segments:
+        return list(spots)
+    z = region_z(feat, k)
+    quiet = (z[:, REGIONS.index("brows")] < BROW_Z) & (z[:, REGIONS.index("mouth")] < MOUTH_Z)
+    out = []
+    for sp in spots:
+        a, b = np.searchsorted(feat.numbers, sp.onset), np.searchsorted(feat.numbers, sp.offset, "right")
+        if b > a and any(s < b and a <= e for s, e, _ in segments) and quiet[a:b].all():
+            continue  # a blink and nothing else
+        out.append(sp)
+    return out

@@ -114,15 +114,22 @@ def merge_scales_margins(spots: Sequence[Sequence[Spot]], margins: Sequence[Sequ
     return [s for _, s, _ in kept], [m for _, _, m in kept]
 
 
-def one_type(spots: Sequence[Spot], margin: Sequence[float], min_share: float = 0.5) -> list[Spot]:
+def one_type(spots: Sequence[Spot], margin: Sequence[float], min_share: float = 0.5,
+             same_type: bool = False) -> list[Spot]:
     """Spots of all types of one video set as one list where a micro and a macro spot that cover one movement
     (they share at least ``min_share`` of the shorter one's frames) become the one furthest above its own
     threshold (``margin``: as :func:`margins`). One facial movement is one event; without this a micro-expression
-    that also lifts the macro curve above its threshold is a false macro alarm, and a macro onset a micro one."""
+    that also lifts the macro curve above its threshold is a false macro alarm, and a macro onset a micro one.
+
+    ``same_type`` (``overlap="one-spot"``): two spots of one type that share any frame are one movement too, and
+    only the one furthest above its threshold is kept. Peaks need only be k apart while an interval is about 2k
+    long, so one held expression can give two overlapping spots of one window scale (its rise and its fall, or
+    the hold's flank), of which at most one can hit."""
     ranked = sorted(zip(margin, range(len(spots)), spots, strict=True), key=lambda x: (-x[0], x[1]))
     kept: list[Spot] = []
     for _, _, sp in ranked:
-        if all(o.key != sp.key or o.type == sp.type or _shared(o, sp) < min_share for o in kept):
+        if all(o.key != sp.key or (_shared(o, sp) <= 0 if o.type == sp.type and same_type else
+                                   o.type == sp.type or _shared(o, sp) < min_share) for o in kept):
             kept.append(sp)
     return sorted(kept, key=lambda s: (s.key, s.onset, s.type))
 

@@ -43,7 +43,7 @@ from microexp import runs as rundir
 from microexp.contract.spotting import BLINK_RULES, THRESHOLDS, SpotRunConfig  # noqa: F401 - re-exported
 from microexp.data.splits import Fold, group_folds
 from microexp.errors import ConfigError
-from microexp.spot.blinks import blink_mask, blinks_of
+from microexp.spot.blinks import blink_mask, blinks_of, drop_lone_blinks
 from microexp.spot.data import SpotData, load_spot_data
 from microexp.spot.detect import (
     Curve,
@@ -145,7 +145,7 @@ class _Context:
     def curve(self, key: tuple[str, str], model: Any, k: int) -> Curve:
         """The method's curve of one video; no peak on its blinks (spot.blinks) becomes a spot."""
         feat = self.feats[key]
-        veto = blink_mask(feat, self.blink_k) if self.config.blinks == "separate" else None
+        veto = blink_mask(feat, self.blink_k) if self.config.blinks != "ignore" else None
         return Curve(self.data.dataset, self.subject(key), key[1], feat.numbers, self.method.curve(model, feat, k),
                      veto)
 
@@ -309,7 +309,12 @@ def _run_folds(ctx: _Context, train_truth: list[Interval], gt_used: list[Interva
             fold_spots += merged
             fold_margins += merged_margin
             info["types"][t] = scale_info[0] | ({"scales": scale_info} if len(scale_info) > 1 else {})
-        preds.extend(one_type(fold_spots, fold_margins) if config.overlap == "one-type" else fold_spots)
+        if config.overlap != "both":
+            fold_spots = one_type(fold_spots, fold_margins, same_type=config.overlap == "one-spot")
+        if config.blinks == "spans":
+            fold_spots = [s for key in test_keys for s in drop_lone_blinks(
+                ctx.feats[key], [s for s in fold_spots if s.key == key], ctx.blink_k)]
+        preds.extend(fold_spots)
         fold_info.append(info)
     return preds, fold_info, curves_out
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from microexp.contract.faces import FACE_HELP, FACE_MODES
+from microexp.contract.spotting import BLINK_RULES
 from microexp.spot.groundtruth import TYPES, Interval
 from microexp.spot.metrics import Spot, score
 
@@ -32,10 +33,10 @@ def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 def transfer(run: str | Path, dataset: str, root: str | Path, annotation: str | Path | None = None,
              face: str | None = None, seed: int = 0, blinks: str | None = None) -> dict[str, Any]:
-    """The figures of the module docstring; ``blinks`` (separate | ignore) overrides the run's blink rule."""
+    """The figures of the module docstring; ``blinks`` (separate | spans | ignore) overrides the run's blink rule."""
     from microexp.spot.api import Spotter
     from microexp.spot.data import load_spot_data
-    from microexp.spot.evaluate import BLINK_RULES, prediction_control
+    from microexp.spot.evaluate import prediction_control
 
     spotter = Spotter.load(run)
     if blinks is not None:
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="samm_lv")
     p.add_argument("--root", type=Path, required=True)
     p.add_argument("--face", choices=FACE_MODES, help=FACE_HELP)
-    p.add_argument("--blinks", choices=["separate", "ignore"], help="override the run's blink rule")
+    p.add_argument("--blinks", choices=list(BLINK_RULES), help="override the run's blink rule")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args(argv)
     r = transfer(args.run, args.dataset, args.root, face=args.face, blinks=args.blinks)
