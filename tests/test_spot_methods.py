@@ -95,7 +95,7 @@ def test_macro_windows_at_several_scales_and_their_merge():
     assert [scale_key("macro", i) for i in range(2)] == ["macro", "macro@1"]
     a = [Spot("d", "s", "v", 10, 30, "macro", 1.0), Spot("d", "s", "v", 200, 220, "macro", 1.0)]
     b = [Spot("d", "s", "v", 5, 60, "macro", 2.0), Spot("d", "s", "v", 400, 470, "macro", 2.0)]
-    merged = merge_scales([a, b], [[0.5, 0.1], [1.5, 0.2]])
+    merged = merge_scales([a, b], [[0.5, 0.1], [1.5, 0.2]])[0]
     # the overlapping pair keeps the one further above its threshold; the others stay
     assert [(s.onset, s.offset) for s in merged] == [(5, 60), (200, 220), (400, 470)]
-    assert merge_scales([a, b], [[2.0, 0.1], [1.5, 0.2]])[0].onset == 10
+    assert merge_scales([a, b], [[2.0, 0.1], [1.5, 0.2]])[0][0].onset == 10

@@ -18,8 +18,8 @@ EXPRESSION_TYPES = ("micro", "macro")
 PROTOCOLS = ("loso", "kfold")
 CONTROLS = ("none", "shuffle")
 BLINK_RULES = ("separate", "spans", "ignore")
-LONG_EVENTS = ("chained", "direct")
-OVERLAPS = ("one-spot", "one-type", "both")  # spots on one movement (spot.detect.one_type)  # the learned macro spotter's inputs and target (spot.methods)
+LONG_EVENTS = ("chained", "direct")  # the learned macro spotter's inputs and target (spot.methods)
+OVERLAPS = ("one-spot", "one-type", "both")  # spots on one movement (spot.detect.one_movement)
 MACRO_SCALES = (1, 4)  # the macro spotter's window scales, least and most
 THRESHOLDS = {"train": "fitted on the training subjects of each fold (learned: on out-of-fold curves)",
               "in-sample": "fitted on the training subjects of each fold, on the curves of the network trained on "

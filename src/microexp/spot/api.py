@@ -21,8 +21,8 @@ from microexp.spot.detect import (
     Curve,
     TypeParams,
     margins,
-    merge_scales_margins,
-    one_type,
+    merge_scales,
+    one_movement,
     scale_key,
     spots_of,
 )
@@ -149,11 +149,10 @@ class Spotter:
                 curve = Curve(self.dataset, subject, name, feats.numbers, values, veto)
                 found.append(spots_of(curve, p))
                 margin.append(margins(curve, found[-1], p.threshold))
-            merged, merged_margin = merge_scales_margins(found, margin)
+            merged, merged_margin = merge_scales(found, margin)
             spots += merged
             spot_margins += merged_margin
-        if self.overlap != "both":
-            spots = one_type(spots, spot_margins, same_type=self.overlap == "one-spot")
+        spots = one_movement(spots, spot_margins, self.overlap)
         if self.blinks == "spans":
             spots = drop_lone_blinks(feats, spots, blink_k)
         spots.sort(key=lambda s: (s.onset, s.type))

@@ -91,16 +91,10 @@ def scale_key(type: str, index: int) -> str:
 
 
 def merge_scales(spots: Sequence[Sequence[Spot]], margins: Sequence[Sequence[float]], min_iou: float = 0.3
-                 ) -> list[Spot]:
-    """The spots of several window scales of one type as one list: where spots of different scales overlap
-    (IoU >= ``min_iou``) the one furthest above its own threshold (``margins``: per spot, its score minus the
-    threshold over the spread of its curve) is kept."""
-    return merge_scales_margins(spots, margins, min_iou)[0]
-
-
-def merge_scales_margins(spots: Sequence[Sequence[Spot]], margins: Sequence[Sequence[float]],
-                         min_iou: float = 0.3) -> tuple[list[Spot], list[float]]:
-    """:func:`merge_scales` with the margin of every kept spot."""
+                 ) -> tuple[list[Spot], list[float]]:
+    """The spots of several window scales of one type as one list, with the margin of each: where spots of
+    different scales overlap (IoU >= ``min_iou``) the one furthest above its own threshold (``margins``: per spot,
+    its score minus the threshold over the spread of its curve) is kept."""
     from microexp.spot.metrics import iou
 
     ranked = sorted(((m, i, s) for i, (ss, ms) in enumerate(zip(spots, margins, strict=True))
@@ -132,6 +126,12 @@ def one_type(spots: Sequence[Spot], margin: Sequence[float], min_share: float = 
                                    o.type == sp.type or _shared(o, sp) < min_share) for o in kept):
             kept.append(sp)
     return sorted(kept, key=lambda s: (s.key, s.onset, s.type))
+
+
+def one_movement(spots: Sequence[Spot], margin: Sequence[float], overlap: str) -> list[Spot]:
+    """The ``overlap`` setting (contract.spotting.OVERLAPS) applied: ``both`` keeps every spot, ``one-type`` and
+    ``one-spot`` are :func:`one_type` without and with ``same_type``."""
+    return list(spots) if overlap == "both" else one_type(spots, margin, same_type=overlap == "one-spot")
 
 
 def _shared(a: Spot, b: Spot) -> float:

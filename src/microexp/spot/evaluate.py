@@ -52,8 +52,8 @@ from microexp.spot.detect import (
     fit_scales,
     fit_threshold,
     margins,
-    merge_scales_margins,
-    one_type,
+    merge_scales,
+    one_movement,
     scale_key,
     shuffle_intervals,
     shuffled_prediction_f1,
@@ -305,12 +305,11 @@ def _run_folds(ctx: _Context, train_truth: list[Interval], gt_used: list[Interva
                     if si == 0:  # the report draws the first scale's curve
                         curves_out[(c.video, t, "score")] = c.score
                         curves_out[(c.video, t, "threshold")] = np.array([th])
-            merged, merged_margin = merge_scales_margins(found, margin)
+            merged, merged_margin = merge_scales(found, margin)
             fold_spots += merged
             fold_margins += merged_margin
             info["types"][t] = scale_info[0] | ({"scales": scale_info} if len(scale_info) > 1 else {})
-        if config.overlap != "both":
-            fold_spots = one_type(fold_spots, fold_margins, same_type=config.overlap == "one-spot")
+        fold_spots = one_movement(fold_spots, fold_margins, config.overlap)
         if config.blinks == "spans":
             fold_spots = [s for key in test_keys for s in drop_lone_blinks(
                 ctx.feats[key], [s for s in fold_spots if s.key == key], ctx.blink_k)]

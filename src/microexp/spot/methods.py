@@ -35,10 +35,7 @@ class FitOptions:
 
     epochs: int = 12
     seed: int = 0
-    long_events: str = "chained"  # macro input and target: chained | direct (the former; see LONG_EVENTS)
-
-
-LONG_EVENTS = ("chained", "direct")
+    long_events: str = "chained"  # macro input and target: chained | direct (contract.spotting.LONG_EVENTS)
 
 
 class SpotMethod:
@@ -159,22 +156,19 @@ def centre_target(numbers: np.ndarray, intervals: Sequence[Interval], type: str,
     the interval's length, the flows t - k -> t and t -> t + k at the middle see the face go into the expression
     and come back out, whatever the hold; at the apex of a held expression (the end of its rise) the second one
     sees the hold and, depending on its length, part of the fall."""
-    y = np.zeros(len(numbers), np.float32)
-    for iv in intervals:
-        if iv.type != type:
-            continue
-        mid = (iv.onset + iv.offset) / 2
-        y = np.maximum(y, np.clip(1.0 - np.abs(numbers - mid) / max(k, 1), 0.0, 1.0).astype(np.float32))
-    return y
+    return _triangles(numbers, [(iv.onset + iv.offset) / 2 for iv in intervals if iv.type == type], k)
 
 
 def apex_target(numbers: np.ndarray, intervals: Sequence[Interval], type: str, k: int) -> np.ndarray:
     """1 at the apex of each interval of ``type``, falling linearly to 0 at k frames from it."""
+    return _triangles(numbers, [iv.peak for iv in intervals if iv.type == type], k)
+
+
+def _triangles(numbers: np.ndarray, centres: Sequence[float], k: int) -> np.ndarray:
+    """1 at each centre (a frame number), falling linearly to 0 at k frames from it; the largest where they meet."""
     y = np.zeros(len(numbers), np.float32)
-    for iv in intervals:
-        if iv.type != type:
-            continue
-        y = np.maximum(y, np.clip(1.0 - np.abs(numbers - iv.peak) / max(k, 1), 0.0, 1.0).astype(np.float32))
+    for c in centres:
+        y = np.maximum(y, np.clip(1.0 - np.abs(numbers - c) / max(k, 1), 0.0, 1.0).astype(np.float32))
     return y
 
 
