@@ -25,9 +25,8 @@ from typing import Any
 import yaml
 
 from microexp.data import casme2, samm
-from microexp.data.classes import ClassProtocol
 from microexp.data.megc2019 import find_releases, spec_path
-from microexp.data.objective import CLASSES, NOT_CODED, coded_class, record_class
+from microexp.data.objective import CLASSES, NOT_CODED, coded_class, objective_protocols
 from microexp.data.records import ClipRecord, Exclusion
 from microexp.data.registry import DatasetSpec, register_dataset
 from microexp.errors import DataError, MicroexpError
@@ -108,20 +107,9 @@ def check(root: Path, annotation: Path | None, read_images: bool, report: Any) -
     return report
 
 
-FIVE = {c: (c if c in CLASSES[:5] else None) for c in CLASSES}
-PROTOCOLS = (
-    ClassProtocol("megc2018-objective", CLASSES[:5], {**FIVE, NOT_CODED: None},
-                  "MEGC 2018: objective classes I-V of CASME II + SAMM from the coding files' own objective-class "
-                  "columns (as the challenge took them); VI and VII dropped"),
-    ClassProtocol("megc2018-objective-7", CLASSES, {**{c: c for c in CLASSES}, NOT_CODED: None},
-                  "CASME II + SAMM in the objective classes I-VII from the coding files' own columns"),
-    ClassProtocol("megc2018-objective-rule", CLASSES[:5], FIVE,
-                  "CASME II + SAMM in objective classes I-V from each clip's AU codes by the rule of Davison et al. "
-                  "2018; VI and VII dropped", field="objective class", derive=record_class),
-    ClassProtocol("megc2018-objective-rule-7", CLASSES, {c: c for c in CLASSES},
-                  "CASME II + SAMM in the objective classes I-VII by the AU rule", field="objective class",
-                  derive=record_class),
-)
+# the protocols of each release's objective classes (the coders' column, and the AU rule), over the composite: a
+# clip's emotion here is already its coded class, which ``coded_class`` reads again from the same column
+PROTOCOLS = objective_protocols(NAME, "MEGC 2018 composite (CASME II + SAMM)")
 
 SPEC = register_dataset(DatasetSpec(
     NAME, load, "megc2018-objective", "MEGC 2018 composite: CASME II + SAMM in objective classes I-V (the coders' "
