@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from microexp.bench.timing import median_time
+from microexp.bench.timing import median_time, pair_ratio
 
 BYTES_FORMULA = (
     "fp32 weight and input traffic only: inference = 4*P (every weight read once per batch) + input bytes; "
@@ -146,11 +146,9 @@ def _alternated(model: nn.Module, fn: Callable[[], None], repeats: int,
 
 
 def _speedup(fast: list[float], plain: list[float]) -> dict[str, Any]:
-    """fast / plain speed: the ratio of the medians, and the min-max of the per-repeat ratios (each repeat's two
-    calls ran back to back)."""
-    per = [p / f for f, p in zip(fast, plain, strict=True)]
-    return {"speedup": round(statistics.median(plain) / statistics.median(fast), 2),
-            "speedup_range": [round(min(per), 2), round(max(per), 2)]}
+    """fast / plain speed (:func:`~microexp.bench.timing.pair_ratio`, 2 digits) under this JSON's keys."""
+    r = pair_ratio({"fast": fast, "plain": plain}, "fast", "plain", digits=2)
+    return {"speedup": r["ratio"], "speedup_range": r["range"]}
 
 
 def _roofline(flops: int, nbytes: int, seconds: float, peak_gflops: float, gbs: float) -> dict[str, Any]:

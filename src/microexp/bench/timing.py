@@ -36,12 +36,12 @@ def summarise(times: dict[str, list[float]], batch: int, base: str) -> dict[str,
             "seconds": {k: [round(s, 4) for s in v] for k, v in times.items()}}
 
 
-def pair_ratio(times: dict[str, list[float]], a: str, b: str) -> dict[str, Any]:
+def pair_ratio(times: dict[str, list[float]], a: str, b: str, digits: int = 3) -> dict[str, Any]:
     """Speed of ``a`` over ``b`` (> 1: ``a`` faster) from the same alternated run: the ratio of the medians and the
-    min-max of the per-repeat ratios."""
+    min-max of the per-repeat ratios (each repeat's calls ran back to back), rounded to ``digits``."""
     per = [tb / ta for ta, tb in zip(times[a], times[b], strict=True)]
-    return {"ratio": round(statistics.median(times[b]) / statistics.median(times[a]), 3),
-            "range": [round(min(per), 3), round(max(per), 3)]}
+    return {"ratio": round(statistics.median(times[b]) / statistics.median(times[a]), digits),
+            "range": [round(min(per), digits), round(max(per), digits)]}
 
 
 def spread(s: dict[str, Any], key: str) -> str:
