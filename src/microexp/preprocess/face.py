@@ -146,9 +146,10 @@ class DlibBackend:
             found = self._mmod(small, 0)
         if not len(found):
             return None
-        r = max(found, key=lambda d: d.confidence).rect
+        best = max(found, key=lambda d: d.confidence)
+        r = best.rect
         box = (x0 + r.left() / scale, y0 + r.top() / scale, x0 + r.right() / scale, y0 + r.bottom() / scale)
-        return Face(box, float(max(d.confidence for d in found)), self.landmarks(gray, box))
+        return Face(box, float(best.confidence), self.landmarks(gray, box))
 
     def _small(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
         """The frame downscaled so that its longer side is at most ``detect_max_side``, and the scale."""
