@@ -87,6 +87,7 @@ def bench_model(name: str, quick: bool, repeats: int, warmup: int, precision: st
     import torch
 
     from microexp import precision as prec
+    from microexp.train.loop import train_step
 
     ref = keras_reference()
     torch_model, keras_model = build_pair(name, quick)
@@ -112,11 +113,7 @@ def bench_model(name: str, quick: bool, repeats: int, warmup: int, precision: st
         def step() -> None:
             torch_model.fast = fast
             torch_model.train()
-            opt.zero_grad(set_to_none=True)
-            with prec.autocast(precision):
-                loss = loss_fn(torch_model(**tx).float(), ty)
-            loss.backward()
-            opt.step()
+            train_step(torch_model, opt, tx, ty, loss_fn, precision)
         return step
 
     def infer(inputs: dict[str, torch.Tensor], fast: bool, precision: str) -> Callable[[], None]:

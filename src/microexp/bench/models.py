@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from microexp.bench.timing import median_time, pair_ratio
+from microexp.train.loop import train_step
 
 BYTES_FORMULA = (
     "fp32 weight and input traffic only: inference = 4*P (every weight read once per batch) + input bytes; "
@@ -117,11 +118,9 @@ def _step_fn(model: nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor) -> C
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
 
     def step() -> None:
-        nn.functional.cross_entropy(model(**x), y).backward()
-        opt.step()
-        # freed at the end, not the start: alternated with the plain layers, a step that freed the gradients
-        # left by the other path would pay for that path's memory (4 KB against 2 MB pages for FuseNet's 708 MB)
-        opt.zero_grad(set_to_none=True)
+        # the training loop's step; it frees the gradients at its end too, so that alternated with the plain
+        # layers a step never pays for the other path's memory (4 KB against 2 MB pages for FuseNet's 708 MB)
+        train_step(model, opt, x, y)
 
     return step
 

@@ -9,6 +9,7 @@ import torch
 
 from microexp.bench.timing import alternate, summarise
 from microexp.precision import autocast, cpu_support
+from microexp.train.loop import train_step
 
 
 def bench_precision(quick: bool = False, repeats: int = 5, warmup: int = 2, force: bool = False,
@@ -43,11 +44,7 @@ def bench_precision(quick: bool = False, repeats: int = 5, warmup: int = 2, forc
         def step() -> None:
             model.fast = fast
             model.train()
-            with autocast(precision):
-                loss = loss_fn(model(clip=x).float(), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)  # each step frees its own gradients
+            train_step(model, opt, {"clip": x}, y, loss_fn, precision)  # the loop's step; frees its gradients
         return step
 
     def infer(inp: torch.Tensor, fast: bool, precision: str) -> Callable[[], None]:

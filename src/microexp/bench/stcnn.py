@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from microexp.bench.timing import alternate
+from microexp.train.loop import train_step
 
 FLOP_FORMULA = (
     "conv = 2*N*C_out*T'*H'*W'*C_in*kT*kH*kW (valid conv output T'=T-kT+1, ...); "
@@ -77,9 +78,7 @@ def bench_paths(model: Any, batch: int, repeats: int, warmup: int, peak: float) 
         def run() -> None:
             model.fast = fast
             model.train()
-            loss_fn(model(clip=x), y).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)  # each step frees its own gradients, not the other path's
+            train_step(model, opt, {"clip": x}, y, loss_fn)  # the loop's step; it frees its own gradients
         return run
 
     def infer(fast: bool, inp: torch.Tensor) -> Any:

@@ -22,9 +22,11 @@ and their dropouts. Same mathematics.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -61,6 +63,8 @@ FORWARD_BLOCK = 2048  # columns per forward work unit
 STREAM_CHUNK = 16384  # columns per work unit of the streamed forward: 64 KB weight-row pieces (4,096..32,768 measured)
 STREAM_MAX_ROWS = 32  # batch rows up to which the streamed forward applies (beyond, the product is compute-bound)
 STREAM_GX_CHUNK = 2048  # columns per work unit of the streamed input gradient (2,048..16,384 measured)
+SGD_CHUNK = 8192  # columns per work unit of the backward with the SGD step folded in (2,048..43,200 measured)
+SGD_MAX_ROWS = 8  # batch rows up to which the SGD step is folded into the backward (one group of eight)
 
 
 def empty_huge(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
@@ -81,6 +85,19 @@ def advise_huge(t: torch.Tensor) -> bool:
         return False
     start = -(-t.data_ptr() // 4096) * 4096  # madvise wants page-aligned bounds
     return _madvise(start, (t.data_ptr() + nbytes) // 4096 * 4096 - start, _MADV_HUGEPAGE) == 0
+
+
+def onto_huge_pages(weight: torch.Tensor) -> bool:
+    """Move a CPU float32 weight of at least ``HUGE_MIN`` bytes onto memory advised for huge pages (the same values;
+    the parameter object stays, its ``.data`` changes), once, when it is built. Every step streams a wide Dense
+    layer's weights two or three times, and with 4 KB pages that read was slower (measured on 2 AVX-512 cores,
+    FuseNet's 708 MB: the streamed forward 43.7 against 37.6 ms, the backward with the SGD step 74 against 71)."""
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.numel() * 4 < HUGE_MIN:
+        return False
+    buf = empty_huge(weight.shape)
+    buf.copy_(weight.detach())
+    weight.data = buf
+    return True
 
 
 def _grad_buffer(weight: torch.Tensor) -> torch.Tensor:
@@ -285,6 +302,112 @@ def _stream(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, train: bo
         return _stream_forward(x.detach(), weight.detach(), bias.detach())
 
 
+_SGD: dict[int, tuple[weakref.ref[torch.Tensor], dict[str, Any]]] = {}  # id(weight) -> (weight, param group)
+
+
+def foldable(group: dict[str, Any]) -> bool:
+    """Whether a ``torch.optim.SGD`` parameter group's step is ``w -= lr * (grad + weight_decay * w)`` alone: no
+    momentum (it would need its buffer), no ``maximize``, no differentiable step."""
+    return (float(group.get("momentum", 0.0)) == 0.0 and not group.get("maximize", False)
+            and not group.get("differentiable", False))
+
+
+@contextlib.contextmanager
+def sgd_in_backward(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Within the block, a training forward of a wide Dense layer on the fast path (at most ``SGD_MAX_ROWS`` batch
+    rows) whose weight ``optimizer`` steps as plain SGD (:func:`foldable`) and has no gradient yet records that
+    group, and its backward then applies the group's step to the weight itself (:func:`_sgd_backward`, the
+    group's ``lr`` and ``weight_decay`` as they are at that moment) and leaves ``.grad`` None, so that
+    ``optimizer.step()`` skips it: two passes over the weights instead of five. The same update within float
+    rounding; the tuner keeps the separate step where it is faster (op ``linear_sgd``). Use it around the forward
+    of one step that ends in ``backward`` and ``optimizer.step()``
+    (:func:`microexp.train.loop.train_step`): the weight changes during ``backward``, and a gradient clipped or
+    inspected afterwards would not include it."""
+    added = []
+    if type(optimizer) is torch.optim.SGD:
+        for group in optimizer.param_groups:
+            if not foldable(group):
+                continue
+            for p in group["params"]:
+                if p.dim() == 2 and p.shape[1] >= GEMV_MIN and p.grad is None and id(p) not in _SGD:
+                    _SGD[id(p)] = (weakref.ref(p), group)
+                    added.append(id(p))
+    try:
+        yield
+    finally:
+        for k in added:
+            _SGD.pop(k, None)
+
+
+def _sgd_group(weight: torch.Tensor) -> dict[str, Any] | None:
+    entry = _SGD.get(id(weight))
+    return entry[1] if entry is not None and entry[0]() is weight and weight.grad is None else None
+
+
+def _sgd_backward(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, lr: float,
+                  weight_decay: float) -> torch.Tensor:
+    """The input gradient ``g @ weight`` (weights before the step) and, in the same pass, ``weight -= lr * (g.T @ x
+    + weight_decay * weight)`` in place: fixed chunks of ``SGD_CHUNK`` columns on the thread pool
+    (:func:`microexp.fast.kernels.rows8_sgd`; a short batch padded with zero rows, which add nothing)."""
+    kernels = _kernels()
+    n, features = x.shape
+    if n != 8:
+        x, g = (torch.cat([t, t.new_zeros(8 - n, t.shape[1])]) for t in (x, g))
+    gt, xs = g.t().contiguous().numpy(), x.contiguous().numpy()
+    out = torch.empty(8, features)
+    os_, ws = out.numpy(), weight.numpy()
+    keep = 1.0 - lr * weight_decay
+    _parallel(lambda c0: kernels.rows8_sgd(gt, xs, ws, c0, min(features, c0 + SGD_CHUNK), lr, keep, os_),
+              list(range(0, features, SGD_CHUNK)))
+    return out[:n]
+
+
+class _SGDLinear(torch.autograd.Function):
+    """The fp32 forward, streamed (:func:`_stream_forward`) or MKL's (``stream=False``); a backward that steps the
+    weight (:func:`_sgd_backward`) and returns no weight gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, group: dict[str, Any],
+                stream: bool) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.group = group
+        x, w, b = x.detach(), weight.detach(), bias.detach()
+        return _stream_forward(x, w, b) if stream else torch.addmm(b, x, w.t())
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        want_x, _want_w, want_b = ctx.needs_input_grad[:3]
+        g = g.contiguous()
+        with torch.no_grad():
+            grad_x = _sgd_backward(g, x.detach(), weight.detach(), float(ctx.group["lr"]),
+                                   float(ctx.group.get("weight_decay", 0.0)))
+        torch.autograd.graph.increment_version(weight)  # changed in place: a second backward through it fails
+        return grad_x if want_x else None, None, g.sum(0) if want_b else None, None, None
+
+
+def _sgd_trial(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, linear_how: str,
+               precision: str) -> Any:
+    """One training step of the layer for the tuner: ``fused`` / ``fused_mkl`` (:class:`_SGDLinear`, streamed or
+    MKL forward) or ``plain`` (the ``linear`` candidate ``linear_how`` and a separate ``torch.optim.SGD`` step), on
+    a copy of the weights."""
+    xs = x.detach().requires_grad_(x.requires_grad)
+    w, b = weight.detach().clone().requires_grad_(), bias.detach().requires_grad_()
+    opt = torch.optim.SGD([w, b], lr=1e-6)
+
+    def run() -> None:
+        with torch.enable_grad():
+            if how != "plain":
+                out = _SGDLinear.apply(xs, w, b, opt.param_groups[0], how == "fused")
+            else:
+                out = _run(linear_how, xs, w, b, True, precision)
+            out.backward(torch.ones_like(out))
+            opt.step()
+            xs.grad = w.grad = b.grad = None
+            release(w)
+    return run
+
+
 _BF16: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}  # id(weight) -> (weight, version, copy)
 
 
@@ -348,6 +471,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.T
     how = tune.choose("linear", train, (tuple(x.shape), tuple(weight.shape)),
                       lambda c: _trial(c, x, weight, bias, train, precision),
                       what=f"{x.shape[0]} x {weight.shape[1]} -> {weight.shape[0]}")
+    group = _sgd_group(weight) if train and weight.requires_grad and x.shape[0] <= SGD_MAX_ROWS else None
+    if group is not None and how != "bf16" and not (how == "plain" and precision == "bf16"):  # fp32 arithmetic
+        folded = tune.choose("linear_sgd", train, (tuple(x.shape), tuple(weight.shape)),
+                             lambda c: _sgd_trial(c, x, weight, bias, how, precision),
+                             what=f"{x.shape[0]} x {weight.shape[1]} -> {weight.shape[0]}, SGD step after {how}")
+        if folded != "plain":
+            with torch.autocast("cpu", enabled=False):
+                return _SGDLinear.apply(x.float(), weight, bias, group, folded == "fused")
     with torch.autocast("cpu", enabled=False):
         return _run(how, x, weight, bias, train, precision)
 

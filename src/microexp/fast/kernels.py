@@ -400,3 +400,57 @@ def rows8_axpy(gt: np.ndarray, w: np.ndarray, c0: int, c1: int, out: np.ndarray)
                 row = out[g, r, c0:c1]
                 for f in range(n):
                     row[f] += b * wo[f]
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"reassoc", "contract"})
+def rows8_sgd(gt: np.ndarray, x: np.ndarray, w: np.ndarray, c0: int, c1: int, lr: float, keep: float,
+              out: np.ndarray) -> None:  # pragma: no cover
+    """Columns ``c0 .. c1 - 1`` of a Dense layer's backward for eight batch rows with the SGD step folded in:
+    ``out[r, c] = sum_o gt[o, r] * w[o, c]`` (the input gradient, from the weights before the step), then
+    ``w[o, c] = keep * w[o, c] - lr * sum_r gt[o, r] * x[r, c]`` (``keep = 1 - lr * weight_decay``; gt: (O, 8),
+    x and out: (8, F), w: (O, F)). Two weight rows at a time: each piece of them is read from memory once and
+    written once, while the batch rows' pieces of ``x`` and ``out`` stay in L2. Separately, the input gradient,
+    the weight gradient's write and the optimiser's read-read-write of weights and gradient pass over the weights
+    five times; this passes twice (measured on 2 AVX-512 cores: 60-70 against 137-142 ms for 1,024 x 172,800).
+    The order of summation is fixed."""
+    n_out, n = w.shape[0], c1 - c0
+    o0, o1, o2, o3 = out[0, c0:c1], out[1, c0:c1], out[2, c0:c1], out[3, c0:c1]
+    o4, o5, o6, o7 = out[4, c0:c1], out[5, c0:c1], out[6, c0:c1], out[7, c0:c1]
+    x0, x1, x2, x3 = x[0, c0:c1], x[1, c0:c1], x[2, c0:c1], x[3, c0:c1]
+    x4, x5, x6, x7 = x[4, c0:c1], x[5, c0:c1], x[6, c0:c1], x[7, c0:c1]
+    for f in range(n):
+        o0[f] = o1[f] = o2[f] = o3[f] = o4[f] = o5[f] = o6[f] = o7[f] = 0.0
+    for o in range(0, n_out - n_out % 2, 2):
+        wa, wb = w[o, c0:c1], w[o + 1, c0:c1]
+        a0, a1, a2, a3, a4, a5, a6, a7 = gt[o, 0], gt[o, 1], gt[o, 2], gt[o, 3], gt[o, 4], gt[o, 5], gt[o, 6], gt[o, 7]
+        b0, b1, b2, b3 = gt[o + 1, 0], gt[o + 1, 1], gt[o + 1, 2], gt[o + 1, 3]
+        b4, b5, b6, b7 = gt[o + 1, 4], gt[o + 1, 5], gt[o + 1, 6], gt[o + 1, 7]
+        for f in range(n):
+            u, v = wa[f], wb[f]
+            o0[f] += a0 * u + b0 * v
+            o1[f] += a1 * u + b1 * v
+            o2[f] += a2 * u + b2 * v
+            o3[f] += a3 * u + b3 * v
+            o4[f] += a4 * u + b4 * v
+            o5[f] += a5 * u + b5 * v
+            o6[f] += a6 * u + b6 * v
+            o7[f] += a7 * u + b7 * v
+            y0, y1, y2, y3, y4, y5, y6, y7 = x0[f], x1[f], x2[f], x3[f], x4[f], x5[f], x6[f], x7[f]
+            wa[f] = keep * u - lr * (a0 * y0 + a1 * y1 + a2 * y2 + a3 * y3 + a4 * y4 + a5 * y5 + a6 * y6 + a7 * y7)
+            wb[f] = keep * v - lr * (b0 * y0 + b1 * y1 + b2 * y2 + b3 * y3 + b4 * y4 + b5 * y5 + b6 * y6 + b7 * y7)
+    if n_out % 2:
+        o = n_out - 1
+        wa = w[o, c0:c1]
+        a0, a1, a2, a3, a4, a5, a6, a7 = gt[o, 0], gt[o, 1], gt[o, 2], gt[o, 3], gt[o, 4], gt[o, 5], gt[o, 6], gt[o, 7]
+        for f in range(n):
+            u = wa[f]
+            o0[f] += a0 * u
+            o1[f] += a1 * u
+            o2[f] += a2 * u
+            o3[f] += a3 * u
+            o4[f] += a4 * u
+            o5[f] += a5 * u
+            o6[f] += a6 * u
+            o7[f] += a7 * u
+            wa[f] = keep * u - lr * (a0 * x0[f] + a1 * x1[f] + a2 * x2[f] + a3 * x3[f] + a4 * x4[f] + a5 * x5[f]
+                                     + a6 * x6[f] + a7 * x7[f])

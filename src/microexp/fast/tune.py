@@ -10,6 +10,9 @@ The fast path's ops have several implementations (*candidates*) with the same ma
   forward streamed over the weights for a few batch rows, MKL's backward; fp32 arithmetic), ``bf16`` (weights
   and input in bf16, the weights' bf16 copy kept between calls that do not train; ``bf16`` precision only) and
   ``plain`` (``torch.nn.functional.linear``).
+- ``linear_sgd`` (a wide Dense layer trained by plain SGD, :func:`microexp.fast.dense.sgd_in_backward`): ``fused``
+  (the streamed forward, and the SGD step folded into the backward: three passes over the weights in all),
+  ``fused_mkl`` (the same with MKL's forward) and ``plain`` (the ``linear`` choice, then the optimiser's step).
 
 Which wins depends on the CPU (AVX2, AVX-512, AVX-512 BF16, AMX), the torch build and the shape, so the first time
 an op meets a shape on a machine each candidate is timed there (alternated, a few runs; a second or two, with one
@@ -51,8 +54,9 @@ CANDIDATES: dict[str, dict[str, tuple[str, ...]]] = {
     "conv_relu_pool": {"fp32": ("fused", "fused1", "fused4", "onednn_cl", "plain"),
                        "bf16": ("fused", "fused1", "fused4", "onednn_cl", "plain")},
     "linear": {"fp32": ("fast", "stream", "plain"), "bf16": ("fast", "bf16", "stream", "plain")},
+    "linear_sgd": {"fp32": ("fused", "fused_mkl", "plain"), "bf16": ("fused", "fused_mkl", "plain")},
 }
-DEFAULTS = {"conv_relu_pool": "fused", "linear": "fast"}  # today's path: kept unless beaten by more than MARGIN
+DEFAULTS = {"conv_relu_pool": "fused", "linear": "fast", "linear_sgd": "fused"}  # today's path: kept unless beaten by more than MARGIN
 MARGIN = 0.05
 REPEATS = 3  # alternated timed runs per candidate (after one warm-up run each)
 CONFIRM_REPEATS = 5  # more runs of the default and a challenger before leaving the default

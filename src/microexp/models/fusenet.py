@@ -68,8 +68,11 @@ class FuseStream(nn.Module):
 
 
 def _dense(n_in: int, n_out: int) -> nn.Linear:
+    from microexp.fast import dense
+
     layer = nn.Linear(n_in, n_out)
     glorot_uniform_(layer)
+    dense.onto_huge_pages(layer.weight)  # streamed two or three times a training step
     return layer
 
 

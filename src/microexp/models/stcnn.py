@@ -59,6 +59,9 @@ class MicroExpSTCNN(nn.Module):
         glorot_uniform_(self.conv)
         normal_(self.fc1, 0.05)  # Keras 2.0 init='normal': N(0, 0.05)
         normal_(self.fc2, 0.05)
+        from microexp.fast import dense
+
+        dense.onto_huge_pages(self.fc1.weight)  # streamed two or three times a training step
 
     def _fast_path(self, clip: torch.Tensor) -> bool:
         return fast_path(self, clip, self.conv.weight)

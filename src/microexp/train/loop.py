@@ -15,6 +15,7 @@ from torch import nn
 
 from microexp import precision as prec
 from microexp.config import TrainConfig
+from microexp.fast.dense import sgd_in_backward
 from microexp.runtime import tune_allocator
 from microexp.train.metrics import core_metrics
 
@@ -132,6 +133,23 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor], target: torch.Tensor,
+               loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy,
+               precision: str = "fp32", device: Any = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step as :func:`fit` takes it, and as ``microexp bench`` times it: forward and loss in
+    ``precision`` (fp32 logits into the loss), backward, ``opt.step()``; the gradients are dropped before and
+    after. A wide Dense layer on the fast CPU path whose weight ``opt`` steps as plain SGD applies that step in its
+    backward (:func:`microexp.fast.dense.sgd_in_backward`). Returns the loss and the logits."""
+    opt.zero_grad(set_to_none=True)
+    with sgd_in_backward(opt), prec.autocast(precision, device):
+        logits = model(**batch)
+        loss = loss_fn(logits.float(), target)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)  # freed now, not at the next step: evaluation and other models get the memory
+    return loss, logits
+
+
 def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, cfg: TrainConfig, seed: int,
         n_classes: int, val_idx: np.ndarray | None = None, test_idx: np.ndarray | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
@@ -178,12 +196,7 @@ def fit(model: nn.Module, inputs: Inputs, y: torch.Tensor, fit_idx: np.ndarray, 
             rows = order[start:stop]
             batch = _batch(inputs, rows, device)
             target = y.index_select(0, rows).to(device)
-            opt.zero_grad(set_to_none=True)
-            with prec.autocast(cfg.precision, device):
-                logits = model(**batch)
-                loss = loss_fn(logits.float(), target)
-            loss.backward()
-            opt.step()
+            loss, logits = train_step(model, opt, batch, target, loss_fn, cfg.precision, device)
             total += float(loss.item()) * len(target)
             correct += int((logits.argmax(1) == target).sum().item())
             seen += len(target)
