@@ -112,13 +112,14 @@ def _units(n: int, tp: int, pool: int) -> list[tuple[int, int, int]]:
     return [(i, a, min(tp, a + step)) for i in range(n) for a in range(0, tp, step)]
 
 
-ROWS_CANDIDATES = {"fused": None, "fused1": 1, "fused4": 4}  # tuner candidates: pooled rows per forward unit
+HALF = -2  # rows per unit: half a clip's pooled rows (rounded up), two units a clip
+ROWS_CANDIDATES = {"fused": None, "fused1": 1, "fused4": 4, "fused_half": HALF}  # tuner candidates: pooled rows a unit
 
 
 def _row_units(n: int, hp: int, rows: int | None = None) -> list[tuple[int, int, int]]:
-    """(clip, first, end) pooled-row ranges of the forward (``rows`` a unit, default ``ROWS_PER_UNIT``);
-    independent of the thread count."""
-    step = rows or ROWS_PER_UNIT
+    """(clip, first, end) pooled-row ranges of the forward (``rows`` a unit, default ``ROWS_PER_UNIT``; ``HALF``:
+    two units a clip); independent of the thread count."""
+    step = -(-hp // 2) if rows == HALF else rows or ROWS_PER_UNIT
     return [(i, r, min(hp, r + step)) for i in range(n) for r in range(0, hp, step)]
 
 
