@@ -320,56 +320,90 @@ def gemm8(g: np.ndarray, w: np.ndarray, c0: int, c1: int, acc: np.ndarray,
         out[r, c0:c1] = acc[r, :n]
 
 
-@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"reassoc", "contract"})
+PREFETCH_ROWS = 2  # weight rows ahead that the streamed kernels prefetch (0-4 measured: 2 best, 2 AVX-512 cores)
+
+
+def _prefetch_fn(builder):  # type: ignore[no-untyped-def]
+    """``llvm.prefetch`` (read, keep in all levels, data): no fault on any address, so none is checked."""
+    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    mod = builder.module
+    return mod.globals.get("llvm.prefetch.p0") or ir.Function(
+        mod, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), name="llvm.prefetch.p0")
+
+
+def _i64(builder, v):  # type: ignore[no-untyped-def]
+    return builder.sext(v, ir.IntType(64)) if v.type.width < 64 else v
+
+
+@intrinsic
+def dot2x8(typingctx, w, wa_off, wb_off, x, x_off, x_stride, n16, out, pf):  # type: ignore[no-untyped-def]
+    """``out[r] = sum_{i < 16 n16} w[wa_off + i] * x[x_off + r x_stride + i]`` and ``out[8 + r]`` the same from
+    ``wb_off``, for r < 8 (flat float32 arrays): sixteen 16-lane sums held in registers over the whole run, their
+    lanes added in order at the end; ``w[w*_off + pf + i]`` prefetched (the next weight rows' pieces)."""
+    sig = types.void(w, wa_off, wb_off, x, x_off, x_stride, n16, out, pf)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        w_a, a_off, b_off, x_a, xo, xs, n, out_a, pf_v = args
+        i64, i32, i8p = ir.IntType(64), ir.IntType(32), ir.IntType(8).as_pointer()
+        vec = ir.VectorType(ir.FloatType(), LANES)
+        a_off, b_off, xo, xs, pf_v = (_i64(builder, v) for v in (a_off, b_off, xo, xs, pf_v))
+        prefetch = _prefetch_fn(builder)
+        slots = [cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * LANES)) for _ in range(16)]
+        xrow = [builder.add(xo, builder.mul(xs, i64(r))) for r in range(8)]
+        wt = signature.args[0]
+        with cgutils.for_range(builder, n) as loop:
+            i = builder.mul(loop.index, i64(LANES))
+            va = builder.load(_vec_ptr(context, builder, wt, w_a, builder.add(a_off, i)), align=4)
+            vb = builder.load(_vec_ptr(context, builder, wt, w_a, builder.add(b_off, i)), align=4)
+            for base in (a_off, b_off):
+                ahead = _vec_ptr(context, builder, wt, w_a, builder.add(builder.add(base, pf_v), i))
+                builder.call(prefetch, [builder.bitcast(ahead, i8p), i32(0), i32(3), i32(1)])
+            for r in range(8):
+                xv = builder.load(_vec_ptr(context, builder, signature.args[3], x_a, builder.add(xrow[r], i)),
+                                  align=4)
+                for k, wv in ((r, va), (8 + r, vb)):
+                    prod = builder.fmul(wv, xv, flags=["contract"])
+                    builder.store(builder.fadd(prod, builder.load(slots[k]), flags=["contract"]), slots[k])
+        out_data = context.make_array(signature.args[7])(context, builder, out_a).data
+        for k in range(16):
+            v = builder.load(slots[k])
+            total = builder.extract_element(v, i32(0))
+            for lane in range(1, LANES):
+                total = builder.fadd(total, builder.extract_element(v, i32(lane)))
+            builder.store(total, builder.gep(out_data, [i64(k)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def rows8_dot(x: np.ndarray, w: np.ndarray, c0: int, c1: int, out: np.ndarray) -> None:  # pragma: no cover
     """Columns ``c0 .. c1 - 1`` of a Dense layer's forward for groups of eight batch rows, as a partial sum:
-    ``out[o, g, r] = sum_{c0 <= c < c1} w[o, c] * x[g, r, c]`` (x: (G, 8, F), w: (O, F), out: (O, G, 8)).
+    ``out[o, g, r] = sum_{c0 <= c < c1} w[o, c] * x[g, r, c]`` (x: (G, 8, F), w: (O, F), out: (O, G, 8), all
+    C-contiguous).
 
-    Two weight rows at a time against the eight batch rows of each group: sixteen running sums, each vectorised
-    over the columns (reassociation), with each weight row's piece (64 KB for a 16,384-column chunk) read once
-    from memory in one contiguous run and kept in cache for the further groups; the groups' rows stay in L2. At
-    M = 8 the product is bound by reading the weights, which MKL's GEMM for ``x @ w.T`` did at a third to half
-    of the rate this reaches on 2 AVX-512 cores (measured). The order of summation is fixed."""
-    n_out, groups = w.shape[0], x.shape[0]
-    for o in range(0, n_out - n_out % 2, 2):
-        wa, wb = w[o, c0:c1], w[o + 1, c0:c1]
+    Two weight rows at a time against the eight batch rows of each group (:func:`dot2x8`: sixteen 16-lane sums
+    in registers, the next rows' pieces prefetched), each weight row's piece (64 KB for a 16,384-column chunk)
+    read once from memory in one contiguous run and kept in cache for the further groups; the groups' rows stay
+    in L2. At M = 8 the product is bound by reading the weights, which MKL's GEMM for ``x @ w.T`` did at a third
+    to half of the rate this reaches on 2 AVX-512 cores (measured). The order of summation is fixed."""
+    n_out, groups, feats = w.shape[0], x.shape[0], w.shape[1]
+    n16 = (c1 - c0) // LANES
+    tail = c0 + n16 * LANES
+    sums = np.empty(16, np.float32)
+    wf, xf = w.reshape(-1), x.reshape(-1)
+    for o in range(0, n_out, 2):
+        ob = min(o + 1, n_out - 1)  # an odd last row pairs with itself
+        pf = PREFETCH_ROWS * feats if ob + PREFETCH_ROWS < n_out else 0
         for g in range(groups):
-            x0, x1, x2, x3 = x[g, 0, c0:c1], x[g, 1, c0:c1], x[g, 2, c0:c1], x[g, 3, c0:c1]
-            x4, x5, x6, x7 = x[g, 4, c0:c1], x[g, 5, c0:c1], x[g, 6, c0:c1], x[g, 7, c0:c1]
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0.0)
-            b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = np.float32(0.0)
-            for f in range(c1 - c0):
-                p, q = wa[f], wb[f]
-                y0, y1, y2, y3, y4, y5, y6, y7 = x0[f], x1[f], x2[f], x3[f], x4[f], x5[f], x6[f], x7[f]
-                a0 += p * y0
-                a1 += p * y1
-                a2 += p * y2
-                a3 += p * y3
-                a4 += p * y4
-                a5 += p * y5
-                a6 += p * y6
-                a7 += p * y7
-                b0 += q * y0
-                b1 += q * y1
-                b2 += q * y2
-                b3 += q * y3
-                b4 += q * y4
-                b5 += q * y5
-                b6 += q * y6
-                b7 += q * y7
-            oa, ob = out[o, g], out[o + 1, g]
-            oa[0], oa[1], oa[2], oa[3], oa[4], oa[5], oa[6], oa[7] = a0, a1, a2, a3, a4, a5, a6, a7
-            ob[0], ob[1], ob[2], ob[3], ob[4], ob[5], ob[6], ob[7] = b0, b1, b2, b3, b4, b5, b6, b7
-    if n_out % 2:
-        o = n_out - 1
-        wa = w[o, c0:c1]
-        for g in range(groups):
+            dot2x8(wf, o * feats + c0, ob * feats + c0, xf, g * 8 * feats + c0, feats, n16, sums, pf)
             for r in range(8):
-                xr = x[g, r, c0:c1]
-                s = np.float32(0.0)
-                for f in range(c1 - c0):
-                    s += wa[f] * xr[f]
-                out[o, g, r] = s
+                sa, sb = sums[r], sums[8 + r]
+                for f in range(tail, c1):
+                    sa += w[o, f] * x[g, r, f]
+                    sb += w[ob, f] * x[g, r, f]
+                out[o, g, r] = sa
+                out[ob, g, r] = sb if ob != o else sa
 
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"reassoc", "contract"})
@@ -402,55 +436,94 @@ def rows8_axpy(gt: np.ndarray, w: np.ndarray, c0: int, c1: int, out: np.ndarray)
                     row[f] += b * wo[f]
 
 
-@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"reassoc", "contract"})
+@intrinsic
+def sgd2x8(typingctx, w, wa_off, wb_off, x, out, c_off, stride, n16, coef, lr, keep, pf):  # type: ignore[no-untyped-def]
+    """For i < 16 n16 and batch rows r < 8 (flat float32 arrays): ``out[c_off + r stride + i] += coef[r] *
+    w[wa_off + i] + coef[8 + r] * w[wb_off + i]`` from the weights before the step, then ``w[wa_off + i] = keep *
+    w[wa_off + i] - lr * sum_r coef[r] * x[c_off + r stride + i]`` and the same for ``wb_off`` with ``coef[8 + r]``;
+    the sixteen coefficients stay in registers, ``w[w*_off + pf + i]`` is prefetched."""
+    sig = types.void(w, wa_off, wb_off, x, out, c_off, stride, n16, coef, lr, keep, pf)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        w_a, a_off, b_off, x_a, o_a, co, st, n, coef_a, lr_v, keep_v, pf_v = args
+        i64, i32, f32, i8p = ir.IntType(64), ir.IntType(32), ir.FloatType(), ir.IntType(8).as_pointer()
+        vec = ir.VectorType(f32, LANES)
+        a_off, b_off, co, st, pf_v = (_i64(builder, v) for v in (a_off, b_off, co, st, pf_v))
+        lr_v, keep_v = (builder.fptrunc(v, f32) if v.type != f32 else v for v in (lr_v, keep_v))
+        coef_data = context.make_array(signature.args[8])(context, builder, coef_a).data
+        cs = [_splat(builder, builder.load(builder.gep(coef_data, [i64(k)])), vec) for k in range(16)]
+        lr_s, keep_s = _splat(builder, lr_v, vec), _splat(builder, keep_v, vec)
+        rows = [builder.add(co, builder.mul(st, i64(r))) for r in range(8)]
+        prefetch = _prefetch_fn(builder)
+        wt, c = signature.args[0], ["contract"]
+        with cgutils.for_range(builder, n) as loop:
+            i = builder.mul(loop.index, i64(LANES))
+            pa = _vec_ptr(context, builder, wt, w_a, builder.add(a_off, i))
+            pb = _vec_ptr(context, builder, wt, w_a, builder.add(b_off, i))
+            for base in (a_off, b_off):
+                ahead = _vec_ptr(context, builder, wt, w_a, builder.add(builder.add(base, pf_v), i))
+                builder.call(prefetch, [builder.bitcast(ahead, i8p), i32(0), i32(3), i32(1)])
+            u, v = builder.load(pa, align=4), builder.load(pb, align=4)
+            sa = sb = None
+            for r in range(8):
+                po = _vec_ptr(context, builder, signature.args[4], o_a, builder.add(rows[r], i))
+                acc = builder.fadd(builder.fmul(cs[r], u, flags=c), builder.load(po, align=4), flags=c)
+                builder.store(builder.fadd(builder.fmul(cs[8 + r], v, flags=c), acc, flags=c), po, align=4)
+                xv = builder.load(_vec_ptr(context, builder, signature.args[3], x_a, builder.add(rows[r], i)),
+                                  align=4)
+                ta, tb = builder.fmul(cs[r], xv, flags=c), builder.fmul(cs[8 + r], xv, flags=c)
+                sa = ta if sa is None else builder.fadd(ta, sa, flags=c)
+                sb = tb if sb is None else builder.fadd(tb, sb, flags=c)
+            builder.store(builder.fsub(builder.fmul(keep_s, u), builder.fmul(lr_s, sa, flags=c), flags=c), pa,
+                          align=4)
+            builder.store(builder.fsub(builder.fmul(keep_s, v), builder.fmul(lr_s, sb, flags=c), flags=c), pb,
+                          align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def rows8_sgd(gt: np.ndarray, x: np.ndarray, w: np.ndarray, c0: int, c1: int, lr: float, keep: float,
               out: np.ndarray) -> None:  # pragma: no cover
     """Columns ``c0 .. c1 - 1`` of a Dense layer's backward for eight batch rows with the SGD step folded in:
     ``out[r, c] = sum_o gt[o, r] * w[o, c]`` (the input gradient, from the weights before the step), then
     ``w[o, c] = keep * w[o, c] - lr * sum_r gt[o, r] * x[r, c]`` (``keep = 1 - lr * weight_decay``; gt: (O, 8),
-    x and out: (8, F), w: (O, F)). Two weight rows at a time: each piece of them is read from memory once and
-    written once, while the batch rows' pieces of ``x`` and ``out`` stay in L2. Separately, the input gradient,
-    the weight gradient's write and the optimiser's read-read-write of weights and gradient pass over the weights
-    five times; this passes twice (measured on 2 AVX-512 cores: 60-70 against 137-142 ms for 1,024 x 172,800).
-    The order of summation is fixed."""
-    n_out, n = w.shape[0], c1 - c0
-    o0, o1, o2, o3 = out[0, c0:c1], out[1, c0:c1], out[2, c0:c1], out[3, c0:c1]
-    o4, o5, o6, o7 = out[4, c0:c1], out[5, c0:c1], out[6, c0:c1], out[7, c0:c1]
-    x0, x1, x2, x3 = x[0, c0:c1], x[1, c0:c1], x[2, c0:c1], x[3, c0:c1]
-    x4, x5, x6, x7 = x[4, c0:c1], x[5, c0:c1], x[6, c0:c1], x[7, c0:c1]
-    for f in range(n):
-        o0[f] = o1[f] = o2[f] = o3[f] = o4[f] = o5[f] = o6[f] = o7[f] = 0.0
+    x and out: (8, F), w: (O, F), all C-contiguous). Two weight rows at a time (:func:`sgd2x8`, the next rows'
+    pieces prefetched): each piece of them is read from memory once and written once, while the batch rows'
+    pieces of ``x`` and ``out`` stay in L2. Separately, the input gradient, the weight gradient's write and the
+    optimiser's read-read-write of weights and gradient pass over the weights five times; this passes twice
+    (measured on 2 AVX-512 cores, 1,024 x 172,800 on huge pages: 48-51 ms against 137-142 ms separately, and
+    62-72 ms for the same loop compiled by numba's own vectoriser, which spilled its registers). The order of
+    summation is fixed."""
+    n_out, feats = w.shape[0], w.shape[1]
+    n16 = (c1 - c0) // LANES
+    tail = c0 + n16 * LANES
+    for r in range(8):
+        out[r, c0:c1] = 0.0
+    wf, xf, of = w.reshape(-1), x.reshape(-1), out.reshape(-1)
+    coef = np.empty(16, np.float32)
     for o in range(0, n_out - n_out % 2, 2):
-        wa, wb = w[o, c0:c1], w[o + 1, c0:c1]
-        a0, a1, a2, a3, a4, a5, a6, a7 = gt[o, 0], gt[o, 1], gt[o, 2], gt[o, 3], gt[o, 4], gt[o, 5], gt[o, 6], gt[o, 7]
-        b0, b1, b2, b3 = gt[o + 1, 0], gt[o + 1, 1], gt[o + 1, 2], gt[o + 1, 3]
-        b4, b5, b6, b7 = gt[o + 1, 4], gt[o + 1, 5], gt[o + 1, 6], gt[o + 1, 7]
-        for f in range(n):
-            u, v = wa[f], wb[f]
-            o0[f] += a0 * u + b0 * v
-            o1[f] += a1 * u + b1 * v
-            o2[f] += a2 * u + b2 * v
-            o3[f] += a3 * u + b3 * v
-            o4[f] += a4 * u + b4 * v
-            o5[f] += a5 * u + b5 * v
-            o6[f] += a6 * u + b6 * v
-            o7[f] += a7 * u + b7 * v
-            y0, y1, y2, y3, y4, y5, y6, y7 = x0[f], x1[f], x2[f], x3[f], x4[f], x5[f], x6[f], x7[f]
-            wa[f] = keep * u - lr * (a0 * y0 + a1 * y1 + a2 * y2 + a3 * y3 + a4 * y4 + a5 * y5 + a6 * y6 + a7 * y7)
-            wb[f] = keep * v - lr * (b0 * y0 + b1 * y1 + b2 * y2 + b3 * y3 + b4 * y4 + b5 * y5 + b6 * y6 + b7 * y7)
+        for r in range(8):
+            coef[r] = gt[o, r]
+            coef[8 + r] = gt[o + 1, r]
+        pf = PREFETCH_ROWS * feats if o + 1 + PREFETCH_ROWS < n_out else 0
+        sgd2x8(wf, o * feats + c0, (o + 1) * feats + c0, xf, of, c0, feats, n16, coef, lr, keep, pf)
+        for f in range(tail, c1):
+            u, v = w[o, f], w[o + 1, f]
+            sa = sb = np.float32(0.0)
+            for r in range(8):
+                out[r, f] += coef[r] * u + coef[8 + r] * v
+                sa += coef[r] * x[r, f]
+                sb += coef[8 + r] * x[r, f]
+            w[o, f] = keep * u - lr * sa
+            w[o + 1, f] = keep * v - lr * sb
     if n_out % 2:
         o = n_out - 1
-        wa = w[o, c0:c1]
-        a0, a1, a2, a3, a4, a5, a6, a7 = gt[o, 0], gt[o, 1], gt[o, 2], gt[o, 3], gt[o, 4], gt[o, 5], gt[o, 6], gt[o, 7]
-        for f in range(n):
-            u = wa[f]
-            o0[f] += a0 * u
-            o1[f] += a1 * u
-            o2[f] += a2 * u
-            o3[f] += a3 * u
-            o4[f] += a4 * u
-            o5[f] += a5 * u
-            o6[f] += a6 * u
-            o7[f] += a7 * u
-            wa[f] = keep * u - lr * (a0 * x0[f] + a1 * x1[f] + a2 * x2[f] + a3 * x3[f] + a4 * x4[f] + a5 * x5[f]
-                                     + a6 * x6[f] + a7 * x7[f])
+        for f in range(c0, c1):
+            u = w[o, f]
+            s = np.float32(0.0)
+            for r in range(8):
+                out[r, f] += gt[o, r] * u
+                s += gt[o, r] * x[r, f]
+            w[o, f] = keep * u - lr * s
