@@ -127,3 +127,23 @@ def test_the_folded_weight_cannot_be_backpropagated_through_twice() -> None:
     assert model.fc1.weight.grad is None
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_bf16_training_folds_the_step_with_the_separate_steps_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under the bf16 precision the Dense layer's arithmetic is fp32 either way, so folding the step changes
+    nothing but rounding: the same parameters as the optimiser's own step after three bf16 steps."""
+    calls = _folded(monkeypatch)
+    gen = torch.Generator().manual_seed(3)
+    batches = [({"clip": torch.randn(8, *SHAPE, generator=gen)}, torch.randint(0, 3, (8,), generator=gen))
+               for _ in range(3)]
+    models = {}
+    for candidate in ("fused", "plain"):
+        model = _stcnn(True).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        with tune.force(f"linear=stream,linear_sgd={candidate}"):
+            for x, y in batches:
+                train_step(model, opt, x, y, precision="bf16")
+        models[candidate] = model
+    assert len(calls) == 3
+    start = _stcnn(True).state_dict()
+    _assert_same_parameters(models["fused"], models["plain"], start)
