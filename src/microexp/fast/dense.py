@@ -14,6 +14,9 @@ and their dropouts. Same mathematics.
 - The weight gradient's memory is kept and reused from one backward to the next once nothing else holds it
   (:func:`_grad_buffer`), in huge pages where Linux gives them (:func:`empty_huge`): a fresh 708 MB gradient each
   step cost more in page faults than the product that fills it.
+- Inside :func:`sgd_in_backward` (the training loop's step), a layer whose weight a plain SGD optimiser steps
+  takes that step in its backward (:func:`microexp.fast.kernels.rows8_sgd`): two passes over the weights instead
+  of five, no weight gradient at all; the tuner keeps the separate step where that is faster (op ``linear_sgd``).
 - ``dropout``: the keep-mask comes from ``torch.rand`` (``u >= p``) instead of ``bernoulli_``, which is about 4x
   slower on CPU (38 ms against 10 ms for the 2.8 M features of a batch of 8), and at p = 0.5 (STCNN's rate) from
   the bits of random 32-bit words, one generator draw per 32 features (2 ms). The same Bernoulli(1 - p) mask
@@ -463,7 +466,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.T
     machine (:mod:`microexp.fast.tune`): ``fast`` (the backward blocked on the thread pool, and one row without
     gradients a GEMV of our own, :func:`microexp.fast.kernels.gemv_rows`), ``stream`` (the forward streamed over
     the weights by :func:`microexp.fast.kernels.rows8_dot`, MKL's backward), ``bf16`` (bf16 precision only: bf16
-    weights and input, float32 out) or ``plain``."""
+    weights and input, float32 out) or ``plain``. In a training step under :func:`sgd_in_backward` the layer's
+    SGD step is folded into its backward (:class:`_SGDLinear`), where the tuner's op ``linear_sgd`` finds that
+    faster than the separate step."""
     from microexp.fast import tune
 
     precision = tune.precision_now()
@@ -471,7 +476,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.T
     how = tune.choose("linear", train, (tuple(x.shape), tuple(weight.shape)),
                       lambda c: _trial(c, x, weight, bias, train, precision),
                       what=f"{x.shape[0]} x {weight.shape[1]} -> {weight.shape[0]}")
-    group = _sgd_group(weight) if train and weight.requires_grad and x.shape[0] <= SGD_MAX_ROWS else None
+    foldable_call = train and weight.requires_grad and weight.is_contiguous() and x.shape[0] <= SGD_MAX_ROWS
+    group = _sgd_group(weight) if foldable_call else None
     if group is not None and how != "bf16" and not (how == "plain" and precision == "bf16"):  # fp32 arithmetic
         folded = tune.choose("linear_sgd", train, (tuple(x.shape), tuple(weight.shape)),
                              lambda c: _sgd_trial(c, x, weight, bias, how, precision),
