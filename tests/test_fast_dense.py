@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from microexp import runtime
 from microexp.fast import dense as fastdense
 
 
@@ -167,12 +168,18 @@ def test_weight_gradient_memory_is_reused_only_when_nothing_else_holds_it(monkey
     assert key not in fastdense._GRAD_BUFFERS
 
 
-def test_large_gradients_ask_for_huge_pages() -> None:
-    out = fastdense.empty_huge((3, fastdense.HUGE_MIN // 4))
-    assert out.shape == (3, fastdense.HUGE_MIN // 4) and out.dtype == torch.float32 and out.is_contiguous()
-    if sys.platform.startswith("linux") and Path("/sys/kernel/mm/transparent_hugepage/enabled").exists():
-        assert fastdense._madvise is not None and fastdense.advise_huge(out)
-    assert not fastdense.advise_huge(torch.empty(10))  # below HUGE_MIN: left alone
+def test_large_gradients_and_weights_ask_for_huge_pages() -> None:
+    out = runtime.empty_huge((3, runtime.HUGE_MIN // 4))
+    assert out.shape == (3, runtime.HUGE_MIN // 4) and out.dtype == torch.float32 and out.is_contiguous()
+    linux_thp = sys.platform.startswith("linux") and Path("/sys/kernel/mm/transparent_hugepage/enabled").exists()
+    if linux_thp:
+        assert runtime._madvise is not None and runtime.advise_huge(out)
+    assert not runtime.advise_huge(torch.empty(10))  # below HUGE_MIN: left alone
+    # a wide weight moves onto such memory with its values, the parameter object unchanged
+    layer = torch.nn.Linear(runtime.HUGE_MIN // 4 // 16, 16)
+    before, param = layer.weight.detach().clone(), layer.weight
+    assert runtime.onto_huge_pages(layer.weight) and layer.weight is param and torch.equal(layer.weight, before)
+    assert not runtime.onto_huge_pages(torch.nn.Linear(100, 16).weight)  # small: left where it is
 
 
 @pytest.mark.parametrize("n", [1, 5, 8, 13, 40], ids=["one-row", "padded", "one-group", "two-groups", "mkl"])

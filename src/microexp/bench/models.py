@@ -59,7 +59,7 @@ def memory_gbs(mb: int = 512, repeats: int = 5, warmup: int = 2) -> dict[str, An
     (``gbs``) and on memory advised for huge pages as the wide Dense weights are (``huge_pages_gbs``; on a virtual
     machine every 4 KB page costs a nested page walk: 21-22 against 32-35 GB/s measured on 2 AVX-512 cores).
     ``best_gbs`` is the best run of either, the rate the roofline divides by."""
-    from microexp.fast.dense import advise_huge, empty_huge
+    from microexp.runtime import advise_huge, empty_huge
 
     x = torch.ones(mb * 2**20 // 4)
     t, times = median_time(lambda: x.sum(), max(repeats, 5), max(warmup, 2))

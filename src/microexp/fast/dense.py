@@ -12,7 +12,7 @@ and their dropouts. Same mathematics.
   inference) is a GEMV in fixed row blocks on the same pool (:func:`microexp.fast.kernels.gemv_rows`): it is bound
   by reading the weights, which MKL's GEMV did at ~28 GB/s and this at ~38 GB/s on 2 cores (measured).
 - The weight gradient's memory is kept and reused from one backward to the next once nothing else holds it
-  (:func:`_grad_buffer`), in huge pages where Linux gives them (:func:`empty_huge`): a fresh 708 MB gradient each
+  (:func:`_grad_buffer`), in huge pages where Linux gives them (:func:`microexp.runtime.empty_huge`): a fresh 708 MB gradient each
   step cost more in page faults than the product that fills it.
 - Inside :func:`sgd_in_backward` (the training loop's step), a layer whose weight a plain SGD optimiser steps
   takes that step in its backward (:func:`microexp.fast.kernels.rows8_sgd`): two passes over the weights instead
@@ -26,8 +26,6 @@ and their dropouts. Same mathematics.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -35,23 +33,8 @@ from typing import Any
 import torch
 
 from microexp.fast.conv import _SCRATCH, _kernels, _parallel
+from microexp.runtime import empty_huge
 
-HUGE_MIN = 64 * 2**20  # bytes from which a gradient buffer asks for huge pages
-_MADV_HUGEPAGE = 14  # <sys/mman.h>, Linux
-
-
-def _libc_madvise() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
-    return fn
-
-
-_madvise = _libc_madvise()
 # the storage reference count (torch's own tests use it); without it every backward takes a fresh buffer
 _storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
 _GRAD_BUFFERS: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}  # id(weight) -> (weight, buffer)
@@ -68,39 +51,6 @@ STREAM_MAX_ROWS = 32  # batch rows up to which the streamed forward applies (bey
 STREAM_GX_CHUNK = 2048  # columns per work unit of the streamed input gradient (2,048..16,384 measured)
 SGD_CHUNK = 8192  # columns per work unit of the backward with the SGD step folded in (2,048..43,200 measured)
 SGD_MAX_ROWS = 8  # batch rows up to which the SGD step is folded into the backward (one group of eight)
-
-
-def empty_huge(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
-    """``torch.empty(shape)`` (float32), its pages marked for transparent huge pages (Linux ``MADV_HUGEPAGE``).
-
-    A fresh 708 MB gradient is mapped by the kernel page by page on first write: 177,000 faults of 4 KB cost
-    more than the product that writes it (alloc + fill + free: 0.28 s against 0.058 s with 2 MB pages, measured
-    on 2 EPYC cores). Elsewhere, or where the kernel refuses the advice, it is a plain ``torch.empty``."""
-    out = torch.empty(shape, dtype=torch.float32)
-    advise_huge(out)
-    return out
-
-
-def advise_huge(t: torch.Tensor) -> bool:
-    """Ask the kernel for huge pages under a CPU tensor of at least ``HUGE_MIN`` bytes; whether it took the advice."""
-    nbytes = t.numel() * t.element_size()
-    if nbytes < HUGE_MIN or _madvise is None or t.device.type != "cpu":
-        return False
-    start = -(-t.data_ptr() // 4096) * 4096  # madvise wants page-aligned bounds
-    return _madvise(start, (t.data_ptr() + nbytes) // 4096 * 4096 - start, _MADV_HUGEPAGE) == 0
-
-
-def onto_huge_pages(weight: torch.Tensor) -> bool:
-    """Move a CPU float32 weight of at least ``HUGE_MIN`` bytes onto memory advised for huge pages (the same values;
-    the parameter object stays, its ``.data`` changes), once, when it is built. Every step streams a wide Dense
-    layer's weights two or three times, and with 4 KB pages that read was slower (measured on 2 AVX-512 cores,
-    FuseNet's 708 MB: the streamed forward 43.7 against 37.6 ms, the backward with the SGD step 74 against 71)."""
-    if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.numel() * 4 < HUGE_MIN:
-        return False
-    buf = empty_huge(weight.shape)
-    buf.copy_(weight.detach())
-    weight.data = buf
-    return True
 
 
 def _grad_buffer(weight: torch.Tensor) -> torch.Tensor:

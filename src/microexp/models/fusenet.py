@@ -33,6 +33,7 @@ from microexp.models.layout import paper_to_torch
 from microexp.models.registry import ModelSpec, Shape, register
 from microexp.models.stcnn import fast_path
 from microexp.preprocess.config import PreprocessConfig, StreamConfig
+from microexp.runtime import onto_huge_pages
 
 PROFILES = ("code", "paper")
 
@@ -68,11 +69,9 @@ class FuseStream(nn.Module):
 
 
 def _dense(n_in: int, n_out: int) -> nn.Linear:
-    from microexp.fast import dense
-
     layer = nn.Linear(n_in, n_out)
     glorot_uniform_(layer)
-    dense.onto_huge_pages(layer.weight)  # streamed two or three times a training step
+    onto_huge_pages(layer.weight)  # streamed two or three times a training step
     return layer
 
 

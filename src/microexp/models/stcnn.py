@@ -21,6 +21,7 @@ from microexp.models.keras import glorot_uniform_, normal_
 from microexp.models.layout import paper_to_torch
 from microexp.models.registry import ModelSpec, Shape, register
 from microexp.preprocess.config import PreprocessConfig, StreamConfig
+from microexp.runtime import onto_huge_pages
 
 
 def fast_path(model: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -59,9 +60,7 @@ class MicroExpSTCNN(nn.Module):
         glorot_uniform_(self.conv)
         normal_(self.fc1, 0.05)  # Keras 2.0 init='normal': N(0, 0.05)
         normal_(self.fc2, 0.05)
-        from microexp.fast import dense
-
-        dense.onto_huge_pages(self.fc1.weight)  # streamed two or three times a training step
+        onto_huge_pages(self.fc1.weight)  # streamed two or three times a training step
 
     def _fast_path(self, clip: torch.Tensor) -> bool:
         return fast_path(self, clip, self.conv.weight)
