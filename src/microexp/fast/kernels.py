@@ -3,7 +3,7 @@ with the window offset of each maximum, from a work unit's conv outputs), ``pool
 ``gemv_rows`` (the batch-1 Dense layer), ``outer8`` and ``gemm8`` (a wide Dense layer's backward, eight batch rows
 at a time), ``rows8_dot`` / ``rows8_axpy`` (its streamed forward and input gradient) and ``rows8_sgd`` (its
 backward with the SGD step folded in; ``rows8_dot`` and ``rows8_sgd`` run explicit 16-lane loops, :func:`dot2x8`
-and :func:`sgd2x8`, with their running sums in registers). Each runs without the GIL, one call per work unit on the thread pool of
+and :func:`sgd4x8`, with their running sums in registers). Each runs without the GIL, one call per work unit on the thread pool of
 :mod:`microexp.fast.conv`, and is compiled on first use and cached (``cache=True``).
 
 ``pool_weight_grad``: the weight gradient of ``max_pool3d(conv3d(x, w))`` computed from the max-pool indices.
@@ -438,48 +438,52 @@ def rows8_axpy(gt: np.ndarray, w: np.ndarray, c0: int, c1: int, out: np.ndarray)
                     row[f] += b * wo[f]
 
 
+SGD_ROWS = 4  # weight rows per pass of the folded backward over the batch rows' pieces (2, 4, 8, 16 measured: 4)
+
+
 @intrinsic
-def sgd2x8(typingctx, w, wa_off, wb_off, x, out, c_off, stride, n16, coef, lr, keep, pf):  # type: ignore[no-untyped-def]
-    """For i < 16 n16 and batch rows r < 8 (flat float32 arrays): ``out[c_off + r stride + i] += coef[r] *
-    w[wa_off + i] + coef[8 + r] * w[wb_off + i]`` from the weights before the step, then ``w[wa_off + i] = keep *
-    w[wa_off + i] - lr * sum_r coef[r] * x[c_off + r stride + i]`` and the same for ``wb_off`` with ``coef[8 + r]``;
-    the sixteen coefficients stay in registers, ``w[w*_off + pf + i]`` is prefetched."""
-    sig = types.void(w, wa_off, wb_off, x, out, c_off, stride, n16, coef, lr, keep, pf)
+def sgd4x8(typingctx, w, w_off, w_stride, x, out, c_off, stride, n16, coef, lr, keep, pf):  # type: ignore[no-untyped-def]
+    """For i < 16 n16, batch rows r < 8 and the ``SGD_ROWS`` weight rows k at ``w_off + k w_stride`` (flat float32
+    arrays): ``out[c_off + r stride + i] += sum_k coef[8k + r] * w[row k, i]`` from the weights before the step,
+    then ``w[row k, i] = keep * w[row k, i] - lr * sum_r coef[8k + r] * x[c_off + r stride + i]``; the next rows'
+    pieces (``pf`` further on) are prefetched."""
+    sig = types.void(w, w_off, w_stride, x, out, c_off, stride, n16, coef, lr, keep, pf)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        w_a, a_off, b_off, x_a, o_a, co, st, n, coef_a, lr_v, keep_v, pf_v = args
+        w_a, wo, wst, x_a, o_a, co, st, n, coef_a, lr_v, keep_v, pf_v = args
         i64, i32, f32, i8p = ir.IntType(64), ir.IntType(32), ir.FloatType(), ir.IntType(8).as_pointer()
         vec = ir.VectorType(f32, LANES)
-        a_off, b_off, co, st, pf_v = (_i64(builder, v) for v in (a_off, b_off, co, st, pf_v))
+        wo, wst, co, st, pf_v = (_i64(builder, v) for v in (wo, wst, co, st, pf_v))
         lr_v, keep_v = (builder.fptrunc(v, f32) if v.type != f32 else v for v in (lr_v, keep_v))
         coef_data = context.make_array(signature.args[8])(context, builder, coef_a).data
-        cs = [_splat(builder, builder.load(builder.gep(coef_data, [i64(k)])), vec) for k in range(16)]
+        cs = [_splat(builder, builder.load(builder.gep(coef_data, [i64(k)])), vec) for k in range(8 * SGD_ROWS)]
         lr_s, keep_s = _splat(builder, lr_v, vec), _splat(builder, keep_v, vec)
         rows = [builder.add(co, builder.mul(st, i64(r))) for r in range(8)]
+        wrows = [builder.add(wo, builder.mul(wst, i64(k))) for k in range(SGD_ROWS)]
         prefetch = _prefetch_fn(builder)
         wt, c = signature.args[0], ["contract"]
         with cgutils.for_range(builder, n) as loop:
             i = builder.mul(loop.index, i64(LANES))
-            pa = _vec_ptr(context, builder, wt, w_a, builder.add(a_off, i))
-            pb = _vec_ptr(context, builder, wt, w_a, builder.add(b_off, i))
-            for base in (a_off, b_off):
-                ahead = _vec_ptr(context, builder, wt, w_a, builder.add(builder.add(base, pf_v), i))
+            ptrs = [_vec_ptr(context, builder, wt, w_a, builder.add(b, i)) for b in wrows]
+            for b in wrows:
+                ahead = _vec_ptr(context, builder, wt, w_a, builder.add(builder.add(b, pf_v), i))
                 builder.call(prefetch, [builder.bitcast(ahead, i8p), i32(0), i32(3), i32(1)])
-            u, v = builder.load(pa, align=4), builder.load(pb, align=4)
-            sa = sb = None
+            ws = [builder.load(p, align=4) for p in ptrs]
+            sums: list = [None] * SGD_ROWS
             for r in range(8):
                 po = _vec_ptr(context, builder, signature.args[4], o_a, builder.add(rows[r], i))
-                acc = builder.fadd(builder.fmul(cs[r], u, flags=c), builder.load(po, align=4), flags=c)
-                builder.store(builder.fadd(builder.fmul(cs[8 + r], v, flags=c), acc, flags=c), po, align=4)
+                acc = builder.load(po, align=4)
+                for k in range(SGD_ROWS):
+                    acc = builder.fadd(builder.fmul(cs[8 * k + r], ws[k], flags=c), acc, flags=c)
+                builder.store(acc, po, align=4)
                 xv = builder.load(_vec_ptr(context, builder, signature.args[3], x_a, builder.add(rows[r], i)),
                                   align=4)
-                ta, tb = builder.fmul(cs[r], xv, flags=c), builder.fmul(cs[8 + r], xv, flags=c)
-                sa = ta if sa is None else builder.fadd(ta, sa, flags=c)
-                sb = tb if sb is None else builder.fadd(tb, sb, flags=c)
-            builder.store(builder.fsub(builder.fmul(keep_s, u), builder.fmul(lr_s, sa, flags=c), flags=c), pa,
-                          align=4)
-            builder.store(builder.fsub(builder.fmul(keep_s, v), builder.fmul(lr_s, sb, flags=c), flags=c), pb,
-                          align=4)
+                for k in range(SGD_ROWS):
+                    t = builder.fmul(cs[8 * k + r], xv, flags=c)
+                    sums[k] = t if sums[k] is None else builder.fadd(t, sums[k], flags=c)
+            for k in range(SGD_ROWS):
+                step = builder.fsub(builder.fmul(keep_s, ws[k]), builder.fmul(lr_s, sums[k], flags=c), flags=c)
+                builder.store(step, ptrs[k], align=4)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -491,37 +495,36 @@ def rows8_sgd(gt: np.ndarray, x: np.ndarray, w: np.ndarray, c0: int, c1: int, lr
     """Columns ``c0 .. c1 - 1`` of a Dense layer's backward for eight batch rows with the SGD step folded in:
     ``out[r, c] = sum_o gt[o, r] * w[o, c]`` (the input gradient, from the weights before the step), then
     ``w[o, c] = keep * w[o, c] - lr * sum_r gt[o, r] * x[r, c]`` (``keep = 1 - lr * weight_decay``; gt: (O, 8),
-    x and out: (8, F), w: (O, F), all C-contiguous). Two weight rows at a time (:func:`sgd2x8`, the next rows'
-    pieces prefetched): each piece of them is read from memory once and written once, while the batch rows'
+    x and out: (8, F), w: (O, F), all C-contiguous). ``SGD_ROWS`` weight rows a pass (:func:`sgd4x8`, the next
+    rows' pieces prefetched): each piece of them is read from memory once and written once, while the batch rows'
     pieces of ``x`` and ``out`` stay in L2. Separately, the input gradient, the weight gradient's write and the
     optimiser's read-read-write of weights and gradient pass over the weights five times; this passes twice
-    (measured on 2 AVX-512 cores, 1,024 x 172,800 on huge pages: 48-51 ms against 137-142 ms separately, and
-    62-72 ms for the same loop compiled by numba's own vectoriser, which spilled its registers). The order of
-    summation is fixed."""
+    (measured on 2 AVX-512 cores, 1,024 x 172,800 on huge pages: 38-40 ms against 137-142 ms separately; two rows
+    a pass 48-54 ms, and 62-72 ms for that loop compiled by numba's own vectoriser, which spilled its registers).
+    The order of summation is fixed."""
     n_out, feats = w.shape[0], w.shape[1]
     n16 = (c1 - c0) // LANES
     tail = c0 + n16 * LANES
     for r in range(8):
         out[r, c0:c1] = 0.0
     wf, xf, of = w.reshape(-1), x.reshape(-1), out.reshape(-1)
-    coef = np.empty(16, np.float32)
-    for o in range(0, n_out - n_out % 2, 2):
-        for r in range(8):
-            coef[r] = gt[o, r]
-            coef[8 + r] = gt[o + 1, r]
-        pf = PREFETCH_ROWS * feats if o + 1 + PREFETCH_ROWS < n_out else 0
-        sgd2x8(wf, o * feats + c0, (o + 1) * feats + c0, xf, of, c0, feats, n16, coef, lr, keep, pf)
-        for f in range(tail, c1):
-            u, v = w[o, f], w[o + 1, f]
-            sa = sb = np.float32(0.0)
+    coef = np.empty(8 * SGD_ROWS, np.float32)
+    blocked = n_out - n_out % SGD_ROWS
+    for o in range(0, blocked, SGD_ROWS):
+        for k in range(SGD_ROWS):
             for r in range(8):
-                out[r, f] += coef[r] * u + coef[8 + r] * v
-                sa += coef[r] * x[r, f]
-                sb += coef[8 + r] * x[r, f]
-            w[o, f] = keep * u - lr * sa
-            w[o + 1, f] = keep * v - lr * sb
-    if n_out % 2:
-        o = n_out - 1
+                coef[8 * k + r] = gt[o + k, r]
+        pf = SGD_ROWS * feats if o + 2 * SGD_ROWS <= n_out else 0
+        sgd4x8(wf, o * feats + c0, feats, xf, of, c0, feats, n16, coef, lr, keep, pf)
+        for k in range(SGD_ROWS):
+            for f in range(tail, c1):
+                u = w[o + k, f]
+                s = np.float32(0.0)
+                for r in range(8):
+                    out[r, f] += coef[8 * k + r] * u
+                    s += coef[8 * k + r] * x[r, f]
+                w[o + k, f] = keep * u - lr * s
+    for o in range(blocked, n_out):  # the last rows, fewer than SGD_ROWS
         for f in range(c0, c1):
             u = w[o, f]
             s = np.float32(0.0)
