@@ -35,7 +35,7 @@ def _folded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("n,n_out,decay", [(8, 16, 0.0), (5, 7, 0.01), (1, 3, 0.5)])
+@pytest.mark.parametrize("n,n_out,decay", [(8, 16, 0.0), (5, 7, 0.01), (1, 3, 0.5), (16, 9, 0.01), (29, 12, 0.0)])
 def test_the_kernel_is_the_input_gradient_and_the_sgd_step(n: int, n_out: int, decay: float) -> None:
     gen = torch.Generator().manual_seed(n)
     x, g, w = torch.randn(n, 1000, generator=gen), torch.randn(n, n_out, generator=gen), torch.randn(n_out, 1000, generator=gen)
@@ -71,7 +71,7 @@ def test_stcnn_five_steps_folded_equal_the_plain_layers_and_optimiser(decay: flo
     start = {k: v.clone() for k, v in plain.state_dict().items()}
     gen = torch.Generator().manual_seed(1)
     batches = [({"clip": torch.randn(n, *SHAPE, generator=gen)}, torch.randint(0, 3, (n,), generator=gen))
-               for n in (8, 8, 5, 8, 3)]
+               for n in (8, 16, 5, 8, 27)]
     lrs = [0.05, 0.05, 0.02, 0.02, 0.01]
     with tune.force(f"linear_sgd={candidate}"):
         for model in (fast, plain):
@@ -98,11 +98,11 @@ def test_fusenet_five_steps_folded_equal_the_plain_layers(monkeypatch: pytest.Mo
     _assert_same_parameters(fast, plain, start)
 
 
-@pytest.mark.parametrize("case", ["momentum", "adam", "batch-9", "grad-held", "forced-plain", "bf16-linear"])
+@pytest.mark.parametrize("case", ["momentum", "adam", "batch-33", "grad-held", "forced-plain", "bf16-linear"])
 def test_what_the_optimiser_must_step_itself_is_not_folded(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _folded(monkeypatch)
     model = _stcnn(True).train()
-    n = 9 if case == "batch-9" else 8
+    n = 33 if case == "batch-33" else 8
     gen = torch.Generator().manual_seed(2)
     x, y = {"clip": torch.randn(n, *SHAPE, generator=gen)}, torch.randint(0, 3, (n,), generator=gen)
     opt = (torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9) if case == "momentum"

@@ -50,7 +50,7 @@ STREAM_CHUNK = 16384  # columns per work unit of the streamed forward: 64 KB wei
 STREAM_MAX_ROWS = 32  # batch rows up to which the streamed forward applies (beyond, the product is compute-bound)
 STREAM_GX_CHUNK = 2048  # columns per work unit of the streamed input gradient (2,048..16,384 measured)
 SGD_CHUNK = 8192  # columns per work unit of the backward with the SGD step folded in (2,048..43,200 measured)
-SGD_MAX_ROWS = 8  # batch rows up to which the SGD step is folded into the backward (one group of eight)
+SGD_MAX_ROWS = 32  # batch rows up to which the SGD step is folded into the backward (groups of eight)
 
 
 def _grad_buffer(weight: torch.Tensor) -> torch.Tensor:
@@ -301,13 +301,14 @@ def _sgd_backward(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, lr: fl
                   weight_decay: float) -> torch.Tensor:
     """The input gradient ``g @ weight`` (weights before the step) and, in the same pass, ``weight -= lr * (g.T @ x
     + weight_decay * weight)`` in place: fixed chunks of ``SGD_CHUNK`` columns on the thread pool
-    (:func:`microexp.fast.kernels.rows8_sgd`; a short batch padded with zero rows, which add nothing)."""
+    (:func:`microexp.fast.kernels.rows8_sgd`; the batch padded with zero rows to a multiple of eight, which add nothing)."""
     kernels = _kernels()
     n, features = x.shape
-    if n != 8:
-        x, g = (torch.cat([t, t.new_zeros(8 - n, t.shape[1])]) for t in (x, g))
+    rows = -(-n // 8) * 8
+    if n != rows:
+        x, g = (torch.cat([t, t.new_zeros(rows - n, t.shape[1])]) for t in (x, g))
     gt, xs = g.t().contiguous().numpy(), x.contiguous().numpy()
-    out = torch.empty(8, features)
+    out = torch.empty(rows, features)
     os_, ws = out.numpy(), weight.numpy()
     keep = 1.0 - lr * weight_decay
     _parallel(lambda c0: kernels.rows8_sgd(gt, xs, ws, c0, min(features, c0 + SGD_CHUNK), lr, keep, os_),

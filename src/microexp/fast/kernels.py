@@ -442,48 +442,78 @@ SGD_ROWS = 4  # weight rows per pass of the folded backward over the batch rows'
 
 
 @intrinsic
-def sgd4x8(typingctx, w, w_off, w_stride, x, out, c_off, stride, n16, coef, lr, keep, pf):  # type: ignore[no-untyped-def]
-    """For i < 16 n16, batch rows r < 8 and the ``SGD_ROWS`` weight rows k at ``w_off + k w_stride`` (flat float32
-    arrays): ``out[c_off + r stride + i] += sum_k coef[8k + r] * w[row k, i]`` from the weights before the step,
-    then ``w[row k, i] = keep * w[row k, i] - lr * sum_r coef[8k + r] * x[c_off + r stride + i]``; the next rows'
-    pieces (``pf`` further on) are prefetched."""
-    sig = types.void(w, w_off, w_stride, x, out, c_off, stride, n16, coef, lr, keep, pf)
+def sgd4x8(typingctx, w, w_off, w_stride, x, out, c_off, stride, n16, coef, groups, lr, keep, pf):  # type: ignore[no-untyped-def]
+    """For i < 16 n16, the ``8 groups`` batch rows r and the ``SGD_ROWS`` weight rows k at ``w_off + k w_stride``
+    (flat float32 arrays): ``out[c_off + r stride + i] += sum_k coef[32 (r // 8) + 8k + r % 8] * w[row k, i]`` from
+    the weights before the step, then ``w[row k, i] = keep * w[row k, i] - lr * sum_r coef[...] * x[c_off + r stride
+    + i]``; the next rows' pieces (``pf`` further on) are prefetched. One group (eight rows) keeps its 32
+    coefficients in registers; more groups load them in their loop."""
+    sig = types.void(w, w_off, w_stride, x, out, c_off, stride, n16, coef, groups, lr, keep, pf)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        w_a, wo, wst, x_a, o_a, co, st, n, coef_a, lr_v, keep_v, pf_v = args
+        w_a, wo, wst, x_a, o_a, co, st, n, coef_a, n_groups, lr_v, keep_v, pf_v = args
         i64, i32, f32, i8p = ir.IntType(64), ir.IntType(32), ir.FloatType(), ir.IntType(8).as_pointer()
         vec = ir.VectorType(f32, LANES)
-        wo, wst, co, st, pf_v = (_i64(builder, v) for v in (wo, wst, co, st, pf_v))
+        wo, wst, co, st, pf_v, n_groups = (_i64(builder, v) for v in (wo, wst, co, st, pf_v, n_groups))
         lr_v, keep_v = (builder.fptrunc(v, f32) if v.type != f32 else v for v in (lr_v, keep_v))
         coef_data = context.make_array(signature.args[8])(context, builder, coef_a).data
-        cs = [_splat(builder, builder.load(builder.gep(coef_data, [i64(k)])), vec) for k in range(8 * SGD_ROWS)]
+        per = 8 * SGD_ROWS
+
+        def splats(first):  # type: ignore[no-untyped-def]
+            return [_splat(builder, builder.load(builder.gep(coef_data, [builder.add(first, i64(k))])), vec)
+                    for k in range(per)]
+
+        one = splats(i64(0))  # the one-group case: hoisted out of every loop
         lr_s, keep_s = _splat(builder, lr_v, vec), _splat(builder, keep_v, vec)
-        rows = [builder.add(co, builder.mul(st, i64(r))) for r in range(8)]
         wrows = [builder.add(wo, builder.mul(wst, i64(k))) for k in range(SGD_ROWS)]
         prefetch = _prefetch_fn(builder)
         wt, c = signature.args[0], ["contract"]
-        with cgutils.for_range(builder, n) as loop:
-            i = builder.mul(loop.index, i64(LANES))
-            ptrs = [_vec_ptr(context, builder, wt, w_a, builder.add(b, i)) for b in wrows]
-            for b in wrows:
-                ahead = _vec_ptr(context, builder, wt, w_a, builder.add(builder.add(b, pf_v), i))
-                builder.call(prefetch, [builder.bitcast(ahead, i8p), i32(0), i32(3), i32(1)])
-            ws = [builder.load(p, align=4) for p in ptrs]
-            sums: list = [None] * SGD_ROWS
+        slots = [cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * LANES)) for _ in range(SGD_ROWS)]
+
+        def group(i, ws, cs, first_row, sums):  # type: ignore[no-untyped-def]
+            """Rows first_row .. + 7: their input-gradient pieces; their terms added to ``sums`` (returned)."""
             for r in range(8):
-                po = _vec_ptr(context, builder, signature.args[4], o_a, builder.add(rows[r], i))
+                row = builder.add(co, builder.mul(st, builder.add(first_row, i64(r))))
+                po = _vec_ptr(context, builder, signature.args[4], o_a, builder.add(row, i))
                 acc = builder.load(po, align=4)
                 for k in range(SGD_ROWS):
                     acc = builder.fadd(builder.fmul(cs[8 * k + r], ws[k], flags=c), acc, flags=c)
                 builder.store(acc, po, align=4)
-                xv = builder.load(_vec_ptr(context, builder, signature.args[3], x_a, builder.add(rows[r], i)),
-                                  align=4)
+                xv = builder.load(_vec_ptr(context, builder, signature.args[3], x_a, builder.add(row, i)), align=4)
                 for k in range(SGD_ROWS):
                     t = builder.fmul(cs[8 * k + r], xv, flags=c)
                     sums[k] = t if sums[k] is None else builder.fadd(t, sums[k], flags=c)
-            for k in range(SGD_ROWS):
-                step = builder.fsub(builder.fmul(keep_s, ws[k]), builder.fmul(lr_s, sums[k], flags=c), flags=c)
-                builder.store(step, ptrs[k], align=4)
+            return sums
+
+        def columns(grouped: bool) -> None:
+            """The loop over the columns; the group loop (or the one group) inside: two loops, no branch in them."""
+            with cgutils.for_range(builder, n) as loop:
+                i = builder.mul(loop.index, i64(LANES))
+                ptrs = [_vec_ptr(context, builder, wt, w_a, builder.add(b, i)) for b in wrows]
+                for b in wrows:
+                    ahead = _vec_ptr(context, builder, wt, w_a, builder.add(builder.add(b, pf_v), i))
+                    builder.call(prefetch, [builder.bitcast(ahead, i8p), i32(0), i32(3), i32(1)])
+                ws = [builder.load(p, align=4) for p in ptrs]
+                if grouped:
+                    for slot in slots:
+                        builder.store(ir.Constant(vec, [0.0] * LANES), slot)
+                    with cgutils.for_range(builder, n_groups) as gl:
+                        part = group(i, ws, splats(builder.mul(gl.index, i64(per))), builder.mul(gl.index, i64(8)),
+                                     [None] * SGD_ROWS)
+                        for slot, v in zip(slots, part, strict=True):
+                            builder.store(builder.fadd(builder.load(slot), v, flags=c), slot)
+                    sums = [builder.load(slot) for slot in slots]
+                else:
+                    sums = group(i, ws, one, i64(0), [None] * SGD_ROWS)
+                for k in range(SGD_ROWS):
+                    step = builder.fsub(builder.fmul(keep_s, ws[k]), builder.fmul(lr_s, sums[k], flags=c), flags=c)
+                    builder.store(step, ptrs[k], align=4)
+
+        with builder.if_else(builder.icmp_unsigned("==", n_groups, i64(1))) as (then, otherwise):
+            with then:
+                columns(False)
+            with otherwise:
+                columns(True)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -492,43 +522,45 @@ def sgd4x8(typingctx, w, w_off, w_stride, x, out, c_off, stride, n16, coef, lr, 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def rows8_sgd(gt: np.ndarray, x: np.ndarray, w: np.ndarray, c0: int, c1: int, lr: float, keep: float,
               out: np.ndarray) -> None:  # pragma: no cover
-    """Columns ``c0 .. c1 - 1`` of a Dense layer's backward for eight batch rows with the SGD step folded in:
-    ``out[r, c] = sum_o gt[o, r] * w[o, c]`` (the input gradient, from the weights before the step), then
-    ``w[o, c] = keep * w[o, c] - lr * sum_r gt[o, r] * x[r, c]`` (``keep = 1 - lr * weight_decay``; gt: (O, 8),
-    x and out: (8, F), w: (O, F), all C-contiguous). ``SGD_ROWS`` weight rows a pass (:func:`sgd4x8`, the next
-    rows' pieces prefetched): each piece of them is read from memory once and written once, while the batch rows'
-    pieces of ``x`` and ``out`` stay in L2. Separately, the input gradient, the weight gradient's write and the
-    optimiser's read-read-write of weights and gradient pass over the weights five times; this passes twice
-    (measured on 2 AVX-512 cores, 1,024 x 172,800 on huge pages: 38-40 ms against 137-142 ms separately; two rows
-    a pass 48-54 ms, and 62-72 ms for that loop compiled by numba's own vectoriser, which spilled its registers).
-    The order of summation is fixed."""
-    n_out, feats = w.shape[0], w.shape[1]
+    """Columns ``c0 .. c1 - 1`` of a Dense layer's backward with the SGD step folded in, for batch rows in groups
+    of eight: ``out[b, c] = sum_o gt[o, b] * w[o, c]`` (the input gradient, from the weights before the step), then
+    ``w[o, c] = keep * w[o, c] - lr * sum_b gt[o, b] * x[b, c]`` (``keep = 1 - lr * weight_decay``; gt: (O, B),
+    x and out: (B, F), w: (O, F), B a multiple of 8, all C-contiguous). ``SGD_ROWS`` weight rows a pass
+    (:func:`sgd4x8`, the next rows' pieces prefetched): each piece of them is read from memory once and written
+    once, while the batch rows' pieces of ``x`` and ``out`` stay in L2. Separately, the input gradient, the weight
+    gradient's write and the optimiser's read-read-write of weights and gradient pass over the weights five times;
+    this passes twice (measured on 2 AVX-512 cores, 1,024 x 172,800 on huge pages, batch 8: 38-40 ms against
+    137-142 ms separately; two rows a pass 48-54 ms, and 62-72 ms for that loop compiled by numba's own
+    vectoriser, which spilled its registers). The order of summation is fixed."""
+    n_out, feats, batch = w.shape[0], w.shape[1], x.shape[0]
+    groups = batch // 8
     n16 = (c1 - c0) // LANES
     tail = c0 + n16 * LANES
-    for r in range(8):
-        out[r, c0:c1] = 0.0
+    for b in range(batch):
+        out[b, c0:c1] = 0.0
     wf, xf, of = w.reshape(-1), x.reshape(-1), out.reshape(-1)
-    coef = np.empty(8 * SGD_ROWS, np.float32)
+    coef = np.empty(groups * 8 * SGD_ROWS, np.float32)
     blocked = n_out - n_out % SGD_ROWS
     for o in range(0, blocked, SGD_ROWS):
-        for k in range(SGD_ROWS):
-            for r in range(8):
-                coef[8 * k + r] = gt[o + k, r]
+        for g in range(groups):
+            for k in range(SGD_ROWS):
+                for r in range(8):
+                    coef[(g * SGD_ROWS + k) * 8 + r] = gt[o + k, 8 * g + r]
         pf = SGD_ROWS * feats if o + 2 * SGD_ROWS <= n_out else 0
-        sgd4x8(wf, o * feats + c0, feats, xf, of, c0, feats, n16, coef, lr, keep, pf)
+        sgd4x8(wf, o * feats + c0, feats, xf, of, c0, feats, n16, coef, groups, lr, keep, pf)
         for k in range(SGD_ROWS):
             for f in range(tail, c1):
                 u = w[o + k, f]
                 s = np.float32(0.0)
-                for r in range(8):
-                    out[r, f] += coef[8 * k + r] * u
-                    s += coef[8 * k + r] * x[r, f]
+                for b in range(batch):
+                    out[b, f] += gt[o + k, b] * u
+                    s += gt[o + k, b] * x[b, f]
                 w[o + k, f] = keep * u - lr * s
     for o in range(blocked, n_out):  # the last rows, fewer than SGD_ROWS
         for f in range(c0, c1):
             u = w[o, f]
             s = np.float32(0.0)
-            for r in range(8):
-                out[r, f] += gt[o, r] * u
-                s += gt[o, r] * x[r, f]
+            for b in range(batch):
+                out[b, f] += gt[o, b] * u
+                s += gt[o, b] * x[b, f]
             w[o, f] = keep * u - lr * s
