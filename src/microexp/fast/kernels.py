@@ -322,7 +322,7 @@ def gemm8(g: np.ndarray, w: np.ndarray, c0: int, c1: int, acc: np.ndarray,
         out[r, c0:c1] = acc[r, :n]
 
 
-PREFETCH_ROWS = 2  # weight rows ahead that the streamed kernels prefetch (0-4 measured: 2 best, 2 AVX-512 cores)
+PREFETCH_ROWS = 2  # weight rows ahead that rows8_dot prefetches (0-4 measured: 2 best, 2 AVX-512 cores)
 
 
 def _prefetch_fn(builder):  # type: ignore[no-untyped-def]
@@ -438,7 +438,8 @@ def rows8_axpy(gt: np.ndarray, w: np.ndarray, c0: int, c1: int, out: np.ndarray)
                     row[f] += b * wo[f]
 
 
-SGD_ROWS = 4  # weight rows per pass of the folded backward over the batch rows' pieces (2, 4, 8, 16 measured: 4)
+SGD_ROWS = 4  # weight rows per pass of the folded backward over the batch rows' pieces (2, 4, 8, 16 measured: 4);
+# it prefetches the next block of SGD_ROWS rows
 
 
 @intrinsic
@@ -548,19 +549,19 @@ def rows8_sgd(gt: np.ndarray, x: np.ndarray, w: np.ndarray, c0: int, c1: int, lr
                     coef[(g * SGD_ROWS + k) * 8 + r] = gt[o + k, 8 * g + r]
         pf = SGD_ROWS * feats if o + 2 * SGD_ROWS <= n_out else 0
         sgd4x8(wf, o * feats + c0, feats, xf, of, c0, feats, n16, coef, groups, lr, keep, pf)
-        for k in range(SGD_ROWS):
-            for f in range(tail, c1):
-                u = w[o + k, f]
-                s = np.float32(0.0)
-                for b in range(batch):
-                    out[b, f] += gt[o + k, b] * u
-                    s += gt[o + k, b] * x[b, f]
-                w[o + k, f] = keep * u - lr * s
-    for o in range(blocked, n_out):  # the last rows, fewer than SGD_ROWS
-        for f in range(c0, c1):
+        _sgd_scalar(gt, x, w, o, o + SGD_ROWS, tail, c1, lr, keep, out)  # the columns after the last 16
+    _sgd_scalar(gt, x, w, blocked, n_out, c0, c1, lr, keep, out)  # the last rows, fewer than SGD_ROWS
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def _sgd_scalar(gt: np.ndarray, x: np.ndarray, w: np.ndarray, o0: int, o1: int, f0: int, f1: int, lr: float,
+                keep: float, out: np.ndarray) -> None:  # pragma: no cover
+    """:func:`rows8_sgd` for weight rows ``o0 .. o1 - 1`` and columns ``f0 .. f1 - 1``, one element at a time."""
+    for o in range(o0, o1):
+        for f in range(f0, f1):
             u = w[o, f]
             s = np.float32(0.0)
-            for b in range(batch):
+            for b in range(x.shape[0]):
                 out[b, f] += gt[o, b] * u
                 s += gt[o, b] * x[b, f]
             w[o, f] = keep * u - lr * s
