@@ -202,8 +202,13 @@ def _stream_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -
     starts = list(range(0, features, STREAM_CHUNK))
     parts = torch.empty(len(starts), weight.shape[0], rows // 8, 8)
     ps = parts.numpy()
-    _parallel(lambda k: kernels.rows8_dot(xs, ws, starts[k], min(features, starts[k] + STREAM_CHUNK), ps[k]),
-              list(range(len(starts))))
+    scratch = 256 * (rows // 8) * -(-weight.shape[0] // 2)  # rows8_dot's running sums between pieces
+
+    def unit(k: int) -> None:
+        kernels.rows8_dot(xs, ws, starts[k], min(features, starts[k] + STREAM_CHUNK), ps[k],
+                          _SCRATCH.get("dot", (scratch,)).numpy())
+
+    _parallel(unit, list(range(len(starts))))
     return parts.sum(0).view(weight.shape[0], rows)[:, :n].t().add(bias)
 
 

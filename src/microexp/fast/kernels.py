@@ -237,6 +237,99 @@ def pool_rows(conv: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, p
                         pre[k, a, col + j] = max(v, np.float32(0.0))
 
 
+@intrinsic
+def wino_out16(typingctx, m, m_off, c, out, out_off):  # type: ignore[no-untyped-def]
+    """16 lanes of Winograd F(4, 3)'s output transform ``y = A^T m``: from the six products ``m[m_off + p c:+16]``
+    (p < 6) the four outputs ``out[out_off + k c:+16]`` (k < 4; flat float32 arrays)."""
+    sig = types.void(m, m_off, c, out, out_off)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        m_a, mo, cv, o_a, oo = args
+        i64 = ir.IntType(64)
+        mo, cv, oo = (_i64(builder, v) for v in (mo, cv, oo))
+        vec = ir.VectorType(ir.FloatType(), LANES)
+        p = [builder.load(_vec_ptr(context, builder, signature.args[0], m_a, builder.add(mo, builder.mul(cv, i64(k)))),
+                          align=4) for k in range(6)]
+        s12, d12, s34, d34 = (builder.fadd(p[1], p[2]), builder.fsub(p[1], p[2]),
+                              builder.fadd(p[3], p[4]), builder.fsub(p[3], p[4]))
+        two, four, eight = (ir.Constant(vec, [v] * LANES) for v in (2.0, 4.0, 8.0))
+        ys = [builder.fadd(builder.fadd(p[0], s12), s34), builder.fadd(d12, builder.fmul(two, d34)),
+              builder.fadd(s12, builder.fmul(four, s34)), builder.fadd(builder.fadd(d12, builder.fmul(eight, d34)), p[5])]
+        for k, y in enumerate(ys):
+            builder.store(y, _vec_ptr(context, builder, signature.args[3], o_a, builder.add(oo, builder.mul(cv, i64(k)))),
+                          align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def wino_input(x: np.ndarray, t_in: int, h0: int, hr: int, tiles: int, e: np.ndarray) -> None:  # pragma: no cover
+    """Winograd F(4, 3)'s input transform along the width, ``B^T d``, of clip rows ``h0 .. h0 + hr - 1``:
+    ``e[c, t, h, j, p] = sum_q B^T[p, q] x[c, t, h0 + h, 4 j + q]`` (x: (C, T, H, W), at least 4 tiles + 2 wide)."""
+    for ci in range(x.shape[0]):
+        for t in range(t_in):
+            for h in range(hr):
+                row = x[ci, t, h0 + h]
+                out = e[ci, t, h]
+                for j in range(tiles):
+                    d0, d1, d2 = row[4 * j], row[4 * j + 1], row[4 * j + 2]
+                    d3, d4, d5 = row[4 * j + 3], row[4 * j + 4], row[4 * j + 5]
+                    out[j, 0] = np.float32(4.0) * d0 - np.float32(5.0) * d2 + d4
+                    out[j, 1] = d4 + d3 - np.float32(4.0) * (d1 + d2)
+                    out[j, 2] = d4 - d3 + np.float32(4.0) * (d1 - d2)
+                    out[j, 3] = d4 - d2 + np.float32(2.0) * (d3 - d1)
+                    out[j, 4] = d4 - d2 - np.float32(2.0) * (d3 - d1)
+                    out[j, 5] = np.float32(4.0) * d1 - np.float32(5.0) * d3 + d5
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def wino_pool_rows(m: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, pre: np.ndarray, idx: np.ndarray,
+                   want_idx: bool, best: np.ndarray, arg: np.ndarray, block: np.ndarray) -> None:  # pragma: no cover
+    """:func:`pool_rows` for a work unit convolved by Winograd F(4, 3) along the width: ``m`` (rows, tu, tiles,
+    6 C, C a multiple of 16) holds each tile's six products (channel p C + c). For each pooling window row, a span
+    of whole tiles and whole windows at a time (12 outputs for pool 3), the pool x pool conv rows it covers are
+    turned back into outputs (:func:`wino_out16`, ``y = A^T m``) in ``block`` (pool, pool, span, C: in L1; a
+    whole row's 69 KB overflowed it, 1.5x slower), whose windows then take their maxima as in :func:`pool_rows`
+    (:func:`window_max16`: strict compares in (t, h, w) order, the first maximum wins as in
+    ``torch.nn.MaxPool3d``). best, arg: float32/int32 scratch of wp C."""
+    rows, tu, tiles, pc = m.shape
+    c = pc // 6
+    g, b = pool, 4
+    while b:
+        g, b = b, g % b
+    span = 4 * pool // g  # outputs a span: whole tiles and whole windows (12 for pool 3)
+    mf, bf = m.ravel(), block.ravel()
+    offsets = np.empty(pool ** 3, np.int64)  # window offset (dt, dh, dw) -> flat offset in the block
+    for o in range(pool ** 3):
+        dt, dh, dw = o // (pool * pool), (o // pool) % pool, o % pool
+        offsets[o] = ((dh * pool + dt) * span + dw) * c
+    for li in range(rows // pool):
+        for a in range(tu // pool):
+            for s0 in range(0, wp * pool, span):
+                t0, t1 = s0 // 4, min(tiles, (s0 + span) // 4)
+                for dh in range(pool):
+                    for dt in range(pool):
+                        src = ((li * pool + dh) * tu + a * pool + dt) * tiles * pc
+                        dst = (dh * pool + dt) * span * c
+                        for j in range(t0, t1):
+                            for k in range(0, c, LANES):
+                                wino_out16(mf, src + j * pc + k, c, bf, dst + 4 * (j - t0) * c + k)
+                j0 = s0 // pool
+                for j in range(j0, min(wp, j0 + span // pool)):
+                    for k in range(0, c, LANES):
+                        window_max16(bf, (j - j0) * pool * c + k, offsets, best, j * c + k, arg)
+            col = (r0 + li) * wp
+            for j in range(wp):
+                for k in range(c):
+                    v = best[j * c + k] + bias[k]
+                    if want_idx:
+                        pre[k, a, col + j] = v
+                        idx[k, a, col + j] = arg[j * c + k]
+                    else:  # inference: the ReLU too
+                        pre[k, a, col + j] = max(v, np.float32(0.0))
+
+
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"reassoc", "contract"})
 def gemv_rows(x: np.ndarray, w: np.ndarray, r0: int, r1: int, out: np.ndarray) -> None:  # pragma: no cover
     """``out[r] = w[r] . x`` for rows ``r0 .. r1 - 1``, four rows at a time (four weight streams in flight, one
@@ -323,6 +416,7 @@ def gemm8(g: np.ndarray, w: np.ndarray, c0: int, c1: int, acc: np.ndarray,
 
 
 PREFETCH_ROWS = 2  # weight rows ahead that rows8_dot prefetches (0-4 measured: 2 best, 2 AVX-512 cores)
+DOT_PIECE = 1024  # rows8_dot's columns a piece for one group of eight rows (their 32 KB stay in L1; 256-2,048 measured)
 
 
 def _prefetch_fn(builder):  # type: ignore[no-untyped-def]
@@ -338,19 +432,22 @@ def _i64(builder, v):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def dot2x8(typingctx, w, wa_off, wb_off, x, x_off, x_stride, n16, out, pf):  # type: ignore[no-untyped-def]
-    """``out[r] = sum_{i < 16 n16} w[wa_off + i] * x[x_off + r x_stride + i]`` and ``out[8 + r]`` the same from
-    ``wb_off``, for r < 8 (flat float32 arrays): sixteen 16-lane sums held in registers over the whole run, their
-    lanes added in order at the end; ``w[w*_off + pf + i]`` prefetched (the next weight rows' pieces)."""
-    sig = types.void(w, wa_off, wb_off, x, x_off, x_stride, n16, out, pf)
+def dot2x8(typingctx, w, wa_off, wb_off, x, x_off, x_stride, n16, acc, acc_off, pf):  # type: ignore[no-untyped-def]
+    """For r < 8 and lanes l < 16: ``acc[acc_off + 16 r + l] += sum_i w[wa_off + 16 i + l] * x[x_off + r x_stride
+    + 16 i + l]`` over i < n16, and ``acc[acc_off + 16 (8 + r) + l]`` the same from ``wb_off`` (flat float32
+    arrays): the sixteen 16-lane sums are loaded, held in registers over the run and stored back, so a caller can
+    run a long sum in pieces with the same per-lane order; ``w[w*_off + pf + i]`` is prefetched (the weight rows'
+    pieces that come next)."""
+    sig = types.void(w, wa_off, wb_off, x, x_off, x_stride, n16, acc, acc_off, pf)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        w_a, a_off, b_off, x_a, xo, xs, n, out_a, pf_v = args
+        w_a, a_off, b_off, x_a, xo, xs, n, acc_a, ao, pf_v = args
         i64, i32, i8p = ir.IntType(64), ir.IntType(32), ir.IntType(8).as_pointer()
-        vec = ir.VectorType(ir.FloatType(), LANES)
-        a_off, b_off, xo, xs, pf_v = (_i64(builder, v) for v in (a_off, b_off, xo, xs, pf_v))
+        a_off, b_off, xo, xs, pf_v, ao = (_i64(builder, v) for v in (a_off, b_off, xo, xs, pf_v, ao))
         prefetch = _prefetch_fn(builder)
-        slots = [cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * LANES)) for _ in range(16)]
+        sums = [_vec_ptr(context, builder, signature.args[7], acc_a, builder.add(ao, i64(LANES * k)))
+                for k in range(16)]
+        slots = [cgutils.alloca_once_value(builder, builder.load(p, align=4)) for p in sums]
         xrow = [builder.add(xo, builder.mul(xs, i64(r))) for r in range(8)]
         wt = signature.args[0]
         with cgutils.for_range(builder, n) as loop:
@@ -366,41 +463,57 @@ def dot2x8(typingctx, w, wa_off, wb_off, x, x_off, x_stride, n16, out, pf):  # t
                 for k, wv in ((r, va), (8 + r, vb)):
                     prod = builder.fmul(wv, xv, flags=["contract"])
                     builder.store(builder.fadd(prod, builder.load(slots[k]), flags=["contract"]), slots[k])
-        out_data = context.make_array(signature.args[7])(context, builder, out_a).data
-        for k in range(16):
-            v = builder.load(slots[k])
-            total = builder.extract_element(v, i32(0))
-            for lane in range(1, LANES):
-                total = builder.fadd(total, builder.extract_element(v, i32(lane)))
-            builder.store(total, builder.gep(out_data, [i64(k)]))
+        for slot, p in zip(slots, sums, strict=True):
+            builder.store(builder.load(slot), p, align=4)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
-def rows8_dot(x: np.ndarray, w: np.ndarray, c0: int, c1: int, out: np.ndarray) -> None:  # pragma: no cover
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")  # no reassociation: the lanes add in order
+def rows8_dot(x: np.ndarray, w: np.ndarray, c0: int, c1: int, out: np.ndarray,
+              acc: np.ndarray) -> None:  # pragma: no cover
     """Columns ``c0 .. c1 - 1`` of a Dense layer's forward for groups of eight batch rows, as a partial sum:
     ``out[o, g, r] = sum_{c0 <= c < c1} w[o, c] * x[g, r, c]`` (x: (G, 8, F), w: (O, F), out: (O, G, 8), all
-    C-contiguous).
+    C-contiguous; ``acc``: float32 scratch of at least ``256 G ceil(O / 2)``).
 
-    Two weight rows at a time against the eight batch rows of each group (:func:`dot2x8`: sixteen 16-lane sums
-    in registers, the next rows' pieces prefetched), each weight row's piece (64 KB for a 16,384-column chunk)
-    read once from memory in one contiguous run and kept in cache for the further groups; the groups' rows stay
-    in L2. At M = 8 the product is bound by reading the weights, which MKL's GEMM for ``x @ w.T`` did at a third
-    to half of the rate this reaches on 2 AVX-512 cores (measured). The order of summation is fixed."""
+    The columns are taken in pieces of ``DOT_PIECE // G`` (the batch rows' 32 KB of them stay in L1), and for
+    each piece two weight rows at a time against the eight batch rows of each group (:func:`dot2x8`: sixteen
+    16-lane sums in registers, kept in ``acc`` between pieces; the next rows' pieces prefetched). Each weight
+    row's piece is read from memory once and kept in cache for the further groups. At M = 8 the product is bound
+    by reading the weights, which MKL's GEMM for ``x @ w.T`` did at a third to half of the rate this reaches on
+    2 AVX-512 cores; with the whole chunk's batch rows (512 KB) re-read from L2 for every pair of weight rows
+    instead of pieces in L1, the loop ran at half the FMA rate and 1.3-1.5x slower (measured). Each lane's sum
+    runs over the columns in order, whatever the piece size; the order of summation is fixed."""
     n_out, groups, feats = w.shape[0], x.shape[0], w.shape[1]
     n16 = (c1 - c0) // LANES
     tail = c0 + n16 * LANES
-    sums = np.empty(16, np.float32)
+    piece = max(LANES, DOT_PIECE // groups // LANES * LANES)
+    size = 256 * groups * ((n_out + 1) // 2)
+    acc[:size] = 0.0
     wf, xf = w.reshape(-1), x.reshape(-1)
+    for s in range(c0, tail, piece):
+        n = (min(tail, s + piece) - s) // LANES
+        for o in range(0, n_out, 2):
+            ob = min(o + 1, n_out - 1)  # an odd last row pairs with itself
+            if ob + PREFETCH_ROWS < n_out:
+                pf = PREFETCH_ROWS * feats
+            elif s + piece < tail:  # the first rows of the next piece
+                pf = (PREFETCH_ROWS - n_out) * feats + piece
+            else:
+                pf = 0
+            for g in range(groups):
+                dot2x8(wf, o * feats + s, ob * feats + s, xf, g * 8 * feats + s, feats, n, acc,
+                       ((o // 2) * groups + g) * 256, pf)
     for o in range(0, n_out, 2):
-        ob = min(o + 1, n_out - 1)  # an odd last row pairs with itself
-        pf = PREFETCH_ROWS * feats if ob + PREFETCH_ROWS < n_out else 0
+        ob = min(o + 1, n_out - 1)
         for g in range(groups):
-            dot2x8(wf, o * feats + c0, ob * feats + c0, xf, g * 8 * feats + c0, feats, n16, sums, pf)
+            a = ((o // 2) * groups + g) * 256
             for r in range(8):
-                sa, sb = sums[r], sums[8 + r]
+                sa, sb = acc[a + LANES * r], acc[a + LANES * (8 + r)]
+                for lane in range(1, LANES):  # the lanes in order, as the sum in registers did
+                    sa += acc[a + LANES * r + lane]
+                    sb += acc[a + LANES * (8 + r) + lane]
                 for f in range(tail, c1):
                     sa += w[o, f] * x[g, r, f]
                     sb += w[ob, f] * x[g, r, f]
@@ -438,6 +551,7 @@ def rows8_axpy(gt: np.ndarray, w: np.ndarray, c0: int, c1: int, out: np.ndarray)
                     row[f] += b * wo[f]
 
 
+SGD_PIECE = 256  # rows8_sgd's columns a piece: the batch rows' pieces of x and of the input gradient stay in L1
 SGD_ROWS = 4  # weight rows per pass of the folded backward over the batch rows' pieces (2, 4, 8, 16 measured: 4);
 # it prefetches the next block of SGD_ROWS rows
 
@@ -527,8 +641,9 @@ def rows8_sgd(gt: np.ndarray, x: np.ndarray, w: np.ndarray, c0: int, c1: int, lr
     of eight: ``out[b, c] = sum_o gt[o, b] * w[o, c]`` (the input gradient, from the weights before the step), then
     ``w[o, c] = keep * w[o, c] - lr * sum_b gt[o, b] * x[b, c]`` (``keep = 1 - lr * weight_decay``; gt: (O, B),
     x and out: (B, F), w: (O, F), B a multiple of 8, all C-contiguous). ``SGD_ROWS`` weight rows a pass
-    (:func:`sgd4x8`, the next rows' pieces prefetched): each piece of them is read from memory once and written
-    once, while the batch rows' pieces of ``x`` and ``out`` stay in L2. Separately, the input gradient, the weight
+    (:func:`sgd4x8`, the next rows' pieces prefetched) over pieces of ``SGD_PIECE`` columns: each piece of the
+    weights is read from memory once and written once, while the batch rows' pieces of ``x`` and ``out`` stay in
+    L1 (with the whole chunk's pieces in L2 instead: 1.1-1.3x slower, measured). Separately, the input gradient, the weight
     gradient's write and the optimiser's read-read-write of weights and gradient pass over the weights five times;
     this passes twice (measured on 2 AVX-512 cores, 1,024 x 172,800 on huge pages, batch 8: 38-40 ms against
     137-142 ms separately; two rows a pass 48-54 ms, and 62-72 ms for that loop compiled by numba's own
@@ -540,15 +655,24 @@ def rows8_sgd(gt: np.ndarray, x: np.ndarray, w: np.ndarray, c0: int, c1: int, lr
     for b in range(batch):
         out[b, c0:c1] = 0.0
     wf, xf, of = w.reshape(-1), x.reshape(-1), out.reshape(-1)
-    coef = np.empty(groups * 8 * SGD_ROWS, np.float32)
     blocked = n_out - n_out % SGD_ROWS
+    coef = np.empty((blocked // SGD_ROWS, groups * 8 * SGD_ROWS), np.float32)
     for o in range(0, blocked, SGD_ROWS):
         for g in range(groups):
             for k in range(SGD_ROWS):
                 for r in range(8):
-                    coef[(g * SGD_ROWS + k) * 8 + r] = gt[o + k, 8 * g + r]
-        pf = SGD_ROWS * feats if o + 2 * SGD_ROWS <= n_out else 0
-        sgd4x8(wf, o * feats + c0, feats, xf, of, c0, feats, n16, coef, groups, lr, keep, pf)
+                    coef[o // SGD_ROWS, (g * SGD_ROWS + k) * 8 + r] = gt[o + k, 8 * g + r]
+    for s in range(c0, tail, SGD_PIECE):
+        n = (min(tail, s + SGD_PIECE) - s) // LANES
+        for o in range(0, blocked, SGD_ROWS):
+            if o + 2 * SGD_ROWS <= n_out:
+                pf = SGD_ROWS * feats
+            elif s + SGD_PIECE < tail:  # the first rows of the next piece
+                pf = SGD_PIECE - o * feats
+            else:
+                pf = 0
+            sgd4x8(wf, o * feats + s, feats, xf, of, s, feats, n, coef[o // SGD_ROWS], groups, lr, keep, pf)
+    for o in range(0, blocked, SGD_ROWS):
         _sgd_scalar(gt, x, w, o, o + SGD_ROWS, tail, c1, lr, keep, out)  # the columns after the last 16
     _sgd_scalar(gt, x, w, blocked, n_out, c0, c1, lr, keep, out)  # the last rows, fewer than SGD_ROWS
 
