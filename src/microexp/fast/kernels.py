@@ -198,6 +198,21 @@ def window_max16(typingctx, src, base, offsets, best, best_off, arg):  # type: i
 
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def _write_pooled(best: np.ndarray, arg: np.ndarray, bias: np.ndarray, col: int, a: int, wp: int, c: int,
+                  want_idx: bool, pre: np.ndarray, idx: np.ndarray) -> None:  # pragma: no cover
+    """One pooled row's maxima (+ bias) from ``best`` into ``pre[:, a, col:col + wp]``, with their window offsets
+    into ``idx``; without ``want_idx`` (inference) the ReLU too, saving a pass over the output."""
+    for j in range(wp):
+        for k in range(c):
+            v = best[j * c + k] + bias[k]
+            if want_idx:
+                pre[k, a, col + j] = v
+                idx[k, a, col + j] = arg[j * c + k]
+            else:
+                pre[k, a, col + j] = max(v, np.float32(0.0))
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def pool_rows(conv: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, pre: np.ndarray, idx: np.ndarray,
               want_idx: bool, best: np.ndarray, arg: np.ndarray) -> None:  # pragma: no cover - compiled
     """Max-pool one work unit's conv outputs (pooled rows ``r0 ..``) into ``pre`` (+ bias), and the window offset
@@ -226,15 +241,7 @@ def pool_rows(conv: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, p
                         if cf[corner + offsets[o] + k] > top:
                             top, at = cf[corner + offsets[o] + k], o
                     best[j * c + k], arg[j * c + k] = top, at
-            col = (r0 + li) * wp
-            for j in range(wp):
-                for k in range(c):
-                    v = best[j * c + k] + bias[k]
-                    if want_idx:
-                        pre[k, a, col + j] = v
-                        idx[k, a, col + j] = arg[j * c + k]
-                    else:  # inference: the ReLU too, saving a pass over the output
-                        pre[k, a, col + j] = max(v, np.float32(0.0))
+            _write_pooled(best, arg, bias, (r0 + li) * wp, a, wp, c, want_idx, pre, idx)
 
 
 @intrinsic
@@ -319,15 +326,7 @@ def wino_pool_rows(m: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray,
                 for j in range(j0, min(wp, j0 + span // pool)):
                     for k in range(0, c, LANES):
                         window_max16(bf, (j - j0) * pool * c + k, offsets, best, j * c + k, arg)
-            col = (r0 + li) * wp
-            for j in range(wp):
-                for k in range(c):
-                    v = best[j * c + k] + bias[k]
-                    if want_idx:
-                        pre[k, a, col + j] = v
-                        idx[k, a, col + j] = arg[j * c + k]
-                    else:  # inference: the ReLU too
-                        pre[k, a, col + j] = max(v, np.float32(0.0))
+            _write_pooled(best, arg, bias, (r0 + li) * wp, a, wp, c, want_idx, pre, idx)
 
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"reassoc", "contract"})
