@@ -19,7 +19,9 @@ interleaved vector width: measured scalar code, 5x slower), so the lanes are wri
 LLVM lowers them to one AVX-512, two AVX2 or four SSE/NEON operations. For STCNN's and FuseNet's kernels (one
 input channel, 3 x 3 taps, kt <= 16: nine 16-lane rows) each channel first lists its nonzero terms without a
 branch, then :func:`grad_rows9` sums them with the nine rows in registers: 1.8x faster than a load and a store of
-the accumulator per term (measured, one thread, 2026-12-07); the order of summation is the same.
+the accumulator per term (measured, one thread, 2026-12-07); the order of summation is the same. The terms are
+taken ``GRAD_BLOCK_ROWS`` pooled rows at a time, every channel in turn, so the clip window they read stays in L1
+(1.2-1.3x faster than each channel's whole unit at once, whose reads came from L2; the same sums, bit for bit).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def axpy16(typingctx, dst, dst_off, src, src_off, alpha):  # type: ignore[no-unt
     return sig, codegen
 
 
+GRAD_BLOCK_ROWS = 2  # pooled rows a block of pool_weight_grad: each channel sums the block, whose clip window stays in L1 (1-10 measured)
 NVEC = 9  # 16-lane accumulator rows that grad_rows9 holds in registers: C_in * kh * kw * (lanes / 16) for STCNN
 
 
@@ -126,17 +129,23 @@ def pool_weight_grad(xt: np.ndarray, g: np.ndarray, idx: np.ndarray, a0: int, a1
                     for lane in range(0, lanes, LANES):
                         koff[k] = ci * hwt + u * wt + v * tpad + lane
                         k += 1
-        src = np.empty((a1 - a0) * cols + 1, np.int64)
-        vals = np.empty((a1 - a0) * cols + 1, np.float32)
-        for c in range(cout):
-            n = 0
-            for a in range(a0, a1):
-                for j in range(cols):  # the nonzero terms, listed without a branch
-                    gv = g[c, a, j]
-                    src[n] = (j // wp) * pool * wt + (j % wp) * pool * tpad + a * pool + offsets[idx[c, a, j]]
-                    vals[n] = gv
-                    n += gv != 0.0
-            grad_rows9(xf, src, vals, n, koff, af, c * row)
+        hp = cols // wp
+        src = np.empty(GRAD_BLOCK_ROWS * wp + 1, np.int64)
+        vals = np.empty(GRAD_BLOCK_ROWS * wp + 1, np.float32)
+        for a in range(a0, a1):
+            for h0 in range(0, hp, GRAD_BLOCK_ROWS):  # a few pooled rows at a time: their clip window stays in L1
+                h1 = min(hp, h0 + GRAD_BLOCK_ROWS)
+                for c in range(cout):
+                    n = 0
+                    for jh in range(h0, h1):
+                        corner = jh * pool * wt + a * pool
+                        for jw in range(wp):  # the nonzero terms, listed without a branch
+                            j = jh * wp + jw
+                            gv = g[c, a, j]
+                            src[n] = corner + jw * pool * tpad + offsets[idx[c, a, j]]
+                            vals[n] = gv
+                            n += gv != 0.0
+                    grad_rows9(xf, src, vals, n, koff, af, c * row)
         return
     for c in range(cout):
         for a in range(a0, a1):
