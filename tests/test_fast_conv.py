@@ -120,12 +120,12 @@ def test_parameters_unchanged_and_input_gradients_fall_back_to_plain_layers() ->
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("wino", ["wino", "wino_half"])
+@pytest.mark.parametrize("wino", ["wino", "wino_half", "wino6", "wino6_half"])
 @pytest.mark.parametrize("shape,cout,kernel,pool", [
     ((2, 1, 24, 20, 17), 32, (15, 3, 3), 3),  # 15 outputs wide: the last tile reads zeros past the clip
     ((1, 1, 31, 35, 29), 16, (15, 3, 3), 3),
-    ((2, 1, 20, 14, 64), 48, (5, 3, 3), 3),  # 60 outputs wide: whole tiles, whole 12-wide spans
-    ((2, 2, 18, 13, 22), 32, (4, 2, 3), 2),  # pool 2: 4-wide spans; two input channels
+    ((2, 1, 20, 14, 64), 48, (5, 3, 3), 3),  # 60 outputs wide: whole tiles of 4 and of 6
+    ((2, 2, 18, 13, 22), 32, (4, 2, 3), 2),  # pool 2; two input channels
     ((1, 1, 19, 11, 12), 20, (5, 3, 3), 3),  # filters not in sixteens: runs as the direct units
 ], ids=["pad", "odd", "exact", "pool2-cin2", "fallback"])
 def test_winograd_candidates_match_plain_layers(wino: str, shape: tuple[int, ...], cout: int,
@@ -136,19 +136,26 @@ def test_winograd_candidates_match_plain_layers(wino: str, shape: tuple[int, ...
         _compare(torch.randn(shape, generator=torch.Generator().manual_seed(11)), cout=cout, kernel=kernel, pool=pool)
 
 
-def test_winograd_transforms_are_a_three_tap_correlation() -> None:
-    """A^T [(G g) * (B^T d)] = the correlation of d (6 values) with g (3 taps), 4 outputs; the compiled input
+@pytest.mark.parametrize("tile", [4, 6])
+def test_winograd_transforms_are_a_three_tap_correlation(tile: int) -> None:
+    """A^T [(G g) * (B^T d)] = the correlation of d (tile + 2 values) with g (3 taps), ``tile`` outputs (A^T as
+    the pooling pass applies it: sums and differences of the product pairs, powers of two); the compiled input
     transform applies B^T."""
     from microexp.fast.kernels import wino_input
 
-    a_t = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
-                       dtype=torch.float64)
+    n = tile + 2
+    pts = [1, -1, 2, -2, 0.5, -0.5][:tile]  # the finite points after 0: A^T's columns are their powers
+    a_t = torch.zeros(tile, n, dtype=torch.float64)
+    a_t[0, 0] = 1
+    for i, pt in enumerate(pts):
+        a_t[:, i + 1] = torch.tensor([pt ** k for k in range(tile)], dtype=torch.float64)
+    a_t[tile - 1, n - 1] = 1
     gen = torch.Generator().manual_seed(3)
-    d, g = torch.randn(6, dtype=torch.float64, generator=gen), torch.randn(3, dtype=torch.float64, generator=gen)
-    y = a_t @ ((fastconv._WINO_G @ g) * (fastconv._WINO_BT.double() @ d))
-    torch.testing.assert_close(y, torch.stack([d[k:k + 3] @ g for k in range(4)]), rtol=1e-12, atol=1e-12)
-    x = torch.randn(2, 3, 4, 14, generator=gen)  # (C, T, H, W): 3 tiles need 14 columns
-    e = torch.empty(2, 3, 2, 3, 6)
-    wino_input(x.numpy(), 3, 1, 2, 3, e.numpy())
-    ref = x[:, :, 1:3].unfold(3, 6, 4) @ fastconv._WINO_BT.t()
+    d, g = torch.randn(n, dtype=torch.float64, generator=gen), torch.randn(3, dtype=torch.float64, generator=gen)
+    y = a_t @ ((fastconv._WINO_G[tile] @ g) * (fastconv._WINO_BT[tile].double() @ d))
+    torch.testing.assert_close(y, torch.stack([d[k:k + 3] @ g for k in range(tile)]), rtol=1e-12, atol=1e-12)
+    x = torch.randn(2, 3, 4, 3 * tile + 2, generator=gen)  # (C, T, H, W): 3 tiles
+    e = torch.empty(2, 3, 2, 3, n)
+    wino_input(x.numpy(), 3, 1, 2, 3, fastconv._WINO_BT[tile].numpy(), e.numpy())
+    ref = x[:, :, 1:3].unfold(3, n, tile) @ fastconv._WINO_BT[tile].t()
     torch.testing.assert_close(e, ref, rtol=1e-6, atol=1e-5)

@@ -114,15 +114,24 @@ def _units(n: int, tp: int, pool: int) -> list[tuple[int, int, int]]:
 
 HALF = -2  # rows per unit: half a clip's pooled rows (rounded up), two units a clip
 ROWS_CANDIDATES = {"fused": None, "fused1": 1, "fused4": 4, "fused_half": HALF,  # tuner candidates: pooled rows a
-                   "wino": None, "wino_half": HALF}  # unit; wino*: Winograd F(4, 3) along the width (fp32, kw = 3)
+                   "wino": None, "wino_half": HALF, "wino6": None, "wino6_half": HALF}  # unit
+WINO_TILE = {"wino": 4, "wino_half": 4, "wino6": 6, "wino6_half": 6}  # Winograd F(tile, 3) along the width
 
-# Winograd F(4, 3): four outputs of a 3-tap correlation from six products (Lavin & Gray, "Fast Algorithms for
-# Convolutional Neural Networks", CVPR 2016, doi:10.1109/CVPR.2016.435): y = A^T [(G g) * (B^T d)]. A^T is applied
-# by the pooling pass (microexp.fast.kernels.wino_pool_rows).
-_WINO_BT = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-                         [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float32)
-_WINO_G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                        [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64)
+# Winograd F(m, 3): m outputs of a 3-tap correlation from m + 2 products (Lavin & Gray, "Fast Algorithms for
+# Convolutional Neural Networks", CVPR 2016, doi:10.1109/CVPR.2016.435): y = A^T [(G g) * (B^T d)]; points 0, +-1,
+# +-2 (and +-1/2 for m = 6), infinity. A^T is applied by the pooling pass (microexp.fast.kernels.wino_pool_rows).
+_WINO_BT = {4: torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                             [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float32),
+            6: torch.tensor([[1, 0, -21 / 4, 0, 21 / 4, 0, -1, 0], [0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0],
+                             [0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0], [0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0],
+                             [0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0], [0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0],
+                             [0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0], [0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1]],
+                            dtype=torch.float32)}
+_WINO_G = {4: torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                            [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64),
+           6: torch.tensor([[1, 0, 0], [-2 / 9, -2 / 9, -2 / 9], [-2 / 9, 2 / 9, -2 / 9], [1 / 90, 1 / 45, 2 / 45],
+                            [1 / 90, -1 / 45, 2 / 45], [32 / 45, 16 / 45, 8 / 45], [32 / 45, -16 / 45, 8 / 45],
+                            [0, 0, 1]], dtype=torch.float64)}
 
 
 def wino_usable(weight: torch.Tensor, dtype: torch.dtype) -> bool:
@@ -140,7 +149,7 @@ def _row_units(n: int, hp: int, rows: int | None = None) -> list[tuple[int, int,
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
              dtype: torch.dtype = torch.float32, rows: int | None = None,
-             wino: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+             wino: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled maxima with the bias, (N, C, tp, hp*wp) (the model's layout): for training pre-activation, with the
     window offset of each maximum (same layout, uint8); for inference after the ReLU.
 
@@ -149,11 +158,11 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     the channels-last input is a kh-fold copy of the unit's rows, and the kernel is (kt, kw). oneDNN runs this
     shape at ~100 GFLOP/s a thread here (measured; its conv3d on the one-channel clip reaches ~40 %).
 
-    ``wino`` (fp32, kw = 3: :func:`wino_usable`): the width taps by Winograd F(4, 3), 1.5x fewer multiplies
-    (:func:`_wino_unit`).
+    ``wino`` = m (4 or 6; fp32, kw = 3: :func:`wino_usable`): the width taps by Winograd F(m, 3), 1.5x (F(4, 3))
+    or 1.8x (F(6, 3)) fewer multiplies (:func:`_wino_forward`).
     """
     if wino and wino_usable(weight, dtype):
-        return _wino_forward(x, weight, bias, pool, want_indices, rows)
+        return _wino_forward(x, weight, bias, pool, want_indices, rows, wino)
     kernels = _kernels()
     cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
     n, cin, cols = x.shape[0], x.shape[1], hp * wp
@@ -187,23 +196,25 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
 
 
 def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
-                  rows: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`_forward` with the conv's width taps by Winograd F(4, 3), in the same work units.
+                  rows: int | None, tile: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_forward` with the conv's width taps by Winograd F(tile, 3), in the same work units.
 
-    Each tile of four conv outputs along the width takes six products instead of twelve: the clip rows are
-    transformed once (``B^T d``, six planes of the tiles, one small GEMM), copied as taps with the kernel rows as
-    input channels as in :func:`_forward`, and convolved by one grouped oneDNN conv2d (six groups, a (kt, 1) kernel,
-    the weights transformed in float64, ``G g``); the pooling pass turns each conv row back into its outputs
+    Each tile of ``tile`` conv outputs along the width takes ``tile + 2`` products instead of ``3 tile``: the clip
+    rows are transformed once (``B^T d``, ``tile + 2`` planes of the tiles), copied as taps with the kernel rows as
+    input channels as in :func:`_forward`, and convolved by one grouped oneDNN conv2d (``tile + 2`` groups, a (kt, 1)
+    kernel, the weights transformed in float64, ``G g``); the pooling pass turns each conv row back into its outputs
     (``A^T m``) in L1 before taking the maxima (:func:`microexp.fast.kernels.wino_pool_rows`). Not bit-identical to
     the direct conv: fp32 rounding of the transforms (max difference ~1e-6 of the outputs' scale, measured)."""
     kernels = _kernels()
     cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
     n, cin, width = x.shape[0], x.shape[1], x.shape[4]
-    t_in, tiles = tu + kt - 1, -(-wu // 4)
-    w_need = 4 * tiles + 2
+    planes = tile + 2
+    t_in, tiles = tu + kt - 1, -(-wu // tile)
+    w_need = tile * tiles + 2
     ch = cin * kh
+    bt = _WINO_BT[tile].numpy()
     w2 = weight.detach().permute(0, 1, 3, 2, 4).reshape(cout, ch, kt, kw).double()
-    u = torch.einsum("pq,ockq->pock", _WINO_G, w2).reshape(6 * cout, ch, kt, 1).float()
+    u = torch.einsum("pq,ockq->pock", _WINO_G[tile], w2).reshape(planes * cout, ch, kt, 1).float()
     pre = torch.empty(n, cout, tp, hp * wp, dtype=torch.float32)
     indices = torch.empty(n, cout, tp, hp * wp, dtype=torch.uint8) if want_indices else None
     pre_np, bias_np = pre.numpy(), bias.detach().contiguous().numpy()
@@ -216,17 +227,18 @@ def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, poo
         xs = x[i]
         if width < w_need:  # the last tile reads past the clip: zeros, whose outputs pooling never uses
             xs = F.pad(xs[:, :t_in, r0 * pool:r0 * pool + hr], (0, w_need - width))
-        e = _SCRATCH.get("wino_e", (cin, t_in, hr, tiles, 6))
-        kernels.wino_input(xs.numpy(), t_in, 0 if width < w_need else r0 * pool, hr, tiles, e.numpy())
-        d = _SCRATCH.get("wino_d", (nrows, t_in, tiles, 6 * ch))
-        plane = tiles * 6
-        d.view(nrows, t_in, tiles, 6, cin, kh).copy_(
-            e.as_strided((nrows, t_in, tiles, 6, cin, kh), (plane, hr * plane, 6, 1, t_in * hr * plane, plane)))
-        m = F.conv2d(d.permute(0, 3, 1, 2), u, groups=6).permute(0, 2, 3, 1)  # (rows, tu, tiles, 6 C), channels-last
+        e = _SCRATCH.get("wino_e", (cin, t_in, hr, tiles, planes))
+        kernels.wino_input(xs.numpy(), t_in, 0 if width < w_need else r0 * pool, hr, tiles, bt, e.numpy())
+        d = _SCRATCH.get("wino_d", (nrows, t_in, tiles, planes * ch))
+        plane = tiles * planes
+        d.view(nrows, t_in, tiles, planes, cin, kh).copy_(
+            e.as_strided((nrows, t_in, tiles, planes, cin, kh), (plane, hr * plane, planes, 1, t_in * hr * plane, plane)))
+        # (rows, tu, tiles, planes C), channels-last
+        m = F.conv2d(d.permute(0, 3, 1, 2), u, groups=planes).permute(0, 2, 3, 1)
         best = _SCRATCH.get("wino_best", (wp * cout,))
         arg = _SCRATCH.get("wino_arg", (wp * cout,), torch.int32)
-        block = _SCRATCH.get("wino_block", (pool, pool, 4 * pool // math.gcd(4, pool), cout))
-        kernels.wino_pool_rows(m.contiguous().numpy(), r0, pool, wp, bias_np, pre_np[i],
+        block = _SCRATCH.get("wino_block", (pool, pool, tile * pool // math.gcd(tile, pool), cout))
+        kernels.wino_pool_rows(m.contiguous().numpy(), tile, r0, pool, wp, bias_np, pre_np[i],
                                idx_np[i if indices is not None else 0], indices is not None, best.numpy(),
                                arg.numpy(), block.numpy())
 
@@ -271,7 +283,7 @@ def _weight_grad(x: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g
 class _ConvReluPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
-                dtype: torch.dtype, rows: int | None = None, wino: bool = False) -> torch.Tensor:
+                dtype: torch.dtype, rows: int | None = None, wino: int = 0) -> torch.Tensor:
         pre, indices = _forward(x, weight, bias, pool, want_indices=True, dtype=dtype, rows=rows, wino=wino)
         ctx.save_for_backward(x, weight, indices, pre > 0)
         ctx.pool = pool
@@ -329,7 +341,7 @@ def _run(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
         return _plain(x, weight, bias, pool, dtype)
     if how == "onednn_cl":
         return _onednn_cl(x, weight, bias, pool, dtype)
-    rows, wino = ROWS_CANDIDATES[how], how.startswith("wino")  # one of the fused variants
+    rows, wino = ROWS_CANDIDATES[how], WINO_TILE.get(how, 0)  # one of the fused variants
     if train:
         return _ConvReluPool.apply(x, weight, bias, pool, dtype, rows, wino)
     with torch.no_grad():

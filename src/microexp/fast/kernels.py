@@ -279,42 +279,77 @@ def wino_out16(typingctx, m, m_off, c, out, out_off):  # type: ignore[no-untyped
     return sig, codegen
 
 
+@intrinsic
+def wino6_out16(typingctx, m, m_off, c, out, out_off):  # type: ignore[no-untyped-def]
+    """16 lanes of Winograd F(6, 3)'s output transform ``y = A^T m``: from the eight products ``m[m_off + p c:+16]``
+    (p < 8) the six outputs ``out[out_off + k c:+16]`` (k < 6; flat float32 arrays)."""
+    sig = types.void(m, m_off, c, out, out_off)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        m_a, mo, cv, o_a, oo = args
+        i64 = ir.IntType(64)
+        mo, cv, oo = (_i64(builder, v) for v in (mo, cv, oo))
+        vec = ir.VectorType(ir.FloatType(), LANES)
+        p = [builder.load(_vec_ptr(context, builder, signature.args[0], m_a, builder.add(mo, builder.mul(cv, i64(k)))),
+                          align=4) for k in range(8)]
+        sums = [builder.fadd(p[k], p[k + 1]) for k in (1, 3, 5)]  # m1 + m2, m3 + m4, m5 + m6
+        diffs = [builder.fsub(p[k], p[k + 1]) for k in (1, 3, 5)]
+
+        def scaled(v, f):  # type: ignore[no-untyped-def]
+            return builder.fmul(ir.Constant(vec, [f] * LANES), v)
+
+        ys = [builder.fadd(builder.fadd(builder.fadd(p[0], sums[0]), sums[1]), sums[2])]
+        for k in range(1, 6):
+            part, big, small = (sums, 2.0 ** k, 0.5 ** k) if k % 2 == 0 else (diffs, 2.0 ** k, 0.5 ** k)
+            y = builder.fadd(builder.fadd(part[0], scaled(part[1], big)), scaled(part[2], small))
+            ys.append(builder.fadd(y, p[7]) if k == 5 else y)
+        for k, y in enumerate(ys):
+            builder.store(y, _vec_ptr(context, builder, signature.args[3], o_a, builder.add(oo, builder.mul(cv, i64(k)))),
+                          align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
-def wino_input(x: np.ndarray, t_in: int, h0: int, hr: int, tiles: int, e: np.ndarray) -> None:  # pragma: no cover
-    """Winograd F(4, 3)'s input transform along the width, ``B^T d``, of clip rows ``h0 .. h0 + hr - 1``:
-    ``e[c, t, h, j, p] = sum_q B^T[p, q] x[c, t, h0 + h, 4 j + q]`` (x: (C, T, H, W), at least 4 tiles + 2 wide)."""
+def wino_input(x: np.ndarray, t_in: int, h0: int, hr: int, tiles: int, bt: np.ndarray,
+               e: np.ndarray) -> None:  # pragma: no cover
+    """Winograd F(m, 3)'s input transform along the width, ``B^T d``, of clip rows ``h0 .. h0 + hr - 1``:
+    ``e[c, t, h, j, p] = sum_q bt[p, q] x[c, t, h0 + h, m j + q]`` (x: (C, T, H, W), at least m tiles + 2 wide;
+    bt: (m + 2, m + 2))."""
+    n = bt.shape[0]
+    m = n - 2
     for ci in range(x.shape[0]):
         for t in range(t_in):
             for h in range(hr):
                 row = x[ci, t, h0 + h]
                 out = e[ci, t, h]
                 for j in range(tiles):
-                    d0, d1, d2 = row[4 * j], row[4 * j + 1], row[4 * j + 2]
-                    d3, d4, d5 = row[4 * j + 3], row[4 * j + 4], row[4 * j + 5]
-                    out[j, 0] = np.float32(4.0) * d0 - np.float32(5.0) * d2 + d4
-                    out[j, 1] = d4 + d3 - np.float32(4.0) * (d1 + d2)
-                    out[j, 2] = d4 - d3 + np.float32(4.0) * (d1 - d2)
-                    out[j, 3] = d4 - d2 + np.float32(2.0) * (d3 - d1)
-                    out[j, 4] = d4 - d2 - np.float32(2.0) * (d3 - d1)
-                    out[j, 5] = np.float32(4.0) * d1 - np.float32(5.0) * d3 + d5
+                    for p in range(n):
+                        acc = np.float32(0.0)
+                        for q in range(n):
+                            acc += bt[p, q] * row[m * j + q]
+                        out[j, p] = acc
 
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
-def wino_pool_rows(m: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, pre: np.ndarray, idx: np.ndarray,
-                   want_idx: bool, best: np.ndarray, arg: np.ndarray, block: np.ndarray) -> None:  # pragma: no cover
-    """:func:`pool_rows` for a work unit convolved by Winograd F(4, 3) along the width: ``m`` (rows, tu, tiles,
-    6 C, C a multiple of 16) holds each tile's six products (channel p C + c). For each pooling window row, a span
-    of whole tiles and whole windows at a time (12 outputs for pool 3), the pool x pool conv rows it covers are
-    turned back into outputs (:func:`wino_out16`, ``y = A^T m``) in ``block`` (pool, pool, span, C: in L1; a
-    whole row's 69 KB overflowed it, 1.5x slower), whose windows then take their maxima as in :func:`pool_rows`
-    (:func:`window_max16`: strict compares in (t, h, w) order, the first maximum wins as in
-    ``torch.nn.MaxPool3d``). best, arg: float32/int32 scratch of wp C."""
+def wino_pool_rows(m: np.ndarray, tile: int, r0: int, pool: int, wp: int, bias: np.ndarray, pre: np.ndarray,
+                   idx: np.ndarray, want_idx: bool, best: np.ndarray, arg: np.ndarray,
+                   block: np.ndarray) -> None:  # pragma: no cover
+    """:func:`pool_rows` for a work unit convolved by Winograd F(tile, 3) along the width (tile 4 or 6): ``m``
+    (rows, tu, tiles, (tile + 2) C, C a multiple of 16) holds each tile's products (channel p C + c). For each
+    pooling window row, a span of whole tiles and whole windows at a time (12 outputs for F(4, 3) and pool 3, 6
+    for F(6, 3)), the pool x pool conv rows it covers are turned back into outputs (:func:`wino_out16`,
+    :func:`wino6_out16`: ``y = A^T m``) in ``block`` (pool, pool, span, C: in L1; a whole row's 69 KB overflowed
+    it, 1.5x slower), whose windows then take their maxima as in :func:`pool_rows` (:func:`window_max16`: strict
+    compares in (t, h, w) order, the first maximum wins as in ``torch.nn.MaxPool3d``). best, arg: float32/int32
+    scratch of wp C."""
     rows, tu, tiles, pc = m.shape
-    c = pc // 6
-    g, b = pool, 4
+    c = pc // (tile + 2)
+    g, b = pool, tile
     while b:
         g, b = b, g % b
-    span = 4 * pool // g  # outputs a span: whole tiles and whole windows (12 for pool 3)
+    span = tile * pool // g  # outputs a span: whole tiles and whole windows
     mf, bf = m.ravel(), block.ravel()
     offsets = np.empty(pool ** 3, np.int64)  # window offset (dt, dh, dw) -> flat offset in the block
     for o in range(pool ** 3):
@@ -323,14 +358,17 @@ def wino_pool_rows(m: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray,
     for li in range(rows // pool):
         for a in range(tu // pool):
             for s0 in range(0, wp * pool, span):
-                t0, t1 = s0 // 4, min(tiles, (s0 + span) // 4)
+                t0, t1 = s0 // tile, min(tiles, (s0 + span) // tile)
                 for dh in range(pool):
                     for dt in range(pool):
                         src = ((li * pool + dh) * tu + a * pool + dt) * tiles * pc
                         dst = (dh * pool + dt) * span * c
                         for j in range(t0, t1):
                             for k in range(0, c, LANES):
-                                wino_out16(mf, src + j * pc + k, c, bf, dst + 4 * (j - t0) * c + k)
+                                if tile == 4:
+                                    wino_out16(mf, src + j * pc + k, c, bf, dst + 4 * (j - t0) * c + k)
+                                else:
+                                    wino6_out16(mf, src + j * pc + k, c, bf, dst + 6 * (j - t0) * c + k)
                 j0 = s0 // pool
                 for j in range(j0, min(wp, j0 + span // pool)):
                     for k in range(0, c, LANES):
