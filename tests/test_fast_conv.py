@@ -120,7 +120,7 @@ def test_parameters_unchanged_and_input_gradients_fall_back_to_plain_layers() ->
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("wino", ["wino", "wino_half", "wino6", "wino6_half"])
+@pytest.mark.parametrize("wino", ["wino", "wino_quarter", "wino_half", "wino_f4"])
 @pytest.mark.parametrize("shape,cout,kernel,pool", [
     ((2, 1, 24, 20, 17), 32, (15, 3, 3), 3),  # 15 outputs wide: the last tile reads zeros past the clip
     ((1, 1, 31, 35, 29), 16, (15, 3, 3), 3),

@@ -54,8 +54,8 @@ from microexp.errors import ConfigError
 from microexp.fileio import user_cache_dir
 
 CANDIDATES: dict[str, dict[str, tuple[str, ...]]] = {
-    "conv_relu_pool": {"fp32": ("fused", "fused1", "fused4", "fused_half", "wino", "wino_half", "wino6",
-                                "wino6_half", "onednn_cl", "plain"),
+    "conv_relu_pool": {"fp32": ("fused", "fused1", "fused4", "fused_half", "wino", "wino_quarter",
+                                "wino_half", "wino_f4", "onednn_cl", "plain"),
                        "bf16": ("fused", "fused1", "fused4", "fused_half", "onednn_cl", "plain")},
     "linear": {"fp32": ("fast", "stream", "plain"), "bf16": ("fast", "bf16", "stream", "plain")},
     "linear_sgd": {"fp32": ("fused", "fused_mkl", "plain"), "bf16": ("fused", "fused_mkl", "plain")},
