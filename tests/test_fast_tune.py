@@ -198,7 +198,10 @@ def test_the_pooling_pass_reads_bf16_exactly_as_its_float32_widening() -> None:
         res[name] = (pre, idx)
     assert torch.equal(res["bf16"][0], res["fp32"][0]) and torch.equal(res["bf16"][1], res["fp32"][1])
     ref = torch.nn.functional.max_pool3d(out.float().permute(3, 1, 0, 2)[None], pool)[0]  # (C, tp, hp, wp)
-    assert torch.equal(res["bf16"][0].view(c, 3, 2, wp), ref + torch.from_numpy(bias).view(c, 1, 1, 1))
+    pre_act = ref + torch.from_numpy(bias).view(c, 1, 1, 1)
+    assert torch.equal(res["bf16"][0].view(c, 3, 2, wp), pre_act.clamp_min(0))  # after the ReLU
+    # the indices mark the outputs the ReLU blocked (the backward's mask)
+    assert torch.equal(res["bf16"][1].view(c, 3, 2, wp) == kernels.BLOCKED, pre_act <= 0) and (pre_act <= 0).any()
 
 
 def test_a_cached_choice_is_timed_again_when_the_op_gains_a_candidate(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,8 @@ Same mathematics as the PyTorch layers, computed in a layout that fast kernels l
   records which window offset held each maximum, 16 channels at a time with the window's running maximum in
   registers (:func:`microexp.fast.kernels.pool_rows`); ties break as ``torch.nn.MaxPool3d`` does (the first
   maximum in (t, h, w) order).
-- ReLU and the bias commute with the max (both monotone), so they are applied to the pooled tensor, 27x smaller.
+- ReLU and the bias commute with the max (both monotone), so they are applied to the pooled tensor, 27x smaller,
+  by the pooling pass itself, which marks the outputs the ReLU blocked in the max-pool indices (the backward's mask).
 - Backward computes only the weight and bias gradients (the clip needs no gradient). Max-pooling sends each pooled
   output's gradient to one conv output, so the weight gradient is a sum over the pooled outputs, not over every
   conv output: 1/27 of the dense product's multiply-adds, and none for outputs the ReLU blocked
@@ -152,8 +153,8 @@ def _row_units(n: int, hp: int, rows: int | None = None) -> list[tuple[int, int,
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
              dtype: torch.dtype = torch.float32, rows: int | None = None,
              wino: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pooled maxima with the bias, (N, C, tp, hp*wp) (the model's layout): for training pre-activation, with the
-    window offset of each maximum (same layout, uint8); for inference after the ReLU.
+    """Pooled maxima with the bias, after the ReLU, (N, C, tp, hp*wp) (the model's layout); for training with the
+    window offset of each maximum (same layout, uint8; ``kernels.BLOCKED`` where the ReLU blocked it).
 
     A work unit is a few pooled rows of one clip. Its 3-D conv is one oneDNN conv2d over (T, W) with the clip's
     rows as the batch and the kh kernel rows as input channels: input row h, channel (c, u) is clip row h + u, so
@@ -258,9 +259,10 @@ def _aligned_zeros(shape: tuple[int, int]) -> np.ndarray:
 
 
 def _weight_grad(x: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g: torch.Tensor,
-                 pool: int) -> torch.Tensor:
-    """dL/dW from the pooled-output gradient ``g`` (N, C, tp, hp*wp), routed through the max-pool ``indices``:
-    only the window maxima with a nonzero gradient contribute (:func:`microexp.fast.kernels.pool_weight_grad`)."""
+                 pool: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """dL/dW and dL/db from the pooled-output gradient ``g`` (N, C, tp, hp*wp), routed through the max-pool
+    ``indices`` (``BLOCKED`` where the ReLU blocked the output): only the window maxima with a nonzero gradient
+    contribute (:func:`microexp.fast.kernels.pool_weight_grad`)."""
     kernels = _kernels()
     cout, cin, kt, kh, kw = weight.shape
     n, _c, t, h, w = x.shape
@@ -272,35 +274,39 @@ def _weight_grad(x: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g
     xt[..., t:].zero_()  # only the pad: zeroing all of it first was a second pass over the clip
     xs, gs, ids = xt.numpy(), g.numpy(), indices.numpy()
 
-    def unit(job: tuple[int, int, int]) -> torch.Tensor:
+    def unit(job: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         i, a, b = job
-        acc = _aligned_zeros((cout, cin * kh * kw * lanes))
-        kernels.pool_weight_grad(xs[i], gs[i], ids[i], a, b, pool, kh, kw, wp, lanes, acc)
-        return torch.from_numpy(acc)
+        acc, bacc = _aligned_zeros((cout, cin * kh * kw * lanes)), np.zeros(cout, np.float32)
+        kernels.pool_weight_grad(xs[i], gs[i], ids[i], a, b, pool, kh, kw, wp, lanes, acc, bacc)
+        return torch.from_numpy(acc), torch.from_numpy(bacc)
 
-    acc = torch.stack(_parallel(unit, _units(n, tp, pool))).sum(0)  # fixed partition and order: thread-independent
-    return acc.view(cout, cin, kh, kw, lanes)[..., :kt].permute(0, 1, 4, 2, 3).contiguous()
+    parts = _parallel(unit, _units(n, tp, pool))
+    acc = torch.stack([p[0] for p in parts]).sum(0)  # fixed partition and order: thread-independent
+    grad_b = torch.stack([p[1] for p in parts]).sum(0)
+    return acc.view(cout, cin, kh, kw, lanes)[..., :kt].permute(0, 1, 4, 2, 3).contiguous(), grad_b
 
 
 class _ConvReluPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
                 dtype: torch.dtype, rows: int | None = None, wino: int = 0) -> torch.Tensor:
-        pre, indices = _forward(x, weight, bias, pool, want_indices=True, dtype=dtype, rows=rows, wino=wino)
-        ctx.save_for_backward(x, weight, indices, pre > 0)
+        out, indices = _forward(x, weight, bias, pool, want_indices=True, dtype=dtype, rows=rows, wino=wino)
+        ctx.save_for_backward(x, weight, indices)  # indices also mark the ReLU's blocked outputs
         ctx.pool = pool
         hp, wp = _geometry(x, weight, pool)[5:7]
-        return pre.clamp_min_(0).view(x.shape[0], -1, pre.shape[2], hp, wp)
+        return out.view(x.shape[0], -1, out.shape[2], hp, wp)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight, indices, mask = ctx.saved_tensors
+        x, weight, indices = ctx.saved_tensors
         if ctx.needs_input_grad[0]:
             raise RuntimeError("conv_relu_pool: the fast path does not compute an input gradient")
-        g = (grad_out.float().reshape(mask.shape) * mask).contiguous()
-        grad_b = g.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
-        grad_w = _weight_grad(x, weight.detach().float(), indices, g, ctx.pool) if ctx.needs_input_grad[1] else None
-        return None, grad_w, grad_b, None, None, None, None
+        g = grad_out.float().reshape(indices.shape).contiguous()
+        if ctx.needs_input_grad[1]:
+            grad_w, grad_b = _weight_grad(x, weight.detach().float(), indices, g, ctx.pool)
+        else:
+            grad_w, grad_b = None, g.masked_fill(indices == _kernels().BLOCKED, 0.0).sum((0, 2, 3))
+        return None, grad_w, grad_b if ctx.needs_input_grad[2] else None, None, None, None, None
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -372,7 +378,7 @@ def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
     """``max_pool3d(relu(conv3d(x, weight, bias)), pool)`` (stride = pool, no padding), fast on CPU: the
     implementation measured fastest for this shape on this machine (:mod:`microexp.fast.tune`), in bf16 inside a
     CPU bf16 autocast region (float32 out either way)."""
-    if not usable(x, weight):
+    if not usable(x, weight) or pool ** 3 >= 255:  # window offsets must fit the uint8 indices below BLOCKED
         return F.max_pool3d(torch.relu(F.conv3d(x, weight, bias)), pool)
     tune = _tune()
     x = x.contiguous()

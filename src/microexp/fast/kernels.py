@@ -65,6 +65,7 @@ def axpy16(typingctx, dst, dst_off, src, src_off, alpha):  # type: ignore[no-unt
     return sig, codegen
 
 
+BLOCKED = 255  # max-pool index of a pooled output whose ReLU blocked it (window offsets are < pool ** 3)
 GRAD_BLOCK_ROWS = 2  # pooled rows a block of pool_weight_grad: each channel sums the block, whose clip window stays in L1 (1-10 measured)
 NVEC = 9  # 16-lane accumulator rows that grad_rows9 holds in registers: C_in * kh * kw * (lanes / 16) for STCNN
 
@@ -104,18 +105,21 @@ def grad_rows9(typingctx, xf, src, gvals, count, koff, acc, acc_off):  # type: i
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def pool_weight_grad(xt: np.ndarray, g: np.ndarray, idx: np.ndarray, a0: int, a1: int, pool: int, kh: int,
-                     kw: int, wp: int, lanes: int, acc: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Add pooled frames ``a0 .. a1 - 1`` of one clip's weight gradient into ``acc``.
+                     kw: int, wp: int, lanes: int, acc: np.ndarray,
+                     bacc: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Add pooled frames ``a0 .. a1 - 1`` of one clip's weight gradient into ``acc`` and its bias gradient into
+    ``bacc``.
 
     xt: (C_in, H, W, Tpad) float32 clip, Tpad >= T - kt + lanes so that every ``lanes``-wide row load stays inside;
-    g, idx: (C_out, tp, hp*wp) pooled-output gradient (float32) and window offset of each maximum (uint8, in
-    (t, h, w) order); acc: (C_out, C_in*kh*kw*lanes) float32, row layout (c_in, i, j, frame).
+    g, idx: (C_out, tp, hp*wp) pooled-output gradient (float32, before the ReLU's mask) and window offset of each
+    maximum (uint8, in (t, h, w) order; ``BLOCKED`` where the ReLU blocked it: no term); acc: (C_out,
+    C_in*kh*kw*lanes) float32, row layout (c_in, i, j, frame); bacc: (C_out,) float32.
     """
     cin, h, w, tpad = xt.shape
     cout, cols = g.shape[0], g.shape[2]
     xf, af = xt.ravel(), acc.ravel()
     wt, hwt = w * tpad, h * w * tpad
-    offsets = np.empty(pool ** 3, np.int64)  # window offset -> flat offset of its conv output in xt
+    offsets = np.zeros(256, np.int64)  # window offset -> flat offset of its conv output in xt (BLOCKED: unused)
     for o in range(pool ** 3):
         r = o % (pool * pool)
         offsets[o] = (r // pool) * wt + (r % pool) * tpad + o // (pool * pool)
@@ -137,22 +141,27 @@ def pool_weight_grad(xt: np.ndarray, g: np.ndarray, idx: np.ndarray, a0: int, a1
                 h1 = min(hp, h0 + GRAD_BLOCK_ROWS)
                 for c in range(cout):
                     n = 0
+                    bsum = bacc[c]
                     for jh in range(h0, h1):
                         corner = jh * pool * wt + a * pool
                         for jw in range(wp):  # the nonzero terms, listed without a branch
                             j = jh * wp + jw
-                            gv = g[c, a, j]
-                            src[n] = corner + jw * pool * tpad + offsets[idx[c, a, j]]
+                            ix = idx[c, a, j]
+                            gv = g[c, a, j] if ix != BLOCKED else np.float32(0.0)
+                            src[n] = corner + jw * pool * tpad + offsets[ix]
                             vals[n] = gv
+                            bsum += gv
                             n += gv != 0.0
+                    bacc[c] = bsum
                     grad_rows9(xf, src, vals, n, koff, af, c * row)
         return
     for c in range(cout):
         for a in range(a0, a1):
             for j in range(cols):
                 gv = g[c, a, j]
-                if gv == 0.0:  # ReLU-blocked (or zero) gradient: nothing to add
+                if gv == 0.0 or idx[c, a, j] == BLOCKED:  # ReLU-blocked (or zero) gradient: nothing to add
                     continue
+                bacc[c] += gv
                 base = (j // wp) * pool * wt + (j % wp) * pool * tpad + a * pool + offsets[idx[c, a, j]]
                 d = c * row
                 for ci in range(cin):
@@ -209,16 +218,15 @@ def window_max16(typingctx, src, base, offsets, best, best_off, arg):  # type: i
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def _write_pooled(best: np.ndarray, arg: np.ndarray, bias: np.ndarray, col: int, a: int, wp: int, c: int,
                   want_idx: bool, pre: np.ndarray, idx: np.ndarray) -> None:  # pragma: no cover
-    """One pooled row's maxima (+ bias) from ``best`` into ``pre[:, a, col:col + wp]``, with their window offsets
-    into ``idx``; without ``want_idx`` (inference) the ReLU too, saving a pass over the output."""
+    """One pooled row's maxima (+ bias, after the ReLU) from ``best`` into ``pre[:, a, col:col + wp]``; with
+    ``want_idx`` (training) each maximum's window offset into ``idx``, ``BLOCKED`` where the ReLU blocked it (the
+    backward's mask, so no separate mask or ReLU pass over the output is needed)."""
     for j in range(wp):
         for k in range(c):
             v = best[j * c + k] + bias[k]
+            pre[k, a, col + j] = max(v, np.float32(0.0))
             if want_idx:
-                pre[k, a, col + j] = v
-                idx[k, a, col + j] = arg[j * c + k]
-            else:
-                pre[k, a, col + j] = max(v, np.float32(0.0))
+                idx[k, a, col + j] = arg[j * c + k] if v > 0.0 else BLOCKED
 
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
