@@ -46,10 +46,12 @@ GEMV_PARTS = 4  # row blocks of a one-row product: measured best of 2..16 on 2 c
 GEMV_MIN = 65536  # inputs below which MKL's GEMV is left to it (small layers are not memory-bound)
 BLOCKED_MIN_OUT = 512  # outputs from which the forward GEMM is blocked over columns (see _forward)
 FORWARD_BLOCK = 2048  # columns per forward work unit
-STREAM_CHUNK = 16384  # columns per work unit of the streamed forward: 64 KB weight-row pieces (4,096..32,768 measured)
+UNITS = 11  # work units of the streamed forward and of the folded backward: FuseNet's 172,800 columns took
+# 16,384 a unit and STCNN's 345,600 32,768 to run fastest (2 AVX-512 cores; 4,096-65,536 measured), 11 units each
+STREAM_CHUNK: int | None = None  # columns per work unit of the streamed forward (None: 1/UNITS of them)
 STREAM_MAX_ROWS = 32  # batch rows up to which the streamed forward applies (beyond, the product is compute-bound)
 STREAM_GX_CHUNK = 2048  # columns per work unit of the streamed input gradient (2,048..16,384 measured)
-SGD_CHUNK = 8192  # columns per work unit of the backward with the SGD step folded in (2,048..43,200 measured)
+SGD_CHUNK: int | None = None  # columns per work unit of the backward with the SGD step folded in (None: 1/UNITS)
 SGD_MAX_ROWS = 32  # batch rows up to which the SGD step is folded into the backward (groups of eight)
 
 
@@ -147,6 +149,12 @@ def _backward(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, want_x: bo
     return (grad_x[:n] if grad_x is not None and rows != n else grad_x), grad_w
 
 
+def _chunk(features: int, chunk: int | None) -> int:
+    """Columns a work unit: ``chunk``, else 1/``UNITS`` of ``features`` in whole 1,024s (the same on any thread
+    count, so the partial sums and their order do not depend on it)."""
+    return chunk or -(-features // (UNITS * 1024)) * 1024
+
+
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T + bias``. A wide layer with many outputs (FuseNet's Dense-1024) is summed over fixed column
     blocks on the thread pool: MKL's one GEMM for it packs the transposed weights first and ran 1.5-2x slower
@@ -188,7 +196,7 @@ def _fast(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, train: bool
 
 def _stream_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T + bias`` for a few rows (at most ``STREAM_MAX_ROWS``; more take MKL's GEMM), bound by
-    reading the weights: fixed chunks of ``STREAM_CHUNK`` columns on the thread pool, each reading its pieces of
+    reading the weights: fixed chunks of columns (:func:`_chunk`) on the thread pool, each reading its pieces of
     the weight rows once in contiguous runs for every batch row (:func:`microexp.fast.kernels.rows8_dot`, the rows
     eight at a time, a short last group padded with zeros), the chunks' partial sums added in a fixed order (the
     result does not depend on the thread count)."""
@@ -199,13 +207,14 @@ def _stream_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -
     rows = -(-n // 8) * 8
     xg = x.contiguous() if rows == n else torch.cat([x, x.new_zeros(rows - n, features)])
     xs, ws = xg.view(rows // 8, 8, features).numpy(), weight.contiguous().numpy()
-    starts = list(range(0, features, STREAM_CHUNK))
+    chunk = _chunk(features, STREAM_CHUNK)
+    starts = list(range(0, features, chunk))
     parts = torch.empty(len(starts), weight.shape[0], rows // 8, 8)
     ps = parts.numpy()
     scratch = 256 * (rows // 8) * -(-weight.shape[0] // 2)  # rows8_dot's running sums between pieces
 
     def unit(k: int) -> None:
-        kernels.rows8_dot(xs, ws, starts[k], min(features, starts[k] + STREAM_CHUNK), ps[k],
+        kernels.rows8_dot(xs, ws, starts[k], min(features, starts[k] + chunk), ps[k],
                           _SCRATCH.get("dot", (scratch,)).numpy())
 
     _parallel(unit, list(range(len(starts))))
@@ -305,7 +314,7 @@ def _sgd_group(weight: torch.Tensor) -> dict[str, Any] | None:
 def _sgd_backward(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, lr: float,
                   weight_decay: float) -> torch.Tensor:
     """The input gradient ``g @ weight`` (weights before the step) and, in the same pass, ``weight -= lr * (g.T @ x
-    + weight_decay * weight)`` in place: fixed chunks of ``SGD_CHUNK`` columns on the thread pool
+    + weight_decay * weight)`` in place: fixed chunks of columns (:func:`_chunk`) on the thread pool
     (:func:`microexp.fast.kernels.rows8_sgd`; the batch padded with zero rows to a multiple of eight, which add nothing)."""
     kernels = _kernels()
     n, features = x.shape
@@ -316,8 +325,9 @@ def _sgd_backward(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, lr: fl
     out = torch.empty(rows, features)
     os_, ws = out.numpy(), weight.numpy()
     keep = 1.0 - lr * weight_decay
-    _parallel(lambda c0: kernels.rows8_sgd(gt, xs, ws, c0, min(features, c0 + SGD_CHUNK), lr, keep, os_),
-              list(range(0, features, SGD_CHUNK)))
+    chunk = _chunk(features, SGD_CHUNK)
+    _parallel(lambda c0: kernels.rows8_sgd(gt, xs, ws, c0, min(features, c0 + chunk), lr, keep, os_),
+              list(range(0, features, chunk)))
     return out[:n]
 
 
