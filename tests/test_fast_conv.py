@@ -159,3 +159,43 @@ def test_winograd_transforms_are_a_three_tap_correlation(tile: int) -> None:
     wino_input(x.numpy(), 3, 1, 2, 3, fastconv._WINO_BT[tile].numpy(), e.numpy())
     ref = x[:, :, 1:3].unfold(3, n, tile) @ fastconv._WINO_BT[tile].t()
     torch.testing.assert_close(e, ref, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("how", ["fused", "fused_half", "wino", "wino_quarter", "wino_f4", "plain", "onednn_cl"])
+def test_fused_dropout_is_the_dense_dropout_from_the_same_words(how: str) -> None:
+    """At rate 1/2 the fused variants drop in their pooling pass: the same mask (the same random words, drawn from
+    the same generator) as the dropout after the plain layers, the same outputs and gradients."""
+    from microexp.fast import dense, tune
+
+    gen = torch.Generator().manual_seed(21)
+    x = torch.randn(2, 1, 24, 20, 26, generator=gen)
+    w0 = torch.randn(32, 1, 15, 3, 3, generator=gen) * 0.05
+    b0 = torch.randn(32, generator=gen) * 0.1 - 0.05
+
+    def run(fast: bool) -> tuple[torch.Tensor, ...]:
+        w, b = w0.clone().requires_grad_(), b0.clone().requires_grad_()
+        torch.manual_seed(5)
+        if fast:
+            with tune.force(f"conv_relu_pool={how}"):
+                out = conv_relu_pool(x, w, b, 3, dropout=0.5)
+        else:
+            out = dense.dropout(_naive(x, w, b, 3), 0.5, True)
+        g = torch.randn(out.shape, generator=torch.Generator().manual_seed(4))
+        return (out, *torch.autograd.grad((out * g).sum(), (w, b)))
+
+    ref, fast = run(False), run(True)
+    assert (ref[0] == 0).float().mean() > 0.4  # the dropout (and the ReLU) zeroed outputs
+    torch.testing.assert_close(fast[0], ref[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast[1], ref[1], rtol=1e-5, atol=2e-6 * float(ref[1].abs().max()))
+    torch.testing.assert_close(fast[2], ref[2], rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_rates_other_than_a_half_run_after_the_layers() -> None:
+    from microexp.fast import dense
+
+    x = torch.randn(1, 1, 20, 14, 14, generator=torch.Generator().manual_seed(8))
+    w, b = torch.randn(16, 1, 5, 3, 3) * 0.1, torch.zeros(16)
+    torch.manual_seed(2)
+    out = conv_relu_pool(x, w, b, 3, dropout=0.3)
+    torch.manual_seed(2)
+    torch.testing.assert_close(out, dense.dropout(_naive(x, w, b, 3), 0.3, True), rtol=1e-5, atol=1e-5)

@@ -8,6 +8,7 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -194,7 +195,8 @@ def test_the_pooling_pass_reads_bf16_exactly_as_its_float32_widening() -> None:
     for name, arr in (("bf16", out.view(torch.int16)), ("fp32", out.float())):
         pre, idx = torch.zeros(c, 3, 2 * wp), torch.zeros(c, 3, 2 * wp, dtype=torch.uint8)
         best, arg = torch.empty(wp * c + 16), torch.empty(wp * c + 16, dtype=torch.int32)
-        kernels.pool_rows(arr.numpy(), 0, pool, wp, bias, pre.numpy(), idx.numpy(), True, best.numpy(), arg.numpy())
+        kernels.pool_rows(arr.numpy(), 0, pool, wp, bias, pre.numpy(), idx.numpy(), True, best.numpy(), arg.numpy(),
+                          np.empty(0, np.int32), 0)
         res[name] = (pre, idx)
     assert torch.equal(res["bf16"][0], res["fp32"][0]) and torch.equal(res["bf16"][1], res["fp32"][1])
     ref = torch.nn.functional.max_pool3d(out.float().permute(3, 1, 0, 2)[None], pool)[0]  # (C, tp, hp, wp)

@@ -60,6 +60,7 @@ class _Scratch(threading.local):
 
 
 _SCRATCH = _Scratch()
+_NO_DROP = torch.empty(0, dtype=torch.int32)  # no dropout words: the pooling pass keeps every output
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
@@ -151,8 +152,8 @@ def _row_units(n: int, hp: int, rows: int | None = None) -> list[tuple[int, int,
 
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
-             dtype: torch.dtype = torch.float32, rows: int | None = None,
-             wino: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+             dtype: torch.dtype = torch.float32, rows: int | None = None, wino: int = 0,
+             drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled maxima with the bias, after the ReLU, (N, C, tp, hp*wp) (the model's layout); for training with the
     window offset of each maximum (same layout, uint8; ``kernels.BLOCKED`` where the ReLU blocked it).
 
@@ -162,10 +163,11 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     shape at ~100 GFLOP/s a thread here (measured; its conv3d on the one-channel clip reaches ~40 %).
 
     ``wino`` = m (4 or 6; fp32, kw = 3: :func:`wino_usable`): the width taps by Winograd F(m, 3), 1.5x (F(4, 3))
-    or 1.8x (F(6, 3)) fewer multiplies (:func:`_wino_forward`).
+    or 1.8x (F(6, 3)) fewer multiplies (:func:`_wino_forward`). ``drop``: the words of a rate-1/2 dropout applied
+    by the pooling pass (:func:`microexp.fast.dense.dropout_words`).
     """
     if wino and wino_usable(weight, dtype):
-        return _wino_forward(x, weight, bias, pool, want_indices, rows, wino)
+        return _wino_forward(x, weight, bias, pool, want_indices, rows, wino, drop)
     kernels = _kernels()
     cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
     n, cin, cols = x.shape[0], x.shape[1], hp * wp
@@ -176,6 +178,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     indices = torch.empty(n, cout, tp, cols, dtype=torch.uint8) if want_indices else None
     pre_np, bias_np = pre.numpy(), bias.detach().contiguous().numpy()
     idx_np = (indices if indices is not None else torch.empty(1, 1, 1, 1, dtype=torch.uint8)).numpy()
+    drop_np = (drop if drop is not None else _NO_DROP).view(-1).numpy()
     s = x.stride()
 
     def unit(job: tuple[int, int, int]) -> None:
@@ -191,15 +194,16 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
         cl = conv.permute(0, 2, 3, 1).contiguous()  # oneDNN's output is channels-last already: no copy
         # bf16 outputs go to the pooling pass as they are (its 16-lane loads widen them), saving a conversion pass
         cl = cl.view(torch.int16) if cl.dtype == torch.bfloat16 and cout % kernels.LANES == 0 else cl.float()
-        kernels.pool_rows(cl.numpy(), r0, pool, wp, bias_np, pre_np[i],
-                          idx_np[i if indices is not None else 0], indices is not None, best.numpy(), arg.numpy())
+        kernels.pool_rows(cl.numpy(), r0, pool, wp, bias_np, pre_np[i], idx_np[i if indices is not None else 0],
+                          indices is not None, best.numpy(), arg.numpy(), drop_np, i * cout * tp * cols)
 
     _parallel(unit, _row_units(n, hp, rows))
     return pre, indices
 
 
 def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
-                  rows: int | None, tile: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  rows: int | None, tile: int,
+                  drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`_forward` with the conv's width taps by Winograd F(tile, 3), in the same work units.
 
     Each tile of ``tile`` conv outputs along the width takes ``tile + 2`` products instead of ``3 tile``: the clip
@@ -222,6 +226,7 @@ def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, poo
     indices = torch.empty(n, cout, tp, hp * wp, dtype=torch.uint8) if want_indices else None
     pre_np, bias_np = pre.numpy(), bias.detach().contiguous().numpy()
     idx_np = (indices if indices is not None else torch.empty(1, 1, 1, 1, dtype=torch.uint8)).numpy()
+    drop_np = (drop if drop is not None else _NO_DROP).view(-1).numpy()
 
     def unit(job: tuple[int, int, int]) -> None:
         i, r0, r1 = job
@@ -243,7 +248,7 @@ def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, poo
         block = _SCRATCH.get("wino_block", (pool, pool, tile * pool // math.gcd(tile, pool), cout))
         kernels.wino_pool_rows(m.contiguous().numpy(), tile, r0, pool, wp, bias_np, pre_np[i],
                                idx_np[i if indices is not None else 0], indices is not None, best.numpy(),
-                               arg.numpy(), block.numpy())
+                               arg.numpy(), block.numpy(), drop_np, i * cout * tp * hp * wp)
 
     _parallel(unit, _row_units(n, hp, rows))
     return pre, indices
@@ -259,7 +264,7 @@ def _aligned_zeros(shape: tuple[int, int]) -> np.ndarray:
 
 
 def _weight_grad(x: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g: torch.Tensor,
-                 pool: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 pool: int, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """dL/dW and dL/db from the pooled-output gradient ``g`` (N, C, tp, hp*wp), routed through the max-pool
     ``indices`` (``BLOCKED`` where the ReLU blocked the output): only the window maxima with a nonzero gradient
     contribute (:func:`microexp.fast.kernels.pool_weight_grad`)."""
@@ -277,7 +282,7 @@ def _weight_grad(x: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g
     def unit(job: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         i, a, b = job
         acc, bacc = _aligned_zeros((cout, cin * kh * kw * lanes)), np.zeros(cout, np.float32)
-        kernels.pool_weight_grad(xs[i], gs[i], ids[i], a, b, pool, kh, kw, wp, lanes, acc, bacc)
+        kernels.pool_weight_grad(xs[i], gs[i], ids[i], a, b, pool, kh, kw, wp, lanes, acc, bacc, scale)
         return torch.from_numpy(acc), torch.from_numpy(bacc)
 
     parts = _parallel(unit, _units(n, tp, pool))
@@ -289,10 +294,12 @@ def _weight_grad(x: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g
 class _ConvReluPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
-                dtype: torch.dtype, rows: int | None = None, wino: int = 0) -> torch.Tensor:
-        out, indices = _forward(x, weight, bias, pool, want_indices=True, dtype=dtype, rows=rows, wino=wino)
-        ctx.save_for_backward(x, weight, indices)  # indices also mark the ReLU's blocked outputs
-        ctx.pool = pool
+                dtype: torch.dtype, rows: int | None = None, wino: int = 0,
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        out, indices = _forward(x, weight, bias, pool, want_indices=True, dtype=dtype, rows=rows, wino=wino,
+                                drop=drop)
+        ctx.save_for_backward(x, weight, indices)  # indices also mark the ReLU's (and dropout's) blocked outputs
+        ctx.pool, ctx.scale = pool, 1.0 if drop is None else 2.0
         hp, wp = _geometry(x, weight, pool)[5:7]
         return out.view(x.shape[0], -1, out.shape[2], hp, wp)
 
@@ -303,10 +310,10 @@ class _ConvReluPool(torch.autograd.Function):
             raise RuntimeError("conv_relu_pool: the fast path does not compute an input gradient")
         g = grad_out.float().reshape(indices.shape).contiguous()
         if ctx.needs_input_grad[1]:
-            grad_w, grad_b = _weight_grad(x, weight.detach().float(), indices, g, ctx.pool)
+            grad_w, grad_b = _weight_grad(x, weight.detach().float(), indices, g, ctx.pool, ctx.scale)
         else:
-            grad_w, grad_b = None, g.masked_fill(indices == _kernels().BLOCKED, 0.0).sum((0, 2, 3))
-        return None, grad_w, grad_b if ctx.needs_input_grad[2] else None, None, None, None, None
+            grad_w, grad_b = None, g.masked_fill(indices == _kernels().BLOCKED, 0.0).sum((0, 2, 3)) * ctx.scale
+        return None, grad_w, grad_b if ctx.needs_input_grad[2] else None, None, None, None, None, None
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -344,18 +351,23 @@ def _onednn_cl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: 
 
 
 def _run(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, dtype: torch.dtype,
-         train: bool) -> torch.Tensor:
-    if how == "plain":
-        return _plain(x, weight, bias, pool, dtype)
-    if how == "onednn_cl":
-        return _onednn_cl(x, weight, bias, pool, dtype)
+         train: bool, drop: torch.Tensor | None = None) -> torch.Tensor:
+    """Candidate ``how``; ``drop``: the words of a rate-1/2 dropout after the pooling
+    (:func:`microexp.fast.dense.dropout_words`), applied by the fused variants' pooling pass, else afterwards."""
+    if how in ("plain", "onednn_cl"):
+        out = (_plain if how == "plain" else _onednn_cl)(x, weight, bias, pool, dtype)
+        if drop is None:
+            return out
+        from microexp.fast import dense
+
+        return dense.apply_words(out, drop)
     rows, wino = ROWS_CANDIDATES[how], WINO_TILE.get(how, 0)  # one of the fused variants
     if train:
-        return _ConvReluPool.apply(x, weight, bias, pool, dtype, rows, wino)
+        return _ConvReluPool.apply(x, weight, bias, pool, dtype, rows, wino, drop)
     with torch.no_grad():
         hp, wp = _geometry(x, weight, pool)[5:7]
-        out = _forward(x, weight, bias, pool, want_indices=False, dtype=dtype, rows=rows,
-                       wino=wino)[0]  # ReLU applied by the pooling pass
+        out = _forward(x, weight, bias, pool, want_indices=False, dtype=dtype, rows=rows, wino=wino,
+                       drop=drop)[0]  # ReLU (and dropout) applied by the pooling pass
         return out.view(x.shape[0], -1, out.shape[2], hp, wp)
 
 
@@ -374,12 +386,20 @@ def _trial(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     return run
 
 
-def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int) -> torch.Tensor:
+def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
+                   dropout: float = 0.0) -> torch.Tensor:
     """``max_pool3d(relu(conv3d(x, weight, bias)), pool)`` (stride = pool, no padding), fast on CPU: the
     implementation measured fastest for this shape on this machine (:mod:`microexp.fast.tune`), in bf16 inside a
-    CPU bf16 autocast region (float32 out either way)."""
+    CPU bf16 autocast region (float32 out either way); then ``dropout`` (a rate; pass 0 outside training) as
+    :func:`microexp.fast.dense.dropout` draws it. At rate 1/2 (the Reddy models') the fused variants apply it in
+    their pooling pass and mark the dropped outputs for the backward: the same mask from the same random words, no
+    passes of its own over the output."""
+    from microexp.fast import dense
+
     if not usable(x, weight) or pool ** 3 >= 255:  # window offsets must fit the uint8 indices below BLOCKED
-        return F.max_pool3d(torch.relu(F.conv3d(x, weight, bias)), pool)
+        return dense.dropout(F.max_pool3d(torch.relu(F.conv3d(x, weight, bias)), pool), dropout, dropout > 0.0)
+    if dropout not in (0.0, 0.5):
+        return dense.dropout(conv_relu_pool(x, weight, bias, pool), dropout, True)
     tune = _tune()
     x = x.contiguous()
     dtype = torch.bfloat16 if tune.precision_now() == "bf16" else torch.float32
@@ -387,5 +407,7 @@ def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
     how = tune.choose("conv_relu_pool", train, (tuple(x.shape), tuple(weight.shape), (pool,)),
                       lambda c: _trial(c, x, weight, bias, pool, dtype, train),
                       what=f"clips {'x'.join(map(str, x.shape))}, {weight.shape[0]} filters")
+    cout, tp, hp, wp = weight.shape[0], *_geometry(x, weight, pool)[4:7]
+    drop = dense.dropout_words(x.shape[0] * cout * tp * hp * wp) if dropout == 0.5 else None
     with torch.autocast("cpu", enabled=False):
-        return _run(how, x, weight, bias, pool, dtype, train)
+        return _run(how, x, weight, bias, pool, dtype, train, drop)

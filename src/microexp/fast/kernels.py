@@ -105,15 +105,16 @@ def grad_rows9(typingctx, xf, src, gvals, count, koff, acc, acc_off):  # type: i
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def pool_weight_grad(xt: np.ndarray, g: np.ndarray, idx: np.ndarray, a0: int, a1: int, pool: int, kh: int,
-                     kw: int, wp: int, lanes: int, acc: np.ndarray,
-                     bacc: np.ndarray) -> None:  # pragma: no cover - compiled
+                     kw: int, wp: int, lanes: int, acc: np.ndarray, bacc: np.ndarray,
+                     scale: float) -> None:  # pragma: no cover - compiled
     """Add pooled frames ``a0 .. a1 - 1`` of one clip's weight gradient into ``acc`` and its bias gradient into
     ``bacc``.
 
     xt: (C_in, H, W, Tpad) float32 clip, Tpad >= T - kt + lanes so that every ``lanes``-wide row load stays inside;
     g, idx: (C_out, tp, hp*wp) pooled-output gradient (float32, before the ReLU's mask) and window offset of each
     maximum (uint8, in (t, h, w) order; ``BLOCKED`` where the ReLU blocked it: no term); acc: (C_out,
-    C_in*kh*kw*lanes) float32, row layout (c_in, i, j, frame); bacc: (C_out,) float32.
+    C_in*kh*kw*lanes) float32, row layout (c_in, i, j, frame); bacc: (C_out,) float32; ``scale``: a dropout's
+    1 / (1 - p) on the kept outputs (the dropped ones are ``BLOCKED``), else 1.
     """
     cin, h, w, tpad = xt.shape
     cout, cols = g.shape[0], g.shape[2]
@@ -147,7 +148,7 @@ def pool_weight_grad(xt: np.ndarray, g: np.ndarray, idx: np.ndarray, a0: int, a1
                         for jw in range(wp):  # the nonzero terms, listed without a branch
                             j = jh * wp + jw
                             ix = idx[c, a, j]
-                            gv = g[c, a, j] if ix != BLOCKED else np.float32(0.0)
+                            gv = g[c, a, j] * np.float32(scale) if ix != BLOCKED else np.float32(0.0)
                             src[n] = corner + jw * pool * tpad + offsets[ix]
                             vals[n] = gv
                             bsum += gv
@@ -158,7 +159,7 @@ def pool_weight_grad(xt: np.ndarray, g: np.ndarray, idx: np.ndarray, a0: int, a1
     for c in range(cout):
         for a in range(a0, a1):
             for j in range(cols):
-                gv = g[c, a, j]
+                gv = g[c, a, j] * np.float32(scale)
                 if gv == 0.0 or idx[c, a, j] == BLOCKED:  # ReLU-blocked (or zero) gradient: nothing to add
                     continue
                 bacc[c] += gv
@@ -217,21 +218,36 @@ def window_max16(typingctx, src, base, offsets, best, best_off, arg):  # type: i
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def _write_pooled(best: np.ndarray, arg: np.ndarray, bias: np.ndarray, col: int, a: int, wp: int, c: int,
-                  want_idx: bool, pre: np.ndarray, idx: np.ndarray) -> None:  # pragma: no cover
+                  want_idx: bool, pre: np.ndarray, idx: np.ndarray, drop: np.ndarray,
+                  e0: int) -> None:  # pragma: no cover
     """One pooled row's maxima (+ bias, after the ReLU) from ``best`` into ``pre[:, a, col:col + wp]``; with
     ``want_idx`` (training) each maximum's window offset into ``idx``, ``BLOCKED`` where the ReLU blocked it (the
-    backward's mask, so no separate mask or ReLU pass over the output is needed)."""
+    backward's mask, so no separate mask or ReLU pass over the output is needed).
+
+    ``drop`` (int32 random words; empty: none) is a dropout of rate 1/2 after the ReLU: the output's element
+    ``e0 + e`` (e its flat index in ``pre``) is kept, doubled, where bit ``e % 32`` of word ``e // 32`` is set, and
+    is otherwise zero and ``BLOCKED`` (the mask of :func:`microexp.fast.dense.dropout`, from the same words)."""
+    tp, cols = pre.shape[1], pre.shape[2]
+    dropping = drop.size > 0
     for j in range(wp):
         for k in range(c):
             v = best[j * c + k] + bias[k]
-            pre[k, a, col + j] = max(v, np.float32(0.0))
+            out = max(v, np.float32(0.0))
+            live = v > 0.0
+            if dropping:
+                e = e0 + (k * tp + a) * cols + col + j
+                keep = (drop[e >> 5] >> (e & 31)) & 1
+                out = out * np.float32(2.0) if keep else np.float32(0.0)
+                live = live and keep != 0
+            pre[k, a, col + j] = out
             if want_idx:
-                idx[k, a, col + j] = arg[j * c + k] if v > 0.0 else BLOCKED
+                idx[k, a, col + j] = arg[j * c + k] if live else BLOCKED
 
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def pool_rows(conv: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, pre: np.ndarray, idx: np.ndarray,
-              want_idx: bool, best: np.ndarray, arg: np.ndarray) -> None:  # pragma: no cover - compiled
+              want_idx: bool, best: np.ndarray, arg: np.ndarray, drop: np.ndarray,
+              e0: int) -> None:  # pragma: no cover - compiled
     """Max-pool one work unit's conv outputs (pooled rows ``r0 ..``) into ``pre`` (+ bias), and the window offset
     of each maximum, in (t, h, w) order, into ``idx``; without ``want_idx``, ``relu(pre)`` and no offsets.
 
@@ -258,7 +274,7 @@ def pool_rows(conv: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, p
                         if cf[corner + offsets[o] + k] > top:
                             top, at = cf[corner + offsets[o] + k], o
                     best[j * c + k], arg[j * c + k] = top, at
-            _write_pooled(best, arg, bias, (r0 + li) * wp, a, wp, c, want_idx, pre, idx)
+            _write_pooled(best, arg, bias, (r0 + li) * wp, a, wp, c, want_idx, pre, idx, drop, e0)
 
 
 @intrinsic
@@ -342,8 +358,8 @@ def wino_input(x: np.ndarray, t_in: int, h0: int, hr: int, tiles: int, bt: np.nd
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def wino_pool_rows(m: np.ndarray, tile: int, r0: int, pool: int, wp: int, bias: np.ndarray, pre: np.ndarray,
-                   idx: np.ndarray, want_idx: bool, best: np.ndarray, arg: np.ndarray,
-                   block: np.ndarray) -> None:  # pragma: no cover
+                   idx: np.ndarray, want_idx: bool, best: np.ndarray, arg: np.ndarray, block: np.ndarray,
+                   drop: np.ndarray, e0: int) -> None:  # pragma: no cover
     """:func:`pool_rows` for a work unit convolved by Winograd F(tile, 3) along the width (tile 4 or 6): ``m``
     (rows, tu, tiles, (tile + 2) C, C a multiple of 16) holds each tile's products (channel p C + c). For each
     pooling window row, a span of whole tiles and whole windows at a time (12 outputs for F(4, 3) and pool 3, 6
@@ -381,7 +397,7 @@ def wino_pool_rows(m: np.ndarray, tile: int, r0: int, pool: int, wp: int, bias: 
                 for j in range(j0, min(wp, j0 + span // pool)):
                     for k in range(0, c, LANES):
                         window_max16(bf, (j - j0) * pool * c + k, offsets, best, j * c + k, arg)
-            _write_pooled(best, arg, bias, (r0 + li) * wp, a, wp, c, want_idx, pre, idx)
+            _write_pooled(best, arg, bias, (r0 + li) * wp, a, wp, c, want_idx, pre, idx, drop, e0)
 
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"reassoc", "contract"})

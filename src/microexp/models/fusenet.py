@@ -61,10 +61,10 @@ class FuseStream(nn.Module):
         """``fast``: the owning model's decision (:func:`microexp.models.stcnn.fast_path`), taken once for both
         streams."""
         if fast:
-            from microexp.fast import conv, dense
+            from microexp.fast import conv
 
-            pooled = conv.conv_relu_pool(x, self.conv.weight, self.conv.bias, self.pool.kernel_size)
-            return dense.dropout(pooled, self.drop.p, self.training).flatten(1)
+            return conv.conv_relu_pool(x, self.conv.weight, self.conv.bias, self.pool.kernel_size,
+                                       self.drop.p if self.training else 0.0).flatten(1)
         return self.drop(self.pool(torch.relu(self.conv(x)))).flatten(1)
 
 

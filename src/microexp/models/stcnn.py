@@ -67,10 +67,10 @@ class MicroExpSTCNN(nn.Module):
 
     def features(self, clip: torch.Tensor) -> torch.Tensor:
         if self._fast_path(clip):
-            from microexp.fast import conv, dense
+            from microexp.fast import conv
 
-            pooled = conv.conv_relu_pool(clip, self.conv.weight, self.conv.bias, self.pool.kernel_size)
-            return dense.dropout(pooled, self.drop1.p, self.training).flatten(1)
+            return conv.conv_relu_pool(clip, self.conv.weight, self.conv.bias, self.pool.kernel_size,
+                                       self.drop1.p if self.training else 0.0).flatten(1)
         return self.drop1(self.pool(torch.relu(self.conv(clip)))).flatten(1)
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
