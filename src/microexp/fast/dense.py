@@ -20,7 +20,9 @@ and their dropouts. Same mathematics.
 - ``dropout``: the keep-mask comes from ``torch.rand`` (``u >= p``) instead of ``bernoulli_``, which is about 4x
   slower on CPU (38 ms against 10 ms for the 2.8 M features of a batch of 8), and at p = 0.5 (STCNN's rate) from
   the bits of random 32-bit words, one generator draw per 32 features (2 ms). The same Bernoulli(1 - p) mask
-  distribution and 1/(1 - p) scaling, from the same seeded generator; only the random stream differs.
+  distribution and 1/(1 - p) scaling, from the same seeded generator; only the random stream differs. After a
+  fused conv -> ReLU -> max-pool the conv's pooling pass applies the same words' mask itself
+  (:func:`microexp.fast.conv.conv_relu_pool`).
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ Dense 128 ReLU (N(0, 0.05) init) -> Dropout 0.5 -> Dense n_classes (N(0, 0.05) i
 Conv kernel glorot-uniform, biases zero. 44,241,667 parameters for 64x64x96 with 3 classes; 1,643,267 for 64x64x18.
 Paper Table I's trailing Dropout on the logits is a table error and is not reproduced.
 
-On CPU, conv -> ReLU -> max-pool runs through :func:`microexp.fast.conv.conv_relu_pool` and the Dense-128
-and dropouts through :mod:`microexp.fast.dense` (same mathematics, several times faster; the dropout masks
-come from another random stream); ``fast=False`` forces the plain PyTorch layers. Parameters and state_dict keys
+On CPU, conv -> ReLU -> max-pool -> dropout runs through :func:`microexp.fast.conv.conv_relu_pool` (the
+dropout in its pooling pass) and the Dense-128 and the other dropout through :mod:`microexp.fast.dense` (same
+mathematics, several times faster; the dropout masks come from another random stream); ``fast=False`` forces the plain PyTorch layers. Parameters and state_dict keys
 are the same either way, so checkpoints are interchangeable. :mod:`microexp.fast` (and numba) is imported by the
 first forward pass that can take the fast path, not by building the model.
 """
