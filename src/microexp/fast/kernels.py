@@ -277,62 +277,44 @@ def pool_rows(conv: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, p
             _write_pooled(best, arg, bias, (r0 + li) * wp, a, wp, c, want_idx, pre, idx, drop, e0)
 
 
-@intrinsic
-def wino_out16(typingctx, m, m_off, c, out, out_off):  # type: ignore[no-untyped-def]
-    """16 lanes of Winograd F(4, 3)'s output transform ``y = A^T m``: from the six products ``m[m_off + p c:+16]``
-    (p < 6) the four outputs ``out[out_off + k c:+16]`` (k < 4; flat float32 arrays)."""
-    sig = types.void(m, m_off, c, out, out_off)
+def _wino_out(tile: int):  # type: ignore[no-untyped-def]
+    """The intrinsic for 16 lanes of Winograd F(tile, 3)'s output transform ``y = A^T m`` (tile 4: points 0, +-1,
+    +-2, infinity; tile 6: also +-1/2): from the ``tile + 2`` products ``m[m_off + p c:+16]`` the ``tile`` outputs
+    ``out[out_off + k c:+16]`` (flat float32 arrays). Each pair of points +-b enters as the sum (even k) or the
+    difference (odd k) of its two products times b^k."""
+    points = (1.0, 2.0, 0.5)[:tile // 2]
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        m_a, mo, cv, o_a, oo = args
-        i64 = ir.IntType(64)
-        mo, cv, oo = (_i64(builder, v) for v in (mo, cv, oo))
-        vec = ir.VectorType(ir.FloatType(), LANES)
-        p = [builder.load(_vec_ptr(context, builder, signature.args[0], m_a, builder.add(mo, builder.mul(cv, i64(k)))),
-                          align=4) for k in range(6)]
-        s12, d12, s34, d34 = (builder.fadd(p[1], p[2]), builder.fsub(p[1], p[2]),
-                              builder.fadd(p[3], p[4]), builder.fsub(p[3], p[4]))
-        two, four, eight = (ir.Constant(vec, [v] * LANES) for v in (2.0, 4.0, 8.0))
-        ys = [builder.fadd(builder.fadd(p[0], s12), s34), builder.fadd(d12, builder.fmul(two, d34)),
-              builder.fadd(s12, builder.fmul(four, s34)), builder.fadd(builder.fadd(d12, builder.fmul(eight, d34)), p[5])]
-        for k, y in enumerate(ys):
-            builder.store(y, _vec_ptr(context, builder, signature.args[3], o_a, builder.add(oo, builder.mul(cv, i64(k)))),
-                          align=4)
-        return context.get_dummy_value()
+    @intrinsic
+    def out16(typingctx, m, m_off, c, out, out_off):  # type: ignore[no-untyped-def]
+        sig = types.void(m, m_off, c, out, out_off)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            m_a, mo, cv, o_a, oo = args
+            i64 = ir.IntType(64)
+            mo, cv, oo = (_i64(builder, v) for v in (mo, cv, oo))
+            vec = ir.VectorType(ir.FloatType(), LANES)
+            p = [builder.load(_vec_ptr(context, builder, signature.args[0], m_a,
+                                       builder.add(mo, builder.mul(cv, i64(k)))), align=4) for k in range(tile + 2)]
+            sums = [builder.fadd(p[2 * q + 1], p[2 * q + 2]) for q in range(len(points))]
+            diffs = [builder.fsub(p[2 * q + 1], p[2 * q + 2]) for q in range(len(points))]
+            for k in range(tile):
+                part = sums if k % 2 == 0 else diffs
+                y = builder.fadd(p[0], part[0]) if k == 0 else part[0]
+                for q in range(1, len(points)):
+                    y = builder.fadd(y, builder.fmul(ir.Constant(vec, [points[q] ** k] * LANES), part[q]))
+                if k == tile - 1:
+                    y = builder.fadd(y, p[tile + 1])
+                builder.store(y, _vec_ptr(context, builder, signature.args[3], o_a,
+                                          builder.add(oo, builder.mul(cv, i64(k)))), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return out16
 
 
-@intrinsic
-def wino6_out16(typingctx, m, m_off, c, out, out_off):  # type: ignore[no-untyped-def]
-    """16 lanes of Winograd F(6, 3)'s output transform ``y = A^T m``: from the eight products ``m[m_off + p c:+16]``
-    (p < 8) the six outputs ``out[out_off + k c:+16]`` (k < 6; flat float32 arrays)."""
-    sig = types.void(m, m_off, c, out, out_off)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        m_a, mo, cv, o_a, oo = args
-        i64 = ir.IntType(64)
-        mo, cv, oo = (_i64(builder, v) for v in (mo, cv, oo))
-        vec = ir.VectorType(ir.FloatType(), LANES)
-        p = [builder.load(_vec_ptr(context, builder, signature.args[0], m_a, builder.add(mo, builder.mul(cv, i64(k)))),
-                          align=4) for k in range(8)]
-        sums = [builder.fadd(p[k], p[k + 1]) for k in (1, 3, 5)]  # m1 + m2, m3 + m4, m5 + m6
-        diffs = [builder.fsub(p[k], p[k + 1]) for k in (1, 3, 5)]
-
-        def scaled(v, f):  # type: ignore[no-untyped-def]
-            return builder.fmul(ir.Constant(vec, [f] * LANES), v)
-
-        ys = [builder.fadd(builder.fadd(builder.fadd(p[0], sums[0]), sums[1]), sums[2])]
-        for k in range(1, 6):
-            part, big, small = (sums, 2.0 ** k, 0.5 ** k) if k % 2 == 0 else (diffs, 2.0 ** k, 0.5 ** k)
-            y = builder.fadd(builder.fadd(part[0], scaled(part[1], big)), scaled(part[2], small))
-            ys.append(builder.fadd(y, p[7]) if k == 5 else y)
-        for k, y in enumerate(ys):
-            builder.store(y, _vec_ptr(context, builder, signature.args[3], o_a, builder.add(oo, builder.mul(cv, i64(k)))),
-                          align=4)
-        return context.get_dummy_value()
-
-    return sig, codegen
+wino_out16 = _wino_out(4)
+wino6_out16 = _wino_out(6)
 
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
