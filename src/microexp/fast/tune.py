@@ -19,8 +19,8 @@ The fast path's ops have several implementations (*candidates*) with the same ma
   ``fused_mkl`` (the same with MKL's forward) and ``plain`` (the ``linear`` choice, then the optimiser's step).
 
 Which wins depends on the CPU (AVX2, AVX-512, AVX-512 BF16, AMX), the torch build and the shape, so the first time
-an op meets a shape on a machine each candidate is timed there (alternated, a few runs; a second or two, with one
-progress line on stderr) and the fastest kept. ``plain`` is always a candidate, so the choice is never slower than
+an op meets a shape on a machine each candidate is timed there (alternated, a few runs; up to ~15 s for the largest
+training shapes, with one progress line on stderr) and the fastest kept. ``plain`` is always a candidate, so the choice is never slower than
 the plain layers as measured; today's default (``fused`` / ``fast``) is kept unless another candidate beats it by
 more than ``MARGIN`` (or it is slower than ``plain``), confirmed by ``CONFIRM_REPEATS`` more alternated runs of it,
 ``plain`` and every candidate that beat it by the margin. A choice measured while the
