@@ -165,7 +165,8 @@ def test_winograd_transforms_are_a_three_tap_correlation(tile: int) -> None:
 def test_fused_dropout_is_the_dense_dropout_from_the_same_words(how: str) -> None:
     """At rate 1/2 the fused variants drop in their pooling pass: the same mask (the same random words, drawn from
     the same generator) as the dropout after the plain layers, the same outputs and gradients."""
-    from microexp.fast import dense, tune
+    from microexp.fast import tune
+    from microexp.fast.dropout import dropout
 
     gen = torch.Generator().manual_seed(21)
     x = torch.randn(2, 1, 24, 20, 26, generator=gen)
@@ -179,7 +180,7 @@ def test_fused_dropout_is_the_dense_dropout_from_the_same_words(how: str) -> Non
             with tune.force(f"conv_relu_pool={how}"):
                 out = conv_relu_pool(x, w, b, 3, dropout=0.5)
         else:
-            out = dense.dropout(_naive(x, w, b, 3), 0.5, True)
+            out = dropout(_naive(x, w, b, 3), 0.5, True)
         g = torch.randn(out.shape, generator=torch.Generator().manual_seed(4))
         return (out, *torch.autograd.grad((out * g).sum(), (w, b)))
 
@@ -191,11 +192,11 @@ def test_fused_dropout_is_the_dense_dropout_from_the_same_words(how: str) -> Non
 
 
 def test_dropout_rates_other_than_a_half_run_after_the_layers() -> None:
-    from microexp.fast import dense
+    from microexp.fast.dropout import dropout
 
     x = torch.randn(1, 1, 20, 14, 14, generator=torch.Generator().manual_seed(8))
     w, b = torch.randn(16, 1, 5, 3, 3) * 0.1, torch.zeros(16)
     torch.manual_seed(2)
     out = conv_relu_pool(x, w, b, 3, dropout=0.3)
     torch.manual_seed(2)
-    torch.testing.assert_close(out, dense.dropout(_naive(x, w, b, 3), 0.3, True), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, dropout(_naive(x, w, b, 3), 0.3, True), rtol=1e-5, atol=1e-5)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from microexp import runtime
 from microexp.fast import dense as fastdense
+from microexp.fast.dropout import dropout
 
 
 def test_linear_matches_torch_in_output_and_all_three_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,20 +34,20 @@ def test_linear_matches_torch_in_output_and_all_three_gradients(monkeypatch: pyt
 def test_dropout_keeps_one_minus_p_scales_and_routes_the_gradient_through_its_mask() -> None:
     x = torch.full((400, 500), 2.0, requires_grad=True)
     torch.manual_seed(3)
-    y = fastdense.dropout(x, 0.5, training=True)
+    y = dropout(x, 0.5, training=True)
     kept = y != 0
     assert abs(kept.float().mean().item() - 0.5) < 0.005  # 200,000 draws: 5 sigma is 0.0056
     assert torch.all(y[kept] == 4.0)  # 2.0 / (1 - 0.5)
     y.sum().backward()
     assert torch.equal(x.grad, kept.float() * 2.0)
     torch.manual_seed(3)
-    assert torch.equal(fastdense.dropout(x.detach(), 0.5, training=True), y.detach())  # seeded: same mask
-    assert abs((fastdense.dropout(x.detach(), 0.2, True) != 0).float().mean().item() - 0.8) < 0.005  # torch.rand
+    assert torch.equal(dropout(x.detach(), 0.5, training=True), y.detach())  # seeded: same mask
+    assert abs((dropout(x.detach(), 0.2, True) != 0).float().mean().item() - 0.8) < 0.005  # torch.rand
     # the p = 0.5 masks come from random bits: neighbouring features are independent, not one bit repeated
     pairs = kept.view(-1, 2).float()
     assert abs((pairs[:, 0] * pairs[:, 1]).mean().item() - 0.25) < 0.01
-    assert fastdense.dropout(x, 0.5, training=False) is x
-    assert torch.all(fastdense.dropout(x, 1.0, training=True) == 0)
+    assert dropout(x, 0.5, training=False) is x
+    assert torch.all(dropout(x, 1.0, training=True) == 0)
 
 
 @pytest.mark.parametrize("rows", [7, 128], ids=["ragged-row-blocks", "stcnn-rows"])

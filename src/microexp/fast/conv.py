@@ -41,6 +41,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from microexp.fast.dropout import apply_words, dropout_words
+from microexp.fast.dropout import dropout as drop_out
+
 CHUNK_FRAMES = 27  # conv frames per weight-gradient work unit (9 pooled frames at pool 3; 6-81 measured, 27 best balanced)
 ROWS_PER_UNIT = 2  # pooled rows per forward work unit: 6 x 81 x 60 x 32 conv outputs (3.7 MB) for STCNN; 1-4 measured
 
@@ -164,7 +167,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
 
     ``wino`` = m (4 or 6; fp32, kw = 3: :func:`wino_usable`): the width taps by Winograd F(m, 3), 1.5x (F(4, 3))
     or 1.8x (F(6, 3)) fewer multiplies (:func:`_wino_forward`). ``drop``: the words of a rate-1/2 dropout applied
-    by the pooling pass (:func:`microexp.fast.dense.dropout_words`).
+    by the pooling pass (:func:`microexp.fast.dropout.dropout_words`).
     """
     if wino and wino_usable(weight, dtype):
         return _wino_forward(x, weight, bias, pool, want_indices, rows, wino, drop)
@@ -353,14 +356,12 @@ def _onednn_cl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: 
 def _run(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, dtype: torch.dtype,
          train: bool, drop: torch.Tensor | None = None) -> torch.Tensor:
     """Candidate ``how``; ``drop``: the words of a rate-1/2 dropout after the pooling
-    (:func:`microexp.fast.dense.dropout_words`), applied by the fused variants' pooling pass, else afterwards."""
+    (:func:`microexp.fast.dropout.dropout_words`), applied by the fused variants' pooling pass, else afterwards."""
     if how in ("plain", "onednn_cl"):
         out = (_plain if how == "plain" else _onednn_cl)(x, weight, bias, pool, dtype)
         if drop is None:
             return out
-        from microexp.fast import dense
-
-        return dense.apply_words(out, drop)
+        return apply_words(out, drop)
     rows, wino = ROWS_CANDIDATES[how], WINO_TILE.get(how, 0)  # one of the fused variants
     if train:
         return _ConvReluPool.apply(x, weight, bias, pool, dtype, rows, wino, drop)
@@ -391,15 +392,13 @@ def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
     """``max_pool3d(relu(conv3d(x, weight, bias)), pool)`` (stride = pool, no padding), fast on CPU: the
     implementation measured fastest for this shape on this machine (:mod:`microexp.fast.tune`), in bf16 inside a
     CPU bf16 autocast region (float32 out either way); then ``dropout`` (a rate; pass 0 outside training) as
-    :func:`microexp.fast.dense.dropout` draws it. At rate 1/2 (the Reddy models') the fused variants apply it in
+    :func:`microexp.fast.dropout.dropout` draws it. At rate 1/2 (the Reddy models') the fused variants apply it in
     their pooling pass and mark the dropped outputs for the backward: the same mask from the same random words, no
     passes of its own over the output."""
-    from microexp.fast import dense
-
     if not usable(x, weight) or pool ** 3 >= 255:  # window offsets must fit the uint8 indices below BLOCKED
-        return dense.dropout(F.max_pool3d(torch.relu(F.conv3d(x, weight, bias)), pool), dropout, dropout > 0.0)
+        return drop_out(F.max_pool3d(torch.relu(F.conv3d(x, weight, bias)), pool), dropout, dropout > 0.0)
     if dropout not in (0.0, 0.5):
-        return dense.dropout(conv_relu_pool(x, weight, bias, pool), dropout, True)
+        return drop_out(conv_relu_pool(x, weight, bias, pool), dropout, True)
     tune = _tune()
     x = x.contiguous()
     dtype = torch.bfloat16 if tune.precision_now() == "bf16" else torch.float32
@@ -408,6 +407,6 @@ def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
                       lambda c: _trial(c, x, weight, bias, pool, dtype, train),
                       what=f"clips {'x'.join(map(str, x.shape))}, {weight.shape[0]} filters")
     cout, tp, hp, wp = weight.shape[0], *_geometry(x, weight, pool)[4:7]
-    drop = dense.dropout_words(x.shape[0] * cout * tp * hp * wp) if dropout == 0.5 else None
+    drop = dropout_words(x.shape[0] * cout * tp * hp * wp) if dropout == 0.5 else None
     with torch.autocast("cpu", enabled=False):
         return _run(how, x, weight, bias, pool, dtype, train, drop)

@@ -1,5 +1,5 @@
-"""Fast CPU paths for the Reddy models' very wide Dense layers (STCNN's 345,600 -> 128, FuseNet's 172,800 -> 1,024)
-and their dropouts. Same mathematics.
+"""Fast CPU paths for the Reddy models' very wide Dense layers (STCNN's 345,600 -> 128, FuseNet's 172,800 -> 1,024).
+Same mathematics. (Their dropouts: :mod:`microexp.fast.dropout`.)
 
 - ``linear``: the forward is one MKL GEMM for a narrow layer (STCNN's) and fixed column blocks summed on the
   thread pool for one with many outputs (FuseNet's: MKL packs its transposed weights first). The backward computes
@@ -17,12 +17,6 @@ and their dropouts. Same mathematics.
 - Inside :func:`sgd_in_backward` (the training loop's step), a layer whose weight a plain SGD optimiser steps
   takes that step in its backward (:func:`microexp.fast.kernels.rows8_sgd`): two passes over the weights instead
   of five, no weight gradient at all; the tuner keeps the separate step where that is faster (op ``linear_sgd``).
-- ``dropout``: the keep-mask comes from ``torch.rand`` (``u >= p``) instead of ``bernoulli_``, which is about 4x
-  slower on CPU (38 ms against 10 ms for the 2.8 M features of a batch of 8), and at p = 0.5 (STCNN's rate) from
-  the bits of random 32-bit words, one generator draw per 32 features (2 ms). The same Bernoulli(1 - p) mask
-  distribution and 1/(1 - p) scaling, from the same seeded generator; only the random stream differs. After a
-  fused conv -> ReLU -> max-pool the conv's pooling pass applies the same words' mask itself
-  (:func:`microexp.fast.conv.conv_relu_pool`).
 """
 
 from __future__ import annotations
@@ -40,7 +34,6 @@ from microexp.runtime import empty_huge
 # the storage reference count (torch's own tests use it); without it every backward takes a fresh buffer
 _storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
 _GRAD_BUFFERS: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}  # id(weight) -> (weight, buffer)
-_SHIFTS = torch.arange(32, dtype=torch.int32)
 BLOCK = 2048  # features per backward work unit of a narrow layer (MKL): measured best of 2,048..32,768
 WIDE_UNIT = 8192  # features per backward work unit of a wide layer (the compiled kernels)
 CHUNK = 1024  # features per kernel call: the eight batch rows' 32 KB of them stay in cache (512..2,048 measured)
@@ -455,29 +448,3 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.T
                 return _SGDLinear.apply(x.float(), weight, bias, group, folded == "fused")
     with torch.autocast("cpu", enabled=False):
         return _run(how, x, weight, bias, train, precision)
-
-
-def dropout_words(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The random words of a rate-1/2 dropout of ``n`` elements (bit ``e % 32`` of word ``e // 32`` keeps element
-    ``e``), drawn from the default generator: :func:`dropout` and the conv kernels' fused dropout
-    (:func:`microexp.fast.conv.conv_relu_pool`) draw the same words, so their masks agree."""
-    return torch.randint(-(2**31), 2**31, (-(-n // 32), 1), dtype=torch.int32, device=device)
-
-
-def apply_words(x: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
-    """``x`` through the rate-1/2 dropout that ``words`` (:func:`dropout_words`) define."""
-    n = x.numel()
-    bits = words.bitwise_right_shift(_SHIFTS.to(x.device)).bitwise_and_(1).view(-1)[:n]
-    return x * bits.view(x.shape).to(x.dtype).mul_(2.0)
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout like ``torch.nn.functional.dropout``, with the keep-mask drawn by ``torch.rand``."""
-    if not training or p == 0.0:
-        return x
-    if p == 1.0:
-        return x * 0.0
-    if p == 0.5:
-        return apply_words(x, dropout_words(x.numel(), x.device))
-    keep = torch.rand(x.shape, dtype=x.dtype, device=x.device) >= p
-    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))

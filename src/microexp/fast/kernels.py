@@ -226,7 +226,7 @@ def _write_pooled(best: np.ndarray, arg: np.ndarray, bias: np.ndarray, col: int,
 
     ``drop`` (int32 random words; empty: none) is a dropout of rate 1/2 after the ReLU: the output's element
     ``e0 + e`` (e its flat index in ``pre``) is kept, doubled, where bit ``e % 32`` of word ``e // 32`` is set, and
-    is otherwise zero and ``BLOCKED`` (the mask of :func:`microexp.fast.dense.dropout`, from the same words)."""
+    is otherwise zero and ``BLOCKED`` (the mask of :func:`microexp.fast.dropout.dropout`, from the same words)."""
     tp, cols = pre.shape[1], pre.shape[2]
     dropping = drop.size > 0
     for j in range(wp):

@@ -18,7 +18,7 @@ Dense kernels are glorot-uniform (Keras default), biases zero. Input layout: see
 
 On CPU both streams' conv -> ReLU -> max-pool -> dropout run through :func:`microexp.fast.conv.conv_relu_pool`,
 the wide Dense-1024 layers (177 M weights at D=96) through :func:`microexp.fast.dense.linear` and the other
-dropouts through :func:`microexp.fast.dense.dropout`, as in MicroExpSTCNN (same mathematics, several times faster; the dropout masks
+dropouts through :func:`microexp.fast.dropout.dropout`, as in MicroExpSTCNN (same mathematics, several times faster; the dropout masks
 come from another random stream); ``fast=False`` forces the plain PyTorch layers. Parameters and state_dict keys
 are the same either way.
 """
@@ -85,9 +85,9 @@ def _linear(layer: nn.Linear, x: torch.Tensor, fast: bool) -> torch.Tensor:
 
 def _dropout(drop: nn.Dropout, x: torch.Tensor, fast: bool) -> torch.Tensor:
     if fast:
-        from microexp.fast import dense
+        from microexp.fast.dropout import dropout
 
-        return dense.dropout(x, drop.p, drop.training)
+        return dropout(x, drop.p, drop.training)
     return drop(x)
 
 

@@ -6,8 +6,9 @@ Conv kernel glorot-uniform, biases zero. 44,241,667 parameters for 64x64x96 with
 Paper Table I's trailing Dropout on the logits is a table error and is not reproduced.
 
 On CPU, conv -> ReLU -> max-pool -> dropout runs through :func:`microexp.fast.conv.conv_relu_pool` (the
-dropout in its pooling pass) and the Dense-128 and the other dropout through :mod:`microexp.fast.dense` (same
-mathematics, several times faster; the dropout masks come from another random stream); ``fast=False`` forces the plain PyTorch layers. Parameters and state_dict keys
+dropout in its pooling pass), the Dense-128 through :mod:`microexp.fast.dense` and the other dropout through
+:mod:`microexp.fast.dropout` (same mathematics, several times faster; the dropout masks come from another random
+stream); ``fast=False`` forces the plain PyTorch layers. Parameters and state_dict keys
 are the same either way, so checkpoints are interchangeable. :mod:`microexp.fast` (and numba) is imported by the
 first forward pass that can take the fast path, not by building the model.
 """
@@ -76,9 +77,10 @@ class MicroExpSTCNN(nn.Module):
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         if self._fast_path(clip):
             from microexp.fast import dense
+            from microexp.fast.dropout import dropout
 
             hidden = torch.relu(dense.linear(self.features(clip), self.fc1.weight, self.fc1.bias))
-            return self.fc2(dense.dropout(hidden, self.drop2.p, self.training))
+            return self.fc2(dropout(hidden, self.drop2.p, self.training))
         return self.fc2(self.drop2(torch.relu(self.fc1(self.features(clip)))))
 
 
