@@ -154,6 +154,19 @@ def _row_units(n: int, hp: int, rows: int | None = None) -> list[tuple[int, int,
     return [(i, r, min(hp, r + step)) for i in range(n) for r in range(0, hp, step)]
 
 
+def _outputs(n: int, cout: int, tp: int, cols: int, want_indices: bool, bias: torch.Tensor,
+             drop: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, tuple[np.ndarray, ...]]:
+    """The forward's pooled outputs (N, C, tp, cols) and, for training, their max-pool indices, with the numpy
+    views the pooling pass writes and reads: outputs, bias, indices (a dummy without), dropout words (empty
+    without)."""
+    pre = torch.empty(n, cout, tp, cols, dtype=torch.float32)
+    indices = torch.empty(n, cout, tp, cols, dtype=torch.uint8) if want_indices else None
+    idx = indices if indices is not None else torch.empty(1, 1, 1, 1, dtype=torch.uint8)
+    views = (pre.numpy(), bias.detach().contiguous().numpy(), idx.numpy(),
+             (drop if drop is not None else _NO_DROP).view(-1).numpy())
+    return pre, indices, views
+
+
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
              dtype: torch.dtype = torch.float32, rows: int | None = None, wino: int = 0,
              drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -177,11 +190,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     t_in, w_in = tu + kt - 1, wu + kw - 1  # only the conv outputs that pooling uses are computed
     # (C_out, C_in, kt, kh, kw) -> (C_out, (c, u), kt, kw): the kernel rows become input channels
     w2 = weight.detach().permute(0, 1, 3, 2, 4).reshape(cout, cin * kh, kt, kw).to(dtype)
-    pre = torch.empty(n, cout, tp, cols, dtype=torch.float32)
-    indices = torch.empty(n, cout, tp, cols, dtype=torch.uint8) if want_indices else None
-    pre_np, bias_np = pre.numpy(), bias.detach().contiguous().numpy()
-    idx_np = (indices if indices is not None else torch.empty(1, 1, 1, 1, dtype=torch.uint8)).numpy()
-    drop_np = (drop if drop is not None else _NO_DROP).view(-1).numpy()
+    pre, indices, (pre_np, bias_np, idx_np, drop_np) = _outputs(n, cout, tp, cols, want_indices, bias, drop)
     s = x.stride()
 
     def unit(job: tuple[int, int, int]) -> None:
@@ -225,11 +234,7 @@ def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, poo
     bt = _WINO_BT[tile].numpy()
     w2 = weight.detach().permute(0, 1, 3, 2, 4).reshape(cout, ch, kt, kw).double()
     u = torch.einsum("pq,ockq->pock", _WINO_G[tile], w2).reshape(planes * cout, ch, kt, 1).float()
-    pre = torch.empty(n, cout, tp, hp * wp, dtype=torch.float32)
-    indices = torch.empty(n, cout, tp, hp * wp, dtype=torch.uint8) if want_indices else None
-    pre_np, bias_np = pre.numpy(), bias.detach().contiguous().numpy()
-    idx_np = (indices if indices is not None else torch.empty(1, 1, 1, 1, dtype=torch.uint8)).numpy()
-    drop_np = (drop if drop is not None else _NO_DROP).view(-1).numpy()
+    pre, indices, (pre_np, bias_np, idx_np, drop_np) = _outputs(n, cout, tp, hp * wp, want_indices, bias, drop)
 
     def unit(job: tuple[int, int, int]) -> None:
         i, r0, r1 = job
@@ -395,7 +400,7 @@ def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
     :func:`microexp.fast.dropout.dropout` draws it. At rate 1/2 (the Reddy models') the fused variants apply it in
     their pooling pass and mark the dropped outputs for the backward: the same mask from the same random words, no
     passes of its own over the output."""
-    if not usable(x, weight) or pool ** 3 >= 255:  # window offsets must fit the uint8 indices below BLOCKED
+    if not usable(x, weight) or pool ** 3 >= _kernels().BLOCKED:  # window offsets must fit below the marker
         return drop_out(F.max_pool3d(torch.relu(F.conv3d(x, weight, bias)), pool), dropout, dropout > 0.0)
     if dropout not in (0.0, 0.5):
         return drop_out(conv_relu_pool(x, weight, bias, pool), dropout, True)

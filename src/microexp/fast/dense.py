@@ -118,10 +118,9 @@ def _backward(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, want_x: bo
         _parallel(unit, list(range(0, features, BLOCK)))
         return grad_x, grad_w
     kernels = _kernels()
-    x, g = x.detach().contiguous(), g.detach()
-    rows = -(-n // 8) * 8
-    if rows != n:  # zero rows add nothing to the weight gradient, and their input gradient is dropped
-        x, g = (torch.cat([t, t.new_zeros(rows - n, t.shape[1])]) for t in (x, g))
+    # zero rows add nothing to the weight gradient, and their input gradient is dropped
+    x, g = _pad_rows8(x.detach().contiguous()), _pad_rows8(g.detach())
+    rows = x.shape[0]
     groups = [(g[r:r + 8].numpy(), g[r:r + 8].t().contiguous().numpy(), x[r:r + 8].numpy())
               for r in range(0, rows, 8)]
     grad_x = torch.empty(rows, features) if want_x else None
@@ -142,6 +141,13 @@ def _backward(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, want_x: bo
 
     _parallel(wide_unit, list(range(0, features, WIDE_UNIT)))
     return (grad_x[:n] if grad_x is not None and rows != n else grad_x), grad_w
+
+
+def _pad_rows8(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (rows, columns) with zero rows appended up to a multiple of eight: the kernels take the batch eight
+    rows at a time, and zero rows add nothing."""
+    extra = -t.shape[0] % 8
+    return t if extra == 0 else torch.cat([t, t.new_zeros(extra, t.shape[1])])
 
 
 def _chunk(features: int, chunk: int | None) -> int:
@@ -199,8 +205,8 @@ def _stream_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -
     if n > STREAM_MAX_ROWS:
         return torch.addmm(bias, x, weight.t())
     kernels = _kernels()
-    rows = -(-n // 8) * 8
-    xg = x.contiguous() if rows == n else torch.cat([x, x.new_zeros(rows - n, features)])
+    xg = _pad_rows8(x.contiguous())
+    rows = xg.shape[0]
     xs, ws = xg.view(rows // 8, 8, features).numpy(), weight.contiguous().numpy()
     chunk = _chunk(features, STREAM_CHUNK)
     starts = list(range(0, features, chunk))
@@ -225,8 +231,8 @@ def _stream_grad_input(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if n > STREAM_MAX_ROWS:
         return torch.mm(g, weight)
     kernels = _kernels()
-    rows = -(-n // 8) * 8
-    gp = g if rows == n else torch.cat([g, g.new_zeros(rows - n, n_out)])
+    gp = _pad_rows8(g)
+    rows = gp.shape[0]
     gt = gp.t().contiguous().view(n_out, rows // 8, 8).numpy()
     features = weight.shape[1]
     out = torch.empty(rows // 8, 8, features)
@@ -313,11 +319,9 @@ def _sgd_backward(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, lr: fl
     (:func:`microexp.fast.kernels.rows8_sgd`; the batch padded with zero rows to a multiple of eight, which add nothing)."""
     kernels = _kernels()
     n, features = x.shape
-    rows = -(-n // 8) * 8
-    if n != rows:
-        x, g = (torch.cat([t, t.new_zeros(rows - n, t.shape[1])]) for t in (x, g))
+    x, g = _pad_rows8(x), _pad_rows8(g)
     gt, xs = g.t().contiguous().numpy(), x.contiguous().numpy()
-    out = torch.empty(rows, features)
+    out = torch.empty(x.shape[0], features)
     os_, ws = out.numpy(), weight.numpy()
     keep = 1.0 - lr * weight_decay
     chunk = _chunk(features, SGD_CHUNK)
