@@ -140,8 +140,8 @@ def test_winograd_candidates_match_plain_layers(wino: str, shape: tuple[int, ...
 def test_winograd_transforms_are_a_three_tap_correlation(tile: int) -> None:
     """A^T [(G g) * (B^T d)] = the correlation of d (tile + 2 values) with g (3 taps), ``tile`` outputs (A^T as
     the pooling pass applies it: sums and differences of the product pairs, powers of two); the compiled input
-    transform applies B^T."""
-    from microexp.fast.kernels import wino_input
+    transform applies B^T and writes each value as the taps of the conv rows that read it."""
+    from microexp.fast.kernels import wino_taps
 
     n = tile + 2
     pts = [1, -1, 2, -2, 0.5, -0.5][:tile]  # the finite points after 0: A^T's columns are their powers
@@ -154,11 +154,15 @@ def test_winograd_transforms_are_a_three_tap_correlation(tile: int) -> None:
     d, g = torch.randn(n, dtype=torch.float64, generator=gen), torch.randn(3, dtype=torch.float64, generator=gen)
     y = a_t @ ((fastconv._WINO_G[tile] @ g) * (fastconv._WINO_BT[tile].double() @ d))
     torch.testing.assert_close(y, torch.stack([d[k:k + 3] @ g for k in range(tile)]), rtol=1e-12, atol=1e-12)
-    x = torch.randn(2, 3, 4, 3 * tile + 2, generator=gen)  # (C, T, H, W): 3 tiles
-    e = torch.empty(2, 3, 2, 3, n)
-    wino_input(x.numpy(), 3, 1, 2, 3, fastconv._WINO_BT[tile].numpy(), e.numpy())
-    ref = x[:, :, 1:3].unfold(3, n, tile) @ fastconv._WINO_BT[tile].t()
-    torch.testing.assert_close(e, ref, rtol=1e-6, atol=1e-5)
+    x = torch.randn(2, 3, 6, 3 * tile + 2, generator=gen)  # (C, T, H, W): 3 tiles
+    kh, h0, hr = 2, 1, 4  # clip rows 1-4, three conv rows of a 2-row kernel
+    taps = torch.full((hr - kh + 1, 3, 3, n * 2 * kh), float("nan"))
+    btc = fastconv._WINO_BT[tile].t().contiguous().view(-1).numpy()
+    wino_taps(x.numpy(), 3, h0, hr, 3, btc, kh, taps.numpy(), torch.empty(3 * n).numpy())
+    e = x[:, :, h0:h0 + hr].unfold(3, n, tile) @ fastconv._WINO_BT[tile].t()  # (C, T, rows, tiles, n)
+    ref = torch.stack([e[:, :, r:r + kh] for r in range(hr - kh + 1)])  # (r, C, T, u, tiles, n)
+    ref = ref.permute(0, 2, 4, 5, 1, 3).reshape(hr - kh + 1, 3, 3, n * 2 * kh)  # channel (p, c, u)
+    torch.testing.assert_close(taps, ref, rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("how", ["fused", "fused_half", "wino", "wino_quarter", "wino_f4", "plain", "onednn_cl"])

@@ -218,9 +218,10 @@ def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, poo
                   drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`_forward` with the conv's width taps by Winograd F(tile, 3), in the same work units.
 
-    Each tile of ``tile`` conv outputs along the width takes ``tile + 2`` products instead of ``3 tile``: the clip
-    rows are transformed once (``B^T d``, ``tile + 2`` planes of the tiles), copied as taps with the kernel rows as
-    input channels as in :func:`_forward`, and convolved by one grouped oneDNN conv2d (``tile + 2`` groups, a (kt, 1)
+    Each tile of ``tile`` conv outputs along the width takes ``tile + 2`` products instead of ``3 tile``: each clip
+    row is transformed once (``B^T d``, ``tile + 2`` planes of the tiles) and written as the taps of the conv rows
+    that read it, the kernel rows as input channels as in :func:`_forward` (:func:`microexp.fast.kernels.wino_taps`),
+    and convolved by one grouped oneDNN conv2d (``tile + 2`` groups, a (kt, 1)
     kernel, the weights transformed in float64, ``G g``); the pooling pass turns each conv row back into its outputs
     (``A^T m``) in L1 before taking the maxima (:func:`microexp.fast.kernels.wino_pool_rows`). Not bit-identical to
     the direct conv: fp32 rounding of the transforms (max difference ~1e-6 of the outputs' scale, measured)."""
@@ -231,7 +232,7 @@ def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, poo
     t_in, tiles = tu + kt - 1, -(-wu // tile)
     w_need = tile * tiles + 2
     ch = cin * kh
-    bt = _WINO_BT[tile].numpy()
+    btc = _WINO_BT[tile].t().contiguous().view(-1).numpy()  # B^T's columns, one vector load each
     w2 = weight.detach().permute(0, 1, 3, 2, 4).reshape(cout, ch, kt, kw).double()
     u = torch.einsum("pq,ockq->pock", _WINO_G[tile], w2).reshape(planes * cout, ch, kt, 1).float()
     pre, indices, (pre_np, bias_np, idx_np, drop_np) = _outputs(n, cout, tp, hp * wp, want_indices, bias, drop)
@@ -243,12 +244,9 @@ def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, poo
         xs = x[i]
         if width < w_need:  # the last tile reads past the clip: zeros, whose outputs pooling never uses
             xs = F.pad(xs[:, :t_in, r0 * pool:r0 * pool + hr], (0, w_need - width))
-        e = _SCRATCH.get("wino_e", (cin, t_in, hr, tiles, planes))
-        kernels.wino_input(xs.numpy(), t_in, 0 if width < w_need else r0 * pool, hr, tiles, bt, e.numpy())
         d = _SCRATCH.get("wino_d", (nrows, t_in, tiles, planes * ch))
-        plane = tiles * planes
-        d.view(nrows, t_in, tiles, planes, cin, kh).copy_(
-            e.as_strided((nrows, t_in, tiles, planes, cin, kh), (plane, hr * plane, planes, 1, t_in * hr * plane, plane)))
+        kernels.wino_taps(xs.numpy(), t_in, 0 if width < w_need else r0 * pool, hr, tiles, btc, kh, d.numpy(),
+                          _SCRATCH.get("wino_row", (tiles * planes,)).numpy())
         # (rows, tu, tiles, planes C), channels-last
         m = F.conv2d(d.permute(0, 3, 1, 2), u, groups=planes).permute(0, 2, 3, 1)
         best = _SCRATCH.get("wino_best", (wp * cout,))

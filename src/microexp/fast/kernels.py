@@ -317,25 +317,74 @@ wino_out16 = _wino_out(4)
 wino6_out16 = _wino_out(6)
 
 
+def _wino_in(n: int):  # type: ignore[no-untyped-def]
+    """The intrinsic for one tile of Winograd's input transform ``B^T d`` as an ``n``-lane vector: ``out[out_off +
+    p] = sum_q btc[q n + p] x[x_off + q]`` for p < n (flat float32 arrays; ``btc`` holds B^T's columns, so column q
+    is one vector load): n broadcasts and n vector multiply-adds instead of n * n scalar ones. Each lane adds its
+    products in q order, unfused, as the scalar loop did."""
+
+    @intrinsic
+    def in_n(typingctx, x, x_off, btc, out, out_off):  # type: ignore[no-untyped-def]
+        sig = types.void(x, x_off, btc, out, out_off)
+
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            x_a, xo, b_a, o_a, oo = args
+            i64 = ir.IntType(64)
+            xo, oo = _i64(builder, xo), _i64(builder, oo)
+            vec = ir.VectorType(ir.FloatType(), n)
+            x_data = context.make_array(signature.args[0])(context, builder, x_a).data
+            b_data = context.make_array(signature.args[2])(context, builder, b_a).data
+            o_data = context.make_array(signature.args[3])(context, builder, o_a).data
+            acc = ir.Constant(vec, [0.0] * n)
+            for q in range(n):
+                xq = builder.load(builder.gep(x_data, [builder.add(xo, i64(q))]))
+                lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), xq, ir.Constant(ir.IntType(32), 0))
+                splat = builder.shuffle_vector(lane0, lane0, ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+                col = builder.load(builder.bitcast(builder.gep(b_data, [i64(q * n)]), vec.as_pointer()), align=4)
+                acc = builder.fadd(acc, builder.fmul(col, splat))
+            builder.store(acc, builder.bitcast(builder.gep(o_data, [oo]), vec.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return in_n
+
+
+wino_in6 = _wino_in(6)
+wino_in8 = _wino_in(8)
+
+
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
-def wino_input(x: np.ndarray, t_in: int, h0: int, hr: int, tiles: int, bt: np.ndarray,
-               e: np.ndarray) -> None:  # pragma: no cover
-    """Winograd F(m, 3)'s input transform along the width, ``B^T d``, of clip rows ``h0 .. h0 + hr - 1``:
-    ``e[c, t, h, j, p] = sum_q bt[p, q] x[c, t, h0 + h, m j + q]`` (x: (C, T, H, W), at least m tiles + 2 wide;
-    bt: (m + 2, m + 2))."""
-    n = bt.shape[0]
+def wino_taps(x: np.ndarray, t_in: int, h0: int, hr: int, tiles: int, btc: np.ndarray, kh: int,
+              d: np.ndarray, row: np.ndarray) -> None:  # pragma: no cover
+    """Winograd F(m, 3)'s input transform along the width, written straight into the work unit's taps: for clip
+    rows ``h0 .. h0 + hr - 1`` each tile's ``B^T d`` (:func:`wino_in8` / :func:`wino_in6`), and each value copied
+    to the ``kh`` conv rows that read it as input channel (c, u): ``d[r, t, j, p C kh + c kh + u] = sum_q bt[p, q]
+    x[c, t, h0 + r + u, m j + q]`` (x: (C, T, H, W), C-contiguous, at least m tiles + 2 wide; d: (hr - kh + 1,
+    t_in, tiles, (m + 2) C kh); btc: B^T's columns, ``btc[q (m + 2) + p] = bt[p, q]``; row: float32 scratch of
+    tiles (m + 2)). One pass instead of a transform into a buffer and a strided copy of it kh times."""
+    n = row.size // tiles
     m = n - 2
-    for ci in range(x.shape[0]):
+    cin, t_all, h_all, width = x.shape
+    ch = cin * kh
+    nrows = hr - kh + 1
+    xf, df = x.ravel(), d.ravel()
+    for c in range(cin):
         for t in range(t_in):
             for h in range(hr):
-                row = x[ci, t, h0 + h]
-                out = e[ci, t, h]
+                base = ((c * t_all + t) * h_all + h0 + h) * width
                 for j in range(tiles):
-                    for p in range(n):
-                        acc = np.float32(0.0)
-                        for q in range(n):
-                            acc += bt[p, q] * row[m * j + q]
-                        out[j, p] = acc
+                    if n == 8:
+                        wino_in8(xf, base + m * j, btc, row, j * n)
+                    else:
+                        wino_in6(xf, base + m * j, btc, row, j * n)
+                for u in range(kh):
+                    r = h - u
+                    if r < 0 or r >= nrows:
+                        continue
+                    o = (r * t_in + t) * tiles * n * ch + c * kh + u
+                    for k in range(tiles * n):
+                        df[o + k * ch] = row[k]
 
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
