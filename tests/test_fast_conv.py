@@ -165,6 +165,34 @@ def test_winograd_transforms_are_a_three_tap_correlation(tile: int) -> None:
     torch.testing.assert_close(taps, ref, rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("cin,kh,width", [(1, 3, 40), (1, 3, 16), (1, 3, 9), (2, 3, 21), (1, 2, 33)])
+def test_tap_kernels_copy_and_round_like_pytorch(cin: int, kh: int, width: int) -> None:
+    """The direct conv's taps (the kernel rows as input channels): the same values as PyTorch's strided copy, and in
+    bf16 the same bits as its conversion (nearest even, ties and NaN included), on the 16-lane interleaving path (one
+    channel, three rows, at least 16 columns, the last block overlapping) and on the scalar one. NaN stays NaN
+    (PyTorch itself gives it other bits on its vectorised path than on its scalar one)."""
+    from microexp.fast.kernels import taps_bf16, taps_f32
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(cin, 4, 7, width + 3, generator=gen)
+    ties = torch.tensor([1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), 2 ** -130, float("inf"), float("nan")])
+    h0, rows, t_in = 1, 7 - kh, 3
+    x[0, 0, h0, :6] = ties  # halfway cases round to even; a subnormal; inf; NaN
+    x[0, 1, 2, 1] = float("nan")
+    s = x.stride()
+    ref = x.as_strided((rows, t_in, width, cin, kh), (s[2], s[1], s[3], s[0], s[2]), h0 * s[2])
+    ref = ref.reshape(rows, t_in, width, cin * kh)
+    out = torch.full((rows, t_in, width, cin * kh), 7.0)
+    taps_f32(x.numpy(), t_in, width, h0, kh, out.numpy())
+    assert torch.equal(out.view(torch.int32), ref.contiguous().view(torch.int32))
+    bits = torch.zeros(rows, t_in, width, cin * kh, dtype=torch.int16)
+    taps_bf16(x.numpy(), t_in, width, h0, kh, bits.numpy())
+    nan = ref.isnan()
+    assert nan.sum() == 3  # the NaN of clip row h0 in one tap, the one of the row below it in two
+    assert torch.equal(bits[~nan], ref.to(torch.bfloat16).view(torch.int16)[~nan])
+    assert bits.view(torch.bfloat16)[nan].isnan().all()
+
+
 @pytest.mark.parametrize("how", ["fused", "fused_half", "wino", "wino_quarter", "wino_f4", "plain", "onednn_cl"])
 def test_fused_dropout_is_the_dense_dropout_from_the_same_words(how: str) -> None:
     """At rate 1/2 the fused variants drop in their pooling pass: the same mask (the same random words, drawn from

@@ -175,8 +175,9 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
 
     A work unit is a few pooled rows of one clip. Its 3-D conv is one oneDNN conv2d over (T, W) with the clip's
     rows as the batch and the kh kernel rows as input channels: input row h, channel (c, u) is clip row h + u, so
-    the channels-last input is a kh-fold copy of the unit's rows, and the kernel is (kt, kw). oneDNN runs this
-    shape at ~100 GFLOP/s a thread here (measured; its conv3d on the one-channel clip reaches ~40 %).
+    the channels-last input is a kh-fold copy of the unit's rows (:func:`microexp.fast.kernels.taps_f32`,
+    ``taps_bf16``), and the kernel is (kt, kw). oneDNN runs this shape at ~100 GFLOP/s a thread here (measured;
+    its conv3d on the one-channel clip reaches ~40 %).
 
     ``wino`` = m (4 or 6; fp32, kw = 3: :func:`wino_usable`): the width taps by Winograd F(m, 3), 1.5x (F(4, 3))
     or 1.8x (F(6, 3)) fewer multiplies (:func:`_wino_forward`). ``drop``: the words of a rate-1/2 dropout applied
@@ -191,15 +192,16 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     # (C_out, C_in, kt, kh, kw) -> (C_out, (c, u), kt, kw): the kernel rows become input channels
     w2 = weight.detach().permute(0, 1, 3, 2, 4).reshape(cout, cin * kh, kt, kw).to(dtype)
     pre, indices, (pre_np, bias_np, idx_np, drop_np) = _outputs(n, cout, tp, cols, want_indices, bias, drop)
-    s = x.stride()
+    xs = x.numpy()  # contiguous (conv_relu_pool)
 
     def unit(job: tuple[int, int, int]) -> None:
         i, r0, r1 = job
         rows = (r1 - r0) * pool
-        taps = x[i].as_strided((rows, t_in, w_in, cin, kh), (s[3], s[2], s[4], s[1], s[3]),
-                               x[i].storage_offset() + r0 * pool * s[3])
         buf = _SCRATCH.get("rows", (rows, t_in, w_in, cin * kh), dtype)
-        buf.view(taps.shape).copy_(taps)
+        if dtype == torch.bfloat16:
+            kernels.taps_bf16(xs[i], t_in, w_in, r0 * pool, kh, buf.view(torch.int16).numpy())
+        else:
+            kernels.taps_f32(xs[i], t_in, w_in, r0 * pool, kh, buf.numpy())
         conv = F.conv2d(buf.permute(0, 3, 1, 2), w2)  # (rows, C, tu, wu), channels-last like its input
         best = _SCRATCH.get("best", (wp * cout + kernels.LANES,))
         arg = _SCRATCH.get("arg", (wp * cout + kernels.LANES,), torch.int32)

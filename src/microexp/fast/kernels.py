@@ -317,6 +317,81 @@ wino_out16 = _wino_out(4)
 wino6_out16 = _wino_out(6)
 
 
+@intrinsic
+def taps3x16(typingctx, x, o0, o1, o2, out, out_off):  # type: ignore[no-untyped-def]
+    """``out[out_off + 3 w + u] = x[o_u + w]`` for w < 16 and u < 3 (flat float32 ``x``): three clip rows'
+    16 columns interleaved as a 3-row kernel's taps, one 48-value store; ``out`` float32, or int16 for the bfloat16
+    bits of the values (rounded to nearest even as PyTorch rounds, NaN as the quiet NaN 0x7FC0)."""
+    sig = types.void(x, o0, o1, o2, out, out_off)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        x_a, a0, a1, a2, o_a, oo = args
+        ivec = ir.VectorType(ir.IntType(32), LANES)
+        rows = [builder.load(_vec_ptr(context, builder, signature.args[0], x_a, _i64(builder, o)), align=4)
+                for o in (a0, a1, a2)]
+        if isinstance(signature.args[4].dtype, types.Integer):  # bfloat16 bits: round to nearest even
+            def bf16(v):  # type: ignore[no-untyped-def]
+                bits = builder.bitcast(v, ivec)
+                lsb = builder.and_(builder.lshr(bits, ir.Constant(ivec, [16] * LANES)), ir.Constant(ivec, [1] * LANES))
+                up = builder.add(builder.add(bits, ir.Constant(ivec, [0x7FFF] * LANES)), lsb)
+                top = builder.lshr(up, ir.Constant(ivec, [16] * LANES))
+                nan = builder.fcmp_unordered("uno", v, v)
+                return builder.trunc(builder.select(nan, ir.Constant(ivec, [0x7FC0] * LANES), top),
+                                     ir.VectorType(ir.IntType(16), LANES))
+            rows = [bf16(v) for v in rows]
+        i32 = ir.IntType(32)
+        ab = builder.shuffle_vector(rows[0], rows[1], ir.Constant(ir.VectorType(i32, 2 * LANES), list(range(2 * LANES))))
+        c2 = builder.shuffle_vector(rows[2], rows[2], ir.Constant(ir.VectorType(i32, 2 * LANES), list(range(2 * LANES))))
+        order = [k for w in range(LANES) for k in (w, LANES + w, 2 * LANES + w)]
+        taps = builder.shuffle_vector(ab, c2, ir.Constant(ir.VectorType(i32, 3 * LANES), order))
+        o_data = context.make_array(signature.args[4])(context, builder, o_a).data
+        ptr = builder.gep(o_data, [_i64(builder, oo)])
+        builder.store(taps, builder.bitcast(ptr, taps.type.as_pointer()), align=2)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", inline="always")
+def _bf16_bits(v: float) -> int:  # pragma: no cover
+    """The bfloat16 bits (as int16) of float32 ``v``, rounded to nearest even as PyTorch rounds; NaN as 0x7FC0."""
+    b = np.float32(v).view(np.uint32)
+    top = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    return np.int16(np.uint16(np.uint32(0x7FC0) if v != v else top))
+
+
+def _taps_kernel(bf16: bool):  # type: ignore[no-untyped-def]
+    @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+    def taps(x: np.ndarray, t_in: int, w_in: int, h0: int, kh: int, out: np.ndarray) -> None:  # pragma: no cover
+        """The taps of a work unit's conv rows: ``out[r, t, w, c kh + u] = x[c, t, h0 + r + u, w]`` for t < t_in,
+        w < w_in (x: (C, T, H, W) float32, C-contiguous; out: (rows, t_in, w_in, C kh), float32 for ``taps_f32``,
+        the bfloat16 bits as int16 for ``taps_bf16``): the kernel rows as input channels. A 3-row kernel on one
+        channel (the Reddy models') interleaves 16 columns of the three rows at a time (:func:`taps3x16`)."""
+        cin, t_all, h_all, width = x.shape
+        ch = cin * kh
+        xf, of = x.ravel(), out.ravel()
+        for r in range(out.shape[0]):
+            for t in range(t_in):
+                base = (r * t_in + t) * w_in * ch
+                for c in range(cin):
+                    row = ((c * t_all + t) * h_all + h0 + r) * width
+                    if kh == 3 and cin == 1 and w_in >= LANES:  # 16 columns at a time, the last block overlapping
+                        for w0 in range(0, w_in, LANES):
+                            w = min(w0, w_in - LANES)
+                            taps3x16(xf, row + w, row + width + w, row + 2 * width + w, of, base + 3 * w)
+                        continue
+                    for u in range(kh):
+                        for w in range(w_in):
+                            v = xf[row + u * width + w]
+                            of[base + w * ch + c * kh + u] = _bf16_bits(v) if bf16 else v
+
+    return taps
+
+
+taps_f32 = _taps_kernel(False)
+taps_bf16 = _taps_kernel(True)
+
+
 def _wino_in(n: int):  # type: ignore[no-untyped-def]
     """The intrinsic for one tile of Winograd's input transform ``B^T d`` as an ``n``-lane vector: ``out[out_off +
     p] = sum_q btc[q n + p] x[x_off + q]`` for p < n (flat float32 arrays; ``btc`` holds B^T's columns, so column q
