@@ -88,6 +88,28 @@ def test_bf16_inference_keeps_one_bf16_copy_of_the_weights_until_they_change() -
     assert torch.allclose(dense.linear(x, w, b), ref, rtol=1e-4, atol=1e-2)
 
 
+@pytest.mark.parametrize("rows", [1, 3, 8, 11])
+def test_stream_bf16_streams_the_bf16_copy_against_the_fp32_input(rows: int) -> None:
+    """``stream_bf16`` in inference: the kept bf16 weights, widened exactly, times the fp32 input (the batch-1 GEMV
+    and ``rows8_dot``, an odd number of outputs and columns past the last 16), against float64 arithmetic on the
+    same bf16 weights; it is not the fp32 product (so the bf16 copy was read), and training runs ``stream``."""
+    gen = torch.Generator().manual_seed(8)
+    w, b = torch.randn(5, 70_013, generator=gen), torch.randn(5, generator=gen)
+    x = torch.randn(rows, 70_013, generator=gen)
+    with torch.no_grad(), tune.force("linear=stream_bf16"), prec.autocast("bf16"):
+        got = dense.linear(x, w, b)
+    ref = (x.double() @ w.to(torch.bfloat16).double().t() + b.double()).float()
+    assert got.dtype == torch.float32 and got.shape == (rows, 5)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=2e-4)
+    assert (got - (x @ w.t() + b)).abs().max() > 1e-2  # bf16 weights: ~3 significant digits
+    wt = w.clone().requires_grad_()
+    with tune.force("linear=stream_bf16"), prec.autocast("bf16"):
+        out = dense.linear(x, wt, b)
+    out.sum().backward()
+    torch.testing.assert_close(out, x @ w.t() + b, rtol=1e-4, atol=1e-3)  # training: fp32, as stream
+    torch.testing.assert_close(wt.grad, torch.ones(rows, 5).t() @ x)
+
+
 def test_choices_are_measured_once_stored_under_the_machine_key_and_reused(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("MICROEXP_TUNE_CACHE", str(tmp_path / "tune.json"))
     monkeypatch.delenv("MICROEXP_TUNE")

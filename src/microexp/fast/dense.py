@@ -397,6 +397,16 @@ def _run(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, tr
         return _fast(x.float(), weight, bias, train)
     if how == "stream":
         return _stream(x.float(), weight, bias, train)
+    if how == "stream_bf16":
+        if train:  # the weights change every step: a bf16 copy would be remade each time; fp32 as "stream"
+            return _stream(x.float(), weight, bias, True)
+        if x.shape[0] <= STREAM_MAX_ROWS and weight.shape[1] >= GEMV_MIN:
+            release(weight)
+            with torch.no_grad():
+                wb = bf16_weight(weight).view(torch.int16)  # the kernels widen the bits exactly
+                xf, b = x.detach().float().contiguous(), bias.detach()
+                return _gemv(xf, wb, b) if x.shape[0] == 1 else _stream_forward(xf, wb, b)
+        how = "bf16"  # narrow or many rows: MKL's bf16 GEMM
     if how == "bf16":
         if not train:
             with torch.no_grad():
@@ -431,7 +441,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.T
     machine (:mod:`microexp.fast.tune`): ``fast`` (the backward blocked on the thread pool, and one row without
     gradients a GEMV of our own, :func:`microexp.fast.kernels.gemv_rows`), ``stream`` (the forward streamed over
     the weights by :func:`microexp.fast.kernels.rows8_dot`, MKL's backward), ``bf16`` (bf16 precision only: bf16
-    weights and input, float32 out) or ``plain``. In a training step under :func:`sgd_in_backward` the layer's
+    weights and input, float32 out), ``stream_bf16`` (bf16 precision only: in inference the kept bf16 copy of the
+    weights streamed by the same two kernels against the float32 input, half the bytes to read; in training
+    ``stream``) or ``plain``. In a training step under :func:`sgd_in_backward` the layer's
     SGD step is folded into its backward (:class:`_SGDLinear`), where the tuner's op ``linear_sgd`` finds that
     faster than the separate step."""
     from microexp.fast import tune

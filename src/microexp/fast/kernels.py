@@ -30,7 +30,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 LANES = 16
 
@@ -45,6 +45,18 @@ def _splat(builder, value, vec):  # type: ignore[no-untyped-def]
     """``value`` in every lane of the vector type ``vec``."""
     lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
     return builder.shuffle_vector(lane0, lane0, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+
+def widen(v):  # type: ignore[no-untyped-def]  # pragma: no cover - replaced in compiled code
+    """A weight as float32: float32 as it is, int16 (bfloat16's bits) widened exactly."""
+    return v
+
+
+@overload(widen)
+def _widen(v):  # type: ignore[no-untyped-def]
+    if isinstance(v, types.Integer):
+        return lambda v: np.int32(np.int32(v) << 16).view(np.float32)  # bf16 is a float32's top half
+    return lambda v: v
 
 
 @intrinsic
@@ -514,7 +526,8 @@ def gemv_rows(x: np.ndarray, w: np.ndarray, r0: int, r1: int, out: np.ndarray) -
     """``out[r] = w[r] . x`` for rows ``r0 .. r1 - 1``, four rows at a time (four weight streams in flight, one
     load of ``x``). Memory-bound: with one such job per thread it streams MicroExpSTCNN's 177 MB Dense-128
     weights 1.35x faster than MKL's GEMV on 2 cores (measured). Reassociation lets LLVM vectorise the dot
-    products (no other fast-math assumption: NaN and inf propagate); their order of summation is fixed."""
+    products (no other fast-math assumption: NaN and inf propagate); their order of summation is fixed. ``w``:
+    float32, or bfloat16 as int16 bits (half the bytes to stream; widened exactly)."""
     n = x.shape[0]
     end4 = r1 - (r1 - r0) % 4
     for r in range(r0, end4, 4):
@@ -522,16 +535,16 @@ def gemv_rows(x: np.ndarray, w: np.ndarray, r0: int, r1: int, out: np.ndarray) -
         s0 = s1 = s2 = s3 = np.float32(0.0)
         for q in range(n):
             f = x[q]
-            s0 += wa[q] * f
-            s1 += wb[q] * f
-            s2 += wc[q] * f
-            s3 += wd[q] * f
+            s0 += widen(wa[q]) * f
+            s1 += widen(wb[q]) * f
+            s2 += widen(wc[q]) * f
+            s3 += widen(wd[q]) * f
         out[r], out[r + 1], out[r + 2], out[r + 3] = s0, s1, s2, s3
     for r in range(end4, r1):
         wr = w[r]
         s = np.float32(0.0)
         for q in range(n):
-            s += wr[q] * x[q]
+            s += widen(wr[q]) * x[q]
         out[r] = s
 
 
@@ -616,7 +629,7 @@ def dot2x8(typingctx, w, wa_off, wb_off, x, x_off, x_stride, n16, acc, acc_off, 
     + 16 i + l]`` over i < n16, and ``acc[acc_off + 16 (8 + r) + l]`` the same from ``wb_off`` (flat float32
     arrays): the sixteen 16-lane sums are loaded, held in registers over the run and stored back, so a caller can
     run a long sum in pieces with the same per-lane order; ``w[w*_off + pf + i]`` is prefetched (the weight rows'
-    pieces that come next)."""
+    pieces that come next). ``w`` may hold bfloat16 weights as int16 bits (widened exactly)."""
     sig = types.void(w, wa_off, wb_off, x, x_off, x_stride, n16, acc, acc_off, pf)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
@@ -629,10 +642,18 @@ def dot2x8(typingctx, w, wa_off, wb_off, x, x_off, x_stride, n16, acc, acc_off, 
         slots = [cgutils.alloca_once_value(builder, builder.load(p, align=4)) for p in sums]
         xrow = [builder.add(xo, builder.mul(xs, i64(r))) for r in range(8)]
         wt = signature.args[0]
+        bf16 = isinstance(wt.dtype, types.Integer)  # bfloat16 weights as int16 bits: widened exactly in registers
+        ivec, vec = ir.VectorType(i32, LANES), ir.VectorType(ir.FloatType(), LANES)
+
+        def load_w(off):  # type: ignore[no-untyped-def]
+            v = builder.load(_vec_ptr(context, builder, wt, w_a, off), align=2 if bf16 else 4)
+            if not bf16:
+                return v
+            return builder.bitcast(builder.shl(builder.zext(v, ivec), ir.Constant(ivec, [16] * LANES)), vec)
+
         with cgutils.for_range(builder, n) as loop:
             i = builder.mul(loop.index, i64(LANES))
-            va = builder.load(_vec_ptr(context, builder, wt, w_a, builder.add(a_off, i)), align=4)
-            vb = builder.load(_vec_ptr(context, builder, wt, w_a, builder.add(b_off, i)), align=4)
+            va, vb = load_w(builder.add(a_off, i)), load_w(builder.add(b_off, i))
             for base in (a_off, b_off):
                 ahead = _vec_ptr(context, builder, wt, w_a, builder.add(builder.add(base, pf_v), i))
                 builder.call(prefetch, [builder.bitcast(ahead, i8p), i32(0), i32(3), i32(1)])
@@ -654,7 +675,8 @@ def rows8_dot(x: np.ndarray, w: np.ndarray, c0: int, c1: int, out: np.ndarray,
               acc: np.ndarray) -> None:  # pragma: no cover
     """Columns ``c0 .. c1 - 1`` of a Dense layer's forward for groups of eight batch rows, as a partial sum:
     ``out[o, g, r] = sum_{c0 <= c < c1} w[o, c] * x[g, r, c]`` (x: (G, 8, F), w: (O, F), out: (O, G, 8), all
-    C-contiguous; ``acc``: float32 scratch of at least ``256 G ceil(O / 2)``).
+    C-contiguous; w float32, or bfloat16 as int16 bits; ``acc``: float32 scratch of at least ``256 G ceil(O /
+    2)``).
 
     The columns are taken in pieces of ``DOT_PIECE // G`` (the batch rows' 32 KB of them stay in L1), and for
     each piece two weight rows at a time against the eight batch rows of each group (:func:`dot2x8`: sixteen
@@ -694,8 +716,8 @@ def rows8_dot(x: np.ndarray, w: np.ndarray, c0: int, c1: int, out: np.ndarray,
                     sa += acc[a + LANES * r + lane]
                     sb += acc[a + LANES * (8 + r) + lane]
                 for f in range(tail, c1):
-                    sa += w[o, f] * x[g, r, f]
-                    sb += w[ob, f] * x[g, r, f]
+                    sa += widen(w[o, f]) * x[g, r, f]
+                    sb += widen(w[ob, f]) * x[g, r, f]
                 out[o, g, r] = sa
                 out[ob, g, r] = sb if ob != o else sa
 

@@ -58,7 +58,7 @@ CANDIDATES: dict[str, dict[str, tuple[str, ...]]] = {
     "conv_relu_pool": {"fp32": ("fused", "fused1", "fused4", "fused_half", "wino", "wino_quarter",
                                 "wino_half", "wino_f4", "onednn_cl", "plain"),
                        "bf16": ("fused", "fused1", "fused4", "fused_half", "onednn_cl", "plain")},
-    "linear": {"fp32": ("fast", "stream", "plain"), "bf16": ("fast", "bf16", "stream", "plain")},
+    "linear": {"fp32": ("fast", "stream", "plain"), "bf16": ("fast", "bf16", "stream", "stream_bf16", "plain")},
     "linear_sgd": {"fp32": ("fused", "fused_mkl", "plain"), "bf16": ("fused", "fused_mkl", "plain")},
 }
 DEFAULTS = {"conv_relu_pool": "fused", "linear": "fast", "linear_sgd": "fused"}  # today's path: kept unless beaten by more than MARGIN
