@@ -44,7 +44,22 @@ def _vec_ptr(context, builder, arrtype, arr, offset):  # type: ignore[no-untyped
 def _splat(builder, value, vec):  # type: ignore[no-untyped-def]
     """``value`` in every lane of the vector type ``vec``."""
     lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(lane0, lane0, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+    return builder.shuffle_vector(lane0, lane0, ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count))
+
+
+def _intrinsic5(emit):  # type: ignore[no-untyped-def]
+    """An intrinsic ``f(a, a_off, b, c, c_off)`` that returns nothing, its code written by ``emit(context, builder,
+    signature, args)`` (the shape of the Winograd transforms: read ``a`` from ``a_off`` with ``b``, write ``c``)."""
+
+    @intrinsic
+    def f(typingctx, a, a_off, b, c, c_off):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            emit(context, builder, signature, args)
+            return context.get_dummy_value()
+
+        return types.void(a, a_off, b, c, c_off), codegen
+
+    return f
 
 
 def widen(v):  # type: ignore[no-untyped-def]  # pragma: no cover - replaced in compiled code
@@ -299,33 +314,26 @@ def _wino_out(tile: int):  # type: ignore[no-untyped-def]
     difference (odd k) of its two products times b^k."""
     points = (1.0, 2.0, 0.5)[:tile // 2]
 
-    @intrinsic
-    def out16(typingctx, m, m_off, c, out, out_off):  # type: ignore[no-untyped-def]
-        sig = types.void(m, m_off, c, out, out_off)
+    def emit(context, builder, signature, args):  # type: ignore[no-untyped-def]  # (m, m_off, c, out, out_off)
+        m_a, mo, cv, o_a, oo = args
+        i64 = ir.IntType(64)
+        mo, cv, oo = (_i64(builder, v) for v in (mo, cv, oo))
+        vec = ir.VectorType(ir.FloatType(), LANES)
+        p = [builder.load(_vec_ptr(context, builder, signature.args[0], m_a,
+                                   builder.add(mo, builder.mul(cv, i64(k)))), align=4) for k in range(tile + 2)]
+        sums = [builder.fadd(p[2 * q + 1], p[2 * q + 2]) for q in range(len(points))]
+        diffs = [builder.fsub(p[2 * q + 1], p[2 * q + 2]) for q in range(len(points))]
+        for k in range(tile):
+            part = sums if k % 2 == 0 else diffs
+            y = builder.fadd(p[0], part[0]) if k == 0 else part[0]
+            for q in range(1, len(points)):
+                y = builder.fadd(y, builder.fmul(ir.Constant(vec, [points[q] ** k] * LANES), part[q]))
+            if k == tile - 1:
+                y = builder.fadd(y, p[tile + 1])
+            builder.store(y, _vec_ptr(context, builder, signature.args[3], o_a,
+                                      builder.add(oo, builder.mul(cv, i64(k)))), align=4)
 
-        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-            m_a, mo, cv, o_a, oo = args
-            i64 = ir.IntType(64)
-            mo, cv, oo = (_i64(builder, v) for v in (mo, cv, oo))
-            vec = ir.VectorType(ir.FloatType(), LANES)
-            p = [builder.load(_vec_ptr(context, builder, signature.args[0], m_a,
-                                       builder.add(mo, builder.mul(cv, i64(k)))), align=4) for k in range(tile + 2)]
-            sums = [builder.fadd(p[2 * q + 1], p[2 * q + 2]) for q in range(len(points))]
-            diffs = [builder.fsub(p[2 * q + 1], p[2 * q + 2]) for q in range(len(points))]
-            for k in range(tile):
-                part = sums if k % 2 == 0 else diffs
-                y = builder.fadd(p[0], part[0]) if k == 0 else part[0]
-                for q in range(1, len(points)):
-                    y = builder.fadd(y, builder.fmul(ir.Constant(vec, [points[q] ** k] * LANES), part[q]))
-                if k == tile - 1:
-                    y = builder.fadd(y, p[tile + 1])
-                builder.store(y, _vec_ptr(context, builder, signature.args[3], o_a,
-                                          builder.add(oo, builder.mul(cv, i64(k)))), align=4)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return out16
+    return _intrinsic5(emit)
 
 
 wino_out16 = _wino_out(4)
@@ -413,31 +421,22 @@ def _wino_in(n: int):  # type: ignore[no-untyped-def]
     is one vector load): n broadcasts and n vector multiply-adds instead of n * n scalar ones. Each lane adds its
     products in q order, unfused, as the scalar loop did."""
 
-    @intrinsic
-    def in_n(typingctx, x, x_off, btc, out, out_off):  # type: ignore[no-untyped-def]
-        sig = types.void(x, x_off, btc, out, out_off)
+    def emit(context, builder, signature, args):  # type: ignore[no-untyped-def]  # (x, x_off, btc, out, out_off)
+        x_a, xo, b_a, o_a, oo = args
+        i64 = ir.IntType(64)
+        xo, oo = _i64(builder, xo), _i64(builder, oo)
+        vec = ir.VectorType(ir.FloatType(), n)
+        x_data = context.make_array(signature.args[0])(context, builder, x_a).data
+        b_data = context.make_array(signature.args[2])(context, builder, b_a).data
+        o_data = context.make_array(signature.args[3])(context, builder, o_a).data
+        acc = ir.Constant(vec, [0.0] * n)
+        for q in range(n):
+            xq = builder.load(builder.gep(x_data, [builder.add(xo, i64(q))]))
+            col = builder.load(builder.bitcast(builder.gep(b_data, [i64(q * n)]), vec.as_pointer()), align=4)
+            acc = builder.fadd(acc, builder.fmul(col, _splat(builder, xq, vec)))
+        builder.store(acc, builder.bitcast(builder.gep(o_data, [oo]), vec.as_pointer()), align=4)
 
-        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-            x_a, xo, b_a, o_a, oo = args
-            i64 = ir.IntType(64)
-            xo, oo = _i64(builder, xo), _i64(builder, oo)
-            vec = ir.VectorType(ir.FloatType(), n)
-            x_data = context.make_array(signature.args[0])(context, builder, x_a).data
-            b_data = context.make_array(signature.args[2])(context, builder, b_a).data
-            o_data = context.make_array(signature.args[3])(context, builder, o_a).data
-            acc = ir.Constant(vec, [0.0] * n)
-            for q in range(n):
-                xq = builder.load(builder.gep(x_data, [builder.add(xo, i64(q))]))
-                lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), xq, ir.Constant(ir.IntType(32), 0))
-                splat = builder.shuffle_vector(lane0, lane0, ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
-                col = builder.load(builder.bitcast(builder.gep(b_data, [i64(q * n)]), vec.as_pointer()), align=4)
-                acc = builder.fadd(acc, builder.fmul(col, splat))
-            builder.store(acc, builder.bitcast(builder.gep(o_data, [oo]), vec.as_pointer()), align=4)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return in_n
+    return _intrinsic5(emit)
 
 
 wino_in6 = _wino_in(6)
