@@ -223,10 +223,10 @@ def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, poo
     Each tile of ``tile`` conv outputs along the width takes ``tile + 2`` products instead of ``3 tile``: each clip
     row is transformed once (``B^T d``, ``tile + 2`` planes of the tiles) and written as the taps of the conv rows
     that read it, the kernel rows as input channels as in :func:`_forward` (:func:`microexp.fast.kernels.wino_taps`),
-    and convolved by one grouped oneDNN conv2d (``tile + 2`` groups, a (kt, 1)
-    kernel, the weights transformed in float64, ``G g``); the pooling pass turns each conv row back into its outputs
-    (``A^T m``) in L1 before taking the maxima (:func:`microexp.fast.kernels.wino_pool_rows`). Not bit-identical to
-    the direct conv: fp32 rounding of the transforms (max difference ~1e-6 of the outputs' scale, measured)."""
+    and convolved by one grouped oneDNN conv2d (``tile + 2`` groups, a (kt, 1) kernel, the weights transformed in
+    float64, ``G g``); the pooling pass turns each conv row back into its outputs (``A^T m``) in L1 before taking
+    the maxima (:func:`microexp.fast.kernels.wino_pool_rows`). Not bit-identical to the direct conv: fp32 rounding
+    of the transforms (max difference ~1e-6 of the outputs' scale, measured)."""
     kernels = _kernels()
     cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
     n, cin, width = x.shape[0], x.shape[1], x.shape[4]
