@@ -1,10 +1,12 @@
-"""Compiled inner loops (numba) for the fast CPU path, where no PyTorch op does the job: ``pool_rows`` (max-pool
-with the window offset of each maximum, from a work unit's conv outputs), ``pool_weight_grad`` (below) and
-``gemv_rows`` (the batch-1 Dense layer), ``outer8`` and ``gemm8`` (a wide Dense layer's backward, eight batch rows
-at a time), ``rows8_dot`` / ``rows8_axpy`` (its streamed forward and input gradient) and ``rows8_sgd`` (its
-backward with the SGD step folded in; ``rows8_dot`` and ``rows8_sgd`` run explicit 16-lane loops, :func:`dot2x8`
-and :func:`sgd4x8`, with their running sums in registers). Each runs without the GIL, one call per work unit on the thread pool of
-:mod:`microexp.fast.conv`, and is compiled on first use and cached (``cache=True``).
+"""Compiled inner loops (numba) for the fast CPU path, where no PyTorch op does the job: ``taps_f32`` / ``taps_bf16``
+and ``wino_taps`` (a conv work unit's input, the kernel rows as channels; the latter through Winograd's input
+transform), ``pool_rows`` and ``wino_pool_rows`` (max-pool with the window offset of each maximum, from a work
+unit's conv outputs), ``pool_weight_grad`` (below) and ``gemv_rows`` (the batch-1 Dense layer), ``outer8`` and
+``gemm8`` (a wide Dense layer's backward, eight batch rows at a time), ``rows8_dot`` / ``rows8_axpy`` (its streamed
+forward and input gradient) and ``rows8_sgd`` (its backward with the SGD step folded in; ``rows8_dot`` and
+``rows8_sgd`` run explicit 16-lane loops, :func:`dot2x8` and :func:`sgd4x8`, with their running sums in registers;
+``gemv_rows`` and ``rows8_dot`` also take bf16 weights). Each runs without the GIL, one call per work unit on the
+thread pool of :mod:`microexp.fast.conv`, and is compiled on first use and cached (``cache=True``).
 
 ``pool_weight_grad``: the weight gradient of ``max_pool3d(conv3d(x, w))`` computed from the max-pool indices.
 Max-pooling routes each pooled output's gradient to exactly one conv output (its window's maximum), so
