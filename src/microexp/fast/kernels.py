@@ -95,7 +95,8 @@ def axpy16(typingctx, dst, dst_off, src, src_off, alpha):  # type: ignore[no-unt
 
 
 BLOCKED = 255  # max-pool index of a pooled output whose ReLU blocked it (window offsets are < pool ** 3)
-GRAD_BLOCK_ROWS = 2  # pooled rows a block of pool_weight_grad: each channel sums the block, whose clip window stays in L1 (1-10 measured)
+# pooled rows a block of pool_weight_grad: each channel sums the block, whose clip window stays in L1 (1-10 measured)
+GRAD_BLOCK_ROWS = 2
 NVEC = 9  # 16-lane accumulator rows that grad_rows9 holds in registers: C_in * kh * kw * (lanes / 16) for STCNN
 
 
@@ -365,8 +366,8 @@ def taps3x16(typingctx, x, o0, o1, o2, out, out_off):  # type: ignore[no-untyped
                                      ir.VectorType(ir.IntType(16), LANES))
             rows = [bf16(v) for v in rows]
         i32 = ir.IntType(32)
-        ab = builder.shuffle_vector(rows[0], rows[1], ir.Constant(ir.VectorType(i32, 2 * LANES), list(range(2 * LANES))))
-        c2 = builder.shuffle_vector(rows[2], rows[2], ir.Constant(ir.VectorType(i32, 2 * LANES), list(range(2 * LANES))))
+        both = ir.Constant(ir.VectorType(i32, 2 * LANES), list(range(2 * LANES)))  # two vectors as one
+        ab, c2 = builder.shuffle_vector(rows[0], rows[1], both), builder.shuffle_vector(rows[2], rows[2], both)
         order = [k for w in range(LANES) for k in (w, LANES + w, 2 * LANES + w)]
         taps = builder.shuffle_vector(ab, c2, ir.Constant(ir.VectorType(i32, 3 * LANES), order))
         o_data = context.make_array(signature.args[4])(context, builder, o_a).data
@@ -841,15 +842,15 @@ def rows8_sgd(gt: np.ndarray, x: np.ndarray, w: np.ndarray, c0: int, c1: int, lr
               out: np.ndarray) -> None:  # pragma: no cover
     """Columns ``c0 .. c1 - 1`` of a Dense layer's backward with the SGD step folded in, for batch rows in groups
     of eight: ``out[b, c] = sum_o gt[o, b] * w[o, c]`` (the input gradient, from the weights before the step), then
-    ``w[o, c] = keep * w[o, c] - lr * sum_b gt[o, b] * x[b, c]`` (``keep = 1 - lr * weight_decay``; gt: (O, B),
-    x and out: (B, F), w: (O, F), B a multiple of 8, all C-contiguous). ``SGD_ROWS`` weight rows a pass
+    ``w[o, c] = keep * w[o, c] - lr * sum_b gt[o, b] * x[b, c]`` (``keep = 1 - lr * weight_decay``; gt: (O, B), x
+    and out: (B, F), w: (O, F), B a multiple of 8, all C-contiguous). ``SGD_ROWS`` weight rows a pass
     (:func:`sgd4x8`, the next rows' pieces prefetched) over pieces of ``SGD_PIECE`` columns: each piece of the
-    weights is read from memory once and written once, while the batch rows' pieces of ``x`` and ``out`` stay in
-    L1 (with the whole chunk's pieces in L2 instead: 1.1-1.3x slower, measured). Separately, the input gradient, the weight
-    gradient's write and the optimiser's read-read-write of weights and gradient pass over the weights five times;
-    this passes twice (measured on 2 AVX-512 cores, 1,024 x 172,800 on huge pages, batch 8: 38-40 ms against
-    137-142 ms separately; two rows a pass 48-54 ms, and 62-72 ms for that loop compiled by numba's own
-    vectoriser, which spilled its registers). The order of summation is fixed."""
+    weights is read from memory once and written once, while the batch rows' pieces of ``x`` and ``out`` stay in L1
+    (with the whole chunk's pieces in L2 instead: 1.1-1.3x slower, measured). Separately, the input gradient, the
+    weight gradient's write and the optimiser's read-read-write of weights and gradient pass over the weights five
+    times; this passes twice (measured on 2 AVX-512 cores, 1,024 x 172,800 on huge pages, batch 8: 38-40 ms against
+    137-142 ms separately; two rows a pass 48-54 ms, and 62-72 ms for that loop compiled by numba's own vectoriser,
+    which spilled its registers). The order of summation is fixed."""
     n_out, feats, batch = w.shape[0], w.shape[1], x.shape[0]
     groups = batch // 8
     n16 = (c1 - c0) // LANES

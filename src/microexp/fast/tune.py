@@ -20,14 +20,14 @@ The fast path's ops have several implementations (*candidates*) with the same ma
 
 Which wins depends on the CPU (AVX2, AVX-512, AVX-512 BF16, AMX), the torch build and the shape, so the first time
 an op meets a shape on a machine each candidate is timed there (alternated, a few runs; up to ~15 s for the largest
-training shapes, with one progress line on stderr) and the fastest kept. ``plain`` is always a candidate, so the choice is never slower than
-the plain layers as measured; today's default (``fused`` / ``fast``) is kept unless another candidate beats it by
-more than ``MARGIN`` (or it is slower than ``plain``), confirmed by ``CONFIRM_REPEATS`` more alternated runs of it,
-``plain`` and every candidate that beat it by the margin. A choice measured while the
-machine is overloaded (load average above ``LOAD_PER_CORE`` per core) holds for the process only; the others are
-stored in the user cache (``$MICROEXP_TUNE_CACHE``, else ``$XDG_CACHE_HOME/microexp/tune.json``) under a key of
-the CPU model, its flags, the torch version, the thread count, the op, train or inference, the precision and the
-shapes, and reused from then on (until the op gains or loses a candidate: then it is timed again).
+training shapes, with one progress line on stderr) and the fastest kept. ``plain`` is always a candidate, so the
+choice is never slower than the plain layers as measured; today's default (``fused`` / ``fast``) is kept unless
+another candidate beats it by more than ``MARGIN`` (or it is slower than ``plain``), confirmed by
+``CONFIRM_REPEATS`` more alternated runs of it, ``plain`` and every candidate that beat it by the margin. A choice
+measured while the machine is overloaded (load average above ``LOAD_PER_CORE`` per core) holds for the process only;
+the others are stored in the user cache (``$MICROEXP_TUNE_CACHE``, else ``$XDG_CACHE_HOME/microexp/tune.json``)
+under a key of the CPU model, its flags, the torch version, the thread count, the op, train or inference, the
+precision and the shapes, and reused from then on (until the op gains or loses a candidate: then it is timed again).
 
 ``MICROEXP_TUNE`` (or :func:`force`) overrides: ``off`` takes the defaults without timing anything (the test
 suite sets it); ``op=candidate[,op=candidate]`` or a bare candidate name forces one (for tests and comparisons).

@@ -16,11 +16,11 @@ Profiles (``profile=``):
   non-linearity") implies. Layer sizes and parameter counts are identical.
 Dense kernels are glorot-uniform (Keras default), biases zero. Input layout: see :mod:`microexp.models.layout`.
 
-On CPU both streams' conv -> ReLU -> max-pool -> dropout run through :func:`microexp.fast.conv.conv_relu_pool`,
-the wide Dense-1024 layers (177 M weights at D=96) through :func:`microexp.fast.dense.linear` and the other
-dropouts through :func:`microexp.fast.dropout.dropout`, as in MicroExpSTCNN (same mathematics, several times faster; the dropout masks
-come from another random stream); ``fast=False`` forces the plain PyTorch layers. Parameters and state_dict keys
-are the same either way.
+On CPU both streams' conv -> ReLU -> max-pool -> dropout run through :func:`microexp.fast.conv.conv_relu_pool`, the
+wide Dense-1024 layers (177 M weights at D=96) through :func:`microexp.fast.dense.linear` and the other dropouts
+through :func:`microexp.fast.dropout.dropout`, as in MicroExpSTCNN (same mathematics, several times faster; the
+dropout masks come from another random stream); ``fast=False`` forces the plain PyTorch layers. Parameters and
+state_dict keys are the same either way.
 """
 
 from __future__ import annotations
