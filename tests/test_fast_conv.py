@@ -120,7 +120,8 @@ def test_parameters_unchanged_and_input_gradients_fall_back_to_plain_layers() ->
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("wino", ["wino", "wino_quarter", "wino_half", "wino_f4"])
+@pytest.mark.parametrize("wino", ["wino", "wino_quarter", "wino_half", "wino_f4", "wino_fused_quarter",
+                                  "wino_fused_half"])
 @pytest.mark.parametrize("shape,cout,kernel,pool", [
     ((2, 1, 24, 20, 17), 32, (15, 3, 3), 3),  # 15 outputs wide: the last tile reads zeros past the clip
     ((1, 1, 31, 35, 29), 16, (15, 3, 3), 3),
@@ -193,7 +194,8 @@ def test_tap_kernels_copy_and_round_like_pytorch(cin: int, kh: int, width: int) 
     assert bits.view(torch.bfloat16)[nan].isnan().all()
 
 
-@pytest.mark.parametrize("how", ["fused", "fused_half", "wino", "wino_quarter", "wino_f4", "plain", "onednn_cl"])
+@pytest.mark.parametrize("how", ["fused", "fused_half", "wino", "wino_quarter", "wino_f4",
+                                 "wino_fused_quarter", "wino_fused_half", "plain", "onednn_cl"])
 def test_fused_dropout_is_the_dense_dropout_from_the_same_words(how: str) -> None:
     """At rate 1/2 the fused variants drop in their pooling pass: the same mask (the same random words, drawn from
     the same generator) as the dropout after the plain layers, the same outputs and gradients."""
@@ -232,3 +234,27 @@ def test_dropout_rates_other_than_a_half_run_after_the_layers() -> None:
     out = conv_relu_pool(x, w, b, 3, dropout=0.3)
     torch.manual_seed(2)
     torch.testing.assert_close(out, dropout(_naive(x, w, b, 3), 0.3, True), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kh,kt,planes,cout,nt", [(3, 15, 8, 32, 27), (2, 5, 6, 64, 11), (1, 3, 8, 32, 4)])
+def test_winograd_products_kernel_sums_each_filter_over_its_taps(kh: int, kt: int, planes: int, cout: int,
+                                                                 nt: int) -> None:
+    """The fused candidates' register kernel: m[r, f, j, p C + c] = sum over (u, k) of uw[p, u, k, c]
+    xh[row0 + r + u, t0 + f + k, j, p], for whole calls of the register kernel and the frames left over
+    (nt 11, 4), 32 or 64 filters, one to three kernel rows."""
+    from microexp.fast.kernels import wino_products
+
+    gen = torch.Generator().manual_seed(13)
+    rows, tiles, row0, t0, nrows = kh + 3, 3, 1, 2, 3
+    t_in = t0 + nt + kt - 1 + 1
+    xh = torch.randn(rows + row0, t_in, tiles, planes, generator=gen)
+    uw = torch.randn(planes, kh, kt, cout, generator=gen)
+    m = torch.full((nrows, nt, tiles, planes * cout), float("nan"))
+    wino_products(xh.numpy(), row0, nrows, t0, nt, kh, kt, uw.numpy(), m.numpy())
+    xd, ud = xh.double(), uw.double()
+    ref = torch.zeros(nrows, nt, tiles, planes, cout, dtype=torch.float64)
+    for u in range(kh):
+        for k in range(kt):
+            win = xd[row0 + u:row0 + u + nrows, t0 + k:t0 + k + nt]  # (r, f, j, p)
+            ref += win.unsqueeze(-1) * ud[:, u, k].view(1, 1, 1, planes, cout)
+    torch.testing.assert_close(m.view(nrows, nt, tiles, planes, cout).double(), ref, rtol=1e-5, atol=1e-4)

@@ -119,7 +119,8 @@ def test_choices_are_measured_once_stored_under_the_machine_key_and_reused(tmp_p
     monkeypatch.setattr(tune, "log", lines.append)
     calls: dict[str, int] = {}
     sleep = {"fused": 0.0, "fused1": 0.03, "fused4": 0.03, "fused_half": 0.03, "wino": 0.03, "wino_quarter": 0.03,
-             "wino_half": 0.03, "wino_f4": 0.03, "onednn_cl": 0.02, "plain": 0.01}
+             "wino_half": 0.03, "wino_f4": 0.03, "wino_fused_quarter": 0.03, "wino_fused_half": 0.03,
+             "onednn_cl": 0.02, "plain": 0.01}
 
     def make(c: str):  # type: ignore[no-untyped-def]
         def run() -> None:
@@ -150,7 +151,9 @@ def test_choices_are_measured_once_stored_under_the_machine_key_and_reused(tmp_p
     assert calls == {"fused": confirm, "onednn_cl": confirm, "fused1": 2 * (1 + tune.REPEATS),
                      "fused4": 2 * (1 + tune.REPEATS), "fused_half": 2 * (1 + tune.REPEATS),
                      "wino": 2 * (1 + tune.REPEATS), "wino_quarter": 2 * (1 + tune.REPEATS),
-                     "wino_half": 2 * (1 + tune.REPEATS), "wino_f4": 2 * (1 + tune.REPEATS), "plain": confirm}
+                     "wino_half": 2 * (1 + tune.REPEATS), "wino_f4": 2 * (1 + tune.REPEATS),
+                     "wino_fused_quarter": 2 * (1 + tune.REPEATS), "wino_fused_half": 2 * (1 + tune.REPEATS),
+                     "plain": confirm}
     # a challenger other than plain: the confirmation round times the default, it and plain
     sleep.update(fused=0.03, onednn_cl=0.0, plain=0.015)
     assert tune.choose("conv_relu_pool", True, ((2, 1, 96, 64, 64), shapes[1]), make) == "onednn_cl"

@@ -12,6 +12,11 @@ Same mathematics as the PyTorch layers, computed in a layout that fast kernels l
   records which window offset held each maximum, 16 channels at a time with the window's running maximum in
   registers (:func:`microexp.fast.kernels.pool_rows`); ties break as ``torch.nn.MaxPool3d`` does (the first
   maximum in (t, h, w) order).
+- The Winograd candidates (``wino*``) take the width taps by Winograd F(m, 3); the fused ones
+  (``wino_fused_*``) make the products with a compiled register kernel, a pooled row and a span of frames at a
+  time, and pool them from L2 straight away, where the oneDNN GEMM of the others writes a unit's products
+  (12 MB for a quarter of an STCNN clip) out to memory and the pooling pass reads them back (measured: conv
+  1.3-1.7x faster, 2 AVX-512 cores).
 - ReLU and the bias commute with the max (both monotone), so they are applied to the pooled tensor, 27x smaller,
   by the pooling pass itself, which marks the outputs the ReLU blocked in the max-pool indices (the backward's mask).
 - Backward computes only the weight and bias gradients (the clip needs no gradient). Max-pooling sends each pooled
@@ -119,10 +124,16 @@ def _units(n: int, tp: int, pool: int) -> list[tuple[int, int, int]]:
 
 HALF, QUARTER = -2, -4  # rows per unit: half (a quarter) of a clip's pooled rows, rounded up: 2 (4) units a clip
 ROWS_CANDIDATES = {"fused": None, "fused1": 1, "fused4": 4, "fused_half": HALF,  # tuner candidates: pooled rows a
-                   "wino": None, "wino_quarter": QUARTER, "wino_half": HALF, "wino_f4": HALF}  # unit
+                   "wino": None, "wino_quarter": QUARTER, "wino_half": HALF, "wino_f4": HALF,  # unit
+                   "wino_fused_quarter": QUARTER, "wino_fused_half": HALF}
 # Winograd F(tile, 3) along the width: F(6, 3) (1.8x fewer multiplies) measured faster than F(4, 3) (1.5x) at every
 # shape tried here; F(4, 3) stays a candidate for widths that F(6, 3)'s tiles would pad more
-WINO_TILE = {"wino": 6, "wino_quarter": 6, "wino_half": 6, "wino_f4": 4}
+WINO_TILE = {"wino": 6, "wino_quarter": 6, "wino_half": 6, "wino_f4": 4, "wino_fused_quarter": 6,
+             "wino_fused_half": 6}
+# the Winograd candidates whose products come from the compiled register kernel, pooled as they are made
+# (:func:`_wino_fused_forward`), instead of one oneDNN GEMM a unit written out and read back
+WINO_FUSED = frozenset({"wino_fused_quarter", "wino_fused_half"})
+SPAN_BYTES = 1 << 20  # fused candidates' product span: in L2 with the unit's B^T d (256 KB-3 MB measured)
 
 # Winograd F(m, 3): m outputs of a 3-tap correlation from m + 2 products (Lavin & Gray, "Fast Algorithms for
 # Convolutional Neural Networks", CVPR 2016, doi:10.1109/CVPR.2016.435): y = A^T [(G g) * (B^T d)]; points 0, +-1,
@@ -147,6 +158,12 @@ def wino_usable(weight: torch.Tensor, dtype: torch.dtype) -> bool:
     return dtype == torch.float32 and weight.shape[4] == 3 and weight.shape[0] % 16 == 0
 
 
+def wino_fused_usable(weight: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether the fused Winograd candidates apply: as :func:`wino_usable`, one input channel and filters in
+    thirty-twos (others run as the Winograd units of the same size)."""
+    return wino_usable(weight, dtype) and weight.shape[1] == 1 and weight.shape[0] % 32 == 0
+
+
 def _row_units(n: int, hp: int, rows: int | None = None) -> list[tuple[int, int, int]]:
     """(clip, first, end) pooled-row ranges of the forward (``rows`` a unit, default ``ROWS_PER_UNIT``; ``HALF`` /
     ``QUARTER``: two / four units a clip); independent of the thread count."""
@@ -169,7 +186,8 @@ def _outputs(n: int, cout: int, tp: int, cols: int, want_indices: bool, bias: to
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
              dtype: torch.dtype = torch.float32, rows: int | None = None, wino: int = 0,
-             drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+             drop: torch.Tensor | None = None,
+             fused: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled maxima with the bias, after the ReLU, (N, C, tp, hp*wp) (the model's layout); for training with the
     window offset of each maximum (same layout, uint8; ``kernels.BLOCKED`` where the ReLU blocked it).
 
@@ -179,10 +197,14 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     ``taps_bf16``), and the kernel is (kt, kw). oneDNN runs this shape at ~100 GFLOP/s a thread here (measured;
     its conv3d on the one-channel clip reaches ~40 %).
 
-    ``wino`` = m (4 or 6; fp32, kw = 3: :func:`wino_usable`): the width taps by Winograd F(m, 3), 1.5x (F(4, 3))
-    or 1.8x (F(6, 3)) fewer multiplies (:func:`_wino_forward`). ``drop``: the words of a rate-1/2 dropout applied
-    by the pooling pass (:func:`microexp.fast.dropout.dropout_words`).
+    ``wino`` = m (4 or 6; fp32, kw = 3: :func:`wino_usable`): the width taps by Winograd F(m, 3), 1.5x
+    (F(4, 3)) or 1.8x (F(6, 3)) fewer multiplies (:func:`_wino_forward`). ``drop``: the words of a rate-1/2 dropout
+    applied by the pooling pass (:func:`microexp.fast.dropout.dropout_words`). ``fused`` (with ``wino``; one
+    input channel, filters in 32s: :func:`wino_fused_usable`): the products by the compiled register kernel,
+    pooled as they are made (:func:`_wino_fused_forward`).
     """
+    if wino and fused and wino_fused_usable(weight, dtype):
+        return _wino_fused_forward(x, weight, bias, pool, want_indices, rows, wino, drop)
     if wino and wino_usable(weight, dtype):
         return _wino_forward(x, weight, bias, pool, want_indices, rows, wino, drop)
     kernels = _kernels()
@@ -262,6 +284,55 @@ def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, poo
     return pre, indices
 
 
+def _wino_fused_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
+                        want_indices: bool, rows: int | None, tile: int,
+                        drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_wino_forward` without the unit's products in memory (one input channel, filters in 32s).
+
+    The oneDNN GEMM of :func:`_wino_forward` writes a unit's products (12 MB for a quarter of an STCNN clip)
+    and the pooling pass reads them back, from L3 or DRAM; here a compiled register kernel makes them for one
+    pooled row and a span of frames at a time (``SPAN_BYTES``, in L2), ``WMK_T`` frames (9 with AVX-512) and
+    32 filters a call with its sums in registers (:func:`microexp.fast.kernels.wino_products`), and the
+    pooling pass takes their outputs and maxima straight away (:func:`microexp.fast.kernels.wino_fused_unit`).
+    Each clip row's ``B^T d`` is made once, not once for each of the kh conv rows that read it. The same sums
+    as :func:`_wino_forward` in another order (measured against the plain layers within the same tolerance)."""
+    kernels = _kernels()
+    cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
+    n, width = x.shape[0], x.shape[4]
+    planes = tile + 2
+    t_in, tiles = tu + kt - 1, -(-wu // tile)
+    w_need = tile * tiles + 2
+    btc = _WINO_BT[tile].t().contiguous().view(-1).numpy()
+    w2 = weight.detach().permute(0, 1, 3, 2, 4).reshape(cout, kh, kt, kw).double()
+    uw = torch.einsum("pq,oukq->puko", _WINO_G[tile], w2).float().contiguous().numpy()
+    per_frame = pool * tiles * planes * cout * 4  # bytes of products a frame of a pooled row
+    step = math.lcm(pool, kernels.WMK_T)  # whole pooling windows and whole register-kernel calls a span
+    span = step * max(1, SPAN_BYTES // (per_frame * step))
+    pre, indices, views = _outputs(n, cout, tp, hp * wp, want_indices, bias, drop)
+    pre_np, bias_np, idx_np, drop_np = views
+
+    def unit(job: tuple[int, int, int]) -> None:
+        i, r0, r1 = job
+        hr = (r1 - r0) * pool + kh - 1
+        xs = x[i]
+        if width < w_need:  # the last tile reads past the clip: zeros, whose outputs pooling never uses
+            xs = F.pad(xs[:, :t_in, r0 * pool:r0 * pool + hr], (0, w_need - width))
+        xh = _SCRATCH.get("wfused_xh", (hr, t_in, tiles, planes))
+        m = _SCRATCH.get("wfused_m", (span * per_frame // 4,))
+        best = _SCRATCH.get("wino_best", (wp * cout,))
+        arg = _SCRATCH.get("wino_arg", (wp * cout,), torch.int32)
+        block = _SCRATCH.get("wino_block", (pool, pool, tile * pool // math.gcd(tile, pool), cout))
+        row = _SCRATCH.get("wino_row", (tiles * planes,)).numpy()
+        kernels.wino_fused_unit(xs.numpy(), t_in, 0 if width < w_need else r0 * pool, hr, tiles, btc,
+                                xh.numpy(), row, kt, uw, m.numpy(), span, tile, r0, r1, pool, wp, bias_np,
+                                pre_np[i], idx_np[i if indices is not None else 0],
+                                indices is not None, best.numpy(), arg.numpy(), block.numpy(), drop_np,
+                                i * cout * tp * hp * wp)
+
+    _parallel(unit, _row_units(n, hp, rows))
+    return pre, indices
+
+
 def _aligned_zeros(shape: tuple[int, int]) -> np.ndarray:
     """float32 zeros starting on a 64-byte boundary: the weight-gradient kernel's 16-lane read-modify-writes of it
     then never straddle two cache lines (numpy aligns to 16 bytes; measured 1.3-1.6x faster kernel, 2 cores)."""
@@ -303,9 +374,9 @@ class _ConvReluPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
                 dtype: torch.dtype, rows: int | None = None, wino: int = 0,
-                drop: torch.Tensor | None = None) -> torch.Tensor:
+                drop: torch.Tensor | None = None, fused: bool = False) -> torch.Tensor:
         out, indices = _forward(x, weight, bias, pool, want_indices=True, dtype=dtype, rows=rows, wino=wino,
-                                drop=drop)
+                                drop=drop, fused=fused)
         ctx.save_for_backward(x, weight, indices)  # indices also mark the ReLU's (and dropout's) blocked outputs
         ctx.pool, ctx.scale = pool, 1.0 if drop is None else 2.0
         hp, wp = _geometry(x, weight, pool)[5:7]
@@ -321,7 +392,7 @@ class _ConvReluPool(torch.autograd.Function):
             grad_w, grad_b = _weight_grad(x, weight.detach().float(), indices, g, ctx.pool, ctx.scale)
         else:
             grad_w, grad_b = None, g.masked_fill(indices == _kernels().BLOCKED, 0.0).sum((0, 2, 3)) * ctx.scale
-        return None, grad_w, grad_b if ctx.needs_input_grad[2] else None, None, None, None, None, None
+        return None, grad_w, grad_b if ctx.needs_input_grad[2] else None, None, None, None, None, None, None
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -368,12 +439,13 @@ def _run(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
             return out
         return apply_words(out, drop)
     rows, wino = ROWS_CANDIDATES[how], WINO_TILE.get(how, 0)  # one of the fused variants
+    fused = how in WINO_FUSED
     if train:
-        return _ConvReluPool.apply(x, weight, bias, pool, dtype, rows, wino, drop)
+        return _ConvReluPool.apply(x, weight, bias, pool, dtype, rows, wino, drop, fused)
     with torch.no_grad():
         hp, wp = _geometry(x, weight, pool)[5:7]
         out = _forward(x, weight, bias, pool, want_indices=False, dtype=dtype, rows=rows, wino=wino,
-                       drop=drop)[0]  # ReLU (and dropout) applied by the pooling pass
+                       drop=drop, fused=fused)[0]  # ReLU (and dropout) applied by the pooling pass
         return out.view(x.shape[0], -1, out.shape[2], hp, wp)
 
 

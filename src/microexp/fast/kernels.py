@@ -1,7 +1,9 @@
 """Compiled inner loops (numba) for the fast CPU path, where no PyTorch op does the job: ``taps_f32`` / ``taps_bf16``
 and ``wino_taps`` (a conv work unit's input, the kernel rows as channels; the latter through Winograd's input
 transform), ``pool_rows`` and ``wino_pool_rows`` (max-pool with the window offset of each maximum, from a work
-unit's conv outputs), ``pool_weight_grad`` (below) and ``gemv_rows`` (the batch-1 Dense layer), ``outer8`` and
+unit's conv outputs), ``wino_products`` and ``wino_fused_unit`` (a Winograd unit whose products are made by
+a register kernel, :func:`wino_mk`, and pooled as they are made), ``pool_weight_grad`` (below) and
+``gemv_rows`` (the batch-1 Dense layer), ``outer8`` and
 ``gemm8`` (a wide Dense layer's backward, eight batch rows at a time), ``rows8_dot`` / ``rows8_axpy`` (its streamed
 forward and input gradient) and ``rows8_sgd`` (its backward with the SGD step folded in; ``rows8_dot`` and
 ``rows8_sgd`` run explicit 16-lane loops, :func:`dot2x8` and :func:`sgd4x8`, with their running sums in registers;
@@ -482,7 +484,7 @@ def wino_taps(x: np.ndarray, t_in: int, h0: int, hr: int, tiles: int, btc: np.nd
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def wino_pool_rows(m: np.ndarray, tile: int, r0: int, pool: int, wp: int, bias: np.ndarray, pre: np.ndarray,
                    idx: np.ndarray, want_idx: bool, best: np.ndarray, arg: np.ndarray, block: np.ndarray,
-                   drop: np.ndarray, e0: int) -> None:  # pragma: no cover
+                   drop: np.ndarray, e0: int, a0: int = 0) -> None:  # pragma: no cover
     """:func:`pool_rows` for a work unit convolved by Winograd F(tile, 3) along the width (tile 4 or 6): ``m``
     (rows, tu, tiles, (tile + 2) C, C a multiple of 16) holds each tile's products (channel p C + c). For each
     pooling window row, a span of whole tiles and whole windows at a time (12 outputs for F(4, 3) and pool 3, 6
@@ -490,7 +492,7 @@ def wino_pool_rows(m: np.ndarray, tile: int, r0: int, pool: int, wp: int, bias: 
     :func:`wino6_out16`: ``y = A^T m``) in ``block`` (pool, pool, span, C: in L1; a whole row's 69 KB overflowed
     it, 1.5x slower), whose windows then take their maxima as in :func:`pool_rows` (:func:`window_max16`: strict
     compares in (t, h, w) order, the first maximum wins as in ``torch.nn.MaxPool3d``). best, arg: float32/int32
-    scratch of wp C."""
+    scratch of wp C. ``m`` may hold a span of frames: its first is pooled frame ``a0``'s."""
     rows, tu, tiles, pc = m.shape
     c = pc // (tile + 2)
     g, b = pool, tile
@@ -520,7 +522,134 @@ def wino_pool_rows(m: np.ndarray, tile: int, r0: int, pool: int, wp: int, bias: 
                 for j in range(j0, min(wp, j0 + span // pool)):
                     for k in range(0, c, LANES):
                         window_max16(bf, (j - j0) * pool * c + k, offsets, best, j * c + k, arg)
-            _write_pooled(best, arg, bias, (r0 + li) * wp, a, wp, c, want_idx, pre, idx, drop, e0)
+            _write_pooled(best, arg, bias, (r0 + li) * wp, a0 + a, wp, c, want_idx, pre, idx, drop, e0)
+
+
+def vector_bits() -> int:
+    """The width of the vector registers numba compiles for here (its target: ``NUMBA_CPU_FEATURES``, else
+    this CPU's): 512 with AVX-512, 256 with AVX, else 128."""
+    import llvmlite.binding as ll
+    from numba.core import config
+
+    try:
+        features = config.CPU_FEATURES or ll.get_host_cpu_features().flatten()
+    except RuntimeError:  # llvmlite cannot read this CPU's features: assume the narrowest
+        features = ""
+    on = {f[1:] for f in features.split(",") if f[:1] == "+"}
+    return 512 if "avx512f" in on else 256 if "avx" in on else 128
+
+
+# Frames a call of the Winograd-domain register kernel, so that its 2 x WMK_T sums, 2 weight vectors and a
+# broadcast fit the registers: 32 of 16 lanes with AVX-512 (9: 81 = 9 x 9 frames), 16 of 8 lanes with AVX2 (a
+# 16-lane sum takes two; 2 measured 1.1x faster than 3, 4 spilled, with the compiler held to AVX2 here)
+WMK_T = {512: 9, 256: 2}.get(vector_bits(), 1)
+
+
+def _wino_mk(nt: int):  # type: ignore[no-untyped-def]
+    """The Winograd-domain products' register kernel for ``nt`` consecutive frames and 32 filters (two 16-lane
+    sums a frame): ``out[out_off + f os + 16 v + l] = sum over u < kh, k < kt of uw[u_off + (u kt + k) step
+    + 16 v + l] * xh[x_off + u rs + (f + k) ts]`` (flat float32 arrays), in (u, k) order, by fused
+    multiply-adds. The sums stay in registers over the whole loop (LLVM promotes the slots), stored once."""
+
+    @intrinsic
+    def mk(typingctx, xh, x_off, ts, rs, kh, kt,  # type: ignore[no-untyped-def]
+           uw, u_off, step, out, out_off, os):
+        sig = types.void(xh, x_off, ts, rs, kh, kt, uw, u_off, step, out, out_off, os)
+
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            x_a, xo, ts_, rs_, kh_, kt_, u_a, uo, step_, o_a, oo, os_ = args
+            i64 = ir.IntType(64)
+            xo, ts_, rs_, kh_, kt_, uo, step_, oo, os_ = (_i64(builder, v) for v in
+                                                          (xo, ts_, rs_, kh_, kt_, uo, step_, oo, os_))
+            vec = ir.VectorType(ir.FloatType(), LANES)
+            x_data = context.make_array(signature.args[0])(context, builder, x_a).data
+            zero = ir.Constant(vec, [0.0] * LANES)
+            slots = [[cgutils.alloca_once_value(builder, zero) for _v in range(2)] for _f in range(nt)]
+            with cgutils.for_range(builder, kh_) as rows:
+                with cgutils.for_range(builder, kt_) as taps:
+                    step_no = builder.add(builder.mul(rows.index, kt_), taps.index)
+                    u_at = builder.add(uo, builder.mul(step_no, step_))
+                    uv = [builder.load(_vec_ptr(context, builder, signature.args[6], u_a,
+                                                builder.add(u_at, i64(LANES * v))), align=4)
+                          for v in range(2)]
+                    at = builder.add(builder.mul(rows.index, rs_), builder.mul(taps.index, ts_))
+                    base = builder.add(xo, at)
+                    for f in range(nt):
+                        xs = builder.load(builder.gep(x_data, [builder.add(base, builder.mul(ts_, i64(f)))]))
+                        b = _splat(builder, xs, vec)
+                        for v in range(2):
+                            prod = builder.fmul(uv[v], b, flags=["contract"])
+                            builder.store(builder.fadd(prod, builder.load(slots[f][v]), flags=["contract"]),
+                                          slots[f][v])
+            for f in range(nt):
+                for v in range(2):
+                    at = builder.add(oo, builder.add(builder.mul(os_, i64(f)), i64(LANES * v)))
+                    builder.store(builder.load(slots[f][v]),
+                                  _vec_ptr(context, builder, signature.args[9], o_a, at), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return mk
+
+
+wino_mk = _wino_mk(WMK_T)
+wino_mk1 = _wino_mk(1)
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def wino_products(xh: np.ndarray, row0: int, nrows: int, t0: int, nt: int, kh: int, kt: int, uw: np.ndarray,
+                  m: np.ndarray) -> None:  # pragma: no cover
+    """The Winograd-domain products of conv rows ``row0 .. row0 + nrows - 1``, frames ``t0 .. t0 + nt - 1``:
+    ``m[r, f, j, p C + c] = sum over u < kh, k < kt of uw[p, u, k, c] xh[row0 + r + u, t0 + f + k, j, p]``
+    (xh: (clip rows, t_in, tiles, planes), each clip row's ``B^T d``, :func:`wino_taps` with one kernel row;
+    uw: (planes, kh, kt, C), ``G g``; m: (nrows, nt, tiles, planes C); C a multiple of 32). ``WMK_T`` frames
+    and 32 filters a call of the register kernel (:func:`wino_mk`; frames left over one at a time)."""
+    _r, t_in, tiles, planes = xh.shape
+    cout = uw.shape[3]
+    xf, mf, uf = xh.ravel(), m.ravel(), uw.ravel()
+    ts = tiles * planes
+    rs = t_in * ts
+    os_ = tiles * planes * cout
+    full = nt - nt % WMK_T
+    for r in range(nrows):
+        for j in range(tiles):
+            for p in range(planes):
+                for c0 in range(0, cout, 2 * LANES):
+                    u0 = p * kh * kt * cout + c0
+                    for f in range(0, full, WMK_T):
+                        x0 = ((row0 + r) * t_in + t0 + f) * ts + j * planes + p
+                        o0 = ((r * nt + f) * tiles + j) * planes * cout + p * cout + c0
+                        wino_mk(xf, x0, ts, rs, kh, kt, uf, u0, cout, mf, o0, os_)
+                    for f in range(full, nt):
+                        x0 = ((row0 + r) * t_in + t0 + f) * ts + j * planes + p
+                        o0 = ((r * nt + f) * tiles + j) * planes * cout + p * cout + c0
+                        wino_mk1(xf, x0, ts, rs, kh, kt, uf, u0, cout, mf, o0, os_)
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def wino_fused_unit(x: np.ndarray, t_in: int, h0: int, hr: int, tiles: int, btc: np.ndarray, xh: np.ndarray,
+                    row: np.ndarray, kt: int, uw: np.ndarray, m: np.ndarray, span: int, tile: int, r0: int,
+                    r1: int, pool: int, wp: int, bias: np.ndarray, pre: np.ndarray, idx: np.ndarray,
+                    want_idx: bool,
+                    best: np.ndarray, arg: np.ndarray, block: np.ndarray, drop: np.ndarray,
+                    e0: int) -> None:  # pragma: no cover
+    """A Winograd work unit (pooled rows ``r0 .. r1 - 1`` of a one-channel clip) without its products in
+    memory: the clip rows' ``B^T d`` once (:func:`wino_taps`, one kernel row), then for each pooled row
+    ``span`` frames at a time (a multiple of ``pool``; ``m``: float32 scratch of pool x span x tiles x planes
+    C, sized to stay in L2), the products (:func:`wino_products`) and straight away their outputs and maxima
+    (:func:`wino_pool_rows`)."""
+    wino_taps(x, t_in, h0, hr, tiles, btc, 1, xh, row)
+    kh = hr - (r1 - r0) * pool + 1
+    tu = t_in - kt + 1
+    pc = xh.shape[3] * uw.shape[3]
+    for li in range(r1 - r0):
+        for f0 in range(0, tu, span):
+            nt = min(span, tu - f0)
+            mv = m[:pool * nt * tiles * pc].reshape((pool, nt, tiles, pc))
+            wino_products(xh, li * pool, pool, f0, nt, kh, kt, uw, mv)
+            wino_pool_rows(mv, tile, r0 + li, pool, wp, bias, pre, idx, want_idx, best, arg, block, drop, e0,
+                           f0 // pool)
 
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"reassoc", "contract"})

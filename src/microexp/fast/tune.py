@@ -5,11 +5,14 @@ The fast path's ops have several implementations (*candidates*) with the same ma
 - ``conv_relu_pool``: ``fused`` (:mod:`microexp.fast.conv`: oneDNN conv2d work units of 2 pooled rows + compiled
   pooling, in bf16 for the ``bf16`` precision), ``fused1`` / ``fused4`` / ``fused_half`` (the same with 1 or 4
   pooled rows a unit, or half a clip's: smaller units balance the threads at batch 1, larger ones give oneDNN
-  longer products), ``wino`` / ``wino_quarter`` / ``wino_half`` (fp32 only: units of 2 pooled rows, a quarter or
-  half a clip with the width taps by Winograd F(6, 3), 1.8x fewer multiplies, fp32 rounding of the transforms;
-  kernels 3 wide, filters in sixteens, else as ``fused``), ``wino_f4`` (the same by F(4, 3), half a clip; for widths
-  that F(6, 3) would pad more), ``onednn_cl`` (PyTorch's conv3d -> ReLU -> max-pool in channels-last memory, which
-  oneDNN runs with its own kernels, bf16 ones for ``bf16``) and ``plain`` (the PyTorch layers as they are).
+  longer products), ``wino`` / ``wino_quarter`` / ``wino_half`` (fp32 only: units of 2 pooled rows, a quarter
+  or half a clip with the width taps by Winograd F(6, 3), 1.8x fewer multiplies, fp32 rounding of the
+  transforms; kernels 3 wide, filters in sixteens, else as ``fused``), ``wino_f4`` (the same by F(4, 3), half
+  a clip; for widths that F(6, 3) would pad more), ``wino_fused_quarter`` / ``wino_fused_half`` (F(6, 3) units
+  of a quarter or half a clip whose products come from a compiled register kernel and are pooled as they are
+  made, never written out; one input channel, filters in 32s, else as the Winograd units), ``onednn_cl``
+  (PyTorch's conv3d -> ReLU -> max-pool in channels-last memory, which oneDNN runs with its own kernels, bf16
+  ones for ``bf16``) and ``plain`` (the PyTorch layers as they are).
 - ``linear`` (the wide Dense layers): ``fast`` (:mod:`microexp.fast.dense`, fp32 arithmetic), ``stream`` (its
   forward streamed over the weights for a few batch rows, MKL's backward; fp32 arithmetic), ``bf16`` (weights
   and input in bf16, the weights' bf16 copy kept between calls that do not train; ``bf16`` precision only) and
@@ -56,7 +59,8 @@ from microexp.fileio import user_cache_dir
 
 CANDIDATES: dict[str, dict[str, tuple[str, ...]]] = {
     "conv_relu_pool": {"fp32": ("fused", "fused1", "fused4", "fused_half", "wino", "wino_quarter",
-                                "wino_half", "wino_f4", "onednn_cl", "plain"),
+                                "wino_half", "wino_f4", "wino_fused_quarter", "wino_fused_half", "onednn_cl",
+                                "plain"),
                        "bf16": ("fused", "fused1", "fused4", "fused_half", "onednn_cl", "plain")},
     "linear": {"fp32": ("fast", "stream", "plain"), "bf16": ("fast", "bf16", "stream", "stream_bf16", "plain")},
     "linear_sgd": {"fp32": ("fused", "fused_mkl", "plain"), "bf16": ("fused", "fused_mkl", "plain")},
