@@ -258,3 +258,41 @@ def test_winograd_products_kernel_sums_each_filter_over_its_taps(kh: int, kt: in
             win = xd[row0 + u:row0 + u + nrows, t0 + k:t0 + k + nt]  # (r, f, j, p)
             ref += win.unsqueeze(-1) * ud[:, u, k].view(1, 1, 1, planes, cout)
     torch.testing.assert_close(m.view(nrows, nt, tiles, planes, cout).double(), ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,kernel", [((2, 1, 40, 20, 17), (15, 3, 3)), ((1, 1, 27, 14, 26), (12, 2, 3))],
+                         ids=["stcnn-kernel", "kt12-kh2"])
+def test_amx_candidates_sum_the_bf16_products_in_fp32(shape: tuple[int, ...], kernel: tuple[int, int, int]) -> None:
+    """The AMX candidates (where this CPU runs AMX tiles; elsewhere they are oneDNN's bf16 units, compared with
+    the plain layers by ``test_fast_tune``): outputs of the clip and weights rounded to bf16, summed in fp32 with
+    no rounding of the conv outputs to bf16, so within fp32 rounding of a float64 reference; the max-pool windows
+    pick the same elements: the weight gradient (taken against the fp32 clip, as every fast candidate takes it)
+    matches the reference routed through the reference's windows, the windows whose two largest values fp32
+    cannot tell apart left out (one here: 2.2393780146 against 2.2393780202)."""
+    from microexp.fast import amx, tune
+
+    if not amx.available():
+        pytest.skip("no AMX tiles on this CPU (or not granted to this process)")
+    gen = torch.Generator().manual_seed(17)
+    x = torch.randn(shape, generator=gen)
+    w0 = torch.randn(32, 1, *kernel, generator=gen) * 0.1
+    b0 = torch.randn(32, generator=gen) * 0.1
+    xb, wb = x.bfloat16().double(), w0.bfloat16().double()
+    conv = F.conv3d(xb, wb, b0.double())
+    pooled, where = F.max_pool3d(conv, 3, return_indices=True)
+    ref = torch.relu(pooled)
+    n, c, tp, hp, wp = ref.shape
+    windows = conv[:, :, :tp * 3, :hp * 3, :wp * 3].reshape(n, c, tp, 3, hp, 3, wp, 3)
+    top2 = windows.permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(n, c, tp, hp, wp, 27).topk(2, dim=-1).values
+    clear = (top2[..., 0] - top2[..., 1]) > 1e-6 * float(conv.abs().max())
+    assert clear.float().mean() > 0.99
+    g = torch.randn(ref.shape, generator=gen, dtype=torch.float64) * clear
+    routed = F.max_unpool3d(g * (pooled > 0), where, 3, output_size=conv.shape[2:])
+    ref_gw = torch.nn.grad.conv3d_weight(x.double(), wb.shape, routed)
+    for how in ("amx_half", "amx_quarter"):
+        w, b = w0.clone().requires_grad_(), b0.clone().requires_grad_()
+        with tune.force(f"conv_relu_pool={how}"), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv_relu_pool(x, w, b, 3)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+        gw = torch.autograd.grad((out * g.float()).sum(), w)[0]
+        torch.testing.assert_close(gw.double(), ref_gw, rtol=1e-4, atol=1e-4 * float(ref_gw.abs().max()))

@@ -125,7 +125,7 @@ def _units(n: int, tp: int, pool: int) -> list[tuple[int, int, int]]:
 HALF, QUARTER = -2, -4  # rows per unit: half (a quarter) of a clip's pooled rows, rounded up: 2 (4) units a clip
 ROWS_CANDIDATES = {"fused": None, "fused1": 1, "fused4": 4, "fused_half": HALF,  # tuner candidates: pooled rows a
                    "wino": None, "wino_quarter": QUARTER, "wino_half": HALF, "wino_f4": HALF,  # unit
-                   "wino_fused_quarter": QUARTER, "wino_fused_half": HALF}
+                   "wino_fused_quarter": QUARTER, "wino_fused_half": HALF, "amx_quarter": QUARTER, "amx_half": HALF}
 # Winograd F(tile, 3) along the width: F(6, 3) (1.8x fewer multiplies) measured faster than F(4, 3) (1.5x) at every
 # shape tried here; F(4, 3) stays a candidate for widths that F(6, 3)'s tiles would pad more
 WINO_TILE = {"wino": 6, "wino_quarter": 6, "wino_half": 6, "wino_f4": 4, "wino_fused_quarter": 6,
@@ -133,6 +133,8 @@ WINO_TILE = {"wino": 6, "wino_quarter": 6, "wino_half": 6, "wino_f4": 4, "wino_f
 # the Winograd candidates whose products come from the compiled register kernel, pooled as they are made
 # (:func:`_wino_fused_forward`), instead of one oneDNN GEMM a unit written out and read back
 WINO_FUSED = frozenset({"wino_fused_quarter", "wino_fused_half"})
+# the bf16 candidates on AMX tiles pooled as they are made (:mod:`microexp.fast.amx`; elsewhere oneDNN's bf16 units)
+AMX = frozenset({"amx_quarter", "amx_half"})
 SPAN_BYTES = 1 << 20  # fused candidates' product span: in L2 with the unit's B^T d (256 KB-3 MB measured)
 
 # Winograd F(m, 3): m outputs of a 3-tap correlation from m + 2 products (Lavin & Gray, "Fast Algorithms for
@@ -164,6 +166,16 @@ def wino_fused_usable(weight: torch.Tensor, dtype: torch.dtype) -> bool:
     return wino_usable(weight, dtype) and weight.shape[1] == 1 and weight.shape[0] % 32 == 0
 
 
+def amx_usable(weight: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether the AMX candidates apply: bf16, one input channel, 32 filters, at most 16 time taps, and a CPU and
+    kernel that run AMX tiles (:func:`microexp.fast.amx.available`)."""
+    if dtype != torch.bfloat16 or weight.shape[0] != 32 or weight.shape[1] != 1 or weight.shape[2] > 16:
+        return False
+    from microexp.fast import amx
+
+    return amx.available()
+
+
 def _row_units(n: int, hp: int, rows: int | None = None) -> list[tuple[int, int, int]]:
     """(clip, first, end) pooled-row ranges of the forward (``rows`` a unit, default ``ROWS_PER_UNIT``; ``HALF`` /
     ``QUARTER``: two / four units a clip); independent of the thread count."""
@@ -186,8 +198,8 @@ def _outputs(n: int, cout: int, tp: int, cols: int, want_indices: bool, bias: to
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
              dtype: torch.dtype = torch.float32, rows: int | None = None, wino: int = 0,
-             drop: torch.Tensor | None = None,
-             fused: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+             drop: torch.Tensor | None = None, fused: bool = False,
+             amx: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled maxima with the bias, after the ReLU, (N, C, tp, hp*wp) (the model's layout); for training with the
     window offset of each maximum (same layout, uint8; ``kernels.BLOCKED`` where the ReLU blocked it).
 
@@ -203,6 +215,8 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     input channel, filters in 32s: :func:`wino_fused_usable`): the products by the compiled register kernel,
     pooled as they are made (:func:`_wino_fused_forward`).
     """
+    if amx and amx_usable(weight, dtype):
+        return _amx_forward(x, weight, bias, pool, want_indices, rows, drop)
     if wino and fused and wino_fused_usable(weight, dtype):
         return _wino_fused_forward(x, weight, bias, pool, want_indices, rows, wino, drop)
     if wino and wino_usable(weight, dtype):
@@ -333,6 +347,37 @@ def _wino_fused_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return pre, indices
 
 
+def _amx_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
+                 rows: int | None, drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_forward` in bf16 on AMX tiles, pooled as the tiles are made (:mod:`microexp.fast.amx`), in the same
+    work units: each unit's clip rows in bf16 with the frames innermost, then :func:`microexp.fast.amx.pool_unit`."""
+    from microexp.fast import amx
+
+    cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
+    n, frames, width = x.shape[0], x.shape[2], x.shape[4]
+    wts = amx.weights(weight.detach().float().contiguous().numpy())
+    cfg = amx.config()
+    pre, indices, views = _outputs(n, cout, tp, hp * wp, want_indices, bias, drop)
+    pre_np, bias_np, idx_np, drop_np = views
+    per_block = amx.T_TILE // pool
+
+    def unit(job: tuple[int, int, int]) -> None:
+        i, r0, r1 = job
+        hr = (r1 - r0) * pool + kh - 1
+        xt = _SCRATCH.get("amx_xt", (hr, width, frames + amx.T_TILE + amx.K_TAPS), torch.bfloat16)
+        xt[..., frames:].zero_()  # the last blocks' rows and taps read past the clip: zero, weight zero or unused
+        xt[..., :frames].copy_(x[i, 0, :, r0 * pool:r0 * pool + hr].permute(1, 2, 0))  # rounded as PyTorch rounds
+        best = _SCRATCH.get("amx_best", (per_block, wp * cout))
+        arg = _SCRATCH.get("amx_arg", (per_block, wp * cout), torch.int32)
+        out = _SCRATCH.get("amx_out", (2 * pool * pool * amx.T_TILE * cout,))
+        amx.pool_unit(xt.view(torch.int16).numpy(), wts, kh, kw, cfg, r0, r1, pool, wp, tp, bias_np, pre_np[i],
+                      idx_np[i if indices is not None else 0], indices is not None, best.numpy(), arg.numpy(),
+                      out.numpy(), drop_np, i * cout * tp * hp * wp)
+
+    _parallel(unit, _row_units(n, hp, rows))
+    return pre, indices
+
+
 def _aligned_zeros(shape: tuple[int, int]) -> np.ndarray:
     """float32 zeros starting on a 64-byte boundary: the weight-gradient kernel's 16-lane read-modify-writes of it
     then never straddle two cache lines (numpy aligns to 16 bytes; measured 1.3-1.6x faster kernel, 2 cores)."""
@@ -374,9 +419,9 @@ class _ConvReluPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
                 dtype: torch.dtype, rows: int | None = None, wino: int = 0,
-                drop: torch.Tensor | None = None, fused: bool = False) -> torch.Tensor:
+                drop: torch.Tensor | None = None, fused: bool = False, amx: bool = False) -> torch.Tensor:
         out, indices = _forward(x, weight, bias, pool, want_indices=True, dtype=dtype, rows=rows, wino=wino,
-                                drop=drop, fused=fused)
+                                drop=drop, fused=fused, amx=amx)
         ctx.save_for_backward(x, weight, indices)  # indices also mark the ReLU's (and dropout's) blocked outputs
         ctx.pool, ctx.scale = pool, 1.0 if drop is None else 2.0
         hp, wp = _geometry(x, weight, pool)[5:7]
@@ -392,7 +437,8 @@ class _ConvReluPool(torch.autograd.Function):
             grad_w, grad_b = _weight_grad(x, weight.detach().float(), indices, g, ctx.pool, ctx.scale)
         else:
             grad_w, grad_b = None, g.masked_fill(indices == _kernels().BLOCKED, 0.0).sum((0, 2, 3)) * ctx.scale
-        return None, grad_w, grad_b if ctx.needs_input_grad[2] else None, None, None, None, None, None, None
+        return (None, grad_w, grad_b if ctx.needs_input_grad[2] else None, None, None, None, None, None, None,
+                None)
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -439,13 +485,13 @@ def _run(how: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
             return out
         return apply_words(out, drop)
     rows, wino = ROWS_CANDIDATES[how], WINO_TILE.get(how, 0)  # one of the fused variants
-    fused = how in WINO_FUSED
+    fused, amx = how in WINO_FUSED, how in AMX
     if train:
-        return _ConvReluPool.apply(x, weight, bias, pool, dtype, rows, wino, drop, fused)
+        return _ConvReluPool.apply(x, weight, bias, pool, dtype, rows, wino, drop, fused, amx)
     with torch.no_grad():
         hp, wp = _geometry(x, weight, pool)[5:7]
         out = _forward(x, weight, bias, pool, want_indices=False, dtype=dtype, rows=rows, wino=wino,
-                       drop=drop, fused=fused)[0]  # ReLU (and dropout) applied by the pooling pass
+                       drop=drop, fused=fused, amx=amx)[0]  # ReLU (and dropout) applied by the pooling pass
         return out.view(x.shape[0], -1, out.shape[2], hp, wp)
 
 

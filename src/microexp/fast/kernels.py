@@ -525,17 +525,21 @@ def wino_pool_rows(m: np.ndarray, tile: int, r0: int, pool: int, wp: int, bias: 
             _write_pooled(best, arg, bias, (r0 + li) * wp, a0 + a, wp, c, want_idx, pre, idx, drop, e0)
 
 
-def vector_bits() -> int:
-    """The width of the vector registers numba compiles for here (its target: ``NUMBA_CPU_FEATURES``, else
-    this CPU's): 512 with AVX-512, 256 with AVX, else 128."""
+def target_features() -> frozenset[str]:
+    """The CPU features numba compiles for here (its target: ``NUMBA_CPU_FEATURES``, else this CPU's)."""
     import llvmlite.binding as ll
     from numba.core import config
 
     try:
         features = config.CPU_FEATURES or ll.get_host_cpu_features().flatten()
-    except RuntimeError:  # llvmlite cannot read this CPU's features: assume the narrowest
+    except RuntimeError:  # llvmlite cannot read this CPU's features: assume none
         features = ""
-    on = {f[1:] for f in features.split(",") if f[:1] == "+"}
+    return frozenset(f[1:] for f in features.split(",") if f[:1] == "+")
+
+
+def vector_bits() -> int:
+    """The width of the vector registers numba compiles for here: 512 with AVX-512, 256 with AVX, else 128."""
+    on = target_features()
     return 512 if "avx512f" in on else 256 if "avx" in on else 128
 
 

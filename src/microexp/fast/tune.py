@@ -61,7 +61,8 @@ CANDIDATES: dict[str, dict[str, tuple[str, ...]]] = {
     "conv_relu_pool": {"fp32": ("fused", "fused1", "fused4", "fused_half", "wino", "wino_quarter",
                                 "wino_half", "wino_f4", "wino_fused_quarter", "wino_fused_half", "onednn_cl",
                                 "plain"),
-                       "bf16": ("fused", "fused1", "fused4", "fused_half", "onednn_cl", "plain")},
+                       "bf16": ("fused", "fused1", "fused4", "fused_half", "amx_quarter", "amx_half", "onednn_cl",
+                                "plain")},
     "linear": {"fp32": ("fast", "stream", "plain"), "bf16": ("fast", "bf16", "stream", "stream_bf16", "plain")},
     "linear_sgd": {"fp32": ("fused", "fused_mkl", "plain"), "bf16": ("fused", "fused_mkl", "plain")},
 }
