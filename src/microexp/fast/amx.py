@@ -142,7 +142,7 @@ def config() -> np.ndarray:
     weights (8 tap pairs x 16 filters x 2)."""
     cfg = np.zeros(64, np.uint8)
     cfg[0] = 1  # palette 1
-    shapes = [(16, 64)] * 4 + [(16, 2 * K_TAPS)] * 2 + [(K_TAPS // 2, 64)] * 2
+    shapes = [(T_TILE, 64)] * 4 + [(T_TILE, 2 * K_TAPS)] * 2 + [(K_TAPS // 2, 64)] * 2
     for t, (rows, colsb) in enumerate(shapes):
         cfg[16 + 2 * t], cfg[17 + 2 * t], cfg[48 + t] = colsb & 255, colsb >> 8, rows
     return cfg
