@@ -166,6 +166,14 @@ def wino_fused_usable(weight: torch.Tensor, dtype: torch.dtype) -> bool:
     return wino_usable(weight, dtype) and weight.shape[1] == 1 and weight.shape[0] % 32 == 0
 
 
+def amx_frames(frames: int) -> int:
+    """Frames (with zero padding) the AMX candidates read of a clip of ``frames``: a last block's tile rows and taps
+    run past the end."""
+    from microexp.fast import amx
+
+    return frames + amx.T_TILE + amx.K_TAPS
+
+
 def amx_usable(weight: torch.Tensor, dtype: torch.dtype) -> bool:
     """Whether the AMX candidates apply: bf16, one input channel, 32 filters, at most 16 time taps, and a CPU and
     kernel that run AMX tiles (:func:`microexp.fast.amx.available`)."""
@@ -198,8 +206,8 @@ def _outputs(n: int, cout: int, tp: int, cols: int, want_indices: bool, bias: to
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
              dtype: torch.dtype = torch.float32, rows: int | None = None, wino: int = 0,
-             drop: torch.Tensor | None = None, fused: bool = False,
-             amx: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+             drop: torch.Tensor | None = None, fused: bool = False, amx: bool = False,
+             xt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled maxima with the bias, after the ReLU, (N, C, tp, hp*wp) (the model's layout); for training with the
     window offset of each maximum (same layout, uint8; ``kernels.BLOCKED`` where the ReLU blocked it).
 
@@ -216,7 +224,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     pooled as they are made (:func:`_wino_fused_forward`).
     """
     if amx and amx_usable(weight, dtype):
-        return _amx_forward(x, weight, bias, pool, want_indices, rows, drop)
+        return _amx_forward(x, weight, bias, pool, want_indices, rows, drop, xt)
     if wino and fused and wino_fused_usable(weight, dtype):
         return _wino_fused_forward(x, weight, bias, pool, want_indices, rows, wino, drop)
     if wino and wino_usable(weight, dtype):
@@ -348,9 +356,12 @@ def _wino_fused_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 
 
 def _amx_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
-                 rows: int | None, drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 rows: int | None, drop: torch.Tensor | None = None,
+                 xt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`_forward` in bf16 on AMX tiles, pooled as the tiles are made (:mod:`microexp.fast.amx`), in the same
-    work units: each unit's clip rows in bf16 with the frames innermost, then :func:`microexp.fast.amx.pool_unit`."""
+    work units: each unit's clip rows in bf16 with the frames innermost (from ``xt``, the clips in
+    :func:`time_last`'s layout with at least ``amx_frames`` frames, where training made them for the weight
+    gradient too; else straight from ``x``), then :func:`microexp.fast.amx.pool_unit`."""
     from microexp.fast import amx
 
     cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
@@ -364,13 +375,17 @@ def _amx_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool
     def unit(job: tuple[int, int, int]) -> None:
         i, r0, r1 = job
         hr = (r1 - r0) * pool + kh - 1
-        xt = _SCRATCH.get("amx_xt", (hr, width, frames + amx.T_TILE + amx.K_TAPS), torch.bfloat16)
-        xt[..., frames:].zero_()  # the last blocks' rows and taps read past the clip: zero, weight zero or unused
-        xt[..., :frames].copy_(x[i, 0, :, r0 * pool:r0 * pool + hr].permute(1, 2, 0))  # rounded as PyTorch rounds
+        if xt is not None:  # one contiguous conversion (rounded as PyTorch rounds)
+            tb = _SCRATCH.get("amx_xt", (hr, width, xt.shape[-1]), torch.bfloat16)
+            tb.copy_(xt[i, 0, r0 * pool:r0 * pool + hr])
+        else:
+            tb = _SCRATCH.get("amx_xt", (hr, width, amx_frames(frames)), torch.bfloat16)
+            tb[..., frames:].zero_()  # the last blocks' rows and taps read past the clip: zero, weight zero, unused
+            tb[..., :frames].copy_(x[i, 0, :, r0 * pool:r0 * pool + hr].permute(1, 2, 0))
         best = _SCRATCH.get("amx_best", (per_block, wp * cout))
         arg = _SCRATCH.get("amx_arg", (per_block, wp * cout), torch.int32)
         out = _SCRATCH.get("amx_out", (2 * pool * pool * amx.T_TILE * cout,))
-        amx.pool_unit(xt.view(torch.int16).numpy(), wts, kh, kw, cfg, r0, r1, pool, wp, tp, bias_np, pre_np[i],
+        amx.pool_unit(tb.view(torch.int16).numpy(), wts, kh, kw, cfg, r0, r1, pool, wp, tp, bias_np, pre_np[i],
                       idx_np[i if indices is not None else 0], indices is not None, best.numpy(), arg.numpy(),
                       out.numpy(), drop_np, i * cout * tp * hp * wp)
 
@@ -387,20 +402,30 @@ def _aligned_zeros(shape: tuple[int, int]) -> np.ndarray:
     return raw[start:start + n].reshape(shape)
 
 
+def time_last(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """The clips (N, C, T, H, W) as (N, C, H, W, ``frames``), float32, each pixel's frames contiguous and zeros
+    past T: the weight gradient's layout (a patch row's kt frames in one load) and the AMX tiles' (a tile row's)."""
+    n, c, t, h, w = x.shape
+    xt = torch.empty(n, c, h, w, frames, dtype=torch.float32)
+    xt[..., :t].copy_(x.permute(0, 1, 3, 4, 2))
+    xt[..., t:].zero_()  # only the pad: zeroing all of it first was a second pass over the clip
+    return xt
+
+
 def _weight_grad(x: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g: torch.Tensor,
-                 pool: int, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                 pool: int, scale: float = 1.0,
+                 xt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """dL/dW and dL/db from the pooled-output gradient ``g`` (N, C, tp, hp*wp), routed through the max-pool
     ``indices`` (``BLOCKED`` where the ReLU blocked the output): only the window maxima with a nonzero gradient
-    contribute (:func:`microexp.fast.kernels.pool_weight_grad`)."""
+    contribute (:func:`microexp.fast.kernels.pool_weight_grad`). ``xt``: the clips in :func:`time_last`'s layout
+    if the forward made them (the AMX candidates), else made here."""
     kernels = _kernels()
     cout, cin, kt, kh, kw = weight.shape
     n, _c, t, h, w = x.shape
     tp, wp = g.shape[2], _geometry(x, weight, pool)[6]
     lanes = kernels.LANES * -(-kt // kernels.LANES)
-    # (N, C_in, H, W, T + pad): each patch row's kt frames contiguous; the pad keeps the last lane loads inside
-    xt = torch.empty(n, cin, h, w, t + lanes - kt, dtype=x.dtype)
-    xt[..., :t].copy_(x.permute(0, 1, 3, 4, 2))
-    xt[..., t:].zero_()  # only the pad: zeroing all of it first was a second pass over the clip
+    if xt is None or xt.shape[-1] < t + lanes - kt:
+        xt = time_last(x, t + lanes - kt)
     xs, gs, ids = xt.numpy(), g.numpy(), indices.numpy()
 
     def unit(job: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -420,8 +445,11 @@ class _ConvReluPool(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
                 dtype: torch.dtype, rows: int | None = None, wino: int = 0,
                 drop: torch.Tensor | None = None, fused: bool = False, amx: bool = False) -> torch.Tensor:
+        # the AMX units read the clip with its frames innermost, as the weight gradient does: made once for both
+        xt = time_last(x, amx_frames(x.shape[2])) if amx and amx_usable(weight, dtype) else None
         out, indices = _forward(x, weight, bias, pool, want_indices=True, dtype=dtype, rows=rows, wino=wino,
-                                drop=drop, fused=fused, amx=amx)
+                                drop=drop, fused=fused, amx=amx, xt=xt)
+        ctx.xt = xt
         ctx.save_for_backward(x, weight, indices)  # indices also mark the ReLU's (and dropout's) blocked outputs
         ctx.pool, ctx.scale = pool, 1.0 if drop is None else 2.0
         hp, wp = _geometry(x, weight, pool)[5:7]
@@ -434,9 +462,10 @@ class _ConvReluPool(torch.autograd.Function):
             raise RuntimeError("conv_relu_pool: the fast path does not compute an input gradient")
         g = grad_out.float().reshape(indices.shape).contiguous()
         if ctx.needs_input_grad[1]:
-            grad_w, grad_b = _weight_grad(x, weight.detach().float(), indices, g, ctx.pool, ctx.scale)
+            grad_w, grad_b = _weight_grad(x, weight.detach().float(), indices, g, ctx.pool, ctx.scale, ctx.xt)
         else:
             grad_w, grad_b = None, g.masked_fill(indices == _kernels().BLOCKED, 0.0).sum((0, 2, 3)) * ctx.scale
+        ctx.xt = None  # the clips' copy is not kept past the backward
         return (None, grad_w, grad_b if ctx.needs_input_grad[2] else None, None, None, None, None, None, None,
                 None)
 
