@@ -12,7 +12,9 @@ The fast path's ops have several implementations (*candidates*) with the same ma
   of a quarter or half a clip whose products come from a compiled register kernel and are pooled as they are
   made, never written out; one input channel, filters in 32s, else as the Winograd units), ``onednn_cl``
   (PyTorch's conv3d -> ReLU -> max-pool in channels-last memory, which oneDNN runs with its own kernels, bf16
-  ones for ``bf16``) and ``plain`` (the PyTorch layers as they are).
+  ones for ``bf16``), ``amx_quarter`` / ``amx_half`` (``bf16`` only: units of a quarter or half a clip on AMX
+  tiles, pooled as they are made, :mod:`microexp.fast.amx`; elsewhere oneDNN's bf16 units of the same size) and
+  ``plain`` (the PyTorch layers as they are).
 - ``linear`` (the wide Dense layers): ``fast`` (:mod:`microexp.fast.dense`, fp32 arithmetic), ``stream`` (its
   forward streamed over the weights for a few batch rows, MKL's backward; fp32 arithmetic), ``bf16`` (weights
   and input in bf16, the weights' bf16 copy kept between calls that do not train; ``bf16`` precision only) and
