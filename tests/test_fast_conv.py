@@ -272,7 +272,7 @@ def test_amx_candidates_sum_the_bf16_products_in_fp32(shape: tuple[int, ...], ke
     from microexp.fast import amx, tune
 
     if not amx.available():
-        pytest.skip("no AMX tiles on this CPU (or not granted to this process)")
+        pytest.skip("no AMX tiles here (the CPU lacks them, numba compiles for another CPU, or the kernel refused)")
     gen = torch.Generator().manual_seed(17)
     x = torch.randn(shape, generator=gen)
     w0 = torch.randn(32, 1, *kernel, generator=gen) * 0.1
