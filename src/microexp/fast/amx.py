@@ -5,13 +5,15 @@ oneDNN's bf16 convolution on AMX is bound by writing its outputs (about one valu
 layout of its input), and the pooling pass then reads them back. Here a conv output block (16 consecutive frames
 of one conv row and column, 32 filters) is two 16 x 16 fp32 tiles summed by ``tdpbf16ps`` over the kh x kw kernel
 taps, each a 16 x 16 bf16 tile loaded straight from the clip with a stride of one frame (row i holds frames i ..
-i + 15: the kt time taps, no im2col; the kernel's 16th time tap is zero), stored to a 2 KB buffer in L1, and max-
-pooled from there. Nothing the size of the conv output is ever written. The sums are fp32 (``tdpbf16ps``
+i + 15: the kt time taps, no im2col; the kernel's 16th time tap is zero), two blocks sharing each weight tile; a
+pooled column's blocks are stored to a 36 KB buffer in L1 and max-pooled from there. Nothing the size of the conv
+output is ever written. The sums are fp32 (``tdpbf16ps``
 accumulates in fp32 and its products of bf16 values are exact), so the outputs are not rounded to bf16 before the
 pooling as oneDNN's are.
 
-AMX needs the CPU's ``amx_bf16`` flag and the kernel's leave for this process (``arch_prctl(ARCH_REQ_XCOMP_PERM)``,
-asked for once, as oneDNN does); :func:`available` checks both, and elsewhere the candidates run as oneDNN's bf16
+AMX needs the CPU's ``amx_bf16`` / ``amx_tile`` flags, numba compiling for them, and the kernel's leave for this
+process (``arch_prctl(ARCH_REQ_XCOMP_PERM)``, asked for once, as oneDNN does); :func:`available` checks all three,
+and elsewhere the candidates run as oneDNN's bf16
 units of the same size. The tile instructions are LLVM's ``llvm.x86.*`` intrinsics (LLVM 12 or newer), compiled by
 numba on first use.
 """
@@ -29,7 +31,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from microexp.fast.kernels import BLOCKED, LANES, _i64, _write_pooled, target_features, window_max16
+from microexp.fast.kernels import LANES, _i64, _write_pooled, target_features, window_max16, window_offsets
 
 T_TILE = 16  # frames a tile: rows of the output and of the input tiles
 K_TAPS = 16  # time taps a tile row holds (kt <= 16; the ones past kt have zero weight)
@@ -178,10 +180,7 @@ def pool_unit(xt: np.ndarray, wts: np.ndarray, kh: int, kw: int, cfg: np.ndarray
     frames = T_TILE // pool  # pooled frames a block
     c = FILTERS
     span = pool * pool * T_TILE * c  # a pooled column's conv blocks in ``out``
-    offsets = np.empty(pool ** 3, np.int64)  # window offset (dt, dh, dw) -> its conv output in ``out``
-    for o in range(pool ** 3):
-        dt, dh, dw = o // (pool * pool), (o // pool) % pool, o % pool
-        offsets[o] = ((dh * pool + dw) * T_TILE + dt) * c
+    offsets = window_offsets(pool, c, pool * T_TILE * c, T_TILE * c)  # a window's conv outputs in ``out``
     tile_config(cfg)
     for li in range(r1 - r0):
         for a0 in range(0, tp, frames):
@@ -206,4 +205,4 @@ def pool_unit(xt: np.ndarray, wts: np.ndarray, kh: int, kw: int, cfg: np.ndarray
     tile_release()
 
 
-__all__ = ["BLOCKED", "available", "config", "pool_unit", "weights"]
+__all__ = ["available", "config", "pool_unit", "weights"]

@@ -259,6 +259,31 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     return pre, indices
 
 
+def _wino_tiles(x: torch.Tensor, weight: torch.Tensor, pool: int, tile: int) -> tuple[int, int, int, np.ndarray]:
+    """A Winograd unit's frames read (t_in), tiles along the width, width the tiles read (w_need) and B^T's
+    columns (one vector load each)."""
+    _cout, kt, _kh, _kw, _tp, _hp, _wp, tu, _hu, wu = _geometry(x, weight, pool)
+    tiles = -(-wu // tile)
+    return tu + kt - 1, tiles, tile * tiles + 2, _WINO_BT[tile].t().contiguous().view(-1).numpy()
+
+
+def _wino_clip(x: torch.Tensor, i: int, r0: int, pool: int, hr: int, t_in: int,
+               w_need: int) -> tuple[np.ndarray, int]:
+    """Clip ``i`` as a Winograd unit of pooled rows from ``r0`` (``hr`` clip rows) reads it, and its first row to
+    read: the clip itself, or where the last tile reads past its width, the unit's rows zero-padded to ``w_need``
+    (zeros whose outputs pooling never uses)."""
+    if x.shape[4] < w_need:
+        return F.pad(x[i][:, :t_in, r0 * pool:r0 * pool + hr], (0, w_need - x.shape[4])).numpy(), 0
+    return x[i].numpy(), r0 * pool
+
+
+def _wino_pool_scratch(wp: int, cout: int, pool: int, tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This thread's scratch of :func:`microexp.fast.kernels.wino_pool_rows`: best, arg, block."""
+    return (_SCRATCH.get("wino_best", (wp * cout,)).numpy(),
+            _SCRATCH.get("wino_arg", (wp * cout,), torch.int32).numpy(),
+            _SCRATCH.get("wino_block", (pool, pool, tile * pool // math.gcd(tile, pool), cout)).numpy())
+
+
 def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
                   rows: int | None, tile: int,
                   drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -273,12 +298,10 @@ def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, poo
     of the transforms (max difference ~1e-6 of the outputs' scale, measured)."""
     kernels = _kernels()
     cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
-    n, cin, width = x.shape[0], x.shape[1], x.shape[4]
+    n, cin = x.shape[0], x.shape[1]
     planes = tile + 2
-    t_in, tiles = tu + kt - 1, -(-wu // tile)
-    w_need = tile * tiles + 2
+    t_in, tiles, w_need, btc = _wino_tiles(x, weight, pool, tile)
     ch = cin * kh
-    btc = _WINO_BT[tile].t().contiguous().view(-1).numpy()  # B^T's columns, one vector load each
     w2 = weight.detach().permute(0, 1, 3, 2, 4).reshape(cout, ch, kt, kw).double()
     u = torch.einsum("pq,ockq->pock", _WINO_G[tile], w2).reshape(planes * cout, ch, kt, 1).float()
     pre, indices, (pre_np, bias_np, idx_np, drop_np) = _outputs(n, cout, tp, hp * wp, want_indices, bias, drop)
@@ -287,20 +310,15 @@ def _wino_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, poo
         i, r0, r1 = job
         nrows = (r1 - r0) * pool
         hr = nrows + kh - 1
-        xs = x[i]
-        if width < w_need:  # the last tile reads past the clip: zeros, whose outputs pooling never uses
-            xs = F.pad(xs[:, :t_in, r0 * pool:r0 * pool + hr], (0, w_need - width))
+        xs, h0 = _wino_clip(x, i, r0, pool, hr, t_in, w_need)
         d = _SCRATCH.get("wino_d", (nrows, t_in, tiles, planes * ch))
-        kernels.wino_taps(xs.numpy(), t_in, 0 if width < w_need else r0 * pool, hr, tiles, btc, kh, d.numpy(),
+        kernels.wino_taps(xs, t_in, h0, hr, tiles, btc, kh, d.numpy(),
                           _SCRATCH.get("wino_row", (tiles * planes,)).numpy())
         # (rows, tu, tiles, planes C), channels-last
         m = F.conv2d(d.permute(0, 3, 1, 2), u, groups=planes).permute(0, 2, 3, 1)
-        best = _SCRATCH.get("wino_best", (wp * cout,))
-        arg = _SCRATCH.get("wino_arg", (wp * cout,), torch.int32)
-        block = _SCRATCH.get("wino_block", (pool, pool, tile * pool // math.gcd(tile, pool), cout))
         kernels.wino_pool_rows(m.contiguous().numpy(), tile, r0, pool, wp, bias_np, pre_np[i],
-                               idx_np[i if indices is not None else 0], indices is not None, best.numpy(),
-                               arg.numpy(), block.numpy(), drop_np, i * cout * tp * hp * wp)
+                               idx_np[i if indices is not None else 0], indices is not None,
+                               *_wino_pool_scratch(wp, cout, pool, tile), drop_np, i * cout * tp * hp * wp)
 
     _parallel(unit, _row_units(n, hp, rows))
     return pre, indices
@@ -320,11 +338,9 @@ def _wino_fused_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     as :func:`_wino_forward` in another order (measured against the plain layers within the same tolerance)."""
     kernels = _kernels()
     cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
-    n, width = x.shape[0], x.shape[4]
+    n = x.shape[0]
     planes = tile + 2
-    t_in, tiles = tu + kt - 1, -(-wu // tile)
-    w_need = tile * tiles + 2
-    btc = _WINO_BT[tile].t().contiguous().view(-1).numpy()
+    t_in, tiles, w_need, btc = _wino_tiles(x, weight, pool, tile)
     w2 = weight.detach().permute(0, 1, 3, 2, 4).reshape(cout, kh, kt, kw).double()
     uw = torch.einsum("pq,oukq->puko", _WINO_G[tile], w2).float().contiguous().numpy()
     per_frame = pool * tiles * planes * cout * 4  # bytes of products a frame of a pooled row
@@ -336,19 +352,13 @@ def _wino_fused_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     def unit(job: tuple[int, int, int]) -> None:
         i, r0, r1 = job
         hr = (r1 - r0) * pool + kh - 1
-        xs = x[i]
-        if width < w_need:  # the last tile reads past the clip: zeros, whose outputs pooling never uses
-            xs = F.pad(xs[:, :t_in, r0 * pool:r0 * pool + hr], (0, w_need - width))
+        xs, h0 = _wino_clip(x, i, r0, pool, hr, t_in, w_need)
         xh = _SCRATCH.get("wfused_xh", (hr, t_in, tiles, planes))
         m = _SCRATCH.get("wfused_m", (span * per_frame // 4,))
-        best = _SCRATCH.get("wino_best", (wp * cout,))
-        arg = _SCRATCH.get("wino_arg", (wp * cout,), torch.int32)
-        block = _SCRATCH.get("wino_block", (pool, pool, tile * pool // math.gcd(tile, pool), cout))
         row = _SCRATCH.get("wino_row", (tiles * planes,)).numpy()
-        kernels.wino_fused_unit(xs.numpy(), t_in, 0 if width < w_need else r0 * pool, hr, tiles, btc,
-                                xh.numpy(), row, kt, uw, m.numpy(), span, tile, r0, r1, pool, wp, bias_np,
-                                pre_np[i], idx_np[i if indices is not None else 0],
-                                indices is not None, best.numpy(), arg.numpy(), block.numpy(), drop_np,
+        kernels.wino_fused_unit(xs, t_in, h0, hr, tiles, btc, xh.numpy(), row, kt, uw, m.numpy(), span, tile, r0,
+                                r1, pool, wp, bias_np, pre_np[i], idx_np[i if indices is not None else 0],
+                                indices is not None, *_wino_pool_scratch(wp, cout, pool, tile), drop_np,
                                 i * cout * tp * hp * wp)
 
     _parallel(unit, _row_units(n, hp, rows))

@@ -45,6 +45,13 @@ def _vec_ptr(context, builder, arrtype, arr, offset):  # type: ignore[no-untyped
     return builder.bitcast(builder.gep(data, [offset]), ir.VectorType(data.type.pointee, LANES).as_pointer())
 
 
+def _bf16_widen(builder, raw):  # type: ignore[no-untyped-def]
+    """A vector of bfloat16 bits (int16 lanes) as float32, exactly: bf16 is a float32's top half."""
+    ivec = ir.VectorType(ir.IntType(32), raw.type.count)
+    wide = builder.shl(builder.zext(raw, ivec), ir.Constant(ivec, [16] * raw.type.count))
+    return builder.bitcast(wide, ir.VectorType(ir.FloatType(), raw.type.count))
+
+
 def _splat(builder, value, vec):  # type: ignore[no-untyped-def]
     """``value`` in every lane of the vector type ``vec``."""
     lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
@@ -97,6 +104,17 @@ def axpy16(typingctx, dst, dst_off, src, src_off, alpha):  # type: ignore[no-unt
 
 
 BLOCKED = 255  # max-pool index of a pooled output whose ReLU blocked it (window offsets are < pool ** 3)
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def window_offsets(pool: int, st: int, sh: int, sw: int, size: int = 0) -> np.ndarray:  # pragma: no cover
+    """A max-pool window's offsets: window offset o = (dt, dh, dw), in (t, h, w) order as ``torch.nn.MaxPool3d``
+    numbers them, -> ``dt st + dh sh + dw sw`` (the strides of the buffer the window is read from); zeros past
+    ``pool ** 3`` up to ``size`` entries."""
+    out = np.zeros(max(size, pool ** 3), np.int64)
+    for o in range(pool ** 3):
+        out[o] = (o // (pool * pool)) * st + ((o // pool) % pool) * sh + (o % pool) * sw
+    return out
 # pooled rows a block of pool_weight_grad: each channel sums the block, whose clip window stays in L1 (1-10 measured)
 GRAD_BLOCK_ROWS = 2
 NVEC = 9  # 16-lane accumulator rows that grad_rows9 holds in registers: C_in * kh * kw * (lanes / 16) for STCNN
@@ -152,10 +170,7 @@ def pool_weight_grad(xt: np.ndarray, g: np.ndarray, idx: np.ndarray, a0: int, a1
     cout, cols = g.shape[0], g.shape[2]
     xf, af = xt.ravel(), acc.ravel()
     wt, hwt = w * tpad, h * w * tpad
-    offsets = np.zeros(256, np.int64)  # window offset -> flat offset of its conv output in xt (BLOCKED: unused)
-    for o in range(pool ** 3):
-        r = o % (pool * pool)
-        offsets[o] = (r // pool) * wt + (r % pool) * tpad + o // (pool * pool)
+    offsets = window_offsets(pool, 1, wt, tpad, 256)  # window offset -> its conv output in xt (BLOCKED: unused)
     row = cin * kh * kw * lanes
     if row == NVEC * LANES:  # STCNN's and FuseNet's shape: each channel's sums in registers (grad_rows9)
         koff = np.empty(NVEC, np.int64)
@@ -228,10 +243,8 @@ def window_max16(typingctx, src, base, offsets, best, best_off, arg):  # type: i
             ptr = builder.gep(src_data, [builder.add(s_base, off)])
             if not bf16:
                 return builder.load(builder.bitcast(ptr, vec.as_pointer()), align=4)
-            # bf16 is the top half of a float32: widen the 16 bits, shift them up, read the lanes as float32
             raw = builder.load(builder.bitcast(ptr, ir.VectorType(ir.IntType(16), LANES).as_pointer()), align=2)
-            wide = builder.shl(builder.zext(raw, ivec), ir.Constant(ivec, [16] * LANES))
-            return builder.bitcast(wide, vec)
+            return _bf16_widen(builder, raw)
 
         intp = s_base.type
         best_slot = cgutils.alloca_once_value(builder, load_at(intp(0)))  # promoted to registers by LLVM
@@ -293,10 +306,7 @@ def pool_rows(conv: np.ndarray, r0: int, pool: int, wp: int, bias: np.ndarray, p
     rows, tu, wu, c = conv.shape
     cf = conv.ravel()
     vec = c - c % LANES
-    offsets = np.empty(pool ** 3, np.int64)  # window offset (dt, dh, dw) -> flat offset from the window's corner
-    for o in range(pool ** 3):
-        dt, dh, dw = o // (pool * pool), (o // pool) % pool, o % pool
-        offsets[o] = ((dh * tu + dt) * wu + dw) * c
+    offsets = window_offsets(pool, wu * c, tu * wu * c, c)  # flat offsets from the window's corner
     for li in range(rows // pool):
         for a in range(tu // pool):
             for j in range(wp):
@@ -500,10 +510,7 @@ def wino_pool_rows(m: np.ndarray, tile: int, r0: int, pool: int, wp: int, bias: 
         g, b = b, g % b
     span = tile * pool // g  # outputs a span: whole tiles and whole windows
     mf, bf = m.ravel(), block.ravel()
-    offsets = np.empty(pool ** 3, np.int64)  # window offset (dt, dh, dw) -> flat offset in the block
-    for o in range(pool ** 3):
-        dt, dh, dw = o // (pool * pool), (o // pool) % pool, o % pool
-        offsets[o] = ((dh * pool + dt) * span + dw) * c
+    offsets = window_offsets(pool, span * c, pool * span * c, c)  # flat offsets in the block
     for li in range(rows // pool):
         for a in range(tu // pool):
             for s0 in range(0, wp * pool, span):
@@ -778,13 +785,12 @@ def dot2x8(typingctx, w, wa_off, wb_off, x, x_off, x_stride, n16, acc, acc_off, 
         xrow = [builder.add(xo, builder.mul(xs, i64(r))) for r in range(8)]
         wt = signature.args[0]
         bf16 = isinstance(wt.dtype, types.Integer)  # bfloat16 weights as int16 bits: widened exactly in registers
-        ivec, vec = ir.VectorType(i32, LANES), ir.VectorType(ir.FloatType(), LANES)
 
         def load_w(off):  # type: ignore[no-untyped-def]
             v = builder.load(_vec_ptr(context, builder, wt, w_a, off), align=2 if bf16 else 4)
             if not bf16:
                 return v
-            return builder.bitcast(builder.shl(builder.zext(v, ivec), ir.Constant(ivec, [16] * LANES)), vec)
+            return _bf16_widen(builder, v)
 
         with cgutils.for_range(builder, n) as loop:
             i = builder.mul(loop.index, i64(LANES))
