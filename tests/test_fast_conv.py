@@ -194,6 +194,30 @@ def test_tap_kernels_copy_and_round_like_pytorch(cin: int, kh: int, width: int) 
     assert bits.view(torch.bfloat16)[nan].isnan().all()
 
 
+@pytest.mark.parametrize("shape,frames", [((2, 1, 40, 20, 17), 41), ((1, 2, 32, 5, 48), 64), ((1, 1, 7, 3, 9), 7)],
+                         ids=["tails", "whole-blocks", "under-16"])
+def test_time_last_copies_and_rounds_like_pytorch(shape: tuple[int, ...], frames: int) -> None:
+    """The clips with their frames innermost (the weight gradient's and the AMX tiles' layout), made by 16 x 16
+    register transposes with scalar tails: the same values as PyTorch's permuted copy, zeros past the last frame,
+    and in bf16 the same bits as PyTorch's conversion (halfway cases to even), NaN staying NaN."""
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(shape, generator=gen)
+    x[0, 0, 0, 0, :5] = torch.tensor([1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), 2 ** -130, float("inf")])
+    x[0, 0, -1, -1, -1] = float("nan")
+    ref = x.permute(0, 1, 3, 4, 2)
+    t = shape[2]
+    out = fastconv.time_last(x, frames)
+    assert out.shape == (*ref.shape[:4], frames) and out.dtype == torch.float32
+    assert torch.equal(out[..., :t].view(torch.int32), ref.contiguous().view(torch.int32))
+    assert not out[..., t:].any()
+    bits = fastconv.time_last(x, frames, bf16=True)
+    assert bits.dtype == torch.int16 and not bits[..., t:].any()
+    nan = ref.isnan()
+    assert int(nan.sum()) == 1
+    assert torch.equal(bits[..., :t][~nan], ref.to(torch.bfloat16).view(torch.int16)[~nan])
+    assert bits[..., :t].view(torch.bfloat16)[nan].isnan().all()
+
+
 @pytest.mark.parametrize("how", ["fused", "fused_half", "wino", "wino_quarter", "wino_f4",
                                  "wino_fused_quarter", "wino_fused_half", "plain", "onednn_cl"])
 def test_fused_dropout_is_the_dense_dropout_from_the_same_words(how: str) -> None:
@@ -266,9 +290,9 @@ def test_amx_candidates_sum_the_bf16_products_in_fp32(shape: tuple[int, ...], ke
     """The AMX candidates (where this CPU runs AMX tiles; elsewhere they are oneDNN's bf16 units, compared with
     the plain layers by ``test_fast_tune``): outputs of the clip and weights rounded to bf16, summed in fp32 with
     no rounding of the conv outputs to bf16, so within fp32 rounding of a float64 reference; the max-pool windows
-    pick the same elements: the weight gradient (taken against the fp32 clip, as every fast candidate takes it)
-    matches the reference routed through the reference's windows, the windows whose two largest values fp32
-    cannot tell apart left out (one here: 2.2393780146 against 2.2393780202)."""
+    pick the same elements: the weight gradient (taken against the bf16 clip, as autocast takes it) matches the
+    reference routed through the reference's windows, the windows whose two largest values fp32 cannot tell apart
+    left out (one here: 2.2393780146 against 2.2393780202)."""
     from microexp.fast import amx, tune
 
     if not amx.available():
@@ -288,7 +312,7 @@ def test_amx_candidates_sum_the_bf16_products_in_fp32(shape: tuple[int, ...], ke
     assert clear.float().mean() > 0.99
     g = torch.randn(ref.shape, generator=gen, dtype=torch.float64) * clear
     routed = F.max_unpool3d(g * (pooled > 0), where, 3, output_size=conv.shape[2:])
-    ref_gw = torch.nn.grad.conv3d_weight(x.double(), wb.shape, routed)
+    ref_gw = torch.nn.grad.conv3d_weight(xb, wb.shape, routed)
     for how in ("amx_half", "amx_quarter"):
         w, b = w0.clone().requires_grad_(), b0.clone().requires_grad_()
         with tune.force(f"conv_relu_pool={how}"), torch.autocast("cpu", dtype=torch.bfloat16):

@@ -369,13 +369,15 @@ def _amx_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool
                  rows: int | None, drop: torch.Tensor | None = None,
                  xt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`_forward` in bf16 on AMX tiles, pooled as the tiles are made (:mod:`microexp.fast.amx`), in the same
-    work units: each unit's clip rows in bf16 with the frames innermost (from ``xt``, the clips in
-    :func:`time_last`'s layout with at least ``amx_frames`` frames, where training made them for the weight
-    gradient too; else straight from ``x``), then :func:`microexp.fast.amx.pool_unit`."""
+    work units: each unit's clip rows in bf16 with the frames innermost (``xt``: the clips' bf16 bits in
+    :func:`time_last`'s layout with at least ``amx_frames`` frames, which training makes for the weight gradient
+    too; else made here from ``x``), then :func:`microexp.fast.amx.pool_unit`."""
     from microexp.fast import amx
 
     cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
+    kernels = _kernels()
     n, frames, width = x.shape[0], x.shape[2], x.shape[4]
+    xs = x.detach().numpy()
     wts = amx.weights(weight.detach().float().contiguous().numpy())
     cfg = amx.config()
     pre, indices, views = _outputs(n, cout, tp, hp * wp, want_indices, bias, drop)
@@ -385,17 +387,15 @@ def _amx_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool
     def unit(job: tuple[int, int, int]) -> None:
         i, r0, r1 = job
         hr = (r1 - r0) * pool + kh - 1
-        if xt is not None:  # one contiguous conversion (rounded as PyTorch rounds)
-            tb = _SCRATCH.get("amx_xt", (hr, width, xt.shape[-1]), torch.bfloat16)
-            tb.copy_(xt[i, 0, r0 * pool:r0 * pool + hr])
-        else:
-            tb = _SCRATCH.get("amx_xt", (hr, width, amx_frames(frames)), torch.bfloat16)
-            tb[..., frames:].zero_()  # the last blocks' rows and taps read past the clip: zero, weight zero, unused
-            tb[..., :frames].copy_(x[i, 0, :, r0 * pool:r0 * pool + hr].permute(1, 2, 0))
+        if xt is not None:  # the unit's rows of the clips' bf16 copy, as they are
+            tb = xt[i, 0, r0 * pool:r0 * pool + hr]
+        else:  # the last blocks' rows and taps read past the clip: zeros (weight zero, outputs unused)
+            tb = _SCRATCH.get("amx_xt", (hr, width, amx_frames(frames)), torch.int16)
+            kernels.frames_last(xs[i, 0], tb.numpy(), r0 * pool)
         best = _SCRATCH.get("amx_best", (per_block, wp * cout))
         arg = _SCRATCH.get("amx_arg", (per_block, wp * cout), torch.int32)
         out = _SCRATCH.get("amx_out", (2 * pool * pool * amx.T_TILE * cout,))
-        amx.pool_unit(tb.view(torch.int16).numpy(), wts, kh, kw, cfg, r0, r1, pool, wp, tp, bias_np, pre_np[i],
+        amx.pool_unit(tb.numpy(), wts, kh, kw, cfg, r0, r1, pool, wp, tp, bias_np, pre_np[i],
                       idx_np[i if indices is not None else 0], indices is not None, best.numpy(), arg.numpy(),
                       out.numpy(), drop_np, i * cout * tp * hp * wp)
 
@@ -412,13 +412,18 @@ def _aligned_zeros(shape: tuple[int, int]) -> np.ndarray:
     return raw[start:start + n].reshape(shape)
 
 
-def time_last(x: torch.Tensor, frames: int) -> torch.Tensor:
-    """The clips (N, C, T, H, W) as (N, C, H, W, ``frames``), float32, each pixel's frames contiguous and zeros
-    past T: the weight gradient's layout (a patch row's kt frames in one load) and the AMX tiles' (a tile row's)."""
+def time_last(x: torch.Tensor, frames: int, bf16: bool = False) -> torch.Tensor:
+    """The clips (N, C, T, H, W) as (N, C, H, W, ``frames``), each pixel's frames contiguous and zeros past T: the
+    weight gradient's layout (a patch row's kt frames in one load) and the AMX tiles' (a tile row's). float32, or
+    with ``bf16`` the bfloat16 bits as int16 (rounded as PyTorch rounds: half the bytes to write and read).
+    :func:`microexp.fast.kernels.frames_last` on the thread pool, half a clip channel's rows a unit."""
+    kernels = _kernels()
     n, c, t, h, w = x.shape
-    xt = torch.empty(n, c, h, w, frames, dtype=torch.float32)
-    xt[..., :t].copy_(x.permute(0, 1, 3, 4, 2))
-    xt[..., t:].zero_()  # only the pad: zeroing all of it first was a second pass over the clip
+    xt = torch.empty(n, c, h, w, frames, dtype=torch.int16 if bf16 else torch.float32)
+    xs, os_ = x.detach().contiguous().numpy(), xt.numpy()
+    half = -(-h // 2)
+    _parallel(lambda job: kernels.frames_last(xs[job[0], job[1]], os_[job[0], job[1], job[2]:job[2] + half], job[2]),
+              [(i, ci, h0) for i in range(n) for ci in range(c) for h0 in range(0, h, half)])
     return xt
 
 
@@ -428,7 +433,8 @@ def _weight_grad(x: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor, g
     """dL/dW and dL/db from the pooled-output gradient ``g`` (N, C, tp, hp*wp), routed through the max-pool
     ``indices`` (``BLOCKED`` where the ReLU blocked the output): only the window maxima with a nonzero gradient
     contribute (:func:`microexp.fast.kernels.pool_weight_grad`). ``xt``: the clips in :func:`time_last`'s layout
-    if the forward made them (the AMX candidates), else made here."""
+    if the forward made them (the AMX candidates: their bf16 bits, so that the gradient is taken against the bf16
+    clip, as autocast takes it), else made here (float32)."""
     kernels = _kernels()
     cout, cin, kt, kh, kw = weight.shape
     n, _c, t, h, w = x.shape
@@ -455,8 +461,8 @@ class _ConvReluPool(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
                 dtype: torch.dtype, rows: int | None = None, wino: int = 0,
                 drop: torch.Tensor | None = None, fused: bool = False, amx: bool = False) -> torch.Tensor:
-        # the AMX units read the clip with its frames innermost, as the weight gradient does: made once for both
-        xt = time_last(x, amx_frames(x.shape[2])) if amx and amx_usable(weight, dtype) else None
+        # the AMX units read the clip in bf16 with its frames innermost; the weight gradient reads the same copy
+        xt = time_last(x, amx_frames(x.shape[2]), bf16=True) if amx and amx_usable(weight, dtype) else None
         out, indices = _forward(x, weight, bias, pool, want_indices=True, dtype=dtype, rows=rows, wino=wino,
                                 drop=drop, fused=fused, amx=amx, xt=xt)
         ctx.xt = xt
