@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -216,6 +217,36 @@ def test_time_last_copies_and_rounds_like_pytorch(shape: tuple[int, ...], frames
     assert int(nan.sum()) == 1
     assert torch.equal(bits[..., :t][~nan], ref.to(torch.bfloat16).view(torch.int16)[~nan])
     assert bits[..., :t].view(torch.bfloat16)[nan].isnan().all()
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32-clip", "bf16-clip"])
+def test_weight_gradient_lists_its_terms_alike_sixteen_at_a_time_and_one_by_one(bf16: bool) -> None:
+    """The weight gradient's two listings of the nonzero terms (16 at a time with AVX-512 compress stores, one at a
+    time elsewhere) give the same terms in the same order, so the same weight gradient bit for bit; the bias
+    gradient (16 lane sums against one running sum) to fp32 rounding. Pooled rows of 17 outputs: full and short
+    groups of 16; dropout's scale; the ReLU's blocked outputs and zero gradients both left out."""
+    from microexp.fast import kernels
+
+    if not kernels.LIST16:
+        pytest.skip("numba compiles for a CPU without AVX-512 here: only the one-by-one listing runs")
+    gen = torch.Generator().manual_seed(3)
+    cout, tp, hp, wp, pool, kt = 32, 4, 5, 17, 3, 15
+    x = torch.randn(1, 1, tp * pool + kt - 1, hp * pool + 2, wp * pool + 2, generator=gen)
+    xt = fastconv.time_last(x, x.shape[2] + 16 - kt, bf16=bf16)[0]
+    g = torch.randn(cout, tp, hp * wp, generator=gen)
+    g[g.abs() < 0.1] = 0.0
+    idx = torch.randint(0, pool ** 3, (cout, tp, hp * wp), generator=gen, dtype=torch.uint8)
+    idx[torch.rand(idx.shape, generator=gen) < 0.4] = kernels.BLOCKED
+    results = []
+    for fn in (kernels.pool_weight_grad, kernels.pool_weight_grad_scalar):
+        acc, bacc = np.zeros((cout, 9 * 16), np.float32), np.zeros(cout, np.float32)
+        fn(xt.numpy(), g.numpy(), idx.numpy(), 1, tp, pool, 3, 3, wp, 16, acc, bacc, 2.0)
+        results.append((acc, bacc))
+    (acc_v, b_v), (acc_s, b_s) = results
+    assert np.abs(acc_s).max() > 1.0 and np.array_equal(acc_v, acc_s)
+    live = (idx[:, 1:] != kernels.BLOCKED) & (g[:, 1:] != 0)
+    np.testing.assert_allclose(b_v, (2.0 * g[:, 1:] * live).sum((1, 2)).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b_v, b_s, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("how", ["fused", "fused_half", "wino", "wino_quarter", "wino_f4",

@@ -39,6 +39,24 @@ from numba.extending import intrinsic, overload
 LANES = 16
 
 
+def target_features() -> frozenset[str]:
+    """The CPU features numba compiles for here (its target: ``NUMBA_CPU_FEATURES``, else this CPU's)."""
+    import llvmlite.binding as ll
+    from numba.core import config
+
+    try:
+        features = config.CPU_FEATURES or ll.get_host_cpu_features().flatten()
+    except RuntimeError:  # llvmlite cannot read this CPU's features: assume none
+        features = ""
+    return frozenset(f[1:] for f in features.split(",") if f[:1] == "+")
+
+
+def vector_bits() -> int:
+    """The width of the vector registers numba compiles for here: 512 with AVX-512, 256 with AVX, else 128."""
+    on = target_features()
+    return 512 if "avx512f" in on else 256 if "avx" in on else 128
+
+
 def _vec_ptr(context, builder, arrtype, arr, offset):  # type: ignore[no-untyped-def]
     """A pointer to the LANES elements of array ``arr`` from ``offset`` on, as one LLVM vector."""
     data = context.make_array(arrtype)(context, builder, arr).data
@@ -161,75 +179,173 @@ def grad_rows9(typingctx, xf, src, gvals, count, koff, acc, acc_off):  # type: i
     return sig, codegen
 
 
-@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
-def pool_weight_grad(xt: np.ndarray, g: np.ndarray, idx: np.ndarray, a0: int, a1: int, pool: int, kh: int,
-                     kw: int, wp: int, lanes: int, acc: np.ndarray, bacc: np.ndarray,
-                     scale: float) -> None:  # pragma: no cover - compiled
-    """Add pooled frames ``a0 .. a1 - 1`` of one clip's weight gradient into ``acc`` and its bias gradient into
-    ``bacc``.
+def _masked_load(builder, ptr, mask, elem):  # type: ignore[no-untyped-def]
+    """``llvm.masked.load``: the lanes of ``mask`` from ``ptr`` (a vector pointer), zero elsewhere; nothing read
+    for the other lanes, so a short last group cannot read past an array."""
+    vec = ir.VectorType(elem, LANES)
+    name = f"llvm.masked.load.v{LANES}{_vname(elem)}.p0"
+    fn = builder.module.globals.get(name) or ir.Function(
+        builder.module, ir.FunctionType(vec, [ptr.type, ir.IntType(32), mask.type, vec]), name=name)
+    return builder.call(fn, [ptr, ir.IntType(32)(elem.width // 8 if isinstance(elem, ir.IntType) else 4), mask,
+                             ir.Constant(vec, None)])
 
-    xt: (C_in, H, W, Tpad) clip, float32 or bfloat16 bits as int16 (:func:`frames_last`), Tpad >= T - kt + lanes
-    so that every ``lanes``-wide row load stays inside;
-    g, idx: (C_out, tp, hp*wp) pooled-output gradient (float32, before the ReLU's mask) and window offset of each
-    maximum (uint8, in (t, h, w) order; ``BLOCKED`` where the ReLU blocked it: no term); acc: (C_out,
-    C_in*kh*kw*lanes) float32, row layout (c_in, i, j, frame); bacc: (C_out,) float32; ``scale``: a dropout's
-    1 / (1 - p) on the kept outputs (the dropped ones are ``BLOCKED``), else 1.
-    """
-    cin, h, w, tpad = xt.shape
-    cout, cols = g.shape[0], g.shape[2]
-    xf, af = xt.ravel(), acc.ravel()
-    wt, hwt = w * tpad, h * w * tpad
-    offsets = window_offsets(pool, 1, wt, tpad, 256)  # window offset -> its conv output in xt (BLOCKED: unused)
-    row = cin * kh * kw * lanes
-    if row == NVEC * LANES:  # STCNN's and FuseNet's shape: each channel's sums in registers (grad_rows9)
-        koff = np.empty(NVEC, np.int64)
-        k = 0
-        for ci in range(cin):
-            for u in range(kh):
-                for v in range(kw):
-                    for lane in range(0, lanes, LANES):
-                        koff[k] = ci * hwt + u * wt + v * tpad + lane
-                        k += 1
-        hp = cols // wp
-        src = np.empty(GRAD_BLOCK_ROWS * wp + 1, np.int64)
-        vals = np.empty(GRAD_BLOCK_ROWS * wp + 1, np.float32)
-        for a in range(a0, a1):
-            for h0 in range(0, hp, GRAD_BLOCK_ROWS):  # a few pooled rows at a time: their clip window stays in L1
-                h1 = min(hp, h0 + GRAD_BLOCK_ROWS)
+
+def _vname(elem) -> str:  # type: ignore[no-untyped-def]
+    return f"i{elem.width}" if isinstance(elem, ir.IntType) else "f32"
+
+
+def _compress_store(builder, value, ptr, mask):  # type: ignore[no-untyped-def]
+    """``llvm.masked.compressstore``: the lanes of ``value`` that ``mask`` selects, stored contiguously at ``ptr``."""
+    name = f"llvm.masked.compressstore.v{LANES}{_vname(value.type.element)}"
+    fn = builder.module.globals.get(name) or ir.Function(
+        builder.module, ir.FunctionType(ir.VoidType(), [value.type, ptr.type, mask.type]), name=name)
+    builder.call(fn, [value, ptr, mask])
+
+
+@intrinsic
+def list_terms16(typingctx, idx, g, pos, j, count, corner, table, scale, src, vals, n, bsum):  # type: ignore[no-untyped-def]
+    """AVX-512 only (``vpermi2d``, ``vpcompress``): for the ``count`` (<= 16) pooled outputs ``j ..`` of one
+    channel's row of ``idx`` / ``g`` (uint8 window offsets, ``BLOCKED`` for none; float32 gradients), the terms of
+    :func:`pool_weight_grad` that are not zero, appended at ``n``: ``src`` (int64) = ``corner + pos[j] +
+    table[idx[j]]`` (``table``: the 32 int32 window offsets), ``vals`` = ``g[j] * scale``; adds the values to the 16
+    lanes of ``bsum`` and returns the new ``n``. No branch and no scalar loop: a vector of outputs at a time."""
+    sig = types.int64(idx, g, pos, j, count, corner, table, scale, src, vals, n, bsum)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        idx_a, g_a, pos_a, j_, count_, corner_, tab_a, scale_, src_a, vals_a, n_, b_a = args
+        i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
+        j_, count_, corner_, n_ = (_i64(builder, v) for v in (j_, count_, corner_, n_))
+        mask = builder.icmp_unsigned("<", ir.Constant(ir.VectorType(i64, LANES), list(range(LANES))),
+                                     _splat(builder, count_, ir.VectorType(i64, LANES)))
+        arr = context.make_array
+
+        def at(k, value, offset, elem):  # type: ignore[no-untyped-def]
+            data = arr(signature.args[k])(context, builder, value).data
+            return builder.bitcast(builder.gep(data, [offset]), ir.VectorType(elem, LANES).as_pointer())
+
+        ix = builder.zext(_masked_load(builder, at(0, idx_a, j_, i8), mask, i8), ir.VectorType(i32, LANES))
+        scale_f = builder.fptrunc(scale_, f32) if scale_.type != f32 else scale_
+        gv = builder.fmul(_masked_load(builder, at(1, g_a, j_, f32), mask, f32),
+                          _splat(builder, scale_f, ir.VectorType(f32, LANES)))
+        live = builder.icmp_unsigned("!=", ix, ir.Constant(ir.VectorType(i32, LANES), [BLOCKED] * LANES))
+        gv = builder.select(live, gv, ir.Constant(ir.VectorType(f32, LANES), [0.0] * LANES))
+        keep = builder.fcmp_unordered("!=", gv, ir.Constant(ir.VectorType(f32, LANES), [0.0] * LANES))
+        tab = arr(signature.args[6])(context, builder, tab_a).data
+        halves = [builder.load(builder.bitcast(builder.gep(tab, [i64(h * LANES)]),
+                                               ir.VectorType(i32, LANES).as_pointer()), align=4) for h in range(2)]
+        vt = ir.VectorType(i32, LANES)
+        perm = builder.module.globals.get("llvm.x86.avx512.vpermi2var.d.512") or ir.Function(
+            builder.module, ir.FunctionType(vt, [vt, vt, vt]), name="llvm.x86.avx512.vpermi2var.d.512")
+        off = builder.sext(builder.call(perm, [halves[0], ix, halves[1]]), ir.VectorType(i64, LANES))
+        src = builder.add(builder.add(off, _masked_load(builder, at(2, pos_a, j_, i64), mask, i64)),
+                          _splat(builder, corner_, ir.VectorType(i64, LANES)))
+        _compress_store(builder, src, builder.gep(arr(signature.args[8])(context, builder, src_a).data, [n_]), keep)
+        _compress_store(builder, gv, builder.gep(arr(signature.args[9])(context, builder, vals_a).data, [n_]), keep)
+        bp = _vec_ptr(context, builder, signature.args[11], b_a, i64(0))
+        builder.store(builder.fadd(builder.load(bp, align=4), gv), bp, align=4)
+        bits = builder.bitcast(keep, ir.IntType(LANES))
+        pop = builder.module.globals.get("llvm.ctpop.i16") or ir.Function(
+            builder.module, ir.FunctionType(ir.IntType(LANES), [ir.IntType(LANES)]), name="llvm.ctpop.i16")
+        return builder.add(n_, builder.zext(builder.call(pop, [bits]), i64))
+
+    return sig, codegen
+
+
+LIST16 = vector_bits() == 512  # the weight gradient lists its terms with list_terms16 (else one at a time)
+
+
+def _pool_weight_grad(vector: bool):  # type: ignore[no-untyped-def]
+    @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+    def pool_weight_grad(xt: np.ndarray, g: np.ndarray, idx: np.ndarray, a0: int, a1: int, pool: int, kh: int,
+                         kw: int, wp: int, lanes: int, acc: np.ndarray, bacc: np.ndarray,
+                         scale: float) -> None:  # pragma: no cover - compiled
+        """Add pooled frames ``a0 .. a1 - 1`` of one clip's weight gradient into ``acc`` and its bias gradient into
+        ``bacc``.
+
+        xt: (C_in, H, W, Tpad) clip, float32 or bfloat16 bits as int16 (:func:`frames_last`), Tpad >= T - kt +
+        lanes so that every ``lanes``-wide row load stays inside; g, idx: (C_out, tp, hp*wp) pooled-output
+        gradient (float32, before the ReLU's mask) and window offset of each maximum (uint8, in (t, h, w) order;
+        ``BLOCKED`` where the ReLU blocked it: no term); acc: (C_out, C_in*kh*kw*lanes) float32, row layout (c_in,
+        i, j, frame); bacc: (C_out,) float32; ``scale``: a dropout's 1 / (1 - p) on the kept outputs (the dropped
+        ones are ``BLOCKED``), else 1. With AVX-512 the terms are listed 16 at a time (:func:`list_terms16`; the
+        bias gradient then sums in 16 lanes, added in lane order at the end).
+        """
+        cin, h, w, tpad = xt.shape
+        cout, cols = g.shape[0], g.shape[2]
+        xf, af = xt.ravel(), acc.ravel()
+        wt, hwt = w * tpad, h * w * tpad
+        offsets = window_offsets(pool, 1, wt, tpad, 256)  # window offset -> its conv output in xt (BLOCKED: unused)
+        row = cin * kh * kw * lanes
+        if row == NVEC * LANES:  # STCNN's and FuseNet's shape: each channel's sums in registers (grad_rows9)
+            koff = np.empty(NVEC, np.int64)
+            k = 0
+            for ci in range(cin):
+                for u in range(kh):
+                    for v in range(kw):
+                        for lane in range(0, lanes, LANES):
+                            koff[k] = ci * hwt + u * wt + v * tpad + lane
+                            k += 1
+            hp = cols // wp
+            src = np.empty(GRAD_BLOCK_ROWS * wp + LANES, np.int64)
+            vals = np.empty(GRAD_BLOCK_ROWS * wp + LANES, np.float32)
+            if vector:
+                table = offsets[:2 * LANES].astype(np.int32)
+                pos = np.empty(cols, np.int64)
+                for j in range(cols):
+                    pos[j] = (j // wp) * pool * wt + (j % wp) * pool * tpad
+                lanes_b = np.zeros((cout, LANES), np.float32)
+            for a in range(a0, a1):
+                for h0 in range(0, hp, GRAD_BLOCK_ROWS):  # a few pooled rows at a time: their clip window in L1
+                    h1 = min(hp, h0 + GRAD_BLOCK_ROWS)
+                    for c in range(cout):
+                        n = 0
+                        if vector:
+                            for j in range(h0 * wp, h1 * wp, LANES):
+                                n = list_terms16(idx[c, a], g[c, a], pos, j, min(LANES, h1 * wp - j), a * pool,
+                                                 table, scale, src, vals, n, lanes_b[c])
+                        else:
+                            bsum = bacc[c]
+                            for jh in range(h0, h1):
+                                corner = jh * pool * wt + a * pool
+                                for jw in range(wp):  # the nonzero terms, listed without a branch
+                                    j = jh * wp + jw
+                                    ix = idx[c, a, j]
+                                    live = -np.int32(ix != BLOCKED)  # a mask: a branch mispredicts on dropout's bits
+                                    gv = np.int32(np.float32(g[c, a, j] * np.float32(scale)).view(np.int32)
+                                                  & live).view(np.float32)
+                                    src[n] = corner + jw * pool * tpad + offsets[ix]
+                                    vals[n] = gv
+                                    bsum += gv
+                                    n += gv != 0.0
+                            bacc[c] = bsum
+                        grad_rows9(xf, src, vals, n, koff, af, c * row)
+            if vector:
                 for c in range(cout):
-                    n = 0
-                    bsum = bacc[c]
-                    for jh in range(h0, h1):
-                        corner = jh * pool * wt + a * pool
-                        for jw in range(wp):  # the nonzero terms, listed without a branch
-                            j = jh * wp + jw
-                            ix = idx[c, a, j]
-                            live = -np.int32(ix != BLOCKED)  # a mask: a branch mispredicts on dropout's bits
-                            gv = np.int32(np.float32(g[c, a, j] * np.float32(scale)).view(np.int32) & live).view(
-                                np.float32)
-                            src[n] = corner + jw * pool * tpad + offsets[ix]
-                            vals[n] = gv
-                            bsum += gv
-                            n += gv != 0.0
-                    bacc[c] = bsum
-                    grad_rows9(xf, src, vals, n, koff, af, c * row)
-        return
-    for c in range(cout):
-        for a in range(a0, a1):
-            for j in range(cols):
-                gv = g[c, a, j] * np.float32(scale)
-                if gv == 0.0 or idx[c, a, j] == BLOCKED:  # ReLU-blocked (or zero) gradient: nothing to add
-                    continue
-                bacc[c] += gv
-                base = (j // wp) * pool * wt + (j % wp) * pool * tpad + a * pool + offsets[idx[c, a, j]]
-                d = c * row
-                for ci in range(cin):
-                    for u in range(kh):
-                        for v in range(kw):
-                            s = ci * hwt + base + u * wt + v * tpad
-                            for lane in range(0, lanes, LANES):
-                                axpy16(af, d, xf, s + lane, gv)
-                                d += LANES
+                    for lane in range(LANES):
+                        bacc[c] += lanes_b[c, lane]
+            return
+        for c in range(cout):
+            for a in range(a0, a1):
+                for j in range(cols):
+                    gv = g[c, a, j] * np.float32(scale)
+                    if gv == 0.0 or idx[c, a, j] == BLOCKED:  # ReLU-blocked (or zero) gradient: nothing to add
+                        continue
+                    bacc[c] += gv
+                    base = (j // wp) * pool * wt + (j % wp) * pool * tpad + a * pool + offsets[idx[c, a, j]]
+                    d = c * row
+                    for ci in range(cin):
+                        for u in range(kh):
+                            for v in range(kw):
+                                s = ci * hwt + base + u * wt + v * tpad
+                                for lane in range(0, lanes, LANES):
+                                    axpy16(af, d, xf, s + lane, gv)
+                                    d += LANES
+
+    return pool_weight_grad
+
+
+pool_weight_grad = _pool_weight_grad(LIST16)
+pool_weight_grad_scalar = _pool_weight_grad(False)  # for tests: the one-at-a-time listing on any CPU
 
 
 @intrinsic
@@ -621,24 +737,6 @@ def wino_pool_rows(m: np.ndarray, tile: int, r0: int, pool: int, wp: int, bias: 
                     for k in range(0, c, LANES):
                         window_max16(bf, (j - j0) * pool * c + k, offsets, best, j * c + k, arg)
             _write_pooled(best, arg, bias, (r0 + li) * wp, a0 + a, wp, c, want_idx, pre, idx, drop, e0)
-
-
-def target_features() -> frozenset[str]:
-    """The CPU features numba compiles for here (its target: ``NUMBA_CPU_FEATURES``, else this CPU's)."""
-    import llvmlite.binding as ll
-    from numba.core import config
-
-    try:
-        features = config.CPU_FEATURES or ll.get_host_cpu_features().flatten()
-    except RuntimeError:  # llvmlite cannot read this CPU's features: assume none
-        features = ""
-    return frozenset(f[1:] for f in features.split(",") if f[:1] == "+")
-
-
-def vector_bits() -> int:
-    """The width of the vector registers numba compiles for here: 512 with AVX-512, 256 with AVX, else 128."""
-    on = target_features()
-    return 512 if "avx512f" in on else 256 if "avx" in on else 128
 
 
 # Frames a call of the Winograd-domain register kernel, so that its 2 x WMK_T sums, 2 weight vectors and a
