@@ -227,7 +227,7 @@ def test_weight_gradient_lists_its_terms_alike_sixteen_at_a_time_and_one_by_one(
     groups of 16; dropout's scale; the ReLU's blocked outputs and zero gradients both left out."""
     from microexp.fast import kernels
 
-    if not kernels.LIST16:
+    if not kernels.AVX512:
         pytest.skip("numba compiles for a CPU without AVX-512 here: only the one-by-one listing runs")
     gen = torch.Generator().manual_seed(3)
     cout, tp, hp, wp, pool, kt = 32, 4, 5, 17, 3, 15
@@ -247,6 +247,47 @@ def test_weight_gradient_lists_its_terms_alike_sixteen_at_a_time_and_one_by_one(
     live = (idx[:, 1:] != kernels.BLOCKED) & (g[:, 1:] != 0)
     np.testing.assert_allclose(b_v, (2.0 * g[:, 1:] * live).sum((1, 2)).numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(b_v, b_s, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tp,hp,wp,c", [(3, 2, 20, 32), (2, 3, 7, 16), (2, 2, 33, 48), (2, 2, 5, 20)],
+                         ids=["stcnn-row", "short-row", "three-groups", "channels-off-16"])
+def test_pooled_rows_written_sixteen_at_a_time_as_one_by_one(tp: int, hp: int, wp: int, c: int) -> None:
+    """The pooling pass's writer of a pooled row (bias, ReLU, rate-1/2 dropout from the words, window offsets or
+    ``BLOCKED``): the 16 x 16 register version writes the same outputs and offsets, bit for bit, as the one-by-one
+    one, with and without dropout (its last word read at an offset, no word past it), with and without offsets,
+    for rows that fill one, two or three groups of 16 columns and channels off the sixteens (left one by one)."""
+    from numba import njit
+
+    from microexp.fast import kernels
+
+    if not kernels.AVX512:
+        pytest.skip("numba compiles for a CPU without AVX-512 here: only the one-by-one writer runs")
+
+    def rows(fn):  # type: ignore[no-untyped-def]
+        @njit
+        def run(best, arg, bias, pre, idx, drop, want, e0):  # type: ignore[no-untyped-def]
+            for r in range(hp):
+                for a in range(tp):
+                    fn(best[a], arg[a], bias, r * wp, a, wp, c, want, pre, idx, drop, e0)
+        return run
+
+    rng = np.random.default_rng(4)
+    best = rng.standard_normal((tp, wp * c)).astype(np.float32)
+    arg = rng.integers(0, 27, (tp, wp * c)).astype(np.int32)
+    bias = (rng.standard_normal(c) * 0.1).astype(np.float32)
+    e0 = 7
+    words = rng.integers(-2 ** 31, 2 ** 31 - 1, (e0 + c * tp * hp * wp + 31) // 32).astype(np.int32)
+    one, sixteen = rows(kernels._write_pooled1), rows(kernels._write_pooled16)
+    for drop in (words, np.empty(0, np.int32)):
+        for want in (True, False):
+            got = []
+            for fn in (one, sixteen):
+                pre, idx = np.full((c, tp, hp * wp), 9.0, np.float32), np.full((c, tp, hp * wp), 77, np.uint8)
+                fn(best, arg, bias, pre, idx, drop, want, e0)
+                got.append((pre, idx))
+            assert np.array_equal(got[0][0].view(np.int32), got[1][0].view(np.int32))
+            assert np.array_equal(got[0][1], got[1][1])
+            assert (got[1][0] == 0).any() and (got[1][0] > 0).any() and (got[1][1] == 77).all() != want
 
 
 @pytest.mark.parametrize("how", ["fused", "fused_half", "wino", "wino_quarter", "wino_f4",
