@@ -207,7 +207,7 @@ def _outputs(n: int, cout: int, tp: int, cols: int, want_indices: bool, bias: to
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
              dtype: torch.dtype = torch.float32, rows: int | None = None, wino: int = 0,
              drop: torch.Tensor | None = None, fused: bool = False, amx: bool = False,
-             xt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+             keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled maxima with the bias, after the ReLU, (N, C, tp, hp*wp) (the model's layout); for training with the
     window offset of each maximum (same layout, uint8; ``kernels.BLOCKED`` where the ReLU blocked it).
 
@@ -221,10 +221,11 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: in
     (F(4, 3)) or 1.8x (F(6, 3)) fewer multiplies (:func:`_wino_forward`). ``drop``: the words of a rate-1/2 dropout
     applied by the pooling pass (:func:`microexp.fast.dropout.dropout_words`). ``fused`` (with ``wino``; one
     input channel, filters in 32s: :func:`wino_fused_usable`): the products by the compiled register kernel,
-    pooled as they are made (:func:`_wino_fused_forward`).
+    pooled as they are made (:func:`_wino_fused_forward`). ``amx`` (bf16: :func:`amx_usable`): on AMX tiles
+    (:func:`_amx_forward`, which fills ``keep``).
     """
     if amx and amx_usable(weight, dtype):
-        return _amx_forward(x, weight, bias, pool, want_indices, rows, drop, xt)
+        return _amx_forward(x, weight, bias, pool, want_indices, rows, drop, keep)
     if wino and fused and wino_fused_usable(weight, dtype):
         return _wino_fused_forward(x, weight, bias, pool, want_indices, rows, wino, drop)
     if wino and wino_usable(weight, dtype):
@@ -367,11 +368,12 @@ def _wino_fused_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 
 def _amx_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, want_indices: bool,
                  rows: int | None, drop: torch.Tensor | None = None,
-                 xt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`_forward` in bf16 on AMX tiles, pooled as the tiles are made (:mod:`microexp.fast.amx`), in the same
-    work units: each unit's clip rows in bf16 with the frames innermost (``xt``: the clips' bf16 bits in
-    :func:`time_last`'s layout with at least ``amx_frames`` frames, which training makes for the weight gradient
-    too; else made here from ``x``), then :func:`microexp.fast.amx.pool_unit`."""
+    work units: each unit's clip rows in bf16 with the frames innermost (:func:`microexp.fast.kernels.frames_last`,
+    in L2), then :func:`microexp.fast.amx.pool_unit`. ``keep`` (training): the clips' bf16 copy in
+    :func:`time_last`'s layout with ``amx_frames`` frames, filled by the units with their own rows for the weight
+    gradient (a separate pass over the clips cost 2-3 ms a batch of 8 STCNN clips, measured)."""
     from microexp.fast import amx
 
     cout, kt, kh, kw, tp, hp, wp, tu, hu, wu = _geometry(x, weight, pool)
@@ -387,11 +389,12 @@ def _amx_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool
     def unit(job: tuple[int, int, int]) -> None:
         i, r0, r1 = job
         hr = (r1 - r0) * pool + kh - 1
-        if xt is not None:  # the unit's rows of the clips' bf16 copy, as they are
-            tb = xt[i, 0, r0 * pool:r0 * pool + hr]
-        else:  # the last blocks' rows and taps read past the clip: zeros (weight zero, outputs unused)
-            tb = _SCRATCH.get("amx_xt", (hr, width, amx_frames(frames)), torch.int16)
-            kernels.frames_last(xs[i, 0], tb.numpy(), r0 * pool)
+        # the unit's clip rows in bf16, frames innermost; the last blocks' rows and taps read past the clip: zeros
+        tb = _SCRATCH.get("amx_xt", (hr, width, amx_frames(frames)), torch.int16)
+        kernels.frames_last(xs[i, 0], tb.numpy(), r0 * pool)
+        if keep is not None:  # its own rows (the last unit: to the clip's end) kept for the weight gradient
+            own = hr if r1 == hp else (r1 - r0) * pool
+            keep[i, 0, r0 * pool:r0 * pool + own].copy_(tb[:own])
         best = _SCRATCH.get("amx_best", (per_block, wp * cout))
         arg = _SCRATCH.get("amx_arg", (per_block, wp * cout), torch.int32)
         out = _SCRATCH.get("amx_out", (2 * pool * pool * amx.T_TILE * cout,))
@@ -412,14 +415,13 @@ def _aligned_zeros(shape: tuple[int, int]) -> np.ndarray:
     return raw[start:start + n].reshape(shape)
 
 
-def time_last(x: torch.Tensor, frames: int, bf16: bool = False) -> torch.Tensor:
-    """The clips (N, C, T, H, W) as (N, C, H, W, ``frames``), each pixel's frames contiguous and zeros past T: the
-    weight gradient's layout (a patch row's kt frames in one load) and the AMX tiles' (a tile row's). float32, or
-    with ``bf16`` the bfloat16 bits as int16 (rounded as PyTorch rounds: half the bytes to write and read).
-    :func:`microexp.fast.kernels.frames_last` on the thread pool, half a clip channel's rows a unit."""
+def time_last(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """The clips (N, C, T, H, W) as (N, C, H, W, ``frames``) float32, each pixel's frames contiguous and zeros past
+    T: the weight gradient's layout (a patch row's kt frames in one load). :func:`microexp.fast.kernels.frames_last`
+    on the thread pool, half a clip channel's rows a unit (the AMX units make their bf16 rows with it too)."""
     kernels = _kernels()
     n, c, t, h, w = x.shape
-    xt = torch.empty(n, c, h, w, frames, dtype=torch.int16 if bf16 else torch.float32)
+    xt = torch.empty(n, c, h, w, frames, dtype=torch.float32)
     xs, os_ = x.detach().contiguous().numpy(), xt.numpy()
     half = -(-h // 2)
     _parallel(lambda job: kernels.frames_last(xs[job[0], job[1]], os_[job[0], job[1], job[2]:job[2] + half], job[2]),
@@ -461,10 +463,13 @@ class _ConvReluPool(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int,
                 dtype: torch.dtype, rows: int | None = None, wino: int = 0,
                 drop: torch.Tensor | None = None, fused: bool = False, amx: bool = False) -> torch.Tensor:
-        # the AMX units read the clip in bf16 with its frames innermost; the weight gradient reads the same copy
-        xt = time_last(x, amx_frames(x.shape[2]), bf16=True) if amx and amx_usable(weight, dtype) else None
+        xt = None
+        if amx and amx_usable(weight, dtype):  # the AMX units keep their bf16 rows for the weight gradient
+            n, c, _t, h, w = x.shape
+            xt = torch.empty(n, c, h, w, amx_frames(x.shape[2]), dtype=torch.int16)
+            xt[:, :, _geometry(x, weight, pool)[5] * pool + weight.shape[3] - 1:].zero_()  # rows no unit reads
         out, indices = _forward(x, weight, bias, pool, want_indices=True, dtype=dtype, rows=rows, wino=wino,
-                                drop=drop, fused=fused, amx=amx, xt=xt)
+                                drop=drop, fused=fused, amx=amx, keep=xt)
         ctx.xt = xt
         ctx.save_for_backward(x, weight, indices)  # indices also mark the ReLU's (and dropout's) blocked outputs
         ctx.pool, ctx.scale = pool, 1.0 if drop is None else 2.0
