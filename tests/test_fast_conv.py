@@ -198,10 +198,10 @@ def test_tap_kernels_copy_and_round_like_pytorch(cin: int, kh: int, width: int) 
 @pytest.mark.parametrize("shape,frames", [((2, 1, 40, 20, 17), 41), ((1, 2, 32, 5, 48), 64), ((1, 1, 7, 3, 9), 7)],
                          ids=["tails", "whole-blocks", "under-16"])
 def test_time_last_copies_and_rounds_like_pytorch(shape: tuple[int, ...], frames: int) -> None:
-    """The clips with their frames innermost (the weight gradient's and the AMX tiles' layout), made by 16 x 16
-    register transposes with scalar tails: the same values as PyTorch's permuted copy, zeros past the last frame,
-    and in bf16 (the AMX units' rows, from a clip row on) the same bits as PyTorch's conversion (halfway cases to
-    even), NaN staying NaN."""
+    """The clips with their frames innermost: the weight gradient's float32 copy (PyTorch's permuted copy, zeros
+    past the last frame), and the AMX units' bf16 rows from a clip row on (16 x 16 register transposes with scalar
+    tails), the same bits as PyTorch's conversion of that copy (halfway cases to even), zeros past the last frame,
+    NaN staying NaN; in float32 the same kernel gives the copy's values exactly."""
     from microexp.fast.kernels import frames_last
 
     gen = torch.Generator().manual_seed(8)
@@ -219,6 +219,11 @@ def test_time_last_copies_and_rounds_like_pytorch(shape: tuple[int, ...], frames
     for i in range(shape[0]):
         for c in range(shape[1]):
             frames_last(x[i, c].numpy(), bits[i, c].numpy(), h0)
+    same = torch.full(bits.shape, 7.0)
+    for i in range(shape[0]):
+        for c in range(shape[1]):
+            frames_last(x[i, c].numpy(), same[i, c].numpy(), h0)
+    assert torch.equal(same.view(torch.int32), out[:, :, h0:].view(torch.int32))
     ref = ref[:, :, h0:]
     assert not bits[..., t:].any()
     nan = ref.isnan()
