@@ -7,8 +7,12 @@ a register kernel, :func:`wino_mk`, and pooled as they are made), ``pool_weight_
 ``gemm8`` (a wide Dense layer's backward, eight batch rows at a time), ``rows8_dot`` / ``rows8_axpy`` (its streamed
 forward and input gradient) and ``rows8_sgd`` (its backward with the SGD step folded in; ``rows8_dot`` and
 ``rows8_sgd`` run explicit 16-lane loops, :func:`dot2x8` and :func:`sgd4x8`, with their running sums in registers;
-``gemv_rows`` and ``rows8_dot`` also take bf16 weights). Each runs without the GIL, one call per work unit on the
-thread pool of :mod:`microexp.fast.conv`, and is compiled on first use and cached (``cache=True``).
+``gemv_rows`` and ``rows8_dot`` also take bf16 weights), ``frames_last`` (a clip's rows with the frames innermost, in
+bf16 for the AMX units: 16 x 16 register transposes, :func:`transpose16`). Each runs without the GIL, one call per
+work unit on the thread pool of :mod:`microexp.fast.conv`, and is compiled on first use and cached (``cache=True``).
+Where numba compiles for AVX-512 (``AVX512``), the weight gradient lists its terms 16 at a time
+(:func:`list_terms16`: masked loads, a two-table permute, compress stores) and the pooling pass writes 16 channels x
+16 columns at a time (:func:`write_pooled16`); elsewhere both go one element at a time, with the same results.
 
 ``pool_weight_grad``: the weight gradient of ``max_pool3d(conv3d(x, w))`` computed from the max-pool indices.
 Max-pooling routes each pooled output's gradient to exactly one conv output (its window's maximum), so
