@@ -417,9 +417,10 @@ def _aligned_zeros(shape: tuple[int, int]) -> np.ndarray:
 
 def time_last(x: torch.Tensor, frames: int) -> torch.Tensor:
     """The clips (N, C, T, H, W) as (N, C, H, W, ``frames``), float32, each pixel's frames contiguous and zeros
-    past T: the weight gradient's layout (a patch row's kt frames in one load). PyTorch's permuted copy: as fast as
-    :func:`microexp.fast.kernels.frames_last` on one thread and faster on two (memory-bound; measured), which the
-    AMX units use for their bf16 rows (rounding in the same pass, 1.9x faster than PyTorch's copy to bf16)."""
+    past T: the weight gradient's layout (a patch row's kt frames in one load). PyTorch's permuted copy, which is
+    memory-bound: as fast as :func:`microexp.fast.kernels.frames_last` on one thread and faster on two (measured).
+    The AMX units use that kernel for their bf16 rows, where it rounds in the same pass (1.9x faster than PyTorch's
+    copy to bf16)."""
     n, c, t, h, w = x.shape
     xt = torch.empty(n, c, h, w, frames, dtype=torch.float32)
     xt[..., :t].copy_(x.permute(0, 1, 3, 4, 2))
