@@ -31,7 +31,15 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from microexp.fast.kernels import LANES, _i64, _write_pooled, target_features, window_max16, window_offsets
+from microexp.fast.kernels import (
+    LANES,
+    _i64,
+    _llvm_fn,
+    _write_pooled,
+    target_features,
+    window_max16,
+    window_offsets,
+)
 
 T_TILE = 16  # frames a tile: rows of the output and of the input tiles
 K_TAPS = 16  # time taps a tile row holds (kt <= 16; the ones past kt have zero weight)
@@ -58,8 +66,8 @@ def available() -> bool:
 
 
 def _tile_fn(builder, name: str, args: list[ir.Type]):  # type: ignore[no-untyped-def]
-    mod = builder.module
-    return mod.globals.get(name) or ir.Function(mod, ir.FunctionType(ir.VoidType(), args), name=name)
+    """A tile instruction's intrinsic (they return nothing)."""
+    return _llvm_fn(builder, name, ir.VoidType(), args)
 
 
 def _data_ptr(context, builder, arrtype, arr, offset=None):  # type: ignore[no-untyped-def]

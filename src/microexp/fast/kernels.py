@@ -67,6 +67,17 @@ def _vec_ptr(context, builder, arrtype, arr, offset):  # type: ignore[no-untyped
     return builder.bitcast(builder.gep(data, [offset]), ir.VectorType(data.type.pointee, LANES).as_pointer())
 
 
+def _llvm_fn(builder, name: str, ret, args: list):  # type: ignore[no-untyped-def]
+    """The LLVM function (an intrinsic) ``name`` of this module, declared on first use: ``ret (args)``."""
+    mod = builder.module
+    return mod.globals.get(name) or ir.Function(mod, ir.FunctionType(ret, args), name=name)
+
+
+def _elem_bytes(elem) -> int:  # type: ignore[no-untyped-def]
+    """An LLVM element type's size in bytes (integers, or float32)."""
+    return elem.width // 8 if isinstance(elem, ir.IntType) else 4
+
+
 def _bf16_widen(builder, raw):  # type: ignore[no-untyped-def]
     """A vector of bfloat16 bits (int16 lanes) as float32, exactly: bf16 is a float32's top half."""
     ivec = ir.VectorType(ir.IntType(32), raw.type.count)
@@ -163,6 +174,8 @@ def window_offsets(pool: int, st: int, sh: int, sw: int, size: int = 0) -> np.nd
     for o in range(pool ** 3):
         out[o] = (o // (pool * pool)) * st + ((o // pool) % pool) * sh + (o % pool) * sw
     return out
+
+
 # pooled rows a block of pool_weight_grad: each channel sums the block, whose clip window stays in L1 (1-10 measured)
 GRAD_BLOCK_ROWS = 2
 NVEC = 9  # 16-lane accumulator rows that grad_rows9 holds in registers: C_in * kh * kw * (lanes / 16) for STCNN
@@ -203,12 +216,9 @@ def grad_rows9(typingctx, xf, src, gvals, count, koff, acc, acc_off):  # type: i
 def _masked_load(builder, ptr, mask, elem):  # type: ignore[no-untyped-def]
     """``llvm.masked.load``: the lanes of ``mask`` from ``ptr`` (a vector pointer), zero elsewhere; nothing read
     for the other lanes, so a short last group cannot read past an array."""
-    vec = ir.VectorType(elem, LANES)
-    name = f"llvm.masked.load.v{LANES}{_vname(elem)}.p0"
-    fn = builder.module.globals.get(name) or ir.Function(
-        builder.module, ir.FunctionType(vec, [ptr.type, ir.IntType(32), mask.type, vec]), name=name)
-    return builder.call(fn, [ptr, ir.IntType(32)(elem.width // 8 if isinstance(elem, ir.IntType) else 4), mask,
-                             ir.Constant(vec, None)])
+    vec, i32 = ir.VectorType(elem, LANES), ir.IntType(32)
+    fn = _llvm_fn(builder, f"llvm.masked.load.v{LANES}{_vname(elem)}.p0", vec, [ptr.type, i32, mask.type, vec])
+    return builder.call(fn, [ptr, i32(_elem_bytes(elem)), mask, ir.Constant(vec, None)])
 
 
 def _vname(elem) -> str:  # type: ignore[no-untyped-def]
@@ -217,9 +227,8 @@ def _vname(elem) -> str:  # type: ignore[no-untyped-def]
 
 def _compress_store(builder, value, ptr, mask):  # type: ignore[no-untyped-def]
     """``llvm.masked.compressstore``: the lanes of ``value`` that ``mask`` selects, stored contiguously at ``ptr``."""
-    name = f"llvm.masked.compressstore.v{LANES}{_vname(value.type.element)}"
-    fn = builder.module.globals.get(name) or ir.Function(
-        builder.module, ir.FunctionType(ir.VoidType(), [value.type, ptr.type, mask.type]), name=name)
+    fn = _llvm_fn(builder, f"llvm.masked.compressstore.v{LANES}{_vname(value.type.element)}", ir.VoidType(),
+                  [value.type, ptr.type, mask.type])
     builder.call(fn, [value, ptr, mask])
 
 
@@ -255,8 +264,7 @@ def list_terms16(typingctx, idx, g, pos, j, count, corner, table, scale, src, va
         halves = [builder.load(builder.bitcast(builder.gep(tab, [i64(h * LANES)]),
                                                ir.VectorType(i32, LANES).as_pointer()), align=4) for h in range(2)]
         vt = ir.VectorType(i32, LANES)
-        perm = builder.module.globals.get("llvm.x86.avx512.vpermi2var.d.512") or ir.Function(
-            builder.module, ir.FunctionType(vt, [vt, vt, vt]), name="llvm.x86.avx512.vpermi2var.d.512")
+        perm = _llvm_fn(builder, "llvm.x86.avx512.vpermi2var.d.512", vt, [vt, vt, vt])
         off = builder.sext(builder.call(perm, [halves[0], ix, halves[1]]), ir.VectorType(i64, LANES))
         src = builder.add(builder.add(off, _masked_load(builder, at(2, pos_a, j_, i64), mask, i64)),
                           _splat(builder, corner_, ir.VectorType(i64, LANES)))
@@ -265,8 +273,7 @@ def list_terms16(typingctx, idx, g, pos, j, count, corner, table, scale, src, va
         bp = _vec_ptr(context, builder, signature.args[11], b_a, i64(0))
         builder.store(builder.fadd(builder.load(bp, align=4), gv), bp, align=4)
         bits = builder.bitcast(keep, ir.IntType(LANES))
-        pop = builder.module.globals.get("llvm.ctpop.i16") or ir.Function(
-            builder.module, ir.FunctionType(ir.IntType(LANES), [ir.IntType(LANES)]), name="llvm.ctpop.i16")
+        pop = _llvm_fn(builder, "llvm.ctpop.i16", ir.IntType(LANES), [ir.IntType(LANES)])
         return builder.add(n_, builder.zext(builder.call(pop, [bits]), i64))
 
     return sig, codegen
@@ -366,7 +373,8 @@ def _pool_weight_grad(vector: bool):  # type: ignore[no-untyped-def]
 
 
 pool_weight_grad = _pool_weight_grad(AVX512)
-pool_weight_grad_scalar = _pool_weight_grad(False)  # for tests: the one-at-a-time listing on any CPU
+# for tests: the one-at-a-time listing on any CPU (without AVX-512 that is pool_weight_grad itself)
+pool_weight_grad_scalar = _pool_weight_grad(False) if AVX512 else pool_weight_grad
 
 
 @intrinsic
@@ -440,11 +448,10 @@ def _write_pooled1(best: np.ndarray, arg: np.ndarray, bias: np.ndarray, col: int
 
 def _masked_store(builder, value, ptr, mask):  # type: ignore[no-untyped-def]
     """``llvm.masked.store``: the lanes of ``value`` that ``mask`` selects, to their places from ``ptr``."""
-    elem = value.type.element
-    name = f"llvm.masked.store.v{LANES}{_vname(elem)}.p0"
-    fn = builder.module.globals.get(name) or ir.Function(
-        builder.module, ir.FunctionType(ir.VoidType(), [value.type, ptr.type, ir.IntType(32), mask.type]), name=name)
-    builder.call(fn, [value, ptr, ir.IntType(32)(elem.width // 8 if isinstance(elem, ir.IntType) else 4), mask])
+    elem, i32 = value.type.element, ir.IntType(32)
+    fn = _llvm_fn(builder, f"llvm.masked.store.v{LANES}{_vname(elem)}.p0", ir.VoidType(),
+                  [value.type, ptr.type, i32, mask.type])
+    builder.call(fn, [value, ptr, i32(_elem_bytes(elem)), mask])
 
 
 @intrinsic
@@ -1068,9 +1075,7 @@ DOT_PIECE = 1024  # rows8_dot's columns a piece for one group of eight rows (the
 def _prefetch_fn(builder):  # type: ignore[no-untyped-def]
     """``llvm.prefetch`` (read, keep in all levels, data): no fault on any address, so none is checked."""
     i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-    mod = builder.module
-    return mod.globals.get("llvm.prefetch.p0") or ir.Function(
-        mod, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), name="llvm.prefetch.p0")
+    return _llvm_fn(builder, "llvm.prefetch.p0", ir.VoidType(), [i8p, i32, i32, i32])
 
 
 def _i64(builder, v):  # type: ignore[no-untyped-def]
